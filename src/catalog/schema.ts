@@ -1,0 +1,64 @@
+import * as v from 'valibot';
+import { TENANT_ID_PATTERN } from './ids.js';
+
+/**
+ * The catalog: the single source of desired state. One schema both validates
+ * every read and types the code. Passwords are never part of it.
+ * (valibot rather than zod: the same idea at a tenth of the start-up cost,
+ * which every CLI command pays.)
+ */
+export const CATALOG_VERSION = 1;
+
+export const AccessSchema = v.picklist(['enabled', 'disabled']);
+export type Access = v.InferOutput<typeof AccessSchema>;
+
+export const WantedSchema = v.picklist(['running', 'stopped']);
+export type Wanted = v.InferOutput<typeof WantedSchema>;
+
+const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+const nonEmpty = v.pipe(v.string(), v.minLength(1));
+
+export const TenantSchema = v.strictObject({
+  id: v.pipe(v.string(), v.regex(TENANT_ID_PATTERN)),
+  suffix: v.pipe(v.string(), v.regex(/^[a-z0-9]{6}$/)),
+  access: AccessSchema,
+  wanted: WantedSchema,
+  maxConnections: int(5, 10000),
+  createdAt: v.pipe(v.string(), v.isoTimestamp()),
+});
+export type Tenant = v.InferOutput<typeof TenantSchema>;
+
+export const SettingsSchema = v.strictObject({
+  domain: nonEmpty,
+  port: int(1, 65535),
+  /** Wildcard certificate and key for `*.<domain>` (PEM files). */
+  certFile: nonEmpty,
+  keyFile: nonEmpty,
+  /** True when `pgs setup` generated the certificate (it regenerates it on a domain change). */
+  certSelfSigned: v.boolean(),
+  /** Tenant data directories, sockets, logs and the template cluster live here. */
+  dataRoot: nonEmpty,
+  /** The OS user the servers run as; null: the user running pgs. */
+  serverUser: v.nullable(nonEmpty),
+  defaultMaxConnections: int(5, 10000),
+});
+export type Settings = v.InferOutput<typeof SettingsSchema>;
+
+export const CatalogSchema = v.pipe(
+  v.strictObject({
+    version: v.literal(CATALOG_VERSION),
+    settings: SettingsSchema,
+    tenants: v.array(TenantSchema),
+  }),
+  v.check((catalog) => new Set(catalog.tenants.map((t) => t.id)).size === catalog.tenants.length, 'two tenants have the same id'),
+);
+export type Catalog = v.InferOutput<typeof CatalogSchema>;
+
+/** The first problem of a value that does not match the schema, as "path: message". */
+export function catalogProblem(value: unknown): { catalog: Catalog } | { problem: string } {
+  const result = v.safeParse(CatalogSchema, value);
+  if (result.success) return { catalog: result.output };
+  const issue = result.issues[0];
+  const where = issue?.path?.map((p) => String(p.key)).join('.') || 'top level';
+  return { problem: `${where}: ${issue?.message ?? 'does not match the schema'}` };
+}

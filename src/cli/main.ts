@@ -1,0 +1,338 @@
+import { createInterface } from 'node:readline/promises';
+import { debuglog, parseArgs, type ParseArgsConfig } from 'node:util';
+import { PgsError, isPgsError } from '../core/errors.js';
+import { Pgs } from '../service/pgs.js';
+import { formatTable } from './table.js';
+
+/** `pgs <command>`: parses, calls, prints; one clear line on stderr and a non-zero exit on error. */
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Values = Record<string, string | boolean | undefined>;
+
+interface Command {
+  summary: string;
+  usage: string;
+  details: string;
+  options: Options;
+  /** How many positional arguments: [min, max]. */
+  positionals: [number, number];
+  run(pgs: Pgs, args: string[], values: Values): Promise<number>;
+}
+
+const EXIT_USAGE = 2;
+const debug = debuglog('pgs');
+
+const COMMANDS: Record<string, Command> = {
+  setup: {
+    summary: 'write the config, make the server template and a TLS certificate (idempotent)',
+    usage: 'pgs setup [--domain D] [--port P] [--cert FILE --key FILE] [--json]',
+    details: [
+      '  --domain D     tenants get host names <id>-<suffix>.D (default pgs.localhost)',
+      '  --port P       the TLS port the router listens on (default 5432)',
+      '  --cert FILE    PEM certificate for *.D (default: a self-signed one is generated)',
+      '  --key FILE     its PEM private key',
+      '  --json         print the settings as JSON',
+      '',
+      'Run it again at any time: it keeps what exists and changes only what you pass.',
+      'As root, the servers run as the unprivileged system user "pgs" (created if missing).',
+    ].join('\n'),
+    options: { domain: { type: 'string' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: [0, 0],
+    async run(pgs, _args, values) {
+      const port = values.port === undefined ? undefined : parsePort(String(values.port));
+      const report = await pgs.setup({
+        domain: values.domain as string | undefined,
+        port,
+        certFile: values.cert as string | undefined,
+        keyFile: values.key as string | undefined,
+      });
+      if (values.json) {
+        printJson({ home: report.home, ...report.settings, certificateExpires: report.certificate.validTo.toISOString() });
+        return 0;
+      }
+      for (const action of report.actions) console.log(`- ${action}`);
+      const s = report.settings;
+      console.log(`pgs is set up in ${report.home}`);
+      console.log(formatTable([
+        ['domain', s.domain],
+        ['port', String(s.port)],
+        ['certificate', `${s.certFile}${s.certSelfSigned ? ' (self-signed)' : ''}, expires ${report.certificate.validTo.toISOString().slice(0, 10)}`],
+        ['data', s.dataRoot],
+        ['servers run as', s.serverUser ?? 'the user running pgs'],
+      ], { indent: '  ' }));
+      console.log('Next: pgs create <id>');
+      return 0;
+    },
+  },
+
+  create: {
+    summary: 'make a tenant with its own running PostgreSQL 18 server',
+    usage: 'pgs create <id> [--password P] [--json]',
+    details: [
+      '  <id>           a DNS label: a-z first, then a-z 0-9 -, at most 40, no trailing -',
+      '  --password P   the password of user postgres (at least 8 characters);',
+      '                 default: 32 random characters, printed once and never stored',
+      '  --json         print {id, hostname, password, database, user, url}',
+    ].join('\n'),
+    options: { password: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: [1, 1],
+    async run(pgs, [id], values) {
+      const created = await pgs.create(id as string, { password: values.password as string | undefined });
+      if (values.json) {
+        printJson(created);
+        return 0;
+      }
+      console.log(`Created tenant ${created.id}`);
+      console.log(formatTable([
+        ['host', created.hostname],
+        ['database', created.database],
+        ['user', created.user],
+        ['password', created.password],
+        ['url', created.url],
+      ], { indent: '  ' }));
+      console.log('The password is shown only now; "pgs passwd <id>" sets a new one.');
+      return 0;
+    },
+  },
+
+  list: {
+    summary: 'show every tenant: host name, access, state',
+    usage: 'pgs list [--json]',
+    details: '  --json         print an array of {id, hostname, access, state, wanted, pid, database, user, port, maxConnections, createdAt}',
+    options: { json: { type: 'boolean' } },
+    positionals: [0, 0],
+    async run(pgs, _args, values) {
+      const tenants = await pgs.list();
+      if (values.json) {
+        printJson(tenants);
+        return 0;
+      }
+      if (tenants.length === 0) {
+        console.log('No tenants yet: pgs create <id>');
+        return 0;
+      }
+      console.log(formatTable([
+        ['ID', 'HOSTNAME', 'ACCESS', 'STATE', 'PID'],
+        ...tenants.map((t) => [t.id, t.hostname, t.access, t.state, t.pid === null ? '-' : String(t.pid)]),
+      ]));
+      return 0;
+    },
+  },
+
+  remove: {
+    summary: 'stop a tenant and delete its server and all its data',
+    usage: 'pgs remove <id> [--yes]',
+    details: '  --yes          do not ask; without it pgs asks on a terminal and refuses otherwise',
+    options: { yes: { type: 'boolean' } },
+    positionals: [1, 1],
+    async run(pgs, [id], values) {
+      await pgs.tenant(id as string); // unknown ids fail before any question
+      if (!values.yes) await confirmRemoval(id as string);
+      await pgs.remove(id as string);
+      console.log(`Removed tenant ${id}`);
+      return 0;
+    },
+  },
+
+  start: {
+    summary: 'start one tenant\'s server, or all of them',
+    usage: 'pgs start [<id>]',
+    details: '  Records that the tenant should run, then starts its server.',
+    options: {},
+    positionals: [0, 1],
+    run: (pgs, [id]) => startOrStop(pgs, id, 'start'),
+  },
+
+  stop: {
+    summary: 'stop one tenant\'s server, or all of them (fast shutdown, nothing committed is lost)',
+    usage: 'pgs stop [<id>]',
+    details: '  Records that the tenant should not run, then stops its server.',
+    options: {},
+    positionals: [0, 1],
+    run: (pgs, [id]) => startOrStop(pgs, id, 'stop'),
+  },
+
+  'enable-access': {
+    summary: 'allow connections to a tenant from outside',
+    usage: 'pgs enable-access <id>',
+    details: '  New tenants start with access enabled.',
+    options: {},
+    positionals: [1, 1],
+    async run(pgs, [id]) {
+      const changed = await pgs.setAccess(id as string, 'enabled');
+      console.log(changed ? `Access to ${id} enabled` : `Access to ${id} was already enabled`);
+      return 0;
+    },
+  },
+
+  'disable-access': {
+    summary: 'refuse connections to a tenant from outside (its server keeps running)',
+    usage: 'pgs disable-access <id>',
+    details: '  The router refuses the tenant\'s host name with a clear error until enable-access.',
+    options: {},
+    positionals: [1, 1],
+    async run(pgs, [id]) {
+      const changed = await pgs.setAccess(id as string, 'disabled');
+      console.log(changed ? `Access to ${id} disabled` : `Access to ${id} was already disabled`);
+      return 0;
+    },
+  },
+
+  url: {
+    summary: 'print a tenant\'s connection string (without the password)',
+    usage: 'pgs url <id> [--local]',
+    details: [
+      '  --local        a libpq URI over the server\'s unix socket on this host (administration, tests);',
+      '                 default: the public URI through the router, sslmode=require',
+    ].join('\n'),
+    options: { local: { type: 'boolean' } },
+    positionals: [1, 1],
+    async run(pgs, [id], values) {
+      console.log(await pgs.url(id as string, { local: Boolean(values.local) }));
+      return 0;
+    },
+  },
+
+  passwd: {
+    summary: 'set a new password for a tenant\'s user postgres',
+    usage: 'pgs passwd <id> [--password P] [--json]',
+    details: [
+      '  --password P   the new password (at least 8 characters); default: 32 random characters, printed once',
+      '  --json         print {id, password}',
+      '  Passwords are never stored by pgs: this is the way back from a lost one.',
+    ].join('\n'),
+    options: { password: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: [1, 1],
+    async run(pgs, [id], values) {
+      const result = await pgs.passwd(id as string, { password: values.password as string | undefined });
+      if (values.json) printJson(result);
+      else if (values.password === undefined) console.log(`New password for ${id}: ${result.password}`);
+      else console.log(`Password of ${id} changed`);
+      return 0;
+    },
+  },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  debug('main at %s ms', performance.now().toFixed(1));
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const topic = name === 'help' ? rest[0] : undefined;
+    if (topic !== undefined && COMMANDS[topic]) console.log(commandHelp(topic, COMMANDS[topic]));
+    else console.log(overview());
+    return name === undefined ? EXIT_USAGE : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    console.log(await version());
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`pgs: unknown command ${JSON.stringify(name)}; see "pgs --help"`);
+    return EXIT_USAGE;
+  }
+  let values: Values;
+  let positionals: string[];
+  try {
+    const parsed = parseArgs({ args: rest, options: { ...command.options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    values = parsed.values as Values;
+    positionals = parsed.positionals;
+  } catch (err) {
+    console.error(`pgs ${name}: ${(err as Error).message.split('\n')[0]}; usage: ${command.usage}`);
+    return EXIT_USAGE;
+  }
+  if (values.help) {
+    console.log(commandHelp(name, command));
+    return 0;
+  }
+  const [min, max] = command.positionals;
+  if (positionals.length < min || positionals.length > max) {
+    const what = positionals.length < min ? 'missing argument' : `unexpected argument ${JSON.stringify(positionals[max])}`;
+    console.error(`pgs ${name}: ${what}; usage: ${command.usage}`);
+    return EXIT_USAGE;
+  }
+  try {
+    const code = await command.run(new Pgs(), positionals, values);
+    debug('done at %s ms', performance.now().toFixed(1));
+    return code;
+  } catch (err) {
+    if (isPgsError(err)) {
+      console.error(`pgs ${name}: ${err.message}`);
+      return err.code === 'USAGE' ? EXIT_USAGE : 1;
+    }
+    console.error(`pgs ${name}: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    return 1;
+  }
+}
+
+async function startOrStop(pgs: Pgs, id: string | undefined, verb: 'start' | 'stop'): Promise<number> {
+  const result = verb === 'start' ? await pgs.start(id) : await pgs.stop(id);
+  const past = verb === 'start' ? 'Started' : 'Stopped';
+  if (result.started.length > 0) console.log(`${past} ${result.started.join(', ')}`);
+  else if (result.failed.length === 0) console.log('No tenants');
+  for (const failure of result.failed) console.error(`pgs ${verb}: ${failure.id}: ${failure.error}`);
+  return result.failed.length > 0 ? 1 : 0;
+}
+
+async function confirmRemoval(id: string): Promise<void> {
+  if (!process.stdin.isTTY) {
+    throw new PgsError('NOT_CONFIRMED', `not removing ${id}: stdin is not a terminal, pass --yes to confirm`);
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`Remove tenant ${id} and delete all its data? Type its id to confirm: `);
+    if (answer.trim() !== id) throw new PgsError('NOT_CONFIRMED', `not removing ${id}: the answer did not match`);
+  } finally {
+    rl.close();
+  }
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new PgsError('USAGE', `invalid --port ${JSON.stringify(text)}: a number from 1 to 65535`);
+  }
+  return port;
+}
+
+function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+function overview(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  return [
+    'pgs: one PostgreSQL 18 server per tenant, all behind one TLS port routed by host name.',
+    '',
+    'Usage: pgs <command> [options]      pgs <command> --help for its options',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(width)}  ${c.summary}`),
+    '',
+    'Environment:',
+    '  PGS_HOME         config folder (default ~/.sysnee-config)',
+    '  PGS_DATA         where tenant data lives (default $PGS_HOME/data; as root /var/lib/pgs)',
+    '  PGS_PG_BIN       folder with PostgreSQL 18 initdb and postgres (default: the npm package)',
+    '  PGS_SERVER_USER  as root, the system user that runs the servers (default pgs)',
+  ].join('\n');
+}
+
+function commandHelp(name: string, command: Command): string {
+  return [`pgs ${name}: ${command.summary}`, '', `Usage: ${command.usage}`, '', command.details].join('\n');
+}
+
+async function version(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const { fileURLToPath } = await import('node:url');
+  const path = await import('node:path');
+  // From dist/pgs.mjs (the bundle) or dist/src/cli/main.js: the package root is the first parent with package.json.
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++, dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(await readFile(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === '@sysnee/pgs') return `pgs ${pkg.version}`;
+    } catch {
+      // not here
+    }
+  }
+  return 'pgs (unknown version)';
+}

@@ -1,0 +1,45 @@
+/**
+ * One error base class; each failure has a fixed `code` that callers decide on
+ * (never the message text) and that doubles as a log and metric label.
+ */
+export type PgsErrorCode =
+  | 'USAGE'
+  | 'INVALID_ID'
+  | 'INVALID_PASSWORD'
+  | 'INVALID_SETTING'
+  | 'NOT_SET_UP'
+  | 'TENANT_EXISTS'
+  | 'TENANT_NOT_FOUND'
+  | 'CATALOG_CORRUPT'
+  | 'CATALOG_LOCKED'
+  | 'CERT_INVALID'
+  | 'PG_BINARIES_MISSING'
+  | 'PG_START_FAILED'
+  | 'PG_STOP_FAILED'
+  | 'PG_COMMAND_FAILED'
+  | 'SYSTEM_USER'
+  | 'PATH_TOO_LONG'
+  | 'NOT_CONFIRMED';
+
+export class PgsError extends Error {
+  readonly code: PgsErrorCode;
+
+  constructor(code: PgsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PgsError';
+    this.code = code;
+  }
+}
+
+export function isPgsError(err: unknown, code?: PgsErrorCode): err is PgsError {
+  return err instanceof PgsError && (code === undefined || err.code === code);
+}
+
+/** The errno code of a Node system error (`ENOENT`, `EEXIST`, ...), if any. */
+export function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const code = (err as { code: unknown }).code;
+    return typeof code === 'string' ? code : undefined;
+  }
+  return undefined;
+}

@@ -1,0 +1,46 @@
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import path from 'node:path';
+
+/** The config folder: `PGS_HOME`, else `~/.sysnee-config/` (the original product's). */
+export function pgsHome(env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = env.PGS_HOME;
+  return path.resolve(fromEnv && fromEnv.length > 0 ? fromEnv : path.join(homedir(), '.sysnee-config'));
+}
+
+export function isRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/**
+ * Where tenant data, sockets and logs live unless `PGS_DATA` says otherwise.
+ * As root the config folder sits under /root (0700), which the unprivileged
+ * server user cannot traverse, so data goes under /var/lib/pgs instead; a
+ * non-default PGS_HOME gets its own sub-folder so that two homes never share data.
+ */
+export function defaultDataRoot(home: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (env.PGS_DATA && env.PGS_DATA.length > 0) return path.resolve(env.PGS_DATA);
+  if (!isRoot()) return path.join(home, 'data');
+  const isDefaultHome = home === path.resolve(path.join(homedir(), '.sysnee-config'));
+  if (isDefaultHome) return '/var/lib/pgs';
+  const tag = createHash('sha256').update(home).digest('hex').slice(0, 10);
+  return path.join('/var/lib/pgs/homes', tag);
+}
+
+export interface HomePaths {
+  home: string;
+  catalog: string;
+  catalogBackup: string;
+  lock: string;
+  certDir: string;
+}
+
+export function homePaths(home: string): HomePaths {
+  return {
+    home,
+    catalog: path.join(home, 'catalog.json'),
+    catalogBackup: path.join(home, 'catalog.json.bak'),
+    lock: path.join(home, 'catalog.lock'),
+    certDir: path.join(home, 'certs'),
+  };
+}

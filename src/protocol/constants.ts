@@ -1,0 +1,39 @@
+/**
+ * PostgreSQL wire protocol numbers.
+ * https://www.postgresql.org/docs/current/protocol-message-formats.html
+ */
+
+/** Protocol version 3.0 as sent in StartupMessage: major 3 in the high 16 bits. */
+export const PROTOCOL_3_0 = (3 << 16) | 0;
+/** Protocol 3.2 (PostgreSQL 18): BackendKeyData carries a secret of 4 to 256 bytes. */
+export const PROTOCOL_3_2 = (3 << 16) | 2;
+/** Request codes that take the place of a protocol version in the first packet. */
+export const CANCEL_REQUEST_CODE = 80877102;
+export const SSL_REQUEST_CODE = 80877103;
+export const GSSENC_REQUEST_CODE = 80877104;
+/** A start-up packet is at least length + code; PostgreSQL refuses ones over 10,000 bytes (MAX_STARTUP_PACKET_LENGTH). */
+export const MIN_STARTUP_PACKET = 8;
+export const MAX_STARTUP_PACKET = 10_000;
+
+/** Backend message type bytes. */
+export const BackendMessage = {
+  Authentication: 0x52, // 'R'
+  BackendKeyData: 0x4b, // 'K'
+  CommandComplete: 0x43, // 'C'
+  DataRow: 0x44, // 'D'
+  EmptyQueryResponse: 0x49, // 'I'
+  ErrorResponse: 0x45, // 'E'
+  NoticeResponse: 0x4e, // 'N'
+  ParameterStatus: 0x53, // 'S'
+  ReadyForQuery: 0x5a, // 'Z'
+  RowDescription: 0x54, // 'T'
+} as const;
+
+/** Frontend message type bytes (after start-up). */
+export const FrontendMessage = {
+  Query: 0x51, // 'Q'
+  Terminate: 0x58, // 'X'
+} as const;
+
+/** Authentication request codes carried in an 'R' message. */
+export const AUTH_OK = 0;

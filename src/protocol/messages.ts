@@ -1,0 +1,132 @@
+import { CANCEL_REQUEST_CODE, FrontendMessage, PROTOCOL_3_0, SSL_REQUEST_CODE } from './constants.js';
+
+/**
+ * Pure codecs: values in, Buffers out, and Buffers in, tagged values out.
+ * Nothing here touches a socket.
+ */
+
+export function serializeStartup(params: Record<string, string>, version = PROTOCOL_3_0): Buffer {
+  const parts: Buffer[] = [];
+  for (const [key, value] of Object.entries(params)) parts.push(Buffer.from(`${key}\0${value}\0`, 'utf8'));
+  parts.push(Buffer.from([0]));
+  const body = Buffer.concat(parts);
+  const out = Buffer.allocUnsafe(8 + body.length);
+  out.writeInt32BE(out.length, 0);
+  out.writeInt32BE(version, 4);
+  body.copy(out, 8);
+  return out;
+}
+
+export function serializeSSLRequest(): Buffer {
+  const out = Buffer.allocUnsafe(8);
+  out.writeInt32BE(8, 0);
+  out.writeInt32BE(SSL_REQUEST_CODE, 4);
+  return out;
+}
+
+export function serializeCancelRequest(pid: number, secret: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(12 + secret.length);
+  out.writeInt32BE(out.length, 0);
+  out.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+  out.writeInt32BE(pid, 8);
+  secret.copy(out, 12);
+  return out;
+}
+
+export function serializeQuery(sql: string): Buffer {
+  return typed(FrontendMessage.Query, Buffer.from(`${sql}\0`, 'utf8'));
+}
+
+export function serializeTerminate(): Buffer {
+  return typed(FrontendMessage.Terminate, Buffer.alloc(0));
+}
+
+/** A typed message: 1 type byte, Int32 length (counting itself), payload. */
+export function typed(type: number, payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + payload.length);
+  out[0] = type;
+  out.writeInt32BE(4 + payload.length, 1);
+  payload.copy(out, 5);
+  return out;
+}
+
+/**
+ * ErrorResponse / NoticeResponse fields: a list of (code byte, C string), ended
+ * by a zero byte. Codes: S severity, V severity (not localized), C SQLSTATE, M message, D detail, H hint.
+ */
+export type ErrorFields = Partial<Record<string, string>>;
+
+export function parseErrorFields(payload: Buffer): ErrorFields {
+  const fields: ErrorFields = {};
+  let offset = 0;
+  while (offset < payload.length) {
+    const code = payload[offset];
+    if (code === 0 || code === undefined) break;
+    const end = payload.indexOf(0, offset + 1);
+    if (end < 0) break;
+    fields[String.fromCharCode(code)] = payload.toString('utf8', offset + 1, end);
+    offset = end + 1;
+  }
+  return fields;
+}
+
+export function serializeErrorResponse(fields: ErrorFields): Buffer {
+  const parts: Buffer[] = [];
+  for (const [code, value] of Object.entries(fields)) {
+    if (value !== undefined) parts.push(Buffer.from(`${code}${value}\0`, 'utf8'));
+  }
+  parts.push(Buffer.from([0]));
+  return typed(0x45, Buffer.concat(parts));
+}
+
+/** DataRow: Int16 column count, then per column Int32 length (-1 = NULL) and bytes. */
+export function parseDataRow(payload: Buffer): (string | null)[] {
+  const count = payload.readInt16BE(0);
+  const values: (string | null)[] = [];
+  let offset = 2;
+  for (let i = 0; i < count; i++) {
+    const length = payload.readInt32BE(offset);
+    offset += 4;
+    if (length < 0) {
+      values.push(null);
+    } else {
+      values.push(payload.toString('utf8', offset, offset + length));
+      offset += length;
+    }
+  }
+  return values;
+}
+
+export interface Message {
+  type: number;
+  payload: Buffer;
+}
+
+/**
+ * Splits a byte stream into typed messages. Chunks may cut a message anywhere;
+ * a length outside 4..maxLength is a protocol violation.
+ */
+export class MessageReader {
+  private buffer: Buffer = Buffer.alloc(0);
+  private readonly maxLength: number;
+
+  constructor(maxLength = 64 * 1024 * 1024) {
+    this.maxLength = maxLength;
+  }
+
+  push(chunk: Buffer): void {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+  }
+
+  next(): Message | undefined {
+    if (this.buffer.length < 5) return undefined;
+    const length = this.buffer.readInt32BE(1);
+    if (length < 4 || length > this.maxLength) {
+      throw new RangeError(`message length ${length} out of range 4..${this.maxLength}`);
+    }
+    if (this.buffer.length < 1 + length) return undefined;
+    const message = { type: this.buffer[0] as number, payload: this.buffer.subarray(5, 1 + length) };
+    this.buffer = this.buffer.subarray(1 + length);
+    return message;
+  }
+}

@@ -1,0 +1,116 @@
+import { connect, type Socket } from 'node:net';
+import path from 'node:path';
+import { AUTH_OK, BackendMessage } from '../protocol/constants.js';
+import { MessageReader, parseDataRow, parseErrorFields, serializeQuery, serializeStartup, serializeTerminate, type ErrorFields } from '../protocol/messages.js';
+
+/**
+ * A minimal simple-query client for the admin role over a server's unix
+ * socket, where peer authentication needs no password. It does the few
+ * statements pgs runs itself (rename the database, set a password verifier)
+ * without loading a full driver into every CLI command.
+ */
+export class AdminQueryError extends Error {
+  readonly fields: ErrorFields;
+  constructor(fields: ErrorFields) {
+    super(`${fields.S ?? 'ERROR'} ${fields.C ?? ''}: ${fields.M ?? 'unknown error'}`);
+    this.name = 'AdminQueryError';
+    this.fields = fields;
+  }
+}
+
+interface Pending {
+  rows: (string | null)[][];
+  error?: AdminQueryError;
+  resolve(rows: (string | null)[][]): void;
+  reject(err: Error): void;
+}
+
+export class AdminClient {
+  private readonly socket: Socket;
+  private readonly reader = new MessageReader();
+  private pending: Pending | undefined;
+  private failure: Error | undefined;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.fail(err));
+    socket.on('close', () => this.fail(new Error('the server closed the connection')));
+  }
+
+  /** Connects to `<socketDir>/.s.PGSQL.<port>` and waits for ReadyForQuery. */
+  static async connect(socketDir: string, port: number, user: string, database: string): Promise<AdminClient> {
+    const socket = connect(path.join(socketDir, `.s.PGSQL.${port}`));
+    const client = new AdminClient(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    await client.exchange(serializeStartup({ user, database, application_name: 'pgs' }));
+    return client;
+  }
+
+  /** Runs one statement (simple query protocol); returns its rows as text. */
+  query(sql: string): Promise<(string | null)[][]> {
+    return this.exchange(serializeQuery(sql));
+  }
+
+  async close(): Promise<void> {
+    if (this.socket.destroyed) return;
+    await new Promise<void>((resolve) => this.socket.end(serializeTerminate(), resolve));
+    this.socket.destroy();
+  }
+
+  private exchange(bytes: Buffer): Promise<(string | null)[][]> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.pending) return Promise.reject(new Error('one query at a time'));
+    return new Promise((resolve, reject) => {
+      this.pending = { rows: [], resolve, reject };
+      this.socket.write(bytes);
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    this.reader.push(chunk);
+    try {
+      for (let message = this.reader.next(); message; message = this.reader.next()) this.onMessage(message.type, message.payload);
+    } catch (err) {
+      this.fail(err as Error);
+      this.socket.destroy();
+    }
+  }
+
+  private onMessage(type: number, payload: Buffer): void {
+    const pending = this.pending;
+    switch (type) {
+      case BackendMessage.Authentication:
+        if (payload.readInt32BE(0) !== AUTH_OK) throw new Error(`the server asked for authentication method ${payload.readInt32BE(0)}; the admin role uses peer authentication`);
+        return;
+      case BackendMessage.DataRow:
+        pending?.rows.push(parseDataRow(payload));
+        return;
+      case BackendMessage.ErrorResponse: {
+        const error = new AdminQueryError(parseErrorFields(payload));
+        if (pending) pending.error = error;
+        // A FATAL during start-up is followed by the server closing: settle now.
+        if (error.fields.S === 'FATAL') this.fail(error);
+        return;
+      }
+      case BackendMessage.ReadyForQuery:
+        this.pending = undefined;
+        if (!pending) return;
+        if (pending.error) pending.reject(pending.error);
+        else pending.resolve(pending.rows);
+        return;
+      default:
+        return; // ParameterStatus, BackendKeyData, RowDescription, CommandComplete, notices
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    const pending = this.pending;
+    this.pending = undefined;
+    pending?.reject(pending.error ?? err);
+  }
+}

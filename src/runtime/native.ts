@@ -1,0 +1,457 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promises as fs, openSync, closeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { debuglog } from 'node:util';
+import { PgsError, errnoCode } from '../core/errors.js';
+import { fsyncDir, pathExists } from '../core/files.js';
+import { AdminClient } from './admin-client.js';
+import type { PgBinaries } from './binaries.js';
+import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
+import type { LocalEndpoint, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
+import {
+  ADMIN_ROLE, SERVER_PORT, SOCKET_FILE, TEMPLATE_DATABASE, TEMPLATE_MARKER, TEMPLATE_VERSION, TENANT_ROLE,
+  hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText,
+} from './server-config.js';
+import type { ServerUser } from './system-user.js';
+
+/** Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with the NUL). */
+export const MAX_SOCKET_PATH = 107;
+const MAX_TENANT_ID = 40;
+const debug = debuglog('pgs');
+const READY_POLL_MS = 3;
+/** A spare copy still unfinished after this long belongs to a refill that died. */
+const SPARE_COPY_STALE_MS = 10 * 60_000;
+
+export interface NativeRuntimeOptions {
+  /** Holds `template/`, `tenants/<id>/` (data + socket) and `logs/<id>.log`. */
+  dataRoot: string;
+  serverUser: ServerUser;
+  binaries: PgBinaries;
+  /** How long a server may take to accept connections (crash recovery included). Default 60 s. */
+  startTimeoutMs?: number;
+  /** How long a fast shutdown may take before it becomes an immediate one. Default 60 s. */
+  stopTimeoutMs?: number;
+  /** Ready copies of the template kept in spares/ so that create need not copy. Default 2; 0 turns the pool off. */
+  spareServers?: number;
+}
+
+export class NativeRuntime implements TenantRuntime {
+  readonly kind = 'native';
+  private readonly dataRoot: string;
+  private readonly user: ServerUser;
+  private readonly bin: PgBinaries;
+  private readonly startTimeoutMs: number;
+  private readonly stopTimeoutMs: number;
+  private readonly spareServers: number;
+  /** Servers this process spawned: their exit is observed directly (no zombie is mistaken for a live server). */
+  private readonly children = new Map<string, ChildProcess>();
+
+  constructor(options: NativeRuntimeOptions) {
+    this.dataRoot = options.dataRoot;
+    this.user = options.serverUser;
+    this.bin = options.binaries;
+    this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
+    this.stopTimeoutMs = options.stopTimeoutMs ?? 60_000;
+    this.spareServers = options.spareServers ?? 2;
+  }
+
+  private get templateDir(): string {
+    return path.join(this.dataRoot, 'template');
+  }
+
+  tenantDir(id: string): string {
+    return path.join(this.dataRoot, 'tenants', id);
+  }
+
+  logFile(id: string): string {
+    return path.join(this.dataRoot, 'logs', `${id}.log`);
+  }
+
+  localEndpoint(id: string): LocalEndpoint {
+    return { host: this.tenantDir(id), port: SERVER_PORT };
+  }
+
+  async prepare(): Promise<string[]> {
+    const done: string[] = [];
+    const longest = path.join(this.tenantDir('x'.repeat(MAX_TENANT_ID)), SOCKET_FILE);
+    if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
+      throw new PgsError('PATH_TOO_LONG', `the data folder ${this.dataRoot} is too long for unix socket paths (${Buffer.byteLength(longest)} > ${MAX_SOCKET_PATH} bytes): set PGS_DATA to a shorter folder and run "pgs setup" again`);
+    }
+    for (const dir of [this.dataRoot, path.join(this.dataRoot, 'tenants'), path.join(this.dataRoot, 'logs')]) {
+      await this.mkdirOwned(dir);
+    }
+    this.assertReachable();
+    const templateMajor = (await fs.readFile(path.join(this.templateDir, 'PG_VERSION'), 'utf8').catch(() => '')).trim();
+    if (!(await this.templateIsCurrent()) || templateMajor !== this.binariesMajor()) {
+      await this.buildTemplate();
+      done.push(`made the template cluster in ${this.templateDir}`);
+    }
+    await this.refillSpares();
+    return done;
+  }
+
+  exists(id: string): Promise<boolean> {
+    return pathExists(this.tenantDir(id));
+  }
+
+  async create(spec: TenantServerSpec, passwordVerifier: string): Promise<void> {
+    if (!(await this.templateIsCurrent())) {
+      throw new PgsError('NOT_SET_UP', 'the template cluster is missing or out of date: run "pgs setup"');
+    }
+    const dir = this.tenantDir(spec.id);
+    const t0 = performance.now();
+    const since = () => `${(performance.now() - t0).toFixed(1)} ms`;
+    try {
+      const spare = await this.takeSpare(dir);
+      debug('create %s: %s at %s (process at %s ms)', spec.id, spare ? 'took a spare' : 'no spare', since(), performance.now().toFixed(1));
+      if (!spare) {
+        await this.run('cp', ['-a', '--', this.templateDir, dir]);
+        // A copy that the page cache still holds would not survive a power cut.
+        await this.run(this.bin.initdb, ['--sync-only', '-D', dir]);
+      }
+      await fs.rm(path.join(dir, TEMPLATE_MARKER), { force: true });
+      await this.start(spec);
+      debug('create %s: server ready at %s', spec.id, since());
+      await this.withAdmin(spec.id, async (client) => {
+        // One simple-query message is one transaction: one WAL flush instead of two.
+        await client.query(
+          `ALTER DATABASE ${quoteIdent(TEMPLATE_DATABASE)} RENAME TO ${quoteIdent(spec.id)};` +
+            `ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`,
+        );
+      });
+    } catch (err) {
+      await this.remove(spec.id).catch(() => undefined);
+      throw err;
+    }
+    debug('create %s: database named, password set at %s', spec.id, since());
+    await this.refillSpares();
+    debug('create %s: refill at %s', spec.id, since());
+  }
+
+  async start(spec: TenantServerSpec): Promise<void> {
+    const current = await this.status(spec.id);
+    if (current.state === 'running') return;
+    const dir = this.tenantDir(spec.id);
+    await this.spawnServer(spec.id, dir, ['-c', `max_connections=${spec.maxConnections}`]);
+  }
+
+  async stop(id: string): Promise<void> {
+    const pidFile = await readPostmasterPid(this.tenantDir(id));
+    if (!pidFile || !(await isPostgresProcess(pidFile.pid))) return;
+    // SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
+    this.signal(pidFile.pid, 'SIGINT');
+    if (await this.waitForExit(id, pidFile.pid, this.stopTimeoutMs)) return;
+    // SIGQUIT is immediate shutdown; crash recovery at the next start replays the WAL, nothing committed is lost.
+    this.signal(pidFile.pid, 'SIGQUIT');
+    if (await this.waitForExit(id, pidFile.pid, 10_000)) return;
+    throw new PgsError('PG_STOP_FAILED', `the server of tenant ${id} (pid ${pidFile.pid}) did not stop; see ${this.logFile(id)}`);
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.stop(id);
+    await fs.rm(this.tenantDir(id), { recursive: true, force: true });
+    await fs.rm(this.logFile(id), { force: true });
+  }
+
+  async status(id: string): Promise<ServerStatus> {
+    const pidFile = await readPostmasterPid(this.tenantDir(id));
+    if (!pidFile) return { state: 'stopped' };
+    const child = this.children.get(id);
+    const alive = child && child.pid === pidFile.pid ? child.exitCode === null && child.signalCode === null : await isPostgresProcess(pidFile.pid);
+    if (!alive) return { state: 'stopped' };
+    const state = pidFile.status === 'ready' ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
+    return { state, pid: pidFile.pid, startedAt: new Date(pidFile.startedAt * 1000) };
+  }
+
+  async setPassword(id: string, passwordVerifier: string): Promise<void> {
+    await this.withAdmin(id, async (client) => {
+      await client.query(`ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`);
+    });
+  }
+
+  // --- internals ---
+
+  private async spawnServer(id: string, dir: string, extraArgs: string[]): Promise<void> {
+    const logFile = id === '' ? path.join(this.dataRoot, 'logs', 'template.log') : this.logFile(id);
+    const logFd = openSync(logFile, 'a', 0o600);
+    let child: ChildProcess;
+    try {
+      child = spawn(this.bin.postgres, ['-D', dir, '-k', dir, ...extraArgs], {
+        detached: true,
+        stdio: ['ignore', logFd, logFd],
+        env: this.serverEnv(),
+        ...this.spawnIdentity(),
+      });
+    } finally {
+      closeSync(logFd);
+    }
+    const exited = new Promise<string>((resolve) => {
+      child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
+      child.once('error', (err) => resolve(`could not be spawned: ${err.message}`));
+    });
+    let exitReason: string | undefined;
+    void exited.then((reason) => { exitReason = reason; });
+    const deadline = Date.now() + this.startTimeoutMs;
+    for (;;) {
+      if (exitReason !== undefined) {
+        throw new PgsError('PG_START_FAILED', `the server of ${id === '' ? 'the template' : `tenant ${id}`} ${exitReason}; last lines of ${logFile}:\n${await tail(logFile, 8)}`);
+      }
+      const pidFile = await readPostmasterPid(dir);
+      if (pidFile && pidFile.pid === child.pid && pidFile.status === 'ready') break;
+      if (Date.now() > deadline) {
+        child.kill('SIGQUIT');
+        throw new PgsError('PG_START_FAILED', `the server of tenant ${id} was not ready after ${this.startTimeoutMs} ms; see ${logFile}`);
+      }
+      await sleep(READY_POLL_MS);
+    }
+    if (id !== '') this.children.set(id, child);
+    child.once('exit', () => {
+      if (this.children.get(id) === child) this.children.delete(id);
+    });
+    child.unref();
+  }
+
+  private async waitForExit(id: string, pid: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const child = this.children.get(id);
+      const ownChildGone = child !== undefined && child.pid === pid && (child.exitCode !== null || child.signalCode !== null);
+      // isPostgresProcess is false for a zombie too, so an unreaped exit still counts.
+      if (ownChildGone || !(await isPostgresProcess(pid))) return true;
+      await sleep(READY_POLL_MS);
+    }
+    return false;
+  }
+
+  private signal(pid: number, signal: NodeJS.Signals): void {
+    try {
+      process.kill(pid, signal);
+    } catch (err) {
+      if (errnoCode(err) !== 'ESRCH') throw err;
+    }
+  }
+
+  private async withAdmin<T>(id: string, fn: (client: AdminClient) => Promise<T>, database = 'postgres'): Promise<T> {
+    const host = id === '' ? this.templateBuildDir : this.tenantDir(id);
+    const client = await AdminClient.connect(host, SERVER_PORT, ADMIN_ROLE, database);
+    try {
+      return await fn(client);
+    } finally {
+      await client.close();
+    }
+  }
+
+  private get templateBuildDir(): string {
+    return path.join(this.dataRoot, 'template.new');
+  }
+
+  private get sparesDir(): string {
+    return path.join(this.dataRoot, 'spares');
+  }
+
+  /**
+   * A spare is a finished, fsynced copy of the template waiting in spares/.
+   * Taking one is a rename, so a create does not wait for a 30 MB copy; two
+   * creates cannot take the same spare (the loser's rename fails with ENOENT).
+   */
+  private async takeSpare(dest: string): Promise<boolean> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.sparesDir);
+    } catch {
+      return false;
+    }
+    const marker = this.templateMarker();
+    for (const name of names) {
+      if (name.startsWith('.')) continue;
+      const spare = path.join(this.sparesDir, name);
+      const made = await fs.readFile(path.join(spare, TEMPLATE_MARKER), 'utf8').catch(() => '');
+      if (made.trim() !== marker) continue;
+      try {
+        await fs.rename(spare, dest);
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') continue;
+        throw err;
+      }
+      await fsyncDir(path.dirname(dest));
+      await fsyncDir(this.sparesDir);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Tops the pool up to `spareServers` in a detached shell (cp, fsync, rename)
+   * that outlives this process: the next create finds a spare ready.
+   */
+  async refillSpares(): Promise<void> {
+    if (this.spareServers <= 0) return;
+    await this.mkdirOwned(this.sparesDir);
+    const names = await fs.readdir(this.sparesDir);
+    const marker = this.templateMarker();
+    let have = 0;
+    for (const name of names) {
+      const spare = path.join(this.sparesDir, name);
+      if (name.startsWith('.tmp-')) {
+        const stat = await fs.stat(spare).catch(() => undefined);
+        if (stat && Date.now() - stat.mtimeMs < SPARE_COPY_STALE_MS) have++;
+        else await fs.rm(spare, { recursive: true, force: true });
+        continue;
+      }
+      const made = await fs.readFile(path.join(spare, TEMPLATE_MARKER), 'utf8').catch(() => '');
+      if (made.trim() === marker) have++;
+      else await fs.rm(spare, { recursive: true, force: true });
+    }
+    for (let i = have; i < this.spareServers; i++) {
+      const name = randomBytes(6).toString('hex');
+      const script = 'set -e; cp -a -- "$1" "$2/.tmp-$3"; "$4" --sync-only -D "$2/.tmp-$3" >/dev/null; mv -- "$2/.tmp-$3" "$2/$3"; sync -- "$2"';
+      const child = spawn('/bin/sh', ['-c', script, 'pgs-spare', this.templateDir, this.sparesDir, name, this.bin.initdb], {
+        detached: true,
+        stdio: 'ignore',
+        env: this.serverEnv(),
+        ...this.spawnIdentity(),
+      });
+      child.on('error', () => undefined);
+      child.unref();
+    }
+  }
+
+  private async templateIsCurrent(): Promise<boolean> {
+    try {
+      const marker = await fs.readFile(path.join(this.templateDir, TEMPLATE_MARKER), 'utf8');
+      return marker.trim() === this.templateMarker();
+    } catch {
+      return false;
+    }
+  }
+
+  private templateMarker(): string {
+    return `pgs-template ${TEMPLATE_VERSION}`;
+  }
+
+  /** The major version of the binaries, from `postgres --version` ("postgres (PostgreSQL) 18.1"). */
+  private binariesMajor(): string {
+    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv() });
+    const match = /\(PostgreSQL\) (\d+)/.exec(out.stdout ?? '');
+    if (!match?.[1]) throw new PgsError('PG_BINARIES_MISSING', `${this.bin.postgres} --version did not answer as PostgreSQL: ${(out.stderr || out.stdout || String(out.error)).trim()}`);
+    return match[1];
+  }
+
+  /**
+   * initdb once; every tenant is a copy of this cluster. Small WAL segments keep
+   * the copy small. Built beside the old one and swapped in only when complete.
+   */
+  private async buildTemplate(): Promise<void> {
+    const build = this.templateBuildDir;
+    await fs.rm(build, { recursive: true, force: true });
+    await this.run(this.bin.initdb, [
+      '-D', build, '-U', ADMIN_ROLE, '--auth=peer', '--wal-segsize=1', '--no-sync', '--no-instructions',
+      '--no-locale', '--locale-provider=builtin', '--builtin-locale=C.UTF-8', '--encoding=UTF8',
+    ]);
+    await fs.appendFile(path.join(build, 'postgresql.conf'), serverConfText());
+    await fs.writeFile(path.join(build, 'pg_hba.conf'), hbaConfText());
+    await fs.writeFile(path.join(build, 'pg_ident.conf'), identConfText());
+    await this.spawnServer('', build, []);
+    let walSegment: string | undefined;
+    try {
+      await this.withAdmin('', async (client) => {
+        await client.query(`CREATE ROLE ${quoteIdent(TENANT_ROLE)} NOLOGIN NOSUPERUSER CREATEDB CREATEROLE NOREPLICATION NOBYPASSRLS`);
+        await client.query(`CREATE DATABASE ${quoteIdent(TEMPLATE_DATABASE)} OWNER ${quoteIdent(TENANT_ROLE)}`);
+        await client.query(`REVOKE CONNECT ON DATABASE postgres FROM PUBLIC`);
+        await client.query('CHECKPOINT');
+        const [row] = await client.query('SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
+        walSegment = row?.[0] ?? undefined;
+      });
+    } finally {
+      const pidFile = await readPostmasterPid(build);
+      if (pidFile) {
+        this.signal(pidFile.pid, 'SIGINT');
+        const deadline = Date.now() + this.stopTimeoutMs;
+        while ((await pathExists(path.join(build, 'postmaster.pid'))) && Date.now() < deadline) await sleep(READY_POLL_MS);
+      }
+    }
+    await fs.rm(path.join(build, 'postmaster.opts'), { force: true });
+    if (walSegment) await trimWal(path.join(build, 'pg_wal'), walSegment);
+    await this.run(this.bin.initdb, ['--sync-only', '-D', build]);
+    await fs.writeFile(path.join(build, TEMPLATE_MARKER), `${this.templateMarker()}\n`);
+    await fs.rm(this.templateDir, { recursive: true, force: true });
+    await fs.rename(build, this.templateDir);
+    await fs.rm(this.sparesDir, { recursive: true, force: true }); // copies of the old template
+  }
+
+  /** The folder itself is 0700 and the server user's; parents made on the way stay traversable (0755). */
+  private async mkdirOwned(dir: string): Promise<void> {
+    await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    if (this.user.switchTo) await fs.chown(dir, this.user.uid, this.user.gid);
+    await fs.chmod(dir, 0o700);
+  }
+
+  /** The server user must be able to write the data root: a folder under /root is not reachable for it. */
+  private assertReachable(): void {
+    if (!this.user.switchTo) return;
+    const result = spawnSync('test', ['-w', this.dataRoot, '-a', '-x', this.dataRoot], { ...this.spawnIdentity() });
+    if (result.status !== 0) {
+      throw new PgsError('PATH_TOO_LONG', `the server user ${this.user.name} cannot reach ${this.dataRoot} (a parent folder is closed to it): set PGS_DATA to a folder it can traverse and run "pgs setup" again`);
+    }
+  }
+
+  private spawnIdentity(): { uid?: number; gid?: number } {
+    return this.user.switchTo ? { uid: this.user.uid, gid: this.user.gid } : {};
+  }
+
+  private serverEnv(): NodeJS.ProcessEnv {
+    return { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', TZ: 'UTC' };
+  }
+
+  /** Runs a command as the server user; its output becomes the error on failure. */
+  private run(command: string, args: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: this.serverEnv(), ...this.spawnIdentity() });
+      const output: Buffer[] = [];
+      child.stdout.on('data', (chunk: Buffer) => output.push(chunk));
+      child.stderr.on('data', (chunk: Buffer) => output.push(chunk));
+      child.once('error', (err) => reject(new PgsError('PG_COMMAND_FAILED', `${path.basename(command)} could not run: ${err.message}`)));
+      child.once('close', (code, signal) => {
+        if (code === 0) return resolve();
+        const text = Buffer.concat(output).toString('utf8').trim().split('\n').slice(-8).join('\n');
+        reject(new PgsError('PG_COMMAND_FAILED', `${path.basename(command)} failed (${signal ?? `exit ${code}`}): ${text}`));
+      });
+    });
+  }
+}
+
+/**
+ * After a clean shutdown only the segment holding the shutdown checkpoint (the
+ * insert position's, or the next if it crossed over) is needed; recycled future
+ * segments and older ones would only make every copy of the template larger.
+ * Names are TTTTTTTT LLLLLLLL SSSSSSSS; with 1 MB segments a log file holds 4096.
+ */
+export async function trimWal(walDir: string, current: string): Promise<void> {
+  const seq = (name: string) => Number.parseInt(name.slice(8, 16), 16) * 4096 + Number.parseInt(name.slice(16, 24), 16);
+  const keep = seq(current);
+  for (const name of await fs.readdir(walDir)) {
+    if (!/^[0-9A-F]{24}$/.test(name) || name.slice(0, 8) !== current.slice(0, 8)) continue;
+    const n = seq(name);
+    if (n < keep || n > keep + 1) await fs.rm(path.join(walDir, name));
+  }
+}
+
+export async function tail(file: string, lines: number): Promise<string> {
+  try {
+    const handle = await fs.open(file, 'r');
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size, 16 * 1024);
+      const buffer = Buffer.alloc(length);
+      await handle.read(buffer, 0, length, size - length);
+      return buffer.toString('utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return '(no log)';
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * How a tenant's server is made to exist. `native` (child processes from the
+ * npm PostgreSQL binaries) is the first; docker and kubernetes runtimes will
+ * implement the same interface. A runtime knows nothing of routing or the CLI.
+ */
+export interface TenantServerSpec {
+  id: string;
+  maxConnections: number;
+}
+
+export type ServerState = 'running' | 'starting' | 'stopping' | 'stopped';
+
+export interface ServerStatus {
+  state: ServerState;
+  pid?: number;
+  /** When the running server started. */
+  startedAt?: Date;
+}
+
+/** Where a local superuser-free client reaches the server: a libpq host (socket folder) and port. */
+export interface LocalEndpoint {
+  host: string;
+  port: number;
+}
+
+export interface TenantRuntime {
+  readonly kind: string;
+  /** Makes everything tenants need (folders, template); idempotent. Returns what it did, for the user. */
+  prepare(): Promise<string[]>;
+  /** True when a server's files exist for this id (a tenant, or what a crashed create left behind). */
+  exists(id: string): Promise<boolean>;
+  /** Makes the server, starts it, names its database `id` and sets the tenant role's password verifier. */
+  create(spec: TenantServerSpec, passwordVerifier: string): Promise<void>;
+  start(spec: TenantServerSpec): Promise<void>;
+  /** Fast shutdown: clients are disconnected, everything committed is kept. */
+  stop(id: string): Promise<void>;
+  /** Stops the server and deletes its data and log. */
+  remove(id: string): Promise<void>;
+  status(id: string): Promise<ServerStatus>;
+  setPassword(id: string, passwordVerifier: string): Promise<void>;
+  localEndpoint(id: string): LocalEndpoint;
+  logFile(id: string): string;
+}

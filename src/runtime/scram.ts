@@ -1,0 +1,33 @@
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+
+/**
+ * A SCRAM-SHA-256 verifier in PostgreSQL's stored format (RFC 5802/7677):
+ * `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+ * pgs sends the verifier, never the password, so no server log can hold it.
+ * PostgreSQL runs SASLprep on the password; NFKC normalisation is its core and
+ * matches it for every password that SASLprep does not reject.
+ */
+export const SCRAM_ITERATIONS = 4096;
+
+export function scramVerifier(password: string, salt: Buffer = randomBytes(16), iterations = SCRAM_ITERATIONS): string {
+  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+const PASSWORD_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+export const GENERATED_PASSWORD_LENGTH = 32;
+
+/** 32 characters from a 62-letter alphabet: about 190 bits, and safe in a URL unescaped. */
+export function generatePassword(length = GENERATED_PASSWORD_LENGTH): string {
+  const out: string[] = [];
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      // 248 = 4 * 62: reject the tail so that every letter is equally likely.
+      if (byte < 248 && out.length < length) out.push(PASSWORD_ALPHABET[byte % 62] as string);
+    }
+  }
+  return out.join('');
+}

@@ -1,0 +1,110 @@
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Runs the built CLI (bin/pgs.js) as a subprocess against its own PGS_HOME. */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const PGS_BIN = path.join(ROOT, 'bin', 'pgs.js');
+
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export class PgsHome {
+  readonly home: string;
+  readonly env: NodeJS.ProcessEnv;
+
+  private constructor(home: string, extraEnv: NodeJS.ProcessEnv) {
+    this.home = home;
+    this.env = { ...process.env, PGS_HOME: home, NODE_DEBUG: '', ...extraEnv };
+  }
+
+  static async make(extraEnv: NodeJS.ProcessEnv = {}): Promise<PgsHome> {
+    const home = await fs.mkdtemp(path.join(tmpdir(), 'pgs-test-'));
+    return new PgsHome(home, extraEnv);
+  }
+
+  run(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Result> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [PGS_BIN, ...args], { env: { ...this.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
+      child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+      child.stdin.end(options.input ?? '');
+    });
+  }
+
+  /** Runs and insists on exit 0; returns stdout. */
+  async ok(args: string[], options: { env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+    const result = await this.run(args, options);
+    if (result.code !== 0) throw new Error(`pgs ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+    return result.stdout;
+  }
+
+  async json<T>(args: string[]): Promise<T> {
+    return JSON.parse(await this.ok([...args, '--json'])) as T;
+  }
+
+  async catalogText(): Promise<string> {
+    return fs.readFile(path.join(this.home, 'catalog.json'), 'utf8');
+  }
+
+  async dataRoot(): Promise<string> {
+    return (JSON.parse(await this.catalogText()) as { settings: { dataRoot: string } }).settings.dataRoot;
+  }
+
+  /** Stops every server and deletes the home and the data root. */
+  async destroy(): Promise<void> {
+    let dataRoot: string | undefined;
+    try {
+      dataRoot = await this.dataRoot();
+      await this.run(['stop']);
+    } catch {
+      // never set up
+    }
+    // A spare refill may still be copying in the background; give it a moment, then remove everything.
+    for (let i = 0; i < 20; i++) {
+      if (dataRoot) await fs.rm(dataRoot, { recursive: true, force: true }).catch(() => undefined);
+      await fs.rm(this.home, { recursive: true, force: true });
+      if (!dataRoot) break;
+      try {
+        await fs.access(dataRoot);
+        await new Promise((r) => setTimeout(r, 100));
+      } catch {
+        break;
+      }
+    }
+  }
+}
+
+/** Runs Debian's psql with a password from the environment (never on the command line). */
+export function psql(url: string, sql: string, password: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('psql', ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', sql], {
+      env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10', ...extraEnv },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
+    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.trim(), stderr: stderr.trim() }));
+  });
+}
+
+/** True while `pid` runs; a zombie (exited, not yet reaped by a PID 1 that does not reap) counts as gone. */
+export async function processRunning(pid: number): Promise<boolean> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
