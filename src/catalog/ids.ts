@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { PgsError } from '../core/errors.js';
 
 /** A tenant id is a DNS label: it becomes the first part of `<id>-<suffix>.<domain>`. */
-export const TENANT_ID_PATTERN = /^[a-z][a-z0-9-]{0,39}$/;
+export const TENANT_ID_PATTERN = /^[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
 export const SUFFIX_LENGTH = 6;
 const SUFFIX_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -10,8 +10,9 @@ export function tenantIdProblem(id: string): string | undefined {
   if (id.length === 0) return 'it is empty';
   if (id.length > 40) return `it is ${id.length} characters long (at most 40)`;
   if (!/^[a-z]/.test(id)) return 'it must start with a lower-case letter';
-  if (!TENANT_ID_PATTERN.test(id)) return 'only lower-case letters, digits and "-" are allowed';
+  if (!/^[a-z0-9-]*$/.test(id)) return 'only lower-case letters, digits and "-" are allowed';
   if (id.endsWith('-')) return 'it must not end with "-"';
+  if (!TENANT_ID_PATTERN.test(id)) return 'it is not a DNS label';
   return undefined;
 }
 

@@ -5,9 +5,10 @@ import { PgsError, errnoCode } from '../core/errors.js';
 
 /**
  * An inter-process lock: a file created with O_EXCL that holds "<pid> <token>".
- * A lock whose pid is gone is stale and is taken over; the takeover renames the
- * file first so that two waiters cannot both remove it.
+ * A lock whose pid is gone is stale and is taken over (see takeOver).
  */
+const GUARD_STALE_MS = 5_000;
+
 export interface LockOptions {
   /** Give up after this long. Default 30 s. */
   timeoutMs?: number;
@@ -90,24 +91,29 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Removes a stale lock. Takeovers are serialised by a guard file and re-check,
+ * under the guard, that the lock still holds the stale content: a waiter that
+ * judged the lock stale a moment ago must not remove the fresh lock another
+ * waiter has taken since.
+ */
 async function takeOver(lockPath: string, staleContent: string): Promise<void> {
-  const aside = `${lockPath}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const guard = `${lockPath}.takeover`;
+  let handle;
   try {
-    await fs.rename(lockPath, aside);
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return;
-    throw err;
-  }
-  const moved = await readOrEmpty(aside);
-  if (moved === staleContent) {
-    await fs.rm(aside, { force: true });
-    return;
-  }
-  // Between our read and the rename another process took the lock: put it back.
-  try {
-    await fs.link(aside, lockPath);
+    handle = await fs.open(guard, 'wx', 0o600);
   } catch (err) {
     if (errnoCode(err) !== 'EEXIST') throw err;
+    // Another waiter is taking over. A guard is held for a few system calls, so
+    // an old one was left by a process that died in between.
+    const stat = await fs.stat(guard).catch(() => undefined);
+    if (stat && Date.now() - stat.mtimeMs > GUARD_STALE_MS) await fs.rm(guard, { force: true });
+    return;
   }
-  await fs.rm(aside, { force: true });
+  try {
+    await handle.close();
+    if ((await readOrEmpty(lockPath)) === staleContent) await fs.rm(lockPath, { force: true });
+  } finally {
+    await fs.rm(guard, { force: true });
+  }
 }

@@ -81,15 +81,18 @@ export function serializeErrorResponse(fields: ErrorFields): Buffer {
 
 /** DataRow: Int16 column count, then per column Int32 length (-1 = NULL) and bytes. */
 export function parseDataRow(payload: Buffer): (string | null)[] {
+  if (payload.length < 2) throw new RangeError('DataRow shorter than its column count');
   const count = payload.readInt16BE(0);
   const values: (string | null)[] = [];
   let offset = 2;
   for (let i = 0; i < count; i++) {
+    if (offset + 4 > payload.length) throw new RangeError(`DataRow ends before column ${i}`);
     const length = payload.readInt32BE(offset);
     offset += 4;
     if (length < 0) {
       values.push(null);
     } else {
+      if (offset + length > payload.length) throw new RangeError(`DataRow column ${i} runs past the message`);
       values.push(payload.toString('utf8', offset, offset + length));
       offset += length;
     }

@@ -137,12 +137,14 @@ export class NativeRuntime implements TenantRuntime {
     await this.spawnServer(spec.id, dir, ['-c', `max_connections=${spec.maxConnections}`]);
   }
 
-  async stop(id: string): Promise<void> {
+  async stop(id: string, options: { immediate?: boolean } = {}): Promise<void> {
     const pidFile = await readPostmasterPid(this.tenantDir(id));
     if (!pidFile || !(await isPostgresProcess(pidFile.pid))) return;
-    // SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
-    this.signal(pidFile.pid, 'SIGINT');
-    if (await this.waitForExit(id, pidFile.pid, this.stopTimeoutMs)) return;
+    if (!options.immediate) {
+      // SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
+      this.signal(pidFile.pid, 'SIGINT');
+      if (await this.waitForExit(id, pidFile.pid, this.stopTimeoutMs)) return;
+    }
     // SIGQUIT is immediate shutdown; crash recovery at the next start replays the WAL, nothing committed is lost.
     this.signal(pidFile.pid, 'SIGQUIT');
     if (await this.waitForExit(id, pidFile.pid, 10_000)) return;
@@ -150,9 +152,28 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async remove(id: string): Promise<void> {
-    await this.stop(id);
-    await fs.rm(this.tenantDir(id), { recursive: true, force: true });
+    await this.stop(id, { immediate: true }); // its data is deleted next: no checkpoint worth waiting for
     await fs.rm(this.logFile(id), { force: true });
+    // Unlinking 1,300 files takes ~140 ms on ext4 with discard: move the folder
+    // out of the way at once and delete it in the background.
+    const trash = path.join(this.dataRoot, 'trash');
+    await this.mkdirOwned(trash);
+    const doomed = path.join(trash, `${id}-${randomBytes(4).toString('hex')}`);
+    try {
+      await fs.rename(this.tenantDir(id), doomed);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    await fsyncDir(path.dirname(this.tenantDir(id)));
+    this.emptyTrash();
+  }
+
+  /** Deletes everything in trash/ in a detached process (what an earlier one did not finish, too). */
+  private emptyTrash(): void {
+    const child = spawn('/bin/sh', ['-c', 'cd -- "$1" && exec rm -rf -- ./*', 'pgs-trash', path.join(this.dataRoot, 'trash')], { detached: true, stdio: 'ignore' });
+    child.on('error', () => undefined);
+    child.unref();
   }
 
   async status(id: string): Promise<ServerStatus> {

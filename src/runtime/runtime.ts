@@ -32,8 +32,11 @@ export interface TenantRuntime {
   /** Makes the server, starts it, names its database `id` and sets the tenant role's password verifier. */
   create(spec: TenantServerSpec, passwordVerifier: string): Promise<void>;
   start(spec: TenantServerSpec): Promise<void>;
-  /** Fast shutdown: clients are disconnected, everything committed is kept. */
-  stop(id: string): Promise<void>;
+  /**
+   * Fast shutdown: clients are disconnected, everything committed is kept.
+   * `immediate` skips the shutdown checkpoint (crash recovery replays the WAL at the next start).
+   */
+  stop(id: string, options?: { immediate?: boolean }): Promise<void>;
   /** Stops the server and deletes its data and log. */
   remove(id: string): Promise<void>;
   status(id: string): Promise<ServerStatus>;

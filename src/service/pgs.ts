@@ -226,7 +226,7 @@ export class Pgs {
       if (!current) throw notSetUp(this.home);
       findTenant(current, id);
       const rt = this.runtimeFor(current.settings);
-      await rt.stop(id);
+      await rt.stop(id, { immediate: true });
       return { next: { ...current, tenants: current.tenants.filter((t) => t.id !== id) }, result: rt };
     });
     await runtime.remove(id);

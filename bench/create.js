@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// bench/create: times whole `pgs create` commands (Node start-up included) and
+// `pgs remove`, in a fresh PGS_HOME, and the idle memory of one tenant server.
+// Usage: node bench/create.js [--count 20] [--gap-ms 1000]
+//   --gap-ms: pause between creates (the spare pool refills in the background;
+//             0 measures back-to-back creates that may outrun the refill).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({ options: { count: { type: 'string', default: '20' }, 'gap-ms': { type: 'string', default: '1000' } } });
+const count = Number(values.count);
+const gapMs = Number(values['gap-ms']);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const bin = path.join(root, 'bin', 'pgs.js');
+const home = mkdtempSync(path.join(tmpdir(), 'pgs-bench-'));
+const env = { ...process.env, PGS_HOME: home, NODE_DEBUG: '' };
+
+function pgs(...args) {
+  const started = process.hrtime.bigint();
+  const result = spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8' });
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  if (result.status !== 0) throw new Error(`pgs ${args.join(' ')} failed: ${result.stderr}`);
+  return { ms, stdout: result.stdout };
+}
+const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+const quantile = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
+};
+
+/** RSS and PSS (KiB) of a postmaster and all its children, from /proc/<pid>/smaps_rollup. */
+function serverMemory(pid) {
+  const pids = [pid];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) pids.push(Number(entry));
+    } catch { /* gone */ }
+  }
+  let rss = 0;
+  let pss = 0;
+  for (const p of pids) {
+    const text = readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
+    rss += Number(/^Rss:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+    pss += Number(/^Pss:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+  }
+  return { processes: pids.length, rss, pss };
+}
+
+try {
+  pgs('setup');
+  sleep(3000); // let the first spares finish copying
+  const creates = [];
+  const removes = [];
+  for (let i = 0; i < count; i++) {
+    const id = `bench-${i}`;
+    creates.push(pgs('create', id).ms);
+    if (i === 0) {
+      sleep(2000);
+      const [tenant] = JSON.parse(pgs('list', '--json').stdout);
+      var memory = serverMemory(tenant.pid);
+    }
+    removes.push(pgs('remove', id, '--yes').ms);
+    if (gapMs > 0) sleep(gapMs);
+  }
+  const fmt = (xs) => `median ${quantile(xs, 0.5).toFixed(0)} ms, p95 ${quantile(xs, 0.95).toFixed(0)} ms, min ${Math.min(...xs).toFixed(0)} ms`;
+  console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+  console.log(`NODE_EXTRA_CA_CERTS ${process.env.NODE_EXTRA_CA_CERTS ? 'set (Node loads extra CA certificates at start-up)' : 'unset'}`);
+  console.log(`pgs create x${count} (gap ${gapMs} ms): ${fmt(creates)}`);
+  console.log(`pgs remove x${count}: ${fmt(removes)}`);
+  console.log(`one idle tenant server (${memory.processes} processes): RSS ${(memory.rss / 1024).toFixed(1)} MiB, PSS ${(memory.pss / 1024).toFixed(1)} MiB`);
+} finally {
+  let dataRoot;
+  try {
+    dataRoot = JSON.parse(readFileSync(path.join(home, 'catalog.json'), 'utf8')).settings.dataRoot;
+    spawnSync(process.execPath, [bin, 'stop'], { env });
+  } catch { /* not set up */ }
+  sleep(500);
+  if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
+  rmSync(home, { recursive: true, force: true });
+}
