@@ -81,7 +81,13 @@ export class CatalogStore {
     if ('problem' in checked) throw new Error(`refusing to write an invalid catalog: ${checked.problem}`);
     const { catalog: file, catalogBackup } = this.paths;
     const dir = path.dirname(file);
-    if (hadPrevious) await writeAtomic(catalogBackup, await fs.readFile(file));
+    if (hadPrevious) {
+      // The current file is durable and was just validated: a hard link makes it the backup without copying.
+      const tmp = `${catalogBackup}.tmp-${process.pid}`;
+      await fs.rm(tmp, { force: true });
+      await fs.link(file, tmp);
+      await fs.rename(tmp, catalogBackup);
+    }
     await writeAtomic(file, `${JSON.stringify(checked.catalog, null, 2)}\n`);
     await fsyncDir(dir);
   }

@@ -114,7 +114,8 @@ export class NativeRuntime implements TenantRuntime {
       await fs.rm(path.join(dir, TEMPLATE_MARKER), { force: true });
       await this.start(spec);
       debug('create %s: server ready at %s', spec.id, since());
-      await this.withAdmin(spec.id, async (client) => {
+      // Not connected to the database being renamed: template1 (the tenant's own sessions cannot exist yet).
+      await this.withAdmin(spec.id, 'template1', async (client) => {
         // One simple-query message is one transaction: one WAL flush instead of two.
         await client.query(
           `ALTER DATABASE ${quoteIdent(TEMPLATE_DATABASE)} RENAME TO ${quoteIdent(spec.id)};` +
@@ -187,7 +188,7 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async setPassword(id: string, passwordVerifier: string): Promise<void> {
-    await this.withAdmin(id, async (client) => {
+    await this.withAdmin(id, id, async (client) => {
       await client.query(`ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`);
     });
   }
@@ -254,7 +255,7 @@ export class NativeRuntime implements TenantRuntime {
     }
   }
 
-  private async withAdmin<T>(id: string, fn: (client: AdminClient) => Promise<T>, database = 'postgres'): Promise<T> {
+  private async withAdmin<T>(id: string, database: string, fn: (client: AdminClient) => Promise<T>): Promise<T> {
     const host = id === '' ? this.templateBuildDir : this.tenantDir(id);
     const client = await AdminClient.connect(host, SERVER_PORT, ADMIN_ROLE, database);
     try {
@@ -377,10 +378,13 @@ export class NativeRuntime implements TenantRuntime {
     await this.spawnServer('', build, []);
     let walSegment: string | undefined;
     try {
-      await this.withAdmin('', async (client) => {
+      await this.withAdmin('', 'template1', async (client) => {
         await client.query(`CREATE ROLE ${quoteIdent(TENANT_ROLE)} NOLOGIN NOSUPERUSER CREATEDB CREATEROLE NOREPLICATION NOBYPASSRLS`);
         await client.query(`CREATE DATABASE ${quoteIdent(TEMPLATE_DATABASE)} OWNER ${quoteIdent(TENANT_ROLE)}`);
-        await client.query(`REVOKE CONNECT ON DATABASE postgres FROM PUBLIC`);
+        // A tenant has template0, template1 and its own database; no `postgres` (300 files fewer to copy).
+        await client.query('DROP DATABASE postgres');
+        // template1 stays a template for CREATE DATABASE (needs no CONNECT), but is no place to log in.
+        await client.query('REVOKE CONNECT ON DATABASE template1 FROM PUBLIC');
         await client.query('CHECKPOINT');
         const [row] = await client.query('SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
         walSegment = row?.[0] ?? undefined;

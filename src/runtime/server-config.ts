@@ -12,7 +12,7 @@ export const TEMPLATE_DATABASE = 'pgs_tenant';
 export const SERVER_PORT = 5432;
 export const SOCKET_FILE = `.s.PGSQL.${SERVER_PORT}`;
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 1;
+export const TEMPLATE_VERSION = 2;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 export const SERVER_SETTINGS: Readonly<Record<string, string>> = {

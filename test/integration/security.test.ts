@@ -41,11 +41,11 @@ describe('a tenant is not a superuser and cannot reach the host', () => {
     ['making itself superuser', 'ALTER ROLE postgres SUPERUSER', /permission denied|must be superuser/],
     ['making a superuser', 'CREATE ROLE boss SUPERUSER LOGIN', /permission denied|must be superuser/],
     ['ALTER SYSTEM', "ALTER SYSTEM SET log_statement = 'all'", /permission denied|must be superuser/],
-    ['the admin database', 'SELECT 1', /permission denied for database|not permitted/],
+    ['another database', 'SELECT 1', /permission denied for database|does not exist/],
   ];
   for (const [what, sql, message] of refusals) {
     it(`is refused: ${what}`, async () => {
-      const target = what === 'the admin database' ? url.replace('/sec?', '/postgres?') : url;
+      const target = what === 'another database' ? url.replace('/sec?', '/template1?') : url;
       const result = await psql(target, sql, password);
       assert.notEqual(result.code, 0, `${what} must fail, got: ${result.stdout}`);
       assert.match(result.stderr, message);
