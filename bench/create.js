@@ -17,14 +17,14 @@ const gapMs = Number(values['gap-ms']);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'pgs.js');
 const home = mkdtempSync(path.join(tmpdir(), 'pgs-bench-'));
-const env = { ...process.env, PGS_HOME: home, NODE_DEBUG: '' };
+const env = { ...process.env, PGS_HOME: home, NODE_DEBUG: 'pgs' };
 
 function pgs(...args) {
   const started = process.hrtime.bigint();
   const result = spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8' });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   if (result.status !== 0) throw new Error(`pgs ${args.join(' ')} failed: ${result.stderr}`);
-  return { ms, stdout: result.stdout };
+  return { ms, stdout: result.stdout, stderr: result.stderr };
 }
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 const quantile = (xs, q) => {
@@ -57,10 +57,22 @@ try {
   pgs('setup');
   sleep(3000); // let the first spares finish copying
   const creates = [];
+  const steps = { boot: [], catalog: [], start: [], admin: [], finish: [], exit: [] };
   const removes = [];
   for (let i = 0; i < count; i++) {
     const id = `bench-${i}`;
-    creates.push(pgs('create', id).ms);
+    const created = pgs('create', id);
+    creates.push(created.ms);
+    // NODE_DEBUG=pgs step times: process start -> main, -> server ready, -> done
+    const at = (re) => Number(re.exec(created.stderr)?.[1] ?? NaN);
+    const mainAt = at(/main at ([\d.]+) ms/);
+    const spareAt = at(/\(process at ([\d.]+) ms\)/);
+    steps.boot.push(mainAt);
+    steps.catalog.push(spareAt - mainAt);
+    steps.start.push(at(/server ready at ([\d.]+) ms/));
+    steps.admin.push(at(/password set at ([\d.]+) ms/) - at(/server ready at ([\d.]+) ms/));
+    steps.finish.push(at(/done at ([\d.]+) ms/) - spareAt - at(/refill at ([\d.]+) ms/));
+    steps.exit.push(created.ms - at(/done at ([\d.]+) ms/));
     if (i === 0) {
       sleep(2000);
       const [tenant] = JSON.parse(pgs('list', '--json').stdout);
@@ -74,6 +86,9 @@ try {
   console.log(`NODE_EXTRA_CA_CERTS ${process.env.NODE_EXTRA_CA_CERTS ? 'set (Node loads extra CA certificates at start-up)' : 'unset'}`);
   console.log(`pgs create x${count} (gap ${gapMs} ms): ${fmt(creates)}`);
   console.log(`pgs remove x${count}: ${fmt(removes)}`);
+  const med = (xs) => quantile(xs, 0.5).toFixed(0);
+  console.log(`create steps (medians, ms): node start + bundle load ${med(steps.boot)}, lock + catalog + spare ${med(steps.catalog)}, ` +
+    `server start ${med(steps.start)}, admin connect + rename + password ${med(steps.admin)}, catalog write + refill ${med(steps.finish)}, exit ${med(steps.exit)}`);
   console.log(`one idle tenant server (${memory.processes} processes): RSS ${(memory.rss / 1024).toFixed(1)} MiB, PSS ${(memory.pss / 1024).toFixed(1)} MiB`);
 } finally {
   let dataRoot;
