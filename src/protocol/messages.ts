@@ -132,4 +132,11 @@ export class MessageReader {
     this.buffer = this.buffer.subarray(1 + length);
     return message;
   }
+
+  /** The bytes received but not yet returned as messages; the reader is empty afterwards. */
+  drain(): Buffer {
+    const rest = this.buffer;
+    this.buffer = Buffer.alloc(0);
+    return rest;
+  }
 }

@@ -1,0 +1,34 @@
+import type { Catalog } from '../catalog/schema.js';
+import type { TenantRuntime } from '../runtime/runtime.js';
+import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../router/router.js';
+
+/**
+ * The router's view of the catalog: host-name label → tenant, tenant → the
+ * socket of its running server. Rebuilt from each new catalog.
+ */
+export class CatalogBackends implements RouterBackends {
+  private routes = new Map<string, TenantRoute>();
+  private readonly runtime: TenantRuntime;
+
+  constructor(runtime: TenantRuntime, catalog?: Catalog) {
+    this.runtime = runtime;
+    if (catalog) this.update(catalog);
+  }
+
+  update(catalog: Catalog): void {
+    const routes = new Map<string, TenantRoute>();
+    for (const tenant of catalog.tenants) routes.set(`${tenant.id}-${tenant.suffix}`, { id: tenant.id, access: tenant.access });
+    this.routes = routes;
+  }
+
+  lookup(label: string): TenantRoute | undefined {
+    return this.routes.get(label);
+  }
+
+  async socketPath(id: string): Promise<string> {
+    const status = await this.runtime.status(id);
+    if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
+    const endpoint = this.runtime.localEndpoint(id);
+    return `${endpoint.host}/.s.PGSQL.${endpoint.port}`;
+  }
+}

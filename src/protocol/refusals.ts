@@ -1,0 +1,54 @@
+import { serializeErrorResponse } from './messages.js';
+
+/**
+ * What a client sees when the router refuses it: an ErrorResponse with severity
+ * FATAL, a SQLSTATE and a message a person can act on. What the log sees may
+ * say more. Each refusal has a fixed reason code, used as a log and metric label.
+ * https://www.postgresql.org/docs/current/errcodes-appendix.html
+ */
+export type RefusalReason =
+  | 'tls_required'
+  | 'protocol_violation'
+  | 'unknown_host'
+  | 'no_host'
+  | 'host_mismatch'
+  | 'access_disabled'
+  | 'reserved_role'
+  | 'too_many_connections'
+  | 'tenant_unavailable'
+  | 'startup_timeout'
+  | 'shutting_down';
+
+const SQLSTATE: Record<RefusalReason, string> = {
+  tls_required: '28000', // invalid_authorization_specification, as for a pg_hba "no encryption" miss
+  protocol_violation: '08P01',
+  unknown_host: '08004', // sqlserver_rejected_establishment_of_sqlconnection
+  no_host: '08004',
+  host_mismatch: '08004',
+  access_disabled: '28000',
+  reserved_role: '28000',
+  too_many_connections: '53300',
+  tenant_unavailable: '57P03', // cannot_connect_now
+  startup_timeout: '08P01',
+  shutting_down: '57P01', // admin_shutdown
+};
+
+export interface Refusal {
+  reason: RefusalReason;
+  message: string;
+  hint?: string;
+}
+
+export function refusalBytes(refusal: Refusal): Buffer {
+  return serializeErrorResponse({
+    S: 'FATAL',
+    V: 'FATAL',
+    C: SQLSTATE[refusal.reason],
+    M: refusal.message,
+    ...(refusal.hint === undefined ? {} : { H: refusal.hint }),
+  });
+}
+
+export function sqlstateOf(reason: RefusalReason): string {
+  return SQLSTATE[reason];
+}

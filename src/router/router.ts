@@ -1,0 +1,536 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { BackendMessage } from '../protocol/constants.js';
+import { MessageReader, serializeCancelRequest, typed } from '../protocol/messages.js';
+import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
+import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
+
+/**
+ * The PostgreSQL wire protocol up to the end of start-up, then a byte pipe.
+ * It owns TLS, routing by SNI host name, access control, cancel routing,
+ * limits and time-outs. It asks `RouterBackends` for a ready server's socket
+ * and never starts processes itself.
+ */
+export interface TenantRoute {
+  id: string;
+  access: 'enabled' | 'disabled';
+}
+
+export interface RouterBackends {
+  /** The tenant whose host name's first label is `label` (`<id>-<suffix>`), if any. */
+  lookup(label: string): TenantRoute | undefined;
+  /** The unix socket path of a ready server for the tenant (woken when needed); rejects when none can be had. */
+  socketPath(id: string): Promise<string>;
+}
+
+/** Thrown by `RouterBackends.socketPath`: its message is shown to the client. */
+export class BackendUnavailable extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BackendUnavailable';
+  }
+}
+
+export interface RouterLog {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface RouterOptions {
+  /** Tenants are `<label>.<domain>`. */
+  domain: string;
+  /** PEM certificate (chain) and key for `*.<domain>`. */
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** TLS and the first packet must arrive within this. Default 10 s. */
+  startupTimeoutMs?: number;
+  /** Client connections at once, all tenants. Default 10,000. */
+  maxConnections?: number;
+  /** Client connections at once to one tenant. Default 1,000. */
+  maxConnectionsPerTenant?: number;
+  /** Roles no client may log in as through the router (the admin role authenticates by peer). */
+  reservedUsers?: string[];
+  log?: RouterLog;
+}
+
+interface CancelTarget {
+  socketPath: string;
+  pid: number;
+  secret: Buffer;
+}
+
+const SSL_ACCEPT = Buffer.from('S');
+const GSSENC_REFUSE = Buffer.from('N');
+const ALPN_POSTGRESQL = 'postgresql';
+const QUIET: RouterLog = { info: () => undefined, warn: () => undefined };
+
+export class Router {
+  private readonly backends: RouterBackends;
+  private readonly domainSuffix: string;
+  private readonly startupTimeoutMs: number;
+  private readonly maxConnections: number;
+  private readonly maxPerTenant: number;
+  private readonly reservedUsers: Set<string>;
+  readonly log: RouterLog;
+  private secureContext: tls.SecureContext;
+  private readonly server: net.Server;
+  private readonly clients = new Set<ClientConnection>();
+  private readonly byTenant = new Map<string, Set<ClientConnection>>();
+  private readonly cancelKeys = new Map<string, CancelTarget>();
+  readonly refusals = new Map<RefusalReason, number>();
+  private closing = false;
+
+  constructor(backends: RouterBackends, options: RouterOptions) {
+    this.backends = backends;
+    this.domainSuffix = `.${options.domain.toLowerCase()}`;
+    this.startupTimeoutMs = options.startupTimeoutMs ?? 10_000;
+    this.maxConnections = options.maxConnections ?? 10_000;
+    this.maxPerTenant = options.maxConnectionsPerTenant ?? 1_000;
+    this.reservedUsers = new Set(options.reservedUsers ?? []);
+    this.log = options.log ?? QUIET;
+    this.secureContext = makeSecureContext(options.cert, options.key);
+    this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+  }
+
+  listen(port: number, host?: string): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ port, host }, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  /** Swaps the certificate for new connections; a pair that does not load throws and the old one stays. */
+  setCertificate(cert: string | Buffer, key: string | Buffer): void {
+    this.secureContext = makeSecureContext(cert, key);
+  }
+
+  get context(): tls.SecureContext {
+    return this.secureContext;
+  }
+
+  /** Closes every open connection of a tenant (access disabled, tenant removed). Returns how many. */
+  closeTenant(id: string): number {
+    const set = this.byTenant.get(id);
+    if (!set) return 0;
+    const count = set.size;
+    for (const client of [...set]) client.destroy();
+    return count;
+  }
+
+  connectionCount(id?: string): number {
+    return id === undefined ? this.clients.size : (this.byTenant.get(id)?.size ?? 0);
+  }
+
+  /** Stops accepting, closes every client connection, resolves when the listener is closed. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const client of [...this.clients]) client.destroy();
+    await closed;
+  }
+
+  // --- used by ClientConnection ---
+
+  isClosing(): boolean {
+    return this.closing;
+  }
+
+  countRefusal(reason: RefusalReason): void {
+    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
+  }
+
+  /** Tenant label from an SNI host name, or undefined when the name is not under our domain. */
+  labelOf(hostname: string): string | undefined {
+    const name = hostname.toLowerCase().replace(/\.$/, '');
+    if (!name.endsWith(this.domainSuffix)) return undefined;
+    const label = name.slice(0, -this.domainSuffix.length);
+    return label.length > 0 && !label.includes('.') ? label : undefined;
+  }
+
+  get domain(): string {
+    return this.domainSuffix.slice(1);
+  }
+
+  lookup(label: string): TenantRoute | undefined {
+    return this.backends.lookup(label);
+  }
+
+  socketPath(id: string): Promise<string> {
+    return this.backends.socketPath(id);
+  }
+
+  isReserved(user: string): boolean {
+    return this.reservedUsers.has(user);
+  }
+
+  admit(client: ClientConnection, tenantId: string): Refusal | undefined {
+    if (this.clients.size > this.maxConnections) {
+      return { reason: 'too_many_connections', message: 'too many connections to pgs' };
+    }
+    const set = this.byTenant.get(tenantId) ?? new Set<ClientConnection>();
+    if (set.size >= this.maxPerTenant) {
+      return { reason: 'too_many_connections', message: `too many connections to tenant ${tenantId}` };
+    }
+    set.add(client);
+    this.byTenant.set(tenantId, set);
+    return undefined;
+  }
+
+  registerCancelKey(target: CancelTarget, secretLength: number): { pid: number; secret: Buffer; key: string } {
+    for (;;) {
+      const pid = randomInt(1, 2 ** 31 - 1);
+      const secret = randomBytes(secretLength);
+      const key = cancelKey(pid, secret);
+      if (this.cancelKeys.has(key)) continue;
+      this.cancelKeys.set(key, target);
+      return { pid, secret, key };
+    }
+  }
+
+  forwardCancel(pid: number, secret: Buffer): void {
+    const target = this.cancelKeys.get(cancelKey(pid, secret));
+    if (!target) return; // a forged or stale key: do nothing, say nothing (as PostgreSQL does)
+    const backend = net.connect(target.socketPath);
+    backend.on('error', () => backend.destroy());
+    backend.end(serializeCancelRequest(target.pid, target.secret));
+  }
+
+  forget(client: ClientConnection): void {
+    this.clients.delete(client);
+    if (client.tenantId !== undefined) {
+      const set = this.byTenant.get(client.tenantId);
+      set?.delete(client);
+      if (set && set.size === 0) this.byTenant.delete(client.tenantId);
+    }
+    if (client.cancelKey !== undefined) this.cancelKeys.delete(client.cancelKey);
+  }
+
+  private onConnection(socket: net.Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const client = new ClientConnection(this, socket, this.startupTimeoutMs);
+    this.clients.add(client);
+  }
+}
+
+function cancelKey(pid: number, secret: Buffer): string {
+  return `${pid}:${secret.toString('hex')}`;
+}
+
+function makeSecureContext(cert: string | Buffer, key: string | Buffer): tls.SecureContext {
+  return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+}
+
+/**
+ * One client connection through its phases: plain first packet, TLS, start-up
+ * packet, authentication relay (BackendKeyData rewritten), then a byte pipe.
+ */
+class ClientConnection {
+  private readonly router: Router;
+  private readonly raw: net.Socket;
+  private socket: net.Socket | tls.TLSSocket;
+  private pending: Buffer = Buffer.alloc(0);
+  private backend: net.Socket | undefined;
+  private readonly timer: NodeJS.Timeout;
+  private done = false;
+  tenantId: string | undefined;
+  cancelKey: string | undefined;
+
+  constructor(router: Router, socket: net.Socket, startupTimeoutMs: number) {
+    this.router = router;
+    this.raw = socket;
+    this.socket = socket;
+    this.timer = setTimeout(() => this.onStartupTimeout(), startupTimeoutMs);
+    socket.on('error', () => this.destroy());
+    socket.on('close', () => this.destroy());
+    socket.on('data', this.onPlainData);
+  }
+
+  destroy(): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    this.socket.destroy();
+    this.raw.destroy();
+    this.backend?.destroy();
+    this.router.forget(this);
+  }
+
+  private onStartupTimeout(): void {
+    // Before TLS the client reads plain text; during the handshake nothing can be said.
+    const handshaking = this.socket instanceof tls.TLSSocket && !this.secured;
+    this.refuse({ reason: 'startup_timeout', message: 'start-up took too long' }, !handshaking);
+  }
+
+  private secured = false;
+
+  /** Sends a FATAL ErrorResponse (only over TLS, or before TLS to a plain client) and closes. */
+  private refuse(refusal: Refusal, send = true): void {
+    if (this.done) return;
+    this.router.countRefusal(refusal.reason);
+    this.router.log.info('refused', { reason: refusal.reason, message: refusal.message, tenant: this.tenantId });
+    clearTimeout(this.timer);
+    const socket = this.socket;
+    if (send && socket.writable) {
+      socket.end(refusalBytes(refusal), () => this.destroy());
+      setTimeout(() => this.destroy(), 1_000).unref();
+    } else {
+      this.destroy();
+    }
+  }
+
+  // --- phase 1: before TLS ---
+
+  private readonly onPlainData = (chunk: Buffer): void => {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    this.decodePlain();
+  };
+
+  private decodePlain(): void {
+    const decoded = decodeFirstPacket(this.pending);
+    if (!decoded) return;
+    const { packet, length } = decoded;
+    const rest = this.pending.subarray(length);
+    switch (packet.kind) {
+      case 'ssl':
+        if (rest.length > 0) {
+          // Bytes sent before our answer would be read as if they came over TLS (CVE-2021-23214).
+          this.router.countRefusal('protocol_violation');
+          this.destroy();
+          return;
+        }
+        this.pending = Buffer.alloc(0);
+        this.raw.off('data', this.onPlainData);
+        this.raw.write(SSL_ACCEPT);
+        this.startTls(false);
+        return;
+      case 'tls':
+        this.raw.off('data', this.onPlainData);
+        this.raw.pause();
+        this.raw.unshift(this.pending);
+        this.pending = Buffer.alloc(0);
+        this.startTls(true);
+        return;
+      case 'gssenc':
+        this.raw.write(GSSENC_REFUSE);
+        this.pending = Buffer.from(rest);
+        if (this.pending.length > 0) this.decodePlain();
+        return;
+      case 'cancel':
+        this.router.forwardCancel(packet.pid, packet.secret);
+        this.destroy();
+        return;
+      case 'startup':
+        this.refuse({
+          reason: 'tls_required',
+          message: 'SSL/TLS required: connect with sslmode=require',
+          hint: `pgs accepts only TLS connections; the host name (SNI) chooses the tenant: host=<id>-<suffix>.${this.router.domain}`,
+        });
+        return;
+      case 'invalid':
+        this.refuse({ reason: 'protocol_violation', message: `invalid start-up packet: ${packet.reason}` });
+        return;
+    }
+  }
+
+  // --- phase 2: TLS ---
+
+  private startTls(direct: boolean): void {
+    const secure = new tls.TLSSocket(this.raw, {
+      isServer: true,
+      secureContext: this.router.context,
+      ALPNProtocols: [ALPN_POSTGRESQL],
+    });
+    this.socket = secure;
+    secure.on('error', () => this.destroy());
+    secure.on('close', () => this.destroy());
+    secure.once('secure', () => {
+      this.secured = true;
+      // Direct TLS has no SSLRequest to say "this is PostgreSQL": ALPN must (PostgreSQL 17 requires the same).
+      if (direct && secure.alpnProtocol !== ALPN_POSTGRESQL) {
+        this.router.countRefusal('protocol_violation');
+        this.destroy();
+        return;
+      }
+      secure.on('data', this.onTlsData);
+    });
+  }
+
+  private readonly onTlsData = (chunk: Buffer): void => {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const decoded = decodeFirstPacket(this.pending);
+    if (!decoded) return;
+    this.socket.off('data', this.onTlsData);
+    this.socket.pause();
+    const rest = Buffer.from(this.pending.subarray(decoded.length));
+    this.pending = Buffer.alloc(0);
+    void this.onTlsPacket(decoded.packet, rest);
+  };
+
+  private async onTlsPacket(packet: FirstPacket, rest: Buffer): Promise<void> {
+    if (packet.kind === 'cancel') {
+      this.router.forwardCancel(packet.pid, packet.secret);
+      this.destroy();
+      return;
+    }
+    if (packet.kind !== 'startup') {
+      const reason = packet.kind === 'invalid' ? packet.reason : `${packet.kind} request inside TLS`;
+      this.refuse({ reason: 'protocol_violation', message: `invalid start-up packet: ${reason}` });
+      return;
+    }
+    clearTimeout(this.timer);
+    try {
+      await this.route(packet.version, packet.params, rest);
+    } catch (err) {
+      this.router.log.warn('routing failed', { tenant: this.tenantId, error: (err as Error).message });
+      const message = err instanceof BackendUnavailable ? err.message : `the server of tenant ${this.tenantId ?? ''} is not available`;
+      this.refuse({ reason: 'tenant_unavailable', message });
+    }
+  }
+
+  // --- phase 3: routing ---
+
+  private async route(version: number, params: Map<string, string>, rest: Buffer): Promise<void> {
+    const secure = this.socket as tls.TLSSocket & { servername?: string | false };
+    const sni = typeof secure.servername === 'string' ? secure.servername : undefined;
+    const { endpoint, rest: options } = takeEndpointOption(params.get('options'));
+    const sniLabel = sni === undefined ? undefined : this.router.labelOf(sni);
+    const domain = this.router.domain;
+    if (sni !== undefined && sniLabel === undefined) {
+      this.refuse({
+        reason: 'unknown_host',
+        message: `unknown host name "${sni}": tenants are reached as <id>-<suffix>.${domain}`,
+        hint: 'pgs list shows each tenant\'s host name',
+      });
+      return;
+    }
+    if (sniLabel !== undefined && endpoint !== undefined && endpoint.toLowerCase() !== sniLabel) {
+      this.refuse({ reason: 'host_mismatch', message: `the host name "${sni}" and options endpoint=${endpoint} name different tenants` });
+      return;
+    }
+    const label = sniLabel ?? endpoint?.toLowerCase();
+    if (label === undefined) {
+      this.refuse({
+        reason: 'no_host',
+        message: 'no tenant host name: the client sent no TLS SNI name and no endpoint option',
+        hint: `connect with host=<id>-<suffix>.${domain} (hostaddr= for an IP address), or add options=endpoint=<id>-<suffix>`,
+      });
+      return;
+    }
+    const tenant = this.router.lookup(label);
+    if (!tenant) {
+      this.refuse({
+        reason: 'unknown_host',
+        message: `unknown host name "${sni ?? `${label}.${domain}`}": no such tenant`,
+        hint: 'pgs list shows each tenant\'s host name',
+      });
+      return;
+    }
+    if (tenant.access === 'disabled') {
+      this.refuse({ reason: 'access_disabled', message: `access to tenant ${tenant.id} is disabled`, hint: `pgs enable-access ${tenant.id} allows it again` });
+      return;
+    }
+    const user = params.get('user') ?? '';
+    if (this.router.isReserved(user)) {
+      this.refuse({ reason: 'reserved_role', message: `role "${user}" cannot log in through pgs` });
+      return;
+    }
+    if (this.router.isClosing()) {
+      this.refuse({ reason: 'shutting_down', message: 'pgs is shutting down' });
+      return;
+    }
+    const full = this.router.admit(this, tenant.id);
+    if (full) {
+      this.refuse(full);
+      return;
+    }
+    this.tenantId = tenant.id;
+    const socketPath = await this.router.socketPath(tenant.id);
+    if (this.done) return;
+    if (options === undefined) params.delete('options');
+    else params.set('options', options);
+    const startup = encodeStartup(version, params);
+    this.connectBackend(socketPath, Buffer.concat([startup, rest]));
+  }
+
+  // --- phase 4: authentication relay, phase 5: pipe ---
+
+  private connectBackend(socketPath: string, first: Buffer): void {
+    const backend = net.connect(socketPath);
+    this.backend = backend;
+    const reader = new MessageReader();
+    backend.once('connect', () => {
+      backend.write(first);
+      this.socket.on('data', this.onClientDataDuringAuth);
+      this.socket.resume();
+    });
+    backend.on('error', (err) => {
+      if (!this.readyForQuery) {
+        this.router.log.warn('backend connection failed', { tenant: this.tenantId, error: err.message });
+        this.refuse({ reason: 'tenant_unavailable', message: `the server of tenant ${this.tenantId} is not available` });
+      } else {
+        this.destroy();
+      }
+    });
+    backend.on('close', () => {
+      if (!this.readyForQuery) {
+        // Start-up messages the server sent (an authentication error, say) were already forwarded.
+        this.socket.end();
+      }
+    });
+    const onBackendData = (chunk: Buffer): void => {
+      reader.push(chunk);
+      try {
+        for (let message = reader.next(); message; message = reader.next()) {
+          if (message.type === BackendMessage.BackendKeyData) {
+            this.socket.write(this.rewriteKey(socketPath, message.payload));
+          } else {
+            this.socket.write(typed(message.type, message.payload));
+          }
+          if (message.type === BackendMessage.ReadyForQuery) {
+            backend.off('data', onBackendData);
+            const leftover = reader.drain();
+            if (leftover.length > 0) this.socket.write(leftover);
+            this.startPipe(backend);
+            return;
+          }
+        }
+      } catch (err) {
+        this.router.log.warn('backend protocol error', { tenant: this.tenantId, error: (err as Error).message });
+        this.destroy();
+      }
+    };
+    backend.on('data', onBackendData);
+  }
+
+  private readyForQuery = false;
+
+  private readonly onClientDataDuringAuth = (chunk: Buffer): void => {
+    this.backend?.write(chunk);
+  };
+
+  /** Hands the client our own key; the real one stays here for cancel requests. */
+  private rewriteKey(socketPath: string, payload: Buffer): Buffer {
+    const pid = payload.readInt32BE(0);
+    const secret = Buffer.from(payload.subarray(4));
+    const mine = this.router.registerCancelKey({ socketPath, pid, secret }, secret.length);
+    this.cancelKey = mine.key;
+    const out = Buffer.allocUnsafe(4 + mine.secret.length);
+    out.writeInt32BE(mine.pid, 0);
+    mine.secret.copy(out, 4);
+    return typed(BackendMessage.BackendKeyData, out);
+  }
+
+  private startPipe(backend: net.Socket): void {
+    this.readyForQuery = true;
+    this.socket.off('data', this.onClientDataDuringAuth);
+    this.socket.pipe(backend);
+    backend.pipe(this.socket);
+  }
+}

