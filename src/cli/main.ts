@@ -1,6 +1,8 @@
 import { createInterface } from 'node:readline/promises';
 import { debuglog, parseArgs, type ParseArgsConfig } from 'node:util';
 import { PgsError, isPgsError } from '../core/errors.js';
+import { daemonRequest, daemonStatus, notifyDaemon, startDaemonInBackground, stopDaemon } from '../daemon/client.js';
+import { Daemon, daemonPaths, jsonLog } from '../daemon/daemon.js';
 import { Pgs } from '../service/pgs.js';
 import { formatTable } from './table.js';
 
@@ -45,6 +47,7 @@ const COMMANDS: Record<string, Command> = {
         certFile: values.cert as string | undefined,
         keyFile: values.key as string | undefined,
       });
+      await notifyDaemon(pgs.home); // a new certificate reaches new connections at once
       if (values.json) {
         printJson({ home: report.home, ...report.settings, certificateExpires: report.certificate.validTo.toISOString() });
         return 0;
@@ -77,6 +80,7 @@ const COMMANDS: Record<string, Command> = {
     positionals: [1, 1],
     async run(pgs, [id], values) {
       const created = await pgs.create(id as string, { password: values.password as string | undefined });
+      await notifyDaemon(pgs.home);
       if (values.json) {
         printJson(created);
         return 0;
@@ -128,50 +132,130 @@ const COMMANDS: Record<string, Command> = {
       await pgs.tenant(id as string); // unknown ids fail before any question
       if (!values.yes) await confirmRemoval(id as string);
       await pgs.remove(id as string);
+      await notifyDaemon(pgs.home);
       console.log(`Removed tenant ${id}`);
       return 0;
     },
   },
 
   start: {
-    summary: 'start one tenant\'s server, or all of them',
-    usage: 'pgs start [<id>]',
-    details: '  Records that the tenant should run, then starts its server.',
-    options: {},
+    summary: 'start the daemon (router on the TLS port) and one tenant\'s server, or all of them',
+    usage: 'pgs start [<id>] [--foreground]',
+    details: [
+      '  <id>           start this tenant (and the daemon, when none runs)',
+      '                 without <id>: every tenant, and the daemon',
+      '  --foreground   run the daemon in this process (systemd, npm start); stops on SIGTERM or "pgs stop"',
+      '',
+      'The daemon listens on the configured port (pgs setup --port), routes each TLS connection',
+      'to its tenant by host name, and logs to $PGS_HOME/daemon.log.',
+    ].join('\n'),
+    options: { foreground: { type: 'boolean' } },
     positionals: [0, 1],
-    run: (pgs, [id]) => startOrStop(pgs, id, 'start'),
+    async run(pgs, [id], values) {
+      if (values.foreground) {
+        if (id !== undefined) throw new PgsError('USAGE', '--foreground starts the daemon, not one tenant: pgs start --foreground');
+        return runForeground(pgs);
+      }
+      const code = await startOrStop(pgs, id, 'start');
+      const running = await daemonStatus(pgs.home);
+      if (running) {
+        await notifyDaemon(pgs.home);
+        console.log(`The daemon runs (pid ${running.pid}) on port ${running.port}`);
+      } else {
+        const started = await startDaemonInBackground(pgs.home, process.env);
+        console.log(`Started the daemon (pid ${started.pid}) on port ${started.port}; log: ${daemonPaths(pgs.home).log}`);
+      }
+      return code;
+    },
   },
 
   stop: {
-    summary: 'stop one tenant\'s server, or all of them (fast shutdown, nothing committed is lost)',
+    summary: 'stop one tenant\'s server, or the daemon and all servers (fast shutdown, nothing committed is lost)',
     usage: 'pgs stop [<id>]',
-    details: '  Records that the tenant should not run, then stops its server.',
+    details: [
+      '  <id>           stop this tenant\'s server; the daemon keeps running',
+      '                 without <id>: the daemon and every server',
+    ].join('\n'),
     options: {},
     positionals: [0, 1],
-    run: (pgs, [id]) => startOrStop(pgs, id, 'stop'),
+    async run(pgs, [id]) {
+      if (id === undefined && (await stopDaemon(pgs.home))) console.log('Stopped the daemon');
+      const code = await startOrStop(pgs, id, 'stop');
+      if (id !== undefined) await notifyDaemon(pgs.home);
+      return code;
+    },
+  },
+
+  status: {
+    summary: 'show the daemon: pid, uptime, port, certificate expiry, tenants by state',
+    usage: 'pgs status [--json]',
+    details: '  --json         print {pid, startedAt, port, domain, connections, certificateExpires, tenants}',
+    options: { json: { type: 'boolean' } },
+    positionals: [0, 0],
+    async run(pgs, _args, values) {
+      await pgs.store.read();
+      const status = await daemonStatus(pgs.home);
+      if (values.json) {
+        printJson(status ?? null);
+        return status ? 0 : 3;
+      }
+      if (!status) {
+        console.log('No daemon runs: "pgs start" starts it');
+        return 3;
+      }
+      const byState = new Map<string, number>();
+      for (const t of status.tenants) byState.set(t.state, (byState.get(t.state) ?? 0) + 1);
+      console.log(formatTable([
+        ['daemon', `pid ${status.pid}, up since ${status.startedAt}`],
+        ['port', `${status.port} (tenants at <id>-<suffix>.${status.domain})`],
+        ['connections', String(status.connections)],
+        ['certificate', status.certificateExpires ? `expires ${status.certificateExpires}` : 'unreadable'],
+        ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
+      ]));
+      return 0;
+    },
+  },
+
+  reload: {
+    summary: 'make a running daemon re-read the catalog and the certificate files',
+    usage: 'pgs reload',
+    details: '  A certificate that does not load is refused; the daemon keeps the old one and says so in its log.',
+    options: {},
+    positionals: [0, 0],
+    async run(pgs) {
+      await pgs.store.read();
+      if ((await daemonRequest(pgs.home, 'POST', '/reload')) === undefined) {
+        console.log('No daemon runs: nothing to reload');
+        return 0;
+      }
+      console.log('Reloaded');
+      return 0;
+    },
   },
 
   'enable-access': {
-    summary: 'allow connections to a tenant from outside',
+    summary: 'allow connections to a tenant through the router',
     usage: 'pgs enable-access <id>',
     details: '  New tenants start with access enabled.',
     options: {},
     positionals: [1, 1],
     async run(pgs, [id]) {
       const changed = await pgs.setAccess(id as string, 'enabled');
+      await notifyDaemon(pgs.home);
       console.log(changed ? `Access to ${id} enabled` : `Access to ${id} was already enabled`);
       return 0;
     },
   },
 
   'disable-access': {
-    summary: 'refuse connections to a tenant from outside (its server keeps running)',
+    summary: 'refuse connections to a tenant through the router and close its open ones',
     usage: 'pgs disable-access <id>',
     details: '  The router refuses the tenant\'s host name with a clear error until enable-access.',
     options: {},
     positionals: [1, 1],
     async run(pgs, [id]) {
       const changed = await pgs.setAccess(id as string, 'disabled');
+      await notifyDaemon(pgs.home); // closes the tenant's open connections through the router
       console.log(changed ? `Access to ${id} disabled` : `Access to ${id} was already disabled`);
       return 0;
     },
@@ -262,6 +346,20 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`pgs ${name}: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     return 1;
   }
+}
+
+async function runForeground(pgs: Pgs): Promise<number> {
+  const log = jsonLog((line) => process.stderr.write(line));
+  const daemon = new Daemon(pgs, log);
+  await daemon.start();
+  const onSignal = (signal: string) => {
+    log.info('signal', { signal });
+    void daemon.stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await daemon.stopped;
+  return 0;
 }
 
 async function startOrStop(pgs: Pgs, id: string | undefined, verb: 'start' | 'stop'): Promise<number> {

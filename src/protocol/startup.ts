@@ -91,17 +91,39 @@ export function encodeStartup(version: number, params: Map<string, string>): Buf
  * `options=endpoint=<name>` (Neon's convention) names the tenant for clients
  * that send no SNI. Returns the name and the options without that token, so
  * that the server never sees it (it would refuse an unknown option).
- * Tokens are separated by spaces; `\ ` escapes a space, as libpq does.
+ * Tokens are split as PostgreSQL's pg_split_opts does: on white space, with a
+ * backslash taking the next character literally.
  */
 export function takeEndpointOption(options: string | undefined): { endpoint?: string; rest: string | undefined } {
   if (options === undefined) return { rest: undefined };
-  const tokens = options.split(/(?<!\\) +/).filter((t) => t.length > 0);
   let endpoint: string | undefined;
   const kept: string[] = [];
-  for (const token of tokens) {
-    const match = /^(?:--)?endpoint=(.*)$/.exec(token);
+  for (const token of splitOptions(options)) {
+    const match = /^(?:--)?endpoint=(.*)$/s.exec(token);
     if (match) endpoint = match[1];
-    else kept.push(token);
+    else kept.push(token.replace(/[\\\s]/g, (c) => `\\${c}`));
   }
   return { endpoint, rest: kept.length > 0 ? kept.join(' ') : undefined };
+}
+
+export function splitOptions(options: string): string[] {
+  const tokens: string[] = [];
+  let current = '';
+  let inToken = false;
+  for (let i = 0; i < options.length; i++) {
+    const c = options[i] as string;
+    if (/\s/.test(c)) {
+      if (inToken) tokens.push(current);
+      current = '';
+      inToken = false;
+    } else if (c === '\\' && i + 1 < options.length) {
+      current += options[++i];
+      inToken = true;
+    } else {
+      current += c;
+      inToken = true;
+    }
+  }
+  if (inToken) tokens.push(current);
+  return tokens;
 }

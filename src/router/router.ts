@@ -269,6 +269,7 @@ class ClientConnection {
   }
 
   private secured = false;
+  private gssencAnswered = false;
 
   /** Sends a FATAL ErrorResponse (only over TLS, or before TLS to a plain client) and closes. */
   private refuse(refusal: Refusal, send = true): void {
@@ -318,9 +319,15 @@ class ClientConnection {
         this.startTls(true);
         return;
       case 'gssenc':
+        // As PostgreSQL: one GSSENCRequest is answered N; a second one is a protocol violation.
+        if (this.gssencAnswered) {
+          this.refuse({ reason: 'protocol_violation', message: 'invalid start-up packet: a second GSSENCRequest' });
+          return;
+        }
+        this.gssencAnswered = true;
         this.raw.write(GSSENC_REFUSE);
         this.pending = Buffer.from(rest);
-        if (this.pending.length > 0) this.decodePlain();
+        if (this.pending.length > 0) this.decodePlain(); // recurses at most once more: see above
         return;
       case 'cancel':
         this.router.forwardCancel(packet.pid, packet.secret);

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +51,13 @@ export class PgsHome {
 
   async json<T>(args: string[]): Promise<T> {
     return JSON.parse(await this.ok([...args, '--json'])) as T;
+  }
+
+  /** `pgs setup` on a free loopback port, so that a daemon never collides with another test's. */
+  async setup(extra: string[] = []): Promise<number> {
+    const port = await freePort();
+    await this.ok(['setup', '--port', String(port), ...extra]);
+    return port;
   }
 
   async catalogText(): Promise<string> {
@@ -107,4 +115,15 @@ export async function processRunning(pid: number): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 }

@@ -43,7 +43,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
   });
 
   it('setup then succeeds and is idempotent', async () => {
-    await pgs.ok(['setup']);
+    await pgs.setup();
     const first = await pgs.catalogText();
     const again = await pgs.ok(['setup']);
     assert.match(again, /pgs is set up in/);

@@ -9,7 +9,7 @@ describe('two pgs create at once', () => {
 
   before(async () => {
     pgs = await PgsHome.make();
-    await pgs.ok(['setup']);
+    await pgs.setup();
   });
   after(async () => {
     await pgs.destroy();

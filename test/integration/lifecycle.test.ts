@@ -11,10 +11,11 @@ interface Listed { id: string; hostname: string; access: string; state: string; 
 describe('a tenant from create to remove, through the CLI, on real PostgreSQL 18', () => {
   let pgs: PgsHome;
   let acme: Created;
+  let port: number;
 
   before(async () => {
     pgs = await PgsHome.make();
-    await pgs.ok(['setup']);
+    port = await pgs.setup();
     acme = await pgs.json<Created>(['create', 'acme']);
   });
   after(async () => {
@@ -27,7 +28,7 @@ describe('a tenant from create to remove, through the CLI, on real PostgreSQL 18
     assert.equal(acme.database, 'acme');
     assert.equal(acme.user, 'postgres');
     assert.ok(acme.password.length >= 24, 'generated password has at least 24 characters');
-    assert.equal(acme.url, `postgresql://postgres:${acme.password}@${acme.hostname}:5432/acme?sslmode=require`);
+    assert.equal(acme.url, `postgresql://postgres:${acme.password}@${acme.hostname}:${port}/acme?sslmode=require`);
   });
 
   it('list shows the tenant running with access enabled', async () => {

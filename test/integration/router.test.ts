@@ -20,7 +20,7 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
 
   before(async () => {
     pgs = await PgsHome.make();
-    await pgs.ok(['setup']);
+    await pgs.setup();
     alpha = await pgs.json<Created>(['create', 'alpha']);
     beta = await pgs.json<Created>(['create', 'beta']);
     ({ router, port, reload } = await startRouter(pgs));

@@ -15,7 +15,7 @@ describe('a tenant is not a superuser and cannot reach the host', () => {
 
   before(async () => {
     pgs = await PgsHome.make();
-    await pgs.ok(['setup']);
+    await pgs.setup();
     password = (await pgs.json<Created>(['create', 'sec'])).password;
     url = (await pgs.ok(['url', 'sec', '--local'])).trim();
   });

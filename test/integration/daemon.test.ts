@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { generateSelfSigned } from '../../src/tls/certificate.js';
+import { PgsHome, processRunning, psql } from '../helpers/pgs.js';
+
+interface Created { id: string; hostname: string; password: string }
+interface Status { pid: number; port: number; connections: number; certificateExpires: string; tenants: { id: string; state: string }[] }
+
+describe('the daemon: pgs start serves every tenant on one TLS port', () => {
+  let pgs: PgsHome;
+  let port: number;
+  let alpha: Created;
+  const conn = (t: Created) => `host=${t.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${t.id} sslmode=require connect_timeout=10`;
+  const pgClient = (t: Created) => new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: t.id, password: t.password, ssl: { servername: t.hostname, rejectUnauthorized: false } });
+
+  before(async () => {
+    pgs = await PgsHome.make();
+    port = await pgs.setup();
+    alpha = await pgs.json<Created>(['create', 'alpha']);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('pgs start starts the daemon in the background; psql reaches the tenant through it', async () => {
+    assert.equal((await pgs.run(['status'])).code, 3, 'no daemon yet');
+    assert.match(await pgs.ok(['start']), new RegExp(`Started the daemon \\(pid \\d+\\) on port ${port}`));
+    const status = await pgs.json<Status>(['status']);
+    assert.equal(status.port, port);
+    assert.deepEqual(status.tenants.map((t) => [t.id, t.state]), [['alpha', 'running']]);
+    assert.ok(Date.parse(status.certificateExpires) > Date.now());
+    assert.equal((await psql(conn(alpha), 'SELECT current_database()', alpha.password)).stdout, 'alpha');
+    assert.match(await pgs.ok(['status']), /tenants\s+1 running/);
+  });
+
+  it('a second daemon on the same PGS_HOME fails with a clear message', async () => {
+    const result = await pgs.run(['start', '--foreground']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^pgs start: a pgs daemon already runs for .* \(pid \d+\); "pgs stop" stops it\n$/);
+  });
+
+  it('a daemon on a port in use fails with one line and changes nothing', async () => {
+    const other = await PgsHome.make();
+    try {
+      await other.ok(['setup', '--port', String(port)]);
+      const result = await other.run(['start', '--foreground']);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, new RegExp(`^pgs start: port ${port} is already in use`));
+      await assert.rejects(fs.access(path.join(other.home, 'daemon.pid')));
+    } finally {
+      await other.destroy();
+    }
+  });
+
+  it('a new tenant is routable at once; a removed one is gone at once', async () => {
+    const beta = await pgs.json<Created>(['create', 'beta']);
+    assert.equal((await psql(conn(beta), 'SELECT current_database()', beta.password)).stdout, 'beta');
+    await pgs.ok(['remove', 'beta', '--yes']);
+    assert.match((await psql(conn(beta), 'SELECT 1', beta.password)).stderr, /unknown host name/);
+  });
+
+  it('disable-access closes open sessions and refuses new ones at once; enable-access lets them in', async () => {
+    const client = pgClient(alpha);
+    await client.connect();
+    client.on('error', () => undefined);
+    const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+    await pgs.ok(['disable-access', 'alpha']);
+    await ended;
+    assert.match((await psql(conn(alpha), 'SELECT 1', alpha.password)).stderr, /access to tenant alpha is disabled/);
+    await pgs.ok(['enable-access', 'alpha']);
+    assert.equal((await psql(conn(alpha), 'SELECT 1', alpha.password)).stdout, '1');
+  });
+
+  it('a new certificate reaches new connections without a restart; a broken one is refused and the old one kept', async () => {
+    // The certificate the router serves: SSLRequest, then a TLS handshake, then read the peer certificate.
+    const served = () => new Promise<string>((resolve, reject) => {
+      const raw = net.connect(port, '127.0.0.1', () => raw.write(Buffer.from([0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])));
+      raw.once('error', reject);
+      raw.once('data', () => {
+        const secure = tls.connect({ socket: raw, servername: alpha.hostname, rejectUnauthorized: false, ALPNProtocols: ['postgresql'] }, () => {
+          resolve(secure.getPeerCertificate().fingerprint256);
+          secure.destroy();
+        });
+        secure.once('error', reject);
+      });
+    });
+    const before = await served();
+    const { certPem, keyPem } = await generateSelfSigned('pgs.localhost');
+    const certFile = path.join(pgs.home, 'new.crt');
+    const keyFile = path.join(pgs.home, 'new.key');
+    await fs.writeFile(certFile, certPem);
+    await fs.writeFile(keyFile, keyPem, { mode: 0o600 });
+    await pgs.ok(['setup', '--cert', certFile, '--key', keyFile]);
+    const after = await served();
+    assert.notEqual(after, before);
+    assert.equal(after, new (await import('node:crypto')).X509Certificate(certPem).fingerprint256);
+
+    await fs.writeFile(certFile, 'garbage');
+    await pgs.ok(['reload']);
+    assert.equal(await served(), after, 'the old certificate stays');
+    await fs.writeFile(certFile, certPem);
+  });
+
+  it('pgs stop stops the daemon and every server, and status says so', async () => {
+    const status = await pgs.json<Status>(['status']);
+    const list = await pgs.json<{ pid: number }[]>(['list']);
+    assert.match(await pgs.ok(['stop']), /Stopped the daemon/);
+    assert.equal(await processRunning(status.pid), false);
+    for (const t of list) assert.equal(await processRunning(t.pid), false);
+    assert.equal((await pgs.run(['status'])).code, 3);
+    await assert.rejects(fs.access(path.join(pgs.home, 'daemon.sock')));
+  });
+});
