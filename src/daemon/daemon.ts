@@ -33,6 +33,8 @@ export interface DaemonStatus {
   domain: string;
   connections: number;
   certificateExpires: string | null;
+  /** Refused connections since start, by reason (unknown_host, access_disabled, ...). */
+  refusals: Record<string, number>;
   tenants: { id: string; state: string; connections: number }[];
 }
 
@@ -162,6 +164,7 @@ export class Daemon {
       domain: this.catalog.settings.domain,
       connections: this.router.connectionCount(),
       certificateExpires: this.certExpires,
+      refusals: Object.fromEntries(this.router.refusals),
       tenants,
     };
   }

@@ -9,7 +9,7 @@ import { generateSelfSigned } from '../../src/tls/certificate.js';
 import { PgsHome, processRunning, psql } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
-interface Status { pid: number; port: number; connections: number; certificateExpires: string; tenants: { id: string; state: string }[] }
+interface Status { pid: number; port: number; connections: number; certificateExpires: string; refusals: Record<string, number>; tenants: { id: string; state: string }[] }
 
 describe('the daemon: pgs start serves every tenant on one TLS port', () => {
   let pgs: PgsHome;
@@ -62,6 +62,7 @@ describe('the daemon: pgs start serves every tenant on one TLS port', () => {
     assert.equal((await psql(conn(beta), 'SELECT current_database()', beta.password)).stdout, 'beta');
     await pgs.ok(['remove', 'beta', '--yes']);
     assert.match((await psql(conn(beta), 'SELECT 1', beta.password)).stderr, /unknown host name/);
+    assert.ok(((await pgs.json<Status>(['status'])).refusals.unknown_host ?? 0) >= 1, 'refusals are counted by reason');
   });
 
   it('disable-access closes open sessions and refuses new ones at once; enable-access lets them in', async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
@@ -141,6 +142,48 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
       assert.ok(Date.now() - started < 10_000, 'cancelled well before the sleep ends');
     } finally {
       await sql.end();
+    }
+  });
+
+  it('a plain (non-TLS) CancelRequest with the client\'s key cancels through the router', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'alpha', password: alpha.password, ssl: { servername: alpha.hostname, rejectUnauthorized: false } });
+    await client.connect();
+    try {
+      const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+      const running = client.query('SELECT pg_sleep(30)');
+      await new Promise((r) => setTimeout(r, 300));
+      const cancel = Buffer.alloc(16);
+      cancel.writeInt32BE(16, 0);
+      cancel.writeInt32BE(80877102, 4);
+      cancel.writeInt32BE(processID, 8);
+      cancel.writeInt32BE(secretKey, 12);
+      assert.equal((await rawExchange(port, cancel)).length, 0, 'nothing is sent back');
+      await assert.rejects(running, (err: { code?: string }) => err.code === '57014');
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('protocol 3.2 (libpq 18, variable-length cancel secret) passes through', async () => {
+    const result = await psql(conn(alpha, 'max_protocol_version=latest'), 'SELECT current_database()', alpha.password, libpq18Env());
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, 'alpha');
+  });
+
+  it('direct TLS without ALPN postgresql is closed', async () => {
+    // A valid StartupMessage after the handshake: a router that ignored ALPN would answer it.
+    const startup = Buffer.from('\0\0\0\x1b\0\x03\0\0user\0postgres\0database\0alpha\0\0', 'latin1');
+    startup.writeInt32BE(startup.length, 0);
+    for (const alpn of [['http/1.1'], undefined]) {
+      const received = await new Promise<number>((resolve) => {
+        let bytes = 0;
+        const socket = tls.connect({ port, host: '127.0.0.1', servername: alpha.hostname, rejectUnauthorized: false, ...(alpn ? { ALPNProtocols: alpn } : {}) });
+        socket.on('data', (chunk: Buffer) => { bytes += chunk.length; });
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(bytes));
+        socket.on('secureConnect', () => socket.write(startup));
+      });
+      assert.equal(received, 0, `ALPN ${String(alpn)}: the router must not answer`);
     }
   });
 
