@@ -107,6 +107,17 @@ describe('the daemon: pgs start serves every tenant on one TLS port', () => {
     await fs.writeFile(certFile, certPem);
   });
 
+  it('TLS below 1.2 is refused', async () => {
+    const outcome = await new Promise<string>((resolve) => {
+      const raw = net.connect(port, '127.0.0.1', () => raw.write(Buffer.from([0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])));
+      raw.once('data', () => {
+        const secure = tls.connect({ socket: raw, servername: alpha.hostname, rejectUnauthorized: false, minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' }, () => resolve('handshake completed'));
+        secure.once('error', (err) => resolve(`refused: ${err.message}`));
+      });
+    });
+    assert.match(outcome, /^refused/);
+  });
+
   it('pgs stop stops the daemon and every server, and status says so', async () => {
     const status = await pgs.json<Status>(['status']);
     const list = await pgs.json<{ pid: number }[]>(['list']);
@@ -115,5 +126,64 @@ describe('the daemon: pgs start serves every tenant on one TLS port', () => {
     for (const t of list) assert.equal(await processRunning(t.pid), false);
     assert.equal((await pgs.run(['status'])).code, 3);
     await assert.rejects(fs.access(path.join(pgs.home, 'daemon.sock')));
+  });
+});
+
+describe('the daemon refuses to start on bad ground, and stops on SIGTERM', () => {
+  let pgs: PgsHome;
+
+  before(async () => {
+    pgs = await PgsHome.make();
+    await pgs.setup();
+    await pgs.json<Created>(['create', 'gamma']);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('an unreadable certificate: one line, exit 1, no daemon left', async () => {
+    const certFile = path.join(pgs.home, 'certs', 'server.crt');
+    const good = await fs.readFile(certFile);
+    await fs.rm(certFile);
+    try {
+      const result = await pgs.run(['start', '--foreground']);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /^pgs start: cannot read the certificate or key \(.*server\.crt.*\); run "pgs setup"/);
+      assert.equal(result.stderr.trimEnd().split('\n').length, 1);
+      await assert.rejects(fs.access(path.join(pgs.home, 'daemon.pid')));
+    } finally {
+      await fs.writeFile(certFile, good);
+    }
+  });
+
+  it('a catalog that does not validate: one line, exit 1, the file untouched', async () => {
+    const file = path.join(pgs.home, 'catalog.json');
+    const good = await fs.readFile(file, 'utf8');
+    await fs.writeFile(file, '{"version": 1');
+    try {
+      const result = await pgs.run(['start', '--foreground']);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /^pgs start: the catalog .* is not valid/);
+      assert.equal(await fs.readFile(file, 'utf8'), '{"version": 1');
+    } finally {
+      await fs.writeFile(file, good);
+    }
+  });
+
+  it('SIGTERM: closes clients, fast-shuts-down the servers, exits 0', async () => {
+    const { spawn } = await import('node:child_process');
+    const { PGS_BIN } = await import('../helpers/pgs.js');
+    const daemon = spawn(process.execPath, [PGS_BIN, 'start', '--foreground'], { env: pgs.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    daemon.stderr.setEncoding('utf8').on('data', (s: string) => { log += s; });
+    const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
+    for (let i = 0; i < 200 && (await pgs.run(['status'])).code !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const [tenant] = await pgs.json<{ pid: number; state: string }[]>(['list']);
+    assert.equal(tenant?.state, 'running');
+    daemon.kill('SIGTERM');
+    assert.equal(await exited, 0, log);
+    assert.match(log, /"message":"daemon stopped"/);
+    assert.equal(await processRunning(tenant?.pid ?? 0), false, 'the server was stopped');
+    await assert.rejects(fs.access(path.join(pgs.home, 'daemon.pid')));
   });
 });
