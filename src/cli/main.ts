@@ -233,33 +233,8 @@ const COMMANDS: Record<string, Command> = {
     },
   },
 
-  'enable-access': {
-    summary: 'allow connections to a tenant through the router',
-    usage: 'pgs enable-access <id>',
-    details: '  New tenants start with access enabled.',
-    options: {},
-    positionals: [1, 1],
-    async run(pgs, [id]) {
-      const changed = await pgs.setAccess(id as string, 'enabled');
-      await notifyDaemon(pgs.home);
-      console.log(changed ? `Access to ${id} enabled` : `Access to ${id} was already enabled`);
-      return 0;
-    },
-  },
-
-  'disable-access': {
-    summary: 'refuse connections to a tenant through the router and close its open ones',
-    usage: 'pgs disable-access <id>',
-    details: '  The router refuses the tenant\'s host name with a clear error until enable-access.',
-    options: {},
-    positionals: [1, 1],
-    async run(pgs, [id]) {
-      const changed = await pgs.setAccess(id as string, 'disabled');
-      await notifyDaemon(pgs.home); // closes the tenant's open connections through the router
-      console.log(changed ? `Access to ${id} disabled` : `Access to ${id} was already disabled`);
-      return 0;
-    },
-  },
+  'enable-access': accessCommand('enabled'),
+  'disable-access': accessCommand('disabled'),
 
   url: {
     summary: 'print a tenant\'s connection string (without the password)',
@@ -346,6 +321,27 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`pgs ${name}: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     return 1;
   }
+}
+
+function accessCommand(access: 'enabled' | 'disabled'): Command {
+  const verb = access === 'enabled' ? 'enable-access' : 'disable-access';
+  return {
+    summary: access === 'enabled'
+      ? 'allow connections to a tenant through the router'
+      : 'refuse connections to a tenant through the router and close its open ones',
+    usage: `pgs ${verb} <id>`,
+    details: access === 'enabled'
+      ? '  New tenants start with access enabled.'
+      : '  The router refuses the tenant\'s host name with a clear error until enable-access; its server keeps running.',
+    options: {},
+    positionals: [1, 1],
+    async run(pgs, [id]) {
+      const changed = await pgs.setAccess(id as string, access);
+      await notifyDaemon(pgs.home); // takes effect at once; disabling closes the tenant's open connections
+      console.log(changed ? `Access to ${id} ${access}` : `Access to ${id} was already ${access}`);
+      return 0;
+    },
+  };
 }
 
 async function runForeground(pgs: Pgs): Promise<number> {

@@ -30,3 +30,21 @@ export async function pathExists(file: string): Promise<boolean> {
     return false;
   }
 }
+
+/** The last lines of a (log) file, reading at most its last 16 KiB. */
+export async function tail(file: string, lines: number): Promise<string> {
+  try {
+    const handle = await fs.open(file, 'r');
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size, 16 * 1024);
+      const buffer = Buffer.alloc(length);
+      await handle.read(buffer, 0, length, size - length);
+      return buffer.toString('utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return '(no log)';
+  }
+}

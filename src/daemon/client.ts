@@ -3,7 +3,7 @@ import { closeSync, openSync } from 'node:fs';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { tail } from '../runtime/native.js';
+import { tail } from '../core/files.js';
 import { daemonPaths, type DaemonStatus } from './daemon.js';
 
 /**

@@ -1,4 +1,5 @@
 import { CANCEL_REQUEST_CODE, FrontendMessage, PROTOCOL_3_0, SSL_REQUEST_CODE } from './constants.js';
+import { encodeStartup } from './startup.js';
 
 /**
  * Pure codecs: values in, Buffers out, and Buffers in, tagged values out.
@@ -6,15 +7,7 @@ import { CANCEL_REQUEST_CODE, FrontendMessage, PROTOCOL_3_0, SSL_REQUEST_CODE } 
  */
 
 export function serializeStartup(params: Record<string, string>, version = PROTOCOL_3_0): Buffer {
-  const parts: Buffer[] = [];
-  for (const [key, value] of Object.entries(params)) parts.push(Buffer.from(`${key}\0${value}\0`, 'utf8'));
-  parts.push(Buffer.from([0]));
-  const body = Buffer.concat(parts);
-  const out = Buffer.allocUnsafe(8 + body.length);
-  out.writeInt32BE(out.length, 0);
-  out.writeInt32BE(version, 4);
-  body.copy(out, 8);
-  return out;
+  return encodeStartup(version, new Map(Object.entries(params)));
 }
 
 export function serializeSSLRequest(): Buffer {

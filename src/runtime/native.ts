@@ -5,7 +5,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { fsyncDir, pathExists } from '../core/files.js';
+import { fsyncDir, pathExists, tail } from '../core/files.js';
 import { AdminClient } from './admin-client.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
@@ -465,19 +465,3 @@ export async function trimWal(walDir: string, current: string): Promise<void> {
   }
 }
 
-export async function tail(file: string, lines: number): Promise<string> {
-  try {
-    const handle = await fs.open(file, 'r');
-    try {
-      const { size } = await handle.stat();
-      const length = Math.min(size, 16 * 1024);
-      const buffer = Buffer.alloc(length);
-      await handle.read(buffer, 0, length, size - length);
-      return buffer.toString('utf8').trimEnd().split('\n').slice(-lines).join('\n');
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    return '(no log)';
-  }
-}

@@ -6,55 +6,7 @@ import {
   MessageReader, parseDataRow, parseErrorFields, serializeErrorResponse, serializeQuery, serializeStartup,
   serializeTerminate, type ErrorFields, type Message,
 } from '../../src/protocol/messages.js';
-
-/**
- * An independent byte builder for expected values: written from the protocol
- * docs, sharing no code with src/protocol/messages.ts.
- * https://www.postgresql.org/docs/current/protocol-message-formats.html
- */
-class Bytes {
-  private readonly bytes: number[] = [];
-
-  byte(value: number): this {
-    this.bytes.push(value & 0xff);
-    return this;
-  }
-
-  int16(value: number): this {
-    return this.byte(value >> 8).byte(value);
-  }
-
-  int32(value: number): this {
-    return this.byte(value >>> 24).byte(value >>> 16).byte(value >>> 8).byte(value);
-  }
-
-  ascii(text: string): this {
-    for (const ch of text) this.byte(ch.charCodeAt(0));
-    return this;
-  }
-
-  raw(data: Buffer): this {
-    for (const b of data) this.byte(b);
-    return this;
-  }
-
-  cstring(text: string): this {
-    return this.raw(Buffer.from(text, 'utf8')).byte(0);
-  }
-
-  get length(): number {
-    return this.bytes.length;
-  }
-
-  buffer(): Buffer {
-    return Buffer.from(this.bytes);
-  }
-
-  /** A typed message: type byte, Int32 length counting itself, payload. */
-  static typed(type: string, payload: Bytes): Buffer {
-    return new Bytes().ascii(type).int32(4 + payload.length).raw(payload.buffer()).buffer();
-  }
-}
+import { Bytes } from '../helpers/bytes.js';
 
 function readAll(reader: MessageReader): Message[] {
   const out: Message[] = [];

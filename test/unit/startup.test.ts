@@ -5,46 +5,7 @@ import { refusalBytes, sqlstateOf, type RefusalReason } from '../../src/protocol
 import {
   decodeFirstPacket, encodeStartup, takeEndpointOption, TLS_HANDSHAKE_BYTE, type FirstPacket,
 } from '../../src/protocol/startup.js';
-
-/**
- * Expected bytes come from this builder, written from the protocol docs and
- * sharing no code with src/protocol/.
- * https://www.postgresql.org/docs/current/protocol-message-formats.html
- */
-class Bytes {
-  private readonly bytes: number[] = [];
-
-  byte(value: number): this {
-    this.bytes.push(value & 0xff);
-    return this;
-  }
-
-  int32(value: number): this {
-    return this.byte(value >>> 24).byte(value >>> 16).byte(value >>> 8).byte(value);
-  }
-
-  raw(data: Uint8Array): this {
-    for (const b of data) this.byte(b);
-    return this;
-  }
-
-  cstring(text: string): this {
-    return this.raw(Buffer.from(text, 'utf8')).byte(0);
-  }
-
-  get length(): number {
-    return this.bytes.length;
-  }
-
-  buffer(): Buffer {
-    return Buffer.from(this.bytes);
-  }
-
-  /** An untyped start-up packet: Int32 length (counting itself), Int32 code, body. */
-  static packet(code: number, body: Bytes = new Bytes()): Buffer {
-    return new Bytes().int32(8 + body.length).int32(code).raw(body.buffer()).buffer();
-  }
-}
+import { Bytes } from '../helpers/bytes.js';
 
 // Codes from the protocol docs (major.minor packed as major << 16 | minor).
 const SSL_REQUEST = 80877103; // 1234.5679
