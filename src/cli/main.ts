@@ -347,13 +347,18 @@ function accessCommand(access: 'enabled' | 'disabled'): Command {
 async function runForeground(pgs: Pgs): Promise<number> {
   const log = jsonLog((line) => process.stderr.write(line));
   const daemon = new Daemon(pgs, log);
-  await daemon.start();
+  let signalled = false;
   const onSignal = (signal: string) => {
     log.info('signal', { signal });
-    void daemon.stop();
+    signalled = true;
+    if (started) void daemon.stop();
   };
+  let started = false;
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  await daemon.start();
+  started = true;
+  if (signalled) void daemon.stop(); // a signal during start-up: stop as soon as there is something to stop
   await daemon.stopped;
   return 0;
 }

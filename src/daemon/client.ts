@@ -14,6 +14,7 @@ export async function daemonRequest<T>(home: string, method: 'GET' | 'POST', pat
   const { socket } = daemonPaths(home);
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath: socket, method, path, timeout: timeoutMs }, (res) => {
+      res.on('error', reject);
       let body = '';
       res.setEncoding('utf8').on('data', (s: string) => { body += s; });
       res.on('end', () => {
@@ -56,6 +57,7 @@ export async function startDaemonInBackground(home: string, env: NodeJS.ProcessE
   try {
     const child = spawn(process.execPath, [script, 'start', '--foreground'], { detached: true, stdio: ['ignore', fd, fd], env });
     child.once('exit', (code, signal) => { exited = signal ? `was killed by ${signal}` : `exited with code ${code}`; });
+    child.once('error', (err) => { exited = `could not be started (${err.message})`; });
     child.unref();
   } finally {
     closeSync(fd);
@@ -82,8 +84,8 @@ export async function stopDaemon(home: string, timeoutMs = 120_000): Promise<boo
   while (Date.now() < deadline) {
     try {
       process.kill(status.pid, 0);
-    } catch {
-      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'ESRCH') return true;
     }
     if ((await daemonStatus(home).catch(() => undefined)) === undefined && !(await pidRunning(status.pid))) return true;
     await sleep(20);

@@ -93,12 +93,25 @@ export class Daemon {
       throw err;
     }
     this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain });
-    await this.reconcile();
+    await this.serial(() => this.reconcile());
+  }
+
+  /**
+   * Reload, reconcile and stop run one at a time, in order: an older reload can
+   * never finish after a newer one (and bring back access that was disabled),
+   * and nothing starts a server once stop has begun.
+   */
+  private queue: Promise<void> = Promise.resolve();
+
+  private serial(task: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(task);
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
   /** Stop accepting, close client connections, fast-shut-down every server, exit. */
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
+    this.stopping ??= this.serial(async () => {
       this.log.info('daemon stopping');
       const apiClosed = new Promise<void>((resolve) => this.api.close(() => resolve()));
       this.api.closeIdleConnections();
@@ -111,14 +124,31 @@ export class Daemon {
       await fs.rm(this.paths.socket, { force: true });
       await fs.rm(this.paths.pidFile, { force: true });
       this.log.info('daemon stopped');
-      this.resolveStopped();
-    })();
+    }).catch((err: Error) => {
+      this.log.warn('stop failed', { error: err.message });
+    }).finally(() => this.resolveStopped());
     return this.stopping;
   }
 
+  private get isStopping(): boolean {
+    return this.stopping !== undefined;
+  }
+
   /** Re-reads the catalog (and the certificate) and makes the router and the servers match it. */
-  async reload(): Promise<void> {
+  reload(): Promise<void> {
+    return this.serial(() => this.reloadNow());
+  }
+
+  private async reloadNow(): Promise<void> {
+    if (this.isStopping) return;
     const next = await this.pgs.store.read();
+    if (next.settings.domain !== this.catalog.settings.domain) {
+      this.router.setDomain(next.settings.domain);
+      this.log.info('domain changed', { domain: next.settings.domain });
+    }
+    if (next.settings.port !== this.catalog.settings.port) {
+      this.log.warn('the port changed in the catalog; it takes effect when the daemon restarts', { listening: this.catalog.settings.port, configured: next.settings.port });
+    }
     const before = new Map(this.catalog.tenants.map((t) => [t.id, t]));
     this.catalog = next;
     this.backends.update(next);
@@ -142,6 +172,7 @@ export class Daemon {
 
   private async reconcile(): Promise<void> {
     for (const tenant of this.catalog.tenants) {
+      if (this.isStopping) return;
       if (tenant.wanted !== 'running') continue;
       try {
         await this.runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });

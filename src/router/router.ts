@@ -49,6 +49,10 @@ export interface RouterOptions {
   maxConnections?: number;
   /** Client connections at once to one tenant. Default 1,000. */
   maxConnectionsPerTenant?: number;
+  /** Connections still in TLS or start-up at once; more are closed on arrival. Default 1,000. */
+  maxPendingStartups?: number;
+  /** After routing, authentication must reach ReadyForQuery within this. Default 60 s (PostgreSQL's authentication_timeout). */
+  authTimeoutMs?: number;
   /** Roles no client may log in as through the router (the admin role authenticates by peer). */
   reservedUsers?: string[];
   log?: RouterLog;
@@ -67,8 +71,11 @@ const QUIET: RouterLog = { info: () => undefined, warn: () => undefined };
 
 export class Router {
   private readonly backends: RouterBackends;
-  private readonly domainSuffix: string;
+  private domainSuffix: string;
   private readonly startupTimeoutMs: number;
+  readonly authTimeoutMs: number;
+  private readonly maxPending: number;
+  private admitted = 0;
   private readonly maxConnections: number;
   private readonly maxPerTenant: number;
   private readonly reservedUsers: Set<string>;
@@ -85,6 +92,8 @@ export class Router {
     this.backends = backends;
     this.domainSuffix = `.${options.domain.toLowerCase()}`;
     this.startupTimeoutMs = options.startupTimeoutMs ?? 10_000;
+    this.authTimeoutMs = options.authTimeoutMs ?? 60_000;
+    this.maxPending = options.maxPendingStartups ?? 1_000;
     this.maxConnections = options.maxConnections ?? 10_000;
     this.maxPerTenant = options.maxConnectionsPerTenant ?? 1_000;
     this.reservedUsers = new Set(options.reservedUsers ?? []);
@@ -101,6 +110,11 @@ export class Router {
         resolve(this.server.address() as net.AddressInfo);
       });
     });
+  }
+
+  /** New connections are routed under this domain. */
+  setDomain(domain: string): void {
+    this.domainSuffix = `.${domain.toLowerCase()}`;
   }
 
   /** Swaps the certificate for new connections; a pair that does not load throws and the old one stays. */
@@ -168,7 +182,7 @@ export class Router {
   }
 
   admit(client: ClientConnection, tenantId: string): Refusal | undefined {
-    if (this.clients.size > this.maxConnections) {
+    if (this.admitted >= this.maxConnections) {
       return { reason: 'too_many_connections', message: 'too many connections to pgs' };
     }
     const set = this.byTenant.get(tenantId) ?? new Set<ClientConnection>();
@@ -177,7 +191,13 @@ export class Router {
     }
     set.add(client);
     this.byTenant.set(tenantId, set);
+    this.admitted++;
+    client.tenantId = tenantId;
     return undefined;
+  }
+
+  unregisterCancelKey(key: string): void {
+    this.cancelKeys.delete(key);
   }
 
   registerCancelKey(target: CancelTarget, secretLength: number): { pid: number; secret: Buffer; key: string } {
@@ -202,6 +222,7 @@ export class Router {
   forget(client: ClientConnection): void {
     this.clients.delete(client);
     if (client.tenantId !== undefined) {
+      this.admitted--;
       const set = this.byTenant.get(client.tenantId);
       set?.delete(client);
       if (set && set.size === 0) this.byTenant.delete(client.tenantId);
@@ -210,7 +231,9 @@ export class Router {
   }
 
   private onConnection(socket: net.Socket): void {
-    if (this.closing) {
+    // Connections not yet admitted to a tenant cost memory and a timer each: bound them.
+    if (this.closing || this.clients.size - this.admitted >= this.maxPending) {
+      if (!this.closing) this.countRefusal('too_many_connections');
       socket.destroy();
       return;
     }
@@ -237,7 +260,7 @@ class ClientConnection {
   private socket: net.Socket | tls.TLSSocket;
   private pending: Buffer = Buffer.alloc(0);
   private backend: net.Socket | undefined;
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout;
   private done = false;
   tenantId: string | undefined;
   cancelKey: string | undefined;
@@ -392,6 +415,7 @@ class ClientConnection {
       return;
     }
     clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.refuse({ reason: 'startup_timeout', message: 'authentication took too long' }), this.router.authTimeoutMs);
     try {
       await this.route(packet.version, packet.params, rest);
     } catch (err) {
@@ -457,7 +481,6 @@ class ClientConnection {
       this.refuse(full);
       return;
     }
-    this.tenantId = tenant.id;
     const socketPath = await this.router.socketPath(tenant.id);
     if (this.done) return;
     if (options === undefined) params.delete('options');
@@ -486,13 +509,18 @@ class ClientConnection {
       }
     });
     backend.on('close', () => {
-      if (!this.readyForQuery) {
-        // Start-up messages the server sent (an authentication error, say) were already forwarded.
-        this.socket.end();
+      if (this.readyForQuery || this.done) return;
+      if (!this.forwarded) {
+        this.refuse({ reason: 'tenant_unavailable', message: `the server of tenant ${this.tenantId} closed the connection during start-up` });
+        return;
       }
+      // What the server said (an authentication error, say) was forwarded: end, and make sure we let go.
+      this.socket.end();
+      setTimeout(() => this.destroy(), 1_000).unref();
     });
     const onBackendData = (chunk: Buffer): void => {
       reader.push(chunk);
+      this.forwarded = true;
       try {
         for (let message = reader.next(); message; message = reader.next()) {
           if (message.type === BackendMessage.BackendKeyData) {
@@ -518,16 +546,28 @@ class ClientConnection {
 
   private readyForQuery = false;
 
+  private forwarded = false;
+
   private readonly onClientDataDuringAuth = (chunk: Buffer): void => {
-    this.backend?.write(chunk);
+    const backend = this.backend;
+    if (backend && !backend.write(chunk)) {
+      // Back-pressure before authentication too: a client cannot make the router buffer without bound.
+      this.socket.pause();
+      backend.once('drain', () => this.socket.resume());
+    }
   };
 
   /** Hands the client our own key; the real one stays here for cancel requests. */
   private rewriteKey(socketPath: string, payload: Buffer): Buffer {
     const pid = payload.readInt32BE(0);
     const secret = Buffer.from(payload.subarray(4));
+    if (this.cancelKey !== undefined) this.router.unregisterCancelKey(this.cancelKey);
     const mine = this.router.registerCancelKey({ socketPath, pid, secret }, secret.length);
-    this.cancelKey = mine.key;
+    if (this.done) {
+      this.router.unregisterCancelKey(mine.key); // forget() already ran
+    } else {
+      this.cancelKey = mine.key;
+    }
     const out = Buffer.allocUnsafe(4 + mine.secret.length);
     out.writeInt32BE(mine.pid, 0);
     mine.secret.copy(out, 4);
@@ -536,6 +576,7 @@ class ClientConnection {
 
   private startPipe(backend: net.Socket): void {
     this.readyForQuery = true;
+    clearTimeout(this.timer);
     this.socket.off('data', this.onClientDataDuringAuth);
     this.socket.pipe(backend);
     backend.pipe(this.socket);

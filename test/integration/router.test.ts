@@ -268,6 +268,25 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     }
   });
 
+  it('connections still in start-up are bounded and do not count against tenants', async () => {
+    const { router: bounded, port: boundedPort } = await startRouter(pgs, { maxPendingStartups: 2, maxConnections: 1 });
+    const idle = [net.connect(boundedPort, '127.0.0.1'), net.connect(boundedPort, '127.0.0.1')];
+    try {
+      await Promise.all(idle.map((socket) => new Promise((r) => socket.once('connect', r))));
+      await new Promise((r) => setTimeout(r, 100));
+      const third = await rawExchange(boundedPort);
+      assert.equal(third.length, 0, 'a third connection in start-up is closed at once');
+      for (const socket of idle) socket.destroy();
+      await new Promise((r) => setTimeout(r, 100));
+      // The global cap (1) counts admitted connections only: one real client gets in.
+      const result = await psql(conn(alpha).replace(`port=${port}`, `port=${boundedPort}`), 'SELECT 1', alpha.password);
+      assert.equal(result.stdout, '1', result.stderr);
+    } finally {
+      for (const socket of idle) socket.destroy();
+      await bounded.close();
+    }
+  });
+
   it('a stopped tenant is refused with 57P03', async () => {
     await pgs.ok(['stop', 'beta']);
     try {
