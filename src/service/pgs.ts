@@ -275,6 +275,12 @@ export class Pgs {
     });
   }
 
+  /** The tenant server's log file. */
+  async logFile(id: string): Promise<string> {
+    const { catalog } = await this.tenant(id);
+    return this.runtimeFor(catalog.settings).logFile(id);
+  }
+
   async url(id: string, options: { local?: boolean } = {}): Promise<string> {
     const { catalog, tenant } = await this.tenant(id);
     if (options.local) {

@@ -68,7 +68,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
     await assert.rejects(fs.access(path.join(await pgs.dataRoot(), 'tenants', 'weak')));
   });
 
-  for (const args of [['remove', 'ghost', '--yes'], ['start', 'ghost'], ['stop', 'ghost'], ['enable-access', 'ghost'], ['disable-access', 'ghost'], ['url', 'ghost'], ['passwd', 'ghost']]) {
+  for (const args of [['remove', 'ghost', '--yes'], ['start', 'ghost'], ['stop', 'ghost'], ['enable-access', 'ghost'], ['disable-access', 'ghost'], ['url', 'ghost'], ['passwd', 'ghost'], ['logs', 'ghost']]) {
     it(`${args[0]} of an unknown tenant fails`, async () => {
       assertOneLineError(await pgs.run(args), /no tenant ghost \(see "pgs list"\)/);
       assert.equal(await pgs.catalogText(), catalogBefore);
@@ -91,7 +91,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
 
   it('--help explains every command', async () => {
     const overview = await pgs.ok(['--help']);
-    for (const name of ['setup', 'create', 'list', 'remove', 'start', 'stop', 'enable-access', 'disable-access', 'url', 'passwd']) {
+    for (const name of ['setup', 'create', 'list', 'remove', 'start', 'stop', 'status', 'reload', 'enable-access', 'disable-access', 'logs', 'url', 'passwd']) {
       assert.match(overview, new RegExp(`^  ${name} `, 'm'));
       assert.match(await pgs.ok([name, '--help']), new RegExp(`Usage: pgs ${name}`));
     }

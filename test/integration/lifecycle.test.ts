@@ -104,6 +104,18 @@ describe('a tenant from create to remove, through the CLI, on real PostgreSQL 18
     assert.equal((await psql(url, 'SELECT 3', 'while-stopped-9')).stdout, '3');
   });
 
+  it('logs shows the server log; -n limits the lines', async () => {
+    const all = await pgs.ok(['logs', 'acme']);
+    assert.match(all, /database system is ready to accept connections/);
+    assert.match(all, /password authentication failed for user "postgres"/, 'the failed login of the passwd test is logged');
+    const two = await pgs.ok(['logs', 'acme', '-n', '2']);
+    assert.equal(two.trimEnd().split('\n').length, 2);
+    assert.deepEqual(two.trimEnd().split('\n'), all.trimEnd().split('\n').slice(-2));
+    const bad = await pgs.run(['logs', 'acme', '-n', 'many']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /invalid --lines "many"/);
+  });
+
   it('remove --yes deletes the server, its data and its catalog entry', async () => {
     const dataRoot = await pgs.dataRoot();
     const pid = (await pgs.json<Listed[]>(['list']))[0]?.pid;
