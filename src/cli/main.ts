@@ -156,15 +156,27 @@ const COMMANDS: Record<string, Command> = {
         if (id !== undefined) throw new PgsError('USAGE', '--foreground starts the daemon, not one tenant: pgs start --foreground');
         return runForeground(pgs);
       }
-      const code = await startOrStop(pgs, id, 'start');
       const running = await daemonStatus(pgs.home);
       if (running) {
+        // The daemon starts the servers itself, so that it is their parent and sees them die.
+        await pgs.start(id, { recordOnly: true });
         await notifyDaemon(pgs.home);
+        const after = await daemonStatus(pgs.home);
+        let code = 0;
+        for (const t of after?.tenants ?? []) {
+          if (id !== undefined && t.id !== id) continue;
+          if (t.state === 'running') console.log(`Started ${t.id}`);
+          else {
+            console.error(`pgs start: ${t.id}: ${t.lastError ?? `the server is ${t.state}`}`);
+            code = 1;
+          }
+        }
         console.log(`The daemon runs (pid ${running.pid}) on port ${running.port}`);
-      } else {
-        const started = await startDaemonInBackground(pgs.home, process.env);
-        console.log(`Started the daemon (pid ${started.pid}) on port ${started.port}; log: ${daemonPaths(pgs.home).log}`);
+        return code;
       }
+      const code = await startOrStop(pgs, id, 'start');
+      const started = await startDaemonInBackground(pgs.home, process.env);
+      console.log(`Started the daemon (pid ${started.pid}) on port ${started.port}; log: ${daemonPaths(pgs.home).log}`);
       return code;
     },
   },

@@ -35,8 +35,20 @@ export interface DaemonStatus {
   certificateExpires: string | null;
   /** Refused connections since start, by reason (unknown_host, access_disabled, ...). */
   refusals: Record<string, number>;
-  tenants: { id: string; state: string; connections: number }[];
+  tenants: { id: string; state: string; connections: number; restarts: number; lastError?: string }[];
 }
+
+/** Restart attempts of one tenant's server: back-off doubles from 1 s up to 60 s. */
+interface Backoff {
+  failures: number;
+  restarts: number;
+  nextAttemptAt: number;
+  lastError?: string;
+}
+
+/** After this many failed starts in a row a tenant shows as `crashed` (attempts go on, slowly). */
+const CRASHED_AFTER = 3;
+const SUPERVISE_INTERVAL_MS = 1_000;
 
 /** JSON lines: one object per event, for the log file or stderr. */
 export function jsonLog(write: (line: string) => void): RouterLog {
@@ -57,6 +69,8 @@ export class Daemon {
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
   private certExpires: string | null = null;
+  private readonly backoff = new Map<string, Backoff>();
+  private superviseTimer: NodeJS.Timeout | undefined;
   /** Resolves when the daemon has stopped. */
   readonly stopped: Promise<void>;
   private resolveStopped!: () => void;
@@ -94,6 +108,8 @@ export class Daemon {
     }
     this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain });
     await this.serial(() => this.reconcile());
+    // Servers die (kill -9, OOM): check every second and restart with back-off.
+    this.superviseTimer = setInterval(() => void this.serial(() => this.reconcile()), SUPERVISE_INTERVAL_MS);
   }
 
   /**
@@ -111,6 +127,7 @@ export class Daemon {
 
   /** Stop accepting, close client connections, fast-shut-down every server, exit. */
   stop(): Promise<void> {
+    clearInterval(this.superviseTimer);
     this.stopping ??= this.serial(async () => {
       this.log.info('daemon stopping');
       const apiClosed = new Promise<void>((resolve) => this.api.close(() => resolve()));
@@ -141,6 +158,7 @@ export class Daemon {
 
   private async reloadNow(): Promise<void> {
     if (this.isStopping) return;
+    for (const backoff of this.backoff.values()) backoff.nextAttemptAt = 0; // a person acted: try again now
     const next = await this.pgs.store.read();
     if (next.settings.domain !== this.catalog.settings.domain) {
       this.router.setDomain(next.settings.domain);
@@ -171,23 +189,57 @@ export class Daemon {
   }
 
   private async reconcile(): Promise<void> {
+    const ids = new Set(this.catalog.tenants.map((t) => t.id));
+    for (const id of this.backoff.keys()) if (!ids.has(id)) this.backoff.delete(id);
+    for (const id of this.seenRunning) if (!ids.has(id)) this.seenRunning.delete(id);
     for (const tenant of this.catalog.tenants) {
       if (this.isStopping) return;
-      if (tenant.wanted !== 'running') continue;
+      if (tenant.wanted !== 'running') {
+        this.backoff.delete(tenant.id);
+        this.seenRunning.delete(tenant.id);
+        continue;
+      }
+      const state = (await this.runtime.status(tenant.id)).state;
+      if (state !== 'stopped') {
+        this.seenRunning.add(tenant.id);
+        continue;
+      }
+      const backoff = this.backoff.get(tenant.id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
+      if (Date.now() < backoff.nextAttemptAt) continue;
       try {
         await this.runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
+        if (this.seenRunning.has(tenant.id)) {
+          backoff.restarts++;
+          this.log.warn('server restarted', { tenant: tenant.id, restarts: backoff.restarts });
+        }
+        backoff.failures = 0;
+        backoff.lastError = undefined;
       } catch (err) {
-        this.log.warn('start failed', { tenant: tenant.id, error: (err as Error).message });
+        backoff.failures++;
+        backoff.lastError = (err as Error).message;
+        backoff.nextAttemptAt = Date.now() + Math.min(60_000, 1_000 * 2 ** (backoff.failures - 1));
+        this.log.warn('start failed', { tenant: tenant.id, failures: backoff.failures, error: backoff.lastError });
       }
+      this.backoff.set(tenant.id, backoff);
     }
   }
 
+  /** Tenants this daemon saw running: finding one stopped while still wanted means it died. */
+  private readonly seenRunning = new Set<string>();
+
   async status(): Promise<DaemonStatus> {
-    const tenants = await Promise.all(this.catalog.tenants.map(async (t) => ({
-      id: t.id,
-      state: (await this.runtime.status(t.id)).state,
-      connections: this.router.connectionCount(t.id),
-    })));
+    const tenants = await Promise.all(this.catalog.tenants.map(async (t) => {
+      const backoff = this.backoff.get(t.id);
+      let state: string = (await this.runtime.status(t.id)).state;
+      if (state === 'stopped' && t.wanted === 'running' && (backoff?.failures ?? 0) >= CRASHED_AFTER) state = 'crashed';
+      return {
+        id: t.id,
+        state,
+        connections: this.router.connectionCount(t.id),
+        restarts: backoff?.restarts ?? 0,
+        ...(backoff?.lastError ? { lastError: backoff.lastError } : {}),
+      };
+    }));
     return {
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),

@@ -134,9 +134,25 @@ export class NativeRuntime implements TenantRuntime {
 
   async start(spec: TenantServerSpec): Promise<void> {
     const current = await this.status(spec.id);
-    if (current.state === 'running') return;
+    if (current.state === 'running' || current.state === 'starting') return;
     const dir = this.tenantDir(spec.id);
+    await this.clearZombieLock(dir);
     await this.spawnServer(spec.id, dir, ['-c', `max_connections=${spec.maxConnections}`]);
+  }
+
+  /**
+   * A postmaster killed with SIGKILL whose parent is gone stays a zombie where
+   * PID 1 does not reap (some containers and VMs). PostgreSQL then sees its pid
+   * "alive" and refuses to start. When the lock's pid is a zombie and no live
+   * process works in the data folder any more (every PostgreSQL process has
+   * it as its working directory), the lock is stale: remove it. Crash recovery
+   * then replays the WAL as after any crash; no data file is touched.
+   */
+  private async clearZombieLock(dir: string): Promise<void> {
+    const pidFile = await readPostmasterPid(dir);
+    if (!pidFile || !(await isZombie(pidFile.pid))) return;
+    if (await someProcessWorksIn(dir)) return; // old backends still exiting: let PostgreSQL refuse, the caller retries
+    await fs.rm(path.join(dir, 'postmaster.pid'), { force: true });
   }
 
   async stop(id: string, options: { immediate?: boolean } = {}): Promise<void> {
@@ -447,6 +463,26 @@ export class NativeRuntime implements TenantRuntime {
       });
     });
   }
+}
+
+async function isZombie(pid: number): Promise<boolean> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** True when a live process has `dir` as its working directory. */
+async function someProcessWorksIn(dir: string): Promise<boolean> {
+  const real = await fs.realpath(dir);
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cwd = await fs.readlink(`/proc/${entry}/cwd`).catch(() => undefined);
+    if (cwd === real && !(await isZombie(Number(entry)))) return true;
+  }
+  return false;
 }
 
 /**

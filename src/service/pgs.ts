@@ -233,15 +233,16 @@ export class Pgs {
   }
 
   /** Starts one tenant (or all) and records that it should run. Returns the ids that failed, with why. */
-  async start(id?: string): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
-    return this.setWanted(id, 'running');
+  /** `recordOnly`: change the catalog only (a running daemon starts the servers, as their parent). */
+  async start(id?: string, options: { recordOnly?: boolean } = {}): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
+    return this.setWanted(id, 'running', options.recordOnly ?? false);
   }
 
   async stop(id?: string): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
-    return this.setWanted(id, 'stopped');
+    return this.setWanted(id, 'stopped', false);
   }
 
-  private async setWanted(id: string | undefined, wanted: Wanted): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
+  private async setWanted(id: string | undefined, wanted: Wanted, recordOnly: boolean): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
     if (id !== undefined) assertTenantId(id);
     return this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
@@ -251,7 +252,9 @@ export class Pgs {
       const failed: { id: string; error: string }[] = [];
       for (const tenant of targets) {
         try {
-          if (wanted === 'running') await runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
+          if (recordOnly) {
+            // nothing to do here
+          } else if (wanted === 'running') await runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
           else await runtime.stop(tenant.id);
           done.push(tenant.id);
         } catch (err) {

@@ -9,7 +9,7 @@ import { generateSelfSigned } from '../../src/tls/certificate.js';
 import { PgsHome, processRunning, psql } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
-interface Status { pid: number; port: number; connections: number; certificateExpires: string; refusals: Record<string, number>; tenants: { id: string; state: string }[] }
+interface Status { pid: number; port: number; connections: number; certificateExpires: string; refusals: Record<string, number>; tenants: { id: string; state: string; restarts?: number; lastError?: string }[] }
 
 describe('the daemon: pgs start serves every tenant on one TLS port', () => {
   let pgs: PgsHome;
@@ -185,5 +185,78 @@ describe('the daemon refuses to start on bad ground, and stops on SIGTERM', () =
     assert.match(log, /"message":"daemon stopped"/);
     assert.equal(await processRunning(tenant?.pid ?? 0), false, 'the server was stopped');
     await assert.rejects(fs.access(path.join(pgs.home, 'daemon.pid')));
+  });
+});
+
+describe('supervision: servers that die come back, a killed daemon is replaced without twins', () => {
+  let pgs: PgsHome;
+  let port: number;
+  let delta: Created;
+  const conn = () => `host=${delta.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=delta sslmode=require connect_timeout=10`;
+  const waitFor = async (what: string, check: () => Promise<boolean>, ms = 30_000) => {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      if (await check()) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.fail(`timed out waiting for ${what}`);
+  };
+  const tenantState = async () => (await pgs.json<Status>(['status'])).tenants.find((t) => t.id === 'delta');
+
+  before(async () => {
+    pgs = await PgsHome.make();
+    port = await pgs.setup();
+    delta = await pgs.json<Created>(['create', 'delta']);
+    await pgs.ok(['start']);
+    assert.equal((await psql(conn(), 'CREATE TABLE kept(n int); INSERT INTO kept SELECT generate_series(1, 1000)', delta.password)).code, 0);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('kill -9 of a tenant server: it is restarted, a new connection works, committed rows are there', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'delta', password: delta.password, ssl: { servername: delta.hostname, rejectUnauthorized: false } });
+    await client.connect();
+    client.on('error', () => undefined);
+    const [before] = await pgs.json<{ pid: number }[]>(['list']);
+    assert.ok(before);
+    process.kill(before.pid, 'SIGKILL');
+    await assert.rejects(client.query('SELECT 1'), 'the open session is lost with its server');
+    await waitFor('the server to come back', async () => {
+      const [now] = await pgs.json<{ pid: number; state: string }[]>(['list']);
+      return now?.state === 'running' && now.pid !== before.pid;
+    });
+    assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
+    assert.ok(((await tenantState())?.restarts ?? 0) >= 1);
+  });
+
+  it('kill -9 of the daemon: servers keep running, the next daemon adopts them (no twin postmaster)', async () => {
+    const status = await pgs.json<Status>(['status']);
+    const [server] = await pgs.json<{ pid: number }[]>(['list']);
+    process.kill(status.pid, 'SIGKILL');
+    await waitFor('the daemon to die', async () => !(await processRunning(status.pid)));
+    assert.equal(await processRunning(server?.pid ?? 0), true, 'the tenant server survives its daemon');
+    assert.match(await pgs.ok(['start']), /Started the daemon/);
+    const [adopted] = await pgs.json<{ pid: number }[]>(['list']);
+    assert.equal(adopted?.pid, server?.pid, 'the same postmaster, not a twin');
+    assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
+  });
+
+  it('a server that cannot start shows as crashed with its error; clients get 57P03; the daemon keeps serving', async () => {
+    const conf = path.join(await pgs.dataRoot(), 'tenants', 'delta', 'postgresql.conf');
+    const good = await fs.readFile(conf, 'utf8');
+    await fs.appendFile(conf, "\nshared_buffers = 'plenty'\n");
+    const [server] = await pgs.json<{ pid: number }[]>(['list']);
+    process.kill(server?.pid ?? 0, 'SIGKILL');
+    try {
+      await waitFor('the crashed state', async () => (await tenantState())?.state === 'crashed', 40_000);
+      assert.match((await tenantState())?.lastError ?? '', /invalid value for parameter "shared_buffers"/);
+      const refused = await psql(conn(), 'SELECT 1', delta.password);
+      assert.match(refused.stderr, /FATAL: {2}tenant delta is not running/);
+    } finally {
+      await fs.writeFile(conf, good);
+    }
+    assert.match(await pgs.ok(['start', 'delta']), /Started delta/);
+    assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
   });
 });
