@@ -8,6 +8,7 @@ import { TENANT_ID_PATTERN } from './ids.js';
  * which every CLI command pays.)
  */
 export const CATALOG_VERSION = 1;
+export const DEFAULT_AUTOSUSPEND_SECONDS = 300;
 
 export const AccessSchema = v.picklist(['enabled', 'disabled']);
 export type Access = v.InferOutput<typeof AccessSchema>;
@@ -25,6 +26,8 @@ export const TenantSchema = v.strictObject({
   wanted: WantedSchema,
   maxConnections: int(5, 10000),
   createdAt: v.pipe(v.string(), v.isoTimestamp()),
+  /** Seconds without connections before the daemon suspends the server; null: never; absent: the default (300). */
+  autosuspendSeconds: v.optional(v.nullable(int(1, 31_536_000))),
 });
 export type Tenant = v.InferOutput<typeof TenantSchema>;
 

@@ -3,6 +3,7 @@ import { debuglog, parseArgs, type ParseArgsConfig } from 'node:util';
 import { PgsError, isPgsError } from '../core/errors.js';
 import { daemonRequest, daemonStatus, notifyDaemon, startDaemonInBackground, stopDaemon } from '../daemon/client.js';
 import { Daemon, daemonPaths, jsonLog } from '../daemon/daemon.js';
+import { DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
 import { Pgs } from '../service/pgs.js';
 import { formatTable } from './table.js';
 
@@ -106,6 +107,12 @@ const COMMANDS: Record<string, Command> = {
     positionals: [0, 0],
     async run(pgs, _args, values) {
       const tenants = await pgs.list();
+      const daemon = await daemonStatus(pgs.home).catch(() => undefined);
+      for (const t of tenants) {
+        // The daemon knows what the files cannot tell: suspended, crashed.
+        const seen = daemon?.tenants.find((d) => d.id === t.id);
+        if (seen && (seen.state === 'suspended' || seen.state === 'crashed')) t.state = seen.state as typeof t.state;
+      }
       if (values.json) {
         printJson(tenants);
         return 0;
@@ -166,6 +173,7 @@ const COMMANDS: Record<string, Command> = {
         for (const t of after?.tenants ?? []) {
           if (id !== undefined && t.id !== id) continue;
           if (t.state === 'running') console.log(`Started ${t.id}`);
+          else if (t.state === 'suspended') console.log(`${t.id} is suspended: its next connection wakes it`);
           else {
             console.error(`pgs start: ${t.id}: ${t.lastError ?? `the server is ${t.state}`}`);
             code = 1;
@@ -247,6 +255,34 @@ const COMMANDS: Record<string, Command> = {
 
   'enable-access': accessCommand('enabled'),
   'disable-access': accessCommand('disabled'),
+
+  config: {
+    summary: 'show or change a tenant\'s settings (autosuspend)',
+    usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--json]',
+    details: [
+      '  --autosuspend D  stop the server after D without connections through the router (default 5m);',
+      '                   the next connection wakes it. "off" keeps it running.',
+      '  --json           print the tenant\'s settings',
+    ].join('\n'),
+    options: { autosuspend: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: [1, 1],
+    async run(pgs, [id], values) {
+      const changes = values.autosuspend === undefined ? {} : { autosuspendSeconds: parseDuration(String(values.autosuspend)) };
+      const tenant = await pgs.configure(id as string, changes);
+      if (values.autosuspend !== undefined) await notifyDaemon(pgs.home);
+      const seconds = tenant.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : tenant.autosuspendSeconds;
+      if (values.json) {
+        printJson({ id: tenant.id, autosuspendSeconds: seconds, maxConnections: tenant.maxConnections, access: tenant.access });
+        return 0;
+      }
+      console.log(formatTable([
+        ['autosuspend', seconds === null ? 'off' : `${seconds}s`],
+        ['max connections', String(tenant.maxConnections)],
+        ['access', tenant.access],
+      ]));
+      return 0;
+    },
+  },
 
   logs: {
     summary: 'show a tenant server\'s log',
@@ -438,6 +474,17 @@ async function confirmRemoval(id: string): Promise<void> {
   } finally {
     rl.close();
   }
+}
+
+/** "30s", "5m", "1h", "90" (seconds) or "off" (null). */
+function parseDuration(text: string): number | null {
+  if (text === 'off') return null;
+  const match = /^(\d+)(s|m|h)?$/.exec(text);
+  const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3600 }[(match[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 31_536_000) {
+    throw new PgsError('USAGE', `invalid --autosuspend ${JSON.stringify(text)}: a duration such as 30s, 5m, 1h, or off`);
+  }
+  return seconds;
 }
 
 function parsePort(text: string): number {

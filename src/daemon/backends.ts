@@ -25,9 +25,14 @@ export class CatalogBackends implements RouterBackends {
     return this.routes.get(label);
   }
 
+  /** Set by the daemon: starts a suspended tenant's server (one start however many clients wait). */
+  wake: ((id: string) => Promise<boolean>) | undefined;
+
   async socketPath(id: string): Promise<string> {
     const status = await this.runtime.status(id);
-    if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
+    if (status.state !== 'running' && !(this.wake && (await this.wake(id)))) {
+      throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
+    }
     const endpoint = this.runtime.localEndpoint(id);
     return `${endpoint.host}/.s.PGSQL.${endpoint.port}`;
   }

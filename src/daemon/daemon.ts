@@ -9,6 +9,8 @@ import { Router, type RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
 import type { Pgs } from '../service/pgs.js';
+import { DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
+import { BackendUnavailable } from '../router/router.js';
 import { CatalogBackends } from './backends.js';
 
 /**
@@ -35,7 +37,7 @@ export interface DaemonStatus {
   certificateExpires: string | null;
   /** Refused connections since start, by reason (unknown_host, access_disabled, ...). */
   refusals: Record<string, number>;
-  tenants: { id: string; state: string; connections: number; restarts: number; lastError?: string }[];
+  tenants: { id: string; state: string; connections: number; restarts: number; wakes: number; lastError?: string }[];
 }
 
 /** Restart attempts of one tenant's server: back-off doubles from 1 s up to 60 s. */
@@ -49,6 +51,8 @@ interface Backoff {
 /** After this many failed starts in a row a tenant shows as `crashed` (attempts go on, slowly). */
 const CRASHED_AFTER = 3;
 const SUPERVISE_INTERVAL_MS = 1_000;
+/** A woken server must accept connections within this, or the waiting clients get 57P03. */
+const WAKE_TIMEOUT_MS = 15_000;
 
 /** JSON lines: one object per event, for the log file or stderr. */
 export function jsonLog(write: (line: string) => void): RouterLog {
@@ -70,6 +74,11 @@ export class Daemon {
   private stopping: Promise<void> | undefined;
   private certExpires: string | null = null;
   private readonly backoff = new Map<string, Backoff>();
+  /** Servers this daemon stopped for being idle: the next connection wakes them. */
+  private readonly suspended = new Set<string>();
+  private readonly idleSince = new Map<string, number>();
+  private readonly waking = new Map<string, Promise<boolean>>();
+  private readonly wakes = new Map<string, number>();
   private superviseTimer: NodeJS.Timeout | undefined;
   /** Resolves when the daemon has stopped. */
   readonly stopped: Promise<void>;
@@ -91,6 +100,7 @@ export class Daemon {
       const { cert, key } = readCertificate(settings.certFile, settings.keyFile);
       this.runtime = this.pgs.runtimeFor(settings);
       this.backends = new CatalogBackends(this.runtime, this.catalog);
+      this.backends.wake = (id) => this.wake(id);
       this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], log: this.log });
       this.certExpires = certificateExpiry(cert);
       try {
@@ -197,11 +207,14 @@ export class Daemon {
       if (tenant.wanted !== 'running') {
         this.backoff.delete(tenant.id);
         this.seenRunning.delete(tenant.id);
+        this.suspended.delete(tenant.id);
         continue;
       }
+      if (this.suspended.has(tenant.id) || this.waking.has(tenant.id)) continue;
       const state = (await this.runtime.status(tenant.id)).state;
       if (state !== 'stopped') {
         this.seenRunning.add(tenant.id);
+        if (state === 'running') await this.suspendIfIdle(tenant.id, tenant.autosuspendSeconds);
         continue;
       }
       const backoff = this.backoff.get(tenant.id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
@@ -224,6 +237,57 @@ export class Daemon {
     }
   }
 
+  /** Stops a server that has had no client connection through the router for its autosuspend time. */
+  private async suspendIfIdle(id: string, autosuspendSeconds: number | null | undefined): Promise<void> {
+    const seconds = autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : autosuspendSeconds;
+    if (seconds === null || this.router.connectionCount(id) > 0) {
+      this.idleSince.delete(id);
+      return;
+    }
+    const since = this.idleSince.get(id) ?? Date.now();
+    this.idleSince.set(id, since);
+    if (Date.now() - since < seconds * 1000) return;
+    this.suspended.add(id); // before the stop: a connection arriving now waits for a wake, not a dying server
+    this.seenRunning.delete(id);
+    this.idleSince.delete(id);
+    await this.runtime.stop(id);
+    this.log.info('suspended', { tenant: id, idleSeconds: seconds });
+  }
+
+  /** Starts a suspended server for a waiting client; concurrent callers share one start. */
+  private wake(id: string): Promise<boolean> {
+    if (!this.suspended.has(id) || this.isStopping) return Promise.resolve(false);
+    const running = this.waking.get(id);
+    if (running) return running;
+    const tenant = this.catalog.tenants.find((t) => t.id === id);
+    if (!tenant) return Promise.resolve(false);
+    const started = Date.now();
+    const attempt = (async () => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          this.runtime.start({ id, maxConnections: tenant.maxConnections }),
+          new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`it did not start within ${WAKE_TIMEOUT_MS / 1000} s`)), WAKE_TIMEOUT_MS); }),
+        ]);
+      } catch (err) {
+        const message = (err as Error).message;
+        const backoff = this.backoff.get(id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
+        backoff.lastError = message;
+        this.backoff.set(id, backoff);
+        this.log.warn('wake failed', { tenant: id, error: message });
+        throw new BackendUnavailable(`tenant ${id} could not be woken: ${message.split('\n')[0]} (see pgs logs ${id})`);
+      } finally {
+        clearTimeout(timer);
+      }
+      this.suspended.delete(id);
+      this.wakes.set(id, (this.wakes.get(id) ?? 0) + 1);
+      this.log.info('woke', { tenant: id, ms: Date.now() - started });
+      return true;
+    })().finally(() => this.waking.delete(id));
+    this.waking.set(id, attempt);
+    return attempt;
+  }
+
   /** Tenants this daemon saw running: finding one stopped while still wanted means it died. */
   private readonly seenRunning = new Set<string>();
 
@@ -232,11 +296,13 @@ export class Daemon {
       const backoff = this.backoff.get(t.id);
       let state: string = (await this.runtime.status(t.id)).state;
       if (state === 'stopped' && t.wanted === 'running' && (backoff?.failures ?? 0) >= CRASHED_AFTER) state = 'crashed';
+      if (state === 'stopped' && this.suspended.has(t.id)) state = 'suspended';
       return {
         id: t.id,
         state,
         connections: this.router.connectionCount(t.id),
         restarts: backoff?.restarts ?? 0,
+        wakes: this.wakes.get(t.id) ?? 0,
         ...(backoff?.lastError ? { lastError: backoff.lastError } : {}),
       };
     }));

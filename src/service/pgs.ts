@@ -44,7 +44,8 @@ export interface TenantView {
   id: string;
   hostname: string;
   access: Access;
-  state: ServerState;
+  /** What runs; with a daemon also `suspended` (idle, wakes on connect) or `crashed`. */
+  state: ServerState | 'suspended' | 'crashed';
   wanted: Wanted;
   pid: number | null;
   database: string;
@@ -275,6 +276,17 @@ export class Pgs {
       const tenant = findTenant(current, id);
       if (tenant.access === access) return { result: false };
       return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? { ...t, access } : t)) }, result: true };
+    });
+  }
+
+  /** Changes per-tenant settings; returns the tenant as it is now. */
+  async configure(id: string, changes: { autosuspendSeconds?: number | null }): Promise<Tenant> {
+    assertTenantId(id);
+    return this.store.update(async (current) => {
+      if (!current) throw notSetUp(this.home);
+      const tenant = { ...findTenant(current, id), ...changes };
+      if (Object.keys(changes).length === 0) return { result: tenant };
+      return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? tenant : t)) }, result: tenant };
     });
   }
 

@@ -9,7 +9,7 @@ import { generateSelfSigned } from '../../src/tls/certificate.js';
 import { PgsHome, processRunning, psql } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
-interface Status { pid: number; port: number; connections: number; certificateExpires: string; refusals: Record<string, number>; tenants: { id: string; state: string; restarts?: number; lastError?: string }[] }
+interface Status { pid: number; port: number; connections: number; certificateExpires: string; refusals: Record<string, number>; tenants: { id: string; state: string; restarts?: number; wakes?: number; lastError?: string }[] }
 
 describe('the daemon: pgs start serves every tenant on one TLS port', () => {
   let pgs: PgsHome;
@@ -258,5 +258,72 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
     }
     assert.match(await pgs.ok(['start', 'delta']), /Started delta/);
     assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
+  });
+});
+
+describe('scale to zero: an idle tenant is suspended and its next connection wakes it', () => {
+  let pgs: PgsHome;
+  let port: number;
+  let zeta: Created;
+  const conn = () => `host=${zeta.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=zeta sslmode=require connect_timeout=20`;
+  const zetaStatus = async () => (await pgs.json<Status>(['status'])).tenants.find((t) => t.id === 'zeta');
+  const waitForState = async (state: string) => {
+    for (let i = 0; i < 300; i++) {
+      if ((await zetaStatus())?.state === state) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.fail(`zeta never became ${state}`);
+  };
+
+  before(async () => {
+    pgs = await PgsHome.make();
+    port = await pgs.setup();
+    zeta = await pgs.json<Created>(['create', 'zeta']);
+    await pgs.ok(['start']);
+    assert.equal((await psql(conn(), 'CREATE TABLE kept(n int); INSERT INTO kept VALUES (42)', zeta.password)).code, 0);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('config shows the default and refuses a bad duration', async () => {
+    assert.match(await pgs.ok(['config', 'zeta']), /autosuspend\s+300s/);
+    const bad = await pgs.run(['config', 'zeta', '--autosuspend', 'soon']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /invalid --autosuspend "soon"/);
+  });
+
+  it('after its idle time the server stops and shows suspended; a connection wakes it with the data intact', async () => {
+    const [before] = await pgs.json<{ pid: number }[]>(['list']);
+    await pgs.ok(['config', 'zeta', '--autosuspend', '1s']);
+    await waitForState('suspended');
+    assert.equal(await processRunning(before?.pid ?? 0), false, 'the server process is gone');
+    assert.equal((await pgs.json<{ state: string }[]>(['list']))[0]?.state, 'suspended');
+    assert.equal((await psql(conn(), 'SELECT n FROM kept', zeta.password)).stdout, '42');
+    assert.equal((await zetaStatus())?.wakes, 1);
+  });
+
+  it('ten clients arriving at a suspended tenant cause exactly one start', async () => {
+    await waitForState('suspended');
+    const wakesBefore = (await zetaStatus())?.wakes ?? 0;
+    const results = await Promise.all(Array.from({ length: 10 }, () => psql(conn(), 'SELECT n FROM kept', zeta.password)));
+    for (const r of results) assert.equal(r.stdout, '42', r.stderr);
+    assert.equal((await zetaStatus())?.wakes, wakesBefore + 1);
+  });
+
+  it('a tenant that cannot wake: clients get 57P03 with a readable reason, the daemon stays up', async () => {
+    await waitForState('suspended');
+    const conf = path.join(await pgs.dataRoot(), 'tenants', 'zeta', 'postgresql.conf');
+    const good = await fs.readFile(conf, 'utf8');
+    await fs.appendFile(conf, "\nshared_buffers = 'plenty'\n");
+    try {
+      const refused = await psql(conn(), 'SELECT 1', zeta.password);
+      assert.match(refused.stderr, /FATAL: {2}tenant zeta could not be woken: the server of tenant zeta exited with code 1/);
+      assert.match((await zetaStatus())?.lastError ?? '', /shared_buffers/);
+    } finally {
+      await fs.writeFile(conf, good);
+    }
+    await pgs.ok(['config', 'zeta', '--autosuspend', 'off']);
+    assert.equal((await psql(conn(), 'SELECT n FROM kept', zeta.password)).stdout, '42');
   });
 });
