@@ -9,6 +9,8 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 
 const { values } = parseArgs({ options: { samples: { type: 'string', default: '20' } } });
@@ -22,7 +24,7 @@ const pgs = (...args) => {
   if (r.status !== 0) throw new Error(`pgs ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms) => delay(ms);
 const freePort = () => new Promise((resolve) => {
   const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
 });
