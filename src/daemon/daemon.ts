@@ -247,6 +247,11 @@ export class Daemon {
     const since = this.idleSince.get(id) ?? Date.now();
     this.idleSince.set(id, since);
     if (Date.now() - since < seconds * 1000) return;
+    // Sessions over the local socket (administration, `pgs url --local`) count too.
+    if ((await this.runtime.clientSessions(id)) > 0) {
+      this.idleSince.set(id, Date.now());
+      return;
+    }
     this.suspended.add(id); // before the stop: a connection arriving now waits for a wake, not a dying server
     this.seenRunning.delete(id);
     this.idleSince.delete(id);

@@ -204,6 +204,23 @@ export class NativeRuntime implements TenantRuntime {
     return { state, pid: pidFile.pid, startedAt: new Date(pidFile.startedAt * 1000) };
   }
 
+  /**
+   * Counts the postmaster's children that are client backends: their process
+   * title is "postgres: <user> <database> [local] ..." (auxiliary processes say
+   * "postgres: checkpointer" and so on). Reads /proc; no connection is made.
+   */
+  async clientSessions(id: string): Promise<number> {
+    const pidFile = await readPostmasterPid(this.tenantDir(id));
+    if (!pidFile) return 0;
+    const children = await fs.readFile(`/proc/${pidFile.pid}/task/${pidFile.pid}/children`, 'utf8').catch(() => '');
+    let sessions = 0;
+    for (const child of children.split(' ').filter((c) => c.length > 0)) {
+      const title = await fs.readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
+      if (/^postgres: \S+ \S+ \[local\]/.test(title)) sessions++;
+    }
+    return sessions;
+  }
+
   async setPassword(id: string, passwordVerifier: string): Promise<void> {
     await this.withAdmin(id, id, async (client) => {
       await client.query(`ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`);

@@ -40,6 +40,8 @@ export interface TenantRuntime {
   /** Stops the server and deletes its data and log. */
   remove(id: string): Promise<void>;
   status(id: string): Promise<ServerStatus>;
+  /** Client sessions the server has right now, however they came (router or local socket). */
+  clientSessions(id: string): Promise<number>;
   setPassword(id: string, passwordVerifier: string): Promise<void>;
   localEndpoint(id: string): LocalEndpoint;
   logFile(id: string): string;

@@ -311,6 +311,23 @@ describe('scale to zero: an idle tenant is suspended and its next connection wak
     assert.equal((await zetaStatus())?.wakes, wakesBefore + 1);
   });
 
+  it('a session over the local socket keeps the tenant awake', async () => {
+    const url = (await pgs.ok(['url', 'zeta', '--local'])).trim();
+    const host = new URLSearchParams(url.split('?')[1]).get('host') ?? '';
+    // Wake it through the router, then hold a local session only.
+    assert.equal((await psql(conn(), 'SELECT 1', zeta.password)).stdout, '1');
+    const local = new pg.Client({ host, port: 5432, user: 'postgres', database: 'zeta', password: zeta.password });
+    await local.connect();
+    try {
+      await new Promise((r) => setTimeout(r, 3_500));
+      assert.equal((await zetaStatus())?.state, 'running', 'not suspended under a local session');
+      assert.equal((await local.query('SELECT 7 AS n')).rows[0]?.n, 7);
+    } finally {
+      await local.end();
+    }
+    await waitForState('suspended');
+  });
+
   it('a tenant that cannot wake: clients get 57P03 with a readable reason, the daemon stays up', async () => {
     await waitForState('suspended');
     const conf = path.join(await pgs.dataRoot(), 'tenants', 'zeta', 'postgresql.conf');
