@@ -78,7 +78,7 @@ export class PgsHome {
       // never set up
     }
     // A spare refill may still be copying in the background; give it a moment, then remove everything.
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 100; i++) {
       if (dataRoot) await fs.rm(dataRoot, { recursive: true, force: true }).catch(() => undefined);
       await fs.rm(this.home, { recursive: true, force: true });
       if (!dataRoot) break;
