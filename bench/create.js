@@ -5,11 +5,12 @@
 //   --gap-ms: pause between creates (the spare pool refills in the background;
 //             0 measures back-to-back creates that may outrun the refill).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { removePgsHome } from './lib.js';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '20' }, 'gap-ms': { type: 'string', default: '1000' } } });
 const count = Number(values.count);
@@ -91,12 +92,6 @@ try {
     `server start ${med(steps.start)}, admin connect + rename + password ${med(steps.admin)}, catalog write + refill ${med(steps.finish)}, exit ${med(steps.exit)}`);
   console.log(`one idle tenant server (${memory.processes} processes): RSS ${(memory.rss / 1024).toFixed(1)} MiB, PSS ${(memory.pss / 1024).toFixed(1)} MiB`);
 } finally {
-  let dataRoot;
-  try {
-    dataRoot = JSON.parse(readFileSync(path.join(home, 'catalog.json'), 'utf8')).settings.dataRoot;
-    spawnSync(process.execPath, [bin, 'stop'], { env });
-  } catch { /* not set up */ }
-  sleep(500);
-  if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
-  rmSync(home, { recursive: true, force: true });
+  sleep(500); // a spare refill may still be copying
+  removePgsHome(home, bin, env);
 }

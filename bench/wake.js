@@ -3,12 +3,13 @@
 // router, for a suspended tenant (the connection wakes it) and for a running
 // one, interleaved in one run. Usage: node bench/wake.js [--samples 20]
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { removePgsHome } from './lib.js';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
@@ -63,11 +64,5 @@ try {
   console.log(`running tenant, connect to first row x${samples}: ${fmt(warm)}`);
   console.log(`wake cost (median difference): ${(quantile(wake, 0.5) - quantile(warm, 0.5)).toFixed(0)} ms`);
 } finally {
-  let dataRoot;
-  try {
-    dataRoot = JSON.parse(readFileSync(path.join(home, 'catalog.json'), 'utf8')).settings.dataRoot;
-    spawnSync(process.execPath, [bin, 'stop'], { env });
-  } catch { /* not set up */ }
-  if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
-  rmSync(home, { recursive: true, force: true });
+  removePgsHome(home, bin, env);
 }

@@ -127,3 +127,13 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** Polls `check` every 100 ms until it holds; fails the test after `ms`. */
+export async function waitFor(what: string, check: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

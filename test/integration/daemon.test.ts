@@ -6,7 +6,7 @@ import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { generateSelfSigned } from '../../src/tls/certificate.js';
-import { PgsHome, processRunning, psql } from '../helpers/pgs.js';
+import { PgsHome, processRunning, psql, waitFor } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
 interface Status { pid: number; port: number; connections: number; certificateExpires: string; refusals: Record<string, number>; tenants: { id: string; state: string; restarts?: number; wakes?: number; lastError?: string }[] }
@@ -193,14 +193,6 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
   let port: number;
   let delta: Created;
   const conn = () => `host=${delta.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=delta sslmode=require connect_timeout=10`;
-  const waitFor = async (what: string, check: () => Promise<boolean>, ms = 30_000) => {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-      if (await check()) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.fail(`timed out waiting for ${what}`);
-  };
   const tenantState = async () => (await pgs.json<Status>(['status'])).tenants.find((t) => t.id === 'delta');
 
   before(async () => {
@@ -267,13 +259,7 @@ describe('scale to zero: an idle tenant is suspended and its next connection wak
   let zeta: Created;
   const conn = () => `host=${zeta.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=zeta sslmode=require connect_timeout=20`;
   const zetaStatus = async () => (await pgs.json<Status>(['status'])).tenants.find((t) => t.id === 'zeta');
-  const waitForState = async (state: string) => {
-    for (let i = 0; i < 300; i++) {
-      if ((await zetaStatus())?.state === state) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.fail(`zeta never became ${state}`);
-  };
+  const waitForState = (state: string) => waitFor(`zeta to be ${state}`, async () => (await zetaStatus())?.state === state);
 
   before(async () => {
     pgs = await PgsHome.make();

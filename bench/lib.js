@@ -1,0 +1,15 @@
+// Shared by the bench scripts.
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+
+/** Stops the daemon and servers of a bench PGS_HOME and deletes its data root and the home. */
+export function removePgsHome(home, bin, env) {
+  let dataRoot;
+  try {
+    dataRoot = JSON.parse(readFileSync(path.join(home, 'catalog.json'), 'utf8')).settings.dataRoot;
+    spawnSync(process.execPath, [bin, 'stop'], { env });
+  } catch { /* not set up */ }
+  if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
+  rmSync(home, { recursive: true, force: true });
+}
