@@ -108,6 +108,16 @@ export function psql(url: string, sql: string, password: string, extraEnv: NodeJ
 }
 
 /** True while `pid` runs; a zombie (exited, not yet reaped by a PID 1 that does not reap) counts as gone. */
+/**
+ * The pid of a process a test is about to signal or check. Refuses anything
+ * that is not a real pid above 1: process.kill(0) would signal the test's own
+ * process group (npm and CI included), and a check on pid 0 can never fail.
+ */
+export function realPid(pid: number | undefined, what: string): number {
+  if (pid === undefined || !Number.isInteger(pid) || pid <= 1) throw new Error(`no pid for ${what} (got ${String(pid)})`);
+  return pid;
+}
+
 export async function processRunning(pid: number): Promise<boolean> {
   try {
     const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
