@@ -5,7 +5,7 @@ import { daemonRequest, daemonStatus, notifyDaemon, startDaemonInBackground, sto
 import { Daemon, daemonPaths, jsonLog } from '../daemon/daemon.js';
 import { DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
 import { Pgs } from '../service/pgs.js';
-import { formatTable } from './table.js';
+import { formatDuration, formatTable } from './table.js';
 
 /** `pgs <command>`: parses, calls, prints; one clear line on stderr and a non-zero exit on error. */
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -100,19 +100,22 @@ const COMMANDS: Record<string, Command> = {
   },
 
   list: {
-    summary: 'show every tenant: host name, access, state',
+    summary: 'show every tenant: host name, access, state, uptime, connections, health',
     usage: 'pgs list [--json]',
-    details: '  --json         print an array of {id, hostname, access, state, wanted, pid, database, user, port, maxConnections, createdAt}',
+    details: [
+      '  --json         print an array of {id, hostname, access, state, wanted, pid, database, user, port,',
+      '                 maxConnections, createdAt, serverStartedAt, uptimeSeconds, connections, health,',
+      '                 healthCheckedAt, healthError?, lastError?}',
+      '  States: running, starting, stopping, stopped; with a daemon also suspended (idle, wakes on',
+      '  connect) and crashed (keeps failing to start; lastError says why). Connections and health',
+      '  (ok, failing, unknown: a SELECT 1 over the server\'s socket every minute) come from the daemon.',
+    ].join('\n'),
     options: { json: { type: 'boolean' } },
     positionals: [0, 0],
     async run(pgs, _args, values) {
-      const tenants = await pgs.list();
+      await pgs.store.read(); // a missing setup or broken catalog is reported before asking the daemon
       const daemon = await daemonStatus(pgs.home).catch(() => undefined);
-      for (const t of tenants) {
-        // The daemon knows what the files cannot tell: suspended, crashed.
-        const seen = daemon?.tenants.find((d) => d.id === t.id);
-        if (seen && (seen.state === 'suspended' || seen.state === 'crashed')) t.state = seen.state as typeof t.state;
-      }
+      const tenants = await pgs.list(daemon ? new Map(daemon.tenants.map((d) => [d.id, d])) : undefined);
       if (values.json) {
         printJson(tenants);
         return 0;
@@ -122,9 +125,15 @@ const COMMANDS: Record<string, Command> = {
         return 0;
       }
       console.log(formatTable([
-        ['ID', 'HOSTNAME', 'ACCESS', 'STATE', 'PID'],
-        ...tenants.map((t) => [t.id, t.hostname, t.access, t.state, t.pid === null ? '-' : String(t.pid)]),
+        ['ID', 'HOSTNAME', 'ACCESS', 'STATE', 'UPTIME', 'CONNS', 'HEALTH'],
+        ...tenants.map((t) => [
+          t.id, t.hostname, t.access, t.state,
+          t.uptimeSeconds === null ? '-' : formatDuration(t.uptimeSeconds),
+          t.connections === null ? '-' : String(t.connections),
+          daemon ? t.health : '-',
+        ]),
       ]));
+      if (!daemon) console.log('(no daemon runs: connections and health are unknown; "pgs start" starts it)');
       return 0;
     },
   },
@@ -209,7 +218,12 @@ const COMMANDS: Record<string, Command> = {
   status: {
     summary: 'show the daemon: pid, uptime, port, certificate expiry, tenants by state',
     usage: 'pgs status [--json]',
-    details: '  --json         print {pid, startedAt, port, domain, connections, certificateExpires, tenants}',
+    details: [
+      '  --json         print {pid, startedAt, port, domain, connections, certificateExpires, refusals, tenants}',
+      '                 with tenants [{id, state, pid, serverStartedAt, connections, health, healthCheckedAt,',
+      '                 healthError?, restarts, wakes, lastError?}]',
+      '  Exit code 3 when no daemon runs.',
+    ].join('\n'),
     options: { json: { type: 'boolean' } },
     positionals: [0, 0],
     async run(pgs, _args, values) {
@@ -231,6 +245,7 @@ const COMMANDS: Record<string, Command> = {
         ['connections', String(status.connections)],
         ['certificate', status.certificateExpires ? `expires ${status.certificateExpires}` : 'unreadable'],
         ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
+        ['health', summarizeHealth(status.tenants)],
       ]));
       return 0;
     },
@@ -437,7 +452,9 @@ function accessCommand(access: 'enabled' | 'disabled'): Command {
 
 async function runForeground(pgs: Pgs): Promise<number> {
   const log = jsonLog((line) => process.stderr.write(line));
-  const daemon = new Daemon(pgs, log);
+  const interval = process.env.PGS_HEALTH_INTERVAL;
+  const healthSeconds = interval === undefined || interval === '' ? undefined : parseDuration(interval, 'PGS_HEALTH_INTERVAL');
+  const daemon = new Daemon(pgs, log, healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {});
   let signalled = false;
   const onSignal = (signal: string) => {
     log.info('signal', { signal });
@@ -477,12 +494,12 @@ async function confirmRemoval(id: string): Promise<void> {
 }
 
 /** "30s", "5m", "1h", "90" (seconds) or "off" (null). */
-function parseDuration(text: string): number | null {
+function parseDuration(text: string, what = '--autosuspend'): number | null {
   if (text === 'off') return null;
   const match = /^(\d+)(s|m|h)?$/.exec(text);
   const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3600 }[(match[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 31_536_000) {
-    throw new PgsError('USAGE', `invalid --autosuspend ${JSON.stringify(text)}: a duration such as 30s, 5m, 1h, or off`);
+    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a duration such as 30s, 5m, 1h${what === '--autosuspend' ? ', or off' : ''}`);
   }
   return seconds;
 }
@@ -536,4 +553,15 @@ async function version(): Promise<string> {
     }
   }
   return 'pgs (unknown version)';
+}
+
+/** "998 ok, 2 failing (acme: the server did not answer within 5000 ms)" over the running tenants. */
+function summarizeHealth(tenants: readonly { id: string; state: string; health: string; healthError?: string }[]): string {
+  const running = tenants.filter((t) => t.state === 'running');
+  if (running.length === 0) return 'no server runs';
+  const counts = new Map<string, number>();
+  for (const t of running) counts.set(t.health, (counts.get(t.health) ?? 0) + 1);
+  const failing = running.find((t) => t.health === 'failing');
+  const summary = [...counts].map(([health, n]) => `${n} ${health}`).join(', ');
+  return failing ? `${summary} (${failing.id}: ${failing.healthError ?? 'no answer'})` : summary;
 }

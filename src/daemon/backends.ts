@@ -29,9 +29,10 @@ export class CatalogBackends implements RouterBackends {
   wake: ((id: string) => Promise<boolean>) | undefined;
 
   async socketPath(id: string): Promise<string> {
-    const status = await this.runtime.status(id);
-    if (status.state !== 'running' && !(this.wake && (await this.wake(id)))) {
-      throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
+    // A suspended tenant (maybe still stopping) is woken first; wake() is false at once for any other.
+    if (!(this.wake && (await this.wake(id)))) {
+      const status = await this.runtime.status(id);
+      if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
     }
     const endpoint = this.runtime.localEndpoint(id);
     return `${endpoint.host}/.s.PGSQL.${endpoint.port}`;

@@ -2,7 +2,8 @@ import { X509Certificate } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import type { Catalog } from '../catalog/schema.js';
+import type { Catalog, Tenant } from '../catalog/schema.js';
+import { forEachLimit } from '../core/limit.js';
 import { processAlive } from '../catalog/lock.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { Router, type RouterLog } from '../router/router.js';
@@ -37,7 +38,41 @@ export interface DaemonStatus {
   certificateExpires: string | null;
   /** Refused connections since start, by reason (unknown_host, access_disabled, ...). */
   refusals: Record<string, number>;
-  tenants: { id: string; state: string; connections: number; restarts: number; wakes: number; lastError?: string }[];
+  tenants: TenantStatus[];
+}
+
+export interface DaemonOptions {
+  /** How often each running server gets its health check (default 60 s; PGS_HEALTH_INTERVAL). */
+  healthIntervalMs?: number;
+}
+
+export type Health = 'ok' | 'failing' | 'unknown';
+
+export interface TenantStatus {
+  id: string;
+  state: string;
+  /** The postmaster's pid, null when no server runs. */
+  pid: number | null;
+  /** When the running server started (ISO), null when none runs. */
+  serverStartedAt: string | null;
+  /** Client connections through the router now. */
+  connections: number;
+  /** The last health check of the running server: a real query over its socket. */
+  health: Health;
+  healthCheckedAt: string | null;
+  healthError?: string;
+  restarts: number;
+  wakes: number;
+  lastError?: string;
+}
+
+/** The outcome of the health checks of one server process (a restart starts afresh). */
+interface HealthRecord {
+  pid: number;
+  health: Exclude<Health, 'unknown'>;
+  checkedAt: number;
+  failures: number;
+  error?: string;
 }
 
 /** Restart attempts of one tenant's server: back-off doubles from 1 s up to 60 s. */
@@ -53,6 +88,14 @@ const CRASHED_AFTER = 3;
 const SUPERVISE_INTERVAL_MS = 1_000;
 /** A woken server must accept connections within this, or the waiting clients get 57P03. */
 const WAKE_TIMEOUT_MS = 15_000;
+/** Each running server answers `SELECT 1` over its socket this often (spread by ±10 %), sooner after a failure. */
+const HEALTH_INTERVAL_MS = 60_000;
+const HEALTH_RETRY_MS = 10_000;
+const HEALTH_TIMEOUT_MS = 5_000;
+/** Servers started, stopped or checked at the same time: enough to use both cores, few enough to keep the router answering. */
+const PARALLEL_STARTS = 4;
+const PARALLEL_STOPS = 16;
+const PARALLEL_CHECKS = 4;
 
 /** JSON lines: one object per event, for the log file or stderr. */
 export function jsonLog(write: (line: string) => void): RouterLog {
@@ -78,14 +121,22 @@ export class Daemon {
   private readonly suspended = new Set<string>();
   private readonly idleSince = new Map<string, number>();
   private readonly waking = new Map<string, Promise<boolean>>();
+  /** Suspends in progress: a wake waits for the stop to finish before it starts the server again. */
+  private readonly suspending = new Map<string, Promise<void>>();
+  private readonly health = new Map<string, HealthRecord>();
+  private readonly nextCheck = new Map<string, number>();
+  private healthSweep: Promise<void> | undefined;
   private readonly wakes = new Map<string, number>();
   private superviseTimer: NodeJS.Timeout | undefined;
   /** Resolves when the daemon has stopped. */
   readonly stopped: Promise<void>;
   private resolveStopped!: () => void;
 
-  constructor(pgs: Pgs, log: RouterLog) {
+  private readonly healthIntervalMs: number;
+
+  constructor(pgs: Pgs, log: RouterLog, options: DaemonOptions = {}) {
     this.pgs = pgs;
+    this.healthIntervalMs = options.healthIntervalMs ?? HEALTH_INTERVAL_MS;
     this.paths = daemonPaths(pgs.home);
     this.log = log;
     this.stopped = new Promise((resolve) => { this.resolveStopped = resolve; });
@@ -119,7 +170,10 @@ export class Daemon {
     this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain });
     await this.serial(() => this.reconcile());
     // Servers die (kill -9, OOM): check every second and restart with back-off.
-    this.superviseTimer = setInterval(() => void this.serial(() => this.reconcile()), SUPERVISE_INTERVAL_MS);
+    this.superviseTimer = setInterval(() => {
+      void this.serial(() => this.reconcile());
+      this.checkHealthDue();
+    }, SUPERVISE_INTERVAL_MS);
   }
 
   /**
@@ -143,9 +197,9 @@ export class Daemon {
       const apiClosed = new Promise<void>((resolve) => this.api.close(() => resolve()));
       this.api.closeIdleConnections();
       await this.router.close();
-      for (const tenant of this.catalog.tenants) {
-        await this.runtime.stop(tenant.id).catch((err: Error) => this.log.warn('stop failed', { tenant: tenant.id, error: err.message }));
-      }
+      await this.healthSweep;
+      await forEachLimit(this.catalog.tenants, PARALLEL_STOPS, (tenant) =>
+        this.runtime.stop(tenant.id).catch((err: Error) => this.log.warn('stop failed', { tenant: tenant.id, error: err.message })));
       this.api.closeAllConnections();
       await apiClosed;
       await fs.rm(this.paths.socket, { force: true });
@@ -200,8 +254,9 @@ export class Daemon {
 
   private async reconcile(): Promise<void> {
     const ids = new Set(this.catalog.tenants.map((t) => t.id));
-    for (const id of this.backoff.keys()) if (!ids.has(id)) this.backoff.delete(id);
+    for (const map of [this.backoff, this.health, this.nextCheck]) for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
     for (const id of this.seenRunning) if (!ids.has(id)) this.seenRunning.delete(id);
+    const toStart: Tenant[] = [];
     for (const tenant of this.catalog.tenants) {
       if (this.isStopping) return;
       if (tenant.wanted !== 'running') {
@@ -217,23 +272,66 @@ export class Daemon {
         if (state === 'running') await this.suspendIfIdle(tenant.id, tenant.autosuspendSeconds);
         continue;
       }
-      const backoff = this.backoff.get(tenant.id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
-      if (Date.now() < backoff.nextAttemptAt) continue;
-      try {
-        await this.runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
-        if (this.seenRunning.has(tenant.id)) {
-          backoff.restarts++;
-          this.log.warn('server restarted', { tenant: tenant.id, restarts: backoff.restarts });
-        }
-        backoff.failures = 0;
-        backoff.lastError = undefined;
-      } catch (err) {
-        backoff.failures++;
-        backoff.lastError = (err as Error).message;
-        backoff.nextAttemptAt = Date.now() + Math.min(60_000, 1_000 * 2 ** (backoff.failures - 1));
-        this.log.warn('start failed', { tenant: tenant.id, failures: backoff.failures, error: backoff.lastError });
+      if (Date.now() >= (this.backoff.get(tenant.id)?.nextAttemptAt ?? 0)) toStart.push(tenant);
+    }
+    // After a reboot every tenant wants a start: a few at a time, not 1,000 in a row.
+    await forEachLimit(toStart, PARALLEL_STARTS, (tenant) => this.startSupervised(tenant));
+  }
+
+  private async startSupervised(tenant: Tenant): Promise<void> {
+    if (this.isStopping) return;
+    const backoff = this.backoff.get(tenant.id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
+    try {
+      await this.runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
+      if (this.seenRunning.has(tenant.id)) {
+        backoff.restarts++;
+        this.log.warn('server restarted', { tenant: tenant.id, restarts: backoff.restarts });
       }
-      this.backoff.set(tenant.id, backoff);
+      this.seenRunning.add(tenant.id);
+      backoff.failures = 0;
+      backoff.lastError = undefined;
+    } catch (err) {
+      backoff.failures++;
+      backoff.lastError = (err as Error).message;
+      backoff.nextAttemptAt = Date.now() + Math.min(60_000, 1_000 * 2 ** (backoff.failures - 1));
+      this.log.warn('start failed', { tenant: tenant.id, failures: backoff.failures, error: backoff.lastError });
+    }
+    this.backoff.set(tenant.id, backoff);
+  }
+
+  /**
+   * Starts the health checks that are due (one sweep at a time, a few checks
+   * in flight): each running server gets `SELECT 1` over its socket as the
+   * admin role. A check that fails because the server was stopped or replaced
+   * meanwhile is not a failure of the server.
+   */
+  private checkHealthDue(): void {
+    if (this.healthSweep || this.isStopping) return;
+    const now = Date.now();
+    const due = this.catalog.tenants.filter((t) => t.wanted === 'running' && !this.suspended.has(t.id) && (this.nextCheck.get(t.id) ?? 0) <= now);
+    if (due.length === 0) return;
+    this.healthSweep = forEachLimit(due, PARALLEL_CHECKS, (t) => this.checkHealth(t.id)).finally(() => { this.healthSweep = undefined; });
+  }
+
+  private async checkHealth(id: string): Promise<void> {
+    const before = await this.runtime.status(id);
+    if (before.state !== 'running' || before.pid === undefined || this.isStopping) return;
+    const spread = this.healthIntervalMs * (0.9 + 0.2 * Math.random());
+    try {
+      await this.runtime.check(id, HEALTH_TIMEOUT_MS);
+      const previous = this.health.get(id);
+      if (previous?.health === 'failing' && previous.pid === before.pid) this.log.info('health check passes again', { tenant: id });
+      this.health.set(id, { pid: before.pid, health: 'ok', checkedAt: Date.now(), failures: 0 });
+      this.nextCheck.set(id, Date.now() + spread);
+    } catch (err) {
+      const after = await this.runtime.status(id);
+      if (after.state !== 'running' || after.pid !== before.pid || this.suspended.has(id)) return; // stopped or replaced meanwhile
+      const previous = this.health.get(id);
+      const failures = (previous?.pid === before.pid ? previous.failures : 0) + 1;
+      const error = (err as Error).message.split('\n')[0] ?? '';
+      this.health.set(id, { pid: before.pid, health: 'failing', checkedAt: Date.now(), failures, error });
+      if (failures === 1 || failures % 10 === 0) this.log.warn('health check failed', { tenant: id, failures, error });
+      this.nextCheck.set(id, Date.now() + Math.min(HEALTH_RETRY_MS, this.healthIntervalMs));
     }
   }
 
@@ -252,10 +350,19 @@ export class Daemon {
       this.idleSince.set(id, Date.now());
       return;
     }
-    this.suspended.add(id); // before the stop: a connection arriving now waits for a wake, not a dying server
+    // A client admitted while /proc was read: not idle after all. From here
+    // to suspended.add nothing awaits, so no client slips in between; one
+    // that comes after waits for a wake, which waits for this stop.
+    if (this.router.connectionCount(id) > 0 || this.isStopping) {
+      this.idleSince.delete(id);
+      return;
+    }
+    this.suspended.add(id);
     this.seenRunning.delete(id);
     this.idleSince.delete(id);
-    await this.runtime.stop(id);
+    const stopped = this.runtime.stop(id).finally(() => this.suspending.delete(id));
+    this.suspending.set(id, stopped);
+    await stopped;
     this.log.info('suspended', { tenant: id, idleSeconds: seconds });
   }
 
@@ -270,6 +377,7 @@ export class Daemon {
     const attempt = (async () => {
       let timer: NodeJS.Timeout | undefined;
       try {
+        await this.suspending.get(id)?.catch(() => undefined);
         await Promise.race([
           this.runtime.start({ id, maxConnections: tenant.maxConnections }),
           new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`it did not start within ${WAKE_TIMEOUT_MS / 1000} s`)), WAKE_TIMEOUT_MS); }),
@@ -297,15 +405,23 @@ export class Daemon {
   private readonly seenRunning = new Set<string>();
 
   async status(): Promise<DaemonStatus> {
-    const tenants = await Promise.all(this.catalog.tenants.map(async (t) => {
+    const tenants = await Promise.all(this.catalog.tenants.map(async (t): Promise<TenantStatus> => {
       const backoff = this.backoff.get(t.id);
-      let state: string = (await this.runtime.status(t.id)).state;
+      const server = await this.runtime.status(t.id);
+      let state: string = server.state;
       if (state === 'stopped' && t.wanted === 'running' && (backoff?.failures ?? 0) >= CRASHED_AFTER) state = 'crashed';
       if (state === 'stopped' && this.suspended.has(t.id)) state = 'suspended';
+      const checked = this.health.get(t.id);
+      const current = checked !== undefined && checked.pid === server.pid ? checked : undefined;
       return {
         id: t.id,
         state,
+        pid: server.state === 'stopped' ? null : (server.pid ?? null),
+        serverStartedAt: server.state === 'running' && server.startedAt ? server.startedAt.toISOString() : null,
         connections: this.router.connectionCount(t.id),
+        health: current?.health ?? 'unknown',
+        healthCheckedAt: current ? new Date(current.checkedAt).toISOString() : null,
+        ...(current?.error ? { healthError: current.error } : {}),
         restarts: backoff?.restarts ?? 0,
         wakes: this.wakes.get(t.id) ?? 0,
         ...(backoff?.lastError ? { lastError: backoff.lastError } : {}),

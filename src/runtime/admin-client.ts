@@ -38,10 +38,17 @@ export class AdminClient {
     socket.on('close', () => this.fail(new Error('the server closed the connection')));
   }
 
-  /** Connects to `<socketDir>/.s.PGSQL.<port>` and waits for ReadyForQuery. */
-  static async connect(socketDir: string, port: number, user: string, database: string): Promise<AdminClient> {
+  /**
+   * Connects to `<socketDir>/.s.PGSQL.<port>` and waits for ReadyForQuery.
+   * `timeoutMs`: give up (and close) when the server says nothing for that long.
+   */
+  static async connect(socketDir: string, port: number, user: string, database: string, options: { timeoutMs?: number } = {}): Promise<AdminClient> {
     const socket = connect(path.join(socketDir, `.s.PGSQL.${port}`));
     const client = new AdminClient(socket);
+    if (options.timeoutMs !== undefined) {
+      const ms = options.timeoutMs;
+      socket.setTimeout(ms, () => socket.destroy(new Error(`the server did not answer within ${ms} ms`)));
+    }
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);

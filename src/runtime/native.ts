@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { promises as fs, openSync, closeSync } from 'node:fs';
+import { promises as fs, openSync, closeSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -47,6 +47,13 @@ export class NativeRuntime implements TenantRuntime {
   private readonly spareServers: number;
   /** Servers this process spawned: their exit is observed directly (no zombie is mistaken for a live server). */
   private readonly children = new Map<string, ChildProcess>();
+  /**
+   * Servers seen ready: their state needs no file read until they exit or are
+   * stopped. An own child's exit is an event; an adopted server (a previous
+   * daemon's) is checked with one read of /proc/<pid>/stat. A daemon with
+   * 1,000 tenants asks for every state each second.
+   */
+  private readonly known = new Map<string, { pid: number; startedAt: Date; own: boolean }>();
 
   constructor(options: NativeRuntimeOptions) {
     this.dataRoot = options.dataRoot;
@@ -156,6 +163,7 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async stop(id: string, options: { immediate?: boolean } = {}): Promise<void> {
+    this.known.delete(id);
     const pidFile = await readPostmasterPid(this.tenantDir(id));
     if (!pidFile || !(await isPostgresProcess(pidFile.pid))) return;
     if (!options.immediate) {
@@ -195,13 +203,29 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async status(id: string): Promise<ServerStatus> {
+    const known = this.known.get(id);
+    if (known && (known.own || isLivePostgres(known.pid))) return { state: 'running', pid: known.pid, startedAt: known.startedAt };
+    this.known.delete(id);
     const pidFile = await readPostmasterPid(this.tenantDir(id));
     if (!pidFile) return { state: 'stopped' };
     const child = this.children.get(id);
-    const alive = child && child.pid === pidFile.pid ? child.exitCode === null && child.signalCode === null : await isPostgresProcess(pidFile.pid);
+    const own = child !== undefined && child.pid === pidFile.pid;
+    const alive = own ? child.exitCode === null && child.signalCode === null : await isPostgresProcess(pidFile.pid);
     if (!alive) return { state: 'stopped' };
     const state = pidFile.status === 'ready' ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
-    return { state, pid: pidFile.pid, startedAt: new Date(pidFile.startedAt * 1000) };
+    const startedAt = new Date(pidFile.startedAt * 1000);
+    if (state === 'running') this.known.set(id, { pid: pidFile.pid, startedAt, own });
+    return { state, pid: pidFile.pid, startedAt };
+  }
+
+  async check(id: string, timeoutMs: number): Promise<void> {
+    const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, 'template1', { timeoutMs });
+    try {
+      const rows = await client.query('SELECT 1');
+      if (rows[0]?.[0] !== '1') throw new Error(`SELECT 1 answered ${JSON.stringify(rows)}`);
+    } finally {
+      await client.close();
+    }
   }
 
   /**
@@ -216,7 +240,8 @@ export class NativeRuntime implements TenantRuntime {
     let sessions = 0;
     for (const child of children.split(' ').filter((c) => c.length > 0)) {
       const title = await fs.readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
-      if (/^postgres: \S+ \S+ \[local\]/.test(title)) sessions++;
+      // pgs's own admin sessions (health checks, passwd) are not a tenant's activity.
+      if (/^postgres: \S+ \S+ \[local\]/.test(title) && !title.startsWith(`postgres: ${ADMIN_ROLE} `)) sessions++;
     }
     return sessions;
   }
@@ -250,21 +275,29 @@ export class NativeRuntime implements TenantRuntime {
     let exitReason: string | undefined;
     void exited.then((reason) => { exitReason = reason; });
     const deadline = Date.now() + this.startTimeoutMs;
+    let startedAt = new Date();
     for (;;) {
       if (exitReason !== undefined) {
         throw new PgsError('PG_START_FAILED', `the server of ${id === '' ? 'the template' : `tenant ${id}`} ${exitReason}; last lines of ${logFile}:\n${await tail(logFile, 8)}`);
       }
       const pidFile = await readPostmasterPid(dir);
-      if (pidFile && pidFile.pid === child.pid && pidFile.status === 'ready') break;
+      if (pidFile && pidFile.pid === child.pid && pidFile.status === 'ready') {
+        startedAt = new Date(pidFile.startedAt * 1000);
+        break;
+      }
       if (Date.now() > deadline) {
         child.kill('SIGQUIT');
         throw new PgsError('PG_START_FAILED', `the server of tenant ${id} was not ready after ${this.startTimeoutMs} ms; see ${logFile}`);
       }
       await sleep(READY_POLL_MS);
     }
-    if (id !== '') this.children.set(id, child);
+    if (id !== '') {
+      this.children.set(id, child);
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) this.known.set(id, { pid: child.pid, startedAt, own: true });
+    }
     child.once('exit', () => {
       if (this.children.get(id) === child) this.children.delete(id);
+      if (this.known.get(id)?.pid === child.pid) this.known.delete(id);
     });
     child.unref();
   }
@@ -479,6 +512,17 @@ export class NativeRuntime implements TenantRuntime {
         reject(new PgsError('PG_COMMAND_FAILED', `${path.basename(command)} failed (${signal ?? `exit ${code}`}): ${text}`));
       });
     });
+  }
+}
+
+/** One synchronous read of /proc/<pid>/stat: a live (not zombie) process named postgres. */
+function isLivePostgres(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const close = stat.lastIndexOf(')');
+    return stat.slice(stat.indexOf('(') + 1, close) === 'postgres' && stat[close + 2] !== 'Z';
+  } catch {
+    return false;
   }
 }
 

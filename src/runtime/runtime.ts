@@ -43,6 +43,8 @@ export interface TenantRuntime {
   /** Client sessions the server has right now, however they came (router or local socket). */
   clientSessions(id: string): Promise<number>;
   setPassword(id: string, passwordVerifier: string): Promise<void>;
+  /** A real query over the server's socket (the admin role, `SELECT 1`); throws why when it fails or takes over `timeoutMs`. */
+  check(id: string, timeoutMs: number): Promise<void>;
   localEndpoint(id: string): LocalEndpoint;
   logFile(id: string): string;
 }

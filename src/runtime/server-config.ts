@@ -12,7 +12,7 @@ export const TEMPLATE_DATABASE = 'pgs_tenant';
 export const SERVER_PORT = 5432;
 export const SOCKET_FILE = `.s.PGSQL.${SERVER_PORT}`;
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 2;
+export const TEMPLATE_VERSION = 3;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 export const SERVER_SETTINGS: Readonly<Record<string, string>> = {
@@ -28,9 +28,9 @@ export const SERVER_SETTINGS: Readonly<Record<string, string>> = {
   max_wal_senders: '0',
   min_wal_size: '4MB',
   max_wal_size: '64MB',
-  checkpoint_timeout: '30min',
+  checkpoint_timeout: '1h',
   bgwriter_delay: '10s',
-  wal_writer_delay: '1s',
+  wal_writer_delay: '10s',
   autovacuum_naptime: '5min',
   max_worker_processes: '4',
   max_parallel_workers: '2',

@@ -53,6 +53,29 @@ export interface TenantView {
   port: number;
   maxConnections: number;
   createdAt: string;
+  /** When the running server started (ISO) and for how long it has run; null when none runs. */
+  serverStartedAt: string | null;
+  uptimeSeconds: number | null;
+  /** Client connections through the router now; null when no daemon runs. */
+  connections: number | null;
+  /** The daemon's last health check (a real query over the socket); `unknown` when none yet or no daemon. */
+  health: 'ok' | 'failing' | 'unknown';
+  healthCheckedAt: string | null;
+  healthError?: string;
+  /** Why the last start failed, while it keeps failing. */
+  lastError?: string;
+}
+
+/** What a running daemon knows of a tenant's server, which the files cannot tell. */
+export interface ObservedTenant {
+  state: string;
+  pid: number | null;
+  serverStartedAt: string | null;
+  connections: number;
+  health: 'ok' | 'failing' | 'unknown';
+  healthCheckedAt: string | null;
+  healthError?: string;
+  lastError?: string;
 }
 
 export interface CreatedTenant {
@@ -194,23 +217,34 @@ export class Pgs {
     }
   }
 
-  async list(): Promise<TenantView[]> {
+  /** Every tenant with its server's state: from `observed` (a running daemon's view) when given, else from the files. */
+  async list(observed?: ReadonlyMap<string, ObservedTenant>): Promise<TenantView[]> {
     const catalog = await this.store.read();
     const runtime = this.runtimeFor(catalog.settings);
+    const now = Date.now();
     return Promise.all(catalog.tenants.map(async (tenant) => {
-      const status = await runtime.status(tenant.id);
+      const seen = observed?.get(tenant.id);
+      const local = seen ? undefined : await runtime.status(tenant.id);
+      const serverStartedAt = seen ? seen.serverStartedAt : local?.state === 'running' && local.startedAt ? local.startedAt.toISOString() : null;
       return {
         id: tenant.id,
         hostname: tenantHostname(tenant.id, tenant.suffix, catalog.settings.domain),
         access: tenant.access,
-        state: status.state,
+        state: (seen?.state ?? local?.state ?? 'stopped') as TenantView['state'],
         wanted: tenant.wanted,
-        pid: status.pid ?? null,
+        pid: seen ? seen.pid : (local?.pid ?? null),
         database: tenant.id,
         user: TENANT_ROLE,
         port: catalog.settings.port,
         maxConnections: tenant.maxConnections,
         createdAt: tenant.createdAt,
+        serverStartedAt,
+        uptimeSeconds: serverStartedAt === null ? null : Math.max(0, Math.round((now - Date.parse(serverStartedAt)) / 1000)),
+        connections: seen ? seen.connections : null,
+        health: seen?.health ?? 'unknown',
+        healthCheckedAt: seen?.healthCheckedAt ?? null,
+        ...(seen?.healthError ? { healthError: seen.healthError } : {}),
+        ...(seen?.lastError ? { lastError: seen.lastError } : {}),
       };
     }));
   }

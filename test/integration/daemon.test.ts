@@ -38,6 +38,26 @@ describe('the daemon: pgs start serves every tenant on one TLS port', () => {
     assert.match(await pgs.ok(['status']), /tenants\s+1 running/);
   });
 
+  it('pgs list shows uptime, connections through the router and health from a real query', async () => {
+    interface Row { state: string; pid: number | null; uptimeSeconds: number | null; serverStartedAt: string | null; connections: number | null; health: string; healthCheckedAt: string | null }
+    await waitFor('the first health check', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'ok');
+    const client = pgClient(alpha);
+    await client.connect();
+    try {
+      const [row] = await pgs.json<Row[]>(['list']);
+      assert.equal(row?.connections, 1);
+      assert.ok(row.uptimeSeconds !== null && row.uptimeSeconds >= 0 && row.uptimeSeconds < 600);
+      assert.equal(row.serverStartedAt, new Date(Date.parse(row.serverStartedAt ?? '')).toISOString());
+      assert.ok(Date.parse(row.healthCheckedAt ?? '') <= Date.now());
+      const table = await pgs.ok(['list']);
+      assert.match(table, /^ID\s+HOSTNAME\s+ACCESS\s+STATE\s+UPTIME\s+CONNS\s+HEALTH$/m);
+      assert.match(table, /^alpha\s+alpha-\S+\s+enabled\s+running\s+\d+s\s+1\s+ok$/m);
+      assert.match(await pgs.ok(['status']), /health\s+1 ok/);
+    } finally {
+      await client.end();
+    }
+  });
+
   it('a second daemon on the same PGS_HOME fails with a clear message', async () => {
     const result = await pgs.run(['start', '--foreground']);
     assert.equal(result.code, 2);
@@ -197,7 +217,7 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
   const tenantState = async () => (await pgs.json<Status>(['status'])).tenants.find((t) => t.id === 'delta');
 
   before(async () => {
-    pgs = await PgsHome.make();
+    pgs = await PgsHome.make({ PGS_HEALTH_INTERVAL: '1s' });
     port = await pgs.setup();
     delta = await pgs.json<Created>(['create', 'delta']);
     await pgs.ok(['start']);
@@ -225,6 +245,24 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
     });
     assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
     assert.ok(((await tenantState())?.restarts ?? 0) >= 1);
+  });
+
+  it('a server that stops answering shows health failing with why; it shows ok again when it answers', async () => {
+    interface Row { state: string; pid: number | null; health: string; healthError?: string }
+    await waitFor('health ok', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'ok');
+    const pid = realPid((await pgs.json<Row[]>(['list']))[0]?.pid ?? undefined, 'the tenant server');
+    process.kill(pid, 'SIGSTOP'); // accepts on its socket (the kernel's backlog) but never answers
+    try {
+      await waitFor('health failing', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'failing');
+      const [row] = await pgs.json<Row[]>(['list']);
+      assert.equal(row?.state, 'running', 'a slow server is reported, not killed');
+      assert.match(row.healthError ?? '', /did not answer within 5000 ms/);
+      assert.match(await pgs.ok(['status']), /health\s+1 failing \(delta: the server did not answer/);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await waitFor('health ok again', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'ok');
+    assert.equal((await pgs.json<Row[]>(['list']))[0]?.pid, pid, 'the same server');
   });
 
   it('kill -9 of the daemon: servers keep running, the next daemon adopts them (no twin postmaster)', async () => {
