@@ -70,17 +70,20 @@ const COMMANDS: Record<string, Command> = {
 
   create: {
     summary: 'make a tenant with its own running PostgreSQL 18 server',
-    usage: 'pgs create <id> [--password P] [--json]',
+    usage: 'pgs create <id> [--password P] [--autosuspend 30s|5m|1h|off] [--json]',
     details: [
       '  <id>           a DNS label: a-z first, then a-z 0-9 -, at most 40, no trailing -',
       '  --password P   the password of user postgres (at least 8 characters);',
       '                 default: 32 random characters, printed once and never stored',
+      '  --autosuspend D  stop the server after D without connections (default 5m; off: never);',
+      '                 "pgs config <id> --autosuspend D" changes it later',
       '  --json         print {id, hostname, password, database, user, url}',
     ].join('\n'),
-    options: { password: { type: 'string' }, json: { type: 'boolean' } },
+    options: { password: { type: 'string' }, autosuspend: { type: 'string' }, json: { type: 'boolean' } },
     positionals: [1, 1],
     async run(pgs, [id], values) {
-      const created = await pgs.create(id as string, { password: values.password as string | undefined });
+      const autosuspendSeconds = values.autosuspend === undefined ? undefined : parseDuration(String(values.autosuspend));
+      const created = await pgs.create(id as string, { password: values.password as string | undefined, autosuspendSeconds });
       await notifyDaemon(pgs.home);
       if (values.json) {
         printJson(created);

@@ -179,7 +179,8 @@ export class Pgs {
     return { certFile, keyFile, selfSigned: true, info };
   }
 
-  async create(id: string, options: { password?: string } = {}): Promise<CreatedTenant> {
+  /** `autosuspendSeconds`: null never suspends; absent keeps the default (5 min). */
+  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null } = {}): Promise<CreatedTenant> {
     assertTenantId(id);
     const password = options.password ?? generatePassword();
     if (options.password !== undefined) assertPassword(options.password);
@@ -201,6 +202,7 @@ export class Pgs {
           wanted: 'running',
           maxConnections: current.settings.defaultMaxConnections,
           createdAt: new Date().toISOString(),
+          ...(options.autosuspendSeconds !== undefined ? { autosuspendSeconds: options.autosuspendSeconds } : {}),
         };
         await runtime.create({ id, maxConnections: tenant.maxConnections }, scramVerifier(password));
         made = true;

@@ -324,6 +324,19 @@ describe('scale to zero: an idle tenant is suspended and its next connection wak
     assert.match(bad.stderr, /invalid --autosuspend "soon"/);
   });
 
+  it('create --autosuspend sets it at birth; a bad one creates nothing', async () => {
+    const bad = await pgs.run(['create', 'eta', '--autosuspend', '0s']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^pgs create: invalid --autosuspend "0s"/);
+    assert.ok(!(await pgs.catalogText()).includes('"eta"'));
+    await pgs.ok(['create', 'eta', '--autosuspend', 'off']);
+    try {
+      assert.match(await pgs.ok(['config', 'eta']), /autosuspend\s+off/);
+    } finally {
+      await pgs.ok(['remove', 'eta', '--yes']);
+    }
+  });
+
   it('after its idle time the server stops and shows suspended; a connection wakes it with the data intact', async () => {
     const [before] = await pgs.json<{ pid: number }[]>(['list']);
     await pgs.ok(['config', 'zeta', '--autosuspend', '1s']);
