@@ -42,7 +42,7 @@ export interface DaemonStatus {
 }
 
 export interface DaemonOptions {
-  /** How often each running server gets its health check (default 60 s; PGS_HEALTH_INTERVAL). */
+  /** How often each running server gets its health check (default 30 s; PGS_HEALTH_INTERVAL). */
   healthIntervalMs?: number;
 }
 
@@ -89,8 +89,10 @@ const SUPERVISE_INTERVAL_MS = 1_000;
 /** A woken server must accept connections within this, or the waiting clients get 57P03. */
 const WAKE_TIMEOUT_MS = 15_000;
 /** Each running server answers `SELECT 1` over its socket this often (spread by ±10 %), sooner after a failure. */
-const HEALTH_INTERVAL_MS = 60_000;
+const HEALTH_INTERVAL_MS = 30_000;
 const HEALTH_RETRY_MS = 10_000;
+/** The check's session is replaced by a new connection this often (30 intervals: 15 min by default). */
+const HEALTH_SESSION_INTERVALS = 30;
 const HEALTH_TIMEOUT_MS = 5_000;
 /** Servers started, stopped or checked at the same time: enough to use both cores, few enough to keep the router answering. */
 const PARALLEL_STARTS = 4;
@@ -318,7 +320,7 @@ export class Daemon {
     if (before.state !== 'running' || before.pid === undefined || this.isStopping) return;
     const spread = this.healthIntervalMs * (0.9 + 0.2 * Math.random());
     try {
-      await this.runtime.check(id, HEALTH_TIMEOUT_MS);
+      await this.runtime.check(id, { timeoutMs: HEALTH_TIMEOUT_MS, maxSessionAgeMs: this.healthIntervalMs * HEALTH_SESSION_INTERVALS });
       const previous = this.health.get(id);
       if (previous?.health === 'failing' && previous.pid === before.pid) this.log.info('health check passes again', { tenant: id });
       this.health.set(id, { pid: before.pid, health: 'ok', checkedAt: Date.now(), failures: 0 });

@@ -45,21 +45,48 @@ export class AdminClient {
   static async connect(socketDir: string, port: number, user: string, database: string, options: { timeoutMs?: number } = {}): Promise<AdminClient> {
     const socket = connect(path.join(socketDir, `.s.PGSQL.${port}`));
     const client = new AdminClient(socket);
-    if (options.timeoutMs !== undefined) {
-      const ms = options.timeoutMs;
-      socket.setTimeout(ms, () => socket.destroy(new Error(`the server did not answer within ${ms} ms`)));
+    const timer = options.timeoutMs === undefined ? undefined : client.deadline(options.timeoutMs);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+      await client.exchange(serializeStartup({ user, database, application_name: 'pgs' }));
+    } finally {
+      clearTimeout(timer);
     }
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    await client.exchange(serializeStartup({ user, database, application_name: 'pgs' }));
     return client;
   }
 
-  /** Runs one statement (simple query protocol); returns its rows as text. */
-  query(sql: string): Promise<(string | null)[][]> {
-    return this.exchange(serializeQuery(sql));
+  /**
+   * Runs one statement (simple query protocol); returns its rows as text.
+   * `timeoutMs`: without an answer by then the connection is closed and the query fails.
+   */
+  async query(sql: string, options: { timeoutMs?: number } = {}): Promise<(string | null)[][]> {
+    const timer = options.timeoutMs === undefined ? undefined : this.deadline(options.timeoutMs);
+    try {
+      return await this.exchange(serializeQuery(sql));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** False once the connection failed or closed. */
+  get usable(): boolean {
+    return this.failure === undefined && !this.socket.destroyed;
+  }
+
+  destroy(): void {
+    this.fail(new Error('the connection was closed by pgs'));
+    this.socket.destroy();
+  }
+
+  private deadline(ms: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      const err = new Error(`the server did not answer within ${ms} ms`);
+      this.fail(err);
+      this.socket.destroy(err);
+    }, ms);
   }
 
   async close(): Promise<void> {

@@ -23,6 +23,13 @@ export interface LocalEndpoint {
   port: number;
 }
 
+export interface HealthCheckOptions {
+  /** No answer by then is a failure. */
+  timeoutMs: number;
+  /** A session kept open between checks is replaced by a new connection once this old. */
+  maxSessionAgeMs: number;
+}
+
 export interface TenantRuntime {
   readonly kind: string;
   /** Makes everything tenants need (folders, template); idempotent. Returns what it did, for the user. */
@@ -43,8 +50,11 @@ export interface TenantRuntime {
   /** Client sessions the server has right now, however they came (router or local socket). */
   clientSessions(id: string): Promise<number>;
   setPassword(id: string, passwordVerifier: string): Promise<void>;
-  /** A real query over the server's socket (the admin role, `SELECT 1`); throws why when it fails or takes over `timeoutMs`. */
-  check(id: string, timeoutMs: number): Promise<void>;
+  /**
+   * A real query over the server's socket (the admin role, `SELECT 1`, on a
+   * session kept open between checks); throws why when it fails or takes over `timeoutMs`.
+   */
+  check(id: string, options: HealthCheckOptions): Promise<void>;
   localEndpoint(id: string): LocalEndpoint;
   logFile(id: string): string;
 }

@@ -8,11 +8,18 @@ export const ADMIN_ROLE = 'pgs_admin';
 export const TENANT_ROLE = 'postgres';
 /** The template's tenant database; renamed to the tenant id on create. */
 export const TEMPLATE_DATABASE = 'pgs_tenant';
+/**
+ * pgs's own database in every server (as RDS has rdsadmin): the admin role's
+ * sessions (health checks, passwords) sit here, never in template1 (a session
+ * there would block the tenant's CREATE DATABASE) nor in the tenant's database
+ * (it would block DROP, RENAME and TEMPLATE of it). Tenants cannot connect.
+ */
+export const ADMIN_DATABASE = 'pgs_admin';
 /** Every server listens on `<socketDir>/.s.PGSQL.5432` only. */
 export const SERVER_PORT = 5432;
 export const SOCKET_FILE = `.s.PGSQL.${SERVER_PORT}`;
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 3;
+export const TEMPLATE_VERSION = 4;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 export const SERVER_SETTINGS: Readonly<Record<string, string>> = {

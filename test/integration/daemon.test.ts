@@ -251,7 +251,11 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
     interface Row { state: string; pid: number | null; health: string; healthError?: string }
     await waitFor('health ok', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'ok');
     const pid = realPid((await pgs.json<Row[]>(['list']))[0]?.pid ?? undefined, 'the tenant server');
-    process.kill(pid, 'SIGSTOP'); // accepts on its socket (the kernel's backlog) but never answers
+    // The check's session: the postmaster's child "postgres: pgs_admin pgs_admin [local] idle".
+    const children = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(' ');
+    const titles = await Promise.all(children.map(async (c) => [Number(c), await fs.readFile(`/proc/${c}/cmdline`, 'utf8').catch(() => '')] as const));
+    const checker = realPid(titles.find(([, title]) => title.startsWith('postgres: pgs_admin pgs_admin [local]'))?.[0], 'the health session backend');
+    process.kill(checker, 'SIGSTOP'); // its next SELECT 1 is never answered
     try {
       await waitFor('health failing', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'failing');
       const [row] = await pgs.json<Row[]>(['list']);
@@ -259,10 +263,26 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
       assert.match(row.healthError ?? '', /did not answer within 5000 ms/);
       assert.match(await pgs.ok(['status']), /health\s+1 failing \(delta: the server did not answer/);
     } finally {
-      process.kill(pid, 'SIGCONT');
+      process.kill(checker, 'SIGCONT');
     }
-    await waitFor('health ok again', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'ok');
+    await waitFor('health ok again (a new session)', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'ok');
     assert.equal((await pgs.json<Row[]>(['list']))[0]?.pid, pid, 'the same server');
+  });
+
+  it("the health check's open session blocks none of the tenant's CREATE, TEMPLATE, RENAME or DROP DATABASE", async () => {
+    await waitFor('health ok', async () => (await pgs.json<{ health: string }[]>(['list']))[0]?.health === 'ok');
+    const inDb = (db: string, sql: string) => psql(conn().replace('dbname=delta', `dbname=${db}`), sql, delta.password);
+    for (const [db, sql] of [
+      ['delta', 'CREATE DATABASE scratch'],
+      ['scratch', 'CREATE DATABASE copied TEMPLATE delta'],
+      ['scratch', 'ALTER DATABASE copied RENAME TO renamed'],
+      ['scratch', 'DROP DATABASE renamed'],
+      ['delta', 'DROP DATABASE scratch'],
+    ] as const) {
+      const result = await inDb(db, sql);
+      assert.equal(result.code, 0, `${sql}: ${result.stderr}`);
+    }
+    assert.equal((await pgs.json<{ health: string }[]>(['list']))[0]?.health, 'ok');
   });
 
   it('kill -9 of the daemon: servers keep running, the next daemon adopts them (no twin postmaster)', async () => {

@@ -41,11 +41,12 @@ describe('a tenant is not a superuser and cannot reach the host', () => {
     ['making itself superuser', 'ALTER ROLE postgres SUPERUSER', /permission denied|must be superuser/],
     ['making a superuser', 'CREATE ROLE boss SUPERUSER LOGIN', /permission denied|must be superuser/],
     ['ALTER SYSTEM', "ALTER SYSTEM SET log_statement = 'all'", /permission denied|must be superuser/],
-    ['another database', 'SELECT 1', /permission denied for database|does not exist/],
+    ['another database', 'SELECT 1', /permission denied for database "template1"/],
+    ["pgs's own database", 'SELECT 1', /permission denied for database "pgs_admin"/],
   ];
   for (const [what, sql, message] of refusals) {
     it(`is refused: ${what}`, async () => {
-      const target = what === 'another database' ? url.replace('/sec?', '/template1?') : url;
+      const target = what === 'another database' ? url.replace('/sec?', '/template1?') : what === "pgs's own database" ? url.replace('/sec?', '/pgs_admin?') : url;
       const result = await psql(target, sql, password);
       assert.notEqual(result.code, 0, `${what} must fail, got: ${result.stdout}`);
       assert.match(result.stderr, message);
