@@ -111,7 +111,7 @@ const COMMANDS: Record<string, Command> = {
       '                 healthCheckedAt, healthError?, lastError?}',
       '  States: running, starting, stopping, stopped; with a daemon also suspended (idle, wakes on',
       '  connect) and crashed (keeps failing to start; lastError says why). Connections and health',
-      '  (ok, failing, unknown: a SELECT 1 over the server\'s socket every 30 s) come from the daemon.',
+      '  (ok, failing, unknown: a SELECT 1 over the server\'s socket every minute) come from the daemon.',
     ].join('\n'),
     options: { json: { type: 'boolean' } },
     positionals: [0, 0],

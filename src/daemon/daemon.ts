@@ -42,7 +42,7 @@ export interface DaemonStatus {
 }
 
 export interface DaemonOptions {
-  /** How often each running server gets its health check (default 30 s; PGS_HEALTH_INTERVAL). */
+  /** How often each running server gets its health check (default 60 s; PGS_HEALTH_INTERVAL). */
   healthIntervalMs?: number;
 }
 
@@ -89,9 +89,9 @@ const SUPERVISE_INTERVAL_MS = 1_000;
 /** A woken server must accept connections within this, or the waiting clients get 57P03. */
 const WAKE_TIMEOUT_MS = 15_000;
 /** Each running server answers `SELECT 1` over its socket this often (spread by ±10 %), sooner after a failure. */
-const HEALTH_INTERVAL_MS = 30_000;
+const HEALTH_INTERVAL_MS = 60_000;
 const HEALTH_RETRY_MS = 10_000;
-/** The check's session is replaced by a new connection this often (30 intervals: 15 min by default). */
+/** The check's session is replaced by a new connection this often (30 intervals: 30 min by default). */
 const HEALTH_SESSION_INTERVALS = 30;
 const HEALTH_TIMEOUT_MS = 5_000;
 /** Servers started, stopped or checked at the same time: enough to use both cores, few enough to keep the router answering. */

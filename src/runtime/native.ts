@@ -479,8 +479,13 @@ export class NativeRuntime implements TenantRuntime {
         // A tenant has template0, template1, its own database, and pgs's (initdb's `postgres`, renamed).
         await client.query(`ALTER DATABASE postgres RENAME TO ${quoteIdent(ADMIN_DATABASE)}`);
         await client.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(ADMIN_DATABASE)} FROM PUBLIC`);
-        // template1 stays a template for CREATE DATABASE (needs no CONNECT), but is no place to log in.
-        await client.query('REVOKE CONNECT ON DATABASE template1 FROM PUBLIC');
+        // template1 stays the template of CREATE DATABASE (which needs no connection to it) but,
+        // like template0, takes no connections: then autovacuum leaves it alone too (it is frozen
+        // here), and 1,000 idle servers start a third fewer autovacuum workers (~30 ms of CPU each).
+        await client.query('VACUUM (FREEZE)');
+      });
+      await this.withAdmin('', ADMIN_DATABASE, async (client) => {
+        await client.query('ALTER DATABASE template1 WITH ALLOW_CONNECTIONS false'); // not from inside template1
         await client.query('CHECKPOINT');
         const [row] = await client.query('SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
         walSegment = row?.[0] ?? undefined;

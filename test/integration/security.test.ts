@@ -41,7 +41,7 @@ describe('a tenant is not a superuser and cannot reach the host', () => {
     ['making itself superuser', 'ALTER ROLE postgres SUPERUSER', /permission denied|must be superuser/],
     ['making a superuser', 'CREATE ROLE boss SUPERUSER LOGIN', /permission denied|must be superuser/],
     ['ALTER SYSTEM', "ALTER SYSTEM SET log_statement = 'all'", /permission denied|must be superuser/],
-    ['another database', 'SELECT 1', /permission denied for database "template1"/],
+    ['another database', 'SELECT 1', /database "template1" is not currently accepting connections/],
     ["pgs's own database", 'SELECT 1', /permission denied for database "pgs_admin"/],
   ];
   for (const [what, sql, message] of refusals) {
