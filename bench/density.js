@@ -6,7 +6,7 @@
 // their short-lived children such as health-check backends, and the daemon) and
 // of the whole machine, `pgs list` / `pgs status` latency, a connection through
 // the router, the disk per tenant, and `pgs stop` of everything.
-// Usage: node bench/density.js [--count 1000] [--parallel 2] [--settle 120] [--window 60]
+// Usage: node bench/density.js [--count 1000] [--parallel 2] [--settle 120] [--window 60] [--profile-list DIR]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -25,6 +25,8 @@ const { values } = parseArgs({
     parallel: { type: 'string', default: '2' },
     settle: { type: 'string', default: '120' },
     window: { type: 'string', default: '60' },
+    // Write a V8 CPU profile of one `pgs list` into this folder (read it with bench/cpuprofile-top.js).
+    'profile-list': { type: 'string' },
   },
 });
 const count = Number(values.count);
@@ -77,10 +79,29 @@ function stat(pid) {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
     // fields after the name start at field 3 (state): utime 14, stime 15, cutime 16, cstime 17, ppid 4
-    return { state: f[0], ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) };
+    const own = Number(f[11]) + Number(f[12]);
+    const reaped = Number(f[13]) + Number(f[14]);
+    return { state: f[0], ppid: Number(f[1]), own, reaped, ticks: own + reaped };
   } catch {
     return undefined;
   }
+}
+
+/** A process's short name; '' when it is gone. */
+function comm(pid) {
+  try { return readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { return ''; }
+}
+
+/** What a fleet process is, from its title: "postgres: checkpointer", "postgres: pgs_admin pgs_admin [local] idle", the postmaster. */
+function kind(pid, daemonPid) {
+  if (pid === daemonPid) return 'daemon';
+  let title = '';
+  try { title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim(); } catch { return 'gone'; }
+  if (!title.startsWith('postgres: ')) return 'postmaster';
+  const rest = title.slice('postgres: '.length);
+  if (rest.startsWith('pgs_admin ')) return 'health session';
+  for (const k of ['checkpointer', 'background writer', 'walwriter', 'autovacuum launcher', 'logical replication launcher', 'io worker']) if (rest.startsWith(k)) return k;
+  return `other (${rest.split(' ')[0]})`;
 }
 
 /** Every live process of the fleet: postgres processes whose working directory is under the data root, and the daemon. */
@@ -151,19 +172,32 @@ try {
 
   // --- CPU over the window ---
   const pids = fleet(dataRoot, daemonPid);
-  const before = new Map(pids.map((p) => [p, stat(p)?.ticks ?? 0]));
+  const before = new Map(pids.map((p) => [p, stat(p)]));
+  // Outside the fleet, for context: kernel threads such as kdamond (this VM's proactive reclaim) and init.
+  const others = readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number).filter((p) => p === 1 || /^kdamond/.test(comm(p)));
+  const othersBefore = new Map(others.map((p) => [p, stat(p)?.own ?? 0]));
   const [busy0, total0] = machineTicks();
   await delay(windowS * 1000);
   const [busy1, total1] = machineTicks();
   let fleetTicks = 0;
   let daemonTicks = 0;
+  const byKind = new Map();
+  const add = (k, ticks) => byKind.set(k, (byKind.get(k) ?? 0) + ticks);
   for (const p of pids) {
     const now = stat(p);
     if (!now) continue; // exited in the window (none should: the fleet is idle)
-    const d = now.ticks - (before.get(p) ?? 0);
+    const was = before.get(p);
+    const d = now.ticks - (was?.ticks ?? 0);
     fleetTicks += d;
     if (p === daemonPid) daemonTicks = d;
+    const k = kind(p, daemonPid);
+    if (k === 'postmaster') {
+      // A postmaster reaps its short-lived children (autovacuum workers, backends): their CPU arrives as its cutime.
+      add('postmaster', now.own - (was?.own ?? 0));
+      add('reaped children of postmasters (autovacuum workers)', now.reaped - (was?.reaped ?? 0));
+    } else add(k, d);
   }
+  const otherPct = others.map((p) => `${comm(p)} ${((100 * ((stat(p)?.own ?? 0) - (othersBefore.get(p) ?? 0))) / (CLK_TCK * windowS * cores)).toFixed(1)} %`);
   const fleetPct = (100 * fleetTicks) / (CLK_TCK * windowS * cores);
   const daemonPct = (100 * daemonTicks) / (CLK_TCK * windowS * cores);
   const machinePct = (100 * (busy1 - busy0)) / (total1 - total0);
@@ -189,6 +223,9 @@ try {
     listJsonMs.push(timed(() => pgsSync('list', '--json')));
     statusMs.push(timed(() => pgsSync('status', '--json')));
   }
+  if (values['profile-list']) {
+    spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-dir', values['profile-list'], bin, 'list'], { env, stdio: 'ignore' });
+  }
   const connectMs = [];
   for (let i = 0; i < 20; i++) connectMs.push(await routerConnectMs(tenants[Math.floor(Math.random() * tenants.length)], port));
   const health = JSON.parse(pgsSync('status', '--json')).tenants.reduce((acc, t) => { acc[t.health] = (acc[t.health] ?? 0) + 1; return acc; }, {});
@@ -205,7 +242,8 @@ try {
   say(`create all: ${createAllS.toFixed(0)} s (${(count / createAllS).toFixed(1)} tenants/s); one create: median ${ms(quantile(createMs, 0.5))}, p95 ${ms(quantile(createMs, 0.95))}`);
   say(`processes: ${live.length - 1} server processes (${((live.length - 1) / count).toFixed(1)} per tenant) + the daemon`);
   say(`memory: RSS sum ${gib(rss)}, PSS sum ${gib(pss)} (${mib((pss - daemonMem.pss) / count)} PSS per idle server); daemon RSS ${mib(daemonMem.rss)}; MemAvailable fell by ${gib(memBefore - memAfter)} (${mib((memBefore - memAfter) / count)} per tenant)`);
-  say(`idle CPU over ${windowS} s after ${settleS} s settling: fleet ${fleetPct.toFixed(1)} % of ${cores} cores (daemon ${daemonPct.toFixed(1)} %), whole machine ${machinePct.toFixed(1)} %`);
+  say(`idle CPU over ${windowS} s after ${settleS} s settling: fleet ${fleetPct.toFixed(1)} % of ${cores} cores (daemon ${daemonPct.toFixed(1)} %), whole machine ${machinePct.toFixed(1)} % (of which outside pgs: ${otherPct.join(', ') || 'none seen'})`);
+  for (const [k, ticks] of [...byKind].sort((a, b) => b[1] - a[1])) say(`  ${k}: ${((100 * ticks) / (CLK_TCK * windowS * cores)).toFixed(2)} %`);
   say(`health: ${JSON.stringify(health)}`);
   say(`pgs list: median ${ms(quantile(listMs, 0.5))} (max ${ms(Math.max(...listMs))}); list --json ${ms(quantile(listJsonMs, 0.5))}; status --json ${ms(quantile(statusMs, 0.5))}`);
   say(`router connect + SELECT 1 to a random tenant x20: median ${ms(quantile(connectMs, 0.5))}, p95 ${ms(quantile(connectMs, 0.95))}`);

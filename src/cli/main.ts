@@ -116,9 +116,9 @@ const COMMANDS: Record<string, Command> = {
     options: { json: { type: 'boolean' } },
     positionals: [0, 0],
     async run(pgs, _args, values) {
-      await pgs.store.read(); // a missing setup or broken catalog is reported before asking the daemon
+      const catalog = await pgs.store.read(); // a missing setup or broken catalog is reported before asking the daemon
       const daemon = await daemonStatus(pgs.home).catch(() => undefined);
-      const tenants = await pgs.list(daemon ? new Map(daemon.tenants.map((d) => [d.id, d])) : undefined);
+      const tenants = await pgs.list(daemon ? new Map(daemon.tenants.map((d) => [d.id, d])) : undefined, catalog);
       if (values.json) {
         printJson(tenants);
         return 0;

@@ -31,7 +31,7 @@ export class CatalogBackends implements RouterBackends {
   async socketPath(id: string): Promise<string> {
     // A suspended tenant (maybe still stopping) is woken first; wake() is false at once for any other.
     if (!(this.wake && (await this.wake(id)))) {
-      const status = await this.runtime.status(id);
+      const status = await this.runtime.status(id, { fresh: true });
       if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
     }
     const endpoint = this.runtime.localEndpoint(id);

@@ -76,6 +76,12 @@ export class AdminClient {
     return this.failure === undefined && !this.socket.destroyed;
   }
 
+  /** Calls `listener` once when the connection closes, for whatever reason (the server's process exited, too). */
+  onClose(listener: () => void): void {
+    if (this.socket.destroyed) queueMicrotask(listener);
+    else this.socket.once('close', listener);
+  }
+
   destroy(): void {
     this.fail(new Error('the connection was closed by pgs'));
     this.socket.destroy();

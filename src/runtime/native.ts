@@ -21,6 +21,13 @@ export const MAX_SOCKET_PATH = 107;
 const MAX_TENANT_ID = 40;
 const debug = debuglog('pgs');
 const READY_POLL_MS = 3;
+/**
+ * How long an adopted server (a previous daemon's, not our child) counts as
+ * running without a look at /proc. Its health session closing (the backend
+ * exits when the postmaster dies) makes the next look immediate; this is the
+ * backstop. 1,000 reads of /proc/<pid>/stat cost ~25 ms of CPU.
+ */
+const ADOPTED_RECHECK_MS = 10_000;
 /** A spare copy still unfinished after this long belongs to a refill that died. */
 const SPARE_COPY_STALE_MS = 10 * 60_000;
 
@@ -50,10 +57,12 @@ export class NativeRuntime implements TenantRuntime {
   /**
    * Servers seen ready: their state needs no file read until they exit or are
    * stopped. An own child's exit is an event; an adopted server (a previous
-   * daemon's) is checked with one read of /proc/<pid>/stat. A daemon with
-   * 1,000 tenants asks for every state each second.
+   * daemon's, or one a CLI command started) is checked with one read of
+   * /proc/<pid>/stat at most every ADOPTED_RECHECK_MS, and at once after its
+   * health session closed. A daemon with 1,000 tenants asks for every state
+   * each second.
    */
-  private readonly known = new Map<string, { pid: number; startedAt: Date; own: boolean }>();
+  private readonly known = new Map<string, { pid: number; startedAt: Date; own: boolean; checkedAt: number }>();
   /** The admin session `check` keeps open per server, with the pid of the server it belongs to. */
   private readonly healthSessions = new Map<string, { pid: number; client: AdminClient; openedAt: number }>();
 
@@ -206,9 +215,16 @@ export class NativeRuntime implements TenantRuntime {
     child.unref();
   }
 
-  async status(id: string): Promise<ServerStatus> {
+  async status(id: string, options: { fresh?: boolean } = {}): Promise<ServerStatus> {
     const known = this.known.get(id);
-    if (known && (known.own || isLivePostgres(known.pid))) return { state: 'running', pid: known.pid, startedAt: known.startedAt };
+    if (known) {
+      const now = Date.now();
+      if (known.own || (!options.fresh && now - known.checkedAt < ADOPTED_RECHECK_MS)) return { state: 'running', pid: known.pid, startedAt: known.startedAt };
+      if (isLivePostgres(known.pid)) {
+        known.checkedAt = now;
+        return { state: 'running', pid: known.pid, startedAt: known.startedAt };
+      }
+    }
     this.known.delete(id);
     const pidFile = await readPostmasterPid(this.tenantDir(id));
     if (!pidFile) return { state: 'stopped' };
@@ -218,7 +234,7 @@ export class NativeRuntime implements TenantRuntime {
     if (!alive) return { state: 'stopped' };
     const state = pidFile.status === 'ready' ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
     const startedAt = new Date(pidFile.startedAt * 1000);
-    if (state === 'running') this.known.set(id, { pid: pidFile.pid, startedAt, own });
+    if (state === 'running') this.known.set(id, { pid: pidFile.pid, startedAt, own, checkedAt: Date.now() });
     return { state, pid: pidFile.pid, startedAt };
   }
 
@@ -242,8 +258,15 @@ export class NativeRuntime implements TenantRuntime {
     }
     if (!session) {
       const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs });
-      session = { pid: server.pid, client, openedAt: Date.now() };
-      this.healthSessions.set(id, session);
+      const opened = { pid: server.pid, client, openedAt: Date.now() };
+      session = opened;
+      this.healthSessions.set(id, opened);
+      // A backend exits when its postmaster dies: the session closing is the first news of an adopted server's death.
+      client.onClose(() => {
+        if (this.healthSessions.get(id) === opened) this.healthSessions.delete(id);
+        const known = this.known.get(id);
+        if (known?.pid === opened.pid) known.checkedAt = 0;
+      });
     }
     try {
       const rows = await session.client.query('SELECT 1', { timeoutMs });
@@ -321,7 +344,7 @@ export class NativeRuntime implements TenantRuntime {
     }
     if (id !== '') {
       this.children.set(id, child);
-      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) this.known.set(id, { pid: child.pid, startedAt, own: true });
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) this.known.set(id, { pid: child.pid, startedAt, own: true, checkedAt: Date.now() });
     }
     child.once('exit', () => {
       if (this.children.get(id) === child) this.children.delete(id);
@@ -480,8 +503,9 @@ export class NativeRuntime implements TenantRuntime {
         await client.query(`ALTER DATABASE postgres RENAME TO ${quoteIdent(ADMIN_DATABASE)}`);
         await client.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(ADMIN_DATABASE)} FROM PUBLIC`);
         // template1 stays the template of CREATE DATABASE (which needs no connection to it) but,
-        // like template0, takes no connections: then autovacuum leaves it alone too (it is frozen
-        // here), and 1,000 idle servers start a third fewer autovacuum workers (~30 ms of CPU each).
+        // like template0, takes no connections (below): no session there ever gives it activity
+        // statistics, so autovacuum passes it by (see the removal of pgstat.stat below). Frozen,
+        // it needs no anti-wraparound vacuum for ~200 million transactions.
         await client.query('VACUUM (FREEZE)');
       });
       await this.withAdmin('', ADMIN_DATABASE, async (client) => {
@@ -499,6 +523,13 @@ export class NativeRuntime implements TenantRuntime {
       }
     }
     await fs.rm(path.join(build, 'postmaster.opts'), { force: true });
+    // The activity statistics the clean shutdown saved: without them a new server starts as after
+    // a crash, with none. Autovacuum's launcher sends a worker (a fork and ~20 ms of CPU) each
+    // naptime to every database that has statistics, whether or not anything changed there; with
+    // the build's statistics that was template1, the tenant's database and pgs_admin on every idle
+    // server. Now only databases that see sessions get them: pgs_admin (the health checks) and the
+    // tenant's database once the tenant uses it.
+    await fs.rm(path.join(build, 'pg_stat', 'pgstat.stat'), { force: true });
     if (walSegment) await trimWal(path.join(build, 'pg_wal'), walSegment);
     await this.run(this.bin.initdb, ['--sync-only', '-D', build]);
     await fs.writeFile(path.join(build, TEMPLATE_MARKER), `${this.templateMarker()}\n`);

@@ -46,7 +46,11 @@ export interface TenantRuntime {
   stop(id: string, options?: { immediate?: boolean }): Promise<void>;
   /** Stops the server and deletes its data and log. */
   remove(id: string): Promise<void>;
-  status(id: string): Promise<ServerStatus>;
+  /**
+   * A runtime may answer from what it last saw of a server it did not start itself (for a few
+   * seconds); `fresh`: look now (the router does, before it connects a client).
+   */
+  status(id: string, options?: { fresh?: boolean }): Promise<ServerStatus>;
   /** Client sessions the server has right now, however they came (router or local socket). */
   clientSessions(id: string): Promise<number>;
   setPassword(id: string, passwordVerifier: string): Promise<void>;

@@ -19,7 +19,7 @@ export const ADMIN_DATABASE = 'pgs_admin';
 export const SERVER_PORT = 5432;
 export const SOCKET_FILE = `.s.PGSQL.${SERVER_PORT}`;
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 5;
+export const TEMPLATE_VERSION = 6;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 export const SERVER_SETTINGS: Readonly<Record<string, string>> = {

@@ -219,9 +219,9 @@ export class Pgs {
     }
   }
 
-  /** Every tenant with its server's state: from `observed` (a running daemon's view) when given, else from the files. */
-  async list(observed?: ReadonlyMap<string, ObservedTenant>): Promise<TenantView[]> {
-    const catalog = await this.store.read();
+  /** Every tenant with its server's state: from `observed` (a running daemon's view) when given, else from the files. `read`: the catalog, when the caller has just read it. */
+  async list(observed?: ReadonlyMap<string, ObservedTenant>, read?: Catalog): Promise<TenantView[]> {
+    const catalog = read ?? (await this.store.read());
     const runtime = this.runtimeFor(catalog.settings);
     const now = Date.now();
     return Promise.all(catalog.tenants.map(async (tenant) => {
