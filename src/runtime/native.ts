@@ -238,6 +238,10 @@ export class NativeRuntime implements TenantRuntime {
     return { state, pid: pidFile.pid, startedAt };
   }
 
+  forgetObserved(): void {
+    for (const [id, known] of this.known) if (!known.own) this.known.delete(id);
+  }
+
   /**
    * `SELECT 1` over one admin session per server, kept open between checks: a
    * new backend costs ~30 ms of CPU on this 2-core VM (fork, page faults,

@@ -51,6 +51,8 @@ export interface TenantRuntime {
    * seconds); `fresh`: look now (the router does, before it connects a client).
    */
   status(id: string, options?: { fresh?: boolean }): Promise<ServerStatus>;
+  /** Drops what was last seen of servers this process did not start (another process, e.g. the CLI, may have started or stopped them). */
+  forgetObserved(): void;
   /** Client sessions the server has right now, however they came (router or local socket). */
   clientSessions(id: string): Promise<number>;
   setPassword(id: string, passwordVerifier: string): Promise<void>;

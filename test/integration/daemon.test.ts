@@ -299,6 +299,17 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
     assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
   });
 
+  it('an adopted server stopped, changed and started by the CLI: the daemon sees each step at once', async () => {
+    for (let round = 0; round < 3; round++) {
+      await pgs.ok(['stop', 'delta']);
+      assert.equal((await pgs.json<{ state: string }[]>(['list']))[0]?.state, 'stopped');
+      await pgs.ok(['passwd', 'delta', '--password', delta.password]); // starts and stops the server outside the daemon
+      assert.equal((await pgs.json<{ state: string }[]>(['list']))[0]?.state, 'stopped');
+      assert.match(await pgs.ok(['start', 'delta']), /Started delta/);
+      assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
+    }
+  });
+
   it('a server that cannot start shows as crashed with its error; clients get 57P03; the daemon keeps serving', async () => {
     const conf = path.join(await pgs.dataRoot(), 'tenants', 'delta', 'postgresql.conf');
     const good = await fs.readFile(conf, 'utf8');
