@@ -211,10 +211,23 @@ const COMMANDS: Record<string, Command> = {
     options: {},
     positionals: [0, 1],
     async run(pgs, [id]) {
-      if (id === undefined && (await stopDaemon(pgs.home))) console.log('Stopped the daemon');
-      const code = await startOrStop(pgs, id, 'stop');
-      if (id !== undefined) await notifyDaemon(pgs.home);
-      return code;
+      if (id === undefined) {
+        if (await stopDaemon(pgs.home)) console.log('Stopped the daemon');
+        return startOrStop(pgs, id, 'stop');
+      }
+      if (await daemonStatus(pgs.home)) {
+        // The daemon stops the server itself: a CLI stop could race its supervisor restarting the "dead" server.
+        await pgs.stop(id, { recordOnly: true });
+        await notifyDaemon(pgs.home);
+        const after = (await daemonStatus(pgs.home))?.tenants.find((t) => t.id === id);
+        if (after && after.state !== 'stopped') {
+          console.error(`pgs stop: ${id}: the server is still ${after.state}${after.lastError ? `: ${after.lastError}` : ''}; see pgs logs ${id} and ${daemonPaths(pgs.home).log}`);
+          return 1;
+        }
+        console.log(`Stopped ${id}`);
+        return 0;
+      }
+      return startOrStop(pgs, id, 'stop');
     },
   },
 

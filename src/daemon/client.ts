@@ -43,8 +43,9 @@ export function daemonStatus(home: string): Promise<DaemonStatus | undefined> {
 }
 
 /** Tells a running daemon that the catalog changed; no-op without one. */
-export async function notifyDaemon(home: string): Promise<void> {
-  await daemonRequest(home, 'POST', '/reload');
+/** Tells the daemon the catalog changed; it answers once it has acted on it (a server's fast shutdown may take a while). */
+export async function notifyDaemon(home: string, timeoutMs = 90_000): Promise<void> {
+  await daemonRequest(home, 'POST', '/reload', timeoutMs);
 }
 
 /** Starts `pgs start --foreground` detached, its output in daemon.log, and waits until it answers. */

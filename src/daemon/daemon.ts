@@ -249,6 +249,9 @@ export class Daemon {
         const closed = this.router.closeTenant(id);
         if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: ids.has(id) ? 'access disabled' : 'removed' });
       }
+      // A person stopped the tenant: the daemon stops its server, so that no
+      // supervisor restart between the CLI's stop and its catalog write survives it.
+      if (now?.wanted === 'stopped' && old.wanted !== 'stopped') await this.stopWanted(id);
     }
     try {
       const { cert, key } = readCertificate(next.settings.certFile, next.settings.keyFile);
@@ -258,6 +261,20 @@ export class Daemon {
       this.log.warn('certificate not reloaded; the old one stays', { error: (err as Error).message });
     }
     await this.reconcile();
+  }
+
+  private async stopWanted(id: string): Promise<void> {
+    await this.waking.get(id)?.catch(() => undefined);
+    await this.suspending.get(id)?.catch(() => undefined);
+    this.suspended.delete(id);
+    this.seenRunning.delete(id);
+    this.idleSince.delete(id);
+    this.health.delete(id);
+    try {
+      await this.runtime.stop(id);
+    } catch (err) {
+      this.log.warn('stop failed', { tenant: id, error: (err as Error).message });
+    }
   }
 
   private async reconcile(): Promise<void> {

@@ -275,8 +275,9 @@ export class Pgs {
     return this.setWanted(id, 'running', options.recordOnly ?? false);
   }
 
-  async stop(id?: string): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
-    return this.setWanted(id, 'stopped', false);
+  /** Stops one tenant (or all) and records that it should not run. `recordOnly`: change the catalog only (a running daemon stops the servers). */
+  async stop(id?: string, options: { recordOnly?: boolean } = {}): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
+    return this.setWanted(id, 'stopped', options.recordOnly ?? false);
   }
 
   private async setWanted(id: string | undefined, wanted: Wanted, recordOnly: boolean): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {

@@ -300,6 +300,7 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
   });
 
   it('an adopted server stopped, changed and started by the CLI: the daemon sees each step at once', async () => {
+    const restartsBefore = (await tenantState())?.restarts;
     for (let round = 0; round < 3; round++) {
       await pgs.ok(['stop', 'delta']);
       assert.equal((await pgs.json<{ state: string }[]>(['list']))[0]?.state, 'stopped');
@@ -308,6 +309,22 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
       assert.match(await pgs.ok(['start', 'delta']), /Started delta/);
       assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
     }
+    assert.equal((await tenantState())?.restarts, restartsBefore, 'a stop a person asked for is not a death to restart from');
+  });
+
+  it('a catalog changed to wanted "stopped" by hand and reloaded: the daemon stops the server', async () => {
+    const [server] = await pgs.json<{ pid: number; state: string }[]>(['list']);
+    assert.equal(server?.state, 'running');
+    const pid = realPid(server.pid, 'the tenant server');
+    const file = path.join(pgs.home, 'catalog.json');
+    const catalog = JSON.parse(await fs.readFile(file, 'utf8')) as { tenants: { id: string; wanted: string }[] };
+    for (const t of catalog.tenants) if (t.id === 'delta') t.wanted = 'stopped';
+    await fs.writeFile(file, JSON.stringify(catalog, null, 2));
+    await pgs.ok(['reload']);
+    assert.equal((await pgs.json<{ state: string }[]>(['list']))[0]?.state, 'stopped');
+    assert.equal(await processRunning(pid), false, 'the server is gone');
+    assert.match(await pgs.ok(['start', 'delta']), /Started delta/);
+    assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
   });
 
   it('a server that cannot start shows as crashed with its error; clients get 57P03; the daemon keeps serving', async () => {
