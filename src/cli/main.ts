@@ -148,8 +148,13 @@ const COMMANDS: Record<string, Command> = {
     options: { yes: { type: 'boolean' } },
     positionals: [1, 1],
     async run(pgs, [id], values) {
-      await pgs.tenant(id as string); // unknown ids fail before any question
+      const { tenant } = await pgs.tenant(id as string); // unknown ids fail before any question
       if (!values.yes) await confirmRemoval(id as string);
+      if (tenant.wanted !== 'stopped' && (await daemonStatus(pgs.home))) {
+        // The daemon stops the server first, so that its supervisor cannot restart it while the files go.
+        await pgs.stop(id as string, { recordOnly: true });
+        await notifyDaemon(pgs.home);
+      }
       await pgs.remove(id as string);
       await notifyDaemon(pgs.home);
       console.log(`Removed tenant ${id}`);
