@@ -389,7 +389,10 @@ const COMMANDS: Record<string, Command> = {
     options: { password: { type: 'string' }, json: { type: 'boolean' } },
     positionals: [1, 1],
     async run(pgs, [id], values) {
-      const result = await pgs.passwd(id as string, { password: values.password as string | undefined });
+      const result = await pgs.passwd(id as string, {
+        password: values.password as string | undefined,
+        viaDaemon: async (verifier) => (await daemonRequest(pgs.home, 'POST', `/tenants/${id}/password`, 90_000, { verifier })) !== undefined,
+      });
       if (values.json) printJson(result);
       else if (values.password === undefined) console.log(`New password for ${id}: ${result.password}`);
       else console.log(`Password of ${id} changed`);

@@ -10,21 +10,23 @@ import { daemonPaths, type DaemonStatus } from './daemon.js';
  * The CLI's side of the daemon API (HTTP on PGS_HOME/daemon.sock). Every call
  * answers undefined when no daemon runs, so commands work with or without one.
  */
-export async function daemonRequest<T>(home: string, method: 'GET' | 'POST', path: string, timeoutMs = 30_000): Promise<T | undefined> {
+export async function daemonRequest<T>(home: string, method: 'GET' | 'POST', path: string, timeoutMs = 30_000, body?: unknown): Promise<T | undefined> {
   const { socket } = daemonPaths(home);
+  const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: socket, method, path, timeout: timeoutMs }, (res) => {
+    const headers = payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+    const req = http.request({ socketPath: socket, method, path, timeout: timeoutMs, headers }, (res) => {
       res.on('error', reject);
-      let body = '';
-      res.setEncoding('utf8').on('data', (s: string) => { body += s; });
+      let text = '';
+      res.setEncoding('utf8').on('data', (s: string) => { text += s; });
       res.on('end', () => {
         let parsed: unknown;
         try {
-          parsed = JSON.parse(body);
+          parsed = JSON.parse(text);
         } catch {
-          parsed = { error: body };
+          parsed = { error: text };
         }
-        if ((res.statusCode ?? 500) >= 400) reject(new PgsError('PG_COMMAND_FAILED', `the daemon answered ${res.statusCode}: ${(parsed as { error?: string }).error ?? body}`));
+        if ((res.statusCode ?? 500) >= 400) reject(new PgsError('PG_COMMAND_FAILED', `the daemon answered ${res.statusCode}: ${(parsed as { error?: string }).error ?? text}`));
         else resolve(parsed as T);
       });
     });
@@ -34,7 +36,7 @@ export async function daemonRequest<T>(home: string, method: 'GET' | 'POST', pat
       if (code === 'ENOENT' || code === 'ECONNREFUSED') resolve(undefined);
       else reject(err);
     });
-    req.end();
+    req.end(payload);
   });
 }
 

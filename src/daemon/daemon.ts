@@ -263,6 +263,30 @@ export class Daemon {
     await this.reconcile();
   }
 
+  /**
+   * Sets the tenant role's password verifier. A running server gets it at once;
+   * a suspended one is woken for it (and suspended again when idle); one that
+   * is wanted running but down is started; one stopped on purpose is started
+   * for the change and stopped again. One at a time with reconcile and reload,
+   * so no supervisor decision interleaves.
+   */
+  private setPassword(id: string, verifier: string): Promise<void> {
+    return this.serial(async () => {
+      if (this.isStopping) throw new Error('the daemon is stopping');
+      const tenant = (await this.pgs.store.read()).tenants.find((t) => t.id === id);
+      if (!tenant) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id} (see "pgs list")`);
+      if (this.suspended.has(id)) await this.wake(id);
+      const wasRunning = (await this.runtime.status(id, { fresh: true })).state === 'running';
+      if (!wasRunning) await this.runtime.start({ id, maxConnections: tenant.maxConnections });
+      try {
+        await this.runtime.setPassword(id, verifier);
+      } finally {
+        if (!wasRunning && tenant.wanted === 'stopped') await this.runtime.stop(id);
+      }
+      if (!wasRunning && tenant.wanted === 'running') this.seenRunning.add(id);
+    });
+  }
+
   private async stopWanted(id: string): Promise<void> {
     await this.waking.get(id)?.catch(() => undefined);
     await this.suspending.get(id)?.catch(() => undefined);
@@ -507,6 +531,15 @@ export class Daemon {
         await this.reload();
         return send(200, { ok: true });
       }
+      const password = req.method === 'POST' ? /^\/tenants\/([a-z][a-z0-9-]{0,39})\/password$/.exec(req.url ?? '') : null;
+      if (password?.[1] !== undefined) {
+        const body = await readJson(req);
+        const verifier = (body as { verifier?: unknown } | undefined)?.verifier;
+        // Only a SCRAM verifier crosses the socket, never a password.
+        if (typeof verifier !== 'string' || !/^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/.test(verifier)) return send(400, { error: 'the body must be {"verifier": "SCRAM-SHA-256$..."}' });
+        await this.setPassword(password[1], verifier);
+        return send(200, { ok: true });
+      }
       if (req.method === 'POST' && req.url === '/stop') {
         send(200, { ok: true });
         void this.stop();
@@ -517,6 +550,26 @@ export class Daemon {
       send(500, { error: (err as Error).message });
     }
   }
+}
+
+/** A small JSON request body (at most 16 KiB). */
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      text += chunk;
+      if (text.length > 16_384) req.destroy(new Error('request body too large'));
+    });
+    req.on('end', () => {
+      try {
+        resolve(text === '' ? undefined : JSON.parse(text));
+      } catch {
+        resolve(undefined);
+      }
+    });
+    req.on('error', reject);
+  });
 }
 
 function readCertificate(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {

@@ -342,19 +342,25 @@ export class Pgs {
     return remoteUrl(tenantHostname(id, tenant.suffix, catalog.settings.domain), catalog.settings.port, id);
   }
 
-  /** Sets a new password (generated when not given); a stopped server is started for it and stopped again. */
-  async passwd(id: string, options: { password?: string } = {}): Promise<{ id: string; password: string }> {
+  /**
+   * Sets a new password (generated when not given); a stopped server is started for it and stopped again.
+   * `viaDaemon`: hands the verifier to a running daemon, which owns starting and stopping the servers
+   * (it answers false when none runs, and the change is made here).
+   */
+  async passwd(id: string, options: { password?: string; viaDaemon?: (verifier: string) => Promise<boolean> } = {}): Promise<{ id: string; password: string }> {
     assertTenantId(id);
     if (options.password !== undefined) assertPassword(options.password);
     const password = options.password ?? generatePassword();
     return this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
       const tenant = findTenant(current, id);
+      const verifier = scramVerifier(password);
+      if (options.viaDaemon && (await options.viaDaemon(verifier))) return { result: { id, password } };
       const runtime = this.runtimeFor(current.settings);
       const wasRunning = (await runtime.status(id)).state === 'running';
       if (!wasRunning) await runtime.start({ id, maxConnections: tenant.maxConnections });
       try {
-        await runtime.setPassword(id, scramVerifier(password));
+        await runtime.setPassword(id, verifier);
       } finally {
         if (!wasRunning) await runtime.stop(id);
       }

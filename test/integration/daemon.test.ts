@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -401,6 +402,30 @@ describe('scale to zero: an idle tenant is suspended and its next connection wak
     const results = await Promise.all(Array.from({ length: 10 }, () => psql(conn(), 'SELECT n FROM kept', zeta.password)));
     for (const r of results) assert.equal(r.stdout, '42', r.stderr);
     assert.equal((await zetaStatus())?.wakes, wakesBefore + 1);
+  });
+
+  it('passwd on a suspended tenant: the daemon wakes it for the change; the new password works, the old fails', async () => {
+    await waitForState('suspended');
+    const wakesBefore = (await zetaStatus())?.wakes ?? 0;
+    await pgs.ok(['passwd', 'zeta', '--password', 'woken-for-this-1']);
+    assert.equal((await zetaStatus())?.wakes, wakesBefore + 1, 'woken once, by the daemon');
+    assert.equal((await psql(conn(), 'SELECT n FROM kept', 'woken-for-this-1')).stdout, '42');
+    const old = await psql(conn(), 'SELECT 1', zeta.password);
+    assert.match(old.stderr, /password authentication failed/);
+    await waitForState('suspended'); // and it goes back to sleep when idle
+    // The API takes a SCRAM verifier only: a plain password sent to it is refused, and nothing changes.
+    const refused = await new Promise<number>((resolve, reject) => {
+      const req = http.request({ socketPath: path.join(pgs.home, 'daemon.sock'), method: 'POST', path: '/tenants/zeta/password', headers: { 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ verifier: 'a-plain-password' }));
+    });
+    assert.equal(refused, 400);
+    assert.equal((await zetaStatus())?.state, 'suspended', 'a refused request wakes nothing');
+    await pgs.ok(['passwd', 'zeta', '--password', zeta.password]);
+    assert.equal((await psql(conn(), 'SELECT n FROM kept', zeta.password)).stdout, '42');
   });
 
   it('a session over the local socket keeps the tenant awake', async () => {
