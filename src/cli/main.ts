@@ -148,8 +148,9 @@ const COMMANDS: Record<string, Command> = {
     options: { yes: { type: 'boolean' } },
     positionals: [1, 1],
     async run(pgs, [id], values) {
-      const { tenant } = await pgs.tenant(id as string); // unknown ids fail before any question
+      await pgs.tenant(id as string); // unknown ids fail before any question
       if (!values.yes) await confirmRemoval(id as string);
+      const { tenant } = await pgs.tenant(id as string); // as it is now, after the question
       if (tenant.wanted !== 'stopped' && (await daemonStatus(pgs.home))) {
         // The daemon stops the server first, so that its supervisor cannot restart it while the files go.
         await pgs.stop(id as string, { recordOnly: true });
@@ -232,7 +233,9 @@ const COMMANDS: Record<string, Command> = {
         console.log(`Stopped ${id}`);
         return 0;
       }
-      return startOrStop(pgs, id, 'stop');
+      const code = await startOrStop(pgs, id, 'stop');
+      await notifyDaemon(pgs.home); // one may have started meanwhile
+      return code;
     },
   },
 

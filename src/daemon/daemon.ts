@@ -101,6 +101,7 @@ const HEALTH_TIMEOUT_MS = 5_000;
 /** Servers started, stopped or checked at the same time: enough to use both cores, few enough to keep the router answering. */
 const PARALLEL_STARTS = 4;
 const PARALLEL_STOPS = 16;
+const PARALLEL_SUSPENDS = 4;
 const PARALLEL_CHECKS = 4;
 
 /** JSON lines: one object per event, for the log file or stderr. */
@@ -174,13 +175,22 @@ export class Daemon {
       throw err;
     }
     this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain });
-    await this.serial(() => this.reconcile());
+    // A reload, not a bare reconcile: a command may have changed the catalog
+    // between the read above and the API answering.
+    await this.reload();
+    if (this.isStopping) return; // stopped during the first reconcile: no timer to keep the process alive
     // Servers die (kill -9, OOM): check every second and restart with back-off.
     this.superviseTimer = setInterval(() => {
-      void this.serial(() => this.reconcile());
+      // One reconcile at a time: a slow one is not followed by a pile of queued ones.
+      if (!this.reconcileQueued) {
+        this.reconcileQueued = true;
+        void this.serial(() => this.reconcile()).finally(() => { this.reconcileQueued = false; });
+      }
       this.checkHealthDue();
     }, SUPERVISE_INTERVAL_MS);
   }
+
+  private reconcileQueued = false;
 
   /**
    * Reload, reconcile and stop run one at a time, in order: an older reload can
@@ -204,8 +214,12 @@ export class Daemon {
       this.api.closeIdleConnections();
       await this.router.close();
       await this.healthSweep;
-      await forEachLimit(this.catalog.tenants, PARALLEL_STOPS, (tenant) =>
-        this.runtime.stop(tenant.id).catch((err: Error) => this.log.warn('stop failed', { tenant: tenant.id, error: err.message })));
+      await Promise.all([...this.waking.values(), ...this.suspending.values()].map((p) => p.catch(() => undefined)));
+      // The catalog as it is now: a tenant created since the last reload has a server too.
+      const now = await this.pgs.store.read().catch(() => this.catalog);
+      const ids = [...new Set([...this.catalog.tenants, ...now.tenants].map((t) => t.id))];
+      await forEachLimit(ids, PARALLEL_STOPS, (id) =>
+        this.runtime.stop(id).catch((err: Error) => this.log.warn('stop failed', { tenant: id, error: err.message })));
       this.api.closeAllConnections();
       await apiClosed;
       await fs.rm(this.paths.socket, { force: true });
@@ -394,6 +408,7 @@ export class Daemon {
     const since = this.idleSince.get(id) ?? Date.now();
     this.idleSince.set(id, since);
     if (Date.now() - since < seconds * 1000) return;
+    if (this.suspending.size >= PARALLEL_SUSPENDS) return; // the next second's reconcile takes it
     // Sessions over the local socket (administration, `pgs url --local`) count too.
     if ((await this.runtime.clientSessions(id)) > 0) {
       this.idleSince.set(id, Date.now());
@@ -409,10 +424,16 @@ export class Daemon {
     this.suspended.add(id);
     this.seenRunning.delete(id);
     this.idleSince.delete(id);
-    const stopped = this.runtime.stop(id).finally(() => this.suspending.delete(id));
+    // In the background, so that a thousand tenants going idle together do not
+    // hold up the queue for minutes; wake and stop wait for it.
+    const stopped = this.runtime.stop(id)
+      .then(() => this.log.info('suspended', { tenant: id, idleSeconds: seconds }))
+      .catch((err: Error) => {
+        this.suspended.delete(id); // still running: supervised as before, tried again when idle
+        this.log.warn('suspend failed', { tenant: id, error: err.message });
+      })
+      .finally(() => this.suspending.delete(id));
     this.suspending.set(id, stopped);
-    await stopped;
-    this.log.info('suspended', { tenant: id, idleSeconds: seconds });
   }
 
   /** Starts a suspended server for a waiting client; concurrent callers share one start. */
