@@ -65,13 +65,15 @@ export class CatalogStore {
   /**
    * Runs `fn` on the current catalog (undefined before setup) under the lock and
    * writes what it returns as `next`. Returning `next: undefined` writes nothing.
+   * `afterWrite` runs once `next` is written, still under the lock.
    */
-  async update<T>(fn: (current: Catalog | undefined) => Promise<{ next?: Catalog; result: T }>): Promise<T> {
+  async update<T>(fn: (current: Catalog | undefined) => Promise<{ next?: Catalog; result: T; afterWrite?: () => Promise<void> }>): Promise<T> {
     await fs.mkdir(this.paths.home, { recursive: true, mode: 0o700 });
     return withFileLock(this.paths.lock, async () => {
       const current = await this.readIfExists();
-      const { next, result } = await fn(current);
+      const { next, result, afterWrite } = await fn(current);
       if (next !== undefined) await this.write(next, current !== undefined);
+      if (afterWrite) await afterWrite();
       return result;
     }, this.lockOptions);
   }

@@ -259,14 +259,15 @@ export class Pgs {
 
   async remove(id: string): Promise<void> {
     assertTenantId(id);
-    const runtime = await this.store.update(async (current) => {
+    await this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
       findTenant(current, id);
       const rt = this.runtimeFor(current.settings);
       await rt.stop(id, { immediate: true });
-      return { next: { ...current, tenants: current.tenants.filter((t) => t.id !== id) }, result: rt };
+      // The files go after the catalog no longer names the tenant, and before the lock is
+      // released: a create of the same id cannot come in between and lose its new folder.
+      return { next: { ...current, tenants: current.tenants.filter((t) => t.id !== id) }, result: undefined, afterWrite: () => rt.remove(id) };
     });
-    await runtime.remove(id);
   }
 
   /** Starts one tenant (or all) and records that it should run. Returns the ids that failed, with why. */
