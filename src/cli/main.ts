@@ -151,11 +151,8 @@ const COMMANDS: Record<string, Command> = {
       await pgs.tenant(id as string); // unknown ids fail before any question
       if (!values.yes) await confirmRemoval(id as string);
       const { tenant } = await pgs.tenant(id as string); // as it is now, after the question
-      if (tenant.wanted !== 'stopped' && (await daemonStatus(pgs.home))) {
-        // The daemon stops the server first, so that its supervisor cannot restart it while the files go.
-        await pgs.stop(id as string, { recordOnly: true });
-        await notifyDaemon(pgs.home);
-      }
+      // The daemon stops the server first, so that its supervisor cannot restart it while the files go.
+      if (tenant.wanted !== 'stopped' && (await daemonStatus(pgs.home))) await stopThroughDaemon(pgs, id as string);
       await pgs.remove(id as string);
       await notifyDaemon(pgs.home);
       console.log(`Removed tenant ${id}`);
@@ -222,9 +219,7 @@ const COMMANDS: Record<string, Command> = {
         return startOrStop(pgs, id, 'stop');
       }
       if (await daemonStatus(pgs.home)) {
-        // The daemon stops the server itself: a CLI stop could race its supervisor restarting the "dead" server.
-        await pgs.stop(id, { recordOnly: true });
-        await notifyDaemon(pgs.home);
+        await stopThroughDaemon(pgs, id);
         const after = (await daemonStatus(pgs.home))?.tenants.find((t) => t.id === id);
         if (after && after.state !== 'stopped') {
           console.error(`pgs stop: ${id}: the server is still ${after.state}${after.lastError ? `: ${after.lastError}` : ''}; see pgs logs ${id} and ${daemonPaths(pgs.home).log}`);
@@ -505,6 +500,16 @@ async function startOrStop(pgs: Pgs, id: string | undefined, verb: 'start' | 'st
   else if (result.failed.length === 0) console.log('No tenants');
   for (const failure of result.failed) console.error(`pgs ${verb}: ${failure.id}: ${failure.error}`);
   return result.failed.length > 0 ? 1 : 0;
+}
+
+/**
+ * With a daemon running, a stop is recorded and the daemon stops the server:
+ * the CLI stopping it itself would race the supervisor, which restarts a
+ * wanted-running server it finds dead before the catalog says stopped.
+ */
+async function stopThroughDaemon(pgs: Pgs, id: string): Promise<void> {
+  await pgs.stop(id, { recordOnly: true });
+  await notifyDaemon(pgs.home);
 }
 
 async function confirmRemoval(id: string): Promise<void> {

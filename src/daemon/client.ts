@@ -44,8 +44,7 @@ export function daemonStatus(home: string): Promise<DaemonStatus | undefined> {
   return daemonRequest<DaemonStatus>(home, 'GET', '/status', 5_000);
 }
 
-/** Tells a running daemon that the catalog changed; no-op without one. */
-/** Tells the daemon the catalog changed; it answers once it has acted on it (a server's fast shutdown may take a while). */
+/** Tells a running daemon that the catalog changed (no-op without one); it answers once it has acted on it, and a server's fast shutdown may take a while. */
 export async function notifyDaemon(home: string, timeoutMs = 90_000): Promise<void> {
   await daemonRequest(home, 'POST', '/reload', timeoutMs);
 }

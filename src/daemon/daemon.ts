@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { TENANT_ID_PATTERN } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { forEachLimit } from '../core/limit.js';
 import { processAlive } from '../catalog/lock.js';
@@ -9,7 +10,7 @@ import { PgsError, errnoCode } from '../core/errors.js';
 import { Router, type RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
-import type { Pgs } from '../service/pgs.js';
+import { setVerifier, type Pgs } from '../service/pgs.js';
 import { DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
 import { BackendUnavailable } from '../router/router.js';
 import { CatalogBackends } from './backends.js';
@@ -290,14 +291,8 @@ export class Daemon {
       const tenant = (await this.pgs.store.read()).tenants.find((t) => t.id === id);
       if (!tenant) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id} (see "pgs list")`);
       if (this.suspended.has(id)) await this.wake(id);
-      const wasRunning = (await this.runtime.status(id, { fresh: true })).state === 'running';
-      if (!wasRunning) await this.runtime.start({ id, maxConnections: tenant.maxConnections });
-      try {
-        await this.runtime.setPassword(id, verifier);
-      } finally {
-        if (!wasRunning && tenant.wanted === 'stopped') await this.runtime.stop(id);
-      }
-      if (!wasRunning && tenant.wanted === 'running') this.seenRunning.add(id);
+      await setVerifier(this.runtime, tenant, verifier, { keepStarted: tenant.wanted === 'running' });
+      if (tenant.wanted === 'running') this.seenRunning.add(id);
     });
   }
 
@@ -552,8 +547,8 @@ export class Daemon {
         await this.reload();
         return send(200, { ok: true });
       }
-      const password = req.method === 'POST' ? /^\/tenants\/([a-z][a-z0-9-]{0,39})\/password$/.exec(req.url ?? '') : null;
-      if (password?.[1] !== undefined) {
+      const password = req.method === 'POST' ? /^\/tenants\/([^/]+)\/password$/.exec(req.url ?? '') : null;
+      if (password?.[1] !== undefined && TENANT_ID_PATTERN.test(password[1])) {
         const body = await readJson(req);
         const verifier = (body as { verifier?: unknown } | undefined)?.verifier;
         // Only a SCRAM verifier crosses the socket, never a password.

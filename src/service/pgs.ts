@@ -356,17 +356,24 @@ export class Pgs {
       if (!current) throw notSetUp(this.home);
       const tenant = findTenant(current, id);
       const verifier = scramVerifier(password);
-      if (options.viaDaemon && (await options.viaDaemon(verifier))) return { result: { id, password } };
-      const runtime = this.runtimeFor(current.settings);
-      const wasRunning = (await runtime.status(id)).state === 'running';
-      if (!wasRunning) await runtime.start({ id, maxConnections: tenant.maxConnections });
-      try {
-        await runtime.setPassword(id, verifier);
-      } finally {
-        if (!wasRunning) await runtime.stop(id);
-      }
+      if (!(options.viaDaemon && (await options.viaDaemon(verifier)))) await setVerifier(this.runtimeFor(current.settings), tenant, verifier, { keepStarted: false });
       return { result: { id, password } };
     });
+  }
+}
+
+/**
+ * Sets the tenant role's password verifier on its server, starting a stopped
+ * server for it; `keepStarted`: leave a server started here running (else it
+ * is stopped again).
+ */
+export async function setVerifier(runtime: TenantRuntime, tenant: Tenant, verifier: string, { keepStarted }: { keepStarted: boolean }): Promise<void> {
+  const wasRunning = (await runtime.status(tenant.id, { fresh: true })).state === 'running';
+  if (!wasRunning) await runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
+  try {
+    await runtime.setPassword(tenant.id, verifier);
+  } finally {
+    if (!wasRunning && !keepStarted) await runtime.stop(tenant.id);
   }
 }
 
