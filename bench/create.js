@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// bench/create: times whole `pgs create` commands (Node start-up included) and
-// `pgs remove`, in a fresh PGS_HOME, and the idle memory of one tenant server.
+// bench/create: times whole `pgs create` commands (Node start-up included: a
+// new process asking the daemon over its unix socket) and `pgs remove`, in a
+// fresh PGS_HOME with a running daemon, and the idle memory of one tenant server.
 // Usage: node bench/create.js [--count 20] [--gap-ms 1000]
 //   --gap-ms: pause between creates (the spare pool refills in the background;
 //             0 measures back-to-back creates that may outrun the refill).
@@ -10,7 +11,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { removePgsHome } from './lib.js';
+import { quantile, removePgsHome } from './lib.js';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '20' }, 'gap-ms': { type: 'string', default: '1000' } } });
 const count = Number(values.count);
@@ -18,7 +19,7 @@ const gapMs = Number(values['gap-ms']);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'pgs.js');
 const home = mkdtempSync(path.join(tmpdir(), 'pgs-bench-'));
-const env = { ...process.env, PGS_HOME: home, NODE_DEBUG: 'pgs' };
+const env = { ...process.env, PGS_HOME: home };
 
 function pgs(...args) {
   const started = process.hrtime.bigint();
@@ -28,10 +29,6 @@ function pgs(...args) {
   return { ms, stdout: result.stdout, stderr: result.stderr };
 }
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-const quantile = (xs, q) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
-};
 
 /** RSS and PSS (KiB) of a postmaster and all its children, from /proc/<pid>/smaps_rollup. */
 function serverMemory(pid) {
@@ -55,41 +52,31 @@ function serverMemory(pid) {
 }
 
 try {
-  pgs('setup');
+  pgs('setup', '--port', '55998', '--api-listen', 'off');
+  pgs('start'); // the daemon makes every tenant; a create is one request to it
   sleep(3000); // let the first spares finish copying
-  const creates = [];
-  const steps = { boot: [], catalog: [], start: [], admin: [], finish: [], exit: [] };
-  const removes = [];
-  for (let i = 0; i < count; i++) {
-    const id = `bench-${i}`;
-    const created = pgs('create', id);
-    creates.push(created.ms);
-    // NODE_DEBUG=pgs step times: process start -> main, -> server ready, -> done
-    const at = (re) => Number(re.exec(created.stderr)?.[1] ?? NaN);
-    const mainAt = at(/main at ([\d.]+) ms/);
-    const spareAt = at(/\(process at ([\d.]+) ms\)/);
-    steps.boot.push(mainAt);
-    steps.catalog.push(spareAt - mainAt);
-    steps.start.push(at(/server ready at ([\d.]+) ms/));
-    steps.admin.push(at(/password set at ([\d.]+) ms/) - at(/server ready at ([\d.]+) ms/));
-    steps.finish.push(at(/done at ([\d.]+) ms/) - spareAt - at(/refill at ([\d.]+) ms/));
-    steps.exit.push(created.ms - at(/done at ([\d.]+) ms/));
-    if (i === 0) {
-      sleep(2000);
-      const [tenant] = JSON.parse(pgs('list', '--json').stdout);
-      var memory = serverMemory(tenant.pid);
+  const run = (prefix, gap) => {
+    const creates = [];
+    const removes = [];
+    for (let i = 0; i < count; i++) {
+      creates.push(pgs('create', `${prefix}-${i}`).ms);
+      if (gap > 0) sleep(gap);
     }
-    removes.push(pgs('remove', id, '--yes').ms);
-    if (gapMs > 0) sleep(gapMs);
-  }
+    for (let i = 0; i < count; i++) removes.push(pgs('remove', `${prefix}-${i}`, '--yes').ms);
+    return { creates, removes };
+  };
+  const paused = run('gap', gapMs);
+  pgs('create', 'idle');
+  sleep(2000);
+  const idle = JSON.parse(pgs('list', '--json').stdout).find((t) => t.id === 'idle');
+  const memory = serverMemory(idle.pid);
+  const backToBack = run('b2b', 0);
   const fmt = (xs) => `median ${quantile(xs, 0.5).toFixed(0)} ms, p95 ${quantile(xs, 0.95).toFixed(0)} ms, min ${Math.min(...xs).toFixed(0)} ms`;
   console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
   console.log(`NODE_EXTRA_CA_CERTS ${process.env.NODE_EXTRA_CA_CERTS ? 'set (Node loads extra CA certificates at start-up)' : 'unset'}`);
-  console.log(`pgs create x${count} (gap ${gapMs} ms): ${fmt(creates)}`);
-  console.log(`pgs remove x${count}: ${fmt(removes)}`);
-  const med = (xs) => quantile(xs, 0.5).toFixed(0);
-  console.log(`create steps (medians, ms): node start + bundle load ${med(steps.boot)}, lock + catalog + spare ${med(steps.catalog)}, ` +
-    `server start ${med(steps.start)}, admin connect + rename + password ${med(steps.admin)}, catalog write + refill ${med(steps.finish)}, exit ${med(steps.exit)}`);
+  console.log(`pgs create x${count}, ${gapMs} ms apart: ${fmt(paused.creates)}`);
+  console.log(`pgs create x${count}, back to back: ${fmt(backToBack.creates)}`);
+  console.log(`pgs remove x${count}: ${fmt([...paused.removes, ...backToBack.removes])}`);
   console.log(`one idle tenant server (${memory.processes} processes): RSS ${(memory.rss / 1024).toFixed(1)} MiB, PSS ${(memory.pss / 1024).toFixed(1)} MiB`);
 } finally {
   sleep(500); // a spare refill may still be copying

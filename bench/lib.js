@@ -13,3 +13,9 @@ export function removePgsHome(home, bin, env) {
   if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
   rmSync(home, { recursive: true, force: true });
 }
+
+/** The q-quantile (0..1) of a list of numbers, nearest rank. */
+export function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}

@@ -4,6 +4,8 @@ import { PgsError } from '../core/errors.js';
 /** A tenant id is a DNS label: it becomes the first part of `<id>-<suffix>.<domain>`. */
 export const TENANT_ID_PATTERN = /^[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
 export const SUFFIX_LENGTH = 6;
+/** The tenant's database is named after its id: these names exist in every server already. */
+const RESERVED_IDS = new Set(['template0', 'template1', 'postgres']);
 const SUFFIX_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
 export function tenantIdProblem(id: string): string | undefined {
@@ -13,6 +15,7 @@ export function tenantIdProblem(id: string): string | undefined {
   if (!/^[a-z0-9-]*$/.test(id)) return 'only lower-case letters, digits and "-" are allowed';
   if (id.endsWith('-')) return 'it must not end with "-"';
   if (!TENANT_ID_PATTERN.test(id)) return 'it is not a DNS label';
+  if (RESERVED_IDS.has(id)) return 'it is reserved (a database every server has)';
   return undefined;
 }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pidExists } from '../core/proc.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 
 /**
@@ -83,12 +84,7 @@ async function isStale(lockPath: string, content: string, emptyStaleMs: number):
 }
 
 export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === 'EPERM';
-  }
+  return pidExists(pid);
 }
 
 /**

@@ -9,6 +9,7 @@ import { TENANT_ID_PATTERN } from './ids.js';
  */
 export const CATALOG_VERSION = 1;
 export const DEFAULT_AUTOSUSPEND_SECONDS = 300;
+export const DEFAULT_API_LISTEN = '127.0.0.1:5480';
 
 export const AccessSchema = v.picklist(['enabled', 'disabled']);
 export type Access = v.InferOutput<typeof AccessSchema>;
@@ -44,6 +45,10 @@ export const SettingsSchema = v.strictObject({
   /** The OS user the servers run as; null: the user running pgs. */
   serverUser: v.nullable(nonEmpty),
   defaultMaxConnections: int(5, 10000),
+  /** Where the daemon's REST API listens on TCP (`ADDR:PORT`); null: only its unix socket; absent: 127.0.0.1:5480. */
+  apiListen: v.optional(v.nullable(nonEmpty)),
+  /** Per-tenant series in /metrics (pgs_tenant_*); absent: on. */
+  tenantMetrics: v.optional(v.boolean()),
 });
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 

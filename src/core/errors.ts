@@ -5,7 +5,21 @@
 export type PgsErrorCode =
   | 'USAGE'
   | 'INVALID_ID'
-  | 'INVALID_PASSWORD'
+  | 'WEAK_PASSWORD'
+  | 'INVALID_REQUEST'
+  | 'INVALID_STATE'
+  | 'PRECONDITION_FAILED'
+  | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
+  | 'RATE_LIMITED'
+  | 'NOT_FOUND'
+  | 'TOKEN_EXISTS'
+  | 'TOKEN_NOT_FOUND'
+  | 'OPERATION_NOT_FOUND'
+  | 'DAEMON_UNAVAILABLE'
+  | 'DAEMON_STOPPING'
+  | 'INTERNAL'
+  | 'ADDRESS_IN_USE'
   | 'INVALID_SETTING'
   | 'NOT_SET_UP'
   | 'TENANT_EXISTS'
@@ -21,6 +35,40 @@ export type PgsErrorCode =
   | 'PATH_TOO_LONG'
   | 'NOT_CONFIRMED';
 
+const ALL_CODES: readonly PgsErrorCode[] = [
+  'USAGE',
+  'INVALID_ID',
+  'WEAK_PASSWORD',
+  'INVALID_REQUEST',
+  'INVALID_STATE',
+  'PRECONDITION_FAILED',
+  'UNAUTHORIZED',
+  'FORBIDDEN',
+  'RATE_LIMITED',
+  'NOT_FOUND',
+  'TOKEN_EXISTS',
+  'TOKEN_NOT_FOUND',
+  'OPERATION_NOT_FOUND',
+  'DAEMON_UNAVAILABLE',
+  'DAEMON_STOPPING',
+  'INTERNAL',
+  'ADDRESS_IN_USE',
+  'INVALID_SETTING',
+  'NOT_SET_UP',
+  'TENANT_EXISTS',
+  'TENANT_NOT_FOUND',
+  'CATALOG_CORRUPT',
+  'CATALOG_LOCKED',
+  'CERT_INVALID',
+  'PG_BINARIES_MISSING',
+  'PG_START_FAILED',
+  'PG_STOP_FAILED',
+  'PG_COMMAND_FAILED',
+  'SYSTEM_USER',
+  'PATH_TOO_LONG',
+  'NOT_CONFIRMED',
+];
+
 export class PgsError extends Error {
   readonly code: PgsErrorCode;
 
@@ -29,6 +77,17 @@ export class PgsError extends Error {
     this.name = 'PgsError';
     this.code = code;
   }
+}
+
+/** The error's code as the API and the CLI show it: `tenant_not_found`, `weak_password`, ... */
+export function codeWord(code: PgsErrorCode): string {
+  return code.toLowerCase();
+}
+
+/** A code word back to the code, for errors that crossed the daemon's API; unknown words become INTERNAL. */
+export function codeFromWord(word: unknown): PgsErrorCode {
+  const code = typeof word === 'string' ? word.toUpperCase() : '';
+  return (ALL_CODES as readonly string[]).includes(code) ? (code as PgsErrorCode) : 'INTERNAL';
 }
 
 export function isPgsError(err: unknown, code?: PgsErrorCode): err is PgsError {

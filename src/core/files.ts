@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, type Dirent } from 'node:fs';
 
 /** Writes a file whole or not at all: temp file, fsync, rename. Pair with fsyncDir for the rename to last. */
 export async function writeAtomic(file: string, data: string | Buffer, mode = 0o600): Promise<void> {
@@ -47,4 +47,21 @@ export async function tail(file: string, lines: number): Promise<string> {
   } catch {
     return '(no log)';
   }
+}
+
+/** Bytes of the regular files under `dir` (lstat, symlinks not followed); 0 when it is gone. */
+export async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries: Dirent[];
+  try {
+    entries = await fs.readdir(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const entry of entries) {
+    const full = `${dir}/${entry.name}`;
+    if (entry.isDirectory()) total += await dirBytes(full);
+    else if (entry.isFile()) total += (await fs.lstat(full).catch(() => ({ size: 0 }))).size;
+  }
+  return total;
 }

@@ -28,13 +28,14 @@ export class CatalogBackends implements RouterBackends {
   /** Set by the daemon: starts a suspended tenant's server (one start however many clients wait). */
   wake: ((id: string) => Promise<boolean>) | undefined;
 
-  async socketPath(id: string): Promise<string> {
+  async socketPath(id: string): Promise<{ path: string; woke: boolean }> {
     // A suspended tenant (maybe still stopping) is woken first; wake() is false at once for any other.
-    if (!(this.wake && (await this.wake(id)))) {
+    const woke = this.wake !== undefined && (await this.wake(id));
+    if (!woke) {
       const status = await this.runtime.status(id, { fresh: true });
       if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
     }
     const endpoint = this.runtime.localEndpoint(id);
-    return `${endpoint.host}/.s.PGSQL.${endpoint.port}`;
+    return { path: `${endpoint.host}/.s.PGSQL.${endpoint.port}`, woke };
   }
 }

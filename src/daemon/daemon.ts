@@ -1,57 +1,58 @@
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import { TENANT_ID_PATTERN } from '../catalog/ids.js';
+import { EventLog } from '../api/events.js';
+import { DaemonMetrics, type TenantSample } from '../api/metrics.js';
+import type { ControlPlane } from '../api/routes.js';
+import type * as S from '../api/schemas.js';
+import { buildApi, listenApi, type ListenedApi } from '../api/server.js';
+import { TokenStore } from '../api/tokens.js';
+import { assertTenantId } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
-import { forEachLimit } from '../core/limit.js';
+import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
 import { processAlive } from '../catalog/lock.js';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { Router, type RouterLog } from '../router/router.js';
+import { dirBytes, tail } from '../core/files.js';
+import { forEachLimit } from '../core/limit.js';
+import { processArgv } from '../core/proc.js';
+import { BackendUnavailable, Router, type RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
+import { generatePassword, scramVerifier } from '../runtime/scram.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
-import { setVerifier, type Pgs } from '../service/pgs.js';
-import { DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
-import { BackendUnavailable } from '../router/router.js';
+import { assertPassword, connectionStrings, findTenant, setVerifier, tenantView, type Pgs } from '../service/pgs.js';
 import { CatalogBackends } from './backends.js';
 
 /**
- * The pgs daemon: owns the router and the tenant servers. The CLI talks to it
- * over HTTP on a unix socket in PGS_HOME (0600): GET /status, POST /reload
- * (the catalog changed), POST /stop.
+ * The pgs daemon: the one control plane. It owns the router and the tenant
+ * servers, and is the only writer of the catalog (but for `pgs setup`). The CLI
+ * and automation talk to it through the REST API (api/): the unix socket in
+ * PGS_HOME (0600) and TCP with tokens.
  */
 export interface DaemonPaths {
   pidFile: string;
   socket: string;
   log: string;
+  tokens: string;
 }
 
 export function daemonPaths(home: string): DaemonPaths {
-  return { pidFile: path.join(home, 'daemon.pid'), socket: path.join(home, 'daemon.sock'), log: path.join(home, 'daemon.log') };
+  return { pidFile: path.join(home, 'daemon.pid'), socket: path.join(home, 'daemon.sock'), log: path.join(home, 'daemon.log'), tokens: path.join(home, 'tokens.json') };
 }
 
-export interface DaemonStatus {
-  pid: number;
-  startedAt: string;
-  port: number;
-  domain: string;
-  connections: number;
-  certificateExpires: string | null;
-  /** Refused connections since start, by reason (unknown_host, access_disabled, ...). */
-  refusals: Record<string, number>;
-  tenants: TenantStatus[];
-}
+export type DaemonStatus = S.StatusJson;
 
 export interface DaemonOptions {
   /** How often each running server gets its health check (default 60 s; PGS_HEALTH_INTERVAL). */
   healthIntervalMs?: number;
+  /** pgs's version, for /v1/status and pgs_build_info. */
+  version?: string;
 }
 
 export type Health = 'ok' | 'failing' | 'unknown';
 
 export interface TenantStatus {
   id: string;
-  state: string;
+  state: S.TenantJson['state'];
   /** The postmaster's pid, null when no server runs. */
   pid: number | null;
   /** When the running server started (ISO), null when none runs. */
@@ -104,6 +105,10 @@ const PARALLEL_STARTS = 4;
 const PARALLEL_STOPS = 16;
 const PARALLEL_SUSPENDS = 4;
 const PARALLEL_CHECKS = 4;
+/** Data folder sizes: the first sweep soon after start, then each few minutes; a running server's folder at most every 10 min. */
+const SIZE_FIRST_MS = 5_000;
+const SIZE_SWEEP_MS = 60_000;
+const SIZE_INTERVAL_MS = 10 * 60_000;
 
 /** JSON lines: one object per event, for the log file or stderr. */
 export function jsonLog(write: (line: string) => void): RouterLog {
@@ -112,20 +117,21 @@ export function jsonLog(write: (line: string) => void): RouterLog {
   return { info: emit('info'), warn: emit('warn') };
 }
 
-export class Daemon {
+export class Daemon implements ControlPlane {
   private readonly pgs: Pgs;
   private readonly paths: DaemonPaths;
   private readonly log: RouterLog;
+  private readonly version: string;
   private runtime!: TenantRuntime;
   private backends!: CatalogBackends;
   private router!: Router;
-  private api!: http.Server;
+  private api: ListenedApi | undefined;
   private catalog!: Catalog;
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
   private certExpires: string | null = null;
   private readonly backoff = new Map<string, Backoff>();
-  /** Servers this daemon stopped for being idle: the next connection wakes them. */
+  /** Servers this daemon stopped for being idle (or on request): the next connection wakes them. */
   private readonly suspended = new Set<string>();
   private readonly idleSince = new Map<string, number>();
   private readonly waking = new Map<string, Promise<boolean>>();
@@ -135,7 +141,15 @@ export class Daemon {
   private readonly nextCheck = new Map<string, number>();
   private healthSweep: Promise<void> | undefined;
   private readonly wakes = new Map<string, number>();
+  /** Last moment (ms) each tenant had a client connection through the router, as seen each second. */
+  private readonly lastActive = new Map<string, number>();
+  /** Data folder sizes, measured in the background; re-measured after a tenant ran. */
+  private readonly dataBytes = new Map<string, { bytes: number; at: number }>();
+  private sizeSweep: NodeJS.Timeout | undefined;
   private superviseTimer: NodeJS.Timeout | undefined;
+  readonly events = new EventLog();
+  private metrics!: DaemonMetrics;
+  private readonly tokens: TokenStore;
   /** Resolves when the daemon has stopped. */
   readonly stopped: Promise<void>;
   private resolveStopped!: () => void;
@@ -145,7 +159,9 @@ export class Daemon {
   constructor(pgs: Pgs, log: RouterLog, options: DaemonOptions = {}) {
     this.pgs = pgs;
     this.healthIntervalMs = options.healthIntervalMs ?? HEALTH_INTERVAL_MS;
+    this.version = options.version ?? 'unknown';
     this.paths = daemonPaths(pgs.home);
+    this.tokens = new TokenStore(this.paths.tokens);
     this.log = log;
     this.stopped = new Promise((resolve) => { this.resolveStopped = resolve; });
   }
@@ -157,26 +173,36 @@ export class Daemon {
     try {
       const { settings } = this.catalog;
       const { cert, key } = readCertificate(settings.certFile, settings.keyFile);
+      await this.tokens.load();
       this.runtime = this.pgs.runtimeFor(settings);
       this.backends = new CatalogBackends(this.runtime, this.catalog);
       this.backends.wake = (id) => this.wake(id);
-      this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], log: this.log });
+      this.metrics = new DaemonMetrics({
+        connections: () => this.router.connectionCount(),
+        liveBytes: () => this.router.liveBytes(),
+        refusals: () => this.router.refusals,
+        tenantStates: () => this.tenantStates(),
+        tenants: () => this.tenantSamples(),
+      }, { version: this.version, postgres: this.runtime.serverVersion() });
+      this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], log: this.log, observer: this.metrics });
       this.certExpires = certificateExpiry(cert);
       try {
         await this.router.listen(settings.port);
       } catch (err) {
-        if (errnoCode(err) === 'EADDRINUSE') throw new PgsError('INVALID_SETTING', `port ${settings.port} is already in use: stop what listens there, or choose another with "pgs setup --port P"`);
+        if (errnoCode(err) === 'EADDRINUSE') throw new PgsError('ADDRESS_IN_USE', `port ${settings.port} is already in use: stop what listens there, or choose another with "pgs setup --port P"`);
         if (errnoCode(err) === 'EACCES') throw new PgsError('INVALID_SETTING', `no permission to listen on port ${settings.port}: ports below 1024 need root`);
         throw err;
       }
-      await this.listenApi();
+      const app = await buildApi({ plane: this, tokens: this.tokens, events: this.events, metrics: this.metrics, version: this.version, log: this.log });
+      this.api = await listenApi(app, this.paths.socket, settings.apiListen === undefined ? DEFAULT_API_LISTEN : settings.apiListen, { cert, key });
     } catch (err) {
       await this.router?.close().catch(() => undefined);
       await fs.rm(this.paths.pidFile, { force: true });
       throw err;
     }
-    this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain });
-    // A reload, not a bare reconcile: a command may have changed the catalog
+    this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain, api: this.api.tcpAddress });
+    await this.serial(() => this.settleDataFolders()).catch((err: Error) => this.log.warn('could not look at the data folders', { error: err.message }));
+    // A reload, not a bare reconcile: `pgs setup` may have changed the catalog
     // between the read above and the API answering.
     await this.reload();
     if (this.isStopping) return; // stopped during the first reconcile: no timer to keep the process alive
@@ -189,18 +215,20 @@ export class Daemon {
       }
       this.checkHealthDue();
     }, SUPERVISE_INTERVAL_MS);
+    this.sizeSweep = setTimeout(() => void this.measureSizes(), SIZE_FIRST_MS);
   }
 
   private reconcileQueued = false;
 
   /**
-   * Reload, reconcile and stop run one at a time, in order: an older reload can
-   * never finish after a newer one (and bring back access that was disabled),
-   * and nothing starts a server once stop has begun.
+   * Every change, reload, reconcile and stop runs one at a time, in order: an
+   * older reload can never finish after a newer one (and bring back access
+   * that was disabled), no supervisor decision interleaves with a person's
+   * request, and nothing starts a server once stop has begun.
    */
-  private queue: Promise<void> = Promise.resolve();
+  private queue: Promise<unknown> = Promise.resolve();
 
-  private serial(task: () => Promise<void>): Promise<void> {
+  private serial<T>(task: () => Promise<T>): Promise<T> {
     const run = this.queue.then(task);
     this.queue = run.catch(() => undefined);
     return run;
@@ -209,21 +237,19 @@ export class Daemon {
   /** Stop accepting, close client connections, fast-shut-down every server, exit. */
   stop(): Promise<void> {
     clearInterval(this.superviseTimer);
+    clearTimeout(this.sizeSweep);
     this.stopping ??= this.serial(async () => {
       this.log.info('daemon stopping');
-      const apiClosed = new Promise<void>((resolve) => this.api.close(() => resolve()));
-      this.api.closeIdleConnections();
       await this.router.close();
       await this.healthSweep;
       await Promise.all([...this.waking.values(), ...this.suspending.values()].map((p) => p.catch(() => undefined)));
-      // The catalog as it is now: a tenant created since the last reload has a server too.
+      // The catalog as it is now: a tenant made by hand since the last reload may have a server too.
       const now = await this.pgs.store.read().catch(() => this.catalog);
       const ids = [...new Set([...this.catalog.tenants, ...now.tenants].map((t) => t.id))];
       await forEachLimit(ids, PARALLEL_STOPS, (id) =>
         this.runtime.stop(id).catch((err: Error) => this.log.warn('stop failed', { tenant: id, error: err.message })));
-      this.api.closeAllConnections();
-      await apiClosed;
-      await fs.rm(this.paths.socket, { force: true });
+      await this.tokens.flush().catch(() => undefined);
+      await this.api?.close();
       await fs.rm(this.paths.pidFile, { force: true });
       this.log.info('daemon stopped');
     }).catch((err: Error) => {
@@ -236,6 +262,10 @@ export class Daemon {
     return this.stopping !== undefined;
   }
 
+  private assertRunning(): void {
+    if (this.isStopping) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
+  }
+
   /** Re-reads the catalog (and the certificate) and makes the router and the servers match it. */
   reload(): Promise<void> {
     return this.serial(() => this.reloadNow());
@@ -244,7 +274,6 @@ export class Daemon {
   private async reloadNow(): Promise<void> {
     if (this.isStopping) return;
     for (const backoff of this.backoff.values()) backoff.nextAttemptAt = 0; // a person acted: try again now
-    // The CLI starts and stops servers itself before it tells the daemon: what was seen of them is old news.
     this.runtime.forgetObserved();
     const next = await this.pgs.store.read();
     if (next.settings.domain !== this.catalog.settings.domain) {
@@ -255,8 +284,7 @@ export class Daemon {
       this.log.warn('the port changed in the catalog; it takes effect when the daemon restarts', { listening: this.catalog.settings.port, configured: next.settings.port });
     }
     const before = new Map(this.catalog.tenants.map((t) => [t.id, t]));
-    this.catalog = next;
-    this.backends.update(next);
+    this.applyCatalog(next);
     const ids = new Set(next.tenants.map((t) => t.id));
     for (const [id, old] of before) {
       const now = next.tenants.find((t) => t.id === id);
@@ -264,13 +292,13 @@ export class Daemon {
         const closed = this.router.closeTenant(id);
         if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: ids.has(id) ? 'access disabled' : 'removed' });
       }
-      // A person stopped the tenant: the daemon stops its server, so that no
-      // supervisor restart between the CLI's stop and its catalog write survives it.
+      // A hand edit stopped the tenant: the daemon stops its server.
       if (now?.wanted === 'stopped' && old.wanted !== 'stopped') await this.stopWanted(id);
     }
     try {
       const { cert, key } = readCertificate(next.settings.certFile, next.settings.keyFile);
       this.router.setCertificate(cert, key);
+      this.api?.setCertificate(cert, key);
       this.certExpires = certificateExpiry(cert);
     } catch (err) {
       this.log.warn('certificate not reloaded; the old one stays', { error: (err as Error).message });
@@ -279,17 +307,46 @@ export class Daemon {
   }
 
   /**
+   * A daemon killed in the middle of a create leaves a whole tenant or none:
+   * a folder still marked unfinished whose id the catalog does not name is
+   * removed (its server stopped first); one the catalog names is finished.
+   * Folders the catalog does not know that were finished are reported, never deleted.
+   */
+  private async settleDataFolders(): Promise<void> {
+    const catalog = await this.pgs.store.read();
+    const known = new Set(catalog.tenants.map((t) => t.id));
+    for (const { id, unfinished } of await this.runtime.dataFolders()) {
+      if (known.has(id)) {
+        if (unfinished) await this.runtime.finishCreate(id);
+      } else if (unfinished) {
+        await this.runtime.remove(id);
+        this.log.info('removed an unfinished create', { tenant: id });
+      } else {
+        this.log.warn('a data folder that the catalog does not name (an orphan): it is kept', { tenant: id, folder: this.runtime.dataDir(id) });
+      }
+    }
+  }
+
+  private applyCatalog(next: Catalog): void {
+    this.catalog = next;
+    this.backends.update(next);
+  }
+
+  /** After a change this daemon wrote: the catalog as it is now. */
+  private async refresh(): Promise<void> {
+    this.applyCatalog(await this.pgs.store.read());
+  }
+
+  /**
    * Sets the tenant role's password verifier. A running server gets it at once;
    * a suspended one is woken for it (and suspended again when idle); one that
    * is wanted running but down is started; one stopped on purpose is started
-   * for the change and stopped again. One at a time with reconcile and reload,
-   * so no supervisor decision interleaves.
+   * for the change and stopped again.
    */
-  private setPassword(id: string, verifier: string): Promise<void> {
+  private setVerifier(id: string, verifier: string): Promise<void> {
     return this.serial(async () => {
-      if (this.isStopping) throw new Error('the daemon is stopping');
-      const tenant = (await this.pgs.store.read()).tenants.find((t) => t.id === id);
-      if (!tenant) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id} (see "pgs list")`);
+      this.assertRunning();
+      const tenant = findTenant(await this.pgs.store.read(), id);
       if (this.suspended.has(id)) await this.wake(id);
       await setVerifier(this.runtime, tenant, verifier, { keepStarted: tenant.wanted === 'running' });
       if (tenant.wanted === 'running') this.seenRunning.add(id);
@@ -305,18 +362,22 @@ export class Daemon {
     this.health.delete(id);
     try {
       await this.runtime.stop(id);
+      this.dataBytes.delete(id); // measure again: it ran
     } catch (err) {
       this.log.warn('stop failed', { tenant: id, error: (err as Error).message });
+      throw err;
     }
   }
 
   private async reconcile(): Promise<void> {
     const ids = new Set(this.catalog.tenants.map((t) => t.id));
-    for (const map of [this.backoff, this.health, this.nextCheck]) for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
+    for (const map of [this.backoff, this.health, this.nextCheck, this.lastActive, this.wakes, this.dataBytes]) for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
     for (const id of this.seenRunning) if (!ids.has(id)) this.seenRunning.delete(id);
     const toStart: Tenant[] = [];
+    const now = Date.now();
     for (const tenant of this.catalog.tenants) {
       if (this.isStopping) return;
+      if (this.router.connectionCount(tenant.id) > 0) this.lastActive.set(tenant.id, now);
       if (tenant.wanted !== 'running') {
         this.backoff.delete(tenant.id);
         this.seenRunning.delete(tenant.id);
@@ -343,16 +404,19 @@ export class Daemon {
       await this.runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
       if (this.seenRunning.has(tenant.id)) {
         backoff.restarts++;
+        this.metrics.restarts.inc();
         this.log.warn('server restarted', { tenant: tenant.id, restarts: backoff.restarts });
       }
       this.seenRunning.add(tenant.id);
       backoff.failures = 0;
       backoff.lastError = undefined;
+      this.events.emit('state', tenant.id, { state: 'running' });
     } catch (err) {
       backoff.failures++;
       backoff.lastError = (err as Error).message;
       backoff.nextAttemptAt = Date.now() + Math.min(60_000, 1_000 * 2 ** (backoff.failures - 1));
       this.log.warn('start failed', { tenant: tenant.id, failures: backoff.failures, error: backoff.lastError });
+      if (backoff.failures === CRASHED_AFTER) this.events.emit('state', tenant.id, { state: 'crashed', reason: backoff.lastError });
     }
     this.backoff.set(tenant.id, backoff);
   }
@@ -407,6 +471,7 @@ export class Daemon {
     // Sessions over the local socket (administration, `pgs url --local`) count too.
     if ((await this.runtime.clientSessions(id)) > 0) {
       this.idleSince.set(id, Date.now());
+      this.lastActive.set(id, Date.now());
       return;
     }
     // A client admitted while /proc was read: not idle after all. From here
@@ -416,19 +481,31 @@ export class Daemon {
       this.idleSince.delete(id);
       return;
     }
+    // In the background, so that a thousand tenants going idle together do not
+    // hold up the queue for minutes; wake and stop wait for it.
+    void this.suspendNow(id, `idle for ${seconds} s`).catch(() => undefined);
+  }
+
+  /** Stops the server and marks it suspended; its next connection (or a wake) starts it again. */
+  private suspendNow(id: string, reason: string): Promise<void> {
     this.suspended.add(id);
     this.seenRunning.delete(id);
     this.idleSince.delete(id);
-    // In the background, so that a thousand tenants going idle together do not
-    // hold up the queue for minutes; wake and stop wait for it.
     const stopped = this.runtime.stop(id)
-      .then(() => this.log.info('suspended', { tenant: id, idleSeconds: seconds }))
+      .then(() => {
+        this.metrics.suspends.inc();
+        this.dataBytes.delete(id);
+        this.log.info('suspended', { tenant: id, reason });
+        this.events.emit('state', id, { state: 'suspended', reason });
+      })
       .catch((err: Error) => {
         this.suspended.delete(id); // still running: supervised as before, tried again when idle
         this.log.warn('suspend failed', { tenant: id, error: err.message });
+        throw err;
       })
       .finally(() => this.suspending.delete(id));
     this.suspending.set(id, stopped);
+    return stopped;
   }
 
   /** Starts a suspended server for a waiting client; concurrent callers share one start. */
@@ -438,7 +515,7 @@ export class Daemon {
     if (running) return running;
     const tenant = this.catalog.tenants.find((t) => t.id === id);
     if (!tenant) return Promise.resolve(false);
-    const started = Date.now();
+    const started = performance.now();
     const attempt = (async () => {
       let timer: NodeJS.Timeout | undefined;
       try {
@@ -459,7 +536,11 @@ export class Daemon {
       }
       this.suspended.delete(id);
       this.wakes.set(id, (this.wakes.get(id) ?? 0) + 1);
-      this.log.info('woke', { tenant: id, ms: Date.now() - started });
+      const seconds = (performance.now() - started) / 1000;
+      this.metrics.wakes.inc();
+      this.metrics.wakeDuration.observe(seconds);
+      this.log.info('woke', { tenant: id, ms: Math.round(seconds * 1000) });
+      this.events.emit('state', id, { state: 'running', reason: 'woken' });
       return true;
     })().finally(() => this.waking.delete(id));
     this.waking.set(id, attempt);
@@ -469,40 +550,268 @@ export class Daemon {
   /** Tenants this daemon saw running: finding one stopped while still wanted means it died. */
   private readonly seenRunning = new Set<string>();
 
+  /** What is seen of one tenant's server; `fresh`: look at adopted servers now, not at the last sighting. */
+  private async observe(t: Tenant, fresh: boolean): Promise<TenantStatus> {
+    const backoff = this.backoff.get(t.id);
+    const server = await this.runtime.status(t.id, { fresh });
+    let state: TenantStatus['state'] = server.state;
+    if (state === 'stopped' && t.wanted === 'running' && (backoff?.failures ?? 0) >= CRASHED_AFTER) state = 'crashed';
+    if (state === 'stopped' && this.suspended.has(t.id)) state = 'suspended';
+    const checked = this.health.get(t.id);
+    const current = checked !== undefined && checked.pid === server.pid ? checked : undefined;
+    return {
+      id: t.id,
+      state,
+      pid: server.state === 'stopped' ? null : (server.pid ?? null),
+      serverStartedAt: server.state === 'running' && server.startedAt ? server.startedAt.toISOString() : null,
+      connections: this.router.connectionCount(t.id),
+      health: current?.health ?? 'unknown',
+      healthCheckedAt: current ? new Date(current.checkedAt).toISOString() : null,
+      ...(current?.error ? { healthError: current.error } : {}),
+      restarts: backoff?.restarts ?? 0,
+      wakes: this.wakes.get(t.id) ?? 0,
+      ...(backoff?.lastError ? { lastError: backoff.lastError } : {}),
+    };
+  }
+
+  private async view(tenant: Tenant): Promise<S.TenantJson> {
+    return tenantView(this.catalog.settings, tenant, await this.observe(tenant, true));
+  }
+
   async status(): Promise<DaemonStatus> {
-    const tenants = await Promise.all(this.catalog.tenants.map(async (t): Promise<TenantStatus> => {
-      const backoff = this.backoff.get(t.id);
-      // A person asked: look at the servers now (1,000 /proc reads cost ~25 ms), not at the last sighting.
-      const server = await this.runtime.status(t.id, { fresh: true });
-      let state: string = server.state;
-      if (state === 'stopped' && t.wanted === 'running' && (backoff?.failures ?? 0) >= CRASHED_AFTER) state = 'crashed';
-      if (state === 'stopped' && this.suspended.has(t.id)) state = 'suspended';
-      const checked = this.health.get(t.id);
-      const current = checked !== undefined && checked.pid === server.pid ? checked : undefined;
-      return {
-        id: t.id,
-        state,
-        pid: server.state === 'stopped' ? null : (server.pid ?? null),
-        serverStartedAt: server.state === 'running' && server.startedAt ? server.startedAt.toISOString() : null,
-        connections: this.router.connectionCount(t.id),
-        health: current?.health ?? 'unknown',
-        healthCheckedAt: current ? new Date(current.checkedAt).toISOString() : null,
-        ...(current?.error ? { healthError: current.error } : {}),
-        restarts: backoff?.restarts ?? 0,
-        wakes: this.wakes.get(t.id) ?? 0,
-        ...(backoff?.lastError ? { lastError: backoff.lastError } : {}),
-      };
-    }));
+    // A person asked: look at the servers now (1,000 /proc reads cost ~25 ms), not at the last sighting.
+    const tenants = await Promise.all(this.catalog.tenants.map((t) => this.observe(t, true)));
     return {
       pid: process.pid,
+      version: this.version,
       startedAt: this.startedAt.toISOString(),
       port: this.catalog.settings.port,
       domain: this.catalog.settings.domain,
+      api: this.api?.tcpAddress ?? null,
       connections: this.router.connectionCount(),
       certificateExpires: this.certExpires,
       refusals: Object.fromEntries(this.router.refusals),
       tenants,
     };
+  }
+
+  // --- the control plane (api/routes.ts) ---
+
+  async listTenants(): Promise<S.TenantJson[]> {
+    const tenants = [...this.catalog.tenants].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return Promise.all(tenants.map((t) => this.view(t)));
+  }
+
+  async getTenant(id: string): Promise<{ tenant: S.TenantJson; etag: string }> {
+    assertTenantId(id);
+    const tenant = findTenant(this.catalog, id);
+    return { tenant: await this.view(tenant), etag: etagOf(tenant) };
+  }
+
+  createTenant(request: S.CreateTenantRequest): Promise<S.CreatedTenantJson> {
+    assertTenantId(request.id);
+    if (request.password !== undefined) assertPassword(request.password);
+    return this.serial(async () => {
+      this.assertRunning();
+      const created = await this.pgs.create(request.id, {
+        password: request.password,
+        ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
+        ...(request.maxConnections !== undefined ? { maxConnections: request.maxConnections } : {}),
+      });
+      await this.refresh();
+      this.seenRunning.add(request.id);
+      this.events.emit('created', request.id);
+      this.events.emit('state', request.id, { state: 'running' });
+      return created;
+    });
+  }
+
+  patchTenant(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
+    assertTenantId(id);
+    return this.serial(async () => {
+      this.assertRunning();
+      const { before, after } = await this.pgs.patch(id, {
+        ...(patch.access !== undefined ? { access: patch.access } : {}),
+        ...(patch.autosuspend !== undefined ? { autosuspendSeconds: patch.autosuspend } : {}),
+        ...(patch.maxConnections !== undefined ? { maxConnections: patch.maxConnections } : {}),
+      }, (current) => {
+        if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
+          throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
+        }
+      });
+      await this.refresh();
+      if (after.access !== before.access) {
+        if (after.access === 'disabled') {
+          const closed = this.router.closeTenant(id);
+          if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
+        }
+        this.events.emit('access', id, { access: after.access });
+      }
+      if (after.autosuspendSeconds !== before.autosuspendSeconds) this.idleSince.delete(id);
+      return { tenant: await this.view(after), etag: etagOf(after) };
+    });
+  }
+
+  removeTenant(id: string): Promise<void> {
+    assertTenantId(id);
+    return this.serial(async () => {
+      this.assertRunning();
+      findTenant(this.catalog, id);
+      // The server stops first, so that nothing restarts it while its files go.
+      await this.stopWanted(id);
+      this.router.closeTenant(id);
+      await this.pgs.remove(id);
+      await this.refresh();
+      this.events.emit('removed', id);
+    });
+  }
+
+  act(id: string, action: S.TenantActionName): Promise<S.TenantJson> {
+    assertTenantId(id);
+    return this.serial(async () => {
+      this.assertRunning();
+      let tenant = findTenant(this.catalog, id);
+      const wantRunning = action !== 'stop';
+      if (!wantRunning || action === 'start' || action === 'restart') {
+        tenant = (await this.pgs.patch(id, { wanted: wantRunning ? 'running' : 'stopped' })).after;
+        await this.refresh();
+      }
+      const backoff = this.backoff.get(id);
+      if (backoff) backoff.nextAttemptAt = 0;
+      switch (action) {
+        case 'stop':
+          await this.stopWanted(id);
+          this.events.emit('state', id, { state: 'stopped' });
+          break;
+        case 'restart':
+          await this.stopWanted(id);
+          await this.startNow(tenant);
+          break;
+        case 'suspend': {
+          if (tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: there is nothing to suspend`);
+          await this.waking.get(id)?.catch(() => undefined);
+          if (this.suspended.has(id)) break;
+          this.router.closeTenant(id);
+          await this.suspendNow(id, 'requested');
+          break;
+        }
+        case 'wake':
+        case 'start':
+          if (tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: "pgs start ${id}" starts it`);
+          // Waking a tenant that is down for another reason (crashed, say) starts it.
+          if (this.suspended.has(id)) await this.wake(id);
+          else if ((await this.runtime.status(id, { fresh: true })).state !== 'running') await this.startNow(tenant);
+          break;
+      }
+      return this.view(tenant);
+    });
+  }
+
+  /** Starts the server now (a person asked), failing with why. */
+  private async startNow(tenant: Tenant): Promise<void> {
+    await this.suspending.get(tenant.id)?.catch(() => undefined);
+    this.suspended.delete(tenant.id);
+    await this.startSupervised(tenant);
+    const error = this.backoff.get(tenant.id)?.lastError;
+    if (error !== undefined && (await this.runtime.status(tenant.id, { fresh: true })).state !== 'running') {
+      throw new PgsError('PG_START_FAILED', `tenant ${tenant.id} did not start: ${error}`);
+    }
+  }
+
+  async setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }> {
+    assertTenantId(id);
+    if (password !== undefined) assertPassword(password);
+    findTenant(this.catalog, id);
+    const chosen = password ?? generatePassword();
+    await this.setVerifier(id, scramVerifier(chosen));
+    return { id, password: chosen };
+  }
+
+  async connection(id: string): Promise<S.ConnectionJson> {
+    assertTenantId(id);
+    return connectionStrings(this.catalog.settings, findTenant(this.catalog, id), this.runtime);
+  }
+
+  async logs(id: string, lines: number): Promise<string[]> {
+    assertTenantId(id);
+    findTenant(this.catalog, id);
+    if (lines === 0) return [];
+    const text = await tail(this.runtime.logFile(id), lines).catch(() => '');
+    return text === '' ? [] : text.replace(/\n$/, '').split('\n');
+  }
+
+  startAll(): Promise<S.BulkJson> {
+    return this.serial(async () => {
+      this.assertRunning();
+      await this.pgs.start(undefined, { recordOnly: true });
+      await this.refresh();
+      for (const backoff of this.backoff.values()) backoff.nextAttemptAt = 0;
+      await this.reconcile();
+      const done: string[] = [];
+      const failed: { id: string; error: string }[] = [];
+      for (const t of this.catalog.tenants) {
+        const seen = await this.observe(t, true);
+        if (seen.state === 'running' || seen.state === 'suspended') done.push(t.id);
+        else failed.push({ id: t.id, error: seen.lastError ?? `the server is ${seen.state}` });
+      }
+      return { done, failed };
+    });
+  }
+
+  shutdown(stopTenants: boolean): void {
+    void (async () => {
+      if (stopTenants && !this.isStopping) {
+        await this.serial(() => this.pgs.stop(undefined, { recordOnly: true })).catch((err: Error) => this.log.warn('could not record the tenants as stopped', { error: err.message }));
+      }
+      await this.stop();
+    })();
+  }
+
+  // --- metrics ---
+
+  private async tenantStates(): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    for (const t of this.catalog.tenants) {
+      const { state } = await this.observe(t, false);
+      counts.set(state, (counts.get(state) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  private async tenantSamples(): Promise<TenantSample[] | undefined> {
+    if (this.catalog.settings.tenantMetrics === false) return undefined;
+    return Promise.all(this.catalog.tenants.map(async (t) => {
+      const { state } = await this.observe(t, false);
+      const active = this.router.connectionCount(t.id) > 0 ? Date.now() : this.lastActive.get(t.id);
+      return {
+        id: t.id,
+        up: state === 'running',
+        connections: this.router.connectionCount(t.id),
+        wakes: this.wakes.get(t.id) ?? 0,
+        lastActive: active === undefined ? null : Math.floor(active / 1000),
+        dataBytes: this.dataBytes.get(t.id)?.bytes ?? null,
+      };
+    }));
+  }
+
+  /**
+   * Sizes of the data folders, from disk (never a query: a suspended tenant
+   * stays asleep). A folder is measured once, then again only after its server
+   * ran; running ones every SIZE_INTERVAL_MS. One at a time, in the background.
+   */
+  private async measureSizes(): Promise<void> {
+    if (this.isStopping) return;
+    try {
+      for (const t of this.catalog.tenants) {
+        if (this.isStopping) return;
+        const known = this.dataBytes.get(t.id);
+        const running = (await this.runtime.status(t.id)).state === 'running';
+        if (known && (!running || Date.now() - known.at < SIZE_INTERVAL_MS)) continue;
+        this.dataBytes.set(t.id, { bytes: await dirBytes(this.runtime.dataDir(t.id)), at: Date.now() });
+      }
+    } finally {
+      if (!this.isStopping) this.sizeSweep = setTimeout(() => void this.measureSizes(), SIZE_SWEEP_MS);
+    }
   }
 
   private async claimPidFile(): Promise<void> {
@@ -521,71 +830,15 @@ export class Daemon {
     }
     throw new PgsError('USAGE', `cannot claim ${this.paths.pidFile}`);
   }
-
-  private async listenApi(): Promise<void> {
-    await fs.rm(this.paths.socket, { force: true });
-    this.api = http.createServer((req, res) => void this.onApi(req, res));
-    const previous = process.umask(0o177); // the socket is created 0600: only this user (and root) may drive the daemon
-    try {
-      await new Promise<void>((resolve, reject) => {
-        this.api.once('error', reject);
-        this.api.listen(this.paths.socket, () => resolve());
-      });
-    } finally {
-      process.umask(previous);
-    }
-  }
-
-  private async onApi(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const send = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
-      res.end(JSON.stringify(body));
-    };
-    try {
-      if (req.method === 'GET' && req.url === '/status') return send(200, await this.status());
-      if (req.method === 'POST' && req.url === '/reload') {
-        await this.reload();
-        return send(200, { ok: true });
-      }
-      const password = req.method === 'POST' ? /^\/tenants\/([^/]+)\/password$/.exec(req.url ?? '') : null;
-      if (password?.[1] !== undefined && TENANT_ID_PATTERN.test(password[1])) {
-        const body = await readJson(req);
-        const verifier = (body as { verifier?: unknown } | undefined)?.verifier;
-        // Only a SCRAM verifier crosses the socket, never a password.
-        if (typeof verifier !== 'string' || !/^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/.test(verifier)) return send(400, { error: 'the body must be {"verifier": "SCRAM-SHA-256$..."}' });
-        await this.setPassword(password[1], verifier);
-        return send(200, { ok: true });
-      }
-      if (req.method === 'POST' && req.url === '/stop') {
-        send(200, { ok: true });
-        void this.stop();
-        return;
-      }
-      send(404, { error: `no ${req.method} ${req.url}` });
-    } catch (err) {
-      send(500, { error: (err as Error).message });
-    }
-  }
 }
 
-/** A small JSON request body (at most 16 KiB). */
-function readJson(req: http.IncomingMessage): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => {
-      text += chunk;
-      if (text.length > 16_384) req.destroy(new Error('request body too large'));
-    });
-    req.on('end', () => {
-      try {
-        resolve(text === '' ? undefined : JSON.parse(text));
-      } catch {
-        resolve(undefined);
-      }
-    });
-    req.on('error', reject);
-  });
+/** A strong ETag of a tenant's settings (what PATCH changes), not of its server's state. */
+function etagOf(tenant: Tenant): string {
+  return `"${createHash('sha256').update(JSON.stringify(tenant)).digest('base64url').slice(0, 22)}"`;
+}
+
+function etagMatches(ifMatch: string, etag: string): boolean {
+  return ifMatch.split(',').map((s) => s.trim().replace(/^W\//, '')).some((candidate) => candidate === '*' || candidate === etag);
 }
 
 function readCertificate(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
@@ -605,10 +858,5 @@ function certificateExpiry(cert: Buffer): string | null {
 }
 
 async function isPgsProcess(pid: number): Promise<boolean> {
-  try {
-    const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8');
-    return cmdline.includes('pgs');
-  } catch {
-    return false;
-  }
+  return (await processArgv(pid)).some((arg) => arg.includes('pgs'));
 }

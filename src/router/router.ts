@@ -20,8 +20,19 @@ export interface TenantRoute {
 export interface RouterBackends {
   /** The tenant whose host name's first label is `label` (`<id>-<suffix>`), if any. */
   lookup(label: string): TenantRoute | undefined;
-  /** The unix socket path of a ready server for the tenant (woken when needed); rejects when none can be had. */
-  socketPath(id: string): Promise<string>;
+  /** The unix socket path of a ready server for the tenant (woken when needed: `woke`); rejects when none can be had. */
+  socketPath(id: string): Promise<{ path: string; woke: boolean }>;
+}
+
+/** How a client connection ended: `ok` reached ReadyForQuery; `cancel` carried a cancel request. */
+export type ConnectionResult = 'ok' | 'refused' | 'cancel' | 'closed';
+
+/** What the router tells whoever counts (the daemon's metrics); every method is cheap and synchronous. */
+export interface RouterObserver {
+  tlsHandshake(seconds: number): void;
+  backendConnect(seconds: number, woke: boolean): void;
+  connectionClosed(result: ConnectionResult, bytesIn: number, bytesOut: number): void;
+  cancelRequest(outcome: 'forwarded' | 'unknown_key'): void;
 }
 
 /** Thrown by `RouterBackends.socketPath`: its message is shown to the client. */
@@ -56,6 +67,7 @@ export interface RouterOptions {
   /** Roles no client may log in as through the router (the admin role authenticates by peer). */
   reservedUsers?: string[];
   log?: RouterLog;
+  observer?: RouterObserver;
 }
 
 interface CancelTarget {
@@ -80,6 +92,7 @@ export class Router {
   private readonly maxPerTenant: number;
   private readonly reservedUsers: Set<string>;
   readonly log: RouterLog;
+  readonly observer: RouterObserver | undefined;
   private secureContext: tls.SecureContext;
   private readonly server: net.Server;
   private readonly clients = new Set<ClientConnection>();
@@ -98,6 +111,7 @@ export class Router {
     this.maxPerTenant = options.maxConnectionsPerTenant ?? 1_000;
     this.reservedUsers = new Set(options.reservedUsers ?? []);
     this.log = options.log ?? QUIET;
+    this.observer = options.observer;
     this.secureContext = makeSecureContext(options.cert, options.key);
     this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
   }
@@ -133,6 +147,17 @@ export class Router {
     const count = set.size;
     for (const client of [...set]) client.destroy();
     return count;
+  }
+
+  /** Bytes read from and written to the open client connections so far (TLS included). */
+  liveBytes(): { in: number; out: number } {
+    let bytesIn = 0;
+    let bytesOut = 0;
+    for (const client of this.clients) {
+      bytesIn += client.bytesIn;
+      bytesOut += client.bytesOut;
+    }
+    return { in: bytesIn, out: bytesOut };
   }
 
   connectionCount(id?: string): number {
@@ -173,7 +198,7 @@ export class Router {
     return this.backends.lookup(label);
   }
 
-  socketPath(id: string): Promise<string> {
+  socketPath(id: string): Promise<{ path: string; woke: boolean }> {
     return this.backends.socketPath(id);
   }
 
@@ -213,6 +238,7 @@ export class Router {
 
   forwardCancel(pid: number, secret: Buffer): void {
     const target = this.cancelKeys.get(cancelKey(pid, secret));
+    this.observer?.cancelRequest(target ? 'forwarded' : 'unknown_key');
     if (!target) return; // a forged or stale key: do nothing, say nothing (as PostgreSQL does)
     const backend = net.connect(target.socketPath);
     backend.on('error', () => backend.destroy());
@@ -262,6 +288,7 @@ class ClientConnection {
   private backend: net.Socket | undefined;
   private timer: NodeJS.Timeout;
   private done = false;
+  private result: ConnectionResult = 'closed';
   tenantId: string | undefined;
   cancelKey: string | undefined;
 
@@ -275,6 +302,14 @@ class ClientConnection {
     socket.on('data', this.onPlainData);
   }
 
+  get bytesIn(): number {
+    return this.raw.bytesRead;
+  }
+
+  get bytesOut(): number {
+    return this.raw.bytesWritten;
+  }
+
   destroy(): void {
     if (this.done) return;
     this.done = true;
@@ -283,6 +318,7 @@ class ClientConnection {
     this.raw.destroy();
     this.backend?.destroy();
     this.router.forget(this);
+    this.router.observer?.connectionClosed(this.result, this.raw.bytesRead, this.raw.bytesWritten);
   }
 
   private onStartupTimeout(): void {
@@ -297,6 +333,7 @@ class ClientConnection {
   /** Sends a FATAL ErrorResponse (only over TLS, or before TLS to a plain client) and closes. */
   private refuse(refusal: Refusal, send = true): void {
     if (this.done) return;
+    this.result = 'refused';
     this.router.countRefusal(refusal.reason);
     this.router.log.info('refused', { reason: refusal.reason, message: refusal.message, tenant: this.tenantId });
     clearTimeout(this.timer);
@@ -353,6 +390,7 @@ class ClientConnection {
         if (this.pending.length > 0) this.decodePlain(); // recurses at most once more: see above
         return;
       case 'cancel':
+        this.result = 'cancel';
         this.router.forwardCancel(packet.pid, packet.secret);
         this.destroy();
         return;
@@ -378,10 +416,12 @@ class ClientConnection {
       ALPNProtocols: [ALPN_POSTGRESQL],
     });
     this.socket = secure;
+    const began = performance.now();
     secure.on('error', () => this.destroy());
     secure.on('close', () => this.destroy());
     secure.once('secure', () => {
       this.secured = true;
+      this.router.observer?.tlsHandshake((performance.now() - began) / 1000);
       // Direct TLS has no SSLRequest to say "this is PostgreSQL": ALPN must (PostgreSQL 17 requires the same).
       if (direct && secure.alpnProtocol !== ALPN_POSTGRESQL) {
         this.router.countRefusal('protocol_violation');
@@ -405,6 +445,7 @@ class ClientConnection {
 
   private async onTlsPacket(packet: FirstPacket, rest: Buffer): Promise<void> {
     if (packet.kind === 'cancel') {
+      this.result = 'cancel';
       this.router.forwardCancel(packet.pid, packet.secret);
       this.destroy();
       return;
@@ -481,8 +522,10 @@ class ClientConnection {
       this.refuse(full);
       return;
     }
-    const socketPath = await this.router.socketPath(tenant.id);
+    const began = performance.now();
+    const { path: socketPath, woke } = await this.router.socketPath(tenant.id);
     if (this.done) return;
+    this.backendAsked = { began, woke };
     if (options === undefined) params.delete('options');
     else params.set('options', options);
     const startup = encodeStartup(version, params);
@@ -496,6 +539,7 @@ class ClientConnection {
     this.backend = backend;
     const reader = new MessageReader();
     backend.once('connect', () => {
+      if (this.backendAsked) this.router.observer?.backendConnect((performance.now() - this.backendAsked.began) / 1000, this.backendAsked.woke);
       backend.write(first);
       this.socket.on('data', this.onClientDataDuringAuth);
       this.socket.resume();
@@ -545,6 +589,7 @@ class ClientConnection {
   }
 
   private readyForQuery = false;
+  private backendAsked: { began: number; woke: boolean } | undefined;
 
   private forwarded = false;
 
@@ -576,6 +621,7 @@ class ClientConnection {
 
   private startPipe(backend: net.Socket): void {
     this.readyForQuery = true;
+    this.result = 'ok';
     clearTimeout(this.timer);
     this.socket.off('data', this.onClientDataDuringAuth);
     this.socket.pipe(backend);

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { promises as fs, openSync, closeSync, readFileSync } from 'node:fs';
+import { promises as fs, openSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,6 +9,7 @@ import { fsyncDir, pathExists, tail } from '../core/files.js';
 import { AdminClient } from './admin-client.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
+import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
 import type { HealthCheckOptions, LocalEndpoint, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
   ADMIN_DATABASE, ADMIN_ROLE, SERVER_PORT, SOCKET_FILE, TEMPLATE_DATABASE, TEMPLATE_MARKER, TEMPLATE_VERSION, TENANT_ROLE,
@@ -83,6 +84,17 @@ export class NativeRuntime implements TenantRuntime {
     return path.join(this.dataRoot, 'tenants', id);
   }
 
+  dataDir(id: string): string {
+    return this.tenantDir(id);
+  }
+
+  private version: string | undefined;
+
+  serverVersion(): string {
+    this.version ??= this.postgresVersion();
+    return this.version;
+  }
+
   logFile(id: string): string {
     return path.join(this.dataRoot, 'logs', `${id}.log`);
   }
@@ -97,7 +109,8 @@ export class NativeRuntime implements TenantRuntime {
     if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
       throw new PgsError('PATH_TOO_LONG', `the data folder ${this.dataRoot} is too long for unix socket paths (${Buffer.byteLength(longest)} > ${MAX_SOCKET_PATH} bytes): set PGS_DATA to a shorter folder and run "pgs setup" again`);
     }
-    for (const dir of [this.dataRoot, path.join(this.dataRoot, 'tenants'), path.join(this.dataRoot, 'logs')]) {
+    await this.mkdirRoot();
+    for (const dir of [path.join(this.dataRoot, 'tenants'), path.join(this.dataRoot, 'logs')]) {
       await this.mkdirOwned(dir);
     }
     this.assertReachable();
@@ -125,12 +138,17 @@ export class NativeRuntime implements TenantRuntime {
       const spare = await this.takeSpare(dir);
       debug('create %s: %s at %s (process at %s ms)', spec.id, spare ? 'took a spare' : 'no spare', since(), performance.now().toFixed(1));
       if (!spare) {
-        await this.run('cp', ['-a', '--', this.templateDir, dir]);
+        // Copied beside, then renamed: a folder under its tenant's name is always a whole copy.
+        const partial = path.join(path.dirname(dir), `.tmp-${spec.id}-${randomBytes(4).toString('hex')}`);
+        await this.run('cp', ['-a', '--', this.templateDir, partial]);
         // A copy that the page cache still holds would not survive a power cut.
         // syncfs (one journal commit) costs ~40 ms here; initdb --sync-only's fsync per file ~190 ms.
-        await this.run('sync', ['-f', '--', dir]);
+        await this.run('sync', ['-f', '--', partial]);
+        await fs.rename(partial, dir);
+        await fsyncDir(path.dirname(dir));
       }
-      await fs.rm(path.join(dir, TEMPLATE_MARKER), { force: true });
+      // The template's marker stays until finishCreate: a folder in tenants/ that still has it is a
+      // create that did not finish (the daemon died), which the next daemon removes.
       await this.start(spec);
       debug('create %s: server ready at %s', spec.id, since());
       // Not connected to the database being renamed (the tenant's own sessions cannot exist yet).
@@ -148,6 +166,18 @@ export class NativeRuntime implements TenantRuntime {
     debug('create %s: database named, password set at %s', spec.id, since());
     await this.refillSpares();
     debug('create %s: refill at %s', spec.id, since());
+  }
+
+  async finishCreate(id: string): Promise<void> {
+    await fs.rm(path.join(this.tenantDir(id), TEMPLATE_MARKER), { force: true });
+    await fsyncDir(this.tenantDir(id));
+  }
+
+  /** Also deletes the partial copies (`.tmp-*`) of creates that died while copying. */
+  async dataFolders(): Promise<{ id: string; unfinished: boolean }[]> {
+    const names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.startsWith('.tmp-'))) await fs.rm(path.join(this.dataRoot, 'tenants', name), { recursive: true, force: true });
+    return Promise.all(names.filter((n) => !n.startsWith('.')).map(async (id) => ({ id, unfinished: await pathExists(path.join(this.tenantDir(id), TEMPLATE_MARKER)) })));
   }
 
   async start(spec: TenantServerSpec): Promise<void> {
@@ -168,7 +198,7 @@ export class NativeRuntime implements TenantRuntime {
    */
   private async clearZombieLock(dir: string): Promise<void> {
     const pidFile = await readPostmasterPid(dir);
-    if (!pidFile || !(await isZombie(pidFile.pid))) return;
+    if (!pidFile || (await processState(pidFile.pid)) !== 'zombie') return;
     if (await someProcessWorksIn(dir)) return; // old backends still exiting: let PostgreSQL refuse, the caller retries
     await fs.rm(path.join(dir, 'postmaster.pid'), { force: true });
   }
@@ -210,7 +240,8 @@ export class NativeRuntime implements TenantRuntime {
 
   /** Deletes everything in trash/ in a detached process (what an earlier one did not finish, too). */
   private emptyTrash(): void {
-    const child = spawn('/bin/sh', ['-c', 'cd -- "$1" && exec rm -rf -- ./*', 'pgs-trash', path.join(this.dataRoot, 'trash')], { detached: true, stdio: 'ignore' });
+    // As the server user, who owns what is in there: root never deletes inside a folder another user can change.
+    const child = spawn('/bin/sh', ['-c', 'cd -- "$1" && exec rm -rf -- ./*', 'pgs-trash', path.join(this.dataRoot, 'trash')], { detached: true, stdio: 'ignore', ...this.spawnIdentity() });
     child.on('error', () => undefined);
     child.unref();
   }
@@ -220,7 +251,7 @@ export class NativeRuntime implements TenantRuntime {
     if (known) {
       const now = Date.now();
       if (known.own || (!options.fresh && now - known.checkedAt < ADOPTED_RECHECK_MS)) return { state: 'running', pid: known.pid, startedAt: known.startedAt };
-      if (isLivePostgres(known.pid)) {
+      if (isLiveProcessNamed(known.pid, 'postgres')) {
         known.checkedAt = now;
         return { state: 'running', pid: known.pid, startedAt: known.startedAt };
       }
@@ -475,9 +506,15 @@ export class NativeRuntime implements TenantRuntime {
     return `pgs-template ${TEMPLATE_VERSION}`;
   }
 
+  private postgresVersion(): string {
+    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv(), ...this.spawnIdentity() });
+    return /\(PostgreSQL\) (\d+(?:\.\d+)?)/.exec(out.stdout ?? '')?.[1] ?? 'unknown';
+  }
+
   /** The major version of the binaries, from `postgres --version` ("postgres (PostgreSQL) 18.1"). */
   private binariesMajor(): string {
-    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv() });
+    // As the server user: the answer also shows that it can load the binaries' libraries.
+    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv(), ...this.spawnIdentity() });
     const match = /\(PostgreSQL\) (\d+)/.exec(out.stdout ?? '');
     if (!match?.[1]) throw new PgsError('PG_BINARIES_MISSING', `${this.bin.postgres} --version did not answer as PostgreSQL: ${(out.stderr || out.stdout || String(out.error)).trim()}`);
     return match[1];
@@ -490,6 +527,7 @@ export class NativeRuntime implements TenantRuntime {
   private async buildTemplate(): Promise<void> {
     const build = this.templateBuildDir;
     await fs.rm(build, { recursive: true, force: true });
+    await this.mkdirOwned(build); // initdb fills an empty folder; the data root is not the server user's to write
     await this.run(this.bin.initdb, [
       '-D', build, '-U', ADMIN_ROLE, '--auth=peer', '--wal-segsize=1', '--no-sync', '--no-instructions',
       '--no-locale', '--locale-provider=builtin', '--builtin-locale=C.UTF-8', '--encoding=UTF8',
@@ -542,6 +580,21 @@ export class NativeRuntime implements TenantRuntime {
     await fs.rm(this.sparesDir, { recursive: true, force: true }); // copies of the old template
   }
 
+  /**
+   * The data root is pgs's own (as root: root's, 0755), so that the server user
+   * cannot swap its folders (pg/, trash/) for symlinks under root's feet; the
+   * folders it writes (tenants/, logs/, spares/, trash/) are the server user's, 0700.
+   */
+  private async mkdirRoot(): Promise<void> {
+    await fs.mkdir(this.dataRoot, { recursive: true, mode: 0o755 });
+    if (!this.user.switchTo) {
+      await fs.chmod(this.dataRoot, 0o700);
+      return;
+    }
+    await fs.chown(this.dataRoot, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
+    await fs.chmod(this.dataRoot, 0o755);
+  }
+
   /** The folder itself is 0700 and the server user's; parents made on the way stay traversable (0755). */
   private async mkdirOwned(dir: string): Promise<void> {
     await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
@@ -550,12 +603,17 @@ export class NativeRuntime implements TenantRuntime {
     await fs.chmod(dir, 0o700);
   }
 
-  /** The server user must be able to write the data root: a folder under /root is not reachable for it. */
+  /** The server user must be able to write the data root and run the binaries: a folder under /root is not reachable for it. */
   private assertReachable(): void {
     if (!this.user.switchTo) return;
-    const result = spawnSync('test', ['-w', this.dataRoot, '-a', '-x', this.dataRoot], { ...this.spawnIdentity() });
+    const tenants = path.join(this.dataRoot, 'tenants');
+    const result = spawnSync('test', ['-w', tenants, '-a', '-x', tenants], { ...this.spawnIdentity() });
     if (result.status !== 0) {
       throw new PgsError('PATH_TOO_LONG', `the server user ${this.user.name} cannot reach ${this.dataRoot} (a parent folder is closed to it): set PGS_DATA to a folder it can traverse and run "pgs setup" again`);
+    }
+    const binaries = spawnSync('test', ['-x', this.bin.initdb, '-a', '-x', this.bin.postgres], { ...this.spawnIdentity() });
+    if (binaries.status !== 0) {
+      throw new PgsError('PG_BINARIES_MISSING', `the server user ${this.user.name} cannot run ${this.bin.postgres} (a parent folder is closed to it): let "pgs setup" copy the binaries into the data folder (PGS_PG_BIN unset), or set PGS_PG_BIN to a folder it can reach`);
     }
   }
 
@@ -582,37 +640,6 @@ export class NativeRuntime implements TenantRuntime {
       });
     });
   }
-}
-
-/** One synchronous read of /proc/<pid>/stat: a live (not zombie) process named postgres. */
-function isLivePostgres(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const close = stat.lastIndexOf(')');
-    return stat.slice(stat.indexOf('(') + 1, close) === 'postgres' && stat[close + 2] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-async function isZombie(pid: number): Promise<boolean> {
-  try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** True when a live process has `dir` as its working directory. */
-async function someProcessWorksIn(dir: string): Promise<boolean> {
-  const real = await fs.realpath(dir);
-  for (const entry of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cwd = await fs.readlink(`/proc/${entry}/cwd`).catch(() => undefined);
-    if (cwd === real && !(await isZombie(Number(entry)))) return true;
-  }
-  return false;
 }
 
 /**

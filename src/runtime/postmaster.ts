@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { errnoCode } from '../core/errors.js';
+import { runsBinary } from '../core/proc.js';
 
 /**
  * postmaster.pid, as PostgreSQL writes it (src/include/utils/pidfile.h):
@@ -44,13 +45,6 @@ export async function readPostmasterPid(dataDir: string): Promise<PostmasterPid 
 }
 
 /** True when `pid` is a live process running a postgres binary (guards against pid reuse). */
-export async function isPostgresProcess(pid: number): Promise<boolean> {
-  try {
-    const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8');
-    if (cmdline.length === 0) return false; // a zombie has no command line
-    const argv0 = cmdline.split('\0')[0] ?? '';
-    return path.basename(argv0) === 'postgres';
-  } catch {
-    return false;
-  }
+export function isPostgresProcess(pid: number): Promise<boolean> {
+  return runsBinary(pid, 'postgres');
 }

@@ -38,6 +38,10 @@ export interface TenantRuntime {
   exists(id: string): Promise<boolean>;
   /** Makes the server, starts it, names its database `id` and sets the tenant role's password verifier. */
   create(spec: TenantServerSpec, passwordVerifier: string): Promise<void>;
+  /** The tenant is in the catalog: its folder is no longer an unfinished create. */
+  finishCreate(id: string): Promise<void>;
+  /** Every tenant folder on disk; `unfinished`: made by a create that never reached finishCreate. */
+  dataFolders(): Promise<{ id: string; unfinished: boolean }[]>;
   start(spec: TenantServerSpec): Promise<void>;
   /**
    * Fast shutdown: clients are disconnected, everything committed is kept.
@@ -63,4 +67,8 @@ export interface TenantRuntime {
   check(id: string, options: HealthCheckOptions): Promise<void>;
   localEndpoint(id: string): LocalEndpoint;
   logFile(id: string): string;
+  /** The folder that holds the tenant's data (sized from disk for metrics). */
+  dataDir(id: string): string;
+  /** The PostgreSQL version the servers run ("18.1"). */
+  serverVersion(): string;
 }

@@ -2,12 +2,13 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { assertTenantId, domainProblem, newSuffix, tenantHostname } from '../catalog/ids.js';
 import type { Access, Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
-import { CATALOG_VERSION } from '../catalog/schema.js';
+import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
+import { parseListen } from '../core/listen.js';
 import { CatalogStore } from '../catalog/store.js';
-import { writeAtomic } from '../core/files.js';
+import { pathExists, writeAtomic } from '../core/files.js';
 import { PgsError } from '../core/errors.js';
 import { defaultDataRoot, homePaths, isRoot, pgsHome } from '../core/paths.js';
-import { locatePgBinaries } from '../runtime/binaries.js';
+import { installDistribution, installedBinaries } from '../runtime/distribution.js';
 import { NativeRuntime } from '../runtime/native.js';
 import type { ServerState, TenantRuntime } from '../runtime/runtime.js';
 import { generatePassword, scramVerifier } from '../runtime/scram.js';
@@ -31,6 +32,10 @@ export interface SetupOptions {
   port?: number;
   certFile?: string;
   keyFile?: string;
+  /** `ADDR:PORT` for the REST API on TCP; null: off (unix socket only). */
+  apiListen?: string | null;
+  /** Per-tenant series in /metrics. */
+  tenantMetrics?: boolean;
 }
 
 export interface SetupReport {
@@ -52,6 +57,8 @@ export interface TenantView {
   user: string;
   port: number;
   maxConnections: number;
+  /** Seconds without connections before the server is suspended; null: never. */
+  autosuspendSeconds: number | null;
   createdAt: string;
   /** When the running server started (ISO) and for how long it has run; null when none runs. */
   serverStartedAt: string | null;
@@ -64,6 +71,9 @@ export interface TenantView {
   healthError?: string;
   /** Why the last start failed, while it keeps failing. */
   lastError?: string;
+  /** Restarts after a crash and wakes since the daemon started (0 without a daemon). */
+  restarts: number;
+  wakes: number;
 }
 
 /** What a running daemon knows of a tenant's server, which the files cannot tell. */
@@ -76,6 +86,8 @@ export interface ObservedTenant {
   healthCheckedAt: string | null;
   healthError?: string;
   lastError?: string;
+  restarts: number;
+  wakes: number;
 }
 
 export interface CreatedTenant {
@@ -102,7 +114,7 @@ export class Pgs {
     return new NativeRuntime({
       dataRoot: settings.dataRoot,
       serverUser: resolveServerUser(settings.serverUser),
-      binaries: locatePgBinaries(this.env),
+      binaries: installedBinaries(settings.dataRoot, this.env),
     });
   }
 
@@ -112,6 +124,7 @@ export class Pgs {
       const problem = domainProblem(domain);
       if (problem) throw new PgsError('INVALID_SETTING', `invalid --domain ${JSON.stringify(options.domain)}: ${problem}`);
     }
+    if (options.apiListen !== undefined && options.apiListen !== null) parseListen(options.apiListen);
     if ((options.certFile === undefined) !== (options.keyFile === undefined)) {
       throw new PgsError('USAGE', '--cert and --key go together: give both or neither');
     }
@@ -128,8 +141,18 @@ export class Pgs {
       await fs.mkdir(this.home, { recursive: true, mode: 0o700 });
       await fs.chmod(this.home, 0o700);
 
-      actions.push(...(await this.runtimeFor({ dataRoot, serverUser }).prepare()));
-      const cert = await this.settleCertificate(options, before, settingsDomain, actions);
+      // A first setup that fails leaves no data root behind (a later one keeps what works).
+      const madeDataRoot = !(await pathExists(dataRoot));
+      let cert: Awaited<ReturnType<Pgs['settleCertificate']>>;
+      try {
+        const { installed } = await installDistribution(dataRoot, this.env);
+        if (installed) actions.push(installed);
+        actions.push(...(await this.runtimeFor({ dataRoot, serverUser }).prepare()));
+        cert = await this.settleCertificate(options, before, settingsDomain, actions);
+      } catch (err) {
+        if (madeDataRoot) await fs.rm(dataRoot, { recursive: true, force: true }).catch(() => undefined);
+        throw err;
+      }
       const settings: Settings = {
         domain: settingsDomain,
         port,
@@ -139,6 +162,8 @@ export class Pgs {
         dataRoot,
         serverUser,
         defaultMaxConnections: before?.defaultMaxConnections ?? DEFAULT_MAX_CONNECTIONS,
+        apiListen: options.apiListen !== undefined ? options.apiListen : (before?.apiListen !== undefined ? before.apiListen : DEFAULT_API_LISTEN),
+        ...(options.tenantMetrics !== undefined ? { tenantMetrics: options.tenantMetrics } : before?.tenantMetrics !== undefined ? { tenantMetrics: before.tenantMetrics } : {}),
       };
       const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
       if (!current) actions.push(`wrote ${this.store.paths.catalog}`);
@@ -180,7 +205,7 @@ export class Pgs {
   }
 
   /** `autosuspendSeconds`: null never suspends; absent keeps the default (5 min). */
-  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null } = {}): Promise<CreatedTenant> {
+  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number } = {}): Promise<CreatedTenant> {
     assertTenantId(id);
     const password = options.password ?? generatePassword();
     if (options.password !== undefined) assertPassword(options.password);
@@ -200,15 +225,18 @@ export class Pgs {
           suffix: newSuffix(),
           access: 'enabled',
           wanted: 'running',
-          maxConnections: current.settings.defaultMaxConnections,
+          maxConnections: options.maxConnections ?? current.settings.defaultMaxConnections,
           createdAt: new Date().toISOString(),
           ...(options.autosuspendSeconds !== undefined ? { autosuspendSeconds: options.autosuspendSeconds } : {}),
         };
         await runtime.create({ id, maxConnections: tenant.maxConnections }, scramVerifier(password));
         made = true;
         const hostname = tenantHostname(id, tenant.suffix, current.settings.domain);
+        const rt = runtime;
         return {
           next: { ...current, tenants: [...current.tenants, tenant] },
+          // Once the catalog names it, the tenant is whole even if this step is lost (the next daemon finishes it).
+          afterWrite: () => rt.finishCreate(id).catch(() => undefined),
           result: { id, hostname, password, database: id, user: TENANT_ROLE, url: remoteUrl(hostname, current.settings.port, id, password) },
         };
       });
@@ -219,35 +247,22 @@ export class Pgs {
     }
   }
 
-  /** Every tenant with its server's state: from `observed` (a running daemon's view) when given, else from the files. `read`: the catalog, when the caller has just read it. */
-  async list(observed?: ReadonlyMap<string, ObservedTenant>, read?: Catalog): Promise<TenantView[]> {
+  /** Every tenant with its server's state, read from the files (no daemon runs). `read`: the catalog, when the caller has just read it. */
+  async list(read?: Catalog): Promise<TenantView[]> {
     const catalog = read ?? (await this.store.read());
     const runtime = this.runtimeFor(catalog.settings);
-    const now = Date.now();
     return Promise.all(catalog.tenants.map(async (tenant) => {
-      const seen = observed?.get(tenant.id);
-      const local = seen ? undefined : await runtime.status(tenant.id);
-      const serverStartedAt = seen ? seen.serverStartedAt : local?.state === 'running' && local.startedAt ? local.startedAt.toISOString() : null;
-      return {
-        id: tenant.id,
-        hostname: tenantHostname(tenant.id, tenant.suffix, catalog.settings.domain),
-        access: tenant.access,
-        state: (seen?.state ?? local?.state ?? 'stopped') as TenantView['state'],
-        wanted: tenant.wanted,
-        pid: seen ? seen.pid : (local?.pid ?? null),
-        database: tenant.id,
-        user: TENANT_ROLE,
-        port: catalog.settings.port,
-        maxConnections: tenant.maxConnections,
-        createdAt: tenant.createdAt,
-        serverStartedAt,
-        uptimeSeconds: serverStartedAt === null ? null : Math.max(0, Math.round((now - Date.parse(serverStartedAt)) / 1000)),
-        connections: seen ? seen.connections : null,
-        health: seen?.health ?? 'unknown',
-        healthCheckedAt: seen?.healthCheckedAt ?? null,
-        ...(seen?.healthError ? { healthError: seen.healthError } : {}),
-        ...(seen?.lastError ? { lastError: seen.lastError } : {}),
-      };
+      const local = await runtime.status(tenant.id);
+      return tenantView(catalog.settings, tenant, {
+        state: local.state,
+        pid: local.state === 'stopped' ? null : (local.pid ?? null),
+        serverStartedAt: local.state === 'running' && local.startedAt ? local.startedAt.toISOString() : null,
+        connections: null,
+        health: 'unknown',
+        healthCheckedAt: null,
+        restarts: 0,
+        wakes: 0,
+      });
     }));
   }
 
@@ -306,25 +321,19 @@ export class Pgs {
     });
   }
 
-  /** Returns false when access already was as asked. */
-  async setAccess(id: string, access: Access): Promise<boolean> {
+  /**
+   * Changes one tenant's settings under the catalog lock; `check` sees the tenant as it is
+   * now and may refuse (an ETag that no longer matches). Returns it before and after.
+   */
+  async patch(id: string, changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted'>>, check?: (tenant: Tenant) => void): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
     return this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
-      const tenant = findTenant(current, id);
-      if (tenant.access === access) return { result: false };
-      return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? { ...t, access } : t)) }, result: true };
-    });
-  }
-
-  /** Changes per-tenant settings; returns the tenant as it is now. */
-  async configure(id: string, changes: { autosuspendSeconds?: number | null }): Promise<Tenant> {
-    assertTenantId(id);
-    return this.store.update(async (current) => {
-      if (!current) throw notSetUp(this.home);
-      const tenant = { ...findTenant(current, id), ...changes };
-      if (Object.keys(changes).length === 0) return { result: tenant };
-      return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? tenant : t)) }, result: tenant };
+      const before = findTenant(current, id);
+      check?.(before);
+      const after = { ...before, ...changes };
+      if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
+      return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? after : t)) }, result: { before, after } };
     });
   }
 
@@ -334,32 +343,56 @@ export class Pgs {
     return this.runtimeFor(catalog.settings).logFile(id);
   }
 
-  async url(id: string, options: { local?: boolean } = {}): Promise<string> {
+  /** Connection strings without the password (read from the catalog: works with or without a daemon). */
+  async connection(id: string): Promise<ConnectionStrings> {
     const { catalog, tenant } = await this.tenant(id);
-    if (options.local) {
-      const endpoint = this.runtimeFor(catalog.settings).localEndpoint(id);
-      return `postgresql://${TENANT_ROLE}@/${id}?host=${encodeURIComponent(endpoint.host)}&port=${endpoint.port}`;
-    }
-    return remoteUrl(tenantHostname(id, tenant.suffix, catalog.settings.domain), catalog.settings.port, id);
+    return connectionStrings(catalog.settings, tenant, this.runtimeFor(catalog.settings));
   }
+}
 
-  /**
-   * Sets a new password (generated when not given); a stopped server is started for it and stopped again.
-   * `viaDaemon`: hands the verifier to a running daemon, which owns starting and stopping the servers
-   * (it answers false when none runs, and the change is made here).
-   */
-  async passwd(id: string, options: { password?: string; viaDaemon?: (verifier: string) => Promise<boolean> } = {}): Promise<{ id: string; password: string }> {
-    assertTenantId(id);
-    if (options.password !== undefined) assertPassword(options.password);
-    const password = options.password ?? generatePassword();
-    return this.store.update(async (current) => {
-      if (!current) throw notSetUp(this.home);
-      const tenant = findTenant(current, id);
-      const verifier = scramVerifier(password);
-      if (!(options.viaDaemon && (await options.viaDaemon(verifier)))) await setVerifier(this.runtimeFor(current.settings), tenant, verifier, { keepStarted: false });
-      return { result: { id, password } };
-    });
-  }
+export interface ConnectionStrings {
+  uri: string;
+  psql: string;
+  jdbc: string;
+  local: string;
+}
+
+export function connectionStrings(settings: Settings, tenant: Tenant, runtime: Pick<TenantRuntime, 'localEndpoint'>): ConnectionStrings {
+  const hostname = tenantHostname(tenant.id, tenant.suffix, settings.domain);
+  const endpoint = runtime.localEndpoint(tenant.id);
+  return {
+    uri: remoteUrl(hostname, settings.port, tenant.id),
+    psql: `host=${hostname} port=${settings.port} user=${TENANT_ROLE} dbname=${tenant.id} sslmode=require`,
+    jdbc: `jdbc:postgresql://${hostname}:${settings.port}/${tenant.id}?user=${TENANT_ROLE}&sslmode=require`,
+    local: `postgresql://${TENANT_ROLE}@/${tenant.id}?host=${encodeURIComponent(endpoint.host)}&port=${endpoint.port}`,
+  };
+}
+
+/** A tenant as the API and `--json` show it: the catalog's settings with what is seen of its server. */
+export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<ObservedTenant, 'connections'> & { connections: number | null }, now = Date.now()): TenantView {
+  return {
+    id: tenant.id,
+    hostname: tenantHostname(tenant.id, tenant.suffix, settings.domain),
+    access: tenant.access,
+    state: seen.state as TenantView['state'],
+    wanted: tenant.wanted,
+    pid: seen.pid,
+    database: tenant.id,
+    user: TENANT_ROLE,
+    port: settings.port,
+    maxConnections: tenant.maxConnections,
+    autosuspendSeconds: tenant.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : tenant.autosuspendSeconds,
+    createdAt: tenant.createdAt,
+    serverStartedAt: seen.serverStartedAt,
+    uptimeSeconds: seen.serverStartedAt === null ? null : Math.max(0, Math.round((now - Date.parse(seen.serverStartedAt)) / 1000)),
+    connections: seen.connections,
+    health: seen.health,
+    healthCheckedAt: seen.healthCheckedAt,
+    ...(seen.healthError ? { healthError: seen.healthError } : {}),
+    ...(seen.lastError ? { lastError: seen.lastError } : {}),
+    restarts: seen.restarts,
+    wakes: seen.wakes,
+  };
 }
 
 /**
@@ -377,7 +410,7 @@ export async function setVerifier(runtime: TenantRuntime, tenant: Tenant, verifi
   }
 }
 
-function findTenant(catalog: Catalog, id: string): Tenant {
+export function findTenant(catalog: Catalog, id: string): Tenant {
   const tenant = catalog.tenants.find((t) => t.id === id);
   if (!tenant) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id} (see "pgs list")`);
   return tenant;
@@ -389,14 +422,14 @@ function notSetUp(home: string): PgsError {
 
 export function assertPassword(password: string): void {
   if (password.length < MIN_PASSWORD_LENGTH) {
-    throw new PgsError('INVALID_PASSWORD', `the password is too short: at least ${MIN_PASSWORD_LENGTH} characters`);
+    throw new PgsError('WEAK_PASSWORD', `the password is too short: at least ${MIN_PASSWORD_LENGTH} characters`);
   }
   if (password.length > MAX_PASSWORD_LENGTH) {
-    throw new PgsError('INVALID_PASSWORD', `the password is too long: at most ${MAX_PASSWORD_LENGTH} characters`);
+    throw new PgsError('WEAK_PASSWORD', `the password is too long: at most ${MAX_PASSWORD_LENGTH} characters`);
   }
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(password)) {
-    throw new PgsError('INVALID_PASSWORD', 'the password must not contain control characters');
+    throw new PgsError('WEAK_PASSWORD', 'the password must not contain control characters');
   }
 }
 

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,20 +19,23 @@ export interface Result {
 export class PgsHome {
   readonly home: string;
   readonly env: NodeJS.ProcessEnv;
+  /** The CLI this home runs: the repository's bin/pgs.js unless `make` was given another. */
+  readonly bin: string;
 
-  private constructor(home: string, extraEnv: NodeJS.ProcessEnv) {
+  private constructor(home: string, extraEnv: NodeJS.ProcessEnv, bin: string = PGS_BIN) {
     this.home = home;
+    this.bin = bin;
     this.env = { ...process.env, PGS_HOME: home, NODE_DEBUG: '', ...extraEnv };
   }
 
-  static async make(extraEnv: NodeJS.ProcessEnv = {}): Promise<PgsHome> {
+  static async make(extraEnv: NodeJS.ProcessEnv = {}, bin: string = PGS_BIN): Promise<PgsHome> {
     const home = await fs.mkdtemp(path.join(tmpdir(), 'pgs-test-'));
-    return new PgsHome(home, extraEnv);
+    return new PgsHome(home, extraEnv, bin);
   }
 
   run(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Result> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [PGS_BIN, ...args], { env: { ...this.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [this.bin, ...args], { env: { ...this.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
@@ -53,11 +57,24 @@ export class PgsHome {
     return JSON.parse(await this.ok([...args, '--json'])) as T;
   }
 
-  /** `pgs setup` on a free loopback port, so that a daemon never collides with another test's. */
+  /** `pgs setup` on a free loopback port (the API on any free one), so that a daemon never collides with another test's. */
   async setup(extra: string[] = []): Promise<number> {
     const port = await freePort();
-    await this.ok(['setup', '--port', String(port), ...extra]);
+    await this.ok(['setup', '--port', String(port), '--api-listen', '127.0.0.1:0', ...extra]);
     return port;
+  }
+
+  /** A request to the daemon's API over its unix socket (full rights, no token). */
+  api<T = unknown>(method: string, urlPath: string, options: { body?: unknown; headers?: Record<string, string> } = {}): Promise<ApiResult<T>> {
+    return unixRequest<T>(path.join(this.home, 'daemon.sock'), method, urlPath, options);
+  }
+
+  /** Stops the daemon and its servers without recording the tenants as stopped (as SIGTERM does). */
+  async stopDaemonKeepingTenants(): Promise<void> {
+    const status = await this.api<{ pid: number }>('GET', '/v1/status').catch(() => undefined);
+    if (!status || status.status !== 200) return;
+    await this.api('POST', '/v1/stop?tenants=keep');
+    await waitFor('the daemon to exit', async () => !(await processRunning(status.body.pid)), 60_000);
   }
 
   async catalogText(): Promise<string> {
@@ -90,6 +107,35 @@ export class PgsHome {
       }
     }
   }
+}
+
+export interface ApiResult<T> {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: T;
+  text: string;
+}
+
+export function unixRequest<T>(socketPath: string, method: string, urlPath: string, options: { body?: unknown; headers?: Record<string, string> } = {}): Promise<ApiResult<T>> {
+  const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...options.headers };
+    const req = http.request({ socketPath, method, path: urlPath, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (s: string) => { text += s; });
+      res.on('end', () => {
+        let body: unknown = text;
+        try {
+          body = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          // not JSON (metrics, events)
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: body as T, text });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
 /** Runs Debian's psql with a password from the environment (never on the command line). */

@@ -38,7 +38,8 @@ describe('bad input: one clear error line, and nothing changes', () => {
     await fs.writeFile(junk, 'not a certificate');
     assertOneLineError(await pgs.run(['setup', '--cert', junk, '--key', junk]), /is not a PEM certificate/);
     assertOneLineError(await pgs.run(['setup', '--port', '70000']), /invalid --port "70000"/, 2);
-    assertOneLineError(await pgs.run(['setup', '--domain', 'Not A Domain']), /invalid --domain/);
+    assertOneLineError(await pgs.run(['setup', '--domain', 'Not A Domain']), /invalid --domain/, 2);
+    assertOneLineError(await pgs.run(['setup', '--api-listen', 'nowhere']), /invalid API address "nowhere"/, 2);
     await assert.rejects(fs.access(path.join(pgs.home, 'catalog.json')));
   });
 
@@ -52,10 +53,10 @@ describe('bad input: one clear error line, and nothing changes', () => {
     catalogBefore = await pgs.catalogText();
   });
 
-  const badIds = ['Acme', '9lives', '-lead', 'trail-', 'under_score', 'dot.ted', 'x'.repeat(41), 'émile'];
+  const badIds = ['Acme', '9lives', '-lead', 'trail-', 'under_score', 'dot.ted', 'x'.repeat(41), 'émile', 'template0', 'template1', 'postgres'];
   for (const id of badIds) {
     it(`create refuses the id ${JSON.stringify(id)}`, async () => {
-      assertOneLineError(await pgs.run(['create', '--', id]), /^pgs create: invalid tenant id /);
+      assertOneLineError(await pgs.run(['create', '--', id]), /^pgs create: invalid tenant id /, 2);
       assert.equal(await pgs.catalogText(), catalogBefore);
       await assert.rejects(fs.access(path.join(await pgs.dataRoot(), 'tenants', id)));
     });
@@ -63,7 +64,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
 
   it('create refuses a duplicate id and a weak password', async () => {
     assertOneLineError(await pgs.run(['create', 'acme']), /^pgs create: tenant acme already exists$/m);
-    assertOneLineError(await pgs.run(['create', 'weak', '--password', 'short']), /password is too short: at least 8 characters/);
+    assertOneLineError(await pgs.run(['create', 'weak', '--password', 'short']), /password is too short: at least 8 characters/, 2);
     assert.equal(await pgs.catalogText(), catalogBefore);
     await assert.rejects(fs.access(path.join(await pgs.dataRoot(), 'tenants', 'weak')));
   });
@@ -76,7 +77,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
   }
 
   it('remove without --yes refuses when stdin is not a terminal', async () => {
-    assertOneLineError(await pgs.run(['remove', 'acme']), /not removing acme: stdin is not a terminal, pass --yes/);
+    assertOneLineError(await pgs.run(['remove', 'acme']), /not removing acme: stdin is not a terminal, pass --yes/, 2);
     assert.equal(await pgs.catalogText(), catalogBefore);
     await fs.access(path.join(await pgs.dataRoot(), 'tenants', 'acme'));
   });
@@ -105,7 +106,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
     try {
       const result = await pgs.run(['start', 'acme']);
       assert.equal(result.code, 1);
-      assert.match(result.stderr, /pgs start: acme: the server of tenant acme exited with code 1; last lines of .*acme\.log:/);
+      assert.match(result.stderr, /pgs start: tenant acme did not start: the server of tenant acme exited with code 1; last lines of .*acme\.log:/);
       assert.match(result.stderr, /invalid value for parameter "shared_buffers": "plenty"/);
     } finally {
       await fs.writeFile(conf, good);
@@ -121,7 +122,10 @@ describe('bad input: one clear error line, and nothing changes', () => {
       await fs.chmod(fakeBin, 0o755);
       await fs.symlink(path.join(realBin, 'initdb'), path.join(fakeBin, 'initdb'));
       await fs.writeFile(path.join(fakeBin, 'postgres'), '#!/bin/sh\necho "FATAL:  simulated start failure" >&2\nexit 1\n', { mode: 0o755 });
-      const result = await pgs.run(['create', 'doomed'], { env: { PGS_PG_BIN: fakeBin } });
+      // The daemon runs the servers: restart it on the broken binaries.
+      await pgs.ok(['stop']);
+      await pgs.run(['start'], { env: { PGS_PG_BIN: fakeBin } }); // acme cannot start either: exit 1
+      const result = await pgs.run(['create', 'doomed']);
       assert.equal(result.code, 1);
       assert.match(result.stderr, /the server of tenant doomed exited with code 1/);
       assert.match(result.stderr, /simulated start failure/);
@@ -129,6 +133,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
       await assert.rejects(fs.access(path.join(await pgs.dataRoot(), 'tenants', 'doomed')));
       await assert.rejects(fs.access(path.join(await pgs.dataRoot(), 'logs', 'doomed.log')));
     } finally {
+      await pgs.run(['stop']);
       await fs.rm(fakeBin, { recursive: true, force: true });
     }
     // and the id is free for a create that works

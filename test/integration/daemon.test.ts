@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -22,7 +21,8 @@ describe('the daemon: pgs start serves every tenant on one TLS port', () => {
   before(async () => {
     pgs = await PgsHome.make();
     port = await pgs.setup();
-    alpha = await pgs.json<Created>(['create', 'alpha']);
+    alpha = await pgs.json<Created>(['create', 'alpha']); // starts a daemon in the background
+    await pgs.stopDaemonKeepingTenants();
   });
   after(async () => {
     await pgs.destroy();
@@ -158,6 +158,7 @@ describe('the daemon refuses to start on bad ground, and stops on SIGTERM', () =
     pgs = await PgsHome.make();
     await pgs.setup();
     await pgs.json<Created>(['create', 'gamma']);
+    await pgs.stopDaemonKeepingTenants();
   });
   after(async () => {
     await pgs.destroy();
@@ -413,22 +414,17 @@ describe('scale to zero: an idle tenant is suspended and its next connection wak
     const old = await psql(conn(), 'SELECT 1', zeta.password);
     assert.match(old.stderr, /password authentication failed/);
     await waitForState('suspended'); // and it goes back to sleep when idle
-    // The API takes a SCRAM verifier only: a plain password sent to it is refused, and nothing changes.
-    const refused = await new Promise<number>((resolve, reject) => {
-      const req = http.request({ socketPath: path.join(pgs.home, 'daemon.sock'), method: 'POST', path: '/tenants/zeta/password', headers: { 'content-type': 'application/json' } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      req.on('error', reject);
-      req.end(JSON.stringify({ verifier: 'a-plain-password' }));
-    });
-    assert.equal(refused, 400);
+    // A password the API refuses (too short) changes nothing and wakes nothing.
+    const refused = await pgs.api<{ code: string }>('POST', '/v1/tenants/zeta/password', { body: { password: 'short' } });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body.code, 'weak_password');
     assert.equal((await zetaStatus())?.state, 'suspended', 'a refused request wakes nothing');
     await pgs.ok(['passwd', 'zeta', '--password', zeta.password]);
     assert.equal((await psql(conn(), 'SELECT n FROM kept', zeta.password)).stdout, '42');
   });
 
   it('a session over the local socket keeps the tenant awake', async () => {
+    await pgs.ok(['config', 'zeta', '--autosuspend', '1s']); // as the tests before: without the local session it would be suspended within the wait below
     const url = (await pgs.ok(['url', 'zeta', '--local'])).trim();
     const host = new URLSearchParams(url.split('?')[1]).get('host') ?? '';
     // Wake it through the router, then hold a local session only.

@@ -17,6 +17,7 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
   let reload: () => Promise<void>;
   let alpha: Created;
   let beta: Created;
+  const cancels = { forwarded: 0, unknown_key: 0 };
   const conn = (t: Created, extra = '') => `host=${t.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${t.id} sslmode=require connect_timeout=10 ${extra}`;
 
   before(async () => {
@@ -24,7 +25,14 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     await pgs.setup();
     alpha = await pgs.json<Created>(['create', 'alpha']);
     beta = await pgs.json<Created>(['create', 'beta']);
-    ({ router, port, reload } = await startRouter(pgs));
+    ({ router, port, reload } = await startRouter(pgs, {
+      observer: {
+        tlsHandshake: () => undefined,
+        backendConnect: () => undefined,
+        connectionClosed: () => undefined,
+        cancelRequest: (outcome) => { cancels[outcome]++; },
+      },
+    }));
   });
   after(async () => {
     await router?.close();
@@ -199,20 +207,34 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     }
   });
 
-  it('a forged cancel key does nothing', async () => {
+  it('a forged cancel key does nothing; the real one, sent the same way right after, cancels', async () => {
     const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'alpha', password: alpha.password, ssl: { servername: alpha.hostname, rejectUnauthorized: false } });
     await client.connect();
+    client.on('error', () => undefined);
     try {
       const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-      const running = client.query('SELECT pg_sleep(1.5) AS slept');
-      const forged = Buffer.alloc(16);
-      forged.writeInt32BE(16, 0);
-      forged.writeInt32BE(80877102, 4);
-      forged.writeInt32BE(rows[0]?.pid ?? 1, 8); // even the real pid, with a guessed secret
-      forged.writeInt32BE(12345, 12);
-      await rawExchange(port, forged);
-      const result = await running;
-      assert.equal(result.rows.length, 1);
+      const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+      let settled = false;
+      const running = client.query('SELECT pg_sleep(30) AS slept');
+      void running.then(() => { settled = true; }, () => { settled = true; });
+      await new Promise((r) => setTimeout(r, 300));
+      const cancelPacket = (pid: number, secret: number) => {
+        const packet = Buffer.alloc(16);
+        packet.writeInt32BE(16, 0);
+        packet.writeInt32BE(80877102, 4);
+        packet.writeInt32BE(pid, 8);
+        packet.writeInt32BE(secret, 12);
+        return packet;
+      };
+      const unknownBefore = cancels.unknown_key;
+      // Even the real server pid, and the router's pid with a guessed secret.
+      await rawExchange(port, cancelPacket(rows[0]?.pid ?? 1, 12345));
+      await rawExchange(port, cancelPacket(processID, (secretKey ^ 0x5a5a5a5a) | 0));
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal(settled, false, 'the query still runs after the forged keys');
+      assert.equal(cancels.unknown_key, unknownBefore + 2, 'both were taken as unknown keys');
+      await rawExchange(port, cancelPacket(processID, secretKey));
+      await assert.rejects(running, (err: { code?: string }) => err.code === '57014');
     } finally {
       await client.end();
     }

@@ -62,13 +62,26 @@ describe('a tenant is not a superuser and cannot reach the host', () => {
     if (process.getuid?.() !== 0) assert.equal(uid, process.getuid?.());
   });
 
-  it('keeps files private: home and data 0700, catalog, key and log 0600', async () => {
+  it('keeps files private: home and tenant data 0700, catalog, key, tokens and log 0600', async () => {
     const mode = async (file: string) => (await fs.stat(file)).mode & 0o777;
     const dataRoot = await pgs.dataRoot();
     assert.equal(await mode(pgs.home), 0o700);
     assert.equal(await mode(path.join(pgs.home, 'catalog.json')), 0o600);
     assert.equal(await mode(path.join(pgs.home, 'certs', 'server.key')), 0o600);
-    assert.equal(await mode(dataRoot), 0o700);
+    assert.equal(await mode(path.join(pgs.home, 'daemon.sock')), 0o600);
+    await pgs.ok(['token', 'create', 'probe']);
+    assert.equal(await mode(path.join(pgs.home, 'tokens.json')), 0o600);
+    if (process.getuid?.() === 0) {
+      // The data root is root's (0755, so that the server user can reach its folders but not swap them);
+      // the folders the server user writes are its own and 0700.
+      const root = await fs.stat(dataRoot);
+      assert.equal(root.mode & 0o777, 0o755);
+      assert.equal(root.uid, 0);
+      assert.equal(await mode(path.join(dataRoot, 'tenants')), 0o700);
+      assert.notEqual((await fs.stat(path.join(dataRoot, 'tenants'))).uid, 0);
+    } else {
+      assert.equal(await mode(dataRoot), 0o700);
+    }
     assert.equal(await mode(path.join(dataRoot, 'tenants', 'sec')), 0o700);
     assert.equal(await mode(path.join(dataRoot, 'logs', 'sec.log')), 0o600);
   });

@@ -1,0 +1,146 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ConnectionResult, RouterObserver } from '../router/router.js';
+
+/**
+ * The daemon's Prometheus metrics (text format at GET /metrics). Labels are
+ * bounded: results, reasons, states, routes as templates, and one `tenant`
+ * label per tenant on the pgs_tenant_* series (a setting turns those off).
+ * Values that the daemon already holds (states, connections, refusals) are
+ * read at scrape time; nothing here wakes a server or reads its files.
+ */
+export interface MetricsSource {
+  connections(): number;
+  liveBytes(): { in: number; out: number };
+  refusals(): ReadonlyMap<string, number>;
+  /** Tenants by state, as the daemon last saw them. */
+  tenantStates(): Promise<ReadonlyMap<string, number>>;
+  /** Per tenant, or undefined when per-tenant series are off. */
+  tenants(): Promise<TenantSample[] | undefined>;
+}
+
+export interface TenantSample {
+  id: string;
+  up: boolean;
+  connections: number;
+  wakes: number;
+  /** Seconds since the epoch of the last moment with a client connection; null if never seen. */
+  lastActive: number | null;
+  /** Data folder size from disk, null until measured. */
+  dataBytes: number | null;
+}
+
+const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export class DaemonMetrics implements RouterObserver {
+  readonly registry = new Registry();
+  private readonly accepted: Counter<'result'>;
+  private readonly tls: Histogram;
+  private readonly backend: Histogram<'wake'>;
+  private readonly cancels: Counter<'outcome'>;
+  private readonly closedBytes = { in: 0, out: 0 };
+  readonly wakes: Counter;
+  readonly wakeDuration: Histogram;
+  readonly suspends: Counter;
+  readonly restarts: Counter;
+  readonly apiRequests: Counter<'route' | 'code'>;
+
+  constructor(source: MetricsSource, build: { version: string; postgres: string }) {
+    const registers = [this.registry];
+    const closedBytes = this.closedBytes;
+    new Gauge({ name: 'pgs_router_connections', help: 'Client connections open through the router.', registers, collect() { this.set(source.connections()); } });
+    this.accepted = new Counter({ name: 'pgs_router_connections_accepted_total', help: 'Client connections accepted by the router, by how they ended (ok: reached ReadyForQuery).', labelNames: ['result'], registers });
+    for (const result of ['ok', 'refused', 'cancel', 'closed']) this.accepted.inc({ result }, 0);
+    new Counter({
+      name: 'pgs_router_refusals_total', help: 'Connections the router refused, by reason.', labelNames: ['reason'], registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of source.refusals()) this.inc({ reason }, n);
+      },
+    });
+    this.tls = new Histogram({ name: 'pgs_router_tls_handshake_seconds', help: 'TLS handshakes with clients.', buckets: SECONDS_BUCKETS, registers });
+    this.backend = new Histogram({ name: 'pgs_router_backend_connect_seconds', help: 'From a routed start-up packet to a connected server socket; wake="true" when the tenant had to be woken.', labelNames: ['wake'], buckets: SECONDS_BUCKETS, registers });
+    new Counter({
+      name: 'pgs_router_bytes_total', help: 'Bytes between clients and the router (TLS included), by direction (in: from clients).', labelNames: ['direction'], registers,
+      collect() {
+        const live = source.liveBytes();
+        this.reset();
+        this.inc({ direction: 'in' }, closedBytes.in + live.in);
+        this.inc({ direction: 'out' }, closedBytes.out + live.out);
+      },
+    });
+    this.cancels = new Counter({ name: 'pgs_router_cancel_requests_total', help: 'Cancel requests, by outcome.', labelNames: ['outcome'], registers });
+    for (const outcome of ['forwarded', 'unknown_key']) this.cancels.inc({ outcome }, 0);
+
+    new Gauge({
+      name: 'pgs_tenants', help: 'Tenants by state.', labelNames: ['state'], registers,
+      async collect() {
+        const states = await source.tenantStates();
+        this.reset();
+        for (const state of ['running', 'starting', 'stopping', 'stopped', 'suspended', 'crashed']) this.set({ state }, 0);
+        for (const [state, n] of states) this.set({ state }, n);
+      },
+    });
+    this.wakes = new Counter({ name: 'pgs_wakes_total', help: 'Suspended tenants woken by a connection or a request.', registers });
+    this.wakeDuration = new Histogram({ name: 'pgs_wake_duration_seconds', help: 'From the wake request to a server that accepts connections.', buckets: SECONDS_BUCKETS, registers });
+    this.suspends = new Counter({ name: 'pgs_suspends_total', help: 'Servers stopped for being idle, or on request.', registers });
+    this.restarts = new Counter({ name: 'pgs_server_restarts_total', help: 'Servers that died and were started again by the supervisor.', registers });
+    this.apiRequests = new Counter({ name: 'pgs_api_requests_total', help: 'REST API requests, by route template and status code.', labelNames: ['route', 'code'], registers });
+    new Gauge({ name: 'pgs_build_info', help: 'pgs and PostgreSQL versions.', labelNames: ['version', 'postgres'], registers }).set(build, 1);
+
+    // One sample of every tenant per scrape, shared by the five pgs_tenant_* series.
+    let pending: Promise<TenantSample[] | undefined> | undefined;
+    const tenantsOnce = () => {
+      pending ??= source.tenants().finally(() => { queueMicrotask(() => { pending = undefined; }); });
+      return pending;
+    };
+    const perTenant = (name: string, help: string, pick: (t: TenantSample) => number | null, kind: 'gauge' | 'counter' = 'gauge') => {
+      const Metric = kind === 'gauge' ? Gauge : Counter;
+      new Metric({
+        name, help, labelNames: ['tenant'], registers,
+        async collect(this: Gauge<'tenant'> | Counter<'tenant'>) {
+          const samples = await tenantsOnce();
+          this.reset();
+          for (const t of samples ?? []) {
+            const value = pick(t);
+            if (value === null) continue;
+            if (this instanceof Gauge) this.set({ tenant: t.id }, value);
+            else this.inc({ tenant: t.id }, value);
+          }
+        },
+      });
+    };
+    perTenant('pgs_tenant_up', 'Whether the tenant\'s server runs (1) or not (0).', (t) => (t.up ? 1 : 0));
+    perTenant('pgs_tenant_connections', 'Client connections to the tenant through the router.', (t) => t.connections);
+    perTenant('pgs_tenant_wakes_total', 'Times the tenant was woken since the daemon started.', (t) => t.wakes, 'counter');
+    perTenant('pgs_tenant_last_active_timestamp_seconds', 'Last time the tenant had a client connection (Unix time).', (t) => t.lastActive);
+    perTenant('pgs_tenant_data_bytes', 'Size of the tenant\'s data folder on disk.', (t) => t.dataBytes);
+  }
+
+  // --- RouterObserver ---
+
+  tlsHandshake(seconds: number): void {
+    this.tls.observe(seconds);
+  }
+
+  backendConnect(seconds: number, woke: boolean): void {
+    this.backend.observe({ wake: woke ? 'true' : 'false' }, seconds);
+  }
+
+  connectionClosed(result: ConnectionResult, bytesIn: number, bytesOut: number): void {
+    this.accepted.inc({ result });
+    this.closedBytes.in += bytesIn;
+    this.closedBytes.out += bytesOut;
+  }
+
+  cancelRequest(outcome: 'forwarded' | 'unknown_key'): void {
+    this.cancels.inc({ outcome });
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

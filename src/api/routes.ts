@@ -1,0 +1,218 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type http from 'node:http';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Static } from 'typebox';
+import { PgsError, codeWord, isPgsError } from '../core/errors.js';
+import { sseFrame, type EventLog } from './events.js';
+import * as S from './schemas.js';
+import { newOperationId, type ApiOptions } from './server.js';
+import type { TokenStore } from './tokens.js';
+
+/**
+ * What the API asks of the daemon. Every change goes through here: the
+ * daemon is the only writer of the catalog and the only one that starts or
+ * stops servers. Routes are data (method, url, schema, handler), as in fastify.
+ */
+export interface ControlPlane {
+  listTenants(): Promise<S.TenantJson[]>;
+  getTenant(id: string): Promise<{ tenant: S.TenantJson; etag: string }>;
+  createTenant(request: S.CreateTenantRequest): Promise<Static<typeof S.CreatedTenant>>;
+  /** `ifMatch`: the ETag the caller last saw; a different current one is PRECONDITION_FAILED. */
+  patchTenant(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }>;
+  removeTenant(id: string): Promise<void>;
+  act(id: string, action: S.TenantActionName): Promise<S.TenantJson>;
+  setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }>;
+  connection(id: string): Promise<Static<typeof S.Connection>>;
+  logs(id: string, lines: number): Promise<string[]>;
+  status(): Promise<S.StatusJson>;
+  reload(): Promise<void>;
+  startAll(): Promise<Static<typeof S.Bulk>>;
+  /** Answers, then stops every server (recorded as stopped when `stopTenants`) and the daemon. */
+  shutdown(stopTenants: boolean): void;
+}
+
+type App = FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;
+
+const problems = { '4xx': S.Problem, '5xx': S.Problem };
+const tags = (tag: string) => [tag];
+
+/** Long work as an operation: `Prefer: respond-async` gets 202 and its id; GET /v1/operations/{id} polls it. */
+class Operations {
+  private readonly byId = new Map<string, S.OperationJson>();
+
+  start(kind: string, tenant: string | null, work: () => Promise<unknown>): S.OperationJson {
+    const op: S.OperationJson = { id: newOperationId(), kind, tenant, status: 'running', createdAt: new Date().toISOString(), finishedAt: null };
+    this.byId.set(op.id, op);
+    if (this.byId.size > 1_000) this.byId.delete(this.byId.keys().next().value as string);
+    work().then(
+      () => Object.assign(op, { status: 'succeeded', finishedAt: new Date().toISOString() }),
+      (err: unknown) => Object.assign(op, {
+        status: 'failed',
+        finishedAt: new Date().toISOString(),
+        error: { code: isPgsError(err) ? codeWord(err.code) : 'internal', detail: err instanceof Error ? err.message : String(err) },
+      }),
+    );
+    return op;
+  }
+
+  get(id: string): S.OperationJson {
+    const op = this.byId.get(id);
+    if (!op) throw new PgsError('OPERATION_NOT_FOUND', `no operation ${id} (operations are kept while the daemon runs)`);
+    return op;
+  }
+}
+
+function wantsAsync(request: FastifyRequest): boolean {
+  return /\brespond-async\b/i.test(String(request.headers.prefer ?? ''));
+}
+
+export function registerRoutes(app: App, options: ApiOptions): void {
+  const { plane, tokens, events, metrics } = options;
+  const operations = new Operations();
+
+  app.get('/healthz', { schema: { tags: tags('system'), summary: 'liveness: the daemon answers', security: [], response: { 200: S.Health200, ...problems } }, config: { scope: 'public' } },
+    async () => ({ status: 'ok' as const }));
+
+  app.get('/openapi.json', { schema: { tags: tags('system'), summary: 'this document (OpenAPI 3.1)', security: [], response: { 200: { type: 'object', additionalProperties: true }, ...problems } }, config: { scope: 'public' } },
+    async () => app.swagger() as unknown as Record<string, unknown>);
+
+  app.get('/metrics', { schema: { tags: tags('system'), summary: 'Prometheus metrics (text format 0.0.4); read scope', response: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } }, ...problems } } },
+    async (_request, reply) => reply.type(metrics.contentType).send(await metrics.text()));
+
+  app.get('/v1/status', { schema: { tags: tags('system'), summary: 'the daemon: pid, port, connections, certificate, tenants by state', response: { 200: S.Status, ...problems } } },
+    async () => plane.status());
+
+  app.post('/v1/reload', { schema: { tags: tags('system'), summary: 're-read the catalog and the certificate files', response: { 200: S.Ok, ...problems } } },
+    async () => {
+      await plane.reload();
+      return { ok: true };
+    });
+
+  app.post('/v1/start', { schema: { tags: tags('system'), summary: 'start every tenant', response: { 200: S.Bulk, ...problems } } },
+    async () => plane.startAll());
+
+  app.post('/v1/stop', {
+    schema: {
+      tags: tags('system'), summary: 'stop every server and the daemon',
+      querystring: { type: 'object', properties: { tenants: { type: 'string', enum: ['keep', 'stop'], default: 'stop' } }, additionalProperties: false },
+      response: { 202: S.Ok, ...problems },
+    },
+  }, async (request, reply) => {
+    const { tenants: keep } = request.query as { tenants?: 'keep' | 'stop' };
+    reply.code(202);
+    plane.shutdown(keep !== 'keep');
+    return { ok: true };
+  });
+
+  app.get('/v1/tenants', { schema: { tags: tags('tenants'), summary: 'list tenants, by id, in pages', querystring: S.TenantListQuery, response: { 200: S.TenantList, ...problems } } },
+    async (request) => {
+      const { state, access, limit = 100, cursor } = request.query;
+      let after: string | undefined;
+      if (cursor !== undefined) {
+        after = Buffer.from(cursor, 'base64url').toString('utf8');
+        if (!/^[a-z][a-z0-9-]*$/.test(after)) throw new PgsError('INVALID_REQUEST', 'invalid cursor: pass the nextCursor of the previous page');
+      }
+      const all = (await plane.listTenants()).filter((t) => (state === undefined || t.state === state) && (access === undefined || t.access === access) && (after === undefined || t.id > after));
+      const items = all.slice(0, limit);
+      const last = items[items.length - 1];
+      return { items, nextCursor: all.length > limit && last ? Buffer.from(last.id).toString('base64url') : null };
+    });
+
+  app.post('/v1/tenants', { schema: { tags: tags('tenants'), summary: 'create a tenant; the password is in this answer only', body: S.CreateTenantBody, response: { 201: S.CreatedTenant, ...problems } } },
+    async (request, reply) => {
+      const created = await plane.createTenant(request.body);
+      reply.code(201).header('location', `/v1/tenants/${created.id}`);
+      return created;
+    });
+
+  app.get('/v1/tenants/:id', { schema: { tags: tags('tenants'), summary: 'one tenant, with an ETag of its settings', params: S.TenantParams, response: { 200: S.Tenant, ...problems } } },
+    async (request, reply) => {
+      const { tenant, etag } = await plane.getTenant(request.params.id);
+      reply.header('etag', etag);
+      return tenant;
+    });
+
+  app.patch('/v1/tenants/:id', {
+    schema: { tags: tags('tenants'), summary: 'change access, autosuspend or maxConnections; If-Match guards against lost updates', params: S.TenantParams, body: S.PatchTenantBody, response: { 200: S.Tenant, ...problems } },
+  }, async (request, reply) => {
+    const ifMatch = request.headers['if-match'];
+    const { tenant, etag } = await plane.patchTenant(request.params.id, request.body, typeof ifMatch === 'string' ? ifMatch : undefined);
+    reply.header('etag', etag);
+    return tenant;
+  });
+
+  app.delete('/v1/tenants/:id', { schema: { tags: tags('tenants'), summary: 'remove a tenant and all its data', params: S.TenantParams, response: { 202: S.Operation, 204: { type: 'null' }, ...problems } } },
+    async (request, reply) => {
+      const { id } = request.params;
+      if (wantsAsync(request)) return reply.code(202).send(operations.start('tenant.remove', id, () => plane.removeTenant(id)));
+      await plane.removeTenant(id);
+      return reply.code(204).send(null);
+    });
+
+  app.post('/v1/tenants/:id/:action', {
+    schema: { tags: tags('tenants'), summary: 'start, stop, restart, suspend or wake the tenant\'s server', params: S.ActionParams, response: { 200: S.Tenant, 202: S.Operation, ...problems } },
+  }, async (request, reply) => {
+    const { id, action } = request.params as { id: string; action: S.TenantActionName };
+    if (wantsAsync(request)) return reply.code(202).send(operations.start(`tenant.${action}`, id, () => plane.act(id, action)));
+    return plane.act(id, action);
+  });
+
+  app.post('/v1/tenants/:id/password', {
+    schema: { tags: tags('tenants'), summary: 'set a new password for the tenant role; this answer is the only place it is shown', params: S.TenantParams, body: S.PasswordBody, response: { 200: S.PasswordResult, ...problems } },
+  }, async (request) => plane.setPassword(request.params.id, request.body?.password));
+
+  app.get('/v1/tenants/:id/connection', { schema: { tags: tags('tenants'), summary: 'connection strings without the password', params: S.TenantParams, response: { 200: S.Connection, ...problems } } },
+    async (request) => plane.connection(request.params.id));
+
+  app.get('/v1/tenants/:id/logs', { schema: { tags: tags('tenants'), summary: 'the last lines of the server\'s log', params: S.TenantParams, querystring: S.LogsQuery, response: { 200: S.Logs, ...problems } } },
+    async (request) => ({ lines: await plane.logs(request.params.id, request.query.lines ?? 50) }));
+
+  app.get('/v1/operations/:id', { schema: { tags: tags('operations'), summary: 'a long-running operation', params: S.OperationParams, response: { 200: S.Operation, ...problems } } },
+    async (request) => operations.get(request.params.id));
+
+  app.get('/v1/events', {
+    schema: {
+      tags: tags('system'), summary: 'Server-Sent Events (created, removed, state, access), each with an id; resumable with Last-Event-ID',
+      response: { 200: { description: 'text/event-stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...problems },
+    },
+  }, async (request, reply) => streamEvents(request, reply, events));
+
+  registerTokenRoutes(app, tokens);
+}
+
+function registerTokenRoutes(app: App, tokens: TokenStore): void {
+  const admin = { scope: 'admin' as const };
+  app.get('/v1/tokens', { schema: { tags: tags('tokens'), summary: 'API tokens (names and scopes; the tokens themselves are never kept)', response: { 200: S.TokenList, ...problems } }, config: admin },
+    async () => ({ items: tokens.list() }));
+  app.post('/v1/tokens', { schema: { tags: tags('tokens'), summary: 'make a token; this answer is the only place it is shown', body: S.TokenBody, response: { 201: S.CreatedToken, ...problems } }, config: admin },
+    async (request, reply) => {
+      const { name, scope, createdAt, token } = await tokens.create(request.body.name, request.body.scope);
+      reply.code(201);
+      return { name, scope, createdAt, token };
+    });
+  app.delete('/v1/tokens/:name', { schema: { tags: tags('tokens'), summary: 'revoke a token at once', params: S.TokenParams, response: { 204: { type: 'null' }, ...problems } }, config: admin },
+    async (request, reply) => {
+      await tokens.revoke(request.params.name);
+      return reply.code(204).send(null);
+    });
+}
+
+function streamEvents(request: FastifyRequest, reply: FastifyReply, events: EventLog): void {
+  const header = request.headers['last-event-id'];
+  const fromQuery = (request.query as { lastEventId?: string } | undefined)?.lastEventId;
+  const raw = typeof header === 'string' ? header : fromQuery;
+  const lastId = raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : undefined;
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+  res.write(`retry: 2000\n: pgs events, last id ${events.lastId}\n\n`);
+  for (const event of events.since(lastId)) res.write(sseFrame(event));
+  const unsubscribe = events.subscribe((event) => res.write(sseFrame(event)));
+  const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+  const end = () => {
+    clearInterval(heartbeat);
+    unsubscribe();
+  };
+  request.raw.on('close', end);
+  res.on('close', end);
+}

@@ -1,0 +1,180 @@
+import { Type, type Static } from 'typebox';
+
+/**
+ * The one schema source of the REST API: fastify validates requests with it,
+ * serializes responses with it, the handlers are typed by it, and
+ * @fastify/swagger turns it into the OpenAPI 3.1 document at /openapi.json.
+ * A resource's CLI `--json` is the same object.
+ */
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
+const DateTime = Type.String({ format: 'date-time' });
+
+/** Ids are checked by the handlers (assertTenantId), so that a bad one is `invalid_id` with the reason. */
+export const TenantId = Type.String({ maxLength: 200, description: 'a DNS label: a-z first, then a-z 0-9 -, at most 40, no trailing -' });
+export const TenantParams = Type.Object({ id: TenantId });
+
+export const TenantState = Type.Union([
+  Type.Literal('running'), Type.Literal('starting'), Type.Literal('stopping'), Type.Literal('stopped'), Type.Literal('suspended'), Type.Literal('crashed'),
+]);
+export const Access = Type.Union([Type.Literal('enabled'), Type.Literal('disabled')]);
+export const Health = Type.Union([Type.Literal('ok'), Type.Literal('failing'), Type.Literal('unknown')]);
+/** Seconds without connections before the server is suspended; null never. */
+export const Autosuspend = Nullable(Type.Integer({ minimum: 1, maximum: 31_536_000 }));
+export const MaxConnections = Type.Integer({ minimum: 5, maximum: 10_000 });
+
+export const Tenant = Type.Object({
+  id: Type.String(),
+  hostname: Type.String(),
+  access: Access,
+  state: TenantState,
+  wanted: Type.Union([Type.Literal('running'), Type.Literal('stopped')]),
+  pid: Nullable(Type.Integer()),
+  database: Type.String(),
+  user: Type.String(),
+  port: Type.Integer(),
+  maxConnections: Type.Integer(),
+  autosuspendSeconds: Autosuspend,
+  createdAt: DateTime,
+  serverStartedAt: Nullable(DateTime),
+  uptimeSeconds: Nullable(Type.Integer()),
+  connections: Nullable(Type.Integer()),
+  health: Health,
+  healthCheckedAt: Nullable(DateTime),
+  healthError: Type.Optional(Type.String()),
+  lastError: Type.Optional(Type.String()),
+  restarts: Type.Integer(),
+  wakes: Type.Integer(),
+});
+export type TenantJson = Static<typeof Tenant>;
+
+export const TenantList = Type.Object({
+  items: Type.Array(Tenant),
+  /** Pass as `cursor` for the next page; null on the last. */
+  nextCursor: Nullable(Type.String()),
+});
+
+export const TenantListQuery = Type.Object({
+  state: Type.Optional(TenantState),
+  access: Type.Optional(Access),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  cursor: Type.Optional(Type.String({ maxLength: 200 })),
+});
+
+export const CreateTenantBody = Type.Object({
+  id: TenantId,
+  password: Type.Optional(Type.String({ description: 'at least 8 characters; default: 32 random characters' })),
+  autosuspend: Type.Optional(Autosuspend),
+  maxConnections: Type.Optional(MaxConnections),
+}, { additionalProperties: false });
+export type CreateTenantRequest = Static<typeof CreateTenantBody>;
+
+export const CreatedTenant = Type.Object({
+  id: Type.String(),
+  hostname: Type.String(),
+  password: Type.String(),
+  database: Type.String(),
+  user: Type.String(),
+  url: Type.String(),
+});
+
+export const PatchTenantBody = Type.Object({
+  access: Type.Optional(Access),
+  autosuspend: Type.Optional(Autosuspend),
+  maxConnections: Type.Optional(MaxConnections),
+}, { additionalProperties: false, minProperties: 1 });
+export type PatchTenantRequest = Static<typeof PatchTenantBody>;
+
+export const TenantAction = Type.Union([Type.Literal('start'), Type.Literal('stop'), Type.Literal('restart'), Type.Literal('suspend'), Type.Literal('wake')]);
+export type TenantActionName = Static<typeof TenantAction>;
+export const ActionParams = Type.Object({ id: TenantId, action: TenantAction });
+
+export const PasswordBody = Type.Object({
+  password: Type.Optional(Type.String({ description: 'the new password; default: 32 random characters' })),
+}, { additionalProperties: false });
+export const PasswordResult = Type.Object({ id: Type.String(), password: Type.String() });
+
+export type CreatedTenantJson = Static<typeof CreatedTenant>;
+
+export const Connection = Type.Object({
+  uri: Type.String(),
+  psql: Type.String(),
+  jdbc: Type.String(),
+  /** libpq URI over the server's unix socket on the daemon's host (administration). */
+  local: Type.String(),
+});
+
+export type ConnectionJson = Static<typeof Connection>;
+
+export const LogsQuery = Type.Object({ lines: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, default: 50 })) });
+export const Logs = Type.Object({ lines: Type.Array(Type.String()) });
+
+export const TenantStatus = Type.Object({
+  id: Type.String(),
+  state: TenantState,
+  pid: Nullable(Type.Integer()),
+  serverStartedAt: Nullable(DateTime),
+  connections: Type.Integer(),
+  health: Health,
+  healthCheckedAt: Nullable(DateTime),
+  healthError: Type.Optional(Type.String()),
+  restarts: Type.Integer(),
+  wakes: Type.Integer(),
+  lastError: Type.Optional(Type.String()),
+});
+
+export const Status = Type.Object({
+  pid: Type.Integer(),
+  version: Type.String(),
+  startedAt: DateTime,
+  port: Type.Integer(),
+  domain: Type.String(),
+  /** Where the REST API listens on TCP (`host:port`), null when only on the unix socket. */
+  api: Nullable(Type.String()),
+  connections: Type.Integer(),
+  certificateExpires: Nullable(DateTime),
+  refusals: Type.Record(Type.String(), Type.Integer()),
+  tenants: Type.Array(TenantStatus),
+});
+export type StatusJson = Static<typeof Status>;
+
+export const Bulk = Type.Object({
+  done: Type.Array(Type.String()),
+  failed: Type.Array(Type.Object({ id: Type.String(), error: Type.String() })),
+});
+
+export type BulkJson = Static<typeof Bulk>;
+
+export const TokenScope = Type.Union([Type.Literal('read'), Type.Literal('admin')]);
+export const TokenName = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' });
+export const TokenBody = Type.Object({ name: TokenName, scope: TokenScope }, { additionalProperties: false });
+export const TokenInfo = Type.Object({ name: Type.String(), scope: TokenScope, createdAt: DateTime, lastUsedAt: Nullable(DateTime) });
+export const CreatedToken = Type.Object({ name: Type.String(), scope: TokenScope, createdAt: DateTime, token: Type.String() });
+export const TokenList = Type.Object({ items: Type.Array(TokenInfo) });
+export const TokenParams = Type.Object({ name: TokenName });
+
+export const Operation = Type.Object({
+  id: Type.String(),
+  kind: Type.String({ description: 'what runs: tenant.start, tenant.stop, tenant.restart, tenant.suspend, tenant.wake, tenant.remove' }),
+  tenant: Nullable(Type.String()),
+  status: Type.Union([Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]),
+  createdAt: DateTime,
+  finishedAt: Nullable(DateTime),
+  error: Type.Optional(Type.Object({ code: Type.String(), detail: Type.String() })),
+});
+export type OperationJson = Static<typeof Operation>;
+export const OperationParams = Type.Object({ id: Type.String({ pattern: '^op_[a-z0-9]{1,40}$' }) });
+
+/** RFC 9457 problem details; `code` is stable and is the word the CLI prints. */
+export const Problem = Type.Object({
+  type: Type.String(),
+  title: Type.String(),
+  status: Type.Integer(),
+  code: Type.String(),
+  detail: Type.String(),
+  /** The request field at fault, for invalid_request. */
+  field: Type.Optional(Type.String()),
+});
+export type ProblemJson = Static<typeof Problem>;
+
+export const Ok = Type.Object({ ok: Type.Boolean() });
+export const Health200 = Type.Object({ status: Type.Literal('ok') });

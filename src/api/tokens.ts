@@ -1,0 +1,122 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { PgsError, errnoCode } from '../core/errors.js';
+import { writeAtomic } from '../core/files.js';
+
+/**
+ * API tokens: `pgs_` + 32 random bytes (base64url), shown once. Only a
+ * SHA-256 of each is kept, in `$PGS_HOME/tokens.json` (0600); a token's 256
+ * random bits make a slow hash pointless. The daemon is the only writer.
+ */
+export type TokenScope = 'read' | 'admin';
+export const TOKEN_PREFIX = 'pgs_';
+
+interface StoredToken {
+  name: string;
+  scope: TokenScope;
+  /** hex SHA-256 of the whole token */
+  sha256: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+}
+
+export interface TokenInfo {
+  name: string;
+  scope: TokenScope;
+  createdAt: string;
+  lastUsedAt: string | null;
+}
+
+export class TokenStore {
+  private readonly file: string;
+  private tokens: StoredToken[] = [];
+  private byHash = new Map<string, StoredToken>();
+  /** lastUsedAt is written at most once a minute per token, not per request. */
+  private dirtySince: number | undefined;
+
+  constructor(file: string) {
+    this.file = file;
+  }
+
+  async load(): Promise<void> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.file, 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return this.index([]);
+      throw err;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new PgsError('CATALOG_CORRUPT', `the token file ${this.file} is not JSON; fix or delete it (every token in it stops working)`);
+    }
+    const list = (parsed as { tokens?: unknown }).tokens;
+    if (!Array.isArray(list) || !list.every(isStoredToken)) {
+      throw new PgsError('CATALOG_CORRUPT', `the token file ${this.file} is not valid; fix or delete it (every token in it stops working)`);
+    }
+    this.index(list);
+  }
+
+  private index(list: StoredToken[]): void {
+    this.tokens = list;
+    this.byHash = new Map(list.map((t) => [t.sha256, t]));
+  }
+
+  list(): TokenInfo[] {
+    return this.tokens.map(({ name, scope, createdAt, lastUsedAt }) => ({ name, scope, createdAt, lastUsedAt }));
+  }
+
+  async create(name: string, scope: TokenScope): Promise<TokenInfo & { token: string }> {
+    if (this.tokens.some((t) => t.name === name)) throw new PgsError('TOKEN_EXISTS', `a token named ${name} exists already; "pgs token revoke ${name}" first`);
+    const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const stored: StoredToken = { name, scope, sha256: sha256(token), createdAt: new Date().toISOString(), lastUsedAt: null };
+    await this.save([...this.tokens, stored]);
+    return { name, scope, createdAt: stored.createdAt, lastUsedAt: null, token };
+  }
+
+  async revoke(name: string): Promise<void> {
+    if (!this.tokens.some((t) => t.name === name)) throw new PgsError('TOKEN_NOT_FOUND', `no token named ${name} (see "pgs token list")`);
+    await this.save(this.tokens.filter((t) => t.name !== name));
+  }
+
+  /** The token's scope, or undefined for anything that is not a live token. */
+  verify(token: string): { name: string; scope: TokenScope } | undefined {
+    if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return undefined;
+    const digest = sha256(token);
+    const found = this.byHash.get(digest);
+    // The map lookup already matched; the constant-time compare keeps it so if the lookup changes.
+    if (!found || !timingSafeEqual(Buffer.from(found.sha256, 'hex'), Buffer.from(digest, 'hex'))) return undefined;
+    found.lastUsedAt = new Date().toISOString();
+    if (this.dirtySince === undefined) {
+      this.dirtySince = Date.now();
+      setTimeout(() => {
+        this.dirtySince = undefined;
+        void this.save(this.tokens).catch(() => undefined);
+      }, 60_000).unref();
+    }
+    return { name: found.name, scope: found.scope };
+  }
+
+  /** Writes pending lastUsedAt times (at daemon stop). */
+  async flush(): Promise<void> {
+    if (this.dirtySince !== undefined) await this.save(this.tokens);
+  }
+
+  private async save(list: StoredToken[]): Promise<void> {
+    await writeAtomic(this.file, `${JSON.stringify({ tokens: list }, null, 2)}\n`, 0o600);
+    this.index(list);
+  }
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+function isStoredToken(value: unknown): value is StoredToken {
+  const t = value as StoredToken;
+  return typeof t === 'object' && t !== null && typeof t.name === 'string' && (t.scope === 'read' || t.scope === 'admin') &&
+    typeof t.sha256 === 'string' && /^[0-9a-f]{64}$/.test(t.sha256) && typeof t.createdAt === 'string' &&
+    (t.lastUsedAt === null || typeof t.lastUsedAt === 'string');
+}

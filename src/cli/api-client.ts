@@ -1,0 +1,169 @@
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, promises as fs } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PgsError, codeFromWord, errnoCode } from '../core/errors.js';
+import { processState } from '../core/proc.js';
+import { tail } from '../core/files.js';
+
+/**
+ * The CLI's side of the daemon's REST API, over the unix socket
+ * `$PGS_HOME/daemon.sock` (0600: full rights, no token). A problem+json
+ * answer becomes a PgsError with the daemon's code, so that the CLI decides
+ * on the same code the daemon raised.
+ */
+export interface ApiResponse<T> {
+  status: number;
+  body: T;
+  headers: http.IncomingHttpHeaders;
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+}
+
+export function daemonFiles(home: string): { socket: string; pidFile: string; log: string } {
+  return { socket: path.join(home, 'daemon.sock'), pidFile: path.join(home, 'daemon.pid'), log: path.join(home, 'daemon.log') };
+}
+
+export class ApiClient {
+  readonly home: string;
+  private readonly socket: string;
+
+  constructor(home: string) {
+    this.home = home;
+    this.socket = daemonFiles(home).socket;
+  }
+
+  /** Rejects with DAEMON_UNAVAILABLE when no daemon answers on the socket. */
+  request<T>(method: string, urlPath: string, options: RequestOptions = {}): Promise<ApiResponse<T>> {
+    const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const timeoutMs = options.timeoutMs ?? 120_000;
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string | number> = { ...options.headers };
+      if (payload !== undefined) {
+        headers['content-type'] = 'application/json';
+        headers['content-length'] = Buffer.byteLength(payload);
+      }
+      const req = http.request({ socketPath: this.socket, method, path: urlPath, headers, timeout: timeoutMs }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (s: string) => { text += s; });
+        res.on('error', reject);
+        res.on('end', () => {
+          const status = res.statusCode ?? 500;
+          let body: unknown = undefined;
+          if (text !== '' && /json/.test(String(res.headers['content-type']))) {
+            try {
+              body = JSON.parse(text);
+            } catch {
+              return reject(new PgsError('INTERNAL', `the daemon answered ${status} with broken JSON`));
+            }
+          } else if (text !== '') {
+            body = text;
+          }
+          if (status >= 400) {
+            const problem = body as { code?: unknown; detail?: unknown } | undefined;
+            return reject(new PgsError(codeFromWord(problem?.code), typeof problem?.detail === 'string' ? problem.detail : `the daemon answered ${status}`));
+          }
+          resolve({ status, body: body as T, headers: res.headers });
+        });
+      });
+      req.on('timeout', () => req.destroy(new PgsError('DAEMON_UNAVAILABLE', `the daemon did not answer ${method} ${urlPath} within ${timeoutMs / 1000} s; see ${daemonFiles(this.home).log}`)));
+      req.on('error', (err) => {
+        const code = errnoCode(err);
+        if (code === 'ENOENT' || code === 'ECONNREFUSED') reject(new PgsError('DAEMON_UNAVAILABLE', `no pgs daemon runs for ${this.home}`));
+        else reject(err);
+      });
+      req.end(payload);
+    });
+  }
+
+  async get<T>(urlPath: string, options?: RequestOptions): Promise<T> {
+    return (await this.request<T>('GET', urlPath, options)).body;
+  }
+
+  /** The answer, or undefined when no daemon runs (read-only commands then read the files). */
+  async getIfRunning<T>(urlPath: string): Promise<T | undefined> {
+    try {
+      return await this.get<T>(urlPath, { timeoutMs: 30_000 });
+    } catch (err) {
+      if (err instanceof PgsError && err.code === 'DAEMON_UNAVAILABLE') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * A request that changes something: the daemon makes every change, so when
+   * none runs it is started in the background first (as `pgs start` does).
+   */
+  async change<T>(method: string, urlPath: string, options: RequestOptions = {}, onStart?: (pid: number) => void): Promise<ApiResponse<T>> {
+    try {
+      return await this.request<T>(method, urlPath, options);
+    } catch (err) {
+      if (!(err instanceof PgsError && err.code === 'DAEMON_UNAVAILABLE')) throw err;
+    }
+    if (!(await fs.stat(path.join(this.home, 'catalog.json')).catch(() => undefined))) {
+      throw new PgsError('NOT_SET_UP', `pgs is not set up in ${this.home}: run "pgs setup" first`);
+    }
+    const pid = await startDaemonInBackground(this.home);
+    onStart?.(pid);
+    return this.request<T>(method, urlPath, options);
+  }
+}
+
+/** Starts `pgs start --foreground` detached, its output in daemon.log, and waits until it answers. Returns its pid. */
+export async function startDaemonInBackground(home: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = 60_000): Promise<number> {
+  const { log } = daemonFiles(home);
+  await fs.mkdir(home, { recursive: true, mode: 0o700 });
+  const fd = openSync(log, 'a', 0o600);
+  const script = process.argv[1];
+  if (!script) throw new PgsError('USAGE', 'cannot tell where the pgs CLI is to start the daemon');
+  let exited: string | undefined;
+  try {
+    const child = spawn(process.execPath, [script, 'start', '--foreground'], { detached: true, stdio: ['ignore', fd, fd], env });
+    child.once('exit', (code, signal) => { exited = signal ? `was killed by ${signal}` : `exited with code ${code}`; });
+    child.once('error', (err) => { exited = `could not be started (${err.message})`; });
+    child.unref();
+  } finally {
+    closeSync(fd);
+  }
+  const client = new ApiClient(home);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const status = await client.getIfRunning<{ pid: number }>('/v1/status').catch(() => undefined);
+    if (status) return status.pid;
+    if (exited !== undefined) {
+      const lines = (await tail(log, 5)).split('\n').filter((l) => l.startsWith('pgs'));
+      const last = lines[lines.length - 1];
+      // Another command started one at the same moment: that one will answer.
+      if (last?.includes('a pgs daemon already runs')) {
+        exited = undefined;
+        await sleep(15);
+        continue;
+      }
+      // The daemon's own one-line error ("pgs start: port 5432 is already in use ...").
+      const match = last ? /^pgs start: (.*)$/.exec(last) : null;
+      if (match?.[1]) throw new PgsError('PG_START_FAILED', `the daemon could not start: ${match[1]}`);
+      throw new PgsError('PG_START_FAILED', `the daemon ${exited}; see ${log}`);
+    }
+    await sleep(15);
+  }
+  throw new PgsError('PG_START_FAILED', `the daemon did not answer within ${timeoutMs / 1000} s; see ${log}`);
+}
+
+/** Asks the daemon to stop (`tenants: keep` leaves their wanted state alone) and waits until its process is gone. False when none ran. */
+export async function stopDaemon(home: string, { keepTenants = false, timeoutMs = 180_000 } = {}): Promise<boolean> {
+  const client = new ApiClient(home);
+  const status = await client.getIfRunning<{ pid: number }>('/v1/status');
+  if (!status) return false;
+  await client.request('POST', `/v1/stop?tenants=${keepTenants ? 'keep' : 'stop'}`);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if ((await processState(status.pid)) !== 'alive') return true;
+    await sleep(20);
+  }
+  throw new PgsError('PG_STOP_FAILED', `the daemon (pid ${status.pid}) did not stop within ${timeoutMs / 1000} s`);
+}

@@ -1,0 +1,71 @@
+import type { ParseArgsConfig } from 'node:util';
+import { PgsError } from '../core/errors.js';
+import { pgsHome } from '../core/paths.js';
+import { Pgs } from '../service/pgs.js';
+import { ApiClient } from './api-client.js';
+
+/** One CLI command: its help, its options, and what it runs. Each lives in commands/<name>.ts. */
+export type Options = NonNullable<ParseArgsConfig['options']>;
+export type Values = Record<string, string | boolean | undefined>;
+
+export interface Context {
+  home: string;
+  env: NodeJS.ProcessEnv;
+  /** The daemon's API over its unix socket. */
+  api: ApiClient;
+  /** The files, for `setup` and for read-only commands when no daemon runs. */
+  pgs(): Pgs;
+}
+
+export interface Command {
+  summary: string;
+  usage: string;
+  details: string;
+  options: Options;
+  /** How many positional arguments: [min, max]. */
+  positionals: [number, number];
+  run(ctx: Context, args: string[], values: Values): Promise<number>;
+}
+
+export const EXIT_USAGE = 2;
+/** `pgs status` when no daemon runs. */
+export const EXIT_NO_DAEMON = 3;
+
+export function makeContext(env: NodeJS.ProcessEnv = process.env): Context {
+  const home = pgsHome(env);
+  let pgs: Pgs | undefined;
+  return { home, env, api: new ApiClient(home), pgs: () => (pgs ??= new Pgs(env)) };
+}
+
+export function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+/** "30s", "5m", "1h", "90" (seconds) or "off" (null). */
+export function parseDuration(text: string, what = '--autosuspend'): number | null {
+  if (text === 'off') return null;
+  const match = /^(\d+)(s|m|h)?$/.exec(text);
+  const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3600 }[(match[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 31_536_000) {
+    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a duration such as 30s, 5m, 1h${what === '--autosuspend' ? ', or off' : ''}`);
+  }
+  return seconds;
+}
+
+export function parseInteger(text: string, what: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isInteger(n) || n < min || n > max) {
+    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/** A tenant id in a URL path (ids are DNS labels; anything else is refused by the daemon with the reason). */
+export function tenantPath(id: string, rest = ''): string {
+  return `/v1/tenants/${encodeURIComponent(id)}${rest}`;
+}
+
+/** When a change started the daemon, say so on stderr (stdout may be JSON). */
+export function announceDaemon(pid: number): void {
+  console.error(`(started the pgs daemon, pid ${pid})`);
+}

@@ -1,0 +1,45 @@
+import type { CreatedTenantJson } from '../../api/schemas.js';
+import { announceDaemon, parseDuration, parseInteger, printJson, type Command } from '../command.js';
+import { formatTable } from '../table.js';
+
+export const create: Command = {
+  summary: 'make a tenant with its own running PostgreSQL 18 server',
+  usage: 'pgs create <id> [--password P] [--autosuspend 30s|5m|1h|off] [--max-connections N] [--json]',
+  details: [
+    '  <id>               a DNS label: a-z first, then a-z 0-9 -, at most 40, no trailing -',
+    '  --password P       the password of user postgres (at least 8 characters);',
+    '                     default: 32 random characters, printed once and never stored',
+    '  --autosuspend D    stop the server after D without connections (default 5m; off: never);',
+    '                     "pgs config <id> --autosuspend D" changes it later',
+    '  --max-connections N  the server\'s max_connections (5 to 10000, default 20)',
+    '  --json             print {id, hostname, password, database, user, url}',
+    '',
+    'The daemon makes the tenant (it is started in the background when none runs).',
+    'API: POST /v1/tenants {"id": ..., "password"?, "autosuspend"?, "maxConnections"?}',
+  ].join('\n'),
+  options: { password: { type: 'string' }, autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, json: { type: 'boolean' } },
+  positionals: [1, 1],
+  async run(ctx, [id], values) {
+    const body = {
+      id,
+      ...(values.password !== undefined ? { password: String(values.password) } : {}),
+      ...(values.autosuspend !== undefined ? { autosuspend: parseDuration(String(values.autosuspend)) } : {}),
+      ...(values['max-connections'] !== undefined ? { maxConnections: parseInteger(String(values['max-connections']), '--max-connections', 5, 10_000) } : {}),
+    };
+    const { body: created } = await ctx.api.change<CreatedTenantJson>('POST', '/v1/tenants', { body }, announceDaemon);
+    if (values.json) {
+      printJson(created);
+      return 0;
+    }
+    console.log(`Created tenant ${created.id}`);
+    console.log(formatTable([
+      ['host', created.hostname],
+      ['database', created.database],
+      ['user', created.user],
+      ['password', created.password],
+      ['url', created.url],
+    ], { indent: '  ' }));
+    console.log('The password is shown only now; "pgs passwd <id>" sets a new one.');
+    return 0;
+  },
+};

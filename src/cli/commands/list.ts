@@ -1,0 +1,58 @@
+import type { TenantJson } from '../../api/schemas.js';
+import type { ApiClient } from '../api-client.js';
+import { printJson, type Command } from '../command.js';
+import { formatDuration, formatTable } from '../table.js';
+
+export const list: Command = {
+  summary: 'show every tenant: host name, access, state, uptime, connections, health',
+  usage: 'pgs list [--json]',
+  details: [
+    '  --json         print an array of tenants, each as GET /v1/tenants/{id} gives it: {id, hostname,',
+    '                 access, state, wanted, pid, database, user, port, maxConnections, autosuspendSeconds,',
+    '                 createdAt, serverStartedAt, uptimeSeconds, connections, health, healthCheckedAt,',
+    '                 healthError?, lastError?, restarts, wakes}',
+    '  States: running, starting, stopping, stopped; with a daemon also suspended (idle, wakes on',
+    '  connect) and crashed (keeps failing to start; lastError says why). Connections and health',
+    '  (ok, failing, unknown: a SELECT 1 over the server\'s socket every minute) come from the daemon.',
+  ].join('\n'),
+  options: { json: { type: 'boolean' } },
+  positionals: [0, 0],
+  async run(ctx, _args, values) {
+    const catalog = await ctx.pgs().store.read(); // a missing setup or broken catalog is reported before asking the daemon
+    const fromDaemon = await allTenants(ctx.api);
+    const tenants = fromDaemon ?? (await ctx.pgs().list(catalog));
+    if (values.json) {
+      printJson(tenants);
+      return 0;
+    }
+    if (tenants.length === 0) {
+      console.log('No tenants yet: pgs create <id>');
+      return 0;
+    }
+    console.log(formatTable([
+      ['ID', 'HOSTNAME', 'ACCESS', 'STATE', 'UPTIME', 'CONNS', 'HEALTH'],
+      ...tenants.map((t) => [
+        t.id, t.hostname, t.access, t.state,
+        t.uptimeSeconds === null ? '-' : formatDuration(t.uptimeSeconds),
+        t.connections === null ? '-' : String(t.connections),
+        fromDaemon ? t.health : '-',
+      ]),
+    ]));
+    if (!fromDaemon) console.log('(no daemon runs: connections and health are unknown; "pgs start" starts it)');
+    return 0;
+  },
+};
+
+/** Every page of GET /v1/tenants, or undefined when no daemon runs. */
+async function allTenants(api: ApiClient): Promise<TenantJson[] | undefined> {
+  const items: TenantJson[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: { items: TenantJson[]; nextCursor: string | null } | undefined =
+      await api.getIfRunning(`/v1/tenants?limit=1000${cursor === null ? '' : `&cursor=${cursor}`}`);
+    if (!page) return undefined;
+    items.push(...page.items);
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return items;
+}

@@ -1,0 +1,37 @@
+import { createInterface } from 'node:readline/promises';
+import { PgsError } from '../../core/errors.js';
+import { announceDaemon, tenantPath, type Command } from '../command.js';
+
+export const remove: Command = {
+  summary: 'stop a tenant and delete its server and all its data',
+  usage: 'pgs remove <id> [--yes]',
+  details: [
+    '  --yes          do not ask; without it pgs asks on a terminal and refuses otherwise',
+    '',
+    'API: DELETE /v1/tenants/{id}',
+  ].join('\n'),
+  options: { yes: { type: 'boolean' } },
+  positionals: [1, 1],
+  async run(ctx, [id], values) {
+    const tenant = id as string;
+    // An unknown id fails before any question.
+    await ctx.api.change('GET', tenantPath(tenant), {}, announceDaemon);
+    if (!values.yes) await confirmRemoval(tenant);
+    await ctx.api.change('DELETE', tenantPath(tenant), {}, announceDaemon);
+    console.log(`Removed tenant ${tenant}`);
+    return 0;
+  },
+};
+
+async function confirmRemoval(id: string): Promise<void> {
+  if (!process.stdin.isTTY) {
+    throw new PgsError('NOT_CONFIRMED', `not removing ${id}: stdin is not a terminal, pass --yes to confirm`);
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`Remove tenant ${id} and delete all its data? Type its id to confirm: `);
+    if (answer.trim() !== id) throw new PgsError('NOT_CONFIRMED', `not removing ${id}: the answer did not match`);
+  } finally {
+    rl.close();
+  }
+}

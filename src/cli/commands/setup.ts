@@ -1,0 +1,61 @@
+import { PgsError } from '../../core/errors.js';
+import { parseInteger, printJson, type Command } from '../command.js';
+import { formatTable } from '../table.js';
+
+export const setup: Command = {
+  summary: 'write the config, make the server template and a TLS certificate (idempotent)',
+  usage: 'pgs setup [--domain D] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off] [--json]',
+  details: [
+    '  --domain D          tenants get host names <id>-<suffix>.D (default pgs.localhost)',
+    '  --port P            the TLS port the router listens on (default 5432)',
+    '  --cert FILE         PEM certificate for *.D (default: a self-signed one is generated)',
+    '  --key FILE          its PEM private key',
+    '  --api-listen A:P    the REST API on TCP, with tokens (default 127.0.0.1:5480); off: only the',
+    '                      unix socket. Any address but loopback is served over TLS (the certificate above).',
+    '  --tenant-metrics X  per-tenant series (pgs_tenant_*) in /metrics: on (default) or off',
+    '  --json              print the settings as JSON',
+    '',
+    'Run it again at any time: it keeps what exists and changes only what you pass.',
+    'The PostgreSQL binaries are copied once into the data folder (<data>/pg/<version>/), so that',
+    'the servers can run them wherever this package lives. As root, the servers run as the',
+    'unprivileged system user "pgs" (created if missing).',
+  ].join('\n'),
+  options: {
+    domain: { type: 'string' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' },
+    'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, json: { type: 'boolean' },
+  },
+  positionals: [0, 0],
+  async run(ctx, _args, values) {
+    const port = values.port === undefined ? undefined : parseInteger(String(values.port), '--port', 1, 65535);
+    const listen = values['api-listen'] === undefined ? undefined : String(values['api-listen']);
+    const metrics = values['tenant-metrics'];
+    if (metrics !== undefined && metrics !== 'on' && metrics !== 'off') throw new PgsError('USAGE', `invalid --tenant-metrics ${JSON.stringify(metrics)}: on or off`);
+    const report = await ctx.pgs().setup({
+      domain: values.domain as string | undefined,
+      port,
+      certFile: values.cert as string | undefined,
+      keyFile: values.key as string | undefined,
+      ...(listen !== undefined ? { apiListen: listen === 'off' ? null : listen } : {}),
+      ...(metrics !== undefined ? { tenantMetrics: metrics === 'on' } : {}),
+    });
+    // A running daemon reads the new settings at once (a new certificate reaches new connections).
+    await ctx.api.getIfRunning('/v1/status').then((up) => (up ? ctx.api.request('POST', '/v1/reload') : undefined));
+    if (values.json) {
+      printJson({ home: report.home, ...report.settings, certificateExpires: report.certificate.validTo.toISOString() });
+      return 0;
+    }
+    for (const action of report.actions) console.log(`- ${action}`);
+    const s = report.settings;
+    console.log(`pgs is set up in ${report.home}`);
+    console.log(formatTable([
+      ['domain', s.domain],
+      ['port', String(s.port)],
+      ['certificate', `${s.certFile}${s.certSelfSigned ? ' (self-signed)' : ''}, expires ${report.certificate.validTo.toISOString().slice(0, 10)}`],
+      ['data', s.dataRoot],
+      ['servers run as', s.serverUser ?? 'the user running pgs'],
+      ['api', s.apiListen ?? 'unix socket only'],
+    ], { indent: '  ' }));
+    console.log('Next: pgs create <id>');
+    return 0;
+  },
+};

@@ -1,0 +1,51 @@
+import type { StatusJson } from '../../api/schemas.js';
+import { EXIT_NO_DAEMON, printJson, type Command } from '../command.js';
+import { formatTable } from '../table.js';
+
+export const status: Command = {
+  summary: 'show the daemon: pid, uptime, port, API address, certificate expiry, tenants by state',
+  usage: 'pgs status [--json]',
+  details: [
+    '  --json         print GET /v1/status: {pid, version, startedAt, port, domain, api, connections,',
+    '                 certificateExpires, refusals, tenants: [{id, state, pid, serverStartedAt, connections,',
+    '                 health, healthCheckedAt, healthError?, restarts, wakes, lastError?}]}',
+    '  Exit code 3 when no daemon runs.',
+  ].join('\n'),
+  options: { json: { type: 'boolean' } },
+  positionals: [0, 0],
+  async run(ctx, _args, values) {
+    await ctx.pgs().store.readIfExists(); // a broken catalog is reported; no setup yet is "no daemon"
+    const current = await ctx.api.getIfRunning<StatusJson>('/v1/status');
+    if (values.json) {
+      printJson(current ?? null);
+      return current ? 0 : EXIT_NO_DAEMON;
+    }
+    if (!current) {
+      console.log('No daemon runs: "pgs start" starts it');
+      return EXIT_NO_DAEMON;
+    }
+    const byState = new Map<string, number>();
+    for (const t of current.tenants) byState.set(t.state, (byState.get(t.state) ?? 0) + 1);
+    console.log(formatTable([
+      ['daemon', `pid ${current.pid}, up since ${current.startedAt}, pgs ${current.version}`],
+      ['port', `${current.port} (tenants at <id>-<suffix>.${current.domain})`],
+      ['api', current.api ?? 'unix socket only'],
+      ['connections', String(current.connections)],
+      ['certificate', current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'],
+      ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
+      ['health', summarizeHealth(current.tenants)],
+    ]));
+    return 0;
+  },
+};
+
+/** "998 ok, 2 failing (acme: the server did not answer within 5000 ms)" over the running tenants. */
+function summarizeHealth(tenants: readonly { id: string; state: string; health: string; healthError?: string }[]): string {
+  const running = tenants.filter((t) => t.state === 'running');
+  if (running.length === 0) return 'no server runs';
+  const counts = new Map<string, number>();
+  for (const t of running) counts.set(t.health, (counts.get(t.health) ?? 0) + 1);
+  const failing = running.find((t) => t.health === 'failing');
+  const summary = [...counts].map(([health, n]) => `${n} ${health}`).join(', ');
+  return failing ? `${summary} (${failing.id}: ${failing.healthError ?? 'no answer'})` : summary;
+}

@@ -1,0 +1,41 @@
+import type { TenantJson } from '../../api/schemas.js';
+import { announceDaemon, tenantPath, type Command } from '../command.js';
+import { stopDaemon } from '../api-client.js';
+
+export const stop: Command = {
+  summary: 'stop one tenant\'s server, or the daemon and all servers (fast shutdown, nothing committed is lost)',
+  usage: 'pgs stop [<id>]',
+  details: [
+    '  <id>           stop this tenant\'s server (it stays stopped until "pgs start <id>"); the daemon keeps running',
+    '                 without <id>: every server, and the daemon ("pgs start" brings them all back)',
+    '',
+    'API: POST /v1/tenants/{id}/stop, POST /v1/stop',
+  ].join('\n'),
+  options: {},
+  positionals: [0, 1],
+  async run(ctx, [id]) {
+    if (id === undefined) {
+      if (await stopDaemon(ctx.home)) {
+        console.log('Stopped the daemon and every server');
+        return 0;
+      }
+      // No daemon, but servers a killed daemon left running: a daemon adopts and stops them.
+      const running = (await ctx.pgs().list()).filter((t) => t.state !== 'stopped');
+      if (running.length === 0) {
+        console.log('No daemon runs; no server runs');
+        return 0;
+      }
+      await ctx.api.change('GET', '/v1/status', {}, announceDaemon);
+      await stopDaemon(ctx.home);
+      console.log(`Stopped ${running.map((t) => t.id).join(', ')} and the daemon`);
+      return 0;
+    }
+    const { body: after } = await ctx.api.change<TenantJson>('POST', tenantPath(id, '/stop'), {}, announceDaemon);
+    if (after.state !== 'stopped') {
+      console.error(`pgs stop: ${id}: the server is still ${after.state}${after.lastError ? `: ${after.lastError}` : ''}; see pgs logs ${id}`);
+      return 1;
+    }
+    console.log(`Stopped ${id}`);
+    return 0;
+  },
+};

@@ -1,0 +1,34 @@
+import { PgsError } from '../core/errors.js';
+import type { Pgs } from '../service/pgs.js';
+import { Daemon, jsonLog } from './daemon.js';
+import { packageVersion } from '../core/version.js';
+
+/** `pgs start --foreground`: the daemon in this process, JSON log lines on stderr, until SIGTERM/SIGINT or POST /v1/stop. */
+export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const log = jsonLog((line) => process.stderr.write(line));
+  const interval = env.PGS_HEALTH_INTERVAL;
+  const healthSeconds = interval === undefined || interval === '' ? undefined : parseSeconds(interval);
+  const daemon = new Daemon(pgs, log, { ...(healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {}), version: await packageVersion() });
+  let signalled = false;
+  let started = false;
+  const onSignal = (signal: string) => {
+    log.info('signal', { signal });
+    signalled = true;
+    if (started) void daemon.stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await daemon.start();
+  started = true;
+  if (signalled) void daemon.stop(); // a signal during start-up: stop as soon as there is something to stop
+  await daemon.stopped;
+  return 0;
+}
+
+function parseSeconds(text: string): number {
+  const match = /^(\d+)(s|m|h)?$/.exec(text);
+  const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3600 }[(match[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
+  if (!Number.isInteger(seconds) || seconds < 1) throw new PgsError('USAGE', `invalid PGS_HEALTH_INTERVAL ${JSON.stringify(text)}: a duration such as 30s, 5m, 1h`);
+  return seconds;
+}
+
