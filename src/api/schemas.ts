@@ -65,6 +65,7 @@ export const CreateTenantBody = Type.Object({
   password: Type.Optional(Type.String({ description: 'at least 8 characters; default: 32 random characters' })),
   autosuspend: Type.Optional(Autosuspend),
   maxConnections: Type.Optional(MaxConnections),
+  init: Type.Optional(Type.String({ maxLength: 1_048_576, description: 'SQL run as the tenant role in its new database (one transaction unless it says otherwise); if it fails, nothing is created and the error names the line' })),
 }, { additionalProperties: false });
 export type CreateTenantRequest = Static<typeof CreateTenantBody>;
 

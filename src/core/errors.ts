@@ -20,6 +20,7 @@ export type PgsErrorCode =
   | 'DAEMON_STOPPING'
   | 'INTERNAL'
   | 'ADDRESS_IN_USE'
+  | 'INIT_FAILED'
   | 'INVALID_SETTING'
   | 'NOT_SET_UP'
   | 'TENANT_EXISTS'
@@ -53,6 +54,7 @@ const ALL_CODES: readonly PgsErrorCode[] = [
   'DAEMON_STOPPING',
   'INTERNAL',
   'ADDRESS_IN_USE',
+  'INIT_FAILED',
   'INVALID_SETTING',
   'NOT_SET_UP',
   'TENANT_EXISTS',

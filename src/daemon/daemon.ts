@@ -617,6 +617,7 @@ export class Daemon implements ControlPlane {
         password: request.password,
         ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
         ...(request.maxConnections !== undefined ? { maxConnections: request.maxConnections } : {}),
+        ...(request.init !== undefined ? { init: request.init } : {}),
       });
       await this.refresh();
       this.seenRunning.add(request.id);

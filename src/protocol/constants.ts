@@ -32,8 +32,14 @@ export const BackendMessage = {
 /** Frontend message type bytes (after start-up). */
 export const FrontendMessage = {
   Query: 0x51, // 'Q'
+  /** SASLInitialResponse and SASLResponse share the byte (PasswordMessage's). */
+  SASLResponse: 0x70, // 'p'
   Terminate: 0x58, // 'X'
 } as const;
 
 /** Authentication request codes carried in an 'R' message. */
 export const AUTH_OK = 0;
+/** AuthenticationSASL: the payload lists the mechanisms, each a C string, ended by an empty one. */
+export const AUTH_SASL = 10;
+export const AUTH_SASL_CONTINUE = 11;
+export const AUTH_SASL_FINAL = 12;

@@ -30,6 +30,20 @@ export function serializeQuery(sql: string): Buffer {
   return typed(FrontendMessage.Query, Buffer.from(`${sql}\0`, 'utf8'));
 }
 
+/** SASLInitialResponse ('p'): mechanism name, Int32 length of the data, the data. */
+export function serializeSASLInitialResponse(mechanism: string, data: string): Buffer {
+  const name = Buffer.from(`${mechanism}\0`, 'utf8');
+  const body = Buffer.from(data, 'utf8');
+  const length = Buffer.allocUnsafe(4);
+  length.writeInt32BE(body.length, 0);
+  return typed(FrontendMessage.SASLResponse, Buffer.concat([name, length, body]));
+}
+
+/** SASLResponse ('p'): the data alone. */
+export function serializeSASLResponse(data: string): Buffer {
+  return typed(FrontendMessage.SASLResponse, Buffer.from(data, 'utf8'));
+}
+
 export function serializeTerminate(): Buffer {
   return typed(FrontendMessage.Terminate, Buffer.alloc(0));
 }

@@ -1,7 +1,11 @@
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
-import { AUTH_OK, BackendMessage } from '../protocol/constants.js';
-import { MessageReader, parseDataRow, parseErrorFields, serializeQuery, serializeStartup, serializeTerminate, type ErrorFields } from '../protocol/messages.js';
+import { AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage } from '../protocol/constants.js';
+import {
+  MessageReader, parseDataRow, parseErrorFields, serializeQuery, serializeSASLInitialResponse, serializeSASLResponse, serializeStartup, serializeTerminate,
+  type ErrorFields,
+} from '../protocol/messages.js';
+import { SCRAM_SHA_256, ScramClient } from '../protocol/scram-client.js';
 
 /**
  * A minimal simple-query client for the admin role over a server's unix
@@ -30,6 +34,8 @@ export class AdminClient {
   private readonly reader = new MessageReader();
   private pending: Pending | undefined;
   private failure: Error | undefined;
+  /** Set when logging in with a password (SCRAM-SHA-256); peer authentication needs none. */
+  private scram: ScramClient | undefined;
 
   private constructor(socket: Socket) {
     this.socket = socket;
@@ -42,9 +48,10 @@ export class AdminClient {
    * Connects to `<socketDir>/.s.PGSQL.<port>` and waits for ReadyForQuery.
    * `timeoutMs`: give up (and close) when the server says nothing for that long.
    */
-  static async connect(socketDir: string, port: number, user: string, database: string, options: { timeoutMs?: number } = {}): Promise<AdminClient> {
+  static async connect(socketDir: string, port: number, user: string, database: string, options: { timeoutMs?: number; password?: string } = {}): Promise<AdminClient> {
     const socket = connect(path.join(socketDir, `.s.PGSQL.${port}`));
     const client = new AdminClient(socket);
+    if (options.password !== undefined) client.scram = new ScramClient(options.password);
     const timer = options.timeoutMs === undefined ? undefined : client.deadline(options.timeoutMs);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -124,7 +131,7 @@ export class AdminClient {
     const pending = this.pending;
     switch (type) {
       case BackendMessage.Authentication:
-        if (payload.readInt32BE(0) !== AUTH_OK) throw new Error(`the server asked for authentication method ${payload.readInt32BE(0)}; the admin role uses peer authentication`);
+        this.onAuthentication(payload);
         return;
       case BackendMessage.DataRow:
         pending?.rows.push(parseDataRow(payload));
@@ -144,6 +151,23 @@ export class AdminClient {
         return;
       default:
         return; // ParameterStatus, BackendKeyData, RowDescription, CommandComplete, notices
+    }
+  }
+
+  private onAuthentication(payload: Buffer): void {
+    const code = payload.readInt32BE(0);
+    const data = payload.subarray(4).toString('utf8');
+    if (code === AUTH_OK) return;
+    if (!this.scram) throw new Error(`the server asked for authentication method ${code}; this session has no password (peer authentication expected)`);
+    if (code === AUTH_SASL) {
+      if (!data.split('\0').includes(SCRAM_SHA_256)) throw new Error(`the server offers no ${SCRAM_SHA_256}`);
+      this.socket.write(serializeSASLInitialResponse(SCRAM_SHA_256, this.scram.clientFirst()));
+    } else if (code === AUTH_SASL_CONTINUE) {
+      this.socket.write(serializeSASLResponse(this.scram.clientFinal(data)));
+    } else if (code === AUTH_SASL_FINAL) {
+      this.scram.verifyServerFinal(data);
+    } else {
+      throw new Error(`the server asked for authentication method ${code}; only SCRAM-SHA-256 is supported`);
     }
   }
 

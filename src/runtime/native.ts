@@ -332,6 +332,15 @@ export class NativeRuntime implements TenantRuntime {
     return sessions;
   }
 
+  async runScript(id: string, password: string, sql: string, timeoutMs: number): Promise<void> {
+    const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, TENANT_ROLE, id, { password, timeoutMs: 10_000 });
+    try {
+      await client.query(sql, { timeoutMs });
+    } finally {
+      await client.close().catch(() => undefined);
+    }
+  }
+
   async setPassword(id: string, passwordVerifier: string): Promise<void> {
     await this.withAdmin(id, ADMIN_DATABASE, async (client) => {
       await client.query(`ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`);

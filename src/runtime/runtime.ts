@@ -61,6 +61,11 @@ export interface TenantRuntime {
   clientSessions(id: string): Promise<number>;
   setPassword(id: string, passwordVerifier: string): Promise<void>;
   /**
+   * Runs SQL as the tenant role in its database, logged in with its password over the socket
+   * (one simple-query message: one transaction unless the script says otherwise).
+   */
+  runScript(id: string, password: string, sql: string, timeoutMs: number): Promise<void>;
+  /**
    * A real query over the server's socket (the admin role, `SELECT 1`, on a
    * session kept open between checks); throws why when it fails or takes over `timeoutMs`.
    */

@@ -26,6 +26,8 @@ export const DEFAULT_PORT = 5432;
 export const DEFAULT_MAX_CONNECTIONS = 20;
 export const MIN_PASSWORD_LENGTH = 8;
 export const MAX_PASSWORD_LENGTH = 1024;
+/** An init script that runs longer is stopped and the create fails. */
+export const INIT_TIMEOUT_MS = 10 * 60_000;
 
 export interface SetupOptions {
   domain?: string;
@@ -205,7 +207,8 @@ export class Pgs {
   }
 
   /** `autosuspendSeconds`: null never suspends; absent keeps the default (5 min). */
-  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number } = {}): Promise<CreatedTenant> {
+  /** `init`: SQL run as the tenant role in its new database; if it fails, nothing is created. */
+  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number; init?: string } = {}): Promise<CreatedTenant> {
     assertTenantId(id);
     const password = options.password ?? generatePassword();
     if (options.password !== undefined) assertPassword(options.password);
@@ -231,6 +234,7 @@ export class Pgs {
         };
         await runtime.create({ id, maxConnections: tenant.maxConnections }, scramVerifier(password));
         made = true;
+        if (options.init !== undefined && options.init.trim() !== '') await runInit(runtime, id, password, options.init);
         const hostname = tenantHostname(id, tenant.suffix, current.settings.domain);
         const rt = runtime;
         return {
@@ -407,6 +411,19 @@ export async function setVerifier(runtime: TenantRuntime, tenant: Tenant, verifi
     await runtime.setPassword(tenant.id, verifier);
   } finally {
     if (!wasRunning && !keepStarted) await runtime.stop(tenant.id);
+  }
+}
+
+/** An init script's failure, with the line of the script where PostgreSQL put it. */
+async function runInit(runtime: TenantRuntime, id: string, password: string, sql: string): Promise<void> {
+  try {
+    await runtime.runScript(id, password, sql, INIT_TIMEOUT_MS);
+  } catch (err) {
+    const fields = (err as { fields?: Partial<Record<string, string>> }).fields;
+    if (!fields) throw new PgsError('INIT_FAILED', `the init script did not run: ${(err as Error).message}`);
+    const position = Number(fields.P);
+    const line = Number.isInteger(position) && position > 0 ? ` at line ${[...sql].slice(0, position - 1).join('').split('\n').length}` : '';
+    throw new PgsError('INIT_FAILED', `the init script failed${line}: ${fields.S ?? 'ERROR'} ${fields.C ?? ''}: ${fields.M ?? 'unknown error'}; tenant ${id} was not created`);
   }
 }
 

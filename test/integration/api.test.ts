@@ -224,6 +224,32 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     assert.ok(!logs.text.includes(changed.body.password), 'no password in the log');
   });
 
+  it('init scripts: run as the tenant role in its database; a failing one creates nothing and names its line', async () => {
+    const file = path.join(pgs.home, 'init.sql');
+    await fs.writeFile(file, 'CREATE TABLE plans(name text PRIMARY KEY);\nINSERT INTO plans VALUES (\'free\'), (\'pro\');\n');
+    const made = await pgs.json<Created>(['create', 'seeded', '--init', file]);
+    const url = (await pgs.ok(['url', 'seeded', '--local'])).trim();
+    const rows = await psql(url, "SELECT string_agg(name, ',' ORDER BY name), (SELECT tableowner FROM pg_tables WHERE tablename = 'plans') FROM plans", made.password);
+    assert.equal(rows.stdout, 'free,pro|postgres', rows.stderr);
+
+    const catalog = await pgs.catalogText();
+    await fs.writeFile(file, 'CREATE TABLE a(x int);\n\nSELECT * FROM missing_table;\n');
+    const failed = await pgs.run(['create', 'broken', '--init', file]);
+    assert.equal(failed.code, 1);
+    assert.match(failed.stderr, /^pgs create: the init script failed at line 3: ERROR 42P01: relation "missing_table" does not exist; tenant broken was not created\n$/);
+    assert.equal(await pgs.catalogText(), catalog);
+    await assert.rejects(fs.access(path.join(await pgs.dataRoot(), 'tenants', 'broken')));
+
+    const viaApi = await tcp<Problem>('POST', '/v1/tenants', '/v1/tenants', { token: admin, body: { id: 'broken', init: 'SELEC 1' } });
+    assert.equal(viaApi.status, 400);
+    assert.equal(viaApi.body.code, 'init_failed');
+    assert.match(viaApi.body.detail, /at line 1: ERROR 42601: syntax error at or near "SELEC"/);
+    const ok = await tcp<Created>('POST', '/v1/tenants', '/v1/tenants', { token: admin, body: { id: 'broken', init: 'CREATE TABLE fine(x int)' } });
+    assert.equal(ok.status, 201, 'the id is free again');
+    await tcp('DELETE', '/v1/tenants/{id}', '/v1/tenants/broken', { token: admin });
+    await tcp('DELETE', '/v1/tenants/{id}', '/v1/tenants/seeded', { token: admin });
+  });
+
   it('the CLI\'s --json is the API\'s representation', async () => {
     const fromCli = await pgs.json<Tenant[]>(['list']);
     const fromApi = (await unix<{ items: Tenant[] }>('GET', '/v1/tenants', '/v1/tenants')).body.items;
