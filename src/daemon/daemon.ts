@@ -177,6 +177,8 @@ export class Daemon implements ControlPlane {
       this.runtime = this.pgs.runtimeFor(settings);
       this.backends = new CatalogBackends(this.runtime, this.catalog);
       this.backends.wake = (id) => this.wake(id);
+      // A server that dies is restarted now, not at the next tick.
+      this.runtime.onServerExit = () => this.reconcileSoon();
       this.metrics = new DaemonMetrics({
         connections: () => this.router.connectionCount(),
         liveBytes: () => this.router.liveBytes(),
@@ -208,17 +210,20 @@ export class Daemon implements ControlPlane {
     if (this.isStopping) return; // stopped during the first reconcile: no timer to keep the process alive
     // Servers die (kill -9, OOM): check every second and restart with back-off.
     this.superviseTimer = setInterval(() => {
-      // One reconcile at a time: a slow one is not followed by a pile of queued ones.
-      if (!this.reconcileQueued) {
-        this.reconcileQueued = true;
-        void this.serial(() => this.reconcile()).finally(() => { this.reconcileQueued = false; });
-      }
+      this.reconcileSoon();
       this.checkHealthDue();
     }, SUPERVISE_INTERVAL_MS);
     this.sizeSweep = setTimeout(() => void this.measureSizes(), SIZE_FIRST_MS);
   }
 
   private reconcileQueued = false;
+
+  /** Queues a reconcile unless one is queued already: a slow one is not followed by a pile of them. */
+  private reconcileSoon(): void {
+    if (this.reconcileQueued || this.isStopping || this.superviseTimer === undefined) return;
+    this.reconcileQueued = true;
+    void this.serial(() => this.reconcile()).finally(() => { this.reconcileQueued = false; });
+  }
 
   /**
    * Every change, reload, reconcile and stop runs one at a time, in order: an

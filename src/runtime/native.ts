@@ -184,9 +184,27 @@ export class NativeRuntime implements TenantRuntime {
     const current = await this.status(spec.id);
     if (current.state === 'running' || current.state === 'starting') return;
     const dir = this.tenantDir(spec.id);
+    await this.awaitDeadServer(dir);
     await this.clearZombieLock(dir);
     await this.spawnServer(spec.id, dir, ['-c', `max_connections=${spec.maxConnections}`]);
   }
+
+  /**
+   * After a postmaster was killed its backends and workers exit on their own
+   * within milliseconds (they watch for postmaster death), but a new postmaster
+   * started before they are gone refuses ("pre-existing shared memory block is
+   * still in use"). When the lock names a dead postmaster, wait for them (at
+   * most 5 s): the first restart then works, instead of failing into back-off.
+   */
+  private async awaitDeadServer(dir: string): Promise<void> {
+    const pidFile = await readPostmasterPid(dir);
+    if (!pidFile || (await processState(pidFile.pid)) === 'alive') return;
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && (await someProcessWorksIn(dir))) await sleep(10);
+  }
+
+  /** Called when a server this process started exits, however it ended (the supervisor reacts at once). */
+  onServerExit: ((id: string) => void) | undefined;
 
   /**
    * A postmaster killed with SIGKILL whose parent is gone stays a zombie where
@@ -393,6 +411,7 @@ export class NativeRuntime implements TenantRuntime {
     child.once('exit', () => {
       if (this.children.get(id) === child) this.children.delete(id);
       if (this.known.get(id)?.pid === child.pid) this.known.delete(id);
+      if (id !== '') this.onServerExit?.(id);
     });
     child.unref();
   }

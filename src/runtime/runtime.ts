@@ -55,6 +55,8 @@ export interface TenantRuntime {
    * seconds); `fresh`: look now (the router does, before it connects a client).
    */
   status(id: string, options?: { fresh?: boolean }): Promise<ServerStatus>;
+  /** Set by the supervisor: a server this process started has exited (a stop, or a death). */
+  onServerExit: ((id: string) => void) | undefined;
   /** Drops what was last seen of servers this process did not start (another process, e.g. the CLI, may have started or stopped them). */
   forgetObserved(): void;
   /** Client sessions the server has right now, however they came (router or local socket). */

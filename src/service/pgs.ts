@@ -112,12 +112,26 @@ export class Pgs {
     this.store = new CatalogStore(homePaths(this.home));
   }
 
+  private runtime: { key: string; runtime: TenantRuntime } | undefined;
+
+  /**
+   * The runtime for these settings, one instance per process: the servers a
+   * runtime starts are its children, whose exit it sees at once, so the
+   * operations must start servers through the daemon's own runtime.
+   */
   runtimeFor(settings: Pick<Settings, 'dataRoot' | 'serverUser'>): TenantRuntime {
-    return new NativeRuntime({
-      dataRoot: settings.dataRoot,
-      serverUser: resolveServerUser(settings.serverUser),
-      binaries: installedBinaries(settings.dataRoot, this.env),
-    });
+    const key = `${settings.dataRoot}\0${settings.serverUser ?? ''}`;
+    if (this.runtime?.key !== key) {
+      this.runtime = {
+        key,
+        runtime: new NativeRuntime({
+          dataRoot: settings.dataRoot,
+          serverUser: resolveServerUser(settings.serverUser),
+          binaries: installedBinaries(settings.dataRoot, this.env),
+        }),
+      };
+    }
+    return this.runtime.runtime;
   }
 
   async setup(options: SetupOptions): Promise<SetupReport> {
