@@ -27,6 +27,9 @@ export interface ControlPlane {
   status(): Promise<S.StatusJson>;
   reload(): Promise<void>;
   startAll(): Promise<Static<typeof S.Bulk>>;
+  doctor(): Promise<Static<typeof S.DoctorReport>>;
+  /** Removes unfinished creates and adopts orphan folders back into the catalog. */
+  doctorFix(): Promise<S.DoctorFixJson>;
   /** Answers, then stops every server (recorded as stopped when `stopTenants`) and the daemon. */
   shutdown(stopTenants: boolean): void;
 }
@@ -103,6 +106,12 @@ export function registerRoutes(app: App, options: ApiOptions): void {
     plane.shutdown(keep !== 'keep');
     return { ok: true };
   });
+
+  app.get('/v1/doctor', { schema: { tags: tags('system'), summary: 'data folders the catalog does not name, unfinished creates, entries without data', response: { 200: S.DoctorReport, ...problems } } },
+    async () => plane.doctor());
+
+  app.post('/v1/doctor/fix', { schema: { tags: tags('system'), summary: 'adopt orphan folders (host names from their metadata) and remove unfinished creates', response: { 200: S.DoctorFix, ...problems } } },
+    async () => plane.doctorFix());
 
   app.get('/v1/tenants', { schema: { tags: tags('tenants'), summary: 'list tenants, by id, in pages', querystring: S.TenantListQuery, response: { 200: S.TenantList, ...problems } } },
     async (request) => {

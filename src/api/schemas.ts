@@ -177,5 +177,24 @@ export const Problem = Type.Object({
 });
 export type ProblemJson = Static<typeof Problem>;
 
+export const DoctorReport = Type.Object({
+  orphans: Type.Array(Type.Object({
+    id: Type.String(),
+    folder: Type.String(),
+    running: Type.Boolean(),
+    pid: Nullable(Type.Integer()),
+    /** From the folder's own metadata file; null when it has none (adopting gives it a new host name). */
+    hostname: Nullable(Type.String()),
+  })),
+  unfinished: Type.Array(Type.String()),
+  missingData: Type.Array(Type.String()),
+});
+export const DoctorFix = Type.Object({
+  adopted: Type.Array(Type.Object({ id: Type.String(), hostname: Type.String(), newHostname: Type.Boolean() })),
+  removed: Type.Array(Type.String()),
+  report: DoctorReport,
+});
+export type DoctorFixJson = Static<typeof DoctorFix>;
+
 export const Ok = Type.Object({ ok: Type.Boolean() });
 export const Health200 = Type.Object({ status: Type.Literal('ok') });

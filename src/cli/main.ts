@@ -4,6 +4,7 @@ import { EXIT_USAGE, makeContext, type Command, type Values } from './command.js
 import { accessCommand } from './commands/access.js';
 import { config } from './commands/config.js';
 import { create } from './commands/create.js';
+import { doctor } from './commands/doctor.js';
 import { list } from './commands/list.js';
 import { logs } from './commands/logs.js';
 import { passwd } from './commands/passwd.js';
@@ -27,7 +28,7 @@ const COMMANDS: Record<string, Command> = {
   setup, create, list, remove, start, stop, status, reload,
   'enable-access': accessCommand('enabled'),
   'disable-access': accessCommand('disabled'),
-  config, logs, url, passwd, token,
+  config, logs, url, passwd, token, doctor,
 };
 
 /** Mistakes in what was typed, not failures of pgs: exit code 2. */

@@ -19,7 +19,7 @@ import { BackendUnavailable, Router, type RouterLog } from '../router/router.js'
 import type { TenantRuntime } from '../runtime/runtime.js';
 import { generatePassword, scramVerifier } from '../runtime/scram.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
-import { assertPassword, connectionStrings, findTenant, setVerifier, tenantView, type Pgs } from '../service/pgs.js';
+import { assertPassword, connectionStrings, findTenant, setVerifier, tenantView, type DoctorReport, type Pgs } from '../service/pgs.js';
 import { CatalogBackends } from './backends.js';
 
 /**
@@ -319,15 +319,18 @@ export class Daemon implements ControlPlane {
    */
   private async settleDataFolders(): Promise<void> {
     const catalog = await this.pgs.store.read();
-    const known = new Set(catalog.tenants.map((t) => t.id));
+    const known = new Map(catalog.tenants.map((t) => [t.id, t]));
     for (const { id, unfinished } of await this.runtime.dataFolders()) {
-      if (known.has(id)) {
+      const tenant = known.get(id);
+      if (tenant) {
         if (unfinished) await this.runtime.finishCreate(id);
+        // Folders made before they kept their own metadata get it now.
+        if (JSON.stringify(await this.runtime.readMeta(id)) !== JSON.stringify(tenant)) await this.runtime.writeMeta(id, tenant);
       } else if (unfinished) {
         await this.runtime.remove(id);
         this.log.info('removed an unfinished create', { tenant: id });
       } else {
-        this.log.warn('a data folder that the catalog does not name (an orphan): it is kept', { tenant: id, folder: this.runtime.dataDir(id) });
+        this.log.warn('a data folder that the catalog does not name (an orphan): it is kept; "pgs doctor --fix" adopts it', { tenant: id, folder: this.runtime.dataDir(id) });
       }
     }
   }
@@ -771,6 +774,30 @@ export class Daemon implements ControlPlane {
       }
       await this.stop();
     })();
+  }
+
+  doctor(): Promise<DoctorReport> {
+    return this.serial(() => this.pgs.doctor());
+  }
+
+  doctorFix(): Promise<S.DoctorFixJson> {
+    return this.serial(async () => {
+      this.assertRunning();
+      const before = await this.pgs.doctor();
+      const removed: string[] = [];
+      for (const id of before.unfinished) {
+        await this.runtime.remove(id);
+        removed.push(id);
+      }
+      const adopted = await this.pgs.adopt(before.orphans.map((o) => o.id));
+      await this.refresh();
+      for (const a of adopted) {
+        this.events.emit('created', a.id, { reason: 'adopted' });
+        this.log.info('adopted an orphan data folder', { tenant: a.id, hostname: a.hostname, newHostname: a.newHostname });
+      }
+      await this.reconcile();
+      return { adopted, removed, report: await this.pgs.doctor() };
+    });
   }
 
   // --- metrics ---

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { fsyncDir, pathExists, tail } from '../core/files.js';
+import { fsyncDir, pathExists, tail, writeAtomic } from '../core/files.js';
 import { AdminClient } from './admin-client.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
@@ -20,6 +20,8 @@ import type { ServerUser } from './system-user.js';
 /** Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with the NUL). */
 export const MAX_SOCKET_PATH = 107;
 const MAX_TENANT_ID = 40;
+/** Each tenant folder's own record of who it belongs to (its catalog entry), for re-adoption when the catalog loses it. */
+export const TENANT_META_FILE = 'pgs-tenant.json';
 const debug = debuglog('pgs');
 const READY_POLL_MS = 3;
 /**
@@ -166,6 +168,21 @@ export class NativeRuntime implements TenantRuntime {
     debug('create %s: database named, password set at %s', spec.id, since());
     await this.refillSpares();
     debug('create %s: refill at %s', spec.id, since());
+  }
+
+  async writeMeta(id: string, meta: unknown): Promise<void> {
+    const file = path.join(this.tenantDir(id), TENANT_META_FILE);
+    await writeAtomic(file, `${JSON.stringify(meta, null, 2)}\n`, 0o600);
+    // The server user's, like every file in its folder (a backup it takes must be able to read it).
+    if (this.user.switchTo) await fs.chown(file, this.user.uid, this.user.gid);
+  }
+
+  async readMeta(id: string): Promise<unknown> {
+    try {
+      return JSON.parse(await fs.readFile(path.join(this.tenantDir(id), TENANT_META_FILE), 'utf8')) as unknown;
+    } catch {
+      return undefined;
+    }
   }
 
   async finishCreate(id: string): Promise<void> {

@@ -38,6 +38,9 @@ export interface TenantRuntime {
   exists(id: string): Promise<boolean>;
   /** Makes the server, starts it, names its database `id` and sets the tenant role's password verifier. */
   create(spec: TenantServerSpec, passwordVerifier: string): Promise<void>;
+  /** Keeps `meta` (the tenant's catalog entry) in its own folder; undefined when there is none or it does not parse. */
+  writeMeta(id: string, meta: unknown): Promise<void>;
+  readMeta(id: string): Promise<unknown>;
   /** The tenant is in the catalog: its folder is no longer an unfinished create. */
   finishCreate(id: string): Promise<void>;
   /** Every tenant folder on disk; `unfinished`: made by a create that never reached finishCreate. */

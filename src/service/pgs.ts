@@ -1,8 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { assertTenantId, domainProblem, newSuffix, tenantHostname } from '../catalog/ids.js';
+import { TENANT_ID_PATTERN, assertTenantId, domainProblem, newSuffix, tenantHostname } from '../catalog/ids.js';
 import type { Access, Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
-import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
+import * as v from 'valibot';
+import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, TenantSchema } from '../catalog/schema.js';
 import { parseListen } from '../core/listen.js';
 import { CatalogStore } from '../catalog/store.js';
 import { pathExists, writeAtomic } from '../core/files.js';
@@ -249,6 +250,7 @@ export class Pgs {
         await runtime.create({ id, maxConnections: tenant.maxConnections }, scramVerifier(password));
         made = true;
         if (options.init !== undefined && options.init.trim() !== '') await runInit(runtime, id, password, options.init);
+        await runtime.writeMeta(id, tenant);
         const hostname = tenantHostname(id, tenant.suffix, current.settings.domain);
         const rt = runtime;
         return {
@@ -351,7 +353,82 @@ export class Pgs {
       check?.(before);
       const after = { ...before, ...changes };
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
-      return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? after : t)) }, result: { before, after } };
+      const runtime = this.runtimeFor(current.settings);
+      return {
+        next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? after : t)) },
+        result: { before, after },
+        // The folder's copy follows the catalog; a lost write is redone by the next daemon.
+        afterWrite: () => runtime.writeMeta(id, after).catch(() => undefined),
+      };
+    });
+  }
+
+  /**
+   * What is on disk and not in the catalog, or the reverse: data folders the
+   * catalog does not name (with the entry their own metadata file keeps, when
+   * it has one), unfinished creates, and catalog entries without a folder.
+   */
+  async doctor(read?: Catalog): Promise<DoctorReport> {
+    const catalog = read ?? (await this.store.read());
+    const runtime = this.runtimeFor(catalog.settings);
+    const folders = await runtime.dataFolders();
+    const onDisk = new Set(folders.map((f) => f.id));
+    const known = new Set(catalog.tenants.map((t) => t.id));
+    const orphans: DoctorReport['orphans'] = [];
+    for (const folder of folders) {
+      if (known.has(folder.id) || folder.unfinished) continue;
+      const meta = tenantFromMeta(folder.id, await runtime.readMeta(folder.id));
+      const server = await runtime.status(folder.id, { fresh: true });
+      orphans.push({
+        id: folder.id,
+        folder: runtime.dataDir(folder.id),
+        running: server.state === 'running',
+        pid: server.state === 'stopped' ? null : (server.pid ?? null),
+        hostname: meta ? tenantHostname(folder.id, meta.suffix, catalog.settings.domain) : null,
+      });
+    }
+    return {
+      orphans,
+      unfinished: folders.filter((f) => f.unfinished && !known.has(f.id)).map((f) => f.id),
+      missingData: catalog.tenants.filter((t) => !onDisk.has(t.id)).map((t) => t.id),
+    };
+  }
+
+  /**
+   * Puts orphan folders back in the catalog, from their metadata file (same
+   * host name, access and settings); one without a usable file gets a new host
+   * name. Returns what it adopted.
+   */
+  async adopt(ids: string[]): Promise<{ id: string; hostname: string; newHostname: boolean }[]> {
+    return this.store.update(async (current) => {
+      if (!current) throw notSetUp(this.home);
+      const runtime = this.runtimeFor(current.settings);
+      const adopted: { id: string; hostname: string; newHostname: boolean }[] = [];
+      const tenants = [...current.tenants];
+      for (const id of ids) {
+        if (tenants.some((t) => t.id === id) || !TENANT_ID_PATTERN.test(id)) continue;
+        const meta = tenantFromMeta(id, await runtime.readMeta(id));
+        const stat = await fs.stat(runtime.dataDir(id)).catch(() => undefined);
+        if (!stat) continue;
+        const tenant: Tenant = meta ?? {
+          id,
+          suffix: newSuffix(),
+          access: 'enabled',
+          wanted: 'running',
+          maxConnections: current.settings.defaultMaxConnections,
+          createdAt: stat.birthtime.getTime() > 0 ? stat.birthtime.toISOString() : new Date().toISOString(),
+        };
+        tenants.push(tenant);
+        adopted.push({ id, hostname: tenantHostname(id, tenant.suffix, current.settings.domain), newHostname: meta === undefined });
+      }
+      if (adopted.length === 0) return { result: adopted };
+      return {
+        next: { ...current, tenants },
+        result: adopted,
+        afterWrite: async () => {
+          for (const a of adopted) await runtime.writeMeta(a.id, tenants.find((t) => t.id === a.id)).catch(() => undefined);
+        },
+      };
     });
   }
 
@@ -366,6 +443,21 @@ export class Pgs {
     const { catalog, tenant } = await this.tenant(id);
     return connectionStrings(catalog.settings, tenant, this.runtimeFor(catalog.settings));
   }
+}
+
+export interface DoctorReport {
+  /** Data folders the catalog does not name; `hostname` from their metadata file, null without one. */
+  orphans: { id: string; folder: string; running: boolean; pid: number | null; hostname: string | null }[];
+  /** Folders of creates that never reached the catalog (a daemon removes them at start). */
+  unfinished: string[];
+  /** Catalog entries whose data folder is missing. */
+  missingData: string[];
+}
+
+/** A tenant folder's metadata file, if it holds a valid catalog entry for this id. */
+function tenantFromMeta(id: string, meta: unknown): Tenant | undefined {
+  const parsed = v.safeParse(TenantSchema, meta);
+  return parsed.success && parsed.output.id === id ? parsed.output : undefined;
 }
 
 export interface ConnectionStrings {

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PgsHome, psql } from '../helpers/pgs.js';
+
+interface Created { id: string; hostname: string; password: string }
+interface Listed { id: string; hostname: string; state: string; pid: number | null }
+
+/**
+ * Nothing orphaned: each tenant folder keeps its own catalog entry, so a
+ * catalog restored from its backup (one change behind) loses no tenant for good.
+ */
+describe('pgs doctor: data the catalog does not know, and its adoption', () => {
+  let pgs: PgsHome;
+  let port: number;
+  let first: Created;
+  let second: Created;
+  const conn = (t: Created) => `host=${t.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${t.id} sslmode=require connect_timeout=10`;
+
+  before(async () => {
+    pgs = await PgsHome.make();
+    port = await pgs.setup();
+    first = await pgs.json<Created>(['create', 'first']);
+    second = await pgs.json<Created>(['create', 'second', '--autosuspend', 'off']);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('each tenant folder holds its catalog entry (0600)', async () => {
+    const file = path.join(await pgs.dataRoot(), 'tenants', 'second', 'pgs-tenant.json');
+    const meta = JSON.parse(await fs.readFile(file, 'utf8')) as { id: string; suffix: string; autosuspendSeconds: number | null };
+    assert.equal(meta.id, 'second');
+    assert.equal(second.hostname.startsWith(`second-${meta.suffix}.`), true);
+    assert.equal(meta.autosuspendSeconds, null);
+    assert.equal((await fs.stat(file)).mode & 0o777, 0o600);
+    assert.match(await pgs.ok(['doctor']), /All data folders and catalog entries match/);
+  });
+
+  it('the catalog restored from its backup (one change behind): doctor finds the lost tenant, running, with its host name', async () => {
+    await fs.copyFile(path.join(pgs.home, 'catalog.json.bak'), path.join(pgs.home, 'catalog.json'));
+    await pgs.ok(['reload']);
+    assert.deepEqual((await pgs.json<Listed[]>(['list'])).map((t) => t.id), ['first']);
+    const result = await pgs.run(['doctor']);
+    assert.equal(result.code, 1, 'something needs attention');
+    assert.match(result.stdout, new RegExp(`^orphan second: .*tenants/second \\(its server runs, pid \\d+\\); was ${second.hostname.replace(/\./g, '\\.')}$`, 'm'));
+    const asJson = await pgs.run(['doctor', '--json']);
+    assert.equal(asJson.code, 1);
+    const report = JSON.parse(asJson.stdout) as { orphans: { id: string; running: boolean }[]; unfinished: string[]; missingData: string[] };
+    assert.deepEqual(report.orphans.map((o) => [o.id, o.running]), [['second', true]]);
+  });
+
+  it('doctor --fix adopts it back: same host name, same settings, same password, its data intact', async () => {
+    assert.equal((await psql(conn(first), 'SELECT 1', first.password)).stdout, '1');
+    assert.match(await pgs.ok(['doctor', '--fix']), new RegExp(`^Adopted second as ${second.hostname.replace(/\./g, '\\.')}$`, 'm'));
+    const listed = (await pgs.json<(Listed & { autosuspendSeconds: number | null })[]>(['list'])).find((t) => t.id === 'second');
+    assert.equal(listed?.hostname, second.hostname);
+    assert.equal(listed?.state, 'running');
+    assert.equal(listed?.autosuspendSeconds, null);
+    assert.equal((await psql(conn(second), 'SELECT current_database()', second.password)).stdout, 'second');
+    assert.match(await pgs.ok(['doctor']), /All data folders and catalog entries match/);
+  });
+
+  it('a folder without a metadata file (made by an older pgs) is adopted with a new host name, and says so', async () => {
+    const catalogFile = path.join(pgs.home, 'catalog.json');
+    const catalog = JSON.parse(await fs.readFile(catalogFile, 'utf8')) as { tenants: { id: string }[] };
+    await pgs.ok(['stop', 'first']);
+    await fs.rm(path.join(await pgs.dataRoot(), 'tenants', 'first', 'pgs-tenant.json'));
+    catalog.tenants = catalog.tenants.filter((t) => t.id !== 'first');
+    await fs.writeFile(catalogFile, JSON.stringify(catalog, null, 2));
+    await pgs.ok(['reload']);
+    const fixed = await pgs.ok(['doctor', '--fix']);
+    assert.match(fixed, /^Adopted first as first-[a-z0-9]{6}\.pgs\.localhost \(a new host name: its folder had no metadata\)$/m);
+    const adopted = (await pgs.json<Created[]>(['list'])).find((t) => t.id === 'first');
+    assert.ok(adopted);
+    assert.equal((await psql(conn({ ...first, hostname: adopted.hostname }), 'SELECT current_database()', first.password)).stdout, 'first');
+    await fs.access(path.join(await pgs.dataRoot(), 'tenants', 'first', 'pgs-tenant.json'));
+  });
+
+  it('a catalog entry whose folder is gone is reported, never deleted', async () => {
+    await pgs.ok(['stop', 'first']);
+    const folder = path.join(await pgs.dataRoot(), 'tenants', 'first');
+    const aside = `${folder}-aside`;
+    await fs.rename(folder, aside);
+    try {
+      const result = await pgs.run(['doctor', '--fix']);
+      assert.equal(result.code, 0);
+      assert.match(result.stdout, /^missing data first: the catalog names it, its data folder is gone$/m);
+      assert.ok((await pgs.catalogText()).includes('"first"'), 'the entry stays');
+    } finally {
+      await fs.rename(aside, folder);
+    }
+  });
+});
