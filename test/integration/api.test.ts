@@ -384,6 +384,10 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
 
   it('reload, start every tenant, and stop the daemon with every server', async () => {
     assert.deepEqual((await unix('POST', '/v1/reload', '/v1/reload')).body, { ok: true });
+    const report = await unix<{ orphans: unknown[]; missingData: unknown[] }>('GET', '/v1/doctor', '/v1/doctor');
+    assert.deepEqual([report.body.orphans, report.body.missingData], [[], []]);
+    const fixed = await unix<{ adopted: unknown[]; removed: unknown[] }>('POST', '/v1/doctor/fix', '/v1/doctor/fix');
+    assert.deepEqual([fixed.body.adopted, fixed.body.removed], [[], []]);
     await unix('POST', '/v1/tenants/{id}/{action}', '/v1/tenants/acme/stop');
     const started = await unix<{ done: string[]; failed: unknown[] }>('POST', '/v1/start', '/v1/start');
     assert.ok(started.body.done.includes('acme'));
