@@ -46,6 +46,8 @@ export interface DaemonOptions {
   healthIntervalMs?: number;
   /** pgs's version, for /v1/status and pgs_build_info. */
   version?: string;
+  /** Spare servers kept running for fast creates (default 2; PGS_RUNNING_SPARES). */
+  runningSpares?: number;
 }
 
 export type Health = 'ok' | 'failing' | 'unknown';
@@ -105,6 +107,8 @@ const PARALLEL_STARTS = 4;
 const PARALLEL_STOPS = 16;
 const PARALLEL_SUSPENDS = 4;
 const PARALLEL_CHECKS = 4;
+/** Spare servers kept running: two cover a burst of creates while the next ones start. */
+const DEFAULT_RUNNING_SPARES = 2;
 /** Data folder sizes: the first sweep soon after start, then each few minutes; a running server's folder at most every 10 min. */
 const SIZE_FIRST_MS = 5_000;
 const SIZE_SWEEP_MS = 60_000;
@@ -155,11 +159,13 @@ export class Daemon implements ControlPlane {
   private resolveStopped!: () => void;
 
   private readonly healthIntervalMs: number;
+  private readonly runningSpares: number;
 
   constructor(pgs: Pgs, log: RouterLog, options: DaemonOptions = {}) {
     this.pgs = pgs;
     this.healthIntervalMs = options.healthIntervalMs ?? HEALTH_INTERVAL_MS;
     this.version = options.version ?? 'unknown';
+    this.runningSpares = options.runningSpares ?? DEFAULT_RUNNING_SPARES;
     this.paths = daemonPaths(pgs.home);
     this.tokens = new TokenStore(this.paths.tokens);
     this.log = log;
@@ -204,6 +210,8 @@ export class Daemon implements ControlPlane {
     }
     this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain, api: this.api.tcpAddress });
     await this.serial(() => this.settleDataFolders()).catch((err: Error) => this.log.warn('could not look at the data folders', { error: err.message }));
+    // Spare servers already running make a create one rename and one transaction.
+    await this.runtime.keepWarm(this.runningSpares, this.catalog.settings.defaultMaxConnections);
     // A reload, not a bare reconcile: `pgs setup` may have changed the catalog
     // between the read above and the API answering.
     await this.reload();
@@ -253,6 +261,7 @@ export class Daemon implements ControlPlane {
       const ids = [...new Set([...this.catalog.tenants, ...now.tenants].map((t) => t.id))];
       await forEachLimit(ids, PARALLEL_STOPS, (id) =>
         this.runtime.stop(id).catch((err: Error) => this.log.warn('stop failed', { tenant: id, error: err.message })));
+      await this.runtime.stopWarm();
       await this.tokens.flush().catch(() => undefined);
       await this.api?.close();
       await fs.rm(this.paths.pidFile, { force: true });

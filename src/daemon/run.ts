@@ -8,7 +8,16 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   const log = jsonLog((line) => process.stderr.write(line));
   const interval = env.PGS_HEALTH_INTERVAL;
   const healthSeconds = interval === undefined || interval === '' ? undefined : parseSeconds(interval);
-  const daemon = new Daemon(pgs, log, { ...(healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {}), version: await packageVersion() });
+  const spares = env.PGS_RUNNING_SPARES;
+  const runningSpares = spares === undefined || spares === '' ? undefined : Number(spares);
+  if (runningSpares !== undefined && (!Number.isInteger(runningSpares) || runningSpares < 0 || runningSpares > 50)) {
+    throw new PgsError('USAGE', `invalid PGS_RUNNING_SPARES ${JSON.stringify(spares)}: a number from 0 to 50`);
+  }
+  const daemon = new Daemon(pgs, log, {
+    ...(healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {}),
+    ...(runningSpares !== undefined ? { runningSpares } : {}),
+    version: await packageVersion(),
+  });
   let signalled = false;
   let started = false;
   const onSignal = (signal: string) => {

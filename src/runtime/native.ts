@@ -31,6 +31,8 @@ const READY_POLL_MS = 3;
  * backstop. 1,000 reads of /proc/<pid>/stat cost ~25 ms of CPU.
  */
 const ADOPTED_RECHECK_MS = 10_000;
+/** Running spares live in spares/.warm-<name>; the name is their key in the maps below. */
+const WARM_PREFIX = '.warm-';
 /** A spare copy still unfinished after this long belongs to a refill that died. */
 const SPARE_COPY_STALE_MS = 10 * 60_000;
 
@@ -68,6 +70,18 @@ export class NativeRuntime implements TenantRuntime {
   private readonly known = new Map<string, { pid: number; startedAt: Date; own: boolean; checkedAt: number }>();
   /** The admin session `check` keeps open per server, with the pid of the server it belongs to. */
   private readonly healthSessions = new Map<string, { pid: number; client: AdminClient; openedAt: number }>();
+  /** The key (tenant id, or a running spare's) each child runs under now: a spare's changes when a create takes it. */
+  private readonly childKeys = new WeakMap<ChildProcess, { id: string }>();
+  /**
+   * Spare servers already running, each with an admin session open in pgs_admin: a create
+   * takes one (a rename of its folder, one transaction on the open session) instead of
+   * starting a server. Only the daemon keeps them (keepWarm); they cost an idle server each.
+   */
+  private readonly warm: { key: string; maxConnections: number; session: AdminClient; pid: number }[] = [];
+  private warmTarget = 0;
+  private warmMaxConnections = 0;
+  private warming: Promise<void> | undefined;
+  private warmClosed = false;
 
   constructor(options: NativeRuntimeOptions) {
     this.dataRoot = options.dataRoot;
@@ -83,6 +97,8 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   tenantDir(id: string): string {
+    // A running spare's key is its folder name in spares/ (it starts with a dot: never a tenant id).
+    if (id.startsWith(WARM_PREFIX)) return path.join(this.sparesDir, id);
     return path.join(this.dataRoot, 'tenants', id);
   }
 
@@ -136,6 +152,20 @@ export class NativeRuntime implements TenantRuntime {
     const dir = this.tenantDir(spec.id);
     const t0 = performance.now();
     const since = () => `${(performance.now() - t0).toFixed(1)} ms`;
+    const warm = spec.maxConnections === this.warmMaxConnections ? this.warm.shift() : undefined;
+    if (warm) {
+      try {
+        await this.takeWarm(warm, spec.id, passwordVerifier);
+      } catch (err) {
+        await this.stop(warm.key, { immediate: true }).catch(() => undefined);
+        await this.remove(spec.id).catch(() => undefined);
+        throw err;
+      } finally {
+        this.refillWarm();
+      }
+      debug('create %s: took a running spare, named and set the password at %s', spec.id, since());
+      return;
+    }
     try {
       const spare = await this.takeSpare(dir);
       debug('create %s: %s at %s (process at %s ms)', spec.id, spare ? 'took a spare' : 'no spare', since(), performance.now().toFixed(1));
@@ -183,6 +213,105 @@ export class NativeRuntime implements TenantRuntime {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * Moves a running spare's folder to the tenant's name (PostgreSQL works
+   * relative to its data folder, its working directory: the move does not
+   * disturb it, and its socket moves with the folder), then names its database
+   * and sets the password on the admin session that is already open, which
+   * stays as the tenant's health session.
+   */
+  private async takeWarm(warm: { key: string; session: AdminClient; pid: number }, id: string, passwordVerifier: string): Promise<void> {
+    const from = this.tenantDir(warm.key);
+    const to = this.tenantDir(id);
+    const child = this.children.get(warm.key);
+    if (!child || child.exitCode !== null || child.signalCode !== null || !warm.session.usable) throw new Error('the running spare is gone');
+    await fs.rename(from, to);
+    await fsyncDir(path.dirname(to));
+    await fsyncDir(path.dirname(from));
+    await fs.rename(this.logFile(warm.key), this.logFile(id)).catch(() => undefined);
+    const slot = this.childKeys.get(child);
+    if (slot) slot.id = id;
+    this.children.delete(warm.key);
+    this.children.set(id, child);
+    const known = this.known.get(warm.key);
+    this.known.delete(warm.key);
+    if (known) this.known.set(id, known);
+    await warm.session.query(
+      `ALTER DATABASE ${quoteIdent(TEMPLATE_DATABASE)} RENAME TO ${quoteIdent(id)};` +
+        `ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`,
+      { timeoutMs: 30_000 },
+    );
+    this.keepHealthSession(id, warm.pid, warm.session);
+  }
+
+  async keepWarm(count: number, maxConnections: number): Promise<void> {
+    this.warmTarget = count;
+    this.warmMaxConnections = maxConnections;
+    this.warmClosed = false;
+    this.refillWarm();
+  }
+
+  async stopWarm(): Promise<void> {
+    this.warmClosed = true;
+    await this.warming?.catch(() => undefined);
+    for (const w of this.warm.splice(0)) w.session.destroy();
+    // Every running spare, also one an earlier (killed) daemon left that this one had not reached yet.
+    const names = await fs.readdir(this.sparesDir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.startsWith(WARM_PREFIX)).map((key) => this.stop(key).catch(() => undefined)));
+  }
+
+  /** Starts running spares up to the target, one at a time, in the background. */
+  private refillWarm(): void {
+    if (this.warming || this.warmClosed || this.warm.length >= this.warmTarget) return;
+    this.warming = (async () => {
+      while (!this.warmClosed && this.warm.length < this.warmTarget) {
+        if (!(await this.warmOne())) {
+          await sleep(1_000); // no cold spare yet: the refill copy is still running
+        }
+      }
+    })().catch((err: Error) => debug('running spare failed: %s', err.message)).finally(() => {
+      this.warming = undefined;
+    });
+  }
+
+  /** One more running spare: a stopped one left by an earlier daemon, else a cold spare. False when none is at hand. */
+  private async warmOne(): Promise<boolean> {
+    await this.mkdirOwned(this.sparesDir);
+    const inPool = new Set(this.warm.map((w) => w.key));
+    const marker = this.templateMarker();
+    let key: string | undefined;
+    for (const name of await fs.readdir(this.sparesDir)) {
+      if (!name.startsWith(WARM_PREFIX) || inPool.has(name)) continue;
+      const made = await fs.readFile(path.join(this.sparesDir, name, TEMPLATE_MARKER), 'utf8').catch(() => '');
+      await this.stop(name, { immediate: true }); // an earlier daemon's, left running when it was killed
+      if (made.trim() !== marker) {
+        await fs.rm(path.join(this.sparesDir, name), { recursive: true, force: true });
+        continue;
+      }
+      key = name;
+      break;
+    }
+    if (key === undefined) {
+      key = `${WARM_PREFIX}${randomBytes(6).toString('hex')}`;
+      if (!(await this.takeSpare(this.tenantDir(key)))) {
+        await this.refillSpares();
+        return false;
+      }
+      await this.refillSpares();
+    }
+    await this.spawnServer(key, this.tenantDir(key), ['-c', `max_connections=${this.warmMaxConnections}`]);
+    const pid = this.children.get(key)?.pid;
+    if (pid === undefined) throw new Error('the running spare exited at once');
+    const session = await AdminClient.connect(this.tenantDir(key), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs: 10_000 });
+    if (this.warmClosed) {
+      session.destroy();
+      await this.stop(key);
+      return true;
+    }
+    this.warm.push({ key, maxConnections: this.warmMaxConnections, session, pid });
+    return true;
   }
 
   async finishCreate(id: string): Promise<void> {
@@ -328,15 +457,7 @@ export class NativeRuntime implements TenantRuntime {
     }
     if (!session) {
       const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs });
-      const opened = { pid: server.pid, client, openedAt: Date.now() };
-      session = opened;
-      this.healthSessions.set(id, opened);
-      // A backend exits when its postmaster dies: the session closing is the first news of an adopted server's death.
-      client.onClose(() => {
-        if (this.healthSessions.get(id) === opened) this.healthSessions.delete(id);
-        const known = this.known.get(id);
-        if (known?.pid === opened.pid) known.checkedAt = 0;
-      });
+      session = this.keepHealthSession(id, server.pid, client);
     }
     try {
       const rows = await session.client.query('SELECT 1', { timeoutMs });
@@ -348,6 +469,18 @@ export class NativeRuntime implements TenantRuntime {
     }
   }
 
+
+  private keepHealthSession(id: string, pid: number, client: AdminClient): { pid: number; client: AdminClient; openedAt: number } {
+    const opened = { pid, client, openedAt: Date.now() };
+    this.healthSessions.set(id, opened);
+    // A backend exits when its postmaster dies: the session closing is the first news of an adopted server's death.
+    client.onClose(() => {
+      if (this.healthSessions.get(id) === opened) this.healthSessions.delete(id);
+      const known = this.known.get(id);
+      if (known?.pid === opened.pid) known.checkedAt = 0;
+    });
+    return opened;
+  }
 
   /**
    * Counts the postmaster's children that are client backends: their process
@@ -425,10 +558,19 @@ export class NativeRuntime implements TenantRuntime {
       this.children.set(id, child);
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) this.known.set(id, { pid: child.pid, startedAt, own: true, checkedAt: Date.now() });
     }
+    const slot = { id };
+    this.childKeys.set(child, slot);
     child.once('exit', () => {
-      if (this.children.get(id) === child) this.children.delete(id);
-      if (this.known.get(id)?.pid === child.pid) this.known.delete(id);
-      if (id !== '') this.onServerExit?.(id);
+      const key = slot.id; // a running spare taken by a create exits under its tenant's id
+      if (this.children.get(key) === child) this.children.delete(key);
+      if (this.known.get(key)?.pid === child.pid) this.known.delete(key);
+      if (key.startsWith(WARM_PREFIX)) {
+        const at = this.warm.findIndex((w) => w.key === key);
+        if (at >= 0) this.warm.splice(at, 1)[0]?.session.destroy();
+        this.refillWarm();
+      } else if (key !== '') {
+        this.onServerExit?.(key);
+      }
     });
     child.unref();
   }
@@ -514,6 +656,7 @@ export class NativeRuntime implements TenantRuntime {
     let have = 0;
     for (const name of names) {
       const spare = path.join(this.sparesDir, name);
+      if (name.startsWith(WARM_PREFIX)) continue; // running spares, or ones kept for the next daemon
       if (name.startsWith('.tmp-')) {
         const stat = await fs.stat(spare).catch(() => undefined);
         if (stat && Date.now() - stat.mtimeMs < SPARE_COPY_STALE_MS) have++;

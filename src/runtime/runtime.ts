@@ -38,6 +38,12 @@ export interface TenantRuntime {
   exists(id: string): Promise<boolean>;
   /** Makes the server, starts it, names its database `id` and sets the tenant role's password verifier. */
   create(spec: TenantServerSpec, passwordVerifier: string): Promise<void>;
+  /**
+   * Keeps `count` spare servers running (each with `maxConnections`) so that a create with that
+   * limit takes one instead of starting a server; 0 turns it off. stopWarm stops them.
+   */
+  keepWarm(count: number, maxConnections: number): Promise<void>;
+  stopWarm(): Promise<void>;
   /** Keeps `meta` (the tenant's catalog entry) in its own folder; undefined when there is none or it does not parse. */
   writeMeta(id: string, meta: unknown): Promise<void>;
   readMeta(id: string): Promise<unknown>;
