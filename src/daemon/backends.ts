@@ -17,7 +17,7 @@ export class CatalogBackends implements RouterBackends {
 
   update(catalog: Catalog): void {
     const routes = new Map<string, TenantRoute>();
-    for (const tenant of catalog.tenants) routes.set(`${tenant.id}-${tenant.suffix}`, { id: tenant.id, access: tenant.access });
+    for (const tenant of catalog.tenants) routes.set(`${tenant.id}-${tenant.suffix}`, { id: tenant.id, access: tenant.access, maxConnections: tenant.maxConnections });
     this.routes = routes;
   }
 

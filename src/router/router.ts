@@ -15,6 +15,8 @@ import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket 
 export interface TenantRoute {
   id: string;
   access: 'enabled' | 'disabled';
+  /** Client connections the tenant may have at once through the router (its server's limit for the tenant role). */
+  maxConnections?: number;
 }
 
 export interface RouterBackends {
@@ -206,13 +208,19 @@ export class Router {
     return this.reservedUsers.has(user);
   }
 
-  admit(client: ClientConnection, tenantId: string): Refusal | undefined {
+  admit(client: ClientConnection, tenant: TenantRoute): Refusal | undefined {
+    const tenantId = tenant.id;
     if (this.admitted >= this.maxConnections) {
       return { reason: 'too_many_connections', message: 'too many connections to pgs' };
     }
     const set = this.byTenant.get(tenantId) ?? new Set<ClientConnection>();
-    if (set.size >= this.maxPerTenant) {
-      return { reason: 'too_many_connections', message: `too many connections to tenant ${tenantId}` };
+    const limit = Math.min(this.maxPerTenant, tenant.maxConnections ?? Infinity);
+    if (set.size >= limit) {
+      return {
+        reason: 'too_many_connections',
+        message: `too many connections for tenant ${tenantId} (limit ${limit})`,
+        hint: limit === tenant.maxConnections ? `pgs config ${tenantId} --max-connections N raises it` : undefined,
+      };
     }
     set.add(client);
     this.byTenant.set(tenantId, set);
@@ -517,7 +525,7 @@ class ClientConnection {
       this.refuse({ reason: 'shutting_down', message: 'pgs is shutting down' });
       return;
     }
-    const full = this.router.admit(this, tenant.id);
+    const full = this.router.admit(this, tenant);
     if (full) {
       this.refuse(full);
       return;

@@ -12,7 +12,7 @@ import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
 import type { HealthCheckOptions, LocalEndpoint, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
-  ADMIN_DATABASE, ADMIN_ROLE, SERVER_PORT, SOCKET_FILE, TEMPLATE_DATABASE, TEMPLATE_MARKER, TEMPLATE_VERSION, TENANT_ROLE,
+  ADMIN_DATABASE, ADMIN_ROLE, SERVER_PORT, SOCKET_FILE, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER, TEMPLATE_VERSION, TENANT_ROLE,
   hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText,
 } from './server-config.js';
 import type { ServerUser } from './system-user.js';
@@ -301,7 +301,7 @@ export class NativeRuntime implements TenantRuntime {
       }
       await this.refillSpares();
     }
-    await this.spawnServer(key, this.tenantDir(key), ['-c', `max_connections=${this.warmMaxConnections}`]);
+    await this.spawnServer(key, this.tenantDir(key), serverLimitArgs(this.warmMaxConnections));
     const pid = this.children.get(key)?.pid;
     if (pid === undefined) throw new Error('the running spare exited at once');
     const session = await AdminClient.connect(this.tenantDir(key), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs: 10_000 });
@@ -332,7 +332,7 @@ export class NativeRuntime implements TenantRuntime {
     const dir = this.tenantDir(spec.id);
     await this.awaitDeadServer(dir);
     await this.clearZombieLock(dir);
-    await this.spawnServer(spec.id, dir, ['-c', `max_connections=${spec.maxConnections}`]);
+    await this.spawnServer(spec.id, dir, serverLimitArgs(spec.maxConnections));
   }
 
   /**
@@ -828,6 +828,15 @@ export class NativeRuntime implements TenantRuntime {
       });
     });
   }
+}
+
+/**
+ * A tenant limited to N connections gets a server with max_connections N plus
+ * its superuser-reserved slots: the tenant role has all N (the router refuses
+ * the N+1st with its own message), and pgs's admin sessions always find room.
+ */
+function serverLimitArgs(maxConnections: number): string[] {
+  return ['-c', `max_connections=${maxConnections + SUPERUSER_RESERVED_CONNECTIONS}`];
 }
 
 /**

@@ -22,6 +22,9 @@ export const SOCKET_FILE = `.s.PGSQL.${SERVER_PORT}`;
 export const TEMPLATE_VERSION = 6;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
+/** Connections only superusers (pgs's admin sessions: health checks, password changes) may use. */
+export const SUPERUSER_RESERVED_CONNECTIONS = 2;
+
 export const SERVER_SETTINGS: Readonly<Record<string, string>> = {
   listen_addresses: "''",
   port: String(SERVER_PORT),
@@ -29,7 +32,7 @@ export const SERVER_SETTINGS: Readonly<Record<string, string>> = {
   password_encryption: 'scram-sha-256',
   shared_buffers: '16MB',
   max_connections: '20',
-  superuser_reserved_connections: '2',
+  superuser_reserved_connections: String(SUPERUSER_RESERVED_CONNECTIONS),
   io_method: 'sync',
   wal_level: 'minimal',
   max_wal_senders: '0',

@@ -70,7 +70,7 @@ describe('running spares: a create takes a server that is already up', () => {
     assert.deepEqual(await warm(), before, 'no running spare was taken');
     const url = (await pgs.ok(['url', 'big', '--local'])).trim();
     const { password } = await pgs.json<{ password: string }>(['passwd', 'big']);
-    assert.equal((await psql(url, 'SHOW max_connections', password)).stdout, '40');
+    assert.equal((await psql(url, 'SHOW max_connections', password)).stdout, '42', 'its 40 and pgs\'s 2 superuser slots');
   });
 
   it('the daemon stops its spares with it; the next one (even after a kill -9) starts them again', async () => {
