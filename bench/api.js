@@ -5,30 +5,18 @@
 //   GET /metrics (a Prometheus scrape with per-tenant series),
 // over TCP with a bearer token, as automation calls it.
 // Usage: node bench/api.js [--tenants 1000] [--samples 50] [--gap-ms 500]
-import { spawnSync } from 'node:child_process';
 import http from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
-import path from 'node:path';
+import { cpus, totalmem } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { quantile, removePgsHome } from './lib.js';
+import { benchHome, quantile } from './lib.js';
 
 const { values } = parseArgs({ options: { tenants: { type: 'string', default: '1000' }, samples: { type: 'string', default: '50' }, 'gap-ms': { type: 'string', default: '500' } } });
 const fleet = Number(values.tenants);
 const samples = Number(values.samples);
 const gapMs = Number(values['gap-ms']);
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bin = path.join(root, 'bin', 'pgs.js');
-const home = mkdtempSync(path.join(tmpdir(), 'pgs-bench-'));
-const env = { ...process.env, PGS_HOME: home };
-
-function pgs(...args) {
-  const result = spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`pgs ${args.join(' ')} failed: ${result.stderr}`);
-  return result.stdout;
-}
+const bench = benchHome();
+const pgs = (...args) => bench.pgs(...args).stdout;
 
 function request(address, token, method, urlPath, body) {
   const [host, port] = address.split(':');
@@ -87,11 +75,7 @@ try {
     series = text.split('\n').filter((l) => l && !l.startsWith('#')).length;
   }
   const cli = [];
-  for (let i = 0; i < 10; i++) {
-    const started = process.hrtime.bigint();
-    pgs('create', `cli${i}`, '--autosuspend', 'off');
-    cli.push(Number(process.hrtime.bigint() - started) / 1e6);
-  }
+  for (let i = 0; i < 10; i++) cli.push(bench.pgs('create', `cli${i}`, '--autosuspend', 'off').ms);
 
   console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
   console.log(`POST /v1/tenants, ${gapMs} ms apart: ${fmt(paused)}`);
@@ -102,5 +86,5 @@ try {
   console.log(`GET /metrics with ${listed} tenants (${series} series): ${fmt(scrapes)}`);
 } finally {
   keepAlive.destroy();
-  removePgsHome(home, bin, env);
+  bench.remove();
 }

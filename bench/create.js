@@ -5,29 +5,16 @@
 // Usage: node bench/create.js [--count 20] [--gap-ms 1000]
 //   --gap-ms: pause between creates (the spare pool refills in the background;
 //             0 measures back-to-back creates that may outrun the refill).
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync, readdirSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import { quantile, removePgsHome } from './lib.js';
+import { benchHome, quantile } from './lib.js';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '20' }, 'gap-ms': { type: 'string', default: '1000' } } });
 const count = Number(values.count);
 const gapMs = Number(values['gap-ms']);
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bin = path.join(root, 'bin', 'pgs.js');
-const home = mkdtempSync(path.join(tmpdir(), 'pgs-bench-'));
-const env = { ...process.env, PGS_HOME: home };
-
-function pgs(...args) {
-  const started = process.hrtime.bigint();
-  const result = spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8' });
-  const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  if (result.status !== 0) throw new Error(`pgs ${args.join(' ')} failed: ${result.stderr}`);
-  return { ms, stdout: result.stdout, stderr: result.stderr };
-}
+const bench = benchHome();
+const pgs = bench.pgs;
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 /** RSS and PSS (KiB) of a postmaster and all its children, from /proc/<pid>/smaps_rollup. */
@@ -80,5 +67,5 @@ try {
   console.log(`one idle tenant server (${memory.processes} processes): RSS ${(memory.rss / 1024).toFixed(1)} MiB, PSS ${(memory.pss / 1024).toFixed(1)} MiB`);
 } finally {
   sleep(500); // a spare refill may still be copying
-  removePgsHome(home, bin, env);
+  bench.remove();
 }

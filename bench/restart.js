@@ -2,27 +2,17 @@
 // bench/restart: kill -9 of a tenant's postmaster, then the time until a new
 // connection over its socket answers SELECT 1 (the supervisor's restart).
 // Usage: node bench/restart.js [--rounds 10]
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { URLSearchParams, fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { URLSearchParams } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { quantile, removePgsHome } from './lib.js';
+import { benchHome, quantile } from './lib.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '10' } } });
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bin = path.join(root, 'bin', 'pgs.js');
-const home = mkdtempSync(path.join(tmpdir(), 'pgs-bench-'));
-const env = { ...process.env, PGS_HOME: home };
-const pgs = (...args) => {
-  const result = spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`pgs ${args.join(' ')}: ${result.stderr}`);
-  return result.stdout;
-};
+const bench = benchHome();
+const pgs = (...args) => bench.pgs(...args).stdout;
 
 try {
   pgs('setup', '--port', '55997', '--api-listen', 'off');
@@ -50,5 +40,5 @@ try {
   console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}`);
   console.log(`kill -9 of the postmaster to SELECT 1 on a new connection: median ${quantile(times, 0.5).toFixed(0)} ms, p95 ${quantile(times, 0.95).toFixed(0)} ms, max ${Math.max(...times).toFixed(0)} ms (n=${times.length})`);
 } finally {
-  removePgsHome(home, bin, env);
+  bench.remove();
 }

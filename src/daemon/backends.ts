@@ -1,5 +1,6 @@
 import type { Catalog } from '../catalog/schema.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
+import { socketPath } from '../runtime/server-config.js';
 import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../router/router.js';
 
 /**
@@ -36,6 +37,6 @@ export class CatalogBackends implements RouterBackends {
       if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
     }
     const endpoint = this.runtime.localEndpoint(id);
-    return { path: `${endpoint.host}/.s.PGSQL.${endpoint.port}`, woke };
+    return { path: socketPath(endpoint.host, endpoint.port), woke };
   }
 }

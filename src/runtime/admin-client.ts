@@ -1,11 +1,11 @@
 import { connect, type Socket } from 'node:net';
-import path from 'node:path';
 import { AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage } from '../protocol/constants.js';
 import {
   MessageReader, parseDataRow, parseErrorFields, serializeQuery, serializeSASLInitialResponse, serializeSASLResponse, serializeStartup, serializeTerminate,
   type ErrorFields,
 } from '../protocol/messages.js';
 import { SCRAM_SHA_256, ScramClient } from '../protocol/scram-client.js';
+import { socketPath } from './server-config.js';
 
 /**
  * A minimal simple-query client for the admin role over a server's unix
@@ -49,7 +49,7 @@ export class AdminClient {
    * `timeoutMs`: give up (and close) when the server says nothing for that long.
    */
   static async connect(socketDir: string, port: number, user: string, database: string, options: { timeoutMs?: number; password?: string } = {}): Promise<AdminClient> {
-    const socket = connect(path.join(socketDir, `.s.PGSQL.${port}`));
+    const socket = connect(socketPath(socketDir, port));
     const client = new AdminClient(socket);
     if (options.password !== undefined) client.scram = new ScramClient(options.password);
     const timer = options.timeoutMs === undefined ? undefined : client.deadline(options.timeoutMs);

@@ -12,8 +12,8 @@ import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
 import type { HealthCheckOptions, LocalEndpoint, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
-  ADMIN_DATABASE, ADMIN_ROLE, SERVER_PORT, SOCKET_FILE, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER, TEMPLATE_VERSION, TENANT_ROLE,
-  hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText,
+  ADMIN_DATABASE, ADMIN_ROLE, SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER, TEMPLATE_VERSION, TENANT_ROLE,
+  hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
 } from './server-config.js';
 import type { ServerUser } from './system-user.js';
 
@@ -123,7 +123,7 @@ export class NativeRuntime implements TenantRuntime {
 
   async prepare(): Promise<string[]> {
     const done: string[] = [];
-    const longest = path.join(this.tenantDir('x'.repeat(MAX_TENANT_ID)), SOCKET_FILE);
+    const longest = socketPath(this.tenantDir('x'.repeat(MAX_TENANT_ID)));
     if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
       throw new PgsError('PATH_TOO_LONG', `the data folder ${this.dataRoot} is too long for unix socket paths (${Buffer.byteLength(longest)} > ${MAX_SOCKET_PATH} bytes): set PGS_DATA to a shorter folder and run "pgs setup" again`);
     }

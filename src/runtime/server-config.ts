@@ -18,6 +18,11 @@ export const ADMIN_DATABASE = 'pgs_admin';
 /** Every server listens on `<socketDir>/.s.PGSQL.5432` only. */
 export const SERVER_PORT = 5432;
 export const SOCKET_FILE = `.s.PGSQL.${SERVER_PORT}`;
+
+/** The unix socket a server listening in `socketDir` on `port` has (libpq's naming). The one place that builds it. */
+export function socketPath(socketDir: string, port = SERVER_PORT): string {
+  return `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}`;
+}
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
 export const TEMPLATE_VERSION = 6;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';

@@ -283,7 +283,7 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     try {
       await open.connect();
       const second = new pg.Client({ host: '127.0.0.1', port: cappedPort, user: 'postgres', database: 'alpha', password: alpha.password, ssl: { servername: alpha.hostname, rejectUnauthorized: false } });
-      await assert.rejects(second.connect(), (err: { code?: string; message: string }) => err.code === '53300' && /too many connections to tenant alpha/.test(err.message));
+      await assert.rejects(second.connect(), (err: { code?: string; message: string }) => err.code === '53300' && err.message === 'too many connections for tenant alpha (limit 1)');
     } finally {
       await open.end();
       await capped.close();
