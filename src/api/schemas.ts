@@ -100,8 +100,14 @@ export const Connection = Type.Object({
   uri: Type.String(),
   psql: Type.String(),
   jdbc: Type.String(),
+  env: Type.String({ description: 'libpq environment variables, one NAME=value a line' }),
   /** libpq URI over the server's unix socket on the daemon's host (administration). */
   local: Type.String(),
+  hostname: Type.String(),
+  port: Type.Integer(),
+  database: Type.String(),
+  user: Type.String(),
+  sslrootcert: Nullable(Type.String({ description: 'the self-signed certificate pgs made (its own CA) on the daemon\'s host: sslmode=verify-full sslrootcert=<it>' })),
 });
 
 export type ConnectionJson = Static<typeof Connection>;
@@ -133,6 +139,9 @@ export const Status = Type.Object({
   api: Nullable(Type.String()),
   connections: Type.Integer(),
   certificateExpires: Nullable(DateTime),
+  /** The certificate file the router serves; when pgs made it (self-signed), clients can trust it with sslrootcert. */
+  certificate: Type.String(),
+  certificateSelfSigned: Type.Boolean(),
   refusals: Type.Record(Type.String(), Type.Integer()),
   tenants: Type.Array(TenantStatus),
 });

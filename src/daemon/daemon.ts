@@ -231,8 +231,17 @@ export class Daemon implements ControlPlane {
       this.router.setDomain(next.settings.domain);
       this.log.info('domain changed', { domain: next.settings.domain });
     }
-    if (next.settings.port !== this.catalog.settings.port) {
-      this.log.warn('the port changed in the catalog; it takes effect when the daemon restarts', { listening: this.catalog.settings.port, configured: next.settings.port });
+    let portError: PgsError | undefined;
+    if (next.settings.port !== this.router.port) {
+      try {
+        await this.router.move(next.settings.port);
+        this.log.info('the router moved to a new port', { port: next.settings.port });
+      } catch (err) {
+        const code = errnoCode(err);
+        const why = code === 'EADDRINUSE' ? 'it is in use' : code === 'EACCES' ? 'ports below 1024 need root' : (err as Error).message;
+        portError = new PgsError('ADDRESS_IN_USE', `the daemon cannot listen on port ${next.settings.port} (${why}); it still listens on ${this.router.port}`);
+        this.log.warn('the router could not move to the new port; it stays', { listening: this.router.port, configured: next.settings.port, error: why });
+      }
     }
     const before = new Map(this.catalog.tenants.map((t) => [t.id, t]));
     this.applyCatalog(next);
@@ -255,6 +264,7 @@ export class Daemon implements ControlPlane {
       this.log.warn('certificate not reloaded; the old one stays', { error: (err as Error).message });
     }
     await this.supervisor.reconcile();
+    if (portError) throw portError;
   }
 
   /**
@@ -328,11 +338,13 @@ export class Daemon implements ControlPlane {
       pid: process.pid,
       version: this.version,
       startedAt: this.startedAt.toISOString(),
-      port: this.catalog.settings.port,
+      port: this.router.port, // the one it listens on, whatever the catalog says
       domain: this.catalog.settings.domain,
       api: this.api?.tcpAddress ?? null,
       connections: this.router.connectionCount(),
       certificateExpires: this.certExpires,
+      certificate: this.catalog.settings.certFile,
+      certificateSelfSigned: this.catalog.settings.certSelfSigned,
       refusals: Object.fromEntries(this.router.refusals),
       tenants,
     };

@@ -96,7 +96,7 @@ export class Router {
   readonly log: RouterLog;
   readonly observer: RouterObserver | undefined;
   private secureContext: tls.SecureContext;
-  private readonly server: net.Server;
+  private server: net.Server;
   private readonly clients = new Set<ClientConnection>();
   private readonly byTenant = new Map<string, Set<ClientConnection>>();
   private readonly cancelKeys = new Map<string, CancelTarget>();
@@ -119,13 +119,25 @@ export class Router {
   }
 
   listen(port: number, host?: string): Promise<net.AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ port, host }, () => {
-        this.server.off('error', reject);
-        resolve(this.server.address() as net.AddressInfo);
-      });
-    });
+    return listenOn(this.server, port, host);
+  }
+
+  /**
+   * Moves to another port: the new listener is opened first, and the old one
+   * closed only once it works (open connections stay). On failure nothing changed.
+   */
+  async move(port: number, host?: string): Promise<net.AddressInfo> {
+    const next = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    const address = await listenOn(next, port, host);
+    const old = this.server;
+    this.server = next;
+    old.close();
+    return address;
+  }
+
+  /** The port it listens on now. */
+  get port(): number {
+    return (this.server.address() as net.AddressInfo | null)?.port ?? 0;
   }
 
   /** New connections are routed under this domain. */
@@ -274,6 +286,16 @@ export class Router {
     const client = new ClientConnection(this, socket, this.startupTimeoutMs);
     this.clients.add(client);
   }
+}
+
+function listenOn(server: net.Server, port: number, host?: string): Promise<net.AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host }, () => {
+      server.off('error', reject);
+      resolve(server.address() as net.AddressInfo);
+    });
+  });
 }
 
 function cancelKey(pid: number, secret: Buffer): string {

@@ -39,6 +39,8 @@ export interface SetupOptions {
   apiListen?: string | null;
   /** Per-tenant series in /metrics. */
   tenantMetrics?: boolean;
+  /** A new domain renames every tenant's host name: it must be confirmed when tenants exist. */
+  confirmDomainChange?: boolean;
 }
 
 export interface SetupReport {
@@ -149,6 +151,10 @@ export class Pgs {
       const actions: string[] = [];
       const before = current?.settings;
       const settingsDomain = domain ?? before?.domain ?? DEFAULT_DOMAIN;
+      const tenantCount = current?.tenants.length ?? 0;
+      if (before && settingsDomain !== before.domain && tenantCount > 0 && !options.confirmDomainChange) {
+        throw new PgsError('NOT_CONFIRMED', `a new domain changes the host name of every tenant (${tenantCount}: ${before.domain} -> ${settingsDomain}); clients must use the new names. Pass --yes to confirm`);
+      }
       const port = options.port ?? before?.port ?? DEFAULT_PORT;
       const dataRoot = before?.dataRoot ?? defaultDataRoot(this.home, this.env);
       const serverUser = isRoot() ? (this.env.PGS_SERVER_USER || before?.serverUser || DEFAULT_SERVER_USER) : null;
@@ -464,7 +470,15 @@ export interface ConnectionStrings {
   uri: string;
   psql: string;
   jdbc: string;
+  /** libpq environment variables, one `NAME=value` a line. */
+  env: string;
   local: string;
+  hostname: string;
+  port: number;
+  database: string;
+  user: string;
+  /** The self-signed certificate pgs made, which is its own CA: `sslrootcert=` it with `sslmode=verify-full`. Null for a certificate you gave. */
+  sslrootcert: string | null;
 }
 
 export function connectionStrings(settings: Settings, tenant: Tenant, runtime: Pick<TenantRuntime, 'localEndpoint'>): ConnectionStrings {
@@ -474,7 +488,13 @@ export function connectionStrings(settings: Settings, tenant: Tenant, runtime: P
     uri: remoteUrl(hostname, settings.port, tenant.id),
     psql: `host=${hostname} port=${settings.port} user=${TENANT_ROLE} dbname=${tenant.id} sslmode=require`,
     jdbc: `jdbc:postgresql://${hostname}:${settings.port}/${tenant.id}?user=${TENANT_ROLE}&sslmode=require`,
+    env: [`PGHOST=${hostname}`, `PGPORT=${settings.port}`, `PGUSER=${TENANT_ROLE}`, `PGDATABASE=${tenant.id}`, 'PGSSLMODE=require'].join('\n'),
     local: `postgresql://${TENANT_ROLE}@/${tenant.id}?host=${encodeURIComponent(endpoint.host)}&port=${endpoint.port}`,
+    hostname,
+    port: settings.port,
+    database: tenant.id,
+    user: TENANT_ROLE,
+    sslrootcert: settings.certSelfSigned ? settings.certFile : null,
   };
 }
 

@@ -3,6 +3,7 @@ import { PgsError } from '../../core/errors.js';
 import type { CreatedTenantJson } from '../../api/schemas.js';
 import { announceDaemon, parseDuration, parseInteger, printJson, type Command } from '../command.js';
 import { formatTable } from '../table.js';
+import { resolves } from '../connect-strings.js';
 
 export const create: Command = {
   summary: 'make a tenant with its own running PostgreSQL 18 server',
@@ -36,6 +37,10 @@ export const create: Command = {
       printJson(created);
       return 0;
     }
+    // A line that connects as printed, here: with hostaddr when the name does not resolve on this machine.
+    const port = new URL(created.url).port || '5432';
+    const hostaddr = (await resolves(created.hostname)) ? '' : ' hostaddr=127.0.0.1';
+    const psqlLine = `psql "host=${created.hostname}${hostaddr} port=${port} user=${created.user} dbname=${created.database} sslmode=require"`;
     console.log(`Created tenant ${created.id}`);
     console.log(formatTable([
       ['host', created.hostname],
@@ -43,6 +48,7 @@ export const create: Command = {
       ['user', created.user],
       ['password', created.password],
       ['url', created.url],
+      ['psql', `PGPASSWORD=${shellQuote(created.password)} ${psqlLine}`],
     ], { indent: '  ' }));
     console.log('The password is shown only now; "pgs passwd <id>" sets a new one.');
     return 0;
@@ -55,4 +61,9 @@ async function readInit(file: string): Promise<string> {
   } catch (err) {
     throw new PgsError('USAGE', `cannot read --init ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+}
+
+/** A word a POSIX shell takes as is: bare when safe, else in single quotes. */
+function shellQuote(value: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, "'\\''")}'`;
 }

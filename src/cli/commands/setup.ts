@@ -4,10 +4,12 @@ import { formatTable } from '../table.js';
 
 export const setup: Command = {
   summary: 'write the config, make the server template and a TLS certificate (idempotent)',
-  usage: 'pgs setup [--domain D] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off] [--json]',
+  usage: 'pgs setup [--domain D [--yes]] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off] [--json]',
   details: [
-    '  --domain D          tenants get host names <id>-<suffix>.D (default pgs.localhost)',
-    '  --port P            the TLS port the router listens on (default 5432)',
+    '  --domain D          tenants get host names <id>-<suffix>.D (default pgs.localhost); changing it',
+    '                      renames every tenant\'s host name and needs --yes',
+    '  --port P            the TLS port the router listens on (default 5432); a running daemon moves',
+    '                      to it at once, or says why it cannot and keeps the old one',
     '  --cert FILE         PEM certificate for *.D (default: a self-signed one is generated)',
     '  --key FILE          its PEM private key',
     '  --api-listen A:P    the REST API on TCP, with tokens (default 127.0.0.1:5480); off: only the',
@@ -22,7 +24,7 @@ export const setup: Command = {
   ].join('\n'),
   options: {
     domain: { type: 'string' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' },
-    'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, json: { type: 'boolean' },
+    'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' },
   },
   positionals: [0, 0],
   async run(ctx, _args, values) {
@@ -37,6 +39,7 @@ export const setup: Command = {
       keyFile: values.key as string | undefined,
       ...(listen !== undefined ? { apiListen: listen === 'off' ? null : listen } : {}),
       ...(metrics !== undefined ? { tenantMetrics: metrics === 'on' } : {}),
+      confirmDomainChange: Boolean(values.yes),
     });
     // A running daemon reads the new settings at once (a new certificate reaches new connections).
     await ctx.api.getIfRunning('/v1/status').then((up) => (up ? ctx.api.request('POST', '/v1/reload') : undefined));
@@ -50,7 +53,7 @@ export const setup: Command = {
     console.log(formatTable([
       ['domain', s.domain],
       ['port', String(s.port)],
-      ['certificate', `${s.certFile}${s.certSelfSigned ? ' (self-signed)' : ''}, expires ${report.certificate.validTo.toISOString().slice(0, 10)}`],
+      ['certificate', `${s.certFile}${s.certSelfSigned ? ' (self-signed: it is its own CA, so clients verify with sslmode=verify-full sslrootcert=<this file>)' : ''}, expires ${report.certificate.validTo.toISOString().slice(0, 10)}`],
       ['data', s.dataRoot],
       ['servers run as', s.serverUser ?? 'the user running pgs'],
       ['api', s.apiListen ?? 'unix socket only'],

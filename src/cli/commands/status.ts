@@ -7,7 +7,8 @@ export const status: Command = {
   usage: 'pgs status [--json]',
   details: [
     '  --json         print GET /v1/status: {pid, version, startedAt, port, domain, api, connections,',
-    '                 certificateExpires, refusals, tenants: [{id, state, pid, serverStartedAt, connections,',
+    '                 certificateExpires, certificate, certificateSelfSigned, refusals, tenants: [{id, state, pid,',
+    '                 serverStartedAt, connections,',
     '                 health, healthCheckedAt, healthError?, restarts, wakes, lastError?}]}',
     '  Exit code 3 when no daemon runs.',
   ].join('\n'),
@@ -31,7 +32,7 @@ export const status: Command = {
       ['port', `${current.port} (tenants at <id>-<suffix>.${current.domain})`],
       ['api', current.api ?? 'unix socket only'],
       ['connections', String(current.connections)],
-      ['certificate', current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'],
+      ['certificate', `${current.certificate}, ${current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'}${current.certificateSelfSigned ? ' (self-signed: verify with sslmode=verify-full sslrootcert=<this file>)' : ''}`],
       ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
       ['health', summarizeHealth(current.tenants)],
     ]));

@@ -1,19 +1,32 @@
 import type { ConnectionJson } from '../../api/schemas.js';
+import { PgsError } from '../../core/errors.js';
 import { tenantPath, type Command } from '../command.js';
+import { CONNECTION_FORMATS, formatConnection, localHostaddr, type ConnectionFormat } from '../connect-strings.js';
 
 export const url: Command = {
   summary: 'print a tenant\'s connection string (without the password)',
-  usage: 'pgs url <id> [--local]',
+  usage: 'pgs url <id> [--format uri|psql|jdbc|env] [--local]',
   details: [
-    '  --local        a libpq URI over the server\'s unix socket on this host (administration, tests);',
-    '                 default: the public URI through the router, sslmode=require',
-    'API: GET /v1/tenants/{id}/connection (uri, psql, jdbc, local)',
+    '  --format F     uri (default: postgresql://...?sslmode=require), psql (libpq keywords for psql "..."),',
+    '                 jdbc, or env (PGHOST=... lines for `export`). When the host name does not resolve',
+    '                 on this machine (*.localhost often does not), psql and env add hostaddr=127.0.0.1:',
+    '                 libpq still sends the name for TLS (SNI), which picks the tenant.',
+    '  --local        a libpq URI over the server\'s unix socket on this host (administration, tests)',
+    '  To verify the server, add sslmode=verify-full sslrootcert=<the certificate "pgs status" names>.',
+    'API: GET /v1/tenants/{id}/connection (uri, psql, jdbc, env, local, sslrootcert)',
   ].join('\n'),
-  options: { local: { type: 'boolean' } },
+  options: { local: { type: 'boolean' }, format: { type: 'string' } },
   positionals: [1, 1],
   async run(ctx, [id], values) {
+    const format = (values.format ?? 'uri') as ConnectionFormat;
+    if (!CONNECTION_FORMATS.includes(format)) throw new PgsError('USAGE', `invalid --format ${JSON.stringify(values.format)}: uri, psql, jdbc or env`);
     const strings = (await ctx.api.getIfRunning<ConnectionJson>(tenantPath(id as string, '/connection'))) ?? (await ctx.pgs().connection(id as string));
-    console.log(values.local ? strings.local : strings.uri);
+    if (values.local) {
+      console.log(strings.local);
+      return 0;
+    }
+    const hostaddr = format === 'psql' || format === 'env' ? await localHostaddr(strings) : undefined;
+    console.log(formatConnection(strings, format, { ...(hostaddr ? { hostaddr } : {}) }));
     return 0;
   },
 };

@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { PgsHome, freePort, psql, type Result } from '../helpers/pgs.js';
+
+interface Created { id: string; hostname: string; password: string }
+interface Status { port: number; certificate: string; certificateSelfSigned: boolean }
+
+/** Runs a line as a shell would, as a person pastes it. */
+function sh(line: string, env: NodeJS.ProcessEnv = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', line], { env: { ...process.env, PGCONNECT_TIMEOUT: '10', ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
+    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.trim(), stderr: stderr.trim() }));
+  });
+}
+
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => { socket.destroy(); resolve(false); });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+/** `.invalid` never resolves (RFC 2606): the strings pgs prints must work without DNS. */
+describe('the first ten minutes: what pgs prints works as printed', () => {
+  let pgs: PgsHome;
+  let port: number;
+  let demo: Created;
+  let createdText: string;
+
+  before(async () => {
+    pgs = await PgsHome.make();
+    port = await pgs.setup(['--domain', 'pgs.invalid']);
+    createdText = await pgs.ok(['create', 'demo', '--password', "correct horse's battery"]);
+    demo = (await pgs.json<Created[]>(['list']))[0] as Created;
+    demo.password = "correct horse's battery";
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('create prints a psql line that connects as is, though the host name does not resolve', async () => {
+    const line = /^ {2}psql {6}(.+)$/m.exec(createdText)?.[1];
+    assert.ok(line, createdText);
+    assert.match(line, /hostaddr=127\.0\.0\.1/);
+    const result = await sh(`${line} -Atc 'SELECT current_database()'`);
+    assert.equal(result.stdout, 'demo', result.stderr);
+  });
+
+  it('pgs url --format psql and env work as printed; uri and jdbc keep the contract form', async () => {
+    const keywords = (await pgs.ok(['url', 'demo', '--format', 'psql'])).trim();
+    assert.equal(keywords, `host=${demo.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=require`);
+    assert.equal((await psql(keywords, 'SELECT 1', demo.password)).stdout, '1');
+    const env = (await pgs.ok(['url', 'demo', '--format', 'env'])).trim();
+    assert.match(env, /^PGHOSTADDR=127\.0\.0\.1$/m);
+    const viaEnv = await sh(`export ${env.split('\n').join(' ')}; psql -Atc 'SELECT current_user'`, { PGPASSWORD: demo.password });
+    assert.equal(viaEnv.stdout, 'postgres', viaEnv.stderr);
+    assert.equal((await pgs.ok(['url', 'demo'])).trim(), `postgresql://postgres@${demo.hostname}:${port}/demo?sslmode=require`);
+    assert.equal((await pgs.ok(['url', 'demo', '--format', 'jdbc'])).trim(), `jdbc:postgresql://${demo.hostname}:${port}/demo?user=postgres&sslmode=require`);
+    const bad = await pgs.run(['url', 'demo', '--format', 'yaml']);
+    assert.equal(bad.code, 2);
+  });
+
+  it('the generated certificate is its own CA: status names it, and sslmode=verify-full works with it', async () => {
+    const status = await pgs.json<Status>(['status']);
+    assert.equal(status.certificateSelfSigned, true);
+    assert.match(await pgs.ok(['status']), /sslmode=verify-full sslrootcert=/);
+    const verified = await psql(`host=${demo.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=verify-full sslrootcert=${status.certificate}`, 'SELECT 1', demo.password);
+    assert.equal(verified.stdout, '1', verified.stderr);
+    const wrongName = await psql(`host=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=verify-full sslrootcert=${status.certificate} options=endpoint=${demo.hostname.split('.')[0]}`, 'SELECT 1', demo.password);
+    assert.notEqual(wrongName.code, 0, 'verify-full refuses a name the certificate does not hold');
+  });
+
+  it('setup --port while the daemon runs: it moves at once, status says so; a busy port is refused and nothing moves', async () => {
+    const next = await freePort();
+    await pgs.ok(['setup', '--port', String(next)]);
+    assert.equal((await pgs.json<Status>(['status'])).port, next);
+    assert.equal(await refused(port), true, 'the old port is closed');
+    assert.equal((await psql(`host=${demo.hostname} hostaddr=127.0.0.1 port=${next} user=postgres dbname=demo sslmode=require`, 'SELECT 1', demo.password)).stdout, '1');
+    const blocker = net.createServer();
+    const busy = await new Promise<number>((resolve) => blocker.listen(0, () => resolve((blocker.address() as net.AddressInfo).port)));
+    try {
+      const result = await pgs.run(['setup', '--port', String(busy)]);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, new RegExp(`cannot listen on port ${busy} \\(it is in use\\); it still listens on ${next}`));
+      assert.equal((await pgs.json<Status>(['status'])).port, next, 'status shows the port actually listened on');
+    } finally {
+      blocker.close();
+      await pgs.ok(['setup', '--port', String(next)]);
+    }
+    port = next;
+  });
+
+  it('a new domain renames every host name: refused without --yes, nothing changed; with --yes clients use the new names', async () => {
+    const catalog = await pgs.catalogText();
+    const refusedChange = await pgs.run(['setup', '--domain', 'other.invalid']);
+    assert.equal(refusedChange.code, 2);
+    assert.match(refusedChange.stderr, /changes the host name of every tenant \(1: pgs\.invalid -> other\.invalid\).*--yes/);
+    assert.equal(await pgs.catalogText(), catalog);
+    await pgs.ok(['setup', '--domain', 'other.invalid', '--yes']);
+    const [renamed] = await pgs.json<Created[]>(['list']);
+    assert.equal(renamed?.hostname, demo.hostname.replace('pgs.invalid', 'other.invalid'));
+    assert.equal((await psql(`host=${renamed?.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=require`, 'SELECT 1', demo.password)).stdout, '1');
+  });
+
+  it('a single-label domain (localhost) takes the certificate pgs makes for it', async () => {
+    await pgs.ok(['setup', '--domain', 'localhost', '--yes']);
+    const status = await pgs.json<Status>(['status']);
+    const [tenant] = await pgs.json<Created[]>(['list']);
+    const verified = await psql(`host=${tenant?.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=verify-full sslrootcert=${status.certificate}`, 'SELECT 1', demo.password);
+    assert.equal(verified.stdout, '1', verified.stderr);
+  });
+
+  it('exit codes: 2 for what was typed wrong, 1 for what failed, 3 for status without a daemon', async () => {
+    for (const command of ['create', 'remove', 'start', 'stop', 'enable-access', 'disable-access', 'config', 'logs', 'url', 'passwd']) {
+      const badId = await pgs.run([command, 'Not_An_Id', ...(command === 'remove' ? ['--yes'] : [])]);
+      assert.equal(badId.code, 2, `${command} with a bad id: ${badId.stderr}`);
+      assert.match(badId.stderr, new RegExp(`^pgs ${command}: invalid tenant id "Not_An_Id"`));
+      if (command !== 'create') assert.equal((await pgs.run([command, 'ghost', ...(command === 'remove' ? ['--yes'] : [])])).code, 1, `${command} of an unknown tenant`);
+      assert.equal((await pgs.run([command, '--bogus'])).code, 2, `${command} --bogus`);
+    }
+    for (const command of ['setup', 'list', 'status', 'reload', 'doctor', 'token']) assert.equal((await pgs.run([command, '--bogus'])).code, 2, `${command} --bogus`);
+    assert.match(await pgs.ok(['start', 'demo']), /demo is already running/);
+    await pgs.ok(['stop']);
+    assert.equal((await pgs.run(['status'])).code, 3);
+    const fresh = await PgsHome.make();
+    try {
+      assert.equal((await fresh.run(['status'])).code, 3, 'status before setup');
+    } finally {
+      await fresh.destroy();
+    }
+  });
+});
