@@ -249,7 +249,7 @@ export class Daemon implements ControlPlane {
     for (const [id, old] of before) {
       const now = next.tenants.find((t) => t.id === id);
       if (!ids.has(id) || (now?.access === 'disabled' && old.access !== 'disabled')) {
-        const closed = this.router.closeTenant(id);
+        const closed = this.router.closeTenant(id, ids.has(id) ? `access to tenant ${id} was disabled` : `tenant ${id} was removed`);
         if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: ids.has(id) ? 'access disabled' : 'removed' });
       }
       // A hand edit stopped the tenant: the daemon stops its server.
@@ -398,7 +398,7 @@ export class Daemon implements ControlPlane {
       await this.refresh();
       if (after.access !== before.access) {
         if (after.access === 'disabled') {
-          const closed = this.router.closeTenant(id);
+          const closed = this.router.closeTenant(id, `access to tenant ${id} was disabled`);
           if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
         }
         this.events.emit('access', id, { access: after.access });
@@ -415,7 +415,7 @@ export class Daemon implements ControlPlane {
       findTenant(this.catalog, id);
       // The server stops first, so that nothing restarts it while its files go.
       await this.supervisor.stopWanted(id);
-      this.router.closeTenant(id);
+      this.router.closeTenant(id, `tenant ${id} was removed`);
       await this.pgs.remove(id);
       await this.refresh();
       this.events.emit('removed', id);
@@ -446,7 +446,7 @@ export class Daemon implements ControlPlane {
           if (tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: there is nothing to suspend`);
           await this.supervisor.settle(id);
           if (this.supervisor.isSuspended(id)) break;
-          this.router.closeTenant(id);
+          this.router.closeTenant(id, `tenant ${id} was suspended`);
           await this.supervisor.suspendNow(id, 'requested');
           break;
         }

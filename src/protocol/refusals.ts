@@ -17,7 +17,9 @@ export type RefusalReason =
   | 'too_many_connections'
   | 'tenant_unavailable'
   | 'startup_timeout'
-  | 'shutting_down';
+  | 'shutting_down'
+  /** An established session ended by pgs (access disabled, tenant removed): not counted as a refusal. */
+  | 'terminated';
 
 const SQLSTATE: Record<RefusalReason, string> = {
   tls_required: '28000', // invalid_authorization_specification, as for a pg_hba "no encryption" miss
@@ -31,6 +33,7 @@ const SQLSTATE: Record<RefusalReason, string> = {
   tenant_unavailable: '57P03', // cannot_connect_now
   startup_timeout: '08P01',
   shutting_down: '57P01', // admin_shutdown
+  terminated: '57P01',
 };
 
 export interface Refusal {

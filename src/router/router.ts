@@ -3,6 +3,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { BackendMessage } from '../protocol/constants.js';
 import { MessageReader, serializeCancelRequest, typed } from '../protocol/messages.js';
+import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
 
@@ -155,11 +156,16 @@ export class Router {
   }
 
   /** Closes every open connection of a tenant (access disabled, tenant removed). Returns how many. */
-  closeTenant(id: string): number {
+  /**
+   * Ends every open session of a tenant (access disabled, tenant removed) with a
+   * FATAL 57P01 saying `message`, sent between two of the server's messages.
+   * Returns how many.
+   */
+  closeTenant(id: string, message = `the session of tenant ${id} was closed by pgs`): number {
     const set = this.byTenant.get(id);
     if (!set) return 0;
     const count = set.size;
-    for (const client of [...set]) client.destroy();
+    for (const client of [...set]) client.closeWith({ reason: 'terminated', message });
     return count;
   }
 
@@ -182,7 +188,7 @@ export class Router {
   async close(): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const client of [...this.clients]) client.destroy();
+    for (const client of [...this.clients]) client.closeWith({ reason: 'shutting_down', message: 'pgs is shutting down' });
     await closed;
   }
 
@@ -605,7 +611,10 @@ class ClientConnection {
           if (message.type === BackendMessage.ReadyForQuery) {
             backend.off('data', onBackendData);
             const leftover = reader.drain();
-            if (leftover.length > 0) this.socket.write(leftover);
+            if (leftover.length > 0) {
+              this.boundaries.consume(leftover);
+              this.socket.write(leftover);
+            }
             this.startPipe(backend);
             return;
           }
@@ -655,6 +664,57 @@ class ClientConnection {
     clearTimeout(this.timer);
     this.socket.off('data', this.onClientDataDuringAuth);
     this.socket.pipe(backend);
-    backend.pipe(this.socket);
+    // Server to client by hand rather than pipe(): the router keeps track of where the
+    // server's messages end, so that a FATAL of its own can go in between (closeWith).
+    backend.on('data', (chunk: Buffer) => this.onBackendData(backend, chunk));
+    backend.on('end', () => this.socket.end());
+  }
+
+  private readonly boundaries = new MessageBoundaries();
+  private closingWith: Refusal | undefined;
+
+  private onBackendData(backend: net.Socket, chunk: Buffer): void {
+    if (this.closingWith) {
+      const taken = this.boundaries.consume(chunk, true);
+      if (taken > 0) this.socket.write(chunk.subarray(0, taken));
+      if (this.boundaries.atBoundary || this.boundaries.broken) this.finishClose();
+      return;
+    }
+    this.boundaries.consume(chunk);
+    if (!this.socket.write(chunk)) {
+      backend.pause();
+      this.socket.once('drain', () => backend.resume());
+    }
+  }
+
+  /**
+   * Ends the session with an ErrorResponse of the router's own: at once when
+   * the server's stream stands between two messages, else right after the
+   * message in flight (given at most a second). Before the session is
+   * established this is a refusal like any other.
+   */
+  closeWith(refusal: Refusal): void {
+    if (this.done || this.closingWith) return;
+    if (!this.readyForQuery) {
+      this.refuse(refusal);
+      return;
+    }
+    this.closingWith = refusal;
+    this.router.log.info('session closed', { tenant: this.tenantId, reason: refusal.reason, message: refusal.message });
+    if (this.boundaries.atBoundary) this.finishClose();
+    else setTimeout(() => this.destroy(), 1_000).unref();
+  }
+
+  private finishClose(): void {
+    const refusal = this.closingWith;
+    if (!refusal || this.done) return;
+    this.backend?.pause();
+    this.socket.unpipe();
+    if (this.socket.writable) {
+      this.socket.end(refusalBytes(refusal), () => this.destroy());
+      setTimeout(() => this.destroy(), 1_000).unref();
+    } else {
+      this.destroy();
+    }
   }
 }

@@ -56,7 +56,7 @@ interface Backoff {
 /** What the supervisor needs of the router: connection counts, and closing a tenant's sessions. */
 export interface RouterView {
   connectionCount(id?: string): number;
-  closeTenant(id: string): number;
+  closeTenant(id: string, message?: string): number;
 }
 
 export interface SupervisorDeps {

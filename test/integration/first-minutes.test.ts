@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import pg from 'pg';
 import { after, before, describe, it } from 'node:test';
 import { PgsHome, freePort, psql, type Result } from '../helpers/pgs.js';
 
@@ -74,6 +75,14 @@ describe('the first ten minutes: what pgs prints works as printed', () => {
     assert.match(await pgs.ok(['status']), /sslmode=verify-full sslrootcert=/);
     const verified = await psql(`host=${demo.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=verify-full sslrootcert=${status.certificate}`, 'SELECT 1', demo.password);
     assert.equal(verified.stdout, '1', verified.stderr);
+    // The README's node-postgres snippet: servername for SNI, the certificate as CA, verification on.
+    const { readFileSync } = await import('node:fs');
+    const verifiedNode = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'demo', password: demo.password, ssl: { servername: demo.hostname, ca: readFileSync(status.certificate) } });
+    await verifiedNode.connect();
+    assert.equal((await verifiedNode.query<{ one: number }>('SELECT 1 AS one')).rows[0]?.one, 1);
+    await verifiedNode.end();
+    const unverified = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'demo', password: demo.password, ssl: { servername: demo.hostname } });
+    await assert.rejects(unverified.connect(), /self-signed certificate|DEPTH_ZERO_SELF_SIGNED_CERT/);
     const wrongName = await psql(`host=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=verify-full sslrootcert=${status.certificate} options=endpoint=${demo.hostname.split('.')[0]}`, 'SELECT 1', demo.password);
     assert.notEqual(wrongName.code, 0, 'verify-full refuses a name the certificate does not hold');
   });
@@ -116,6 +125,35 @@ describe('the first ten minutes: what pgs prints works as printed', () => {
     const [tenant] = await pgs.json<Created[]>(['list']);
     const verified = await psql(`host=${tenant?.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=demo sslmode=verify-full sslrootcert=${status.certificate}`, 'SELECT 1', demo.password);
     assert.equal(verified.stdout, '1', verified.stderr);
+  });
+
+  it('disable-access: an idle session and one in the middle of a result both get FATAL 57P01 saying why', async () => {
+    const connect = async () => {
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'demo', password: demo.password, ssl: { servername: hostname, rejectUnauthorized: false } });
+      await c.connect();
+      return c;
+    };
+    const [tenant] = await pgs.json<Created[]>(['list']);
+    const hostname = tenant?.hostname ?? '';
+    const idle = await connect();
+    const busy = await connect();
+    const idleError = new Promise<{ code?: string; message: string }>((resolve) => idle.once('error', resolve));
+    idle.on('error', () => undefined); // and the close that follows
+    busy.on('error', () => undefined);
+    const streaming = busy.query('SELECT g, repeat(\'x\', 100) FROM generate_series(1, 3000000) g').then(() => undefined, (e: { code?: string; message: string }) => e);
+    await new Promise((r) => setTimeout(r, 300));
+    await pgs.ok(['disable-access', 'demo']);
+    try {
+      const err = await idleError;
+      assert.equal(err.code, '57P01');
+      assert.equal(err.message, 'access to tenant demo was disabled');
+      const streamError = await streaming;
+      assert.equal(streamError?.code, '57P01', 'the query in the middle of its result');
+      assert.equal(streamError?.message, 'access to tenant demo was disabled');
+    } finally {
+      await Promise.all([idle.end().catch(() => undefined), busy.end().catch(() => undefined)]);
+      await pgs.ok(['enable-access', 'demo']);
+    }
   });
 
   it('exit codes: 2 for what was typed wrong, 1 for what failed, 3 for status without a daemon', async () => {
