@@ -413,9 +413,9 @@ export class Daemon implements ControlPlane {
     return this.serial(async () => {
       this.assertRunning();
       findTenant(this.catalog, id);
-      // The server stops first, so that nothing restarts it while its files go.
+      // Its sessions are told why; then the server stops, so that nothing restarts it while its files go.
+      await this.endSessions(id, `tenant ${id} was removed`);
       await this.supervisor.stopWanted(id);
-      this.router.closeTenant(id, `tenant ${id} was removed`);
       await this.pgs.remove(id);
       await this.refresh();
       this.events.emit('removed', id);
@@ -435,10 +435,12 @@ export class Daemon implements ControlPlane {
       this.supervisor.retryNow(id);
       switch (action) {
         case 'stop':
+          await this.endSessions(id, `tenant ${id} was stopped`);
           await this.supervisor.stopWanted(id);
           this.events.emit('state', id, { state: 'stopped' });
           break;
         case 'restart':
+          await this.endSessions(id, `tenant ${id} is restarting`);
           await this.supervisor.stopWanted(id);
           await this.supervisor.startNow(tenant);
           break;
@@ -462,6 +464,11 @@ export class Daemon implements ControlPlane {
     });
   }
 
+
+  /** Ends the tenant's sessions with a FATAL saying why, before its server goes (which would only say "administrator command"). */
+  private async endSessions(id: string, why: string): Promise<void> {
+    if (this.router.closeTenant(id, why) > 0) await this.router.drained(id);
+  }
 
   async setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }> {
     assertTenantId(id);

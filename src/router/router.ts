@@ -184,6 +184,12 @@ export class Router {
     return id === undefined ? this.clients.size : (this.byTenant.get(id)?.size ?? 0);
   }
 
+  /** Resolves once the tenant has no open session through the router (at most `timeoutMs`). */
+  async drained(id: string, timeoutMs = 1_500): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((this.byTenant.get(id)?.size ?? 0) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+
   /** Stops accepting, closes every client connection, resolves when the listener is closed. */
   async close(): Promise<void> {
     this.closing = true;

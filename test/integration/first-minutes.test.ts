@@ -156,6 +156,28 @@ describe('the first ten minutes: what pgs prints works as printed', () => {
     }
   });
 
+  it('stop and remove: open sessions get FATAL 57P01 saying which, not a bare close', async () => {
+    const gone = await pgs.json<Created>(['create', 'gone']);
+    const session = async () => {
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'gone', password: gone.password, ssl: { servername: gone.hostname, rejectUnauthorized: false } });
+      await c.connect();
+      const first = new Promise<{ code?: string; message: string }>((resolve) => c.once('error', resolve));
+      c.on('error', () => undefined);
+      return { c, first };
+    };
+    const a = await session();
+    await pgs.ok(['stop', 'gone']);
+    const stopped = await a.first;
+    assert.deepEqual([stopped.code, stopped.message], ['57P01', 'tenant gone was stopped']);
+    await a.c.end().catch(() => undefined);
+    await pgs.ok(['start', 'gone']);
+    const b = await session();
+    await pgs.ok(['remove', 'gone', '--yes']);
+    const removed = await b.first;
+    assert.deepEqual([removed.code, removed.message], ['57P01', 'tenant gone was removed']);
+    await b.c.end().catch(() => undefined);
+  });
+
   it('exit codes: 2 for what was typed wrong, 1 for what failed, 3 for status without a daemon', async () => {
     for (const command of ['create', 'remove', 'start', 'stop', 'enable-access', 'disable-access', 'config', 'logs', 'url', 'passwd']) {
       const badId = await pgs.run([command, 'Not_An_Id', ...(command === 'remove' ? ['--yes'] : [])]);
