@@ -142,7 +142,7 @@ const say = (line) => { report.push(line); console.log(line); };
 try {
   const port = await freePort();
   const memBefore = memAvailable();
-  pgsSync('setup', '--port', String(port));
+  pgsSync('setup', '--port', String(port), '--api-listen', 'off');
   pgsSync('start');
   const dataRoot = JSON.parse(readFileSync(path.join(home, 'catalog.json'), 'utf8')).settings.dataRoot;
   const daemonPid = JSON.parse(pgsSync('status', '--json')).pid;

@@ -43,7 +43,7 @@ die() { log "error: $*"; exit 1; }
 
 for b in pgbench psql openssl node; do command -v $b >/dev/null || die "$b not found"; done
 [ -x "$PGBIN/postgres" ] || die "no $PGBIN/postgres (npm ci first)"
-[ -f dist/pgs.mjs ] || die "no dist/pgs.mjs (npm run build first)"
+[ -f dist/bundle/pgs.js ] || die "no dist/bundle/pgs.js (npm run build first)"
 if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
   [ "$(id -u)" = 0 ] || die "pgbouncer is not installed (apt-get install pgbouncer)"
   log "installing pgbouncer"
@@ -164,7 +164,7 @@ RPORT=$(free_port)
 PGS_HOME_DIR=$(mktemp -d /tmp/pgs-router-bench-home.XXXXXX)
 export PGS_HOME=$PGS_HOME_DIR
 log "pgs: setup --port $RPORT, create bench, start (PGS_HOME=$PGS_HOME)"
-node bin/pgs.js setup --port "$RPORT" >"$WORK/pgs-setup.log" 2>&1 || { cat "$WORK/pgs-setup.log" >&2; die "pgs setup failed"; }
+node bin/pgs.js setup --port "$RPORT" --api-listen off >"$WORK/pgs-setup.log" 2>&1 || { cat "$WORK/pgs-setup.log" >&2; die "pgs setup failed"; }
 CREATE_JSON=$(node bin/pgs.js create bench --password "$PW" --json)
 HOSTNAME_SNI=$(node -e 'console.log(JSON.parse(process.argv[1]).hostname)' "$CREATE_JSON")
 node bin/pgs.js start >"$WORK/pgs-start.log" 2>&1 || { cat "$WORK/pgs-start.log" >&2; die "pgs start failed"; }

@@ -44,7 +44,7 @@ const stateOf = (id) => JSON.parse(pgs('status', '--json')).tenants.find((t) => 
 
 try {
   const port = await freePort();
-  pgs('setup', '--port', String(port));
+  pgs('setup', '--port', String(port), '--api-listen', 'off');
   const sleepy = JSON.parse(pgs('create', 'sleepy', '--json'));
   const awake = JSON.parse(pgs('create', 'awake', '--json'));
   pgs('start');

@@ -178,6 +178,14 @@ describe('the first ten minutes: what pgs prints works as printed', () => {
     await b.c.end().catch(() => undefined);
   });
 
+  it('start <id> wakes a suspended tenant, and says so; on a running one it says it already runs', async () => {
+    assert.equal((await pgs.api('POST', '/v1/tenants/demo/suspend')).status, 200);
+    assert.match(await pgs.ok(['start', 'demo']), /^Woke demo$/m);
+    const [tenant] = (await pgs.json<{ id: string; state: string }[]>(['list'])).filter((t) => t.id === 'demo');
+    assert.equal(tenant?.state, 'running');
+    assert.match(await pgs.ok(['start', 'demo']), /^demo is already running$/m);
+  });
+
   it('exit codes: 2 for what was typed wrong, 1 for what failed, 3 for status without a daemon', async () => {
     for (const command of ['create', 'remove', 'start', 'stop', 'enable-access', 'disable-access', 'config', 'logs', 'url', 'passwd']) {
       const badId = await pgs.run([command, 'Not_An_Id', ...(command === 'remove' ? ['--yes'] : [])]);
