@@ -138,12 +138,10 @@ export function unixRequest<T>(socketPath: string, method: string, urlPath: stri
   });
 }
 
-/** Runs Debian's psql with a password from the environment (never on the command line). */
-export function psql(url: string, sql: string, password: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<Result> {
+/** Runs a program and collects its output, trimmed. */
+export function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn('psql', ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', sql], {
-      env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10', ...extraEnv },
-    });
+    const child = spawn(command, args, { env });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
@@ -151,6 +149,16 @@ export function psql(url: string, sql: string, password: string, extraEnv: NodeJ
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.trim(), stderr: stderr.trim() }));
   });
+}
+
+/** Runs Debian's psql with a password from the environment (never on the command line). */
+export function psql(url: string, sql: string, password: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<Result> {
+  return runCommand('psql', ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', sql], { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10', ...extraEnv });
+}
+
+/** Runs a line with bash, as a person pastes it into a terminal. */
+export function shell(line: string, env: NodeJS.ProcessEnv = {}): Promise<Result> {
+  return runCommand('/bin/bash', ['-c', line], { ...process.env, PGCONNECT_TIMEOUT: '10', ...env });
 }
 
 /** True while `pid` runs; a zombie (exited, not yet reaped by a PID 1 that does not reap) counts as gone. */

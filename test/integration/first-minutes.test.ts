@@ -1,25 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import net from 'node:net';
 import pg from 'pg';
 import { after, before, describe, it } from 'node:test';
-import { PgsHome, freePort, psql, type Result } from '../helpers/pgs.js';
+import { PgsHome, freePort, psql, shell as sh } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
 interface Status { port: number; certificate: string; certificateSelfSigned: boolean }
-
-/** Runs a line as a shell would, as a person pastes it. */
-function sh(line: string, env: NodeJS.ProcessEnv = {}): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', line], { env: { ...process.env, PGCONNECT_TIMEOUT: '10', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.trim(), stderr: stderr.trim() }));
-  });
-}
 
 function refused(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PGS_BIN, PgsHome, ROOT, type Result } from '../helpers/pgs.js';
+import { PGS_BIN, PgsHome, ROOT, shell, type Result } from '../helpers/pgs.js';
 
 /**
  * The README's examples, run as written against a real daemon: the curl
@@ -19,17 +18,11 @@ describe('the README\'s examples work as written', () => {
   let readme: string;
   let substitutions: [string | RegExp, string][];
 
-  const run = (line: string, env: NodeJS.ProcessEnv = {}): Promise<Result> => new Promise((resolve, reject) => {
+  const run = (line: string, env: NodeJS.ProcessEnv = {}): Promise<Result> => {
     let text = line;
     for (const [from, to] of substitutions) text = text.split(from as string).join(to);
-    const child = spawn('/bin/bash', ['-c', text], { env: { ...pgs.env, PATH: `${shims}:${process.env.PATH ?? ''}`, PGCONNECT_TIMEOUT: '10', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.trim(), stderr: stderr.trim() }));
-  });
+    return shell(text, { ...pgs.env, PATH: `${shims}:${process.env.PATH ?? ''}`, ...env });
+  };
 
   /** The fenced blocks of a kind under a heading. */
   const blocks = (heading: string, lang: string): string[] => {
