@@ -69,16 +69,20 @@ export class TokenStore {
   }
 
   async create(name: string, scope: TokenScope): Promise<TokenInfo & { token: string }> {
-    if (this.tokens.some((t) => t.name === name)) throw new PgsError('TOKEN_EXISTS', `a token named ${name} exists already; "pgs token revoke ${name}" first`);
     const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const stored: StoredToken = { name, scope, sha256: sha256(token), createdAt: new Date().toISOString(), lastUsedAt: null };
-    await this.save([...this.tokens, stored]);
+    await this.change((tokens) => {
+      if (tokens.some((t) => t.name === name)) throw new PgsError('TOKEN_EXISTS', `a token named ${name} exists already; "pgs token revoke ${name}" first`);
+      return [...tokens, stored];
+    });
     return { name, scope, createdAt: stored.createdAt, lastUsedAt: null, token };
   }
 
   async revoke(name: string): Promise<void> {
-    if (!this.tokens.some((t) => t.name === name)) throw new PgsError('TOKEN_NOT_FOUND', `no token named ${name} (see "pgs token list")`);
-    await this.save(this.tokens.filter((t) => t.name !== name));
+    await this.change((tokens) => {
+      if (!tokens.some((t) => t.name === name)) throw new PgsError('TOKEN_NOT_FOUND', `no token named ${name} (see "pgs token list")`);
+      return tokens.filter((t) => t.name !== name);
+    });
   }
 
   /** The token's scope, or undefined for anything that is not a live token. */
@@ -93,7 +97,7 @@ export class TokenStore {
       this.dirtySince = Date.now();
       setTimeout(() => {
         this.dirtySince = undefined;
-        void this.save(this.tokens).catch(() => undefined);
+        void this.change((tokens) => tokens).catch(() => undefined);
       }, 60_000).unref();
     }
     return { name: found.name, scope: found.scope };
@@ -101,12 +105,24 @@ export class TokenStore {
 
   /** Writes pending lastUsedAt times (at daemon stop). */
   async flush(): Promise<void> {
-    if (this.dirtySince !== undefined) await this.save(this.tokens);
+    if (this.dirtySince !== undefined) await this.change((tokens) => tokens);
   }
 
-  private async save(list: StoredToken[]): Promise<void> {
-    await writeAtomic(this.file, `${JSON.stringify({ tokens: list }, null, 2)}\n`, 0o600);
-    this.index(list);
+  /**
+   * Every write, one at a time, from the list as it is when its turn comes: a
+   * revoke cannot be undone by a lastUsedAt write that started before it, and
+   * two creates cannot lose one another.
+   */
+  private writes: Promise<unknown> = Promise.resolve();
+
+  private change(next: (tokens: StoredToken[]) => StoredToken[]): Promise<void> {
+    const run = this.writes.then(async () => {
+      const list = next(this.tokens);
+      await writeAtomic(this.file, `${JSON.stringify({ tokens: list }, null, 2)}\n`, 0o600);
+      this.index(list);
+    });
+    this.writes = run.catch(() => undefined);
+    return run;
   }
 }
 

@@ -41,7 +41,8 @@ export class ApiClient {
   /** Rejects with DAEMON_UNAVAILABLE when no daemon answers on the socket. */
   request<T>(method: string, urlPath: string, options: RequestOptions = {}): Promise<ApiResponse<T>> {
     const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
-    const timeoutMs = options.timeoutMs ?? 120_000;
+    // Longer than the longest request the daemon runs (an init script may take 5 minutes).
+    const timeoutMs = options.timeoutMs ?? 420_000;
     return new Promise((resolve, reject) => {
       const headers: Record<string, string | number> = { ...options.headers };
       if (payload !== undefined) {
@@ -71,7 +72,8 @@ export class ApiClient {
           resolve({ status, body: body as T, headers: res.headers });
         });
       });
-      req.on('timeout', () => req.destroy(new PgsError('DAEMON_UNAVAILABLE', `the daemon did not answer ${method} ${urlPath} within ${timeoutMs / 1000} s; see ${daemonFiles(this.home).log}`)));
+      // Not DAEMON_UNAVAILABLE: the request may have been carried out, so it must never be sent again.
+      req.on('timeout', () => req.destroy(new PgsError('DAEMON_TIMEOUT', `the daemon did not answer ${method} ${urlPath} within ${timeoutMs / 1000} s; it may still be working on it (see ${daemonFiles(this.home).log} and "pgs list")`)));
       req.on('error', (err) => {
         const code = errnoCode(err);
         if (code === 'ENOENT' || code === 'ECONNREFUSED') reject(new PgsError('DAEMON_UNAVAILABLE', `no pgs daemon runs for ${this.home}`));

@@ -21,6 +21,8 @@ export type PgsErrorCode =
   | 'INTERNAL'
   | 'ADDRESS_IN_USE'
   | 'INIT_FAILED'
+  | 'ORPHAN_DATA'
+  | 'DAEMON_TIMEOUT'
   | 'INVALID_SETTING'
   | 'NOT_SET_UP'
   | 'TENANT_EXISTS'
@@ -55,6 +57,8 @@ const ALL_CODES: readonly PgsErrorCode[] = [
   'INTERNAL',
   'ADDRESS_IN_USE',
   'INIT_FAILED',
+  'ORPHAN_DATA',
+  'DAEMON_TIMEOUT',
   'INVALID_SETTING',
   'NOT_SET_UP',
   'TENANT_EXISTS',

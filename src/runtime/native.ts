@@ -1,11 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { promises as fs, openSync, closeSync } from 'node:fs';
+import { constants as fsConstants, promises as fs, openSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { fsyncDir, pathExists, tail, writeAtomic } from '../core/files.js';
+import { fsyncDir, pathExists, tail } from '../core/files.js';
 import { AdminClient } from './admin-client.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
@@ -152,7 +152,14 @@ export class NativeRuntime implements TenantRuntime {
     const dir = this.tenantDir(spec.id);
     const t0 = performance.now();
     const since = () => `${(performance.now() - t0).toFixed(1)} ms`;
-    const warm = spec.maxConnections === this.warmMaxConnections ? this.warm.shift() : undefined;
+    let warm = spec.maxConnections === this.warmMaxConnections ? this.warm.shift() : undefined;
+    if (warm && !this.warmUsable(warm)) {
+      // Died since it was started: let it go and make the tenant the ordinary way.
+      warm.session.destroy();
+      void this.stop(warm.key, { immediate: true }).catch(() => undefined);
+      this.refillWarm();
+      warm = undefined;
+    }
     if (warm) {
       try {
         await this.takeWarm(warm, spec.id, passwordVerifier);
@@ -200,11 +207,23 @@ export class NativeRuntime implements TenantRuntime {
     debug('create %s: refill at %s', spec.id, since());
   }
 
+  /**
+   * Written in a folder the server user owns: a new file under a random name,
+   * opened without following a symlink, handed to the server user through its
+   * open handle (a backup it takes must read it), then renamed over the old one.
+   */
   async writeMeta(id: string, meta: unknown): Promise<void> {
     const file = path.join(this.tenantDir(id), TENANT_META_FILE);
-    await writeAtomic(file, `${JSON.stringify(meta, null, 2)}\n`, 0o600);
-    // The server user's, like every file in its folder (a backup it takes must be able to read it).
-    if (this.user.switchTo) await fs.chown(file, this.user.uid, this.user.gid);
+    const tmp = `${file}.tmp-${randomBytes(8).toString('hex')}`;
+    const handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify(meta, null, 2)}\n`);
+      await handle.sync();
+      if (this.user.switchTo) await handle.chown(this.user.uid, this.user.gid);
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, file);
   }
 
   async readMeta(id: string): Promise<unknown> {
@@ -226,7 +245,7 @@ export class NativeRuntime implements TenantRuntime {
     const from = this.tenantDir(warm.key);
     const to = this.tenantDir(id);
     const child = this.children.get(warm.key);
-    if (!child || child.exitCode !== null || child.signalCode !== null || !warm.session.usable) throw new Error('the running spare is gone');
+    if (!child || !this.warmUsable(warm)) throw new Error('the running spare is gone');
     await fs.rename(from, to);
     await fsyncDir(path.dirname(to));
     await fsyncDir(path.dirname(from));
@@ -244,6 +263,11 @@ export class NativeRuntime implements TenantRuntime {
       { timeoutMs: 30_000 },
     );
     this.keepHealthSession(id, warm.pid, warm.session);
+  }
+
+  private warmUsable(warm: { key: string; session: AdminClient }): boolean {
+    const child = this.children.get(warm.key);
+    return child !== undefined && child.exitCode === null && child.signalCode === null && warm.session.usable;
   }
 
   async keepWarm(count: number, maxConnections: number): Promise<void> {
@@ -283,11 +307,12 @@ export class NativeRuntime implements TenantRuntime {
     const marker = this.templateMarker();
     let key: string | undefined;
     for (const name of await fs.readdir(this.sparesDir)) {
-      if (!name.startsWith(WARM_PREFIX) || inPool.has(name)) continue;
+      // Skip this daemon's own spares, also one a create is taking right now (no longer in the pool).
+      if (!name.startsWith(WARM_PREFIX) || inPool.has(name) || this.children.has(name)) continue;
       const made = await fs.readFile(path.join(this.sparesDir, name, TEMPLATE_MARKER), 'utf8').catch(() => '');
       await this.stop(name, { immediate: true }); // an earlier daemon's, left running when it was killed
       if (made.trim() !== marker) {
-        await fs.rm(path.join(this.sparesDir, name), { recursive: true, force: true });
+        await this.removeTree(path.join(this.sparesDir, name));
         continue;
       }
       key = name;
@@ -319,10 +344,15 @@ export class NativeRuntime implements TenantRuntime {
     await fsyncDir(this.tenantDir(id));
   }
 
+  async folderState(id: string): Promise<'none' | 'unfinished' | 'finished'> {
+    if (!(await pathExists(this.tenantDir(id)))) return 'none';
+    return (await pathExists(path.join(this.tenantDir(id), TEMPLATE_MARKER))) ? 'unfinished' : 'finished';
+  }
+
   /** Also deletes the partial copies (`.tmp-*`) of creates that died while copying. */
   async dataFolders(): Promise<{ id: string; unfinished: boolean }[]> {
     const names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
-    for (const name of names.filter((n) => n.startsWith('.tmp-'))) await fs.rm(path.join(this.dataRoot, 'tenants', name), { recursive: true, force: true });
+    for (const name of names.filter((n) => n.startsWith('.tmp-'))) await this.removeTree(path.join(this.dataRoot, 'tenants', name));
     return Promise.all(names.filter((n) => !n.startsWith('.')).map(async (id) => ({ id, unfinished: await pathExists(path.join(this.tenantDir(id), TEMPLATE_MARKER)) })));
   }
 
@@ -400,6 +430,19 @@ export class NativeRuntime implements TenantRuntime {
     }
     await fsyncDir(path.dirname(this.tenantDir(id)));
     this.emptyTrash();
+  }
+
+  /**
+   * Deletes a folder tree inside one the server user owns, as that user: root
+   * never walks a tree another user can change under it (a directory swapped
+   * for a symlink mid-walk). As that user it can delete only its own files.
+   */
+  private async removeTree(target: string): Promise<void> {
+    if (!this.user.switchTo) {
+      await fs.rm(target, { recursive: true, force: true });
+      return;
+    }
+    await this.run('rm', ['-rf', '--', target]);
   }
 
   /** Deletes everything in trash/ in a detached process (what an earlier one did not finish, too). */
@@ -660,12 +703,12 @@ export class NativeRuntime implements TenantRuntime {
       if (name.startsWith('.tmp-')) {
         const stat = await fs.stat(spare).catch(() => undefined);
         if (stat && Date.now() - stat.mtimeMs < SPARE_COPY_STALE_MS) have++;
-        else await fs.rm(spare, { recursive: true, force: true });
+        else await this.removeTree(spare);
         continue;
       }
       const made = await fs.readFile(path.join(spare, TEMPLATE_MARKER), 'utf8').catch(() => '');
       if (made.trim() === marker) have++;
-      else await fs.rm(spare, { recursive: true, force: true });
+      else await this.removeTree(spare);
     }
     for (let i = have; i < this.spareServers; i++) {
       const name = randomBytes(6).toString('hex');
@@ -714,7 +757,7 @@ export class NativeRuntime implements TenantRuntime {
    */
   private async buildTemplate(): Promise<void> {
     const build = this.templateBuildDir;
-    await fs.rm(build, { recursive: true, force: true });
+    await this.removeTree(build);
     await this.mkdirOwned(build); // initdb fills an empty folder; the data root is not the server user's to write
     await this.run(this.bin.initdb, [
       '-D', build, '-U', ADMIN_ROLE, '--auth=peer', '--wal-segsize=1', '--no-sync', '--no-instructions',
@@ -763,9 +806,12 @@ export class NativeRuntime implements TenantRuntime {
     if (walSegment) await trimWal(path.join(build, 'pg_wal'), walSegment);
     await this.run(this.bin.initdb, ['--sync-only', '-D', build]);
     await fs.writeFile(path.join(build, TEMPLATE_MARKER), `${this.templateMarker()}\n`);
-    await fs.rm(this.templateDir, { recursive: true, force: true });
+    await this.removeTree(this.templateDir);
     await fs.rename(build, this.templateDir);
-    await fs.rm(this.sparesDir, { recursive: true, force: true }); // copies of the old template
+    // Copies of the old template; running spares (.warm-*) are a daemon's: it replaces them itself.
+    for (const name of await fs.readdir(this.sparesDir).catch(() => [] as string[])) {
+      if (!name.startsWith(WARM_PREFIX)) await this.removeTree(path.join(this.sparesDir, name));
+    }
   }
 
   /**

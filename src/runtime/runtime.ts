@@ -49,6 +49,8 @@ export interface TenantRuntime {
   readMeta(id: string): Promise<unknown>;
   /** The tenant is in the catalog: its folder is no longer an unfinished create. */
   finishCreate(id: string): Promise<void>;
+  /** Whether a tenant folder exists for this id, and whether it is an unfinished create. */
+  folderState(id: string): Promise<'none' | 'unfinished' | 'finished'>;
   /** Every tenant folder on disk; `unfinished`: made by a create that never reached finishCreate. */
   dataFolders(): Promise<{ id: string; unfinished: boolean }[]>;
   start(spec: TenantServerSpec): Promise<void>;

@@ -28,7 +28,7 @@ export const DEFAULT_MAX_CONNECTIONS = 20;
 export const MIN_PASSWORD_LENGTH = 8;
 export const MAX_PASSWORD_LENGTH = 1024;
 /** An init script that runs longer is stopped and the create fails. */
-export const INIT_TIMEOUT_MS = 10 * 60_000;
+export const INIT_TIMEOUT_MS = 5 * 60_000;
 
 export interface SetupOptions {
   domain?: string;
@@ -242,8 +242,13 @@ export class Pgs {
           throw new PgsError('TENANT_EXISTS', `tenant ${id} already exists`);
         }
         runtime = this.runtimeFor(current.settings);
-        // Files without a catalog entry are what a crashed create left behind: no tenant owns them.
-        if (await runtime.exists(id)) await runtime.remove(id);
+        // An unfinished create's folder belongs to no one; a finished one the catalog lost is a
+        // tenant's data (pgs doctor --fix adopts it) and is never overwritten.
+        const folder = await runtime.folderState(id);
+        if (folder === 'unfinished') await runtime.remove(id);
+        if (folder === 'finished') {
+          throw new PgsError('ORPHAN_DATA', `a data folder for ${id} exists that the catalog does not name (${runtime.dataDir(id)}): "pgs doctor --fix" adopts it back, or move it away to create ${id} afresh`);
+        }
         const tenant: Tenant = {
           id,
           suffix: newSuffix(),

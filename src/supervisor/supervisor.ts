@@ -341,8 +341,12 @@ export class Supervisor {
     const started = performance.now();
     const attempt = (async () => {
       let timer: NodeJS.Timeout | undefined;
+      await this.suspending.get(id)?.catch(() => undefined);
+      // Meanwhile a stop or a remove may have taken the tenant out of suspension: nothing to wake
+      // (the router then finds it not running and says so).
+      const now = this.catalog.tenants.find((t) => t.id === id);
+      if (!this.suspended.has(id) || now?.wanted !== 'running' || this.isStopping) return false;
       try {
-        await this.suspending.get(id)?.catch(() => undefined);
         await Promise.race([
           this.runtime.start({ id, maxConnections: tenant.maxConnections }),
           new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`it did not start within ${WAKE_TIMEOUT_MS / 1000} s`)), WAKE_TIMEOUT_MS); }),

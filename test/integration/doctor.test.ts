@@ -51,6 +51,15 @@ describe('pgs doctor: data the catalog does not know, and its adoption', () => {
     assert.deepEqual(report.orphans.map((o) => [o.id, o.running]), [['second', true]]);
   });
 
+  it('a create of the lost id refuses to touch its data and points to doctor', async () => {
+    const catalog = await pgs.catalogText();
+    const result = await pgs.run(['create', 'second']);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /^pgs create: a data folder for second exists that the catalog does not name \(.*tenants\/second\): "pgs doctor --fix" adopts it back/);
+    assert.equal(await pgs.catalogText(), catalog);
+    await fs.access(path.join(await pgs.dataRoot(), 'tenants', 'second', 'pgs-tenant.json'));
+  });
+
   it('doctor --fix adopts it back: same host name, same settings, same password, its data intact', async () => {
     assert.equal((await psql(conn(first), 'SELECT 1', first.password)).stdout, '1');
     assert.match(await pgs.ok(['doctor', '--fix']), new RegExp(`^Adopted second as ${second.hostname.replace(/\./g, '\\.')}$`, 'm'));
