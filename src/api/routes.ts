@@ -1,11 +1,12 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { PgsError, codeWord, isPgsError } from '../core/errors.js';
 import { sseFrame, type EventLog } from './events.js';
 import * as S from './schemas.js';
-import { newOperationId, type ApiOptions } from './server.js';
+import type { ApiOptions } from './server.js';
 import type { TokenStore } from './tokens.js';
 
 /**
@@ -44,7 +45,7 @@ class Operations {
   private readonly byId = new Map<string, S.OperationJson>();
 
   start(kind: string, tenant: string | null, work: () => Promise<unknown>): S.OperationJson {
-    const op: S.OperationJson = { id: newOperationId(), kind, tenant, status: 'running', createdAt: new Date().toISOString(), finishedAt: null };
+    const op: S.OperationJson = { id: `op_${randomBytes(10).toString('hex')}`, kind, tenant, status: 'running', createdAt: new Date().toISOString(), finishedAt: null };
     this.byId.set(op.id, op);
     if (this.byId.size > 1_000) this.byId.delete(this.byId.keys().next().value as string);
     work().then(

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -218,6 +217,3 @@ function listen(server: net.Server, where: net.ListenOptions): Promise<void> {
   });
 }
 
-export function newOperationId(): string {
-  return `op_${randomBytes(10).toString('hex')}`;
-}

@@ -80,12 +80,9 @@ async function isStale(lockPath: string, content: string, emptyStaleMs: number):
   }
   const pid = Number.parseInt(content.split(' ')[0] ?? '', 10);
   if (!Number.isInteger(pid) || pid <= 0) return true;
-  return !processAlive(pid);
+  return !pidExists(pid);
 }
 
-export function processAlive(pid: number): boolean {
-  return pidExists(pid);
-}
 
 /**
  * Removes a stale lock. Takeovers are serialised by a guard file and re-check,

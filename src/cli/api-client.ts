@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PgsError, codeFromWord, errnoCode } from '../core/errors.js';
 import { processState } from '../core/proc.js';
 import { tail } from '../core/files.js';
+import { daemonPaths } from '../core/paths.js';
 
 /**
  * The CLI's side of the daemon's REST API, over the unix socket
@@ -25,17 +26,13 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
-export function daemonFiles(home: string): { socket: string; pidFile: string; log: string } {
-  return { socket: path.join(home, 'daemon.sock'), pidFile: path.join(home, 'daemon.pid'), log: path.join(home, 'daemon.log') };
-}
-
 export class ApiClient {
   readonly home: string;
   private readonly socket: string;
 
   constructor(home: string) {
     this.home = home;
-    this.socket = daemonFiles(home).socket;
+    this.socket = daemonPaths(home).socket;
   }
 
   /** Rejects with DAEMON_UNAVAILABLE when no daemon answers on the socket. */
@@ -73,7 +70,7 @@ export class ApiClient {
         });
       });
       // Not DAEMON_UNAVAILABLE: the request may have been carried out, so it must never be sent again.
-      req.on('timeout', () => req.destroy(new PgsError('DAEMON_TIMEOUT', `the daemon did not answer ${method} ${urlPath} within ${timeoutMs / 1000} s; it may still be working on it (see ${daemonFiles(this.home).log} and "pgs list")`)));
+      req.on('timeout', () => req.destroy(new PgsError('DAEMON_TIMEOUT', `the daemon did not answer ${method} ${urlPath} within ${timeoutMs / 1000} s; it may still be working on it (see ${daemonPaths(this.home).log} and "pgs list")`)));
       req.on('error', (err) => {
         const code = errnoCode(err);
         if (code === 'ENOENT' || code === 'ECONNREFUSED') reject(new PgsError('DAEMON_UNAVAILABLE', `no pgs daemon runs for ${this.home}`));
@@ -118,7 +115,7 @@ export class ApiClient {
 
 /** Starts `pgs start --foreground` detached, its output in daemon.log, and waits until it answers. Returns its pid. */
 export async function startDaemonInBackground(home: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = 60_000): Promise<number> {
-  const { log } = daemonFiles(home);
+  const { log } = daemonPaths(home);
   await fs.mkdir(home, { recursive: true, mode: 0o700 });
   const fd = openSync(log, 'a', 0o600);
   const script = process.argv[1];
@@ -135,8 +132,8 @@ export async function startDaemonInBackground(home: string, env: NodeJS.ProcessE
   const client = new ApiClient(home);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const status = await client.getIfRunning<{ pid: number }>('/v1/status').catch(() => undefined);
-    if (status) return status.pid;
+    // /healthz, not /v1/status: status looks at every tenant's server, and this polls every 15 ms.
+    if (await client.getIfRunning('/healthz').catch(() => undefined)) return (await client.get<{ pid: number }>('/v1/status')).pid;
     if (exited !== undefined) {
       const lines = (await tail(log, 5)).split('\n').filter((l) => l.startsWith('pgs'));
       const last = lines[lines.length - 1];

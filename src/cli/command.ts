@@ -1,4 +1,5 @@
 import type { ParseArgsConfig } from 'node:util';
+import { parseSeconds } from '../core/duration.js';
 import { PgsError } from '../core/errors.js';
 import { pgsHome } from '../core/paths.js';
 import { Pgs } from '../service/pgs.js';
@@ -43,13 +44,7 @@ export function printJson(value: unknown): void {
 
 /** "30s", "5m", "1h", "90" (seconds) or "off" (null). */
 export function parseDuration(text: string, what = '--autosuspend'): number | null {
-  if (text === 'off') return null;
-  const match = /^(\d+)(s|m|h)?$/.exec(text);
-  const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3600 }[(match[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
-  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 31_536_000) {
-    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a duration such as 30s, 5m, 1h${what === '--autosuspend' ? ', or off' : ''}`);
-  }
-  return seconds;
+  return text === 'off' ? null : parseSeconds(text, what);
 }
 
 export function parseInteger(text: string, what: string, min: number, max: number): number {

@@ -44,3 +44,15 @@ export function homePaths(home: string): HomePaths {
     certDir: path.join(home, 'certs'),
   };
 }
+
+/** The daemon's files in the config folder: its pid, its API socket (0600), its log and the API tokens. */
+export interface DaemonPaths {
+  pidFile: string;
+  socket: string;
+  log: string;
+  tokens: string;
+}
+
+export function daemonPaths(home: string): DaemonPaths {
+  return { pidFile: path.join(home, 'daemon.pid'), socket: path.join(home, 'daemon.sock'), log: path.join(home, 'daemon.log'), tokens: path.join(home, 'tokens.json') };
+}

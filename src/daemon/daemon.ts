@@ -1,6 +1,5 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
-import path from 'node:path';
 import { EventLog } from '../api/events.js';
 import { DaemonMetrics } from '../api/metrics.js';
 import type { ControlPlane } from '../api/routes.js';
@@ -10,11 +9,11 @@ import { TokenStore } from '../api/tokens.js';
 import { assertTenantId } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
-import { processAlive } from '../catalog/lock.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { tail } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
-import { processArgv } from '../core/proc.js';
+import { pidExists, processArgv } from '../core/proc.js';
+import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import { generatePassword, scramVerifier } from '../runtime/scram.js';
@@ -29,17 +28,6 @@ import { CatalogBackends } from './backends.js';
  * and automation talk to it through the REST API (api/): the unix socket in
  * PGS_HOME (0600) and TCP with tokens.
  */
-export interface DaemonPaths {
-  pidFile: string;
-  socket: string;
-  log: string;
-  tokens: string;
-}
-
-export function daemonPaths(home: string): DaemonPaths {
-  return { pidFile: path.join(home, 'daemon.pid'), socket: path.join(home, 'daemon.sock'), log: path.join(home, 'daemon.log'), tokens: path.join(home, 'tokens.json') };
-}
-
 export type DaemonStatus = S.StatusJson;
 
 export interface DaemonOptions {
@@ -495,7 +483,7 @@ export class Daemon implements ControlPlane {
   startAll(): Promise<S.BulkJson> {
     return this.serial(async () => {
       this.assertRunning();
-      await this.pgs.start(undefined, { recordOnly: true });
+      await this.pgs.recordWanted('running');
       await this.refresh();
       this.supervisor.retryNow();
       await this.supervisor.reconcile();
@@ -513,7 +501,7 @@ export class Daemon implements ControlPlane {
   shutdown(stopTenants: boolean): void {
     void (async () => {
       if (stopTenants && !this.isStopping) {
-        await this.serial(() => this.pgs.stop(undefined, { recordOnly: true })).catch((err: Error) => this.log.warn('could not record the tenants as stopped', { error: err.message }));
+        await this.serial(() => this.pgs.recordWanted('stopped')).catch((err: Error) => this.log.warn('could not record the tenants as stopped', { error: err.message }));
       }
       await this.stop();
     })();
@@ -556,7 +544,7 @@ export class Daemon implements ControlPlane {
         if (errnoCode(err) !== 'EEXIST') throw err;
       }
       const pid = Number.parseInt(await fs.readFile(this.paths.pidFile, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) && (await isPgsProcess(pid))) {
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidExists(pid) && (await isPgsProcess(pid))) {
         throw new PgsError('USAGE', `a pgs daemon already runs for ${this.pgs.home} (pid ${pid}); "pgs stop" stops it`);
       }
       await fs.rm(this.paths.pidFile, { force: true }); // left by a daemon that died

@@ -1,3 +1,4 @@
+import { parseSeconds } from '../core/duration.js';
 import { PgsError } from '../core/errors.js';
 import type { Pgs } from '../service/pgs.js';
 import { Daemon, jsonLog } from './daemon.js';
@@ -7,7 +8,7 @@ import { packageVersion } from '../core/version.js';
 export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const log = jsonLog((line) => process.stderr.write(line));
   const interval = env.PGS_HEALTH_INTERVAL;
-  const healthSeconds = interval === undefined || interval === '' ? undefined : parseSeconds(interval);
+  const healthSeconds = interval === undefined || interval === '' ? undefined : parseSeconds(interval, 'PGS_HEALTH_INTERVAL');
   const spares = env.PGS_RUNNING_SPARES;
   const runningSpares = spares === undefined || spares === '' ? undefined : Number(spares);
   if (runningSpares !== undefined && (!Number.isInteger(runningSpares) || runningSpares < 0 || runningSpares > 50)) {
@@ -33,11 +34,3 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   await daemon.stopped;
   return 0;
 }
-
-function parseSeconds(text: string): number {
-  const match = /^(\d+)(s|m|h)?$/.exec(text);
-  const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3600 }[(match[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
-  if (!Number.isInteger(seconds) || seconds < 1) throw new PgsError('USAGE', `invalid PGS_HEALTH_INTERVAL ${JSON.stringify(text)}: a duration such as 30s, 5m, 1h`);
-  return seconds;
-}
-

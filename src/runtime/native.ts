@@ -141,10 +141,6 @@ export class NativeRuntime implements TenantRuntime {
     return done;
   }
 
-  exists(id: string): Promise<boolean> {
-    return pathExists(this.tenantDir(id));
-  }
-
   async create(spec: TenantServerSpec, passwordVerifier: string): Promise<void> {
     if (!(await this.templateIsCurrent())) {
       throw new PgsError('NOT_SET_UP', 'the template cluster is missing or out of date: run "pgs setup"');

@@ -34,8 +34,6 @@ export interface TenantRuntime {
   readonly kind: string;
   /** Makes everything tenants need (folders, template); idempotent. Returns what it did, for the user. */
   prepare(): Promise<string[]>;
-  /** True when a server's files exist for this id (a tenant, or what a crashed create left behind). */
-  exists(id: string): Promise<boolean>;
   /** Makes the server, starts it, names its database `id` and sets the tenant role's password verifier. */
   create(spec: TenantServerSpec, passwordVerifier: string): Promise<void>;
   /**

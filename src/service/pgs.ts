@@ -316,39 +316,11 @@ export class Pgs {
     });
   }
 
-  /** Starts one tenant (or all) and records that it should run. Returns the ids that failed, with why. */
-  /** `recordOnly`: change the catalog only (a running daemon starts the servers, as their parent). */
-  async start(id?: string, options: { recordOnly?: boolean } = {}): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
-    return this.setWanted(id, 'running', options.recordOnly ?? false);
-  }
-
-  /** Stops one tenant (or all) and records that it should not run. `recordOnly`: change the catalog only (a running daemon stops the servers). */
-  async stop(id?: string, options: { recordOnly?: boolean } = {}): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
-    return this.setWanted(id, 'stopped', options.recordOnly ?? false);
-  }
-
-  private async setWanted(id: string | undefined, wanted: Wanted, recordOnly: boolean): Promise<{ started: string[]; failed: { id: string; error: string }[] }> {
-    if (id !== undefined) assertTenantId(id);
-    return this.store.update(async (current) => {
+  /** Records every tenant as wanted running or stopped (`pgs start`, `pgs stop`); the daemon's supervisor acts on it. */
+  async recordWanted(wanted: Wanted): Promise<void> {
+    await this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
-      const targets = id === undefined ? current.tenants : [findTenant(current, id)];
-      const runtime = this.runtimeFor(current.settings);
-      const done: string[] = [];
-      const failed: { id: string; error: string }[] = [];
-      for (const tenant of targets) {
-        try {
-          if (recordOnly) {
-            // nothing to do here
-          } else if (wanted === 'running') await runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
-          else await runtime.stop(tenant.id);
-          done.push(tenant.id);
-        } catch (err) {
-          failed.push({ id: tenant.id, error: err instanceof Error ? err.message : String(err) });
-        }
-      }
-      const ids = new Set(done);
-      const next = { ...current, tenants: current.tenants.map((t) => (ids.has(t.id) ? { ...t, wanted } : t)) };
-      return { next, result: { started: done, failed } };
+      return { next: { ...current, tenants: current.tenants.map((t) => ({ ...t, wanted })) }, result: undefined };
     });
   }
 

@@ -7,7 +7,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { acquireFileLock, processAlive, withFileLock } from '../../src/catalog/lock.js';
+import { acquireFileLock, withFileLock } from '../../src/catalog/lock.js';
+import { pidExists as processAlive } from '../../src/core/proc.js';
 import { PgsError } from '../../src/core/errors.js';
 
 /** The compiled lock module, for child processes (this file runs from dist/test/unit/). */

@@ -15,8 +15,7 @@ export const logs: Command = {
   async run(ctx, [id], values) {
     const count = values.lines === undefined ? 50 : parseInteger(String(values.lines), '--lines', 0, 1_000_000);
     // Read from the file on this host: no daemon needed, and -f can follow it.
-    const { catalog } = await ctx.pgs().tenant(id as string);
-    const file = ctx.pgs().runtimeFor(catalog.settings).logFile(id as string);
+    const file = await ctx.pgs().logFile(id as string);
     let text: string;
     try {
       text = await readFile(file, 'utf8');

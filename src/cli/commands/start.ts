@@ -1,6 +1,6 @@
 import type { BulkJson, StatusJson, TenantJson } from '../../api/schemas.js';
 import { PgsError } from '../../core/errors.js';
-import { daemonFiles } from '../api-client.js';
+import { daemonPaths } from '../../core/paths.js';
 import { tenantPath, type Command } from '../command.js';
 
 export const start: Command = {
@@ -39,7 +39,7 @@ export const start: Command = {
       if (result.failed.length > 0) process.exitCode = 1;
     }
     const status = await ctx.api.get<StatusJson>('/v1/status');
-    if (startedPid !== undefined) console.log(`Started the daemon (pid ${status.pid}) on port ${status.port}; log: ${daemonFiles(ctx.home).log}`);
+    if (startedPid !== undefined) console.log(`Started the daemon (pid ${status.pid}) on port ${status.port}; log: ${daemonPaths(ctx.home).log}`);
     else console.log(`The daemon runs (pid ${status.pid}) on port ${status.port}`);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   },
