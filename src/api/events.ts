@@ -3,7 +3,7 @@
  * event has an id that grows by one; the last EVENT_HISTORY are kept so that
  * a client reconnecting with `Last-Event-ID` misses nothing recent.
  */
-export type EventType = 'created' | 'removed' | 'state' | 'access';
+export type EventType = 'created' | 'removed' | 'state' | 'access' | 'backup' | 'backup-failed' | 'restored';
 
 export interface PgsEvent {
   id: number;
@@ -13,8 +13,13 @@ export interface PgsEvent {
   /** For `state`: the new state; for `access`: enabled or disabled. */
   state?: string;
   access?: string;
-  /** Why, when there is more to say (a failed start, an idle suspend). */
+  /** Why, when there is more to say (a failed start, an idle suspend, what a backup was for). */
   reason?: string;
+  /** For backups, restores and tenants made from a backup: which backup, of which tenant, to what point. */
+  backup?: string;
+  kind?: string;
+  from?: string;
+  target?: string;
 }
 
 const EVENT_HISTORY = 1_000;
@@ -24,7 +29,7 @@ export class EventLog {
   private readonly history: PgsEvent[] = [];
   private readonly listeners = new Set<(event: PgsEvent) => void>();
 
-  emit(type: EventType, tenant: string, fields: { state?: string; access?: string; reason?: string } = {}): PgsEvent {
+  emit(type: EventType, tenant: string, fields: Omit<PgsEvent, 'id' | 'type' | 'tenant' | 'at'> = {}): PgsEvent {
     const event: PgsEvent = { id: this.nextId++, type, tenant, at: new Date().toISOString(), ...fields };
     this.history.push(event);
     if (this.history.length > EVENT_HISTORY) this.history.shift();

@@ -27,6 +27,12 @@ export interface TenantSample {
   lastActive: number | null;
   /** Data folder size from disk, null until measured. */
   dataBytes: number | null;
+  /** When its newest backup finished (Unix time); null: none. */
+  lastBackup: number | null;
+  /** 1 while archiving its WAL fails (or its archive has a gap), else 0; null: not known (not running). */
+  archiveFailing: number | null;
+  /** Finished WAL segments waiting to be archived; null: not known. */
+  archivePending: number | null;
 }
 
 const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -43,6 +49,8 @@ export class DaemonMetrics implements RouterObserver {
   readonly suspends: Counter;
   readonly restarts: Counter;
   readonly apiRequests: Counter<'route' | 'code'>;
+  readonly backups: Counter<'result'>;
+  readonly backupDuration: Histogram;
 
   constructor(source: MetricsSource, build: { version: string; postgres: string }) {
     const registers = [this.registry];
@@ -85,6 +93,9 @@ export class DaemonMetrics implements RouterObserver {
     this.suspends = new Counter({ name: 'pgs_suspends_total', help: 'Servers stopped for being idle, or on request.', registers });
     this.restarts = new Counter({ name: 'pgs_server_restarts_total', help: 'Servers that died and were started again by the supervisor.', registers });
     this.apiRequests = new Counter({ name: 'pgs_api_requests_total', help: 'REST API requests, by route template and status code.', labelNames: ['route', 'code'], registers });
+    this.backups = new Counter({ name: 'pgs_backups_total', help: 'Base backups, by result (skipped: a scheduled one found nothing changed).', labelNames: ['result'], registers });
+    for (const result of ['ok', 'failed', 'skipped']) this.backups.inc({ result }, 0);
+    this.backupDuration = new Histogram({ name: 'pgs_backup_duration_seconds', help: 'Base backups that succeeded, from start to a listed backup.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600], registers });
     new Gauge({ name: 'pgs_build_info', help: 'pgs and PostgreSQL versions.', labelNames: ['version', 'postgres'], registers }).set(build, 1);
 
     // One sample of every tenant per scrape, shared by the five pgs_tenant_* series.
@@ -114,6 +125,9 @@ export class DaemonMetrics implements RouterObserver {
     perTenant('pgs_tenant_wakes_total', 'Times the tenant was woken since the daemon started.', (t) => t.wakes, 'counter');
     perTenant('pgs_tenant_last_active_timestamp_seconds', 'Last time the tenant had a client connection (Unix time).', (t) => t.lastActive);
     perTenant('pgs_tenant_data_bytes', 'Size of the tenant\'s data folder on disk.', (t) => t.dataBytes);
+    perTenant('pgs_tenant_last_backup_timestamp_seconds', 'When the tenant\'s newest base backup finished (Unix time).', (t) => t.lastBackup);
+    perTenant('pgs_tenant_archive_failing', 'Whether archiving the tenant\'s WAL fails or its archive has a gap (1) or not (0); absent while not known.', (t) => t.archiveFailing);
+    perTenant('pgs_tenant_archive_pending_segments', 'Finished WAL segments of the tenant waiting to be archived.', (t) => t.archivePending);
   }
 
   // --- RouterObserver ---

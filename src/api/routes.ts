@@ -1,5 +1,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import type http from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
@@ -33,7 +35,22 @@ export interface ControlPlane {
   doctorFix(): Promise<S.DoctorFixJson>;
   /** Answers, then stops every server (recorded as stopped when `stopTenants`) and the daemon. */
   shutdown(stopTenants: boolean): void;
+  backup(id: string, progress?: Progress): Promise<S.BackupJson>;
+  listBackups(id: string): Promise<S.BackupListJson>;
+  /** Deletes the backups of a removed tenant. */
+  deleteBackups(id: string): Promise<void>;
+  restore(id: string, request: S.RestoreRequest, progress?: Progress): Promise<S.TenantJson>;
+  branch(id: string, request: S.BranchRequest, progress?: Progress): Promise<S.TenantJson>;
+  exportTenant(id: string, progress?: Progress): Promise<S.ExportJson>;
+  /** The file of a finished export (NOT_FOUND for a name that is not one). */
+  exportFile(name: string): string;
+  /** Where an upload to import is written first. */
+  importUploadFile(): Promise<string>;
+  importFile(file: string, as: string | undefined, progress?: Progress): Promise<S.TenantJson>;
 }
+
+/** Tells an operation what it does now. */
+export type Progress = (phase: string) => void;
 
 type App = FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;
 
@@ -44,12 +61,12 @@ const tags = (tag: string) => [tag];
 class Operations {
   private readonly byId = new Map<string, S.OperationJson>();
 
-  start(kind: string, tenant: string | null, work: () => Promise<unknown>): S.OperationJson {
+  start(kind: string, tenant: string | null, work: (progress: Progress) => Promise<unknown>): S.OperationJson {
     const op: S.OperationJson = { id: `op_${randomBytes(10).toString('hex')}`, kind, tenant, status: 'running', createdAt: new Date().toISOString(), finishedAt: null };
     this.byId.set(op.id, op);
     if (this.byId.size > 1_000) this.byId.delete(this.byId.keys().next().value as string);
-    work().then(
-      () => Object.assign(op, { status: 'succeeded', finishedAt: new Date().toISOString() }),
+    work((phase) => { op.phase = phase; }).then(
+      (result) => Object.assign(op, { status: 'succeeded', finishedAt: new Date().toISOString(), ...(result !== undefined ? { result } : {}) }),
       (err: unknown) => Object.assign(op, {
         status: 'failed',
         finishedAt: new Date().toISOString(),
@@ -187,7 +204,77 @@ export function registerRoutes(app: App, options: ApiOptions): void {
     },
   }, async (request, reply) => streamEvents(request, reply, events));
 
+  registerBackupRoutes(app, plane, operations);
   registerTokenRoutes(app, tokens);
+}
+
+/** Backups, restores, branches, exports and imports; each may run as an operation (Prefer: respond-async). */
+function registerBackupRoutes(app: App, plane: ControlPlane, operations: Operations): void {
+  const run = async <T>(request: FastifyRequest, reply: FastifyReply, kind: string, tenant: string | null, code: number, work: (progress?: Progress) => Promise<T>) => {
+    if (wantsAsync(request)) return reply.code(202).send(operations.start(kind, tenant, work));
+    return reply.code(code).send(await work());
+  };
+  const async202 = { 202: S.Operation };
+
+  app.post('/v1/tenants/:id/backups', {
+    schema: { tags: tags('backups'), summary: 'take a base backup now (online; a suspended or stopped tenant from its files, without waking it)', params: S.TenantParams, response: { 201: S.Backup, ...async202, ...problems } },
+  }, async (request, reply) => run(request, reply, 'tenant.backup', request.params.id, 201, (progress) => plane.backup(request.params.id, progress)));
+
+  app.get('/v1/tenants/:id/backups', {
+    schema: { tags: tags('backups'), summary: 'the tenant\'s backups and the restorable window (also of a removed tenant whose backups remain)', params: S.TenantParams, response: { 200: S.BackupList, ...problems } },
+  }, async (request) => plane.listBackups(request.params.id));
+
+  app.delete('/v1/tenants/:id/backups', {
+    schema: { tags: tags('backups'), summary: 'delete every backup and the WAL archive of a removed tenant (refused while it exists)', params: S.TenantParams, response: { 204: { type: 'null' }, ...problems } },
+  }, async (request, reply) => {
+    await plane.deleteBackups(request.params.id);
+    return reply.code(204).send(null);
+  });
+
+  app.post('/v1/tenants/:id/restore', {
+    schema: {
+      tags: tags('backups'), summary: 'restore to a backup or a point in time; in place (keeping a backup of the current state first) or `as` a new tenant',
+      params: S.TenantParams, body: S.RestoreBody, response: { 200: S.Tenant, ...async202, ...problems },
+    },
+  }, async (request, reply) => run(request, reply, 'tenant.restore', request.params.id, 200, (progress) => plane.restore(request.params.id, request.body ?? {}, progress)));
+
+  app.post('/v1/tenants/:id/branch', {
+    schema: { tags: tags('backups'), summary: 'a new, independent tenant with this one\'s data now (online) or `at` a time', params: S.TenantParams, body: S.BranchBody, response: { 201: S.Tenant, ...async202, ...problems } },
+  }, async (request, reply) => run(request, reply, 'tenant.branch', request.params.id, 201, (progress) => plane.branch(request.params.id, request.body, progress)));
+
+  app.post('/v1/tenants/:id/export', {
+    schema: { tags: tags('backups'), summary: 'a fresh backup as one self-contained, checksummed file, to download from /v1/exports/{name}', params: S.TenantParams, response: { 201: S.ExportResult, ...async202, ...problems } },
+  }, async (request, reply) => run(request, reply, 'tenant.export', request.params.id, 201, (progress) => plane.exportTenant(request.params.id, progress)));
+
+  app.get('/v1/exports/:name', {
+    config: { scope: 'admin' }, // the tenant's whole data: not for read tokens
+    schema: { tags: tags('backups'), summary: 'download an export file', params: S.ExportParams, response: { 200: { description: 'the export file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...problems } },
+  }, async (request, reply) => {
+    const file = plane.exportFile(request.params.name);
+    const stat = await fs.stat(file).catch(() => undefined);
+    if (!stat) throw new PgsError('NOT_FOUND', `no export ${request.params.name} (exports are kept 24 hours)`);
+    return reply.type('application/octet-stream').header('content-length', stat.size).send(createReadStream(file) as never);
+  });
+
+  app.delete('/v1/exports/:name', {
+    schema: { tags: tags('backups'), summary: 'delete an export file', params: S.ExportParams, response: { 204: { type: 'null' }, ...problems } },
+  }, async (request, reply) => {
+    await fs.rm(plane.exportFile(request.params.name), { force: true });
+    return reply.code(204).send(null);
+  });
+
+  app.post('/v1/import', {
+    bodyLimit: 1024 ** 4,
+    schema: {
+      tags: tags('backups'), summary: 'make a tenant from an export file (the request body), checked whole before the tenant exists',
+      querystring: S.ImportQuery, response: { 201: S.Tenant, ...async202, ...problems },
+    },
+  }, async (request, reply) => {
+    const file = await plane.importUploadFile();
+    await pipeline(request.body as NodeJS.ReadableStream, createWriteStream(file, { mode: 0o600, flags: 'wx' }));
+    const { as } = request.query as { as?: string };
+    return run(request, reply, 'tenant.import', as ?? null, 201, (progress) => plane.importFile(file, as, progress));
+  });
 }
 
 function registerTokenRoutes(app: App, tokens: TokenStore): void {

@@ -21,6 +21,9 @@ export const Health = Type.Union([Type.Literal('ok'), Type.Literal('failing'), T
 /** Seconds without connections before the server is suspended; null never. */
 export const Autosuspend = Nullable(Type.Integer({ minimum: 1, maximum: 31_536_000 }));
 export const MaxConnections = Type.Integer({ minimum: 5, maximum: 10_000 });
+export const BackupSchedule = Type.Union([Type.Literal('hourly'), Type.Literal('daily'), Type.Literal('off')]);
+export const BackupRetain = Type.Integer({ minimum: 1, maximum: 1000 });
+export const RpoSeconds = Type.Integer({ minimum: 1, maximum: 3600 });
 
 export const Tenant = Type.Object({
   id: Type.String(),
@@ -44,6 +47,12 @@ export const Tenant = Type.Object({
   lastError: Type.Optional(Type.String()),
   restarts: Type.Integer(),
   wakes: Type.Integer(),
+  backupSchedule: BackupSchedule,
+  backupRetain: Type.Integer(),
+  rpoSeconds: Type.Integer({ description: 'at most this many seconds of writes wait before their WAL is archived' }),
+  lastBackupAt: Nullable(DateTime),
+  archiving: Type.Union([Type.Literal('ok'), Type.Literal('failing'), Type.Literal('behind'), Type.Literal('gap'), Type.Literal('unknown'), Type.Literal('off')]),
+  archivingError: Type.Optional(Type.String()),
 });
 export type TenantJson = Static<typeof Tenant>;
 
@@ -82,6 +91,9 @@ export const PatchTenantBody = Type.Object({
   access: Type.Optional(Access),
   autosuspend: Type.Optional(Autosuspend),
   maxConnections: Type.Optional(MaxConnections),
+  backupSchedule: Type.Optional(BackupSchedule),
+  backupRetain: Type.Optional(BackupRetain),
+  rpoSeconds: Type.Optional(RpoSeconds),
 }, { additionalProperties: false, minProperties: 1 });
 export type PatchTenantRequest = Static<typeof PatchTenantBody>;
 
@@ -164,7 +176,11 @@ export const TokenParams = Type.Object({ name: TokenName });
 
 export const Operation = Type.Object({
   id: Type.String(),
-  kind: Type.String({ description: 'what runs: tenant.start, tenant.stop, tenant.restart, tenant.suspend, tenant.wake, tenant.remove' }),
+  kind: Type.String({ description: 'what runs: tenant.start, tenant.stop, tenant.restart, tenant.suspend, tenant.wake, tenant.remove, tenant.backup, tenant.restore, tenant.branch, tenant.export, tenant.import' }),
+  /** What it does now, for progress displays. */
+  phase: Type.Optional(Type.String()),
+  /** The answer the synchronous request would have given, once succeeded. */
+  result: Type.Optional(Type.Unknown()),
   tenant: Nullable(Type.String()),
   status: Type.Union([Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]),
   createdAt: DateTime,
@@ -207,3 +223,50 @@ export type DoctorFixJson = Static<typeof DoctorFix>;
 
 export const Ok = Type.Object({ ok: Type.Boolean() });
 export const Health200 = Type.Object({ status: Type.Literal('ok') });
+
+export const Backup = Type.Object({
+  id: Type.String(),
+  tenant: Type.String(),
+  generation: Type.String({ description: 'the unbroken line of WAL the backup belongs to (a restore starts a new one)' }),
+  kind: Type.Union([Type.Literal('online'), Type.Literal('offline')], { description: 'online: of the running server; offline: of a stopped one\'s files' }),
+  reason: Type.String({ description: 'manual, scheduled, pre-restore, first, branch, export' }),
+  startedAt: DateTime,
+  finishedAt: DateTime,
+  startLsn: Type.String(),
+  endLsn: Type.String(),
+  timeline: Type.Integer(),
+  bytes: Type.Integer(),
+});
+export type BackupJson = Static<typeof Backup>;
+
+export const BackupList = Type.Object({
+  tenant: Type.String(),
+  backups: Type.Array(Backup),
+  window: Nullable(Type.Object({ earliest: DateTime, latest: DateTime }, { description: 'the earliest and latest point in time a restore can reach' })),
+  ranges: Type.Array(Type.Object({ generation: Type.String(), from: DateTime, to: DateTime, gap: Type.Optional(Type.String()) })),
+  lastFailure: Nullable(Type.Object({ at: DateTime, error: Type.String() })),
+});
+
+export const RestoreBody = Type.Object({
+  backup: Type.Optional(Type.String({ pattern: '^\\d{8}-\\d{6}-[0-9a-f]{4}$', description: 'restore this backup (to its end, or with `time` to that time)' })),
+  time: Type.Optional(Type.String({ format: 'date-time', description: 'restore to this point in time (replaying the WAL archive)' })),
+  as: Type.Optional(TenantId),
+}, { additionalProperties: false });
+
+export const BranchBody = Type.Object({
+  id: TenantId,
+  at: Type.Optional(Type.String({ format: 'date-time', description: 'the source as it was then; default: now' })),
+}, { additionalProperties: false });
+
+export const ExportResult = Type.Object({
+  name: Type.String(),
+  bytes: Type.Integer(),
+  sha256: Type.String(),
+  download: Type.String({ description: 'GET this path for the file (kept 24 hours; DELETE it when done)' }),
+});
+export const ExportParams = Type.Object({ name: Type.String({ maxLength: 200 }) });
+export const ImportQuery = Type.Object({ as: Type.Optional(TenantId) }, { additionalProperties: false });
+export type BackupListJson = Static<typeof BackupList>;
+export type RestoreRequest = Static<typeof RestoreBody>;
+export type BranchRequest = Static<typeof BranchBody>;
+export type ExportJson = Static<typeof ExportResult>;

@@ -63,6 +63,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   })
     .withTypeProvider<TypeBoxTypeProvider>();
   app.decorateRequest('principal', null as never);
+  // Export files (POST /v1/import) are streamed to disk by the route, never buffered.
+  app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
@@ -140,8 +142,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 const STATUS: Partial<Record<PgsErrorCode, number>> = {
   USAGE: 400, INVALID_ID: 400, WEAK_PASSWORD: 400, INVALID_SETTING: 400, INVALID_REQUEST: 400, INIT_FAILED: 400,
   UNAUTHORIZED: 401, FORBIDDEN: 403,
-  TENANT_NOT_FOUND: 404, TOKEN_NOT_FOUND: 404, OPERATION_NOT_FOUND: 404, NOT_FOUND: 404,
-  TENANT_EXISTS: 409, TOKEN_EXISTS: 409, INVALID_STATE: 409, NOT_SET_UP: 409, ORPHAN_DATA: 409,
+  TENANT_NOT_FOUND: 404, TOKEN_NOT_FOUND: 404, OPERATION_NOT_FOUND: 404, NOT_FOUND: 404, BACKUP_NOT_FOUND: 404,
+  TENANT_EXISTS: 409, TOKEN_EXISTS: 409, INVALID_STATE: 409, NOT_SET_UP: 409, ORPHAN_DATA: 409, OUT_OF_WINDOW: 422, BACKUP_DAMAGED: 422, ARCHIVE_GAP: 422,
   PRECONDITION_FAILED: 412, RATE_LIMITED: 429,
   CATALOG_LOCKED: 503, DAEMON_STOPPING: 503,
 };

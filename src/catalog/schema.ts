@@ -10,9 +10,16 @@ import { TENANT_ID_PATTERN } from './ids.js';
 export const CATALOG_VERSION = 1;
 export const DEFAULT_AUTOSUSPEND_SECONDS = 300;
 export const DEFAULT_API_LISTEN = '127.0.0.1:5480';
+/** A finished WAL segment is archived at least this often while the tenant writes: the most a lost disk costs. */
+export const DEFAULT_RPO_SECONDS = 60;
+export const DEFAULT_BACKUP_SCHEDULE = 'daily';
+export const DEFAULT_BACKUP_RETAIN = 7;
 
 export const AccessSchema = v.picklist(['enabled', 'disabled']);
 export type Access = v.InferOutput<typeof AccessSchema>;
+
+export const BackupScheduleSchema = v.picklist(['hourly', 'daily', 'off']);
+export type BackupSchedule = v.InferOutput<typeof BackupScheduleSchema>;
 
 export const WantedSchema = v.picklist(['running', 'stopped']);
 export type Wanted = v.InferOutput<typeof WantedSchema>;
@@ -29,6 +36,14 @@ export const TenantSchema = v.strictObject({
   createdAt: v.pipe(v.string(), v.isoTimestamp()),
   /** Seconds without connections before the daemon suspends the server; null: never; absent: the default (300). */
   autosuspendSeconds: v.optional(v.nullable(int(1, 31_536_000))),
+  /** Its current WAL archive (backups/<id>/<generation>/); absent: made before archiving (the daemon gives it one). */
+  generation: v.optional(v.pipe(v.string(), v.regex(/^\d{8}-\d{6}-[0-9a-f]{4}$/))),
+  /** Seconds between forced WAL segment switches while it writes; absent: 60. */
+  rpoSeconds: v.optional(int(1, 3600)),
+  /** Base backups the daemon takes; absent: daily. */
+  backupSchedule: v.optional(BackupScheduleSchema),
+  /** Base backups kept (older ones and the WAL only they need are deleted); absent: 7. */
+  backupRetain: v.optional(int(1, 1000)),
 });
 export type Tenant = v.InferOutput<typeof TenantSchema>;
 

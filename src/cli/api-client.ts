@@ -113,6 +113,47 @@ export class ApiClient {
   }
 }
 
+/** An operation as GET /v1/operations/{id} shows it. */
+interface OperationState {
+  id: string;
+  status: 'running' | 'succeeded' | 'failed';
+  phase?: string;
+  result?: unknown;
+  error?: { code: string; detail: string };
+}
+
+/**
+ * Runs a long change as an operation (Prefer: respond-async) and polls it to
+ * its end. After a second, what it does is shown on stderr (one updated line
+ * on a terminal, a line per phase otherwise); stdout stays for the result.
+ */
+export async function runOperation<T>(api: ApiClient, method: string, urlPath: string, options: RequestOptions & { onStart?: (pid: number) => void } = {}): Promise<T> {
+  const { body: op } = await api.change<OperationState>(method, urlPath, { ...options, headers: { ...options.headers, prefer: 'respond-async' } }, options.onStart);
+  const started = Date.now();
+  const tty = process.stderr.isTTY === true;
+  let shown = '';
+  let state = op;
+  try {
+    while (state.status === 'running') {
+      await sleep(state.phase === undefined && Date.now() - started < 1_000 ? 50 : 200);
+      state = await api.get<OperationState>(`/v1/operations/${state.id}`);
+      const elapsed = (Date.now() - started) / 1000;
+      if (elapsed < 1 || state.status !== 'running' || state.phase === undefined) continue;
+      if (tty) {
+        process.stderr.write(`\r\x1b[2K${state.phase} ... ${elapsed.toFixed(0)} s`);
+        shown = 'line';
+      } else if (state.phase !== shown) {
+        process.stderr.write(`${state.phase} ...\n`);
+        shown = state.phase;
+      }
+    }
+  } finally {
+    if (tty && shown !== '') process.stderr.write('\r\x1b[2K');
+  }
+  if (state.status === 'failed') throw new PgsError(codeFromWord(state.error?.code), state.error?.detail ?? 'the operation failed');
+  return state.result as T;
+}
+
 /** Starts `pgs start --foreground` detached, its output in daemon.log, and waits until it answers. Returns its pid. */
 export async function startDaemonInBackground(home: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = 60_000): Promise<number> {
   const { log } = daemonPaths(home);

@@ -2,6 +2,7 @@ import { debuglog, parseArgs } from 'node:util';
 import { codeWord, isPgsError, type PgsErrorCode } from '../core/errors.js';
 import { EXIT_USAGE, makeContext, type Command, type Values } from './command.js';
 import { accessCommand } from './commands/access.js';
+import { backup, backups, branch, exportCommand, importCommand, restore } from './commands/backup.js';
 import { config } from './commands/config.js';
 import { create } from './commands/create.js';
 import { doctor } from './commands/doctor.js';
@@ -29,6 +30,7 @@ const COMMANDS: Record<string, Command> = {
   'enable-access': accessCommand('enabled'),
   'disable-access': accessCommand('disabled'),
   config, logs, url, passwd, token, doctor,
+  backup, backups, restore, branch, export: exportCommand, import: importCommand,
 };
 
 /** Mistakes in what was typed, not failures of pgs: exit code 2. */

@@ -36,7 +36,12 @@ export type PgsErrorCode =
   | 'PG_COMMAND_FAILED'
   | 'SYSTEM_USER'
   | 'PATH_TOO_LONG'
-  | 'NOT_CONFIRMED';
+  | 'NOT_CONFIRMED'
+  | 'BACKUP_DAMAGED'
+  | 'BACKUP_FAILED'
+  | 'BACKUP_NOT_FOUND'
+  | 'OUT_OF_WINDOW'
+  | 'ARCHIVE_GAP';
 
 const ALL_CODES: readonly PgsErrorCode[] = [
   'USAGE',
@@ -73,6 +78,11 @@ const ALL_CODES: readonly PgsErrorCode[] = [
   'SYSTEM_USER',
   'PATH_TOO_LONG',
   'NOT_CONFIRMED',
+  'BACKUP_DAMAGED',
+  'BACKUP_FAILED',
+  'BACKUP_NOT_FOUND',
+  'OUT_OF_WINDOW',
+  'ARCHIVE_GAP',
 ];
 
 export class PgsError extends Error {

@@ -21,6 +21,9 @@ import { ADMIN_ROLE } from '../runtime/server-config.js';
 import { assertPassword, connectionStrings, findTenant, setVerifier, tenantView, type DoctorReport, type Pgs } from '../service/pgs.js';
 import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
+import { BackupPlane, type Progress } from './backup-plane.js';
+import type { TenantSample } from '../api/metrics.js';
+import { tenantServerSpec, type BackupMeta } from '../backup/layout.js';
 
 /**
  * The pgs daemon: the one control plane. It owns the router and the tenant
@@ -70,6 +73,7 @@ export class Daemon implements ControlPlane {
   readonly events = new EventLog();
   private metrics!: DaemonMetrics;
   private supervisor!: Supervisor;
+  private backupPlane!: BackupPlane;
   private readonly tokens: TokenStore;
   /** Resolves when the daemon has stopped. */
   readonly stopped: Promise<void>;
@@ -107,7 +111,7 @@ export class Daemon implements ControlPlane {
         liveBytes: () => this.router.liveBytes(),
         refusals: () => this.router.refusals,
         tenantStates: () => this.supervisor.tenantStates(),
-        tenants: () => this.supervisor.tenantSamples(),
+        tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.withBackupSample(sample)),
       }, { version: this.version, postgres: this.runtime.serverVersion() });
       this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], log: this.log, observer: this.metrics });
       this.supervisor = new Supervisor({
@@ -119,6 +123,20 @@ export class Daemon implements ControlPlane {
         catalog: () => this.catalog,
         stopping: () => this.isStopping,
         healthIntervalMs: this.healthIntervalMs,
+      });
+      this.backupPlane = new BackupPlane({
+        pgs: this.pgs,
+        runtime: this.runtime,
+        supervisor: this.supervisor,
+        events: this.events,
+        metrics: this.metrics,
+        log: this.log,
+        version: this.version,
+        catalog: () => this.catalog,
+        refresh: () => this.refresh(),
+        serial: (task) => this.serial(task),
+        endSessions: (id, why) => this.endSessions(id, why),
+        stopping: () => this.isStopping,
       });
       this.certExpires = certificateExpiry(cert);
       try {
@@ -137,6 +155,7 @@ export class Daemon implements ControlPlane {
     }
     this.log.info('daemon started', { pid: process.pid, port: this.catalog.settings.port, domain: this.catalog.settings.domain, api: this.api.tcpAddress });
     await this.serial(() => this.settleDataFolders()).catch((err: Error) => this.log.warn('could not look at the data folders', { error: err.message }));
+    await this.backupPlane.start().catch((err: Error) => this.log.warn('could not look at the backups', { error: err.message }));
     // Spare servers already running make a create one rename and one transaction.
     await this.runtime.keepWarm(this.runningSpares, this.catalog.settings.defaultMaxConnections);
     // A reload, not a bare reconcile: `pgs setup` may have changed the catalog
@@ -180,6 +199,7 @@ export class Daemon implements ControlPlane {
     this.stopping ??= this.serial(async () => {
       this.log.info('daemon stopping');
       await this.router.close();
+      await this.backupPlane.stop();
       await this.supervisor.quiesce();
       // The catalog as it is now: a tenant made by hand since the last reload may have a server too.
       const now = await this.pgs.store.read().catch(() => this.catalog);
@@ -300,7 +320,7 @@ export class Daemon implements ControlPlane {
       this.assertRunning();
       const tenant = findTenant(await this.pgs.store.read(), id);
       if (this.supervisor.isSuspended(id)) await this.supervisor.wake(id);
-      await setVerifier(this.runtime, tenant, verifier, { keepStarted: tenant.wanted === 'running' });
+      await setVerifier(this.runtime, tenantServerSpec(this.catalog.settings.dataRoot, tenant), verifier, { keepStarted: tenant.wanted === 'running' });
       if (tenant.wanted === 'running') this.supervisor.noteRunning(id);
     });
   }
@@ -316,7 +336,27 @@ export class Daemon implements ControlPlane {
 
 
   private async view(tenant: Tenant): Promise<S.TenantJson> {
-    return tenantView(this.catalog.settings, tenant, await this.supervisor.observe(tenant, true));
+    const seen = await this.supervisor.observe(tenant, true);
+    const archiving = this.backupPlane.archiving(tenant, this.supervisor.archiverStatus(tenant.id));
+    return tenantView(this.catalog.settings, tenant, {
+      ...seen,
+      lastBackupAt: this.backupPlane.lastBackupAt(tenant.id),
+      archiving: archiving.state,
+      ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}),
+    });
+  }
+
+  private withBackupSample(sample: Omit<TenantSample, 'lastBackup' | 'archiveFailing' | 'archivePending'>): TenantSample {
+    const tenant = this.catalog.tenants.find((t) => t.id === sample.id);
+    const status = this.supervisor.archiverStatus(sample.id);
+    const last = this.backupPlane.lastBackupAt(sample.id);
+    const state = tenant ? this.backupPlane.archiving(tenant, status).state : 'unknown';
+    return {
+      ...sample,
+      lastBackup: last === null ? null : Math.floor(Date.parse(last) / 1000),
+      archiveFailing: state === 'failing' || state === 'gap' ? 1 : state === 'ok' || state === 'behind' ? 0 : null,
+      archivePending: status?.pending ?? null,
+    };
   }
 
   async status(): Promise<DaemonStatus> {
@@ -356,6 +396,7 @@ export class Daemon implements ControlPlane {
     if (request.password !== undefined) assertPassword(request.password);
     return this.serial(async () => {
       this.assertRunning();
+      if (this.backupPlane.reserved.has(request.id)) throw new PgsError('TENANT_EXISTS', `tenant ${request.id} is being made from a backup`);
       const created = await this.pgs.create(request.id, {
         password: request.password,
         ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
@@ -378,6 +419,9 @@ export class Daemon implements ControlPlane {
         ...(patch.access !== undefined ? { access: patch.access } : {}),
         ...(patch.autosuspend !== undefined ? { autosuspendSeconds: patch.autosuspend } : {}),
         ...(patch.maxConnections !== undefined ? { maxConnections: patch.maxConnections } : {}),
+        ...(patch.backupSchedule !== undefined ? { backupSchedule: patch.backupSchedule } : {}),
+        ...(patch.backupRetain !== undefined ? { backupRetain: patch.backupRetain } : {}),
+        ...(patch.rpoSeconds !== undefined ? { rpoSeconds: patch.rpoSeconds } : {}),
       }, (current) => {
         if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
           throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
@@ -392,6 +436,8 @@ export class Daemon implements ControlPlane {
         this.events.emit('access', id, { access: after.access });
       }
       if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
+      // A running server reads its new archive_timeout at once (a reload); a stopped one at its next start.
+      if (after.rpoSeconds !== before.rpoSeconds) await this.runtime.configureArchive(tenantServerSpec(this.catalog.settings.dataRoot, after));
       return { tenant: await this.view(after), etag: etagOf(after) };
     });
   }
@@ -403,6 +449,10 @@ export class Daemon implements ControlPlane {
       findTenant(this.catalog, id);
       // Its sessions are told why; then the server stops, so that nothing restarts it while its files go.
       await this.endSessions(id, `tenant ${id} was removed`);
+      // Its backups stay: the WAL up to now goes to the archive first, so that a restore brings back all of it.
+      if ((await this.runtime.status(id, { fresh: true })).state === 'running') {
+        await this.runtime.flushArchive(id, 30_000).catch((err: Error) => this.log.warn('could not archive the last WAL before the removal', { tenant: id, error: err.message }));
+      }
       await this.supervisor.stopWanted(id);
       await this.pgs.remove(id);
       await this.refresh();
@@ -507,6 +557,60 @@ export class Daemon implements ControlPlane {
     })();
   }
 
+  // --- backups (daemon/backup-plane.ts) ---
+
+  async backup(id: string, progress?: Progress): Promise<S.BackupJson> {
+    this.assertRunning();
+    return backupJson(await this.backupPlane.backupNow(id, 'manual', progress));
+  }
+
+  async listBackups(id: string): Promise<S.BackupListJson> {
+    const list = await this.backupPlane.list(id);
+    return { tenant: id, backups: list.backups.map(backupJson), window: list.window, ranges: list.ranges, lastFailure: list.lastFailure };
+  }
+
+  async restore(id: string, request: S.RestoreRequest, progress?: Progress): Promise<S.TenantJson> {
+    this.assertRunning();
+    const choice = { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(request.time !== undefined ? { time: parseTime(request.time) } : {}) };
+    const exists = this.catalog.tenants.some((t) => t.id === id);
+    const target = request.as ?? id;
+    // A removed tenant whose backups remain comes back under its id (or another).
+    const tenant = target !== id || !exists
+      ? await this.backupPlane.restoreAs(id, target, choice, 'restored', progress)
+      : await this.backupPlane.restoreInPlace(id, choice, progress);
+    return this.view(tenant);
+  }
+
+  async branch(id: string, request: S.BranchRequest, progress?: Progress): Promise<S.TenantJson> {
+    this.assertRunning();
+    return this.view(await this.backupPlane.branch(id, request.id, request.at !== undefined ? parseTime(request.at) : undefined, progress));
+  }
+
+  async exportTenant(id: string, progress?: Progress): Promise<S.ExportJson> {
+    this.assertRunning();
+    const made = await this.backupPlane.exportTenant(id, progress);
+    return { ...made, download: `/v1/exports/${made.name}` };
+  }
+
+  async deleteBackups(id: string): Promise<void> {
+    this.assertRunning();
+    await this.backupPlane.deleteAll(id);
+  }
+
+  exportFile(name: string): string {
+    return this.backupPlane.exportFile(name);
+  }
+
+  importUploadFile(): Promise<string> {
+    this.assertRunning();
+    return this.backupPlane.importUploadFile();
+  }
+
+  async importFile(file: string, as: string | undefined, progress?: Progress): Promise<S.TenantJson> {
+    this.assertRunning();
+    return this.view(await this.backupPlane.importFile(file, as, progress));
+  }
+
   doctor(): Promise<DoctorReport> {
     return this.serial(() => this.pgs.doctor());
   }
@@ -551,6 +655,18 @@ export class Daemon implements ControlPlane {
     }
     throw new PgsError('USAGE', `cannot claim ${this.paths.pidFile}`);
   }
+}
+
+function backupJson(meta: BackupMeta): S.BackupJson {
+  const { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes } = meta;
+  return { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes };
+}
+
+/** An RFC 3339 time from a request (the schema checked its form). */
+function parseTime(text: string): Date {
+  const at = new Date(text);
+  if (Number.isNaN(at.getTime())) throw new PgsError('INVALID_REQUEST', `not a time: ${text} (use RFC 3339, e.g. 2026-11-30T14:02:00Z)`);
+  return at;
 }
 
 /** A strong ETag of a tenant's settings (what PATCH changes), not of its server's state. */

@@ -48,7 +48,7 @@ export class AdminClient {
    * Connects to `<socketDir>/.s.PGSQL.<port>` and waits for ReadyForQuery.
    * `timeoutMs`: give up (and close) when the server says nothing for that long.
    */
-  static async connect(socketDir: string, port: number, user: string, database: string, options: { timeoutMs?: number; password?: string } = {}): Promise<AdminClient> {
+  static async connect(socketDir: string, port: number, user: string, database: string, options: { timeoutMs?: number; password?: string; replication?: boolean } = {}): Promise<AdminClient> {
     const socket = connect(socketPath(socketDir, port));
     const client = new AdminClient(socket);
     if (options.password !== undefined) client.scram = new ScramClient(options.password);
@@ -58,7 +58,8 @@ export class AdminClient {
         socket.once('connect', resolve);
         socket.once('error', reject);
       });
-      await client.exchange(serializeStartup({ user, database, application_name: 'pgs' }));
+      // replication=database: a walsender session that also takes replication commands (BASE_BACKUP).
+      await client.exchange(serializeStartup({ user, database, application_name: 'pgs', ...(options.replication ? { replication: 'database' } : {}) }));
     } finally {
       clearTimeout(timer);
     }

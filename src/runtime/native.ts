@@ -1,20 +1,23 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants, promises as fs, openSync, closeSync } from 'node:fs';
+import { constants as fsConstants, createReadStream, promises as fs, openSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { fsyncDir, pathExists, tail } from '../core/files.js';
-import { AdminClient } from './admin-client.js';
+import { AdminClient, AdminQueryError } from './admin-client.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
-import type { HealthCheckOptions, LocalEndpoint, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
+import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
-  ADMIN_DATABASE, ADMIN_ROLE, SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER, TEMPLATE_VERSION, TENANT_ROLE,
-  hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
+  ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, TEMPLATE_DATABASE, TEMPLATE_MARKER,
+  TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
 } from './server-config.js';
+import { MANIFEST_FILE, buildManifest, parseManifest, verifyTree } from '../backup/manifest.js';
+import { readControl } from '../backup/control.js';
+import { SEGMENT_NAME, formatLsn, segmentNumber } from '../backup/wal.js';
 import type { ServerUser } from './system-user.js';
 
 /** Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with the NUL). */
@@ -33,6 +36,8 @@ const READY_POLL_MS = 3;
 const ADOPTED_RECHECK_MS = 10_000;
 /** Running spares live in spares/.warm-<name>; the name is their key in the maps below. */
 const WARM_PREFIX = '.warm-';
+/** How long a restore may replay WAL before its server counts as failed to start. */
+const RECOVERY_TIMEOUT_MS = 6 * 60 * 60_000;
 /** A spare copy still unfinished after this long belongs to a refill that died. */
 const SPARE_COPY_STALE_MS = 10 * 60_000;
 
@@ -158,7 +163,7 @@ export class NativeRuntime implements TenantRuntime {
     }
     if (warm) {
       try {
-        await this.takeWarm(warm, spec.id, passwordVerifier);
+        await this.takeWarm(warm, spec, passwordVerifier);
       } catch (err) {
         await this.stop(warm.key, { immediate: true }).catch(() => undefined);
         await this.remove(spec.id).catch(() => undefined);
@@ -209,11 +214,16 @@ export class NativeRuntime implements TenantRuntime {
    * open handle (a backup it takes must read it), then renamed over the old one.
    */
   async writeMeta(id: string, meta: unknown): Promise<void> {
-    const file = path.join(this.tenantDir(id), TENANT_META_FILE);
+    await this.writeOwnedFile(this.tenantDir(id), TENANT_META_FILE, `${JSON.stringify(meta, null, 2)}\n`);
+  }
+
+  /** `content` as `dir/name`, the server user's, 0600, replaced whole (see writeMeta). */
+  async writeOwnedFile(dir: string, name: string, content: string): Promise<void> {
+    const file = path.join(dir, name);
     const tmp = `${file}.tmp-${randomBytes(8).toString('hex')}`;
     const handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
     try {
-      await handle.writeFile(`${JSON.stringify(meta, null, 2)}\n`);
+      await handle.writeFile(content);
       await handle.sync();
       if (this.user.switchTo) await handle.chown(this.user.uid, this.user.gid);
     } finally {
@@ -237,7 +247,8 @@ export class NativeRuntime implements TenantRuntime {
    * and sets the password on the admin session that is already open, which
    * stays as the tenant's health session.
    */
-  private async takeWarm(warm: { key: string; session: AdminClient; pid: number }, id: string, passwordVerifier: string): Promise<void> {
+  private async takeWarm(warm: { key: string; session: AdminClient; pid: number }, spec: TenantServerSpec, passwordVerifier: string): Promise<void> {
+    const id = spec.id;
     const from = this.tenantDir(warm.key);
     const to = this.tenantDir(id);
     const child = this.children.get(warm.key);
@@ -258,6 +269,8 @@ export class NativeRuntime implements TenantRuntime {
         `ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`,
       { timeoutMs: 30_000 },
     );
+    // The spare ran with archiving unconfigured (it kept its WAL): from now on it archives as this tenant.
+    await this.configureArchive(spec);
     this.keepHealthSession(id, warm.pid, warm.session);
   }
 
@@ -322,7 +335,8 @@ export class NativeRuntime implements TenantRuntime {
       }
       await this.refillSpares();
     }
-    await this.spawnServer(key, this.tenantDir(key), serverLimitArgs(this.warmMaxConnections));
+    await this.writeOwnedFile(this.tenantDir(key), ARCHIVE_CONF, archiveConfText(this.warmMaxConnections, undefined));
+    await this.spawnServer(key, this.tenantDir(key), []);
     const pid = this.children.get(key)?.pid;
     if (pid === undefined) throw new Error('the running spare exited at once');
     const session = await AdminClient.connect(this.tenantDir(key), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs: 10_000 });
@@ -347,8 +361,14 @@ export class NativeRuntime implements TenantRuntime {
 
   /** Also deletes the partial copies (`.tmp-*`) of creates that died while copying. */
   async dataFolders(): Promise<{ id: string; unfinished: boolean }[]> {
-    const names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
-    for (const name of names.filter((n) => n.startsWith('.tmp-'))) await this.removeTree(path.join(this.dataRoot, 'tenants', name));
+    let names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.startsWith('.tmp-') || n.startsWith('.restore-'))) await this.removeTree(path.join(this.dataRoot, 'tenants', name));
+    // An in-place restore that died between its two renames: the tenant's old folder goes back.
+    for (const name of names.filter((n) => n.startsWith('.prerestore-'))) {
+      const id = name.slice('.prerestore-'.length);
+      if (!(await pathExists(this.tenantDir(id)))) await fs.rename(path.join(this.dataRoot, 'tenants', name), this.tenantDir(id));
+    }
+    names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
     return Promise.all(names.filter((n) => !n.startsWith('.')).map(async (id) => ({ id, unfinished: await pathExists(path.join(this.tenantDir(id), TEMPLATE_MARKER)) })));
   }
 
@@ -358,7 +378,218 @@ export class NativeRuntime implements TenantRuntime {
     const dir = this.tenantDir(spec.id);
     await this.awaitDeadServer(dir);
     await this.clearZombieLock(dir);
-    await this.spawnServer(spec.id, dir, serverLimitArgs(spec.maxConnections));
+    await this.prepareFolder(spec);
+    // A restore replays as much WAL as it needs: no start-up deadline but the one for recovery.
+    await this.spawnServer(spec.id, dir, [], spec.recovery ? RECOVERY_TIMEOUT_MS : undefined);
+  }
+
+  /**
+   * Before every start: a folder made from an older template gets what this
+   * version needs (archiving settings, the replication line for BASE_BACKUP),
+   * and the archive settings are written afresh, so a copied folder (restore,
+   * branch, import) never archives into its source's archive.
+   */
+  private async prepareFolder(spec: TenantServerSpec): Promise<void> {
+    const dir = this.tenantDir(spec.id);
+    const conf = await fs.readFile(path.join(dir, 'postgresql.conf'), 'utf8');
+    if (!conf.includes(ARCHIVE_INCLUDE)) {
+      const lines = ['', '# --- pgs: continuous archiving (added by a newer pgs) ---'];
+      for (const [name, value] of Object.entries(ARCHIVE_MIGRATION)) lines.push(`${name} = ${value}`);
+      lines.push(ARCHIVE_INCLUDE, '');
+      await this.writeOwnedFile(dir, 'postgresql.conf', conf + lines.join('\n'));
+    }
+    const hba = await fs.readFile(path.join(dir, 'pg_hba.conf'), 'utf8');
+    if (hba !== hbaConfText()) await this.writeOwnedFile(dir, 'pg_hba.conf', hbaConfText());
+    if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery));
+    if (spec.recovery) await this.writeOwnedFile(dir, 'recovery.signal', '');
+  }
+
+  async configureArchive(spec: TenantServerSpec, { reload = true }: { reload?: boolean } = {}): Promise<void> {
+    const dir = this.tenantDir(spec.id);
+    if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive));
+    if (!reload) return;
+    const pidFile = await readPostmasterPid(dir);
+    // SIGHUP: the server (its archiver too) reads its settings again.
+    if (pidFile && (await isPostgresProcess(pidFile.pid))) this.signal(pidFile.pid, 'SIGHUP');
+  }
+
+  /**
+   * Online: BASE_BACKUP on a replication session; the server writes base.tar
+   * and the manifest (SHA-256 per file) into `targetDir` itself, with the WAL
+   * the backup needs inside the tar, so a backup restores without the archive.
+   * Offline: a tar of the stopped server's folder and a manifest made here.
+   */
+  async backup(id: string, targetDir: string, label: string): Promise<BackupResult> {
+    const status = await this.status(id, { fresh: true });
+    if (status.state === 'running') return this.onlineBackup(id, targetDir, label);
+    if (status.state !== 'stopped') throw new PgsError('INVALID_STATE', `the server of tenant ${id} is ${status.state}: try the backup again in a moment`);
+    return this.offlineBackup(id, targetDir);
+  }
+
+  private async onlineBackup(id: string, targetDir: string, label: string): Promise<BackupResult> {
+    await this.mkdirOwnedPath(path.dirname(targetDir)); // the server makes targetDir itself
+    const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { replication: true, timeoutMs: 10_000 });
+    try {
+      const rows = await client.query(
+        `BASE_BACKUP (LABEL ${quoteLiteral(label)}, TARGET 'server', TARGET_DETAIL ${quoteLiteral(targetDir)}, CHECKPOINT 'fast', ` +
+          "WAL true, WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256')",
+      );
+      const start = rows[0];
+      const end = rows[rows.length - 1];
+      if (!start?.[0] || !end?.[0]) throw new PgsError('BACKUP_FAILED', `BASE_BACKUP answered ${JSON.stringify(rows)}`);
+      const [after] = await client.query('SELECT pg_current_wal_insert_lsn()');
+      return { kind: 'online', startLsn: start[0], endLsn: end[0], timeline: Number(start[1] ?? end[1] ?? 1), afterLsn: after?.[0] ?? end[0] };
+    } catch (err) {
+      if (err instanceof AdminQueryError) {
+        const message = err.fields.M ?? err.message;
+        // A short write is how PostgreSQL reports a full disk ("wrote only 15872 of 32768 bytes").
+        if (/wrote only \d+ of \d+ bytes|No space left on device/i.test(message)) {
+          throw new PgsError('BACKUP_FAILED', `the disk that holds ${path.dirname(targetDir)} is full (${message})`);
+        }
+        throw new PgsError('BACKUP_FAILED', `the server could not take the backup: ${message}`);
+      }
+      throw err;
+    } finally {
+      client.destroy();
+    }
+  }
+
+  private async offlineBackup(id: string, targetDir: string): Promise<BackupResult> {
+    const dir = this.tenantDir(id);
+    const control = await readControl(dir);
+    await this.mkdirOwnedPath(targetDir);
+    const skipped = new Set(['postmaster.pid', 'postmaster.opts']);
+    await this.run('tar', ['-cf', path.join(targetDir, 'base.tar'), '--exclude=./postmaster.pid', '--exclude=./postmaster.opts', '-C', dir, '.']);
+    const lsn = formatLsn(control.checkpoint);
+    const manifest = await buildManifest(dir, (rel) => skipped.has(rel) || rel === 'pg_wal' || rel.startsWith('pg_wal/'), { timeline: control.timeline, start: formatLsn(control.redo), end: lsn }, control.systemIdentifier);
+    await this.writeOwnedFile(targetDir, MANIFEST_FILE, manifest);
+    return { kind: 'offline', startLsn: formatLsn(control.redo), endLsn: lsn, timeline: control.timeline, afterLsn: lsn };
+  }
+
+  async walPosition(id: string): Promise<string> {
+    if ((await this.status(id, { fresh: true })).state === 'running') {
+      const [row] = await this.withAdmin(id, ADMIN_DATABASE, (client) => client.query('SELECT pg_current_wal_insert_lsn()'));
+      if (row?.[0]) return row[0];
+    }
+    return formatLsn((await readControl(this.tenantDir(id))).checkpoint);
+  }
+
+  /**
+   * A transaction id taken makes a commit record: a restore to any time up to
+   * now then finds a record after it (recovery to a time stops at the first
+   * commit past it). The switch finishes the segment; its archiving is awaited.
+   */
+  async flushArchive(id: string, timeoutMs: number): Promise<void> {
+    await this.withAdmin(id, ADMIN_DATABASE, async (client) => {
+      await client.query('SELECT pg_current_xact_id()');
+      // The segment the switch finished (or, when nothing was written since the last switch, the one before).
+      const [row] = await client.query('SELECT pg_walfile_name(pg_switch_wal() - 1)');
+      const target = row?.[0];
+      if (!target) return;
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const [done] = await client.query('SELECT last_archived_wal FROM pg_stat_archiver');
+        const archived = done?.[0] ?? '';
+        if (SEGMENT_NAME.test(archived) && segmentNumber(archived) >= segmentNumber(target)) return;
+        if (Date.now() > deadline) throw new PgsError('BACKUP_FAILED', `WAL segment ${target} of tenant ${id} was not archived within ${timeoutMs / 1000} s (archiving fails? see pgs status ${id})`);
+        await sleep(50);
+      }
+    });
+  }
+
+  async archiverStatus(id: string): Promise<ArchiverStatus | undefined> {
+    if ((await this.status(id)).state !== 'running') return undefined;
+    const session = this.healthSessions.get(id);
+    const query = "SELECT archived_count, failed_count, last_archived_wal, last_archived_time, last_failed_wal, last_failed_time FROM pg_stat_archiver";
+    const rows = session?.client.usable ? await session.client.query(query, { timeoutMs: 5_000 }) : await this.withAdmin(id, ADMIN_DATABASE, (c) => c.query(query, { timeoutMs: 5_000 }));
+    const row = rows[0] ?? [];
+    const ready = await fs.readdir(path.join(this.tenantDir(id), 'pg_wal', 'archive_status')).catch(() => [] as string[]);
+    const iso = (v: string | null | undefined) => (v ? new Date(v.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString() : null);
+    return {
+      archivedCount: Number(row[0] ?? 0),
+      failedCount: Number(row[1] ?? 0),
+      lastArchivedWal: row[2] ?? null,
+      lastArchivedAt: iso(row[3]),
+      lastFailedWal: row[4] ?? null,
+      lastFailedAt: iso(row[5]),
+      pending: ready.filter((n) => n.endsWith('.ready') && !n.includes('.history')).length,
+    };
+  }
+
+  async materialize(key: string, backupDir: string, backupName: string, options: { finished: boolean }): Promise<void> {
+    const dest = this.tenantDir(key);
+    if (await pathExists(dest)) throw new PgsError('TENANT_EXISTS', `a data folder for ${key} exists already (${dest})`);
+    const manifest = parseManifest(await fs.readFile(path.join(backupDir, MANIFEST_FILE), 'utf8'), `the manifest of backup ${backupName}`);
+    await this.mkdirOwned(dest);
+    try {
+      if (!options.finished) await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'restore\n');
+      try {
+        // Read here, unpacked by tar as the server user: the backup's files need not be readable by
+        // that user, and an imported (untrusted) tar never writes anything as root.
+        await this.run('tar', ['-xf', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'], path.join(backupDir, 'base.tar'));
+      } catch (err) {
+        throw new PgsError('BACKUP_DAMAGED', `backup ${backupName} could not be unpacked: ${(err as Error).message.split('\n').slice(-1)[0] ?? ''}`);
+      }
+      await verifyTree(dest, manifest, backupName);
+      // What belonged to the server that was backed up: its pid file, its socket's lock file, its settings.
+      const socketLocks = (await fs.readdir(dest)).filter((n) => n.startsWith('.s.PGSQL.'));
+      for (const stale of ['postmaster.pid', 'postmaster.opts', 'recovery.signal', 'standby.signal', ARCHIVE_CONF, ...socketLocks]) await fs.rm(path.join(dest, stale), { force: true });
+      if (!options.finished) await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'restore\n'); // the tar may hold a marker of its own
+      else await fs.rm(path.join(dest, TEMPLATE_MARKER), { force: true });
+      await this.run('sync', ['-f', '--', dest]);
+    } catch (err) {
+      await this.removeTree(dest).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async replaceData(id: string, stagingKey: string): Promise<{ undo(): Promise<void>; commit(): Promise<void> }> {
+    const live = this.tenantDir(id);
+    const staged = this.tenantDir(stagingKey);
+    const old = this.tenantDir(`.prerestore-${id}`);
+    await this.removeTree(old);
+    await fs.rename(live, old);
+    await fs.rename(staged, live);
+    await fsyncDir(path.dirname(live));
+    return {
+      undo: async () => {
+        await this.stop(id, { immediate: true }).catch(() => undefined);
+        await this.removeTree(live);
+        await fs.rename(old, live);
+        await fsyncDir(path.dirname(live));
+      },
+      commit: async () => {
+        const trash = path.join(this.dataRoot, 'trash');
+        await this.mkdirOwned(trash);
+        await fs.rename(old, path.join(trash, `${id}-prerestore-${randomBytes(4).toString('hex')}`));
+        this.emptyTrash();
+      },
+    };
+  }
+
+  async removeOwned(dir: string): Promise<void> {
+    const relative = path.relative(this.dataRoot, dir);
+    if (relative === '' || relative.startsWith('..') || path.isAbsolute(relative)) throw new Error(`${dir} is not inside the data folder`);
+    await this.removeTree(dir);
+  }
+
+  async copyWal(id: string, dir: string): Promise<void> {
+    await this.mkdirOwnedPath(dir);
+    const walFolder = path.join(this.tenantDir(id), 'pg_wal');
+    const names = (await fs.readdir(walFolder)).filter((n) => /^[0-9A-F]{24}$/.test(n) || /^[0-9A-F]{8}\.history$/.test(n));
+    if (names.length > 0) await this.run('cp', ['-p', '--', ...names.map((n) => path.join(walFolder, n)), dir]);
+  }
+
+  async tenantVerifier(id: string): Promise<string | null> {
+    const [row] = await this.withAdmin(id, ADMIN_DATABASE, (c) => c.query(`SELECT rolpassword FROM pg_authid WHERE rolname = ${quoteLiteral(TENANT_ROLE)}`));
+    return row?.[0] ?? null;
+  }
+
+  async renameDatabase(id: string, from: string): Promise<void> {
+    if (from === id) return;
+    await this.withAdmin(id, ADMIN_DATABASE, (c) => c.query(`ALTER DATABASE ${quoteIdent(from)} RENAME TO ${quoteIdent(id)}`, { timeoutMs: 30_000 }));
   }
 
   /**
@@ -556,7 +787,7 @@ export class NativeRuntime implements TenantRuntime {
 
   // --- internals ---
 
-  private async spawnServer(id: string, dir: string, extraArgs: string[]): Promise<void> {
+  private async spawnServer(id: string, dir: string, extraArgs: string[], startTimeoutMs = this.startTimeoutMs): Promise<void> {
     const logFile = id === '' ? path.join(this.dataRoot, 'logs', 'template.log') : this.logFile(id);
     const logFd = openSync(logFile, 'a', 0o600);
     let child: ChildProcess;
@@ -576,7 +807,7 @@ export class NativeRuntime implements TenantRuntime {
     });
     let exitReason: string | undefined;
     void exited.then((reason) => { exitReason = reason; });
-    const deadline = Date.now() + this.startTimeoutMs;
+    const deadline = Date.now() + startTimeoutMs;
     let startedAt = new Date();
     for (;;) {
       if (exitReason !== undefined) {
@@ -589,7 +820,7 @@ export class NativeRuntime implements TenantRuntime {
       }
       if (Date.now() > deadline) {
         child.kill('SIGQUIT');
-        throw new PgsError('PG_START_FAILED', `the server of tenant ${id} was not ready after ${this.startTimeoutMs} ms; see ${logFile}`);
+        throw new PgsError('PG_START_FAILED', `the server of tenant ${id} was not ready after ${startTimeoutMs} ms; see ${logFile}`);
       }
       await sleep(READY_POLL_MS);
     }
@@ -825,6 +1056,21 @@ export class NativeRuntime implements TenantRuntime {
     await fs.chmod(this.dataRoot, 0o755);
   }
 
+  /**
+   * A folder under the data root made the server user's at every level below
+   * the root (0700): the backups tree, where the server writes WAL and base backups.
+   */
+  async mkdirOwnedPath(dir: string): Promise<void> {
+    const relative = path.relative(this.dataRoot, dir);
+    if (relative.startsWith('..') || path.isAbsolute(relative)) throw new Error(`${dir} is outside the data folder`);
+    let at = this.dataRoot;
+    for (const part of relative.split(path.sep)) {
+      at = path.join(at, part);
+      if (await pathExists(at)) continue;
+      await this.mkdirOwned(at);
+    }
+  }
+
   /** The folder itself is 0700 and the server user's; parents made on the way stay traversable (0755). */
   private async mkdirOwned(dir: string): Promise<void> {
     await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
@@ -856,12 +1102,18 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** Runs a command as the server user; its output becomes the error on failure. */
-  private run(command: string, args: string[]): Promise<void> {
+  private run(command: string, args: string[], stdinFile?: string): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: this.serverEnv(), ...this.spawnIdentity() });
+      const child = spawn(command, args, { stdio: [stdinFile === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: this.serverEnv(), ...this.spawnIdentity() });
+      if (stdinFile !== undefined && child.stdin) {
+        const input = createReadStream(stdinFile, { highWaterMark: 1 << 20 });
+        input.on('error', (err) => child.stdin?.destroy(err));
+        child.stdin.on('error', () => undefined); // tar exiting early closes it; its exit code says why
+        input.pipe(child.stdin);
+      }
       const output: Buffer[] = [];
-      child.stdout.on('data', (chunk: Buffer) => output.push(chunk));
-      child.stderr.on('data', (chunk: Buffer) => output.push(chunk));
+      child.stdout?.on('data', (chunk: Buffer) => output.push(chunk));
+      child.stderr?.on('data', (chunk: Buffer) => output.push(chunk));
       child.once('error', (err) => reject(new PgsError('PG_COMMAND_FAILED', `${path.basename(command)} could not run: ${err.message}`)));
       child.once('close', (code, signal) => {
         if (code === 0) return resolve();
@@ -872,14 +1124,6 @@ export class NativeRuntime implements TenantRuntime {
   }
 }
 
-/**
- * A tenant limited to N connections gets a server with max_connections N plus
- * its superuser-reserved slots: the tenant role has all N (the router refuses
- * the N+1st with its own message), and pgs's admin sessions always find room.
- */
-function serverLimitArgs(maxConnections: number): string[] {
-  return ['-c', `max_connections=${maxConnections + SUPERUSER_RESERVED_CONNECTIONS}`];
-}
 
 /**
  * After a clean shutdown only the segment holding the shutdown checkpoint (the

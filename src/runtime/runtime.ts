@@ -3,9 +3,37 @@
  * npm PostgreSQL binaries) is the first; docker and kubernetes runtimes will
  * implement the same interface. A runtime knows nothing of routing or the CLI.
  */
+import type { ArchiveTarget, RecoverySettings } from './server-config.js';
+
 export interface TenantServerSpec {
   id: string;
   maxConnections: number;
+  /** Where its finished WAL segments go; absent: archiving stays unconfigured (the server keeps its WAL). */
+  archive?: ArchiveTarget;
+  /** Start as a restore: replay archived WAL to the target, then become a primary. */
+  recovery?: RecoverySettings;
+}
+
+/** What a base backup covers, as PostgreSQL reports it (WAL positions as "X/Y"). */
+export interface BackupResult {
+  /** online: BASE_BACKUP of the running server; offline: the files of the stopped one. */
+  kind: 'online' | 'offline';
+  startLsn: string;
+  endLsn: string;
+  timeline: number;
+  /** The WAL position right after the backup: the data has not changed while the server's position is still this. */
+  afterLsn: string;
+}
+
+export interface ArchiverStatus {
+  archivedCount: number;
+  failedCount: number;
+  lastArchivedWal: string | null;
+  lastArchivedAt: string | null;
+  lastFailedWal: string | null;
+  lastFailedAt: string | null;
+  /** Finished segments waiting to be archived. */
+  pending: number;
 }
 
 export type ServerState = 'running' | 'starting' | 'stopping' | 'stopped';
@@ -87,4 +115,39 @@ export interface TenantRuntime {
   dataDir(id: string): string;
   /** The PostgreSQL version the servers run ("18.1"). */
   serverVersion(): string;
+
+  // --- backups and restores ---
+  /** Rewrites where the server archives (a running one reloads its settings unless `reload` is false). */
+  configureArchive(spec: TenantServerSpec, options?: { reload?: boolean }): Promise<void>;
+  /**
+   * A consistent base backup into `targetDir` (which must not exist): base.tar and
+   * backup_manifest. Online when the server runs; from its files when it is stopped
+   * (the caller keeps it from starting meanwhile).
+   */
+  backup(id: string, targetDir: string, label: string): Promise<BackupResult>;
+  /** The server's WAL position now (running: where it inserts; stopped: its last checkpoint). */
+  walPosition(id: string): Promise<string>;
+  /** Finishes the current WAL segment (if anything was written) and waits until it is archived. */
+  flushArchive(id: string, timeoutMs: number): Promise<void>;
+  archiverStatus(id: string): Promise<ArchiverStatus | undefined>;
+  /**
+   * Makes a data folder for `key` from a backup folder: extracts base.tar, checks every
+   * file against the manifest (BACKUP_DAMAGED names the first bad one), and marks it
+   * unfinished (like a create's) unless `finished`. Nothing is left behind on failure.
+   */
+  materialize(key: string, backupDir: string, backupName: string, options: { finished: boolean }): Promise<void>;
+  /** Puts the folder of `stagingKey` in place of `id`'s; `undo` brings the old one back, `commit` discards it. */
+  replaceData(id: string, stagingKey: string): Promise<{ undo(): Promise<void>; commit(): Promise<void> }>;
+  /** Makes `dir` (and the folders above it, below the data root) the runtime's own. */
+  mkdirOwnedPath(dir: string): Promise<void>;
+  /** Writes a whole file into the runtime's storage (the backups tree), replacing it at once. */
+  writeOwnedFile(dir: string, name: string, content: string): Promise<void>;
+  /** Deletes a folder tree in the runtime's storage. */
+  removeOwned(dir: string): Promise<void>;
+  /** Copies the WAL files of a stopped server (what it has not archived yet, too) into `dir`. */
+  copyWal(id: string, dir: string): Promise<void>;
+  /** The tenant role's password verifier, read from the running server. */
+  tenantVerifier(id: string): Promise<string | null>;
+  /** Renames the tenant database `from` to `id` (a restored copy of another tenant). */
+  renameDatabase(id: string, from: string): Promise<void>;
 }

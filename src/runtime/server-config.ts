@@ -24,7 +24,7 @@ export function socketPath(socketDir: string, port = SERVER_PORT): string {
   return `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}`;
 }
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 6;
+export const TEMPLATE_VERSION = 7;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 /** Connections only superusers (pgs's admin sessions: health checks, password changes) may use. */
@@ -39,8 +39,13 @@ export const SERVER_SETTINGS: Readonly<Record<string, string>> = {
   max_connections: '20',
   superuser_reserved_connections: String(SUPERUSER_RESERVED_CONNECTIONS),
   io_method: 'sync',
-  wal_level: 'minimal',
-  max_wal_senders: '0',
+  // Continuous archiving (see ARCHIVE_SETTINGS): WAL detailed enough to restore from, and
+  // two replication connections for pgs's own BASE_BACKUP (no standby streams from a tenant).
+  wal_level: 'replica',
+  max_wal_senders: '2',
+  max_replication_slots: '0',
+  archive_mode: 'on',
+  archive_library: "'basic_archive'",
   min_wal_size: '4MB',
   max_wal_size: '64MB',
   checkpoint_timeout: '1h',
@@ -64,7 +69,70 @@ export const SERVER_SETTINGS: Readonly<Record<string, string>> = {
 export function serverConfText(): string {
   const lines = ['', '# --- pgs: settings for one small tenant server (managed by pgs setup) ---'];
   for (const [name, value] of Object.entries(SERVER_SETTINGS)) lines.push(`${name} = ${value}`);
+  lines.push(ARCHIVE_INCLUDE);
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The settings of this one server (its connection limit, where its WAL goes
+ * and how often), written by pgs before every start (and on change, with a
+ * reload) into the data folder, included last by postgresql.conf. A copy of a
+ * data folder (a restore, a branch, an import) therefore never archives into
+ * its source's archive: the file it inherits is replaced before its first
+ * start. A server without an archive (a spare) has archiving on but not
+ * configured: it keeps its WAL until it becomes a tenant and gets one.
+ */
+export const ARCHIVE_CONF = 'pgs.conf';
+export const ARCHIVE_INCLUDE = `include_if_exists = '${ARCHIVE_CONF}'`;
+
+/** Settings a server made from an older template lacks: added to its postgresql.conf before its next start. */
+export const ARCHIVE_MIGRATION: Readonly<Record<string, string>> = {
+  wal_level: 'replica',
+  max_wal_senders: '2',
+  max_replication_slots: '0',
+  archive_mode: 'on',
+  archive_library: "'basic_archive'",
+};
+
+export interface ArchiveTarget {
+  /** Absolute folder the server copies each finished WAL segment to. */
+  directory: string;
+  /** A segment is finished at least this often while anything is written (the most a lost disk can cost). */
+  timeoutSeconds: number;
+}
+
+/** Recovery settings for a restore: replay from `walDir`, stop at `target`, then become a primary. */
+export interface RecoverySettings {
+  /** Folders holding the WAL to replay, tried in order (the archive first). */
+  walDirs: string[];
+  /** ISO time, 'immediate' (the backup's consistent point), or 'latest' (the end of the archive). */
+  target: string;
+}
+
+export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings): string {
+  const lines = ['# pgs: written before each start; changes here are lost.'];
+  // The tenant's limit plus the slots only superusers (pgs's own sessions) may use.
+  lines.push(`max_connections = ${maxConnections + SUPERUSER_RESERVED_CONNECTIONS}`);
+  if (archive) {
+    lines.push(`basic_archive.archive_directory = ${quoteLiteral(archive.directory)}`, `archive_timeout = ${archive.timeoutSeconds}`);
+  }
+  if (recovery) {
+    // %f is a segment name PostgreSQL makes ([0-9A-F.a-z]); the folder is pgs's, quoted for the shell.
+    const copies = recovery.walDirs.map((dir) => `cp -- ${shellQuote(`${dir}/`)}%f "%p" 2>/dev/null`);
+    lines.push(`restore_command = ${quoteLiteral(copies.length > 0 ? copies.join(' || ') : 'false')}`);
+    lines.push("recovery_target_timeline = 'latest'");
+    // No sessions until the replay is over: the server reads as ready (postmaster.pid) only once it is a primary.
+    lines.push('hot_standby = off');
+    if (recovery.target === 'immediate') lines.push("recovery_target = 'immediate'");
+    // PostgreSQL's timestamptz input: "2026-11-30 14:02:00.123+00".
+    else if (recovery.target !== 'latest') lines.push(`recovery_target_time = ${quoteLiteral(`${new Date(recovery.target).toISOString().replace('T', ' ').replace('Z', '')}+00`)}`);
+    if (recovery.target !== 'latest') lines.push("recovery_target_action = 'promote'");
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", "'\\''")}'`;
 }
 
 /**
@@ -77,6 +145,7 @@ export function hbaConfText(): string {
   return [
     '# pgs: unix socket only; the router and local clients come in here.',
     `local all ${ADMIN_ROLE} peer map=pgs`,
+    `local replication ${ADMIN_ROLE} peer map=pgs`,
     'local all all scram-sha-256',
     '',
   ].join('\n');

@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { TENANT_ID_PATTERN, assertTenantId, domainProblem, newSuffix, tenantHostname } from '../catalog/ids.js';
-import type { Access, Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
+import type { Access, BackupSchedule, Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
 import * as v from 'valibot';
-import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, TenantSchema } from '../catalog/schema.js';
+import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, TenantSchema } from '../catalog/schema.js';
 import { parseListen } from '../core/listen.js';
 import { CatalogStore } from '../catalog/store.js';
 import { pathExists, writeAtomic } from '../core/files.js';
@@ -11,7 +11,8 @@ import { PgsError } from '../core/errors.js';
 import { defaultDataRoot, homePaths, isRoot, pgsHome } from '../core/paths.js';
 import { installDistribution, installedBinaries } from '../runtime/distribution.js';
 import { NativeRuntime } from '../runtime/native.js';
-import type { ServerState, TenantRuntime } from '../runtime/runtime.js';
+import type { ServerState, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
+import { newStamp, tenantServerSpec, writeGenerationMeta } from '../backup/layout.js';
 import { generatePassword, scramVerifier } from '../runtime/scram.js';
 import { TENANT_ROLE } from '../runtime/server-config.js';
 import { DEFAULT_SERVER_USER, ensureSystemUser, resolveServerUser } from '../runtime/system-user.js';
@@ -79,6 +80,16 @@ export interface TenantView {
   /** Restarts after a crash and wakes since the daemon started (0 without a daemon). */
   restarts: number;
   wakes: number;
+  /** Backups the daemon takes (hourly, daily, off) and how many it keeps. */
+  backupSchedule: BackupSchedule;
+  backupRetain: number;
+  /** At most this many seconds of writes wait before their WAL is archived. */
+  rpoSeconds: number;
+  /** When the newest backup finished; null: none, or no daemon runs. */
+  lastBackupAt: string | null;
+  /** The continuous archive: ok, failing, behind, gap, off (not yet set up), unknown (not looked at). */
+  archiving: 'ok' | 'failing' | 'behind' | 'gap' | 'unknown' | 'off';
+  archivingError?: string;
 }
 
 /** What a running daemon knows of a tenant's server, which the files cannot tell. */
@@ -93,6 +104,9 @@ export interface ObservedTenant {
   lastError?: string;
   restarts: number;
   wakes: number;
+  lastBackupAt?: string | null;
+  archiving?: TenantView['archiving'];
+  archivingError?: string;
 }
 
 export interface CreatedTenant {
@@ -257,9 +271,11 @@ export class Pgs {
           maxConnections: options.maxConnections ?? current.settings.defaultMaxConnections,
           createdAt: new Date().toISOString(),
           ...(options.autosuspendSeconds !== undefined ? { autosuspendSeconds: options.autosuspendSeconds } : {}),
+          generation: newStamp(),
         };
-        await runtime.create({ id, maxConnections: tenant.maxConnections }, scramVerifier(password));
+        await runtime.create(tenantServerSpec(current.settings.dataRoot, tenant), scramVerifier(password));
         made = true;
+        await writeGenerationMeta(runtime, current.settings.dataRoot, tenant);
         if (options.init !== undefined && options.init.trim() !== '') await runInit(runtime, id, password, options.init);
         await runtime.writeMeta(id, tenant);
         const hostname = tenantHostname(id, tenant.suffix, current.settings.domain);
@@ -328,7 +344,7 @@ export class Pgs {
    * Changes one tenant's settings under the catalog lock; `check` sees the tenant as it is
    * now and may refuse (an ETag that no longer matches). Returns it before and after.
    */
-  async patch(id: string, changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted'>>, check?: (tenant: Tenant) => void): Promise<{ before: Tenant; after: Tenant }> {
+  async patch(id: string, changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain'>>, check?: (tenant: Tenant) => void): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
     return this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
@@ -342,6 +358,28 @@ export class Pgs {
         result: { before, after },
         // The folder's copy follows the catalog; a lost write is redone by the next daemon.
         afterWrite: () => runtime.writeMeta(id, after).catch(() => undefined),
+      };
+    });
+  }
+
+  /**
+   * Adds a tenant whose data folder a restore, branch or import has made
+   * (still marked unfinished): the catalog names it, then the folder is marked
+   * finished. Its host name is new unless `suffix` is given and free.
+   */
+  async insert(entry: Omit<Tenant, 'suffix' | 'createdAt'> & { suffix?: string }): Promise<Tenant> {
+    assertTenantId(entry.id);
+    return this.store.update(async (current) => {
+      if (!current) throw notSetUp(this.home);
+      if (current.tenants.some((t) => t.id === entry.id)) throw new PgsError('TENANT_EXISTS', `tenant ${entry.id} already exists`);
+      const runtime = this.runtimeFor(current.settings);
+      const tenant: Tenant = { ...entry, suffix: entry.suffix ?? newSuffix(), createdAt: new Date().toISOString() };
+      v.parse(TenantSchema, tenant);
+      await runtime.writeMeta(tenant.id, tenant);
+      return {
+        next: { ...current, tenants: [...current.tenants, tenant] },
+        result: tenant,
+        afterWrite: () => runtime.finishCreate(tenant.id).catch(() => undefined),
       };
     });
   }
@@ -499,6 +537,12 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     ...(seen.lastError ? { lastError: seen.lastError } : {}),
     restarts: seen.restarts,
     wakes: seen.wakes,
+    backupSchedule: tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
+    backupRetain: tenant.backupRetain ?? DEFAULT_BACKUP_RETAIN,
+    rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
+    lastBackupAt: seen.lastBackupAt ?? null,
+    archiving: seen.archiving ?? (tenant.generation === undefined ? 'off' : 'unknown'),
+    ...(seen.archivingError ? { archivingError: seen.archivingError } : {}),
   };
 }
 
@@ -507,9 +551,10 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
  * server for it; `keepStarted`: leave a server started here running (else it
  * is stopped again).
  */
-export async function setVerifier(runtime: TenantRuntime, tenant: Tenant, verifier: string, { keepStarted }: { keepStarted: boolean }): Promise<void> {
+export async function setVerifier(runtime: TenantRuntime, spec: TenantServerSpec, verifier: string, { keepStarted }: { keepStarted: boolean }): Promise<void> {
+  const tenant = spec;
   const wasRunning = (await runtime.status(tenant.id, { fresh: true })).state === 'running';
-  if (!wasRunning) await runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
+  if (!wasRunning) await runtime.start(spec);
   try {
     await runtime.setPassword(tenant.id, verifier);
   } finally {

@@ -7,7 +7,8 @@ import { PgsError } from '../core/errors.js';
 import { dirBytes } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { BackendUnavailable, type RouterLog } from '../router/router.js';
-import type { TenantRuntime } from '../runtime/runtime.js';
+import type { ArchiverStatus, TenantRuntime } from '../runtime/runtime.js';
+import { tenantServerSpec } from '../backup/layout.js';
 
 /**
  * The supervisor: makes what runs match what the catalog wants, and keeps
@@ -119,6 +120,10 @@ export class Supervisor {
   /** Data folder sizes, measured in the background; re-measured after a tenant ran. */
   private readonly dataBytes = new Map<string, { bytes: number; at: number }>();
   private sizeSweep: NodeJS.Timeout | undefined;
+  /** pg_stat_archiver of each running server, read with its health check. */
+  private readonly archiver = new Map<string, ArchiverStatus>();
+  /** Work on a tenant's files (a backup of a stopped server) that a wake or a restart waits for. */
+  private readonly holds = new Map<string, Promise<unknown>>();
   /** Tenants seen running: finding one stopped while still wanted means it died. */
   private readonly seenRunning = new Set<string>();
 
@@ -152,11 +157,40 @@ export class Supervisor {
   /** The tenant's server runs because a person made it so (create, password change). */
   noteRunning(id: string): void {
     this.seenRunning.add(id);
+    this.suspended.delete(id);
   }
 
   /** Its autosuspend changed: the idle time counts afresh. */
   resetIdle(id: string): void {
     this.idleSince.delete(id);
+  }
+
+  /**
+   * Runs `task` while the tenant's server is kept as it is: not suspended when
+   * idle, not started by a wake or a restart until the task ends (those wait).
+   * Holds on one tenant run one after another.
+   */
+  hold<T>(id: string, task: () => Promise<T>): Promise<T> {
+    const before = this.holds.get(id) ?? Promise.resolve();
+    const run = before.catch(() => undefined).then(async () => {
+      await this.waking.get(id)?.catch(() => undefined);
+      await this.suspending.get(id)?.catch(() => undefined);
+      return task();
+    });
+    const settled = run.catch(() => undefined).finally(() => {
+      if (this.holds.get(id) === settled) this.holds.delete(id);
+    });
+    this.holds.set(id, settled);
+    return run;
+  }
+
+  isHeld(id: string): boolean {
+    return this.holds.has(id);
+  }
+
+  /** What the last health check read of the server's archiver (kept while it is suspended). */
+  archiverStatus(id: string): ArchiverStatus | undefined {
+    return this.archiver.get(id);
   }
 
   /** Waits for a wake or a suspend of the tenant in flight. */
@@ -194,7 +228,7 @@ export class Supervisor {
 
   async reconcile(): Promise<void> {
     const ids = new Set(this.catalog.tenants.map((t) => t.id));
-    for (const map of [this.backoff, this.health, this.nextCheck, this.lastActive, this.wakes, this.dataBytes]) for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
+    for (const map of [this.backoff, this.health, this.nextCheck, this.lastActive, this.wakes, this.dataBytes, this.archiver]) for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
     for (const id of this.seenRunning) if (!ids.has(id)) this.seenRunning.delete(id);
     const toStart: Tenant[] = [];
     const now = Date.now();
@@ -207,7 +241,7 @@ export class Supervisor {
         this.suspended.delete(tenant.id);
         continue;
       }
-      if (this.suspended.has(tenant.id) || this.waking.has(tenant.id)) continue;
+      if (this.suspended.has(tenant.id) || this.waking.has(tenant.id) || this.holds.has(tenant.id)) continue;
       const state = (await this.runtime.status(tenant.id)).state;
       if (state !== 'stopped') {
         this.seenRunning.add(tenant.id);
@@ -224,7 +258,7 @@ export class Supervisor {
     if (this.isStopping) return;
     const backoff = this.backoff.get(tenant.id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
     try {
-      await this.runtime.start({ id: tenant.id, maxConnections: tenant.maxConnections });
+      await this.runtime.start(tenantServerSpec(this.catalog.settings.dataRoot, tenant));
       if (this.seenRunning.has(tenant.id)) {
         backoff.restarts++;
         this.metrics.restarts.inc();
@@ -268,6 +302,8 @@ export class Supervisor {
       if (previous?.health === 'failing' && previous.pid === before.pid) this.log.info('health check passes again', { tenant: id });
       this.health.set(id, { pid: before.pid, health: 'ok', checkedAt: Date.now(), failures: 0 });
       this.nextCheck.set(id, Date.now() + spread);
+      const archiver = await this.runtime.archiverStatus(id).catch(() => undefined);
+      if (archiver) this.archiver.set(id, archiver);
     } catch (err) {
       const after = await this.runtime.status(id);
       if (after.state !== 'running' || after.pid !== before.pid || this.suspended.has(id)) return; // stopped or replaced meanwhile
@@ -283,7 +319,7 @@ export class Supervisor {
   /** Stops a server that has had no client connection through the router for its autosuspend time. */
   private async suspendIfIdle(id: string, autosuspendSeconds: number | null | undefined): Promise<void> {
     const seconds = autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : autosuspendSeconds;
-    if (seconds === null || this.router.connectionCount(id) > 0) {
+    if (seconds === null || this.router.connectionCount(id) > 0 || this.holds.has(id)) {
       this.idleSince.delete(id);
       return;
     }
@@ -342,13 +378,14 @@ export class Supervisor {
     const attempt = (async () => {
       let timer: NodeJS.Timeout | undefined;
       await this.suspending.get(id)?.catch(() => undefined);
+      await this.holds.get(id); // a backup of its files ends first
       // Meanwhile a stop or a remove may have taken the tenant out of suspension: nothing to wake
       // (the router then finds it not running and says so).
       const now = this.catalog.tenants.find((t) => t.id === id);
       if (!this.suspended.has(id) || now?.wanted !== 'running' || this.isStopping) return false;
       try {
         await Promise.race([
-          this.runtime.start({ id, maxConnections: tenant.maxConnections }),
+          this.runtime.start(tenantServerSpec(this.catalog.settings.dataRoot, now)),
           new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`it did not start within ${WAKE_TIMEOUT_MS / 1000} s`)), WAKE_TIMEOUT_MS); }),
         ]);
       } catch (err) {
@@ -362,6 +399,7 @@ export class Supervisor {
         clearTimeout(timer);
       }
       this.suspended.delete(id);
+      this.idleSince.delete(id); // its idle time counts from the wake, not from before the suspend
       this.wakes.set(id, (this.wakes.get(id) ?? 0) + 1);
       const seconds = (performance.now() - started) / 1000;
       this.metrics.wakes.inc();
@@ -401,6 +439,7 @@ export class Supervisor {
   /** Starts the server now (a person asked), failing with why. */
   async startNow(tenant: Tenant): Promise<void> {
     await this.suspending.get(tenant.id)?.catch(() => undefined);
+    await this.holds.get(tenant.id);
     this.suspended.delete(tenant.id);
     await this.startSupervised(tenant);
     const error = this.backoff.get(tenant.id)?.lastError;
@@ -418,7 +457,8 @@ export class Supervisor {
     return counts;
   }
 
-  async tenantSamples(): Promise<TenantSample[] | undefined> {
+  /** Per-tenant samples for /metrics (the daemon adds what its backups know). */
+  async tenantSamples(): Promise<Omit<TenantSample, 'lastBackup' | 'archiveFailing' | 'archivePending'>[] | undefined> {
     if (this.catalog.settings.tenantMetrics === false) return undefined;
     return Promise.all(this.catalog.tenants.map(async (t) => {
       const { state } = await this.observe(t, false);

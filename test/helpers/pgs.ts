@@ -114,23 +114,28 @@ export interface ApiResult<T> {
   headers: http.IncomingHttpHeaders;
   body: T;
   text: string;
+  /** The body's bytes (an export file). */
+  buffer: Buffer;
 }
 
 export function unixRequest<T>(socketPath: string, method: string, urlPath: string, options: { body?: unknown; headers?: Record<string, string> } = {}): Promise<ApiResult<T>> {
-  const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
+  const raw = Buffer.isBuffer(options.body);
+  const payload = options.body === undefined ? undefined : raw ? (options.body as Buffer) : JSON.stringify(options.body);
   return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...options.headers };
+    const headers: Record<string, string> = { ...(payload === undefined ? {} : { 'content-type': raw ? 'application/octet-stream' : 'application/json' }), ...options.headers };
     const req = http.request({ socketPath, method, path: urlPath, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (s: string) => { text += s; });
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => {
+        const buffer = Buffer.concat(chunks);
+        const text = buffer.toString('utf8');
         let body: unknown = text;
         try {
           body = text === '' ? undefined : JSON.parse(text);
         } catch {
           // not JSON (metrics, events)
         }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: body as T, text });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: body as T, text, buffer });
       });
     });
     req.on('error', reject);

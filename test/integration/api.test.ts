@@ -26,7 +26,7 @@ function tcpRequest<T>(address: string, method: string, urlPath: string, options
       res.on('end', () => {
         let body: unknown = text;
         try { body = text === '' ? undefined : JSON.parse(text); } catch { /* text */ }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: body as T, text });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: body as T, text, buffer: Buffer.from(text) });
       });
     });
     req.on('error', reject);
@@ -361,6 +361,57 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     }
     assert.equal(output.code, 0, output.text);
     assert.equal(output.text.trim(), '', `promtool is silent on a clean scrape: ${output.text}`);
+  });
+
+  it('backups, restores, branches, exports and imports: synchronous and as operations', async () => {
+    interface Backup { id: string; kind: string; generation: string }
+    interface Operation { id: string; status: string; phase?: string; result?: unknown; error?: { code: string } }
+    const made = await tcp<Backup>('POST', '/v1/tenants/{id}/backups', '/v1/tenants/acme/backups', { token: admin });
+    assert.equal(made.status, 201, made.text);
+    assert.equal(made.body.kind, 'online');
+    const async = await unix<Operation>('POST', '/v1/tenants/{id}/backups', '/v1/tenants/acme/backups', { headers: { prefer: 'respond-async' } });
+    assert.equal(async.status, 202);
+    let op = async.body;
+    await waitFor('the backup operation to end', async () => {
+      op = (await unix<Operation>('GET', '/v1/operations/{id}', `/v1/operations/${async.body.id}`)).body;
+      return op.status !== 'running';
+    });
+    assert.equal(op.status, 'succeeded', JSON.stringify(op));
+    assert.equal((op.result as Backup).kind, 'online');
+    const listed = await tcp<{ backups: Backup[]; window: { earliest: string; latest: string } }>('GET', '/v1/tenants/{id}/backups', '/v1/tenants/acme/backups', { token: admin });
+    assert.equal(listed.body.backups.length, 2);
+    assert.ok(listed.body.window.earliest <= listed.body.window.latest);
+    const missing = await unix<Problem>('GET', '/v1/tenants/{id}/backups', '/v1/tenants/nobody/backups');
+    assert.equal(missing.body.code, 'tenant_not_found');
+    const early = await unix<Problem>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { time: '2020-01-01T00:00:00Z' } });
+    assert.equal(early.status, 422);
+    assert.equal(early.body.code, 'out_of_window');
+    const unknown = await unix<Problem>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { backup: '20200101-000000-abcd' } });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.code, 'backup_not_found');
+    const badField = await unix<Problem>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { when: 'now' } });
+    assert.equal(badField.body.code, 'invalid_request');
+    const copy = await unix<{ id: string; state: string }>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { backup: made.body.id, as: 'acme-copy' } });
+    assert.equal(copy.status, 200, copy.text);
+    assert.equal(copy.body.id, 'acme-copy');
+    const branched = await tcp<{ id: string }>('POST', '/v1/tenants/{id}/branch', '/v1/tenants/acme/branch', { token: admin, body: { id: 'acme-dev' } });
+    assert.equal(branched.status, 201, branched.text);
+    const exported = await unix<{ name: string; bytes: number; download: string }>('POST', '/v1/tenants/{id}/export', '/v1/tenants/acme/export');
+    assert.equal(exported.status, 201, exported.text);
+    // The file is the tenant's data: a read token may not fetch it.
+    const dash = (await pgs.json<{ token: string }>(['token', 'create', 'dash2', '--scope', 'read'])).token;
+    assert.equal((await tcp<Problem>('GET', '/v1/exports/{name}', exported.body.download, { token: dash })).status, 403);
+    const file = await unix('GET', '/v1/exports/{name}', exported.body.download);
+    assert.equal(file.status, 200);
+    assert.equal(file.buffer.length, exported.body.bytes);
+    assert.equal((await unix('DELETE', '/v1/exports/{name}', exported.body.download)).status, 204);
+    assert.equal((await unix<Problem>('GET', '/v1/exports/{name}', exported.body.download)).status, 404);
+    const imported = await unix<{ id: string }>('POST', '/v1/import', '/v1/import?as=acme-moved', { body: file.buffer });
+    assert.equal(imported.status, 201, imported.text);
+    assert.equal(imported.body.id, 'acme-moved');
+    const junk = await unix<Problem>('POST', '/v1/import', '/v1/import?as=junk', { body: Buffer.from('not an export') });
+    assert.equal(junk.body.code, 'backup_damaged');
+    for (const id of ['acme-copy', 'acme-dev', 'acme-moved']) assert.equal((await unix('DELETE', '/v1/tenants/{id}', `/v1/tenants/${id}`)).status, 204);
   });
 
   it('a read token sees /metrics; revoking a token stops it at once', async () => {

@@ -201,6 +201,8 @@ describe('the daemon refuses to start on bad ground, and stops on SIGTERM', () =
     daemon.stderr.setEncoding('utf8').on('data', (s: string) => { log += s; });
     const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
     for (let i = 0; i < 200 && (await pgs.run(['status'])).code !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+    // The API answers first; the daemon then starts the tenants it supervises.
+    await waitFor('the tenant to run', async () => (await pgs.json<{ state: string }[]>(['list']))[0]?.state === 'running', 30_000);
     const [tenant] = await pgs.json<{ pid: number; state: string }[]>(['list']);
     assert.equal(tenant?.state, 'running');
     daemon.kill('SIGTERM');

@@ -1,27 +1,43 @@
 import type { TenantJson } from '../../api/schemas.js';
-import { DEFAULT_AUTOSUSPEND_SECONDS } from '../../catalog/schema.js';
+import { DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, type BackupSchedule } from '../../catalog/schema.js';
+import { PgsError } from '../../core/errors.js';
+import { parseSeconds } from '../../core/duration.js';
 import { announceDaemon, parseDuration, parseInteger, printJson, tenantPath, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 
 export const config: Command = {
-  summary: 'show or change a tenant\'s settings (autosuspend, max connections)',
-  usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--json]',
+  summary: 'show or change a tenant\'s settings (autosuspend, max connections, backups)',
+  usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--json]',
   details: [
     '  --autosuspend D      stop the server after D without connections through the router (default 5m);',
     '                       the next connection wakes it. "off" keeps it running.',
     '  --max-connections N  the server\'s max_connections (5 to 10000); takes effect at its next start',
     '                       ("pgs stop <id> && pgs start <id>", or POST /v1/tenants/{id}/restart)',
-    '  --json               print {id, autosuspendSeconds, maxConnections, access}',
-    'API: PATCH /v1/tenants/{id} {"autosuspend": 300, "maxConnections": 20}',
+    '  --backup-schedule S  base backups the daemon takes: hourly, daily (default) or off; a tenant',
+    '                       unchanged since its last backup is skipped',
+    '  --retain N           backups kept (1 to 1000, default 7); older ones and the WAL only they',
+    '                       need are deleted',
+    '  --rpo D              at most D of writes (default 60s, 1s to 1h) wait before their WAL is',
+    '                       archived: what losing the disk can cost',
+    '  --json               print {id, autosuspendSeconds, maxConnections, access, backupSchedule,',
+    '                       backupRetain, rpoSeconds}',
+    'API: PATCH /v1/tenants/{id} {"autosuspend": 300, "maxConnections": 20, "backupSchedule": "hourly",',
+    '     "backupRetain": 7, "rpoSeconds": 60}',
   ].join('\n'),
-  options: { autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, json: { type: 'boolean' } },
+  options: {
+    autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, 'backup-schedule': { type: 'string' }, retain: { type: 'string' }, rpo: { type: 'string' },
+    json: { type: 'boolean' },
+  },
   positionals: [1, 1],
   async run(ctx, [id], values) {
     const patch = {
       ...(values.autosuspend !== undefined ? { autosuspend: parseDuration(String(values.autosuspend)) } : {}),
       ...(values['max-connections'] !== undefined ? { maxConnections: parseInteger(String(values['max-connections']), '--max-connections', 5, 10_000) } : {}),
+      ...(values['backup-schedule'] !== undefined ? { backupSchedule: parseSchedule(String(values['backup-schedule'])) } : {}),
+      ...(values.retain !== undefined ? { backupRetain: parseInteger(String(values.retain), '--retain', 1, 1000) } : {}),
+      ...(values.rpo !== undefined ? { rpoSeconds: parseRpo(String(values.rpo)) } : {}),
     };
-    let shown: { id: string; autosuspendSeconds: number | null; maxConnections: number; access: string };
+    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds'>;
     if (Object.keys(patch).length > 0) {
       const { body } = await ctx.api.change<TenantJson>('PATCH', tenantPath(id as string), { body: patch }, announceDaemon);
       shown = body;
@@ -31,18 +47,41 @@ export const config: Command = {
       if (fromDaemon) shown = fromDaemon;
       else {
         const { tenant } = await ctx.pgs().tenant(id as string);
-        shown = { ...tenant, autosuspendSeconds: tenant.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : tenant.autosuspendSeconds };
+        shown = {
+          ...tenant,
+          autosuspendSeconds: tenant.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : tenant.autosuspendSeconds,
+          backupSchedule: tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
+          backupRetain: tenant.backupRetain ?? DEFAULT_BACKUP_RETAIN,
+          rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
+        };
       }
     }
     if (values.json) {
-      printJson({ id: shown.id, autosuspendSeconds: shown.autosuspendSeconds, maxConnections: shown.maxConnections, access: shown.access });
+      printJson({
+        id: shown.id, autosuspendSeconds: shown.autosuspendSeconds, maxConnections: shown.maxConnections, access: shown.access,
+        backupSchedule: shown.backupSchedule, backupRetain: shown.backupRetain, rpoSeconds: shown.rpoSeconds,
+      });
       return 0;
     }
     console.log(formatTable([
       ['autosuspend', shown.autosuspendSeconds === null ? 'off' : `${shown.autosuspendSeconds}s`],
       ['max connections', String(shown.maxConnections)],
       ['access', shown.access],
+      ['backup schedule', shown.backupSchedule],
+      ['backups kept', String(shown.backupRetain)],
+      ['rpo', `${shown.rpoSeconds}s`],
     ]));
     return 0;
   },
 };
+
+function parseSchedule(text: string): BackupSchedule {
+  if (text === 'hourly' || text === 'daily' || text === 'off') return text;
+  throw new PgsError('USAGE', `invalid --backup-schedule ${JSON.stringify(text)}: hourly, daily or off`);
+}
+
+function parseRpo(text: string): number {
+  const seconds = parseSeconds(text, '--rpo');
+  if (seconds < 1 || seconds > 3600) throw new PgsError('USAGE', `invalid --rpo ${JSON.stringify(text)}: from 1s to 1h`);
+  return seconds;
+}

@@ -3,10 +3,12 @@ import { PgsError } from '../../core/errors.js';
 import { announceDaemon, tenantPath, type Command } from '../command.js';
 
 export const remove: Command = {
-  summary: 'stop a tenant and delete its server and all its data',
+  summary: 'stop a tenant and delete its server and its data (its backups stay)',
   usage: 'pgs remove <id> [--yes]',
   details: [
     '  --yes          do not ask; without it pgs asks on a terminal and refuses otherwise',
+    '  Its backups and WAL archive stay: "pgs restore <id>" brings the tenant back (as it was when',
+    '  removed), "pgs backups <id> --delete" deletes them.',
     '',
     'API: DELETE /v1/tenants/{id}',
   ].join('\n'),
@@ -18,7 +20,7 @@ export const remove: Command = {
     await ctx.api.change('GET', tenantPath(tenant), {}, announceDaemon);
     if (!values.yes) await confirmRemoval(tenant);
     await ctx.api.change('DELETE', tenantPath(tenant), {}, announceDaemon);
-    console.log(`Removed tenant ${tenant}`);
+    console.log(`Removed tenant ${tenant}; its backups stay ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
     return 0;
   },
 };

@@ -1,0 +1,152 @@
+// Backups, restores, branches, export/import of a ~1 GiB tenant, and what
+// continuous archiving costs pgbench. Results go to docs/benchmarks.md by hand.
+//
+//   npm run build && node bench/backup.js [--scale 68] [--seconds 30]
+//
+// Needs pgbench and psql (Debian's postgresql-client). Takes ~10 minutes and
+// ~8 GB of disk (the tenant, its backups, a branch, an export and an import).
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { benchHome, quantile } from './lib.js';
+
+const arg = (name, fallback) => {
+  const at = process.argv.indexOf(`--${name}`);
+  return at > 0 ? Number(process.argv[at + 1]) : fallback;
+};
+const SCALE = arg('scale', 68); // pgbench scale 68 is ~1 GiB
+const SECONDS = arg('seconds', 30);
+
+const b = benchHome({ PGS_RUNNING_SPARES: '0' });
+const { pgs } = b;
+const json = (...args) => JSON.parse(pgs(...args, '--json').stdout);
+const sh = (cmd, args, env = {}) => {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env } });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+};
+
+try {
+  pgs('setup', '--port', '25432', '--api-listen', 'off');
+  const big = json('create', 'big', '--autosuspend', 'off');
+  const dataRoot = JSON.parse(readFileSync(path.join(b.home, 'catalog.json'), 'utf8')).settings.dataRoot;
+  const local = (id) => ({ host: path.join(dataRoot, 'tenants', id), db: id });
+  const psql = (id, sqlText) => sh('psql', ['-h', local(id).host, '-U', 'postgres', '-d', local(id).db, '-Atc', sqlText], { PGPASSWORD: big.password }).trim();
+  const pgbench = (id, args) => sh('pgbench', ['-h', local(id).host, '-U', 'postgres', ...args, local(id).db], { PGPASSWORD: big.password });
+
+  let t = performance.now();
+  pgbench('big', ['-i', '-s', String(SCALE), '-q']);
+  const size = Number(psql('big', 'SELECT pg_database_size(current_database())'));
+  console.log(`pgbench -i -s ${SCALE}: ${(size / 2 ** 30).toFixed(2)} GiB in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+
+  // --- archiving's cost on TPS: the same tenant, archiving on (as always) vs off, A/B/A/B ---
+  const tps = (label) => {
+    const out = pgbench('big', ['-c', '4', '-j', '2', '-T', String(SECONDS), '-N']);
+    const value = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
+    console.log(`  ${label}: ${value.toFixed(0)} tps`);
+    return value;
+  };
+  const pgsConf = path.join(dataRoot, 'tenants', 'big', 'pgs.conf');
+  const conf = readFileSync(pgsConf, 'utf8');
+  const withArchiving = [];
+  const without = [];
+  for (let round = 0; round < 2; round++) {
+    withArchiving.push(tps('archiving on (archive_timeout 60 s)'));
+    // Off: what tenants ran before continuous archiving (wal_level minimal, no archiver). pgs rewrites
+    // pgs.conf before every start it makes, so this server is started directly (withoutArchiving).
+    pgs('stop', 'big');
+    const maxConnections = /max_connections = \d+/.exec(conf)?.[0] ?? '';
+    writeFileSync(pgsConf, `${maxConnections}\nwal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n`);
+    withoutArchiving();
+    without.push(tps('archiving off (wal_level minimal)'));
+    stopDirect();
+    pgs('start', 'big');
+  }
+  const on = quantile(withArchiving, 0.5);
+  const off = quantile(without, 0.5);
+  console.log(`archiving cost: ${(100 * (1 - on / off)).toFixed(1)} % of TPS (median ${on.toFixed(0)} vs ${off.toFixed(0)})`);
+
+  // --- backups ---
+  const backups = [];
+  for (let i = 0; i < 3; i++) backups.push(pgs('backup', 'big').ms);
+  console.log(`online backup of ${(size / 2 ** 30).toFixed(2)} GiB: median ${quantile(backups, 0.5).toFixed(0)} ms (${backups.map((x) => x.toFixed(0)).join(', ')})`);
+
+  // --- point-in-time restore: WAL written after the last backup is replayed ---
+  pgbench('big', ['-c', '4', '-j', '2', '-T', '20', '-N']);
+  const walBefore = psql('big', 'SELECT pg_current_wal_lsn()');
+  const noted = new Date().toISOString();
+  t = performance.now();
+  pgs('restore', 'big', '--time', noted, '--as', 'pitr');
+  const pitrMs = performance.now() - t;
+  const list = json('backups', 'big');
+  const last = list.backups.filter((x) => x.reason !== 'pre-restore').at(-1);
+  const [hi, lo] = walBefore.split('/').map((x) => Number.parseInt(x, 16));
+  const [bhi, blo] = last.endLsn.split('/').map((x) => Number.parseInt(x, 16));
+  const walBytes = (hi * 2 ** 32 + lo) - (bhi * 2 ** 32 + blo);
+  console.log(`PITR (--as): ${pitrMs.toFixed(0)} ms, ${(walBytes / 2 ** 20).toFixed(0)} MiB of WAL after the backup`);
+
+  t = performance.now();
+  pgs('restore', 'big', '--backup', last.id, '--as', 'restored');
+  console.log(`restore of the backup (--as, no replay): ${(performance.now() - t).toFixed(0)} ms`);
+
+  t = performance.now();
+  pgs('restore', 'big', '--backup', last.id);
+  console.log(`restore in place (pre-restore backup included): ${(performance.now() - t).toFixed(0)} ms`);
+
+  t = performance.now();
+  pgs('branch', 'big', 'dev');
+  console.log(`branch (online): ${(performance.now() - t).toFixed(0)} ms`);
+
+  const file = path.join(b.home, 'big.pgs');
+  t = performance.now();
+  pgs('export', 'big', '-o', file);
+  console.log(`export: ${(performance.now() - t).toFixed(0)} ms, ${(statSync(file).size / 2 ** 30).toFixed(2)} GiB`);
+  t = performance.now();
+  pgs('import', file, '--as', 'moved');
+  console.log(`import: ${(performance.now() - t).toFixed(0)} ms`);
+  rmSync(file);
+
+  pgs('config', 'big', '--autosuspend', '1s');
+  const deadline = Date.now() + 60_000;
+  while (json('list').find((x) => x.id === 'big').state !== 'suspended' && Date.now() < deadline) spawnSync('sleep', ['1']);
+  const wakesBefore = json('list').find((x) => x.id === 'big').wakes;
+  t = performance.now();
+  const offline = json('backup', 'big');
+  const after = json('list').find((x) => x.id === 'big');
+  console.log(`backup of the suspended tenant: ${(performance.now() - t).toFixed(0)} ms, ${offline.kind}, still ${after.state}, wakes ${wakesBefore} -> ${after.wakes}`);
+
+  function withoutArchiving() {
+    // pgs start rewrites pgs.conf; run the server binary ourselves, as the server user, with the off settings.
+    const catalog = JSON.parse(readFileSync(path.join(b.home, 'catalog.json'), 'utf8'));
+    const user = catalog.settings.serverUser;
+    const versionDir = readdir(path.join(dataRoot, 'pg'))[0];
+    const postgres = path.join(dataRoot, 'pg', versionDir, 'bin', 'postgres');
+    const dir = path.join(dataRoot, 'tenants', 'big');
+    const cmd = `${postgres} -D ${dir} -k ${dir} >> ${path.join(dataRoot, 'logs', 'big.log')} 2>&1 &`;
+    sh('sh', ['-c', user ? `su -s /bin/sh ${user} -c '${cmd}'` : cmd]);
+    for (let i = 0; i < 200; i++) {
+      if (spawnSync('psql', ['-h', dir, '-U', 'postgres', '-d', 'big', '-Atc', 'SELECT 1'], { env: { ...process.env, PGPASSWORD: big.password } }).status === 0) return;
+      spawnSync('sleep', ['0.05']);
+    }
+    throw new Error('the server without archiving did not start');
+  }
+  function stopDirect() {
+    const dir = path.join(dataRoot, 'tenants', 'big');
+    const pid = Number(readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    process.kill(pid, 'SIGINT');
+    for (let i = 0; i < 600; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return;
+      }
+      spawnSync('sleep', ['0.05']);
+    }
+  }
+  function readdir(dir) {
+    return spawnSync('ls', [dir], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  }
+} finally {
+  b.remove();
+}

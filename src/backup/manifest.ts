@@ -1,0 +1,121 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { PgsError } from '../core/errors.js';
+import { everyLimit } from '../core/limit.js';
+
+/**
+ * PostgreSQL's backup manifest (the `backup_manifest` BASE_BACKUP writes):
+ * every file of the backup with its size and checksum, the WAL range the
+ * backup needs, and a SHA-256 of the manifest itself. pgs asks the server for
+ * SHA-256 checksums, and writes the same format for backups it takes from a
+ * stopped server's files, so that one check serves both.
+ */
+export const MANIFEST_FILE = 'backup_manifest';
+
+export interface ManifestFile {
+  path: string;
+  size: number;
+  algorithm: string;
+  checksum: string;
+}
+
+export interface WalRange {
+  timeline: number;
+  start: string;
+  end: string;
+}
+
+export interface Manifest {
+  files: ManifestFile[];
+  walRanges: WalRange[];
+}
+
+interface RawManifest {
+  'PostgreSQL-Backup-Manifest-Version'?: number;
+  Files?: { Path?: string; 'Encoded-Path'?: string; Size?: number; 'Checksum-Algorithm'?: string; Checksum?: string }[];
+  'WAL-Ranges'?: { Timeline?: number; 'Start-LSN'?: string; 'End-LSN'?: string }[];
+  'Manifest-Checksum'?: string;
+}
+
+const CHECKSUM_KEY = '"Manifest-Checksum"';
+
+/** Parses a manifest and checks its own checksum; `where` names it in errors. */
+export function parseManifest(text: string, where: string): Manifest {
+  const at = text.lastIndexOf(CHECKSUM_KEY);
+  let raw: RawManifest;
+  try {
+    raw = JSON.parse(text) as RawManifest;
+  } catch {
+    throw damaged(`${where} is not valid JSON`);
+  }
+  if (at < 0 || typeof raw['Manifest-Checksum'] !== 'string') throw damaged(`${where} has no checksum of its own`);
+  const actual = createHash('sha256').update(text.slice(0, at)).digest('hex');
+  if (actual !== raw['Manifest-Checksum'].toLowerCase()) throw damaged(`${where} does not match its own checksum`);
+  const files = (raw.Files ?? []).map((f) => {
+    const name = f.Path ?? (f['Encoded-Path'] !== undefined ? Buffer.from(f['Encoded-Path'], 'hex').toString('utf8') : undefined);
+    if (name === undefined || typeof f.Size !== 'number') throw damaged(`${where} lists a file without a path or size`);
+    return { path: name, size: f.Size, algorithm: f['Checksum-Algorithm'] ?? 'NONE', checksum: (f.Checksum ?? '').toLowerCase() };
+  });
+  const walRanges = (raw['WAL-Ranges'] ?? []).map((r) => ({ timeline: r.Timeline ?? 0, start: r['Start-LSN'] ?? '', end: r['End-LSN'] ?? '' }));
+  return { files, walRanges };
+}
+
+/**
+ * Checks every file the manifest lists against what is in `dir`: present,
+ * the same size, the same SHA-256. The first difference is the error, naming
+ * the file: a damaged backup is refused before anything is made from it.
+ */
+export async function verifyTree(dir: string, manifest: Manifest, backupName: string): Promise<void> {
+  await everyLimit(manifest.files, 4, async (file) => {
+    const full = path.join(dir, file.path);
+    if (path.relative(dir, full).startsWith('..')) throw damaged(`backup ${backupName} names a file outside its folder: ${file.path}`);
+    const stat = await fs.lstat(full).catch(() => undefined);
+    if (!stat?.isFile()) throw damaged(`backup ${backupName} is damaged: ${file.path} is missing`);
+    if (stat.size !== file.size) throw damaged(`backup ${backupName} is damaged: ${file.path} has ${stat.size} bytes, the manifest says ${file.size}`);
+    if (file.algorithm === 'NONE') return;
+    if (file.algorithm !== 'SHA256') throw damaged(`backup ${backupName}: ${file.path} has a ${file.algorithm} checksum; pgs checks SHA256`);
+    if ((await sha256File(full)) !== file.checksum) throw damaged(`backup ${backupName} is damaged: ${file.path} does not match its checksum`);
+  });
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * A manifest for the files of a stopped server's folder (every regular file
+ * under `dir` but those `skip` names), in PostgreSQL's format.
+ */
+export async function buildManifest(dir: string, skip: (relative: string) => boolean, wal: WalRange, systemIdentifier: bigint): Promise<string> {
+  const files: string[] = [];
+  const walk = async (relative: string): Promise<void> => {
+    for (const entry of await fs.readdir(path.join(dir, relative), { withFileTypes: true })) {
+      const rel = relative === '' ? entry.name : `${relative}/${entry.name}`;
+      if (skip(rel)) continue;
+      if (entry.isDirectory()) await walk(rel);
+      else if (entry.isFile()) files.push(rel);
+    }
+  };
+  await walk('');
+  files.sort();
+  const lines: string[] = [];
+  await everyLimit(files, 4, async (rel) => {
+    const full = path.join(dir, rel);
+    const stat = await fs.stat(full);
+    const checksum = await sha256File(full);
+    const modified = `${stat.mtime.toISOString().slice(0, 19).replace('T', ' ')} GMT`;
+    lines.push(JSON.stringify({ Path: rel, Size: stat.size, 'Last-Modified': modified, 'Checksum-Algorithm': 'SHA256', Checksum: checksum }));
+  });
+  lines.sort();
+  const body =
+    `{ "PostgreSQL-Backup-Manifest-Version": 2,\n"System-Identifier": ${systemIdentifier.toString()},\n"Files": [\n${lines.join(',\n')}\n],\n` +
+    `"WAL-Ranges": [\n${JSON.stringify({ Timeline: wal.timeline, 'Start-LSN': wal.start, 'End-LSN': wal.end })}\n],\n`;
+  return `${body}${CHECKSUM_KEY}: "${createHash('sha256').update(body).digest('hex')}"}\n`;
+}
+
+function damaged(message: string): PgsError {
+  return new PgsError('BACKUP_DAMAGED', message);
+}

@@ -1,0 +1,484 @@
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { EventLog } from '../api/events.js';
+import type { DaemonMetrics } from '../api/metrics.js';
+import { assertTenantId } from '../catalog/ids.js';
+import type { Catalog, Tenant } from '../catalog/schema.js';
+import { DEFAULT_BACKUP_SCHEDULE } from '../catalog/schema.js';
+import { PgsError, errnoCode } from '../core/errors.js';
+import { forEachLimit } from '../core/limit.js';
+import { readExport, writeExport } from '../backup/export-file.js';
+import { newStamp, tenantBackupsDir, tenantServerSpec, writeGenerationMeta, type BackupMeta } from '../backup/layout.js';
+import type { RouterLog } from '../router/router.js';
+import type { ArchiverStatus, TenantRuntime } from '../runtime/runtime.js';
+import { Backups, recover, type BackupList, type RestorePlan } from '../service/backups.js';
+import { findTenant, type Pgs } from '../service/pgs.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+
+/**
+ * The daemon's backups: scheduled and requested base backups, restores in
+ * place and as new tenants, branches, exports and imports. Backups do not
+ * take the daemon's queue (a thousand tenants' nightly backups must not hold
+ * up a create); a backup holds only its own tenant (no suspend, no wake
+ * meanwhile). A restore in place is a change of the tenant and runs on the
+ * queue; a restore into a new tenant reserves the new id and takes the queue
+ * only to add it to the catalog.
+ */
+export interface BackupPlaneDeps {
+  pgs: Pgs;
+  runtime: TenantRuntime;
+  supervisor: Supervisor;
+  events: EventLog;
+  metrics: DaemonMetrics;
+  log: RouterLog;
+  version: string;
+  catalog(): Catalog;
+  refresh(): Promise<void>;
+  serial<T>(task: () => Promise<T>): Promise<T>;
+  endSessions(id: string, why: string): Promise<void>;
+  stopping(): boolean;
+}
+
+export type ArchivingState = 'ok' | 'failing' | 'behind' | 'gap' | 'unknown' | 'off';
+
+/** Progress of a long operation, for the API's operations and the CLI. */
+export type Progress = (phase: string) => void;
+
+const SCHEDULE_TICK_MS = 30_000;
+/** A new tenant's first scheduled backup: after its first minutes of loading data. */
+const FIRST_BACKUP_DELAY_MS = 5 * 60_000;
+const PARALLEL_BACKUPS = 2;
+/** More finished segments than this waiting to be archived: archiving is behind. */
+const BEHIND_SEGMENTS = 16;
+/** Exports wait this long for their download. */
+const EXPORT_KEEP_MS = 24 * 60 * 60_000;
+const FLUSH_TIMEOUT_MS = 60_000;
+
+export class BackupPlane {
+  readonly backups: Backups;
+  private readonly deps: BackupPlaneDeps;
+  private readonly lastBackup = new Map<string, BackupMeta>();
+  private readonly lastChecked = new Map<string, number>();
+  private readonly failures = new Map<string, { at: string; error: string }>();
+  private readonly gaps = new Map<string, string>();
+  /** Ids being made by a restore, branch or import: a create of the same id is refused meanwhile. */
+  readonly reserved = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private sweep: Promise<void> | undefined;
+
+  constructor(deps: BackupPlaneDeps) {
+    this.deps = deps;
+    this.backups = new Backups(deps.runtime, this.dataRoot);
+  }
+
+  private get dataRoot(): string {
+    return this.deps.catalog().settings.dataRoot;
+  }
+
+  private get runtime(): TenantRuntime {
+    return this.deps.runtime;
+  }
+
+  /** At daemon start: clears what backups cut short left, gives older tenants an archive, learns the last backups. */
+  async start(): Promise<void> {
+    await this.backups.cleanup();
+    await this.cleanExports();
+    for (const tenant of this.deps.catalog().tenants) {
+      if (tenant.generation === undefined) await this.giveArchive(tenant);
+      const list = await this.backups.list(tenant.id);
+      const last = list[list.length - 1];
+      if (last) this.lastBackup.set(tenant.id, last);
+    }
+    this.timer = setInterval(() => this.tick(), SCHEDULE_TICK_MS);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.sweep;
+  }
+
+  /** A tenant made before continuous archiving: its first generation, and its server archives from now on. */
+  private async giveArchive(tenant: Tenant): Promise<void> {
+    const generation = newStamp();
+    const next = { ...tenant, generation };
+    await writeGenerationMeta(this.runtime, this.dataRoot, next);
+    await this.deps.serial(() => this.deps.pgs.patch(tenant.id, { generation }));
+    await this.deps.refresh();
+    await this.runtime.configureArchive(tenantServerSpec(this.dataRoot, next));
+    this.deps.log.info('continuous archiving on', { tenant: tenant.id, generation });
+  }
+
+  // --- what the API shows ---
+
+  lastBackupAt(id: string): string | null {
+    return this.lastBackup.get(id)?.finishedAt ?? null;
+  }
+
+  archiving(tenant: Tenant, status: ArchiverStatus | undefined): { state: ArchivingState; error?: string } {
+    if (tenant.generation === undefined) return { state: 'off' };
+    const gap = this.gaps.get(tenant.id);
+    if (gap !== undefined) return { state: 'gap', error: `the WAL archive misses segment ${gap}: a restore cannot reach past it; the next backup starts a whole range again` };
+    const failure = this.failures.get(tenant.id);
+    if (!status) return failure ? { state: 'unknown', error: `last backup failed at ${failure.at}: ${failure.error}` } : { state: 'unknown' };
+    if (status.lastFailedAt !== null && (status.lastArchivedAt === null || status.lastFailedAt > status.lastArchivedAt)) {
+      return { state: 'failing', error: `archiving WAL segment ${status.lastFailedWal ?? '?'} fails since ${status.lastFailedAt} (see pgs logs ${tenant.id}); ${status.pending} segments wait` };
+    }
+    if (status.pending > BEHIND_SEGMENTS) return { state: 'behind', error: `${status.pending} WAL segments wait to be archived` };
+    if (failure) return { state: 'ok', error: `last backup failed at ${failure.at}: ${failure.error}` };
+    return { state: 'ok' };
+  }
+
+  async list(id: string): Promise<BackupList & { lastFailure: { at: string; error: string } | null }> {
+    assertTenantId(id);
+    const tenant = this.deps.catalog().tenants.find((t) => t.id === id);
+    const list = await this.backups.describe(id, tenant?.generation);
+    if (!tenant && list.backups.length === 0) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id}, and no backups of one (see "pgs list")`);
+    return { ...list, lastFailure: this.failures.get(id) ?? null };
+  }
+
+  /** Deletes every backup and the WAL archive of a removed tenant (never of one that exists). */
+  async deleteAll(id: string): Promise<void> {
+    assertTenantId(id);
+    if (this.deps.catalog().tenants.some((t) => t.id === id) || this.reserved.has(id)) {
+      throw new PgsError('INVALID_STATE', `tenant ${id} exists: its backups go with retention ("pgs config ${id} --retain N"), or when it is removed and they are deleted`);
+    }
+    if ((await this.backups.generationNames(id)).length === 0) throw new PgsError('BACKUP_NOT_FOUND', `there are no backups of ${id}`);
+    await this.runtime.removeOwned(tenantBackupsDir(this.dataRoot, id));
+    this.lastBackup.delete(id);
+    this.failures.delete(id);
+    this.gaps.delete(id);
+    this.deps.log.info('backups deleted', { tenant: id });
+  }
+
+  // --- backups ---
+
+  /** Takes a backup now: online when the server runs; from its files, without waking it, when not. */
+  backupNow(id: string, reason: string, progress?: Progress): Promise<BackupMeta> {
+    assertTenantId(id);
+    findTenant(this.deps.catalog(), id);
+    return this.deps.supervisor.hold(id, async () => {
+      const tenant = findTenant(this.deps.catalog(), id);
+      progress?.(`backing up ${id}`);
+      return this.take(tenant, reason);
+    });
+  }
+
+  /** Must run inside a hold of the tenant. */
+  private async take(tenant: Tenant, reason: string): Promise<BackupMeta> {
+    const started = performance.now();
+    try {
+      const meta = await this.backups.take(tenant, reason);
+      this.lastBackup.set(tenant.id, meta);
+      this.failures.delete(tenant.id);
+      this.deps.metrics.backups.inc({ result: 'ok' });
+      this.deps.metrics.backupDuration.observe((performance.now() - started) / 1000);
+      this.deps.events.emit('backup', tenant.id, { backup: meta.id, kind: meta.kind, reason });
+      this.deps.log.info('backup taken', { tenant: tenant.id, backup: meta.id, kind: meta.kind, reason, bytes: meta.bytes, ms: Math.round(performance.now() - started) });
+      await this.afterBackup(tenant);
+      return meta;
+    } catch (err) {
+      const error = (err as Error).message;
+      this.failures.set(tenant.id, { at: new Date().toISOString(), error });
+      this.deps.metrics.backups.inc({ result: 'failed' });
+      this.deps.events.emit('backup-failed', tenant.id, { reason: error });
+      this.deps.log.warn('backup failed', { tenant: tenant.id, reason, error });
+      throw err;
+    }
+  }
+
+  /** Retention, and a look for gaps in the archive, after each backup. */
+  private async afterBackup(tenant: Tenant): Promise<void> {
+    try {
+      const pruned = await this.backups.prune(tenant);
+      if (pruned.length > 0) this.deps.log.info('old backups deleted', { tenant: tenant.id, backups: pruned });
+      await this.checkGaps(tenant);
+    } catch (err) {
+      this.deps.log.warn('retention failed', { tenant: tenant.id, error: (err as Error).message });
+    }
+  }
+
+  private async checkGaps(tenant: Tenant): Promise<void> {
+    const list = await this.backups.describe(tenant.id, tenant.generation);
+    const current = list.ranges.find((r) => r.generation === tenant.generation);
+    const before = this.gaps.get(tenant.id);
+    if (current?.gap !== undefined) {
+      this.gaps.set(tenant.id, current.gap);
+      if (before !== current.gap) this.deps.log.warn('gap in the WAL archive', { tenant: tenant.id, segment: current.gap });
+    } else {
+      this.gaps.delete(tenant.id);
+    }
+  }
+
+  /** Runs the backups that are due, a few at a time, in the background. */
+  tick(): void {
+    if (this.sweep || this.deps.stopping()) return;
+    const now = Date.now();
+    const due = this.deps.catalog().tenants.filter((t) => this.isDue(t, now));
+    if (due.length === 0) return;
+    this.sweep = forEachLimit(due, PARALLEL_BACKUPS, async (tenant) => {
+      if (this.deps.stopping()) return;
+      await this.deps.supervisor.hold(tenant.id, async () => {
+        const current = this.deps.catalog().tenants.find((t) => t.id === tenant.id);
+        if (!current || !this.isDue(current, Date.now())) return;
+        const last = this.lastBackup.get(current.id);
+        // Nothing written since the last backup (a tenant asleep for days): nothing to back up.
+        if (last && last.generation === current.generation && (await this.runtime.walPosition(current.id).catch(() => '')) === last.afterLsn) {
+          this.lastChecked.set(current.id, Date.now());
+          this.deps.metrics.backups.inc({ result: 'skipped' });
+          return;
+        }
+        await this.take(current, 'scheduled');
+      }).catch(() => undefined);
+    }).finally(() => { this.sweep = undefined; });
+  }
+
+  private isDue(tenant: Tenant, now: number): boolean {
+    const schedule = tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE;
+    if (schedule === 'off' || tenant.generation === undefined || this.reserved.has(tenant.id)) return false;
+    const period = schedule === 'hourly' ? 3_600_000 : 86_400_000;
+    // Spread over a tenth of the period by id, so that tenants made together are not backed up together.
+    const jitter = (createHash('sha256').update(tenant.id).digest().readUInt32BE(0) / 0xffff_ffff) * period * 0.1;
+    const last = this.lastBackup.get(tenant.id);
+    if (!last) return now - Date.parse(tenant.createdAt) >= FIRST_BACKUP_DELAY_MS + jitter / 10 && now - (this.lastChecked.get(tenant.id) ?? 0) >= FIRST_BACKUP_DELAY_MS;
+    const since = Math.max(Date.parse(last.finishedAt), this.lastChecked.get(tenant.id) ?? 0);
+    return now - since >= period + jitter;
+  }
+
+  // --- restores ---
+
+  /**
+   * Restores the tenant in place: keeps a backup of its current state first
+   * (listed and restorable), then puts the restored data in place of its
+   * data and starts it. Its logins stay as they are now.
+   */
+  restoreInPlace(id: string, choice: { backup?: string; time?: Date }, progress?: Progress): Promise<Tenant> {
+    assertTenantId(id);
+    return this.deps.serial(async () => {
+      const tenant = findTenant(this.deps.catalog(), id);
+      await this.backups.plan(id, choice, tenant.generation); // refused here, before anything changes
+      return this.deps.supervisor.hold(id, async () => {
+        await this.deps.endSessions(id, `tenant ${id} is being restored`);
+        const spec = tenantServerSpec(this.dataRoot, tenant);
+        let running = (await this.runtime.status(id, { fresh: true })).state === 'running';
+        if (!running) {
+          progress?.('starting the current server to keep its state');
+          running = await this.runtime.start(spec).then(() => true, (err: Error) => {
+            this.deps.log.warn('the current server does not start; its files are kept as they are', { tenant: id, error: err.message });
+            return false;
+          });
+        }
+        let verifier: string | null = null;
+        let extraWal: string | undefined;
+        progress?.('backing up the current state');
+        await this.take(tenant, 'pre-restore');
+        if (running) {
+          verifier = await this.runtime.tenantVerifier(id);
+          await this.runtime.flushArchive(id, FLUSH_TIMEOUT_MS).catch((err: Error) => this.deps.log.warn('could not archive the last WAL before the restore', { tenant: id, error: err.message }));
+          await this.deps.endSessions(id, `tenant ${id} is being restored`);
+          await this.runtime.stop(id);
+        } else {
+          extraWal = path.join(this.dataRoot, 'backups', id, `.pgwal-${newStamp()}`);
+          await this.runtime.copyWal(id, extraWal);
+        }
+        try {
+          const plan = await this.backups.plan(id, choice, tenant.generation);
+          const next: Tenant = { ...tenant, generation: newStamp() };
+          const nextSpec = tenantServerSpec(this.dataRoot, next);
+          const staging = `.restore-${id}`;
+          progress?.(`unpacking and checking backup ${plan.backup.id}`);
+          await this.runtime.materialize(staging, plan.backupDir, plan.backup.id, { finished: true });
+          const swap = await this.runtime.replaceData(id, staging);
+          try {
+            progress?.(plan.target === 'immediate' ? 'starting the restored server' : `replaying WAL to ${plan.target}`);
+            await recover(this.runtime, nextSpec, plan, extraWal);
+            await this.runtime.renameDatabase(id, plan.backup.tenant);
+            if (verifier !== null) await this.runtime.setPassword(id, verifier);
+            await writeGenerationMeta(this.runtime, this.dataRoot, next, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
+            await this.deps.pgs.patch(id, { generation: next.generation });
+            await this.deps.refresh();
+          } catch (err) {
+            await swap.undo();
+            throw err;
+          }
+          await swap.commit();
+          if (tenant.wanted !== 'running') await this.runtime.stop(id);
+          else this.deps.supervisor.noteRunning(id);
+          this.gaps.delete(id);
+          this.deps.events.emit('restored', id, { backup: plan.backup.id, target: plan.target });
+          this.deps.log.info('restored', { tenant: id, backup: plan.backup.id, target: plan.target });
+          const restored = findTenant(this.deps.catalog(), id);
+          this.backupSoon(restored);
+          return restored;
+        } finally {
+          if (extraWal !== undefined) await this.runtime.removeOwned(extraWal).catch(() => undefined);
+        }
+      });
+    });
+  }
+
+  /**
+   * A new tenant `newId` from `source`'s backups (the source may be a removed
+   * tenant whose backups remain): at a time, from a backup, or at the latest
+   * point. The source is not touched.
+   */
+  async restoreAs(source: string, newId: string, choice: { backup?: string; time?: Date }, reason: string, progress?: Progress): Promise<Tenant> {
+    assertTenantId(source);
+    assertTenantId(newId);
+    const src = this.deps.catalog().tenants.find((t) => t.id === source);
+    await this.backups.plan(source, choice, src?.generation); // refused here, before anything is made
+    const release = await this.reserve(newId);
+    let extraWal: string | undefined;
+    try {
+      if (src && choice.backup === undefined) {
+        // Everything the source wrote up to now must be in reach: archived, or copied from a stopped server.
+        await this.deps.supervisor.hold(source, async () => {
+          if ((await this.runtime.status(source, { fresh: true })).state === 'running') {
+            await this.runtime.flushArchive(source, FLUSH_TIMEOUT_MS).catch((err: Error) => this.deps.log.warn('could not archive the last WAL', { tenant: source, error: err.message }));
+          } else {
+            extraWal = path.join(this.dataRoot, 'backups', source, `.pgwal-${newStamp()}`);
+            await this.runtime.copyWal(source, extraWal);
+          }
+        });
+      }
+      const plan = await this.backups.plan(source, choice, src?.generation);
+      return await this.makeFrom(newId, plan, plan.backup.tenantEntry, reason, extraWal, progress);
+    } finally {
+      if (extraWal !== undefined) await this.runtime.removeOwned(extraWal).catch(() => undefined);
+      release();
+    }
+  }
+
+  /** A new tenant with `source`'s data now (a fresh backup of it, online) or at `at`. */
+  async branch(source: string, newId: string, at: Date | undefined, progress?: Progress): Promise<Tenant> {
+    assertTenantId(source);
+    assertTenantId(newId);
+    findTenant(this.deps.catalog(), source);
+    if (at !== undefined) return this.restoreAs(source, newId, { time: at }, 'branch', progress);
+    this.assertFree(newId);
+    const meta = await this.backupNow(source, 'branch', progress);
+    return this.restoreAs(source, newId, { backup: meta.id }, 'branch', progress);
+  }
+
+  /** Makes tenant `newId` from a plan (its folder, its server replayed, its catalog entry); nothing remains if it fails. */
+  private async makeFrom(newId: string, plan: RestorePlan, from: Tenant, reason: string, extraWal: string | undefined, progress?: Progress): Promise<Tenant> {
+    const entry: Omit<Tenant, 'suffix' | 'createdAt'> = {
+      id: newId,
+      access: 'enabled',
+      wanted: 'running',
+      maxConnections: from.maxConnections,
+      generation: newStamp(),
+      ...(from.autosuspendSeconds !== undefined ? { autosuspendSeconds: from.autosuspendSeconds } : {}),
+      ...(from.rpoSeconds !== undefined ? { rpoSeconds: from.rpoSeconds } : {}),
+      ...(from.backupSchedule !== undefined ? { backupSchedule: from.backupSchedule } : {}),
+      ...(from.backupRetain !== undefined ? { backupRetain: from.backupRetain } : {}),
+    };
+    const spec = tenantServerSpec(this.dataRoot, { ...entry, suffix: 'aaaaaa', createdAt: new Date().toISOString() });
+    try {
+      progress?.(`unpacking and checking backup ${plan.backup.id}`);
+      await this.runtime.materialize(newId, plan.backupDir, plan.backup.id, { finished: false });
+      progress?.(plan.target === 'immediate' ? 'starting the new server' : `replaying WAL to ${plan.target}`);
+      await recover(this.runtime, spec, plan, extraWal);
+      await this.runtime.renameDatabase(newId, plan.backup.tenant);
+      await writeGenerationMeta(this.runtime, this.dataRoot, entry, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
+      const tenant = await this.deps.serial(async () => {
+        if (this.deps.stopping()) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
+        const made = await this.deps.pgs.insert(entry);
+        await this.deps.refresh();
+        this.deps.supervisor.noteRunning(newId);
+        return made;
+      });
+      this.deps.events.emit('created', newId, { reason, from: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
+      this.deps.log.info('tenant made from a backup', { tenant: newId, reason, from: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
+      this.backupSoon(tenant);
+      return tenant;
+    } catch (err) {
+      if (!this.deps.catalog().tenants.some((t) => t.id === newId)) await this.runtime.remove(newId).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** The first backup of a new generation, so that its restorable window starts now. */
+  private backupSoon(tenant: Tenant): void {
+    void this.backupNow(tenant.id, 'first').catch(() => undefined);
+  }
+
+  private assertFree(id: string): void {
+    if (this.deps.catalog().tenants.some((t) => t.id === id) || this.reserved.has(id)) throw new PgsError('TENANT_EXISTS', `tenant ${id} already exists`);
+  }
+
+  /** Keeps `id` for one restore until the returned function is called. */
+  private async reserve(id: string): Promise<() => void> {
+    this.assertFree(id);
+    const folder = await this.runtime.folderState(id);
+    if (folder === 'finished') throw new PgsError('ORPHAN_DATA', `a data folder for ${id} exists that the catalog does not name (${this.runtime.dataDir(id)}): "pgs doctor --fix" adopts it back, or move it away first`);
+    this.reserved.add(id);
+    if (folder === 'unfinished') await this.runtime.remove(id);
+    return () => this.reserved.delete(id);
+  }
+
+  // --- moves between hosts ---
+
+  private get exportsDir(): string {
+    return path.join(this.dataRoot, 'exports');
+  }
+
+  /** A fresh backup of the tenant, written as one self-contained, checksummed file for download. */
+  async exportTenant(id: string, progress?: Progress): Promise<{ name: string; bytes: number; sha256: string }> {
+    const meta = await this.backupNow(id, 'export', progress);
+    await fs.mkdir(this.exportsDir, { recursive: true, mode: 0o700 });
+    const name = `${id}-${meta.id}.pgs`;
+    progress?.('writing the export file');
+    const written = await writeExport(path.join(this.exportsDir, name), this.backups.backupDir(meta), {
+      format: 1, pgsVersion: this.deps.version, exportedAt: new Date().toISOString(), tenant: meta.tenantEntry, backup: meta,
+    });
+    return { name, ...written };
+  }
+
+  exportFile(name: string): string {
+    if (!/^[a-z][a-z0-9-]*-\d{8}-\d{6}-[0-9a-f]{4}\.pgs$/.test(name)) throw new PgsError('NOT_FOUND', `no export ${name}`);
+    return path.join(this.exportsDir, name);
+  }
+
+  private async cleanExports(): Promise<void> {
+    for (const name of await fs.readdir(this.exportsDir).catch(() => [] as string[])) {
+      const file = path.join(this.exportsDir, name);
+      const stat = await fs.stat(file).catch(() => undefined);
+      if (stat && Date.now() - stat.mtimeMs > EXPORT_KEEP_MS) await fs.rm(file, { force: true });
+    }
+    await fs.rm(path.join(this.dataRoot, 'imports'), { recursive: true, force: true });
+  }
+
+  /** A folder for an upload to be imported; deleted by `importFile`. */
+  async importUploadFile(): Promise<string> {
+    const dir = path.join(this.dataRoot, 'imports', newStamp());
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    return path.join(dir, 'upload.pgs');
+  }
+
+  /** Makes a tenant from an export file, checked whole before anything is made. */
+  async importFile(file: string, as: string | undefined, progress?: Progress): Promise<Tenant> {
+    const dir = path.join(path.dirname(file), 'unpacked');
+    try {
+      await fs.mkdir(dir, { mode: 0o700 });
+      progress?.('checking the export file');
+      const meta = await readExport(file, dir);
+      await fs.rm(file, { force: true });
+      const id = as ?? meta.tenant.id;
+      assertTenantId(id);
+      const release = await this.reserve(id);
+      try {
+        const plan: RestorePlan = { backup: meta.backup, backupDir: dir, target: 'immediate', walDir: path.join(dir, 'no-archive') };
+        return await this.makeFrom(id, plan, meta.tenant, 'imported', undefined, progress);
+      } finally {
+        release();
+      }
+    } catch (err) {
+      if (errnoCode(err) === 'ENOSPC') throw new PgsError('BACKUP_FAILED', 'the disk is full: the import was not made');
+      throw err;
+    } finally {
+      await fs.rm(path.dirname(file), { recursive: true, force: true });
+    }
+  }
+}
