@@ -21,6 +21,8 @@ export const Health = Type.Union([Type.Literal('ok'), Type.Literal('failing'), T
 /** Seconds without connections before the server is suspended; null never. */
 export const Autosuspend = Nullable(Type.Integer({ minimum: 1, maximum: 31_536_000 }));
 export const MaxConnections = Type.Integer({ minimum: 5, maximum: 10_000 });
+/** The continuous WAL archive of a tenant: ok, failing, behind, gap (a segment missing), unknown (not looked at yet), off (none yet). */
+export const Archiving = Type.Union([Type.Literal('ok'), Type.Literal('failing'), Type.Literal('behind'), Type.Literal('gap'), Type.Literal('unknown'), Type.Literal('off')]);
 export const BackupSchedule = Type.Union([Type.Literal('hourly'), Type.Literal('daily'), Type.Literal('off')]);
 export const BackupRetain = Type.Integer({ minimum: 1, maximum: 1000 });
 export const RpoSeconds = Type.Integer({ minimum: 1, maximum: 3600 });
@@ -51,7 +53,7 @@ export const Tenant = Type.Object({
   backupRetain: Type.Integer(),
   rpoSeconds: Type.Integer({ description: 'at most this many seconds of writes wait before their WAL is archived' }),
   lastBackupAt: Nullable(DateTime),
-  archiving: Type.Union([Type.Literal('ok'), Type.Literal('failing'), Type.Literal('behind'), Type.Literal('gap'), Type.Literal('unknown'), Type.Literal('off')]),
+  archiving: Archiving,
   archivingError: Type.Optional(Type.String()),
 });
 export type TenantJson = Static<typeof Tenant>;
@@ -139,6 +141,8 @@ export const TenantStatus = Type.Object({
   restarts: Type.Integer(),
   wakes: Type.Integer(),
   lastError: Type.Optional(Type.String()),
+  archiving: Type.Optional(Archiving),
+  archivingError: Type.Optional(Type.String()),
 });
 
 export const Status = Type.Object({
@@ -155,6 +159,14 @@ export const Status = Type.Object({
   certificate: Type.String(),
   certificateSelfSigned: Type.Boolean(),
   refusals: Type.Record(Type.String(), Type.Integer()),
+  /** Where backups are copied besides the data root; null: nowhere. */
+  backupTarget: Nullable(Type.Object({
+    url: Type.String(),
+    /** Files not copied yet, over all tenants, as of the last pass. */
+    pendingFiles: Type.Integer(),
+    failingSince: Nullable(DateTime),
+    error: Type.Optional(Type.String()),
+  })),
   tenants: Type.Array(TenantStatus),
 });
 export type StatusJson = Static<typeof Status>;

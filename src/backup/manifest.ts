@@ -119,3 +119,86 @@ export async function buildManifest(dir: string, skip: (relative: string) => boo
 function damaged(message: string): PgsError {
   return new PgsError('BACKUP_DAMAGED', message);
 }
+
+/**
+ * Checks a backup's base.tar against its manifest without unpacking it: one
+ * pass over the tar, hashing each member the manifest lists. A backup is
+ * listed only after this passes, so a bad disk or a cut write shows at backup
+ * time, not at restore time.
+ */
+export async function verifyTar(tarFile: string, manifest: Manifest, backupName: string): Promise<void> {
+  const expected = new Map(manifest.files.map((f) => [f.path, f]));
+  const seen = new Set<string>();
+  let pending = Buffer.alloc(0);
+  let member: { name: string; left: number; pad: number; hash: ReturnType<typeof createHash> | undefined; size: number } | undefined;
+  let longName: string | undefined;
+  let ended = false;
+  const finishMember = () => {
+    if (!member?.hash) return;
+    const want = expected.get(member.name);
+    if (!want) return;
+    seen.add(member.name);
+    if (member.size !== want.size) throw damaged(`backup ${backupName} is damaged: ${member.name} has ${member.size} bytes, the manifest says ${want.size}`);
+    if (want.algorithm === 'SHA256' && member.hash.digest('hex') !== want.checksum) throw damaged(`backup ${backupName} is damaged: ${member.name} does not match its checksum`);
+  };
+  for await (const chunk of createReadStream(tarFile, { highWaterMark: 1 << 20 })) {
+    let data = pending.length > 0 ? Buffer.concat([pending, chunk as Buffer]) : (chunk as Buffer);
+    pending = Buffer.alloc(0);
+    while (data.length > 0 && !ended) {
+      if (member && member.left > 0) {
+        const take = Math.min(member.left, data.length);
+        const part = data.subarray(0, take);
+        if (member.hash) member.hash.update(part);
+        else if (member.name === '\0long') longName = (longName ?? '') + part.toString('utf8');
+        member.left -= take;
+        data = data.subarray(take);
+        continue;
+      }
+      if (member && member.pad > 0) {
+        const take = Math.min(member.pad, data.length);
+        member.pad -= take;
+        data = data.subarray(take);
+        if (member.pad > 0) continue;
+      }
+      if (member) {
+        finishMember();
+        member = undefined;
+      }
+      if (data.length < 512) {
+        pending = Buffer.from(data);
+        break;
+      }
+      const header = data.subarray(0, 512);
+      data = data.subarray(512);
+      if (header.every((b) => b === 0)) {
+        ended = true;
+        break;
+      }
+      const field = (from: number, to: number) => header.toString('utf8', from, to).replace(/\0.*$/s, '');
+      const size = Number.parseInt(field(124, 136).trim() || '0', 8);
+      const type = String.fromCharCode(header[156] ?? 0);
+      const prefix = field(345, 500);
+      let name = (prefix ? `${prefix}/` : '') + field(0, 100);
+      if (longName !== undefined && type !== 'L') {
+        name = longName.replace(/\0.*$/s, '');
+        longName = undefined;
+      }
+      name = name.replace(/^\.\//, '');
+      const pad = (512 - (size % 512)) % 512;
+      if (type === 'L') member = { name: '\0long', left: size, pad, hash: undefined, size };
+      else if (type === '0' || type === '\0') member = { name, left: size, pad, hash: createHash('sha256'), size };
+      else member = { name, left: size, pad, hash: undefined, size };
+      if (member.left === 0 && member.pad === 0) {
+        finishMember();
+        member = undefined;
+      }
+    }
+  }
+  if (member) {
+    if (member.left > 0) throw damaged(`backup ${backupName} is damaged: base.tar ends inside ${member.name}`);
+    finishMember();
+  }
+  for (const name of expected.keys()) {
+    if (!seen.has(name)) throw damaged(`backup ${backupName} is damaged: ${name} is missing from base.tar`);
+  }
+}

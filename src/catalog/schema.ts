@@ -64,6 +64,12 @@ export const SettingsSchema = v.strictObject({
   apiListen: v.optional(v.nullable(nonEmpty)),
   /** Per-tenant series in /metrics (pgs_tenant_*); absent: on. */
   tenantMetrics: v.optional(v.boolean()),
+  /** Where WAL and backups are copied besides the data root: `s3://bucket/prefix`; absent: the data root only. */
+  backupTarget: v.optional(v.pipe(v.string(), v.regex(/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/))),
+  /** An S3 API server's URL (MinIO, Ceph, ...); absent: AWS. */
+  s3Endpoint: v.optional(v.pipe(v.string(), v.url())),
+  /** absent: AWS_REGION, else us-east-1. */
+  s3Region: v.optional(nonEmpty),
 });
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 

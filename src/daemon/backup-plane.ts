@@ -11,8 +11,10 @@ import { forEachLimit } from '../core/limit.js';
 import { readExport, writeExport } from '../backup/export-file.js';
 import { newStamp, tenantBackupsDir, tenantServerSpec, writeGenerationMeta, type BackupMeta } from '../backup/layout.js';
 import type { RouterLog } from '../router/router.js';
-import type { ArchiverStatus, TenantRuntime } from '../runtime/runtime.js';
+import type { ArchiverStatus, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 import { Backups, recover, type BackupList, type RestorePlan } from '../service/backups.js';
+import { s3ClientFor } from '../backup/s3.js';
+import { Shipper } from './shipper.js';
 import { findTenant, type Pgs } from '../service/pgs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 
@@ -66,6 +68,10 @@ export class BackupPlane {
   readonly reserved = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private sweep: Promise<void> | undefined;
+  /** Copies the backups tree to S3 when a backup target is set. */
+  private shipper: Shipper | undefined;
+  private shipperKey = '';
+  private targetError: string | undefined;
 
   constructor(deps: BackupPlaneDeps) {
     this.deps = deps;
@@ -82,6 +88,7 @@ export class BackupPlane {
 
   /** At daemon start: clears what backups cut short left, gives older tenants an archive, learns the last backups. */
   async start(): Promise<void> {
+    await this.configure(); // first: the API may already ask for a tenant's backups in the bucket
     await this.backups.cleanup();
     await this.cleanExports();
     for (const tenant of this.deps.catalog().tenants) {
@@ -94,9 +101,68 @@ export class BackupPlane {
     this.timer.unref();
   }
 
+  /** Follows the settings' backup target (at start and at each reload). */
+  async configure(): Promise<void> {
+    const settings = this.deps.catalog().settings;
+    const key = JSON.stringify([settings.backupTarget, settings.s3Endpoint, settings.s3Region]);
+    if (key === this.shipperKey) return;
+    this.shipperKey = key;
+    await this.shipper?.stop();
+    this.shipper = undefined;
+    this.targetError = undefined;
+    try {
+      const client = s3ClientFor(settings, process.env);
+      if (!client) return;
+      this.shipper = new Shipper({ client, dataRoot: this.dataRoot, runtime: this.runtime, log: this.deps.log });
+      this.shipper.start();
+      this.deps.log.info('backups are copied to S3', { target: client.url });
+    } catch (err) {
+      this.targetError = (err as Error).message;
+      this.deps.log.warn('the backup target cannot be used', { target: settings.backupTarget, error: this.targetError });
+    }
+  }
+
+  /** For GET /v1/status. */
+  targetStatus(ids: readonly string[]): { url: string; pendingFiles: number; failingSince: string | null; error?: string } | null {
+    const settings = this.deps.catalog().settings;
+    if (settings.backupTarget === undefined) return null;
+    if (!this.shipper) return { url: settings.backupTarget, pendingFiles: 0, failingSince: null, ...(this.targetError ? { error: this.targetError } : {}) };
+    const failing = this.shipper.failing;
+    return {
+      url: this.shipper.client.url,
+      pendingFiles: ids.reduce((n, id) => n + (this.shipper?.pending(id) ?? 0), 0),
+      failingSince: failing?.since ?? null,
+      ...(failing ? { error: failing.error } : {}),
+    };
+  }
+
+  /** Copies everything there is now to S3 (for tests and before a planned shutdown); a no-op without a target. */
+  async flushShipping(): Promise<void> {
+    await this.shipper?.flush();
+    if (this.shipper?.failing) throw new PgsError('BACKUP_FAILED', `copying to ${this.shipper.client.url} fails: ${this.shipper.failing.error}`);
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.sweep;
+    await this.shipper?.stop();
+  }
+
+  /** Brings what the bucket has of the tenant here (a lost data root, a tenant from another host); quiet when S3 is down but something is here. */
+  private async hydrate(id: string): Promise<void> {
+    if (!this.shipper) return;
+    try {
+      const fetched = await this.shipper.hydrate(id);
+      if (fetched > 0) this.deps.log.info('fetched backup records from S3', { tenant: id, files: fetched });
+    } catch (err) {
+      if ((await this.backups.generationNames(id)).length === 0) throw err;
+      this.deps.log.warn('could not look at S3; restoring from what is here', { tenant: id, error: (err as Error).message });
+    }
+  }
+
+  /** The backup's large files, fetched from S3 when only its record is here. */
+  private async ensureLocal(plan: RestorePlan): Promise<void> {
+    if (this.shipper) await this.shipper.fetchBackup(plan.backup, plan.backupDir);
   }
 
   /** A tenant made before continuous archiving: its first generation, and its server archives from now on. */
@@ -118,6 +184,10 @@ export class BackupPlane {
 
   archiving(tenant: Tenant, status: ArchiverStatus | undefined): { state: ArchivingState; error?: string } {
     if (tenant.generation === undefined) return { state: 'off' };
+    if (this.targetError !== undefined) return { state: 'failing', error: `the backup target cannot be used: ${this.targetError}` };
+    const shipping = this.shipper?.failing;
+    if (shipping) return { state: 'failing', error: `copying to ${this.shipper?.client.url ?? 'S3'} fails since ${shipping.since}: ${shipping.error}; the local archive keeps everything` };
+    if ((this.shipper?.pending(tenant.id) ?? 0) > BEHIND_SEGMENTS) return { state: 'behind', error: `${this.shipper?.pending(tenant.id) ?? 0} files wait to be copied to ${this.shipper?.client.url ?? 'S3'}` };
     const gap = this.gaps.get(tenant.id);
     if (gap !== undefined) return { state: 'gap', error: `the WAL archive misses segment ${gap}: a restore cannot reach past it; the next backup starts a whole range again` };
     const failure = this.failures.get(tenant.id);
@@ -133,6 +203,7 @@ export class BackupPlane {
   async list(id: string): Promise<BackupList & { lastFailure: { at: string; error: string } | null }> {
     assertTenantId(id);
     const tenant = this.deps.catalog().tenants.find((t) => t.id === id);
+    if ((await this.backups.generationNames(id)).length === 0) await this.hydrate(id);
     const list = await this.backups.describe(id, tenant?.generation);
     if (!tenant && list.backups.length === 0) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id}, and no backups of one (see "pgs list")`);
     return { ...list, lastFailure: this.failures.get(id) ?? null };
@@ -144,7 +215,9 @@ export class BackupPlane {
     if (this.deps.catalog().tenants.some((t) => t.id === id) || this.reserved.has(id)) {
       throw new PgsError('INVALID_STATE', `tenant ${id} exists: its backups go with retention ("pgs config ${id} --retain N"), or when it is removed and they are deleted`);
     }
+    if ((await this.backups.generationNames(id)).length === 0) await this.hydrate(id);
     if ((await this.backups.generationNames(id)).length === 0) throw new PgsError('BACKUP_NOT_FOUND', `there are no backups of ${id}`);
+    await this.shipper?.forget([id]);
     await this.runtime.removeOwned(tenantBackupsDir(this.dataRoot, id));
     this.lastBackup.delete(id);
     this.failures.delete(id);
@@ -192,8 +265,12 @@ export class BackupPlane {
   private async afterBackup(tenant: Tenant): Promise<void> {
     try {
       const pruned = await this.backups.prune(tenant);
-      if (pruned.length > 0) this.deps.log.info('old backups deleted', { tenant: tenant.id, backups: pruned });
+      if (pruned.backups.length > 0) this.deps.log.info('old backups deleted', { tenant: tenant.id, backups: pruned.backups });
       await this.checkGaps(tenant);
+      if (this.shipper) {
+        if (pruned.removed.length > 0) await this.shipper.forget(pruned.removed).catch((err: Error) => this.deps.log.warn('could not delete old backups from S3', { tenant: tenant.id, error: err.message }));
+        this.shipper.kick();
+      }
     } catch (err) {
       this.deps.log.warn('retention failed', { tenant: tenant.id, error: (err as Error).message });
     }
@@ -235,15 +312,7 @@ export class BackupPlane {
   }
 
   private isDue(tenant: Tenant, now: number): boolean {
-    const schedule = tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE;
-    if (schedule === 'off' || tenant.generation === undefined || this.reserved.has(tenant.id)) return false;
-    const period = schedule === 'hourly' ? 3_600_000 : 86_400_000;
-    // Spread over a tenth of the period by id, so that tenants made together are not backed up together.
-    const jitter = (createHash('sha256').update(tenant.id).digest().readUInt32BE(0) / 0xffff_ffff) * period * 0.1;
-    const last = this.lastBackup.get(tenant.id);
-    if (!last) return now - Date.parse(tenant.createdAt) >= FIRST_BACKUP_DELAY_MS + jitter / 10 && now - (this.lastChecked.get(tenant.id) ?? 0) >= FIRST_BACKUP_DELAY_MS;
-    const since = Math.max(Date.parse(last.finishedAt), this.lastChecked.get(tenant.id) ?? 0);
-    return now - since >= period + jitter;
+    return !this.reserved.has(tenant.id) && backupDue(tenant, this.lastBackup.get(tenant.id), this.lastChecked.get(tenant.id), now);
   }
 
   // --- restores ---
@@ -257,6 +326,7 @@ export class BackupPlane {
     assertTenantId(id);
     return this.deps.serial(async () => {
       const tenant = findTenant(this.deps.catalog(), id);
+      await this.hydrate(id);
       await this.backups.plan(id, choice, tenant.generation); // refused here, before anything changes
       return this.deps.supervisor.hold(id, async () => {
         await this.deps.endSessions(id, `tenant ${id} is being restored`);
@@ -287,6 +357,8 @@ export class BackupPlane {
           const next: Tenant = { ...tenant, generation: newStamp() };
           const nextSpec = tenantServerSpec(this.dataRoot, next);
           const staging = `.restore-${id}`;
+          progress?.(`fetching backup ${plan.backup.id}`);
+          await this.ensureLocal(plan);
           progress?.(`unpacking and checking backup ${plan.backup.id}`);
           await this.runtime.materialize(staging, plan.backupDir, plan.backup.id, { finished: true });
           const swap = await this.runtime.replaceData(id, staging);
@@ -327,6 +399,7 @@ export class BackupPlane {
     assertTenantId(source);
     assertTenantId(newId);
     const src = this.deps.catalog().tenants.find((t) => t.id === source);
+    await this.hydrate(source);
     await this.backups.plan(source, choice, src?.generation); // refused here, before anything is made
     const release = await this.reserve(newId);
     let extraWal: string | undefined;
@@ -343,6 +416,8 @@ export class BackupPlane {
         });
       }
       const plan = await this.backups.plan(source, choice, src?.generation);
+      progress?.(`fetching backup ${plan.backup.id}`);
+      await this.ensureLocal(plan);
       return await this.makeFrom(newId, plan, plan.backup.tenantEntry, reason, extraWal, progress);
     } finally {
       if (extraWal !== undefined) await this.runtime.removeOwned(extraWal).catch(() => undefined);
@@ -350,19 +425,48 @@ export class BackupPlane {
     }
   }
 
-  /** A new tenant with `source`'s data now (a fresh backup of it, online) or at `at`. */
+  /**
+   * A new tenant with `source`'s data now or as it was at `at`. Now: a running source's
+   * BASE_BACKUP is streamed straight into the new folder (the source keeps running); a suspended
+   * or stopped one's files are copied (reflinks where the file system has them) without waking it.
+   */
   async branch(source: string, newId: string, at: Date | undefined, progress?: Progress): Promise<Tenant> {
     assertTenantId(source);
     assertTenantId(newId);
-    findTenant(this.deps.catalog(), source);
+    const src = findTenant(this.deps.catalog(), source);
     if (at !== undefined) return this.restoreAs(source, newId, { time: at }, 'branch', progress);
-    this.assertFree(newId);
-    const meta = await this.backupNow(source, 'branch', progress);
-    return this.restoreAs(source, newId, { backup: meta.id }, 'branch', progress);
+    const release = await this.reserve(newId);
+    try {
+      const now = new Date().toISOString();
+      return await this.makeTenant(newId, src, 'branch', { tenant: source, backup: 'clone', target: now }, async (spec) => {
+        progress?.(`copying ${source}`);
+        // Held: not suspended while its backup streams, not woken while its files are copied.
+        const { online } = await this.deps.supervisor.hold(source, () => this.runtime.clone(source, newId));
+        progress?.('starting the new server');
+        if (online) await recover(this.runtime, spec, { walDir: '', target: 'immediate' });
+        else await this.runtime.start(spec);
+      });
+    } finally {
+      release();
+    }
   }
 
   /** Makes tenant `newId` from a plan (its folder, its server replayed, its catalog entry); nothing remains if it fails. */
-  private async makeFrom(newId: string, plan: RestorePlan, from: Tenant, reason: string, extraWal: string | undefined, progress?: Progress): Promise<Tenant> {
+  private makeFrom(newId: string, plan: RestorePlan, from: Tenant, reason: string, extraWal: string | undefined, progress?: Progress): Promise<Tenant> {
+    return this.makeTenant(newId, from, reason, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target }, async (spec) => {
+      progress?.(`unpacking and checking backup ${plan.backup.id}`);
+      await this.runtime.materialize(newId, plan.backupDir, plan.backup.id, { finished: false });
+      progress?.(plan.target === 'immediate' ? 'starting the new server' : `replaying WAL to ${plan.target}`);
+      await recover(this.runtime, spec, plan, extraWal);
+    });
+  }
+
+  /**
+   * Makes tenant `newId` with `from`'s settings: `build` makes its folder and starts its server,
+   * then its database gets its name, its generation a record, and the catalog the tenant.
+   * Nothing remains if any step fails.
+   */
+  private async makeTenant(newId: string, from: Tenant, reason: string, origin: { tenant: string; backup: string; target: string }, build: (spec: TenantServerSpec) => Promise<void>): Promise<Tenant> {
     const entry: Omit<Tenant, 'suffix' | 'createdAt'> = {
       id: newId,
       access: 'enabled',
@@ -376,12 +480,9 @@ export class BackupPlane {
     };
     const spec = tenantServerSpec(this.dataRoot, { ...entry, suffix: 'aaaaaa', createdAt: new Date().toISOString() });
     try {
-      progress?.(`unpacking and checking backup ${plan.backup.id}`);
-      await this.runtime.materialize(newId, plan.backupDir, plan.backup.id, { finished: false });
-      progress?.(plan.target === 'immediate' ? 'starting the new server' : `replaying WAL to ${plan.target}`);
-      await recover(this.runtime, spec, plan, extraWal);
-      await this.runtime.renameDatabase(newId, plan.backup.tenant);
-      await writeGenerationMeta(this.runtime, this.dataRoot, entry, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
+      await build(spec);
+      await this.runtime.renameDatabase(newId, origin.tenant);
+      await writeGenerationMeta(this.runtime, this.dataRoot, entry, origin);
       const tenant = await this.deps.serial(async () => {
         if (this.deps.stopping()) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
         const made = await this.deps.pgs.insert(entry);
@@ -389,8 +490,8 @@ export class BackupPlane {
         this.deps.supervisor.noteRunning(newId);
         return made;
       });
-      this.deps.events.emit('created', newId, { reason, from: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
-      this.deps.log.info('tenant made from a backup', { tenant: newId, reason, from: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
+      this.deps.events.emit('created', newId, { reason, from: origin.tenant, backup: origin.backup, target: origin.target });
+      this.deps.log.info('tenant made from another', { tenant: newId, reason, from: origin.tenant, backup: origin.backup, target: origin.target });
       this.backupSoon(tenant);
       return tenant;
     } catch (err) {
@@ -469,7 +570,7 @@ export class BackupPlane {
       assertTenantId(id);
       const release = await this.reserve(id);
       try {
-        const plan: RestorePlan = { backup: meta.backup, backupDir: dir, target: 'immediate', walDir: path.join(dir, 'no-archive') };
+        const plan: RestorePlan = { backup: meta.backup, backupDir: dir, target: 'immediate', walDir: '' }; // the backup carries its WAL
         return await this.makeFrom(id, plan, meta.tenant, 'imported', undefined, progress);
       } finally {
         release();
@@ -481,4 +582,26 @@ export class BackupPlane {
       await fs.rm(path.dirname(file), { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Whether the scheduler backs the tenant up now: its schedule's period (plus
+ * a jitter of up to a tenth of it, fixed per id, so that tenants made
+ * together are not backed up together) has passed since its last backup or
+ * since it was last found unchanged; a tenant without a backup gets its
+ * first once it is FIRST_BACKUP_DELAY_MS old.
+ */
+export function backupDue(
+  tenant: Pick<Tenant, 'id' | 'createdAt' | 'backupSchedule' | 'generation'>,
+  last: Pick<BackupMeta, 'finishedAt'> | undefined,
+  lastChecked: number | undefined,
+  now: number,
+): boolean {
+  const schedule = tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE;
+  if (schedule === 'off' || tenant.generation === undefined) return false;
+  const period = schedule === 'hourly' ? 3_600_000 : 86_400_000;
+  const fraction = createHash('sha256').update(tenant.id).digest().readUInt32BE(0) / 0xffff_ffff;
+  if (!last) return now - Date.parse(tenant.createdAt) >= FIRST_BACKUP_DELAY_MS + fraction * 60_000 && now - (lastChecked ?? 0) >= FIRST_BACKUP_DELAY_MS;
+  const since = Math.max(Date.parse(last.finishedAt), lastChecked ?? 0);
+  return now - since >= period + fraction * period * 0.1;
 }

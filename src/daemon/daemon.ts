@@ -271,6 +271,7 @@ export class Daemon implements ControlPlane {
     } catch (err) {
       this.log.warn('certificate not reloaded; the old one stays', { error: (err as Error).message });
     }
+    await this.backupPlane.configure();
     await this.supervisor.reconcile();
     if (portError) throw portError;
   }
@@ -361,7 +362,11 @@ export class Daemon implements ControlPlane {
 
   async status(): Promise<DaemonStatus> {
     // A person asked: look at the servers now (1,000 /proc reads cost ~25 ms), not at the last sighting.
-    const tenants = await Promise.all(this.catalog.tenants.map((t) => this.supervisor.observe(t, true)));
+    const tenants = await Promise.all(this.catalog.tenants.map(async (t) => {
+      const seen = await this.supervisor.observe(t, true);
+      const archiving = this.backupPlane.archiving(t, this.supervisor.archiverStatus(t.id));
+      return { ...seen, archiving: archiving.state, ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}) };
+    }));
     return {
       pid: process.pid,
       version: this.version,
@@ -374,6 +379,7 @@ export class Daemon implements ControlPlane {
       certificate: this.catalog.settings.certFile,
       certificateSelfSigned: this.catalog.settings.certSelfSigned,
       refusals: Object.fromEntries(this.router.refusals),
+      backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => t.id)),
       tenants,
     };
   }

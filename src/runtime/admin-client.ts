@@ -13,6 +13,9 @@ import { socketPath } from './server-config.js';
  * statements pgs runs itself (rename the database, set a password verifier)
  * without loading a full driver into every CLI command.
  */
+/** CopyData ('d'): a chunk of a COPY stream. */
+const COPY_DATA = 0x64;
+
 export class AdminQueryError extends Error {
   readonly fields: ErrorFields;
   constructor(fields: ErrorFields) {
@@ -24,6 +27,8 @@ export class AdminQueryError extends Error {
 
 interface Pending {
   rows: (string | null)[][];
+  /** COPY OUT data goes here (BASE_BACKUP streamed to the client); false: wait for `drained` before reading on. */
+  copy?: { onData: (payload: Buffer) => boolean; drained: () => Promise<void> };
   error?: AdminQueryError;
   resolve(rows: (string | null)[][]): void;
   reject(err: Error): void;
@@ -77,6 +82,21 @@ export class AdminClient {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Runs a command that answers with a COPY OUT stream (BASE_BACKUP without a
+   * target): each CopyData payload goes to `onData` in order; when it returns
+   * false, reading pauses until `drained` resolves (back-pressure from a pipe).
+   * Returns the rows of the result sets around the stream.
+   */
+  async copyOut(sql: string, onData: (payload: Buffer) => boolean, drained: () => Promise<void>): Promise<(string | null)[][]> {
+    if (this.failure) throw this.failure;
+    if (this.pending) throw new Error('one query at a time');
+    return new Promise((resolve, reject) => {
+      this.pending = { rows: [], resolve, reject, copy: { onData, drained } };
+      this.socket.write(serializeQuery(sql));
+    });
   }
 
   /** False once the connection failed or closed. */
@@ -137,6 +157,14 @@ export class AdminClient {
       case BackendMessage.DataRow:
         pending?.rows.push(parseDataRow(payload));
         return;
+      case COPY_DATA: {
+        const copy = pending?.copy;
+        if (copy && !copy.onData(payload) && !this.socket.isPaused()) {
+          this.socket.pause();
+          copy.drained().then(() => this.socket.resume(), (err: Error) => this.fail(err));
+        }
+        return;
+      }
       case BackendMessage.ErrorResponse: {
         const error = new AdminQueryError(parseErrorFields(payload));
         if (pending) pending.error = error;

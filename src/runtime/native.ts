@@ -36,6 +36,8 @@ const READY_POLL_MS = 3;
 const ADOPTED_RECHECK_MS = 10_000;
 /** Running spares live in spares/.warm-<name>; the name is their key in the maps below. */
 const WARM_PREFIX = '.warm-';
+/** A process's own working directory, which for a server is its data folder. */
+const CWD = '/proc/self/cwd';
 /** How long a restore may replay WAL before its server counts as failed to start. */
 const RECOVERY_TIMEOUT_MS = 6 * 60 * 60_000;
 /** A spare copy still unfinished after this long belongs to a refill that died. */
@@ -461,7 +463,7 @@ export class NativeRuntime implements TenantRuntime {
     const control = await readControl(dir);
     await this.mkdirOwnedPath(targetDir);
     const skipped = new Set(['postmaster.pid', 'postmaster.opts']);
-    await this.run('tar', ['-cf', path.join(targetDir, 'base.tar'), '--exclude=./postmaster.pid', '--exclude=./postmaster.opts', '-C', dir, '.']);
+    await this.run('tar', ['--format=ustar', '-cf', path.join(targetDir, 'base.tar'), '--exclude=./postmaster.pid', '--exclude=./postmaster.opts', '-C', dir, '.']);
     const lsn = formatLsn(control.checkpoint);
     const manifest = await buildManifest(dir, (rel) => skipped.has(rel) || rel === 'pg_wal' || rel.startsWith('pg_wal/'), { timeline: control.timeline, start: formatLsn(control.redo), end: lsn }, control.systemIdentifier);
     await this.writeOwnedFile(targetDir, MANIFEST_FILE, manifest);
@@ -533,9 +535,7 @@ export class NativeRuntime implements TenantRuntime {
         throw new PgsError('BACKUP_DAMAGED', `backup ${backupName} could not be unpacked: ${(err as Error).message.split('\n').slice(-1)[0] ?? ''}`);
       }
       await verifyTree(dest, manifest, backupName);
-      // What belonged to the server that was backed up: its pid file, its socket's lock file, its settings.
-      const socketLocks = (await fs.readdir(dest)).filter((n) => n.startsWith('.s.PGSQL.'));
-      for (const stale of ['postmaster.pid', 'postmaster.opts', 'recovery.signal', 'standby.signal', ARCHIVE_CONF, ...socketLocks]) await fs.rm(path.join(dest, stale), { force: true });
+      await removeServerLeftovers(dest);
       if (!options.finished) await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'restore\n'); // the tar may hold a marker of its own
       else await fs.rm(path.join(dest, TEMPLATE_MARKER), { force: true });
       await this.run('sync', ['-f', '--', dest]);
@@ -543,6 +543,88 @@ export class NativeRuntime implements TenantRuntime {
       await this.removeTree(dest).catch(() => undefined);
       throw err;
     }
+  }
+
+  async clone(id: string, key: string): Promise<{ online: boolean }> {
+    const dest = this.tenantDir(key);
+    if (await pathExists(dest)) throw new PgsError('TENANT_EXISTS', `a data folder for ${key} exists already (${dest})`);
+    const running = (await this.status(id, { fresh: true })).state === 'running';
+    if (!running) {
+      // A stopped server's files are consistent as they are: a copy starts like the original would.
+      const partial = path.join(path.dirname(dest), `.tmp-${key}-${randomBytes(4).toString('hex')}`);
+      try {
+        await this.run('cp', ['-a', '--reflink=auto', '--', this.tenantDir(id), partial]);
+        await removeServerLeftovers(partial);
+        await fs.rm(path.join(partial, TENANT_META_FILE), { force: true });
+        await this.writeOwnedFile(partial, TEMPLATE_MARKER, 'clone\n');
+        await this.run('sync', ['-f', '--', partial]);
+        await fs.rename(partial, dest);
+        await fsyncDir(path.dirname(dest));
+      } catch (err) {
+        await this.removeTree(partial).catch(() => undefined);
+        throw err;
+      }
+      return { online: false };
+    }
+    await this.mkdirOwned(dest);
+    try {
+      await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'clone\n');
+      await this.streamBackupInto(id, dest);
+      await removeServerLeftovers(dest);
+      await fs.rm(path.join(dest, TENANT_META_FILE), { force: true });
+      await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'clone\n');
+      await this.run('sync', ['-f', '--', dest]);
+    } catch (err) {
+      await this.removeTree(dest).catch(() => undefined);
+      throw err;
+    }
+    return { online: true };
+  }
+
+  /**
+   * BASE_BACKUP without a target: the tar comes over the replication session
+   * and goes straight into tar -x (as the server user) in `dest`, never to a
+   * file in between; the manifest is kept in memory and every file checked.
+   */
+  private async streamBackupInto(id: string, dest: string): Promise<void> {
+    const tar = spawn('tar', ['-xf', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'], { stdio: ['pipe', 'ignore', 'pipe'], env: this.serverEnv(), ...this.spawnIdentity() });
+    let tarError = '';
+    tar.stderr?.setEncoding('utf8').on('data', (t: string) => { tarError += t; });
+    const tarDone = new Promise<void>((resolve, reject) => {
+      tar.once('error', reject);
+      tar.once('close', (code) => (code === 0 ? resolve() : reject(new PgsError('BACKUP_FAILED', `tar could not unpack the stream (exit ${code}): ${tarError.trim().split('\n').slice(-1)[0] ?? ''}`))));
+    });
+    tar.stdin?.on('error', () => undefined); // tar's own exit says why
+    const manifest: Buffer[] = [];
+    let part: 'none' | 'archive' | 'manifest' = 'none';
+    const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { replication: true, timeoutMs: 10_000 });
+    try {
+      await client.copyOut(
+        `BASE_BACKUP (LABEL ${quoteLiteral(`pgs clone of ${id}`)}, CHECKPOINT 'fast', WAL true, WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256')`,
+        (payload) => {
+          const kind = payload[0];
+          if (kind === 0x6e) part = 'archive'; // 'n': a new archive (one: no tablespaces)
+          else if (kind === 0x6d) part = 'manifest'; // 'm': the manifest follows
+          else if (kind === 0x64) { // 'd': data of the current part
+            const data = payload.subarray(1);
+            if (part === 'manifest') manifest.push(Buffer.from(data));
+            else if (part === 'archive') return tar.stdin?.write(data) ?? true;
+          }
+          return true; // 'p': progress
+        },
+        () => new Promise((resolve) => tar.stdin?.once('drain', resolve)),
+      );
+    } catch (err) {
+      tar.kill();
+      if (err instanceof AdminQueryError) throw new PgsError('BACKUP_FAILED', `the server could not stream its backup: ${err.fields.M ?? err.message}`);
+      throw err;
+    } finally {
+      client.destroy();
+    }
+    tar.stdin?.end();
+    await tarDone;
+    const parsed = parseManifest(Buffer.concat(manifest).toString('utf8'), `the manifest of the clone of ${id}`);
+    await verifyTree(dest, parsed, `of ${id} (streamed)`);
   }
 
   async replaceData(id: string, stagingKey: string): Promise<{ undo(): Promise<void>; commit(): Promise<void> }> {
@@ -567,6 +649,10 @@ export class NativeRuntime implements TenantRuntime {
         this.emptyTrash();
       },
     };
+  }
+
+  async adoptFile(file: string): Promise<void> {
+    if (this.user.switchTo) await fs.lchown(file, this.user.uid, this.user.gid);
   }
 
   async removeOwned(dir: string): Promise<void> {
@@ -792,7 +878,13 @@ export class NativeRuntime implements TenantRuntime {
     const logFd = openSync(logFile, 'a', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn(this.bin.postgres, ['-D', dir, '-k', dir, ...extraArgs], {
+      // The data folder is named to PostgreSQL through its working directory (/proc/self/cwd, each
+      // process's own): PostgreSQL keeps the data folder's path and reopens files by it (pg_control
+      // at every checkpoint, the settings at a reload, the socket at shutdown). A running spare taken
+      // by a create is renamed to its tenant's folder; through the working directory, which moves
+      // with the folder, every later path still leads to it.
+      child = spawn(this.bin.postgres, ['-D', CWD, '-k', CWD, ...extraArgs], {
+        cwd: dir,
         detached: true,
         stdio: ['ignore', logFd, logFd],
         env: this.serverEnv(),
@@ -1124,6 +1216,14 @@ export class NativeRuntime implements TenantRuntime {
   }
 }
 
+
+/** What belonged to the server a folder was copied from: its pid file, its socket's lock file, its settings, its recovery state. */
+async function removeServerLeftovers(dir: string): Promise<void> {
+  const socketLocks = (await fs.readdir(dir)).filter((n) => n.startsWith('.s.PGSQL.'));
+  for (const stale of ['postmaster.pid', 'postmaster.opts', 'recovery.signal', 'standby.signal', ARCHIVE_CONF, ...socketLocks]) {
+    await fs.rm(path.join(dir, stale), { force: true });
+  }
+}
 
 /**
  * After a clean shutdown only the segment holding the shutdown checkpoint (the

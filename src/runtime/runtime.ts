@@ -136,12 +136,21 @@ export interface TenantRuntime {
    * unfinished (like a create's) unless `finished`. Nothing is left behind on failure.
    */
   materialize(key: string, backupDir: string, backupName: string, options: { finished: boolean }): Promise<void>;
+  /**
+   * A new data folder for `key` (marked unfinished) with the data of `id`: from a running server,
+   * its BASE_BACKUP streamed straight into the folder and checked against the manifest (the
+   * server keeps running: start it with a recovery to 'immediate'); from a stopped one, a copy
+   * of its files (reflinks where the file system has them), which starts as it is.
+   */
+  clone(id: string, key: string): Promise<{ online: boolean }>;
   /** Puts the folder of `stagingKey` in place of `id`'s; `undo` brings the old one back, `commit` discards it. */
   replaceData(id: string, stagingKey: string): Promise<{ undo(): Promise<void>; commit(): Promise<void> }>;
   /** Makes `dir` (and the folders above it, below the data root) the runtime's own. */
   mkdirOwnedPath(dir: string): Promise<void>;
   /** Writes a whole file into the runtime's storage (the backups tree), replacing it at once. */
   writeOwnedFile(dir: string, name: string, content: string): Promise<void>;
+  /** Makes a file pgs wrote into the runtime's storage (a WAL segment fetched from S3) the servers' own. */
+  adoptFile(file: string): Promise<void>;
   /** Deletes a folder tree in the runtime's storage. */
   removeOwned(dir: string): Promise<void>;
   /** Copies the WAL files of a stopped server (what it has not archived yet, too) into `dir`. */

@@ -8,6 +8,7 @@ import {
   BACKUP_META, GENERATION_META, STAMP_PATTERN, baseDir, generationDir, newStamp, tenantBackupsDir, walDir,
   type BackupMeta, type GenerationMeta,
 } from '../backup/layout.js';
+import { MANIFEST_FILE, parseManifest, verifyTar } from '../backup/manifest.js';
 import { SEGMENT_NAME, firstGap, parseLsn, segmentName, segmentNumber } from '../backup/wal.js';
 import type { TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 
@@ -68,6 +69,9 @@ export class Backups {
     const startedAt = new Date().toISOString();
     try {
       const result = await this.runtime.backup(tenant.id, partial, `pgs ${tenant.id} ${id}`);
+      // Checked before it is listed: every file the manifest names, in the tar, with its checksum.
+      const manifest = parseManifest(await fs.readFile(path.join(partial, MANIFEST_FILE), 'utf8'), `the manifest of backup ${id}`);
+      await verifyTar(path.join(partial, 'base.tar'), manifest, id);
       const bytes = (await fs.stat(path.join(partial, 'base.tar'))).size;
       const meta: BackupMeta = {
         format: 1, id, tenant: tenant.id, generation: tenant.generation, kind: result.kind, reason,
@@ -206,18 +210,26 @@ export class Backups {
   /**
    * Keeps the newest `retain` backups; deletes older ones, the WAL that only
    * they needed, and generations left without a backup (but the current one).
+   * Returns the backups deleted and every path deleted (relative to the backups tree).
    */
-  async prune(tenant: Tenant): Promise<string[]> {
+  async prune(tenant: Tenant): Promise<{ backups: string[]; removed: string[] }> {
     const retain = tenant.backupRetain ?? DEFAULT_BACKUP_RETAIN;
     const backups = await this.list(tenant.id);
     const doomed = backups.slice(0, Math.max(0, backups.length - retain));
-    for (const b of doomed) await this.runtime.removeOwned(this.backupDir(b));
+    const removed: string[] = [];
+    for (const b of doomed) {
+      await this.runtime.removeOwned(this.backupDir(b));
+      removed.push(`${b.tenant}/${b.generation}/base/${b.id}`);
+    }
     const kept = backups.slice(doomed.length);
     for (const generation of await this.generationNames(tenant.id)) {
       const own = kept.filter((b) => b.generation === generation);
       const oldest = own[0];
       if (!oldest) {
-        if (generation !== tenant.generation) await this.runtime.removeOwned(generationDir(this.dataRoot, tenant.id, generation));
+        if (generation !== tenant.generation) {
+          await this.runtime.removeOwned(generationDir(this.dataRoot, tenant.id, generation));
+          removed.push(`${tenant.id}/${generation}`);
+        }
         continue;
       }
       const keepFrom = segmentNumber(segmentName(oldest.timeline, parseLsn(oldest.startLsn)));
@@ -225,10 +237,13 @@ export class Backups {
       for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
         const segment = name.slice(0, 24);
         if (!SEGMENT_NAME.test(segment) || name.endsWith('.history')) continue;
-        if (segmentNumber(segment) < keepFrom) await fs.rm(path.join(dir, name), { force: true });
+        if (segmentNumber(segment) < keepFrom) {
+          await fs.rm(path.join(dir, name), { force: true });
+          removed.push(`${tenant.id}/${generation}/wal/${name}`);
+        }
       }
     }
-    return doomed.map((b) => b.id);
+    return { backups: doomed.map((b) => b.id), removed };
   }
 }
 
@@ -244,7 +259,8 @@ const TARGET_NOT_REACHED = 'recovery ended before configured recovery target was
  * goes on to the end.
  */
 export async function recover(runtime: TenantRuntime, spec: TenantServerSpec, plan: Pick<RestorePlan, 'walDir' | 'target'>, extraWal?: string): Promise<void> {
-  const walDirs = extraWal === undefined ? [plan.walDir] : [plan.walDir, extraWal];
+  // No folder at all: the WAL the backup carries in pg_wal is all there is to replay (a clone, an import).
+  const walDirs = [plan.walDir, extraWal].filter((d): d is string => d !== undefined && d !== '');
   try {
     await runtime.start({ ...spec, recovery: { walDirs, target: plan.target } });
   } catch (err) {

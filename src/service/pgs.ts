@@ -13,6 +13,7 @@ import { installDistribution, installedBinaries } from '../runtime/distribution.
 import { NativeRuntime } from '../runtime/native.js';
 import type { ServerState, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 import { newStamp, tenantServerSpec, writeGenerationMeta } from '../backup/layout.js';
+import { parseS3Url, probeTarget, s3ClientFor } from '../backup/s3.js';
 import { generatePassword, scramVerifier } from '../runtime/scram.js';
 import { TENANT_ROLE } from '../runtime/server-config.js';
 import { DEFAULT_SERVER_USER, ensureSystemUser, resolveServerUser } from '../runtime/system-user.js';
@@ -40,6 +41,10 @@ export interface SetupOptions {
   apiListen?: string | null;
   /** Per-tenant series in /metrics. */
   tenantMetrics?: boolean;
+  /** `s3://bucket/prefix`, or null for none (the data root only). */
+  backupTarget?: string | null;
+  s3Endpoint?: string | null;
+  s3Region?: string | null;
   /** A new domain renames every tenant's host name: it must be confirmed when tenants exist. */
   confirmDomainChange?: boolean;
 }
@@ -158,6 +163,10 @@ export class Pgs {
       if (problem) throw new PgsError('INVALID_SETTING', `invalid --domain ${JSON.stringify(options.domain)}: ${problem}`);
     }
     if (options.apiListen !== undefined && options.apiListen !== null) parseListen(options.apiListen);
+    if (options.backupTarget) parseS3Url(options.backupTarget);
+    if (options.s3Endpoint && !/^https?:\/\/[^/]+/.test(options.s3Endpoint)) {
+      throw new PgsError('INVALID_SETTING', `invalid --s3-endpoint ${JSON.stringify(options.s3Endpoint)}: a URL such as https://minio.example.com:9000`);
+    }
     if ((options.certFile === undefined) !== (options.keyFile === undefined)) {
       throw new PgsError('USAGE', '--cert and --key go together: give both or neither');
     }
@@ -201,7 +210,15 @@ export class Pgs {
         defaultMaxConnections: before?.defaultMaxConnections ?? DEFAULT_MAX_CONNECTIONS,
         apiListen: options.apiListen !== undefined ? options.apiListen : (before?.apiListen !== undefined ? before.apiListen : DEFAULT_API_LISTEN),
         ...(options.tenantMetrics !== undefined ? { tenantMetrics: options.tenantMetrics } : before?.tenantMetrics !== undefined ? { tenantMetrics: before.tenantMetrics } : {}),
+        ...keep('backupTarget', options.backupTarget, before?.backupTarget),
+        ...keep('s3Endpoint', options.s3Endpoint, before?.s3Endpoint),
+        ...keep('s3Region', options.s3Region, before?.s3Region),
       };
+      const client = s3ClientFor(settings, this.env);
+      if (client && (settings.backupTarget !== before?.backupTarget || settings.s3Endpoint !== before?.s3Endpoint || settings.s3Region !== before?.s3Region)) {
+        await probeTarget(client);
+        actions.push(`checked that ${client.url} takes backups (with the credentials of this environment; the daemon uses its own)`);
+      }
       const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
       if (!current) actions.push(`wrote ${this.store.paths.catalog}`);
       return { next, result: { home: this.home, settings, certificate: cert.info, actions } };
@@ -573,6 +590,12 @@ async function runInit(runtime: TenantRuntime, id: string, password: string, sql
     const line = Number.isInteger(position) && position > 0 ? ` at line ${[...sql].slice(0, position - 1).join('').split('\n').length}` : '';
     throw new PgsError('INIT_FAILED', `the init script failed${line}: ${fields.S ?? 'ERROR'} ${fields.C ?? ''}: ${fields.M ?? 'unknown error'}; tenant ${id} was not created`);
   }
+}
+
+/** A setting as given (null removes it), else as it was. */
+function keep<K extends string>(key: K, given: string | null | undefined, before: string | undefined): Partial<Record<K, string>> {
+  const value = given === undefined ? before : given;
+  return value === null || value === undefined ? {} : ({ [key]: value } as Record<K, string>);
 }
 
 export function findTenant(catalog: Catalog, id: string): Tenant {

@@ -100,6 +100,19 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     assert.equal(await sql(pgs, 'shop', shop.password, 'SELECT count(*) FROM ledger'), '3');
     assert.match(await fails(pgs, ['restore', 'shop', '--as', 'shop-copy']), /tenant shop-copy already exists/);
   });
+
+  it('a removed tenant\'s backups stay: restore brings it back as it was when removed; --delete deletes them', async () => {
+    await waitFor('the first backup of shop-copy', async () => (await pgs.json<BackupList>(['backups', 'shop-copy'])).backups.length > 0);
+    await sql(pgs, 'shop-copy', shop.password, 'INSERT INTO ledger VALUES (42)');
+    assert.match(await pgs.ok(['remove', 'shop-copy', '--yes']), /its backups stay/);
+    await pgs.ok(['restore', 'shop-copy']);
+    assert.equal(await sql(pgs, 'shop-copy', shop.password, 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ledger'), '1,2,42');
+    assert.match(await fails(pgs, ['backups', 'shop-copy', '--delete', '--yes']), /tenant shop-copy exists/);
+    await pgs.ok(['remove', 'shop-copy', '--yes']);
+    assert.match(await fails(pgs, ['backups', 'shop-copy', '--delete']), /stdin is not a terminal, pass --yes/);
+    assert.match(await pgs.ok(['backups', 'shop-copy', '--delete', '--yes']), /Deleted the backups of shop-copy/);
+    assert.match(await fails(pgs, ['restore', 'shop-copy']), /no backup|no tenant/);
+  });
 });
 
 describe('branches', () => {
@@ -130,12 +143,30 @@ describe('branches', () => {
   });
 
   it('--at gives the source as it was then', async () => {
+    // A branch "now" copies without a backup; one at a time in the past starts from a backup.
+    assert.match(await fails(pgs, ['branch', 'main', 'then', '--at', new Date().toISOString()]), /tenant main has no backup yet/);
+    await pgs.ok(['backup', 'main']);
     await sleep(1_100);
     const noted = new Date().toISOString();
     await sleep(1_100);
     await sql(pgs, 'main', main.password, 'INSERT INTO t VALUES (\'later\')');
     await pgs.ok(['branch', 'main', 'then', '--at', noted]);
     assert.equal(await sql(pgs, 'then', main.password, 'SELECT string_agg(v, \',\' ORDER BY v) FROM t'), 'before,main only');
+  });
+
+  it('a suspended tenant is branched from its files and stays suspended', async () => {
+    const sleepy = await pgs.json<Created>(['create', 'sleepy', '--autosuspend', '1s']);
+    await sql(pgs, 'sleepy', sleepy.password, 'CREATE TABLE z (v text); INSERT INTO z VALUES (\'zzz\')');
+    const state = async () => (await pgs.json<TenantJson[]>(['list'])).find((t) => t.id === 'sleepy');
+    await waitFor('sleepy to be suspended', async () => (await state())?.state === 'suspended', 30_000);
+    const wakes = (await state())?.wakes;
+    await pgs.ok(['branch', 'sleepy', 'awake']);
+    assert.equal((await state())?.state, 'suspended');
+    assert.equal((await state())?.wakes, wakes, 'not woken');
+    assert.equal(await sql(pgs, 'awake', sleepy.password, 'SELECT v FROM z'), 'zzz');
+    assert.equal(await sql(pgs, 'awake', sleepy.password, 'SELECT current_database()'), 'awake');
+    await pgs.ok(['remove', 'awake', '--yes']);
+    await pgs.ok(['remove', 'sleepy', '--yes']);
   });
 
   it('bad branches are refused and make nothing', async () => {

@@ -51,8 +51,8 @@ describe('the daemon: pgs start serves every tenant on one TLS port', () => {
       assert.equal(row.serverStartedAt, new Date(Date.parse(row.serverStartedAt ?? '')).toISOString());
       assert.ok(Date.parse(row.healthCheckedAt ?? '') <= Date.now());
       const table = await pgs.ok(['list']);
-      assert.match(table, /^ID\s+HOSTNAME\s+ACCESS\s+STATE\s+UPTIME\s+CONNS\s+HEALTH$/m);
-      assert.match(table, /^alpha\s+alpha-\S+\s+enabled\s+running\s+\d+s\s+1\s+ok$/m);
+      assert.match(table, /^ID\s+HOSTNAME\s+ACCESS\s+STATE\s+UPTIME\s+CONNS\s+HEALTH\s+BACKUP$/m);
+      assert.match(table, /^alpha\s+alpha-\S+\s+enabled\s+running\s+\d+s\s+1\s+ok\s+none yet$/m);
       assert.match(await pgs.ok(['status']), /health\s+1 ok/);
     } finally {
       await client.end();

@@ -48,6 +48,13 @@ describe('running spares: a create takes a server that is already up', () => {
     assert.equal(result.stdout, 'quick|postgres', result.stderr);
     await waitFor('the health check on the kept session', async () => (await pgs.json<Tenant[]>(['list']))[0]?.health === 'ok');
     assert.deepEqual(await fs.readdir(path.join(await pgs.dataRoot(), 'tenants')), ['quick']);
+    // It archives into its own WAL archive, though it ran as a spare (renamed, settings reloaded) before.
+    await pgs.ok(['backup', 'quick']); // a backup ends its segment
+    const archive = path.join(await pgs.dataRoot(), 'backups', 'quick');
+    const generation = (await fs.readdir(archive)).find((n) => /^\d{8}-/.test(n)) as string;
+    await waitFor('a segment in its archive', async () => (await fs.readdir(path.join(archive, generation, 'wal'))).some((n) => /^[0-9A-F]{24}$/.test(n)), 10_000);
+    // Its server was renamed while running: its checkpoints (the backup's) and reloads still find its files.
+    assert.doesNotMatch(await pgs.ok(['logs', 'quick', '-n', '500']), /PANIC|could not open configuration file/);
   });
 
   it('the pool refills to two; a tenant made from a spare stops, starts and survives a kill -9 like any other', async () => {

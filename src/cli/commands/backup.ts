@@ -84,7 +84,11 @@ export const backups: Command = {
       console.log(`Deleted the backups of ${id}`);
       return 0;
     }
-    const list = (await ctx.api.getIfRunning<BackupListJson>(tenantPath(id as string, '/backups'))) ?? (await readBackups(ctx, id as string));
+    // With an S3 target the daemon also looks in the bucket (a host that lost its data root): start it if need be.
+    const remote = (await ctx.pgs().store.read()).settings.backupTarget !== undefined;
+    const list = remote
+      ? (await ctx.api.change<BackupListJson>('GET', tenantPath(id as string, '/backups'), {}, announceDaemon)).body
+      : ((await ctx.api.getIfRunning<BackupListJson>(tenantPath(id as string, '/backups'))) ?? (await readBackups(ctx, id as string)));
     if (values.json) {
       printJson(list);
       return 0;

@@ -10,7 +10,10 @@ export const list: Command = {
     '  --json         print an array of tenants, each as GET /v1/tenants/{id} gives it: {id, hostname,',
     '                 access, state, wanted, pid, database, user, port, maxConnections, autosuspendSeconds,',
     '                 createdAt, serverStartedAt, uptimeSeconds, connections, health, healthCheckedAt,',
-    '                 healthError?, lastError?, restarts, wakes}',
+    '                 healthError?, lastError?, restarts, wakes, backupSchedule, backupRetain, rpoSeconds,',
+    '                 lastBackupAt, archiving, archivingError?}',
+    '  BACKUP: how long ago the newest backup finished, or the WAL archive\'s trouble (failing, behind,',
+    '  gap: a segment missing), explained below the table.',
     '  States: running, starting, stopping, stopped; with a daemon also suspended (idle, wakes on',
     '  connect) and crashed (keeps failing to start; lastError says why). Connections and health',
     '  (ok, failing, unknown: a SELECT 1 over the server\'s socket every minute) come from the daemon.',
@@ -30,18 +33,28 @@ export const list: Command = {
       return 0;
     }
     console.log(formatTable([
-      ['ID', 'HOSTNAME', 'ACCESS', 'STATE', 'UPTIME', 'CONNS', 'HEALTH'],
+      ['ID', 'HOSTNAME', 'ACCESS', 'STATE', 'UPTIME', 'CONNS', 'HEALTH', 'BACKUP'],
       ...tenants.map((t) => [
         t.id, t.hostname, t.access, t.state,
         t.uptimeSeconds === null ? '-' : formatDuration(t.uptimeSeconds),
         t.connections === null ? '-' : String(t.connections),
         fromDaemon ? t.health : '-',
+        fromDaemon ? backupCell(t) : '-',
       ]),
     ]));
+    const troubled = fromDaemon ? tenants.filter((t) => t.archivingError !== undefined && t.archiving !== 'ok') : [];
+    for (const t of troubled.slice(0, 5)) console.log(`${t.id}: ${t.archivingError ?? ''}`);
     if (!fromDaemon) console.log('(no daemon runs: connections and health are unknown; "pgs start" starts it)');
     return 0;
   },
 };
+
+/** "3h ago", "none yet", or the archive's trouble ("failing", "gap", "behind"). */
+function backupCell(t: TenantJson): string {
+  if (t.archiving === 'failing' || t.archiving === 'gap' || t.archiving === 'behind') return t.archiving;
+  if (t.lastBackupAt === null) return t.archiving === 'off' ? 'off' : 'none yet';
+  return `${formatDuration((Date.now() - Date.parse(t.lastBackupAt)) / 1000)} ago`;
+}
 
 /** Every page of GET /v1/tenants, or undefined when no daemon runs. */
 async function allTenants(api: ApiClient): Promise<TenantJson[] | undefined> {

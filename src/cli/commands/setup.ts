@@ -4,7 +4,8 @@ import { formatTable } from '../table.js';
 
 export const setup: Command = {
   summary: 'write the config, make the server template and a TLS certificate (idempotent)',
-  usage: 'pgs setup [--domain D [--yes]] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off] [--json]',
+  usage: 'pgs setup [--domain D [--yes]] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off]\n' +
+    '                 [--backup-target s3://BUCKET/PREFIX|local] [--s3-endpoint URL] [--s3-region R] [--json]',
   details: [
     '  --domain D          tenants get host names <id>-<suffix>.D (default pgs.localhost); changing it',
     '                      renames every tenant\'s host name and needs --yes',
@@ -15,6 +16,13 @@ export const setup: Command = {
     '  --api-listen A:P    the REST API on TCP, with tokens (default 127.0.0.1:5480); off: only the',
     '                      unix socket. Any address but loopback is served over TLS (the certificate above).',
     '  --tenant-metrics X  per-tenant series (pgs_tenant_*) in /metrics: on (default) or off',
+    '  --backup-target T   also keep WAL and backups in S3 (s3://BUCKET/PREFIX), besides <data>/backups;',
+    '                      "local": the data folder only (default). Credentials come from the standard',
+    '                      AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or',
+    '                      profile (AWS_PROFILE, ~/.aws/credentials) of the daemon; never stored by pgs.',
+    '                      setup writes and deletes a small object there first.',
+    '  --s3-endpoint URL   an S3 API server (MinIO, Ceph, ...) instead of AWS',
+    '  --s3-region R       default: AWS_REGION, else us-east-1',
     '  --json              print the settings as JSON',
     '',
     'Run it again at any time: it keeps what exists and changes only what you pass.',
@@ -25,6 +33,7 @@ export const setup: Command = {
   options: {
     domain: { type: 'string' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' },
     'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' },
+    'backup-target': { type: 'string' }, 's3-endpoint': { type: 'string' }, 's3-region': { type: 'string' },
   },
   positionals: [0, 0],
   async run(ctx, _args, values) {
@@ -39,6 +48,9 @@ export const setup: Command = {
       keyFile: values.key as string | undefined,
       ...(listen !== undefined ? { apiListen: listen === 'off' ? null : listen } : {}),
       ...(metrics !== undefined ? { tenantMetrics: metrics === 'on' } : {}),
+      ...(values['backup-target'] !== undefined ? { backupTarget: values['backup-target'] === 'local' ? null : String(values['backup-target']) } : {}),
+      ...(values['s3-endpoint'] !== undefined ? { s3Endpoint: values['s3-endpoint'] === '' ? null : String(values['s3-endpoint']) } : {}),
+      ...(values['s3-region'] !== undefined ? { s3Region: values['s3-region'] === '' ? null : String(values['s3-region']) } : {}),
       confirmDomainChange: Boolean(values.yes),
     });
     // A running daemon reads the new settings at once (a new certificate reaches new connections).
@@ -57,6 +69,7 @@ export const setup: Command = {
       ['data', s.dataRoot],
       ['servers run as', s.serverUser ?? 'the user running pgs'],
       ['api', s.apiListen ?? 'unix socket only'],
+      ['backups', `${s.dataRoot}/backups${s.backupTarget ? ` and ${s.backupTarget}${s.s3Endpoint ? ` at ${s.s3Endpoint}` : ''}` : ''}`],
     ], { indent: '  ' }));
     console.log('Next: pgs create <id>');
     return 0;

@@ -9,7 +9,8 @@ export const status: Command = {
     '  --json         print GET /v1/status: {pid, version, startedAt, port, domain, api, connections,',
     '                 certificateExpires, certificate, certificateSelfSigned, refusals, tenants: [{id, state, pid,',
     '                 serverStartedAt, connections,',
-    '                 health, healthCheckedAt, healthError?, restarts, wakes, lastError?}]}',
+    '                 health, healthCheckedAt, healthError?, restarts, wakes, lastError?, archiving?, archivingError?}],',
+    '                 backupTarget: {url, pendingFiles, failingSince, error?} | null}',
     '  Exit code 3 when no daemon runs.',
   ].join('\n'),
   options: { json: { type: 'boolean' } },
@@ -35,10 +36,24 @@ export const status: Command = {
       ['certificate', `${current.certificate}, ${current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'}${current.certificateSelfSigned ? ' (self-signed: verify with sslmode=verify-full sslrootcert=<this file>)' : ''}`],
       ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
       ['health', summarizeHealth(current.tenants)],
+      ['archiving', summarizeArchiving(current.tenants)],
+      ['backups to', current.backupTarget
+        ? `${current.backupTarget.url}: ${current.backupTarget.failingSince ? `failing since ${current.backupTarget.failingSince} (${current.backupTarget.error ?? ''}), ` : ''}${current.backupTarget.pendingFiles} files to copy`
+        : 'the data folder only'],
     ]));
     return 0;
   },
 };
+
+/** "999 ok, 1 failing (acme: archiving WAL segment ... fails since ...)" */
+function summarizeArchiving(tenants: readonly { id: string; archiving?: string; archivingError?: string }[]): string {
+  if (tenants.length === 0) return 'no tenant';
+  const counts = new Map<string, number>();
+  for (const t of tenants) counts.set(t.archiving ?? 'unknown', (counts.get(t.archiving ?? 'unknown') ?? 0) + 1);
+  const bad = tenants.find((t) => t.archiving === 'failing' || t.archiving === 'gap' || t.archiving === 'behind');
+  const summary = [...counts].map(([state, n]) => `${n} ${state}`).join(', ');
+  return bad ? `${summary} (${bad.id}: ${bad.archivingError ?? bad.archiving})` : summary;
+}
 
 /** "998 ok, 2 failing (acme: the server did not answer within 5000 ms)" over the running tenants. */
 function summarizeHealth(tenants: readonly { id: string; state: string; health: string; healthError?: string }[]): string {

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import S3rver from 's3rver';
+import { S3Client } from '../../src/backup/s3.js';
+import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
+
+/**
+ * The S3 target against a real S3 API server (s3rver) this test starts on
+ * loopback: WAL and backups reach the bucket, a host whose data root is gone
+ * restores a tenant from the bucket alone, and an outage loses nothing.
+ */
+interface Created { id: string; password: string }
+interface Status { backupTarget: { url: string; pendingFiles: number; failingSince: string | null; error?: string } | null; tenants: { id: string; archiving?: string; archivingError?: string }[] }
+
+const CREDENTIALS = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' };
+
+async function sql(pgs: PgsHome, id: string, password: string, text: string): Promise<string> {
+  const url = (await pgs.ok(['url', id, '--local'])).trim();
+  const result = await psql(url, text, password);
+  if (result.code !== 0) throw new Error(`psql on ${id}: ${result.stderr}`);
+  return result.stdout.trim();
+}
+
+describe('backups in S3', () => {
+  let dir: string;
+  let server: S3rver;
+  let port: number;
+  let bucket: S3Client;
+  let first: PgsHome;
+  let shop: Created;
+
+  const startServer = async (at = 0) => {
+    server = new S3rver({ address: '127.0.0.1', port: at, silent: true, directory: dir, configureBuckets: [{ name: 'pgs-backups' }] });
+    port = (await server.run()).port;
+  };
+  const shipped = async (pgs: PgsHome) => {
+    const status = await pgs.api<Status>('GET', '/v1/status');
+    return status.body.backupTarget !== null && status.body.backupTarget.pendingFiles === 0 && status.body.backupTarget.failingSince === null;
+  };
+
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(tmpdir(), 'pgs-s3-'));
+    await startServer();
+    bucket = new S3Client({ bucket: 'pgs-backups', prefix: 'hosts/one', endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1' }, { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
+    first = await PgsHome.make(CREDENTIALS);
+    await first.setup(['--backup-target', 's3://pgs-backups/hosts/one', '--s3-endpoint', `http://127.0.0.1:${port}`]);
+    shop = await first.json<Created>(['create', 'shop']);
+  });
+  after(async () => {
+    await first.destroy();
+    await server.close().catch(() => undefined);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('setup refuses a target it cannot write to, and changes nothing', async () => {
+    const other = await PgsHome.make(CREDENTIALS);
+    try {
+      const result = await other.run(['setup', '--backup-target', 's3://no-such-bucket/x', '--s3-endpoint', `http://127.0.0.1:${port}`]);
+      assert.equal(result.code, 2);
+      assert.match(result.stderr, /^pgs setup: the backup target s3:\/\/no-such-bucket\/x is not writable: .*NoSuchBucket/);
+      await assert.rejects(fs.access(path.join(other.home, 'catalog.json')));
+      const bad = await other.run(['setup', '--backup-target', 'ftp://x']);
+      assert.match(bad.stderr, /invalid backup target "ftp:\/\/x"/);
+    } finally {
+      await other.destroy();
+    }
+  });
+
+  it('WAL and backups reach the bucket; a host without its data root restores the tenant from the bucket alone', async () => {
+    await sql(first, 'shop', shop.password, 'CREATE TABLE orders (n int); INSERT INTO orders SELECT generate_series(1, 300)');
+    await first.ok(['backup', 'shop']);
+    // Written after the backup: reaches the bucket as archived WAL (RPO 1 s here).
+    await first.ok(['config', 'shop', '--rpo', '1s']);
+    await sql(first, 'shop', shop.password, 'INSERT INTO orders SELECT generate_series(301, 500)');
+    await sleep(2_500);
+    await waitFor('everything copied to S3', () => shipped(first), 30_000);
+    const keys = (await bucket.list(bucket.key('shop/'))).map((o) => o.key);
+    assert.ok(keys.some((k) => k.endsWith('/pgs-backup.json')), keys.join('\n'));
+    assert.ok(keys.some((k) => k.endsWith('/base.tar')));
+    assert.ok(keys.some((k) => /\/wal\/[0-9A-F]{24}$/.test(k)));
+    const noted = new Date().toISOString();
+
+    // The host is lost: daemon, servers, config and data root all gone.
+    const dataRoot = await first.dataRoot();
+    await first.ok(['stop']);
+    await fs.rm(dataRoot, { recursive: true, force: true });
+    const second = await PgsHome.make(CREDENTIALS);
+    try {
+      await second.setup(['--backup-target', 's3://pgs-backups/hosts/one', '--s3-endpoint', `http://127.0.0.1:${port}`]);
+      const listed = await second.json<{ backups: unknown[]; window: { latest: string } | null }>(['backups', 'shop']);
+      assert.equal(listed.backups.length, 1);
+      assert.ok(listed.window && listed.window.latest >= noted.slice(0, 16), JSON.stringify(listed.window));
+      await second.ok(['restore', 'shop']);
+      assert.equal(await sql(second, 'shop', shop.password, 'SELECT count(*) FROM orders'), '500');
+    } finally {
+      await second.destroy();
+    }
+  });
+
+  it('S3 down: archiving goes on locally, the status says so, and everything is copied when it returns', async () => {
+    const third = await PgsHome.make(CREDENTIALS);
+    try {
+      await third.setup(['--backup-target', 's3://pgs-backups/hosts/three', '--s3-endpoint', `http://127.0.0.1:${port}`]);
+      const app = await third.json<Created>(['create', 'app', '--autosuspend', 'off']);
+      await third.ok(['config', 'app', '--rpo', '1s']);
+      await third.ok(['backup', 'app']);
+      await waitFor('the first copy', () => shipped(third), 30_000);
+      await server.close();
+      for (let i = 0; i < 3; i++) {
+        await sql(third, 'app', app.password, `CREATE TABLE t${i} AS SELECT generate_series(1, 1000) n`);
+        await sleep(1_200);
+      }
+      await waitFor('the status to show the failure', async () => {
+        const status = (await third.api<Status>('GET', '/v1/status')).body;
+        return status.backupTarget?.failingSince !== null && status.tenants.some((t) => t.archiving === 'failing');
+      }, 30_000);
+      const text = await third.ok(['status']);
+      assert.match(text, /backups to +s3:\/\/pgs-backups\/hosts\/three: failing since/);
+      // The tenant runs on.
+      assert.equal(await sql(third, 'app', app.password, 'SELECT count(*) FROM t2'), '1000');
+      await startServer(port);
+      await waitFor('the copies to catch up', () => shipped(third), 90_000);
+      const dataRoot = await third.dataRoot();
+      const local = async (sub: string) => (await fs.readdir(path.join(dataRoot, 'backups', 'app', sub, 'wal'))).filter((n) => /^[0-9A-F]{24}$/.test(n));
+      const generation = (await fs.readdir(path.join(dataRoot, 'backups', 'app'))).find((n) => /^\d{8}-/.test(n)) as string;
+      const remote = new S3Client({ ...bucket.target, prefix: 'hosts/three' }, { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
+      const remoteKeys = new Set((await remote.list(remote.key(`app/${generation}/wal/`))).map((o) => path.basename(o.key)));
+      for (const name of await local(generation)) assert.ok(remoteKeys.has(name), `${name} reached the bucket`);
+      const after = (await third.api<Status>('GET', '/v1/status')).body;
+      assert.equal(after.tenants.find((t) => t.id === 'app')?.archiving !== 'failing', true);
+    } finally {
+      await third.destroy();
+    }
+  });
+});
