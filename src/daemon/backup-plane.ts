@@ -330,6 +330,8 @@ export class BackupPlane {
       await this.backups.plan(id, choice, tenant.generation); // refused here, before anything changes
       return this.deps.supervisor.hold(id, async () => {
         await this.deps.endSessions(id, `tenant ${id} is being restored`);
+        // Its data folder is gone (a lost disk, the catalog kept elsewhere): nothing to keep, restore into place.
+        if ((await this.runtime.folderState(id)) === 'none') return this.restoreMissing(tenant, choice, progress);
         const spec = tenantServerSpec(this.dataRoot, tenant);
         let running = (await this.runtime.status(id, { fresh: true })).state === 'running';
         if (!running) {
@@ -388,6 +390,36 @@ export class BackupPlane {
         }
       });
     });
+  }
+
+  /** Restores a tenant whose data folder is gone into its place; its catalog entry stays as it is. Inside its hold. */
+  private async restoreMissing(tenant: Tenant, choice: { backup?: string; time?: Date }, progress?: Progress): Promise<Tenant> {
+    const id = tenant.id;
+    const plan = await this.backups.plan(id, choice, tenant.generation);
+    const next: Tenant = { ...tenant, generation: newStamp() };
+    progress?.(`fetching backup ${plan.backup.id}`);
+    await this.ensureLocal(plan);
+    progress?.(`unpacking and checking backup ${plan.backup.id}`);
+    await this.runtime.materialize(id, plan.backupDir, plan.backup.id, { finished: true });
+    try {
+      progress?.(plan.target === 'immediate' ? 'starting the restored server' : `replaying WAL to ${plan.target}`);
+      await recover(this.runtime, tenantServerSpec(this.dataRoot, next), plan);
+      await this.runtime.renameDatabase(id, plan.backup.tenant);
+      await writeGenerationMeta(this.runtime, this.dataRoot, next, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
+      await this.runtime.writeMeta(id, next);
+      await this.deps.pgs.patch(id, { generation: next.generation });
+      await this.deps.refresh();
+    } catch (err) {
+      await this.runtime.remove(id).catch(() => undefined);
+      throw err;
+    }
+    if (tenant.wanted !== 'running') await this.runtime.stop(id);
+    else this.deps.supervisor.noteRunning(id);
+    this.deps.events.emit('restored', id, { backup: plan.backup.id, target: plan.target });
+    this.deps.log.info('restored a tenant whose data was gone', { tenant: id, backup: plan.backup.id, target: plan.target });
+    const restored = findTenant(this.deps.catalog(), id);
+    this.backupSoon(restored);
+    return restored;
   }
 
   /**
@@ -492,8 +524,7 @@ export class BackupPlane {
       });
       this.deps.events.emit('created', newId, { reason, from: origin.tenant, backup: origin.backup, target: origin.target });
       this.deps.log.info('tenant made from another', { tenant: newId, reason, from: origin.tenant, backup: origin.backup, target: origin.target });
-      this.backupSoon(tenant);
-      return tenant;
+      return tenant; // its first backup comes with the schedule, as a new tenant's does
     } catch (err) {
       if (!this.deps.catalog().tenants.some((t) => t.id === newId)) await this.runtime.remove(newId).catch(() => undefined);
       throw err;

@@ -102,7 +102,7 @@ describe('point-in-time restore, in place and as a new tenant', () => {
   });
 
   it('a removed tenant\'s backups stay: restore brings it back as it was when removed; --delete deletes them', async () => {
-    await waitFor('the first backup of shop-copy', async () => (await pgs.json<BackupList>(['backups', 'shop-copy'])).backups.length > 0);
+    await pgs.ok(['backup', 'shop-copy']);
     await sql(pgs, 'shop-copy', shop.password, 'INSERT INTO ledger VALUES (42)');
     assert.match(await pgs.ok(['remove', 'shop-copy', '--yes']), /its backups stay/);
     await pgs.ok(['restore', 'shop-copy']);
@@ -390,6 +390,24 @@ describe('faults during a backup', () => {
       await runCommand('umount', [base], process.env);
     }
     assert.equal((await pgs.json<BackupList>(['backups', 'big'])).backups.length, before.backups.length);
+  });
+});
+
+describe('a tenant whose data folder is lost', () => {
+  it('is restored into its place from its backups; its host name and password stay', async () => {
+    const pgs = await PgsHome.make();
+    after(() => pgs.destroy());
+    await pgs.setup();
+    const lost = await pgs.json<Created>(['create', 'lost']);
+    await sql(pgs, 'lost', lost.password, 'CREATE TABLE keep (n int); INSERT INTO keep SELECT generate_series(1, 77)');
+    await pgs.ok(['backup', 'lost']);
+    await pgs.ok(['stop', 'lost']);
+    await fs.rm(path.join(await pgs.dataRoot(), 'tenants', 'lost'), { recursive: true });
+    await pgs.ok(['restore', 'lost']);
+    await pgs.ok(['start', 'lost']);
+    assert.equal(await sql(pgs, 'lost', lost.password, 'SELECT count(*) FROM keep'), '77');
+    const [shown] = await pgs.json<TenantJson[]>(['list']);
+    assert.equal(shown?.hostname, lost.hostname);
   });
 });
 
