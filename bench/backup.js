@@ -30,6 +30,8 @@ const sh = (cmd, args, env = {}) => {
 try {
   pgs('setup', '--port', '25432', '--api-listen', 'off');
   const big = json('create', 'big', '--autosuspend', 'off');
+  // No scheduled backup in the middle of a measurement (a new tenant's first comes after 5 minutes).
+  pgs('config', 'big', '--backup-schedule', 'off');
   const dataRoot = JSON.parse(readFileSync(path.join(b.home, 'catalog.json'), 'utf8')).settings.dataRoot;
   const local = (id) => ({ host: path.join(dataRoot, 'tenants', id), db: id });
   const psql = (id, sqlText) => sh('psql', ['-h', local(id).host, '-U', 'postgres', '-d', local(id).db, '-Atc', sqlText], { PGPASSWORD: big.password }).trim();
