@@ -209,6 +209,15 @@ export class BackupPlane {
     return { ...list, lastFailure: this.failures.get(id) ?? null };
   }
 
+  /** After a removal: an archive without a single backup cannot restore anything; it goes with the tenant. */
+  async forgetIfEmpty(id: string): Promise<void> {
+    if ((await this.backups.list(id)).length > 0) return;
+    if ((await this.backups.generationNames(id)).length === 0) return;
+    await this.shipper?.forget([id]).catch(() => undefined);
+    await this.runtime.removeOwned(tenantBackupsDir(this.dataRoot, id));
+    this.lastBackup.delete(id);
+  }
+
   /** Deletes every backup and the WAL archive of a removed tenant (never of one that exists). */
   async deleteAll(id: string): Promise<void> {
     assertTenantId(id);

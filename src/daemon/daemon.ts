@@ -462,6 +462,7 @@ export class Daemon implements ControlPlane {
       await this.supervisor.stopWanted(id);
       await this.pgs.remove(id);
       await this.refresh();
+      await this.backupPlane.forgetIfEmpty(id).catch((err: Error) => this.log.warn('could not delete an archive without backups', { tenant: id, error: err.message }));
       this.events.emit('removed', id);
     });
   }

@@ -411,7 +411,10 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     assert.equal(imported.body.id, 'acme-moved');
     const junk = await unix<Problem>('POST', '/v1/import', '/v1/import?as=junk', { body: Buffer.from('not an export') });
     assert.equal(junk.body.code, 'backup_damaged');
+    assert.equal((await unix('POST', '/v1/tenants/{id}/backups', '/v1/tenants/acme-dev/backups')).status, 201);
     for (const id of ['acme-copy', 'acme-dev', 'acme-moved']) assert.equal((await unix('DELETE', '/v1/tenants/{id}', `/v1/tenants/${id}`)).status, 204);
+    // acme-copy had no backup of its own: nothing restorable stayed behind.
+    assert.equal((await unix<Problem>('GET', '/v1/tenants/{id}/backups', '/v1/tenants/acme-copy/backups')).body.code, 'tenant_not_found');
     // A removed tenant's backups stay until deleted; an existing tenant's cannot be deleted this way.
     assert.equal((await unix<Problem>('DELETE', '/v1/tenants/{id}/backups', '/v1/tenants/acme/backups')).body.code, 'invalid_state');
     assert.equal((await unix('GET', '/v1/tenants/{id}/backups', '/v1/tenants/acme-dev/backups')).status, 200);

@@ -7,8 +7,8 @@ export const remove: Command = {
   usage: 'pgs remove <id> [--yes]',
   details: [
     '  --yes          do not ask; without it pgs asks on a terminal and refuses otherwise',
-    '  Its backups and WAL archive stay: "pgs restore <id>" brings the tenant back (as it was when',
-    '  removed), "pgs backups <id> --delete" deletes them.',
+    '  Its backups and WAL archive stay (if it has no backup yet, its archive goes too): "pgs restore',
+    '  <id>" brings the tenant back as it was when removed, "pgs backups <id> --delete" deletes them.',
     '',
     'API: DELETE /v1/tenants/{id}',
   ].join('\n'),
@@ -20,7 +20,7 @@ export const remove: Command = {
     await ctx.api.change('GET', tenantPath(tenant), {}, announceDaemon);
     if (!values.yes) await confirmRemoval(tenant);
     await ctx.api.change('DELETE', tenantPath(tenant), {}, announceDaemon);
-    console.log(`Removed tenant ${tenant}; its backups stay ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
+    console.log(`Removed tenant ${tenant}; its backups, if it has any, stay ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
     return 0;
   },
 };
