@@ -158,7 +158,9 @@ export const branch: Command = {
   usage: 'pgs branch <src> <new-id> [--at T] [--json]',
   details: [
     '  A new, independent tenant: changes to either do not reach the other. Without --at it has',
-    '  <src>\'s data now (an online backup: no downtime for <src>); with --at T, as <src> was at T.',
+    '  <src>\'s data now: streamed from its running server (no downtime for <src>), or copied from a',
+    '  suspended one\'s files without waking it (reflinks on XFS or btrfs). With --at T, as <src> was',
+    '  at T, from its backups and WAL archive.',
     '  Its roles and passwords are <src>\'s; it gets its own host name.',
     '  --json   print the new tenant',
     'API: POST /v1/tenants/{src}/branch {"id": "<new-id>", "at"?} (Prefer: respond-async for an operation)',
