@@ -75,8 +75,19 @@ describe('backups in S3', () => {
     await first.ok(['backup', 'shop']);
     // Written after the backup: reaches the bucket as archived WAL (RPO 1 s here).
     await first.ok(['config', 'shop', '--rpo', '1s']);
+    const dataRoot = await first.dataRoot();
+    const generation = (await fs.readdir(path.join(dataRoot, 'backups', 'shop'))).find((n) => /^\d{8}-/.test(n)) as string;
+    const walFolder = path.join(dataRoot, 'backups', 'shop', generation, 'wal');
+    const segments = async () => (await fs.readdir(walFolder)).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
+    const before = await segments();
     await sql(first, 'shop', shop.password, 'INSERT INTO orders SELECT generate_series(301, 500)');
-    await sleep(2_500);
+    // The segment with these rows is finished within the RPO (1 s), archived, then copied.
+    await waitFor('the segment with the new rows archived', async () => ((await segments()).at(-1) ?? '') > (before.at(-1) ?? ''), 30_000);
+    const local = await segments();
+    await waitFor('every archived segment in the bucket', async () => {
+      const remote = new Set((await bucket.list(bucket.key(`shop/${generation}/wal/`))).map((o) => path.basename(o.key)));
+      return local.every((n) => remote.has(n));
+    }, 30_000);
     await waitFor('everything copied to S3', () => shipped(first), 30_000);
     const keys = (await bucket.list(bucket.key('shop/'))).map((o) => o.key);
     assert.ok(keys.some((k) => k.endsWith('/pgs-backup.json')), keys.join('\n'));
@@ -85,7 +96,6 @@ describe('backups in S3', () => {
     const noted = new Date().toISOString();
 
     // The host is lost: daemon, servers, config and data root all gone.
-    const dataRoot = await first.dataRoot();
     await first.ok(['stop']);
     await fs.rm(dataRoot, { recursive: true, force: true });
     const second = await PgsHome.make(CREDENTIALS);
