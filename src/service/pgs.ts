@@ -187,6 +187,17 @@ export class Pgs {
       await fs.mkdir(this.home, { recursive: true, mode: 0o700 });
       await fs.chmod(this.home, 0o700);
 
+      // The backup target is checked first: a setup refused for it has made nothing.
+      const target = {
+        ...keep('backupTarget', options.backupTarget, before?.backupTarget),
+        ...keep('s3Endpoint', options.s3Endpoint, before?.s3Endpoint),
+        ...keep('s3Region', options.s3Region, before?.s3Region),
+      };
+      const client = s3ClientFor(target, this.env);
+      if (client && (target.backupTarget !== before?.backupTarget || target.s3Endpoint !== before?.s3Endpoint || target.s3Region !== before?.s3Region)) {
+        await probeTarget(client);
+        actions.push(`checked that ${client.url} takes backups (with the credentials of this environment; the daemon uses its own)`);
+      }
       // A first setup that fails leaves no data root behind (a later one keeps what works).
       const madeDataRoot = !(await pathExists(dataRoot));
       let cert: Awaited<ReturnType<Pgs['settleCertificate']>>;
@@ -210,15 +221,8 @@ export class Pgs {
         defaultMaxConnections: before?.defaultMaxConnections ?? DEFAULT_MAX_CONNECTIONS,
         apiListen: options.apiListen !== undefined ? options.apiListen : (before?.apiListen !== undefined ? before.apiListen : DEFAULT_API_LISTEN),
         ...(options.tenantMetrics !== undefined ? { tenantMetrics: options.tenantMetrics } : before?.tenantMetrics !== undefined ? { tenantMetrics: before.tenantMetrics } : {}),
-        ...keep('backupTarget', options.backupTarget, before?.backupTarget),
-        ...keep('s3Endpoint', options.s3Endpoint, before?.s3Endpoint),
-        ...keep('s3Region', options.s3Region, before?.s3Region),
+        ...target,
       };
-      const client = s3ClientFor(settings, this.env);
-      if (client && (settings.backupTarget !== before?.backupTarget || settings.s3Endpoint !== before?.s3Endpoint || settings.s3Region !== before?.s3Region)) {
-        await probeTarget(client);
-        actions.push(`checked that ${client.url} takes backups (with the credentials of this environment; the daemon uses its own)`);
-      }
       const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
       if (!current) actions.push(`wrote ${this.store.paths.catalog}`);
       return { next, result: { home: this.home, settings, certificate: cert.info, actions } };

@@ -57,12 +57,14 @@ describe('backups in S3', () => {
   });
 
   it('setup refuses a target it cannot write to, and changes nothing', async () => {
-    const other = await PgsHome.make(CREDENTIALS);
+    const data = path.join(dir, 'other-data');
+    const other = await PgsHome.make({ ...CREDENTIALS, PGS_DATA: data });
     try {
       const result = await other.run(['setup', '--backup-target', 's3://no-such-bucket/x', '--s3-endpoint', `http://127.0.0.1:${port}`]);
       assert.equal(result.code, 2);
       assert.match(result.stderr, /^pgs setup: the backup target s3:\/\/no-such-bucket\/x is not writable: .*NoSuchBucket/);
       await assert.rejects(fs.access(path.join(other.home, 'catalog.json')));
+      await assert.rejects(fs.access(data), 'no data folder was made');
       const bad = await other.run(['setup', '--backup-target', 'ftp://x']);
       assert.match(bad.stderr, /invalid backup target "ftp:\/\/x"/);
     } finally {
