@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline/promises';
 import type { ParseArgsConfig } from 'node:util';
 import { parseSeconds } from '../core/duration.js';
 import { PgsError } from '../core/errors.js';
@@ -63,4 +64,15 @@ export function tenantPath(id: string, rest = ''): string {
 /** When a change started the daemon, say so on stderr (stdout may be JSON). */
 export function announceDaemon(pid: number): void {
   console.error(`(started the pgs daemon, pid ${pid})`);
+}
+
+/** Asks on a terminal for `expected` to be typed; refuses without a terminal (scripts pass --yes). */
+export async function confirm(question: string, expected: string, refusal: string): Promise<void> {
+  if (!process.stdin.isTTY) throw new PgsError('NOT_CONFIRMED', `${refusal}: stdin is not a terminal, pass --yes to confirm`);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    if ((await rl.question(question)).trim() !== expected) throw new PgsError('NOT_CONFIRMED', `${refusal}: the answer did not match`);
+  } finally {
+    rl.close();
+  }
 }

@@ -337,14 +337,14 @@ export class Daemon implements ControlPlane {
 
 
   private async view(tenant: Tenant): Promise<S.TenantJson> {
+    return tenantView(this.catalog.settings, tenant, { ...(await this.observeWithArchive(tenant)), lastBackupAt: this.backupPlane.lastBackupAt(tenant.id) });
+  }
+
+  /** What the supervisor sees of the tenant's server, with the state of its WAL archive. */
+  private async observeWithArchive(tenant: Tenant): Promise<Awaited<ReturnType<Supervisor['observe']>> & { archiving: S.TenantJson['archiving']; archivingError?: string }> {
     const seen = await this.supervisor.observe(tenant, true);
     const archiving = this.backupPlane.archiving(tenant, this.supervisor.archiverStatus(tenant.id));
-    return tenantView(this.catalog.settings, tenant, {
-      ...seen,
-      lastBackupAt: this.backupPlane.lastBackupAt(tenant.id),
-      archiving: archiving.state,
-      ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}),
-    });
+    return { ...seen, archiving: archiving.state, ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}) };
   }
 
   private withBackupSample(sample: Omit<TenantSample, 'lastBackup' | 'archiveFailing' | 'archivePending'>): TenantSample {
@@ -362,11 +362,7 @@ export class Daemon implements ControlPlane {
 
   async status(): Promise<DaemonStatus> {
     // A person asked: look at the servers now (1,000 /proc reads cost ~25 ms), not at the last sighting.
-    const tenants = await Promise.all(this.catalog.tenants.map(async (t) => {
-      const seen = await this.supervisor.observe(t, true);
-      const archiving = this.backupPlane.archiving(t, this.supervisor.archiverStatus(t.id));
-      return { ...seen, archiving: archiving.state, ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}) };
-    }));
+    const tenants = await Promise.all(this.catalog.tenants.map((t) => this.observeWithArchive(t)));
     return {
       pid: process.pid,
       version: this.version,

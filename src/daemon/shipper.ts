@@ -3,6 +3,7 @@ import path from 'node:path';
 import { BACKUP_META, GENERATION_META, STAMP_PATTERN, backupsRoot, type BackupMeta } from '../backup/layout.js';
 import type { S3Client } from '../backup/s3.js';
 import { SEGMENT_NAME } from '../backup/wal.js';
+import { pathExists } from '../core/files.js';
 import type { RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 
@@ -133,7 +134,7 @@ export class Shipper {
     const dir = path.join(this.root, tenant, generation);
     const shipped = await this.ledger(tenant, generation);
     const todo: string[] = [];
-    if (!shipped.has(GENERATION_META) && (await exists(path.join(dir, GENERATION_META)))) todo.push(GENERATION_META);
+    if (!shipped.has(GENERATION_META) && (await pathExists(path.join(dir, GENERATION_META)))) todo.push(GENERATION_META);
     for (const name of (await listDir(path.join(dir, 'wal'), (n) => SEGMENT_NAME.test(n.slice(0, 24)) || /^[0-9A-F]{8}\.history$/.test(n))).sort()) {
       if (!shipped.has(`wal/${name}`)) todo.push(`wal/${name}`);
     }
@@ -145,7 +146,7 @@ export class Shipper {
     }
     let left = todo.length;
     for (const relative of todo) {
-      if (!(await exists(path.join(dir, relative)))) { // deleted meanwhile (retention), or only in the bucket
+      if (!(await pathExists(path.join(dir, relative)))) { // deleted meanwhile (retention), or only in the bucket
         left--;
         continue;
       }
@@ -197,7 +198,7 @@ export class Shipper {
         continue;
       }
       const local = path.join(this.root, tenant, generation, inner);
-      if (await exists(local)) continue;
+      if (await pathExists(local)) continue;
       await this.deps.runtime.mkdirOwnedPath(path.dirname(local));
       await this.client.getFile(object.key, local);
       await fs.utimes(local, object.lastModified, object.lastModified); // the restorable window reads archive times
@@ -211,7 +212,7 @@ export class Shipper {
   /** The backup's large files, from the bucket, when they are not here. */
   async fetchBackup(meta: BackupMeta, dir: string): Promise<void> {
     for (const file of ['backup_manifest', 'base.tar']) {
-      if (await exists(path.join(dir, file))) continue;
+      if (await pathExists(path.join(dir, file))) continue;
       await this.client.getFile(this.client.key(`${meta.tenant}/${meta.generation}/base/${meta.id}/${file}`), path.join(dir, file));
     }
   }
@@ -219,8 +220,4 @@ export class Shipper {
 
 async function listDir(dir: string, keep: (name: string) => boolean): Promise<string[]> {
   return (await fs.readdir(dir).catch(() => [] as string[])).filter(keep);
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fs.access(file).then(() => true, () => false);
 }

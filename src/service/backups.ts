@@ -5,7 +5,7 @@ import { DEFAULT_BACKUP_RETAIN } from '../catalog/schema.js';
 import { PgsError, errnoCode, isPgsError } from '../core/errors.js';
 import { fsyncDir } from '../core/files.js';
 import {
-  BACKUP_META, GENERATION_META, STAMP_PATTERN, baseDir, generationDir, newStamp, tenantBackupsDir, walDir,
+  BACKUP_META, GENERATION_META, STAMP_PATTERN, backupsRoot, baseDir, generationDir, newStamp, tenantBackupsDir, walDir,
   type BackupMeta, type GenerationMeta,
 } from '../backup/layout.js';
 import { MANIFEST_FILE, parseManifest, verifyTar } from '../backup/manifest.js';
@@ -104,7 +104,7 @@ export class Backups {
   }
 
   async tenantsWithBackups(): Promise<string[]> {
-    return (await fs.readdir(path.join(this.dataRoot, 'backups')).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
+    return (await fs.readdir(backupsRoot(this.dataRoot)).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
   }
 
   async generationNames(id: string): Promise<string[]> {

@@ -1,14 +1,13 @@
 import { createWriteStream, promises as fs, createReadStream } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { createInterface } from 'node:readline/promises';
 import { pipeline } from 'node:stream/promises';
 import type { BackupJson, BackupListJson, ExportJson, TenantJson } from '../../api/schemas.js';
 import { PgsError, codeFromWord, errnoCode } from '../../core/errors.js';
 import { daemonPaths } from '../../core/paths.js';
 import { Backups } from '../../service/backups.js';
 import { runOperation } from '../api-client.js';
-import { announceDaemon, printJson, tenantPath, type Command, type Context } from '../command.js';
+import { announceDaemon, confirm, printJson, tenantPath, type Command, type Context } from '../command.js';
 import { formatTable } from '../table.js';
 
 /** `pgs backup`, `backups`, `restore`, `branch`, `export` and `import`: the daemon's backup operations. */
@@ -271,15 +270,4 @@ function upload<T>(ctx: Context, urlPath: string, file: string, size: number): P
     input.on('error', (err) => req.destroy(err));
     input.pipe(req);
   });
-}
-
-/** Asks on a terminal for `expected` to be typed; refuses without a terminal (scripts pass --yes). */
-export async function confirm(question: string, expected: string, refusal: string): Promise<void> {
-  if (!process.stdin.isTTY) throw new PgsError('NOT_CONFIRMED', `${refusal}: stdin is not a terminal, pass --yes to confirm`);
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    if ((await rl.question(question)).trim() !== expected) throw new PgsError('NOT_CONFIRMED', `${refusal}: the answer did not match`);
-  } finally {
-    rl.close();
-  }
 }

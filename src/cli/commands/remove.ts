@@ -1,6 +1,4 @@
-import { createInterface } from 'node:readline/promises';
-import { PgsError } from '../../core/errors.js';
-import { announceDaemon, tenantPath, type Command } from '../command.js';
+import { announceDaemon, confirm, tenantPath, type Command } from '../command.js';
 
 export const remove: Command = {
   summary: 'stop a tenant and delete its server and its data (its backups stay)',
@@ -18,22 +16,9 @@ export const remove: Command = {
     const tenant = id as string;
     // An unknown id fails before any question.
     await ctx.api.change('GET', tenantPath(tenant), {}, announceDaemon);
-    if (!values.yes) await confirmRemoval(tenant);
+    if (!values.yes) await confirm(`Remove tenant ${tenant} and delete all its data? Type its id to confirm: `, tenant, `not removing ${tenant}`);
     await ctx.api.change('DELETE', tenantPath(tenant), {}, announceDaemon);
     console.log(`Removed tenant ${tenant}; its backups, if it has any, stay ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
     return 0;
   },
 };
-
-async function confirmRemoval(id: string): Promise<void> {
-  if (!process.stdin.isTTY) {
-    throw new PgsError('NOT_CONFIRMED', `not removing ${id}: stdin is not a terminal, pass --yes to confirm`);
-  }
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    const answer = await rl.question(`Remove tenant ${id} and delete all its data? Type its id to confirm: `);
-    if (answer.trim() !== id) throw new PgsError('NOT_CONFIRMED', `not removing ${id}: the answer did not match`);
-  } finally {
-    rl.close();
-  }
-}
