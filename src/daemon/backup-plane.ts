@@ -88,7 +88,7 @@ export class BackupPlane {
 
   /** At daemon start: clears what backups cut short left, gives older tenants an archive, learns the last backups. */
   async start(): Promise<void> {
-    await this.configure(); // first: the API may already ask for a tenant's backups in the bucket
+    await this.configure(); // a no-op unless the settings changed since the daemon configured it
     await this.backups.cleanup();
     await this.cleanExports();
     for (const tenant of this.deps.catalog().tenants) {

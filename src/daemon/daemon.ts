@@ -138,6 +138,8 @@ export class Daemon implements ControlPlane {
         endSessions: (id, why) => this.endSessions(id, why),
         stopping: () => this.isStopping,
       });
+      // Before the API answers: a request for a tenant's backups may need the bucket at once.
+      await this.backupPlane.configure();
       this.certExpires = certificateExpiry(cert);
       try {
         await this.router.listen(settings.port);
