@@ -1,7 +1,7 @@
 // Backups, restores, branches, export/import of a ~1 GiB tenant, and what
 // continuous archiving costs pgbench. Results go to docs/benchmarks.md by hand.
 //
-//   npm run build && node bench/backup.js [--scale 68] [--seconds 30]
+//   npm run build && node bench/backup.js [--scale 68] [--seconds 30] [--archiving-only]
 //
 // Needs pgbench and psql (Debian's postgresql-client). Takes ~10 minutes and
 // ~8 GB of disk (the tenant, its backups, a branch, an export and an import).
@@ -17,7 +17,9 @@ const arg = (name, fallback) => {
 };
 const SCALE = arg('scale', 68); // pgbench scale 68 is ~1 GiB
 const SECONDS = arg('seconds', 30);
+const ARCHIVING_ONLY = process.argv.includes('--archiving-only');
 
+class Done extends Error {} // --archiving-only ends the run after the TPS part
 const b = benchHome({ PGS_RUNNING_SPARES: '0' });
 const { pgs } = b;
 const json = (...args) => JSON.parse(pgs(...args, '--json').stdout);
@@ -43,35 +45,40 @@ try {
   console.log(`pgbench -i -s ${SCALE}: ${(size / 2 ** 30).toFixed(2)} GiB in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
   // --- archiving's cost on TPS: the same tenant, archiving on (as always) vs off, A/B/A/B ---
-  const tps = (label) => {
-    const out = pgbench('big', ['-c', '4', '-j', '2', '-T', String(SECONDS), '-N']);
+  // Two workloads: pgbench's default (TPC-B-like) and -N (simple update, the most WAL per second).
+  const tps = (label, workload) => {
+    const out = pgbench('big', ['-c', '4', '-j', '2', '-T', String(SECONDS), ...(workload === 'simple-update' ? ['-N'] : [])]);
     const value = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
     console.log(`  ${label}: ${value.toFixed(0)} tps`);
     return value;
   };
   const pgsConf = path.join(dataRoot, 'tenants', 'big', 'pgs.conf');
   const conf = readFileSync(pgsConf, 'utf8');
-  const withArchiving = [];
-  const without = [];
   // pgbench -i wrote ~1 GiB of WAL: let the archiver catch up before measuring what it costs in steady state.
   const ready = () => spawnSync('sh', ['-c', `ls '${path.join(dataRoot, 'tenants', 'big', 'pg_wal', 'archive_status')}' | grep -c ready`], { encoding: 'utf8' }).stdout.trim();
-  for (let i = 0; i < 600 && ready() !== '0'; i++) spawnSync('sleep', ['0.5']);
-  for (let round = 0; round < 3; round++) {
-    withArchiving.push(tps('archiving on (archive_timeout 60 s)'));
-    // Off: what tenants ran before continuous archiving (wal_level minimal, no archiver). pgs rewrites
-    // pgs.conf before every start it makes, so this server is started directly (withoutArchiving).
-    pgs('stop', 'big');
-    const maxConnections = /max_connections = \d+/.exec(conf)?.[0] ?? '';
-    writeFileSync(pgsConf, `${maxConnections}\nwal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n`);
-    withoutArchiving();
-    without.push(tps('archiving off (wal_level minimal)'));
-    stopDirect();
-    pgs('start', 'big');
-  }
   const mean = (xs) => xs.reduce((a, x) => a + x, 0) / xs.length;
-  const on = mean(withArchiving);
-  const off = mean(without);
-  console.log(`archiving cost: ${(100 * (1 - on / off)).toFixed(1)} % of TPS (mean ${on.toFixed(0)} with vs ${off.toFixed(0)} without, alternating runs of ${SECONDS} s)`);
+  for (const workload of ['tpcb', 'simple-update']) {
+    const withArchiving = [];
+    const without = [];
+    for (let i = 0; i < 600 && ready() !== '0'; i++) spawnSync('sleep', ['0.5']);
+    for (let round = 0; round < 3; round++) {
+      withArchiving.push(tps(`${workload}, archiving on (archive_timeout 60 s)`, workload));
+      // Off: what tenants ran before continuous archiving (wal_level minimal, no archiver). pgs rewrites
+      // pgs.conf before every start it makes, so this server is started directly (withoutArchiving).
+      pgs('stop', 'big');
+      const maxConnections = /max_connections = \d+/.exec(conf)?.[0] ?? '';
+      writeFileSync(pgsConf, `${maxConnections}\nwal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n`);
+      withoutArchiving();
+      without.push(tps(`${workload}, archiving off (wal_level minimal)`, workload));
+      stopDirect();
+      pgs('start', 'big');
+      for (let i = 0; i < 600 && ready() !== '0'; i++) spawnSync('sleep', ['0.5']);
+    }
+    const on = mean(withArchiving);
+    const off = mean(without);
+    console.log(`archiving cost, ${workload}: ${(100 * (1 - on / off)).toFixed(1)} % of TPS (mean ${on.toFixed(0)} with vs ${off.toFixed(0)} without, alternating runs of ${SECONDS} s)`);
+  }
+  if (ARCHIVING_ONLY) throw new Done();
 
   // --- backups ---
   const backups = [];
@@ -167,6 +174,8 @@ try {
   function readdir(dir) {
     return spawnSync('ls', [dir], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
   }
+} catch (error) {
+  if (!(error instanceof Done)) throw error;
 } finally {
   b.remove();
 }
