@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ConnectionResult, RouterObserver } from '../router/router.js';
+import type { AuthResult, ConnectionResult, RouterObserver } from '../router/router.js';
 
 /**
  * The daemon's Prometheus metrics (text format at GET /metrics). Labels are
@@ -16,6 +16,8 @@ export interface MetricsSource {
   tenantStates(): Promise<ReadonlyMap<string, number>>;
   /** Per tenant, or undefined when per-tenant series are off. */
   tenants(): Promise<TenantSample[] | undefined>;
+  /** Servers running now (spares included) and how many may. */
+  running(): { running: number; budget: number };
 }
 
 export interface TenantSample {
@@ -43,10 +45,13 @@ export class DaemonMetrics implements RouterObserver {
   private readonly tls: Histogram;
   private readonly backend: Histogram<'wake'>;
   private readonly cancels: Counter<'outcome'>;
+  private readonly authentications: Counter<'result'>;
+  private readonly authSeconds: Histogram<'result'>;
   private readonly closedBytes = { in: 0, out: 0 };
   readonly wakes: Counter;
   readonly wakeDuration: Histogram;
   readonly suspends: Counter;
+  readonly budgetRefusals: Counter;
   readonly restarts: Counter;
   readonly apiRequests: Counter<'route' | 'code'>;
   readonly backups: Counter<'result'>;
@@ -76,6 +81,11 @@ export class DaemonMetrics implements RouterObserver {
         this.inc({ direction: 'out' }, closedBytes.out + live.out);
       },
     });
+    this.authentications = new Counter({
+      name: 'pgs_router_authentications_total', help: 'Password checks the router ran itself (before any wake), by result (failed: wrong password or no such role).', labelNames: ['result'], registers,
+    });
+    for (const result of ['ok', 'failed', 'protocol_error']) this.authentications.inc({ result }, 0);
+    this.authSeconds = new Histogram({ name: 'pgs_router_authentication_seconds', help: 'From the start-up packet to the end of the router\'s password check (failures before their delay).', labelNames: ['result'], buckets: SECONDS_BUCKETS, registers });
     this.cancels = new Counter({ name: 'pgs_router_cancel_requests_total', help: 'Cancel requests, by outcome.', labelNames: ['outcome'], registers });
     for (const outcome of ['forwarded', 'unknown_key']) this.cancels.inc({ outcome }, 0);
 
@@ -90,6 +100,9 @@ export class DaemonMetrics implements RouterObserver {
     });
     this.wakes = new Counter({ name: 'pgs_wakes_total', help: 'Suspended tenants woken by a connection or a request.', registers });
     this.wakeDuration = new Histogram({ name: 'pgs_wake_duration_seconds', help: 'From the wake request to a server that accepts connections.', buckets: SECONDS_BUCKETS, registers });
+    new Gauge({ name: 'pgs_running_servers', help: 'PostgreSQL servers running now, tenants\' and spares.', registers, collect() { this.set(source.running().running); } });
+    new Gauge({ name: 'pgs_running_budget', help: 'Servers that may run at once (pgs setup --max-running).', registers, collect() { this.set(source.running().budget); } });
+    this.budgetRefusals = new Counter({ name: 'pgs_budget_refusals_total', help: 'Wakes refused because the running budget was spent and no tenant was idle (FATAL 53300).', registers });
     this.suspends = new Counter({ name: 'pgs_suspends_total', help: 'Servers stopped for being idle, or on request.', registers });
     this.restarts = new Counter({ name: 'pgs_server_restarts_total', help: 'Servers that died and were started again by the supervisor.', registers });
     this.apiRequests = new Counter({ name: 'pgs_api_requests_total', help: 'REST API requests, by route template and status code.', labelNames: ['route', 'code'], registers });
@@ -148,6 +161,11 @@ export class DaemonMetrics implements RouterObserver {
 
   cancelRequest(outcome: 'forwarded' | 'unknown_key'): void {
     this.cancels.inc({ outcome });
+  }
+
+  authentication(result: AuthResult, seconds: number): void {
+    this.authentications.inc({ result });
+    this.authSeconds.observe({ result }, seconds);
   }
 
   async text(): Promise<string> {

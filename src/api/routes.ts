@@ -28,6 +28,8 @@ export interface ControlPlane {
   connection(id: string): Promise<Static<typeof S.Connection>>;
   logs(id: string, lines: number): Promise<string[]>;
   status(): Promise<S.StatusJson>;
+  /** Servers running now (spares included) and how many may. */
+  running(): { running: number; maxRunning: number };
   reload(): Promise<void>;
   startAll(): Promise<Static<typeof S.Bulk>>;
   doctor(): Promise<Static<typeof S.DoctorReport>>;
@@ -142,7 +144,7 @@ export function registerRoutes(app: App, options: ApiOptions): void {
       const all = (await plane.listTenants()).filter((t) => (state === undefined || t.state === state) && (access === undefined || t.access === access) && (after === undefined || t.id > after));
       const items = all.slice(0, limit);
       const last = items[items.length - 1];
-      return { items, nextCursor: all.length > limit && last ? Buffer.from(last.id).toString('base64url') : null };
+      return { items, nextCursor: all.length > limit && last ? Buffer.from(last.id).toString('base64url') : null, ...plane.running() };
     });
 
   app.post('/v1/tenants', { schema: { tags: tags('tenants'), summary: 'create a tenant; the password is in this answer only', body: S.CreateTenantBody, response: { 201: S.CreatedTenant, ...problems } } },

@@ -62,6 +62,9 @@ export const TenantList = Type.Object({
   items: Type.Array(Tenant),
   /** Pass as `cursor` for the next page; null on the last. */
   nextCursor: Nullable(Type.String()),
+  /** PostgreSQL servers running now on the host (tenants' and spares) and how many may (the budget). */
+  running: Type.Integer(),
+  maxRunning: Type.Integer(),
 });
 
 export const TenantListQuery = Type.Object({
@@ -158,6 +161,10 @@ export const Status = Type.Object({
   /** The certificate file the router serves; when pgs made it (self-signed), clients can trust it with sslrootcert. */
   certificate: Type.String(),
   certificateSelfSigned: Type.Boolean(),
+  /** PostgreSQL servers running now, tenants' and spares. */
+  running: Type.Integer(),
+  /** How many may run at once (pgs setup --max-running; derived from memory by default). */
+  maxRunning: Type.Integer(),
   refusals: Type.Record(Type.String(), Type.Integer()),
   /** Where backups are copied besides the data root; null: nowhere. */
   backupTarget: Nullable(Type.Object({

@@ -1,4 +1,5 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { preparePassword } from './saslprep.js';
 
 /**
  * The client side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL runs
@@ -41,7 +42,7 @@ export class ScramClient {
     const iterations = Number(attrs.get('i'));
     if (!nonce || !nonce.startsWith(this.clientNonce) || nonce.length === this.clientNonce.length) throw new Error('SCRAM: the server nonce does not extend ours');
     if (!salt || !Number.isInteger(iterations) || iterations < 1 || iterations > 10_000_000) throw new Error('SCRAM: a bad salt or iteration count from the server');
-    const salted = pbkdf2Sync(this.password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256');
+    const salted = pbkdf2Sync(preparePassword(this.password), Buffer.from(salt, 'base64'), iterations, 32, 'sha256');
     const clientKey = hmac(salted, 'Client Key');
     const storedKey = createHash('sha256').update(clientKey).digest();
     const withoutProof = `c=${Buffer.from(GS2_HEADER).toString('base64')},r=${nonce}`;

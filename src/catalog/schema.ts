@@ -70,6 +70,8 @@ export const SettingsSchema = v.strictObject({
   s3Endpoint: v.optional(v.pipe(v.string(), v.url())),
   /** absent: AWS_REGION, else us-east-1. */
   s3Region: v.optional(nonEmpty),
+  /** Servers (tenants and spares) that may run at once; absent: derived from the host's memory (runningBudget). */
+  maxRunning: v.optional(int(1, 100000)),
 });
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 

@@ -1,4 +1,6 @@
+import type { ScramVerifier } from '../auth/scram.js';
 import type { Catalog } from '../catalog/schema.js';
+import type { Logins } from './logins.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import { socketPath } from '../runtime/server-config.js';
 import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../router/router.js';
@@ -10,9 +12,11 @@ import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../ro
 export class CatalogBackends implements RouterBackends {
   private routes = new Map<string, TenantRoute>();
   private readonly runtime: TenantRuntime;
+  private readonly logins: Logins;
 
-  constructor(runtime: TenantRuntime, catalog?: Catalog) {
+  constructor(runtime: TenantRuntime, logins: Logins, catalog?: Catalog) {
     this.runtime = runtime;
+    this.logins = logins;
     if (catalog) this.update(catalog);
   }
 
@@ -24,6 +28,10 @@ export class CatalogBackends implements RouterBackends {
 
   lookup(label: string): TenantRoute | undefined {
     return this.routes.get(label);
+  }
+
+  verifier(id: string, role: string, options: { fresh?: boolean } = {}): Promise<{ verifier: ScramVerifier | undefined; live: boolean }> {
+    return this.logins.verifier(id, role, options);
   }
 
   /** Set by the daemon: starts a suspended tenant's server (one start however many clients wait). */

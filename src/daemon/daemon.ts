@@ -1,5 +1,6 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { EventLog } from '../api/events.js';
 import { DaemonMetrics } from '../api/metrics.js';
 import type { ControlPlane } from '../api/routes.js';
@@ -16,11 +17,12 @@ import { pidExists, processArgv } from '../core/proc.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
-import { generatePassword, scramVerifier } from '../runtime/scram.js';
+import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
 import { assertPassword, connectionStrings, findTenant, setVerifier, tenantView, type DoctorReport, type Pgs } from '../service/pgs.js';
 import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
+import { Logins } from './logins.js';
 import { BackupPlane, type Progress } from './backup-plane.js';
 import type { TenantSample } from '../api/metrics.js';
 import { tenantServerSpec, type BackupMeta } from '../backup/layout.js';
@@ -63,6 +65,7 @@ export class Daemon implements ControlPlane {
   private readonly version: string;
   private runtime!: TenantRuntime;
   private backends!: CatalogBackends;
+  private logins!: Logins;
   private router!: Router;
   private api: ListenedApi | undefined;
   private catalog!: Catalog;
@@ -102,7 +105,12 @@ export class Daemon implements ControlPlane {
       const { cert, key } = readCertificate(settings.certFile, settings.keyFile);
       await this.tokens.load();
       this.runtime = this.pgs.runtimeFor(settings);
-      this.backends = new CatalogBackends(this.runtime, this.catalog);
+      this.logins = new Logins(path.join(settings.dataRoot, 'logins'), this.runtime, this.log);
+      await this.logins.open();
+      this.logins.wake = (id) => this.supervisor.wake(id);
+      // Just before any server of a tenant stops: a copy of its login roles, to check its clients while it is down.
+      this.runtime.beforeStop = (id) => (this.catalog.tenants.some((t) => t.id === id) ? this.logins.snapshot(id) : Promise.resolve());
+      this.backends = new CatalogBackends(this.runtime, this.logins, this.catalog);
       this.backends.wake = (id) => this.supervisor.wake(id);
       // A server that dies is restarted now, not at the next tick.
       this.runtime.onServerExit = () => this.reconcileSoon();
@@ -112,8 +120,9 @@ export class Daemon implements ControlPlane {
         refusals: () => this.router.refusals,
         tenantStates: () => this.supervisor.tenantStates(),
         tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.withBackupSample(sample)),
+        running: () => ({ running: this.supervisor.runningCount(), budget: this.supervisor.budget }),
       }, { version: this.version, postgres: this.runtime.serverVersion() });
-      this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], log: this.log, observer: this.metrics });
+      this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], authSecret: this.logins.secret, log: this.log, observer: this.metrics });
       this.supervisor = new Supervisor({
         runtime: this.runtime,
         router: this.router,
@@ -140,6 +149,8 @@ export class Daemon implements ControlPlane {
       });
       // Before the API answers: a request for a tenant's backups may need the bucket at once.
       await this.backupPlane.configure();
+      // Servers an older pgs started still ask clients for their password: the router checks it now, and logs in by peer.
+      await forEachLimit(this.catalog.tenants, 8, (t) => this.runtime.updateAuthFiles(t.id).catch(() => undefined));
       this.certExpires = certificateExpiry(cert);
       try {
         await this.router.listen(settings.port);
@@ -376,6 +387,7 @@ export class Daemon implements ControlPlane {
       certificateExpires: this.certExpires,
       certificate: this.catalog.settings.certFile,
       certificateSelfSigned: this.catalog.settings.certSelfSigned,
+      ...this.running(),
       refusals: Object.fromEntries(this.router.refusals),
       backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => t.id)),
       tenants,
@@ -446,6 +458,10 @@ export class Daemon implements ControlPlane {
     });
   }
 
+  running(): { running: number; maxRunning: number } {
+    return { running: this.supervisor.runningCount(), maxRunning: this.supervisor.budget };
+  }
+
   removeTenant(id: string): Promise<void> {
     assertTenantId(id);
     return this.serial(async () => {
@@ -459,6 +475,7 @@ export class Daemon implements ControlPlane {
       }
       await this.supervisor.stopWanted(id);
       await this.pgs.remove(id);
+      await this.logins.forget(id);
       await this.refresh();
       await this.backupPlane.forgetIfEmpty(id).catch((err: Error) => this.log.warn('could not delete an archive without backups', { tenant: id, error: err.message }));
       this.events.emit('removed', id);

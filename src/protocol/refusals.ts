@@ -14,6 +14,8 @@ export type RefusalReason =
   | 'host_mismatch'
   | 'access_disabled'
   | 'reserved_role'
+  /** A wrong password, a role that does not exist or cannot log in: PostgreSQL's one message for all. */
+  | 'auth_failed'
   | 'too_many_connections'
   | 'tenant_unavailable'
   | 'startup_timeout'
@@ -29,6 +31,7 @@ const SQLSTATE: Record<RefusalReason, string> = {
   host_mismatch: '08004',
   access_disabled: '28000',
   reserved_role: '28000',
+  auth_failed: '28P01', // invalid_password
   too_many_connections: '53300',
   tenant_unavailable: '57P03', // cannot_connect_now
   startup_timeout: '08P01',
@@ -40,14 +43,18 @@ export interface Refusal {
   reason: RefusalReason;
   message: string;
   hint?: string;
+  detail?: string;
+  /** The SQLSTATE when it is not the reason's usual one (as PostgreSQL's own errors have it). */
+  code?: string;
 }
 
 export function refusalBytes(refusal: Refusal): Buffer {
   return serializeErrorResponse({
     S: 'FATAL',
     V: 'FATAL',
-    C: SQLSTATE[refusal.reason],
+    C: refusal.code ?? SQLSTATE[refusal.reason],
     M: refusal.message,
+    ...(refusal.detail === undefined ? {} : { D: refusal.detail }),
     ...(refusal.hint === undefined ? {} : { H: refusal.hint }),
   });
 }

@@ -1,17 +1,20 @@
-import { randomBytes, randomInt } from 'node:crypto';
+import { X509Certificate, randomBytes, randomInt } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { BackendMessage } from '../protocol/constants.js';
-import { MessageReader, serializeCancelRequest, typed } from '../protocol/messages.js';
+import type { ScramVerifier } from '../auth/scram.js';
+import { ScramError, ScramServer, certificateHash, mockSalt } from '../auth/scram-server.js';
+import { AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage, FrontendMessage } from '../protocol/constants.js';
+import { MessageReader, serializeCancelRequest, typed, type Message } from '../protocol/messages.js';
 import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
 
 /**
  * The PostgreSQL wire protocol up to the end of start-up, then a byte pipe.
- * It owns TLS, routing by SNI host name, access control, cancel routing,
- * limits and time-outs. It asks `RouterBackends` for a ready server's socket
- * and never starts processes itself.
+ * It owns TLS, routing by SNI host name, authentication (SCRAM-SHA-256 with
+ * the client itself, before any server is woken), access control, cancel
+ * routing, limits and time-outs. It asks `RouterBackends` for a role's
+ * verifier and for a ready server's socket, and never starts processes itself.
  */
 export interface TenantRoute {
   id: string;
@@ -25,10 +28,21 @@ export interface RouterBackends {
   lookup(label: string): TenantRoute | undefined;
   /** The unix socket path of a ready server for the tenant (woken when needed: `woke`); rejects when none can be had. */
   socketPath(id: string): Promise<{ path: string; woke: boolean }>;
+  /**
+   * The SCRAM verifier of login role `role` in the tenant's server, or
+   * undefined when there is none (no such role, no login, no SCRAM password,
+   * expired). Must not wake a suspended tenant whose roles are known.
+   * `live`: read from the running server now (not from the copy kept while it
+   * was down). `fresh`: the server is known to run; ask it, not the copy.
+   */
+  verifier(id: string, role: string, options?: { fresh?: boolean }): Promise<{ verifier: ScramVerifier | undefined; live: boolean }>;
 }
 
 /** How a client connection ended: `ok` reached ReadyForQuery; `cancel` carried a cancel request. */
 export type ConnectionResult = 'ok' | 'refused' | 'cancel' | 'closed';
+
+/** The outcome of the router's own authentication of a client. */
+export type AuthResult = 'ok' | 'failed' | 'protocol_error';
 
 /** What the router tells whoever counts (the daemon's metrics); every method is cheap and synchronous. */
 export interface RouterObserver {
@@ -36,13 +50,17 @@ export interface RouterObserver {
   backendConnect(seconds: number, woke: boolean): void;
   connectionClosed(result: ConnectionResult, bytesIn: number, bytesOut: number): void;
   cancelRequest(outcome: 'forwarded' | 'unknown_key'): void;
+  authentication(result: AuthResult, seconds: number): void;
 }
 
 /** Thrown by `RouterBackends.socketPath`: its message is shown to the client. */
 export class BackendUnavailable extends Error {
-  constructor(message: string) {
+  /** How the client is refused: 57P03 (tenant_unavailable) unless said otherwise. */
+  readonly reason: RefusalReason;
+  constructor(message: string, reason: RefusalReason = 'tenant_unavailable') {
     super(message);
     this.name = 'BackendUnavailable';
+    this.reason = reason;
   }
 }
 
@@ -69,6 +87,11 @@ export interface RouterOptions {
   authTimeoutMs?: number;
   /** Roles no client may log in as through the router (the admin role authenticates by peer). */
   reservedUsers?: string[];
+  /** Secret for the salts of the mock exchange with a role that does not exist (stable across restarts). */
+  authSecret: Buffer;
+  /** Wait before telling a client its login failed, per recent failure from its address or against its tenant. Default 100 ms, at most `authDelayMaxMs` (default 2 s). */
+  authDelayStepMs?: number;
+  authDelayMaxMs?: number;
   log?: RouterLog;
   observer?: RouterObserver;
 }
@@ -97,6 +120,9 @@ export class Router {
   readonly log: RouterLog;
   readonly observer: RouterObserver | undefined;
   private secureContext: tls.SecureContext;
+  private certHash: Buffer | undefined;
+  readonly authSecret: Buffer;
+  readonly failures: AuthFailures;
   private server: net.Server;
   private readonly clients = new Set<ClientConnection>();
   private readonly byTenant = new Map<string, Set<ClientConnection>>();
@@ -116,6 +142,9 @@ export class Router {
     this.log = options.log ?? QUIET;
     this.observer = options.observer;
     this.secureContext = makeSecureContext(options.cert, options.key);
+    this.certHash = leafHash(options.cert);
+    this.authSecret = options.authSecret;
+    this.failures = new AuthFailures(options.authDelayStepMs ?? 100, options.authDelayMaxMs ?? 2_000);
     this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
   }
 
@@ -149,6 +178,12 @@ export class Router {
   /** Swaps the certificate for new connections; a pair that does not load throws and the old one stays. */
   setCertificate(cert: string | Buffer, key: string | Buffer): void {
     this.secureContext = makeSecureContext(cert, key);
+    this.certHash = leafHash(cert);
+  }
+
+  /** The channel-binding data of the certificate connections get now (tls-server-end-point). */
+  get certificateHash(): Buffer | undefined {
+    return this.certHash;
   }
 
   get context(): tls.SecureContext {
@@ -178,6 +213,13 @@ export class Router {
       bytesOut += client.bytesOut;
     }
     return { in: bytesIn, out: bytesOut };
+  }
+
+  private readonly lastUse = new Map<string, number>();
+
+  /** When a client connection to the tenant last opened or closed (ms since the epoch). */
+  lastUsed(id: string): number | undefined {
+    return this.lastUse.get(id);
   }
 
   connectionCount(id?: string): number {
@@ -228,6 +270,10 @@ export class Router {
     return this.backends.socketPath(id);
   }
 
+  async verifier(id: string, role: string, options: { fresh?: boolean } = {}): Promise<{ verifier: ScramVerifier | undefined; live: boolean }> {
+    return this.backends.verifier(id, role, options);
+  }
+
   isReserved(user: string): boolean {
     return this.reservedUsers.has(user);
   }
@@ -248,6 +294,7 @@ export class Router {
     }
     set.add(client);
     this.byTenant.set(tenantId, set);
+    this.lastUse.set(tenantId, Date.now());
     this.admitted++;
     client.tenantId = tenantId;
     return undefined;
@@ -280,6 +327,7 @@ export class Router {
   forget(client: ClientConnection): void {
     this.clients.delete(client);
     if (client.tenantId !== undefined) {
+      this.lastUse.set(client.tenantId, Date.now());
       this.admitted--;
       const set = this.byTenant.get(client.tenantId);
       set?.delete(client);
@@ -314,6 +362,140 @@ function cancelKey(pid: number, secret: Buffer): string {
   return `${pid}:${secret.toString('hex')}`;
 }
 
+/** PostgreSQL cuts a role name in the start-up packet to NAMEDATALEN - 1 = 63 bytes. */
+function truncateName(name: string): string {
+  const bytes = Buffer.from(name, 'utf8');
+  return bytes.length <= 63 ? name : bytes.subarray(0, 63).toString('utf8');
+}
+
+function authMessage(code: number, data: Buffer): Buffer {
+  const payload = Buffer.allocUnsafe(4 + data.length);
+  payload.writeInt32BE(code, 0);
+  data.copy(payload, 4);
+  return typed(BackendMessage.Authentication, payload);
+}
+
+/** SASLInitialResponse: the mechanism (a C string), then the length of the data (-1: none) and the data. */
+function parseSASLInitialResponse(message: Message): { mechanism: string; data: string } {
+  if (message.type !== FrontendMessage.SASLResponse) throw new ScramError('08P01', `expected SASL response, got message type ${message.type}`);
+  const payload = message.payload;
+  const end = payload.indexOf(0);
+  if (end < 0 || end + 5 > payload.length) throw new ScramError('08P01', 'malformed SASLInitialResponse');
+  const length = payload.readInt32BE(end + 1);
+  const data = length < 0 ? Buffer.alloc(0) : payload.subarray(end + 5);
+  if (length >= 0 && data.length !== length) throw new ScramError('08P01', 'malformed SASLInitialResponse: the length does not match');
+  return { mechanism: payload.toString('utf8', 0, end), data: data.toString('utf8') };
+}
+
+/** The client's messages during the router's authentication, one at a time (SASL messages are small: at most 64 KiB, as PostgreSQL). */
+class ClientMessages {
+  private readonly socket: net.Socket;
+  private readonly reader = new MessageReader(65_536);
+  private waiting: { resolve: (m: Message | undefined) => void; reject: (e: Error) => void } | undefined;
+  private ended = false;
+  private readonly onData = (chunk: Buffer): void => {
+    this.reader.push(chunk);
+    this.deliver();
+  };
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.deliver();
+  };
+
+  constructor(socket: net.Socket, rest: Buffer) {
+    this.socket = socket;
+    if (rest.length > 0) this.reader.push(rest);
+    socket.on('data', this.onData);
+    socket.on('close', this.onEnd);
+    socket.on('end', this.onEnd);
+    socket.resume();
+  }
+
+  next(): Promise<Message | undefined> {
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.deliver();
+    });
+  }
+
+  /** Stops reading; returns what the client sent beyond the messages taken. */
+  stop(): Buffer {
+    this.socket.off('data', this.onData);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('end', this.onEnd);
+    this.socket.pause();
+    return this.reader.drain();
+  }
+
+  private deliver(): void {
+    const waiting = this.waiting;
+    if (!waiting) return;
+    let message: Message | undefined;
+    try {
+      message = this.reader.next();
+    } catch (err) {
+      this.waiting = undefined;
+      waiting.reject(err as Error);
+      return;
+    }
+    if (message?.type === FrontendMessage.Terminate) this.ended = true; // the client gave up: as if it closed
+    if (this.ended) message = undefined;
+    if (message || this.ended) {
+      this.waiting = undefined;
+      waiting.resolve(message);
+    }
+  }
+}
+
+/**
+ * Recent login failures per key (an address, a tenant), counted over a minute:
+ * each failure waits `step` ms per failure so far, at most `max`, before the
+ * client hears of it (as auth_delay does, but growing with the attempts).
+ */
+export class AuthFailures {
+  private readonly step: number;
+  private readonly max: number;
+  private readonly recent = new Map<string, { count: number; since: number }>();
+  total = 0;
+
+  constructor(step: number, max: number) {
+    this.step = step;
+    this.max = max;
+  }
+
+  /** Counts a failure against each key; returns how long to wait. */
+  note(keys: string[]): number {
+    const now = Date.now();
+    if (this.recent.size > 100_000) this.prune(now);
+    this.total++;
+    let worst = 0;
+    for (const key of keys) {
+      let entry = this.recent.get(key);
+      if (!entry || now - entry.since > 60_000) {
+        entry = { count: 0, since: now };
+        this.recent.set(key, entry);
+      }
+      entry.count++;
+      worst = Math.max(worst, entry.count);
+    }
+    return Math.min(this.max, this.step * worst);
+  }
+
+  private prune(now: number): void {
+    for (const [key, entry] of this.recent) if (now - entry.since > 60_000) this.recent.delete(key);
+    if (this.recent.size > 100_000) this.recent.clear();
+  }
+}
+
+/** The tls-server-end-point hash of the first (leaf) certificate of a PEM chain. */
+function leafHash(cert: string | Buffer): Buffer | undefined {
+  try {
+    return certificateHash(new X509Certificate(cert).raw);
+  } catch {
+    return undefined;
+  }
+}
+
 function makeSecureContext(cert: string | Buffer, key: string | Buffer): tls.SecureContext {
   return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
 }
@@ -331,7 +513,10 @@ class ClientConnection {
   private timer: NodeJS.Timeout;
   private done = false;
   private result: ConnectionResult = 'closed';
+  /** Set once admitted (it counts against the tenant's connections). */
   tenantId: string | undefined;
+  /** The tenant the client asked for, once known (before authentication and admission). */
+  private routed: string | undefined;
   cancelKey: string | undefined;
 
   constructor(router: Router, socket: net.Socket, startupTimeoutMs: number) {
@@ -377,7 +562,7 @@ class ClientConnection {
     if (this.done) return;
     this.result = 'refused';
     this.router.countRefusal(refusal.reason);
-    this.router.log.info('refused', { reason: refusal.reason, message: refusal.message, tenant: this.tenantId });
+    this.router.log.info('refused', { reason: refusal.reason, message: refusal.message, tenant: this.tenantId ?? this.routed });
     clearTimeout(this.timer);
     const socket = this.socket;
     if (send && socket.writable) {
@@ -502,9 +687,9 @@ class ClientConnection {
     try {
       await this.route(packet.version, packet.params, rest);
     } catch (err) {
-      this.router.log.warn('routing failed', { tenant: this.tenantId, error: (err as Error).message });
-      const message = err instanceof BackendUnavailable ? err.message : `the server of tenant ${this.tenantId ?? ''} is not available`;
-      this.refuse({ reason: 'tenant_unavailable', message });
+      this.router.log.warn('routing failed', { tenant: this.tenantId ?? this.routed, error: (err as Error).message });
+      const message = err instanceof BackendUnavailable ? err.message : `the server of tenant ${this.tenantId ?? this.routed ?? ''} is not available`;
+      this.refuse({ reason: err instanceof BackendUnavailable ? err.reason : 'tenant_unavailable', message });
     }
   }
 
@@ -546,11 +731,16 @@ class ClientConnection {
       });
       return;
     }
+    this.routed = tenant.id;
     if (tenant.access === 'disabled') {
       this.refuse({ reason: 'access_disabled', message: `access to tenant ${tenant.id} is disabled`, hint: `pgs enable-access ${tenant.id} allows it again` });
       return;
     }
     const user = params.get('user') ?? '';
+    if (user === '') {
+      this.refuse({ reason: 'auth_failed', code: '28000', message: 'no PostgreSQL user name specified in startup packet' });
+      return;
+    }
     if (this.router.isReserved(user)) {
       this.refuse({ reason: 'reserved_role', message: `role "${user}" cannot log in through pgs` });
       return;
@@ -559,6 +749,9 @@ class ClientConnection {
       this.refuse({ reason: 'shutting_down', message: 'pgs is shutting down' });
       return;
     }
+    // The password is checked here, before anything is woken or admitted: a failed login costs no server and no slot.
+    const login = await this.authenticate(tenant.id, user, rest);
+    if (!login) return;
     const full = this.router.admit(this, tenant);
     if (full) {
       this.refuse(full);
@@ -567,11 +760,80 @@ class ClientConnection {
     const began = performance.now();
     const { path: socketPath, woke } = await this.router.socketPath(tenant.id);
     if (this.done) return;
+    if (!login.live) {
+      // Checked against the copy kept while the server was down: make sure the server still has that verifier.
+      const now = await this.router.verifier(tenant.id, user, { fresh: true });
+      if (this.done) return;
+      if (!now.verifier || !now.verifier.storedKey.equals(login.verifier.storedKey)) {
+        await this.failLogin(tenant.id, user, 'the password changed while the tenant was stopped');
+        return;
+      }
+    }
     this.backendAsked = { began, woke };
     if (options === undefined) params.delete('options');
     else params.set('options', options);
     const startup = encodeStartup(version, params);
-    this.connectBackend(socketPath, Buffer.concat([startup, rest]));
+    this.connectBackend(socketPath, Buffer.concat([startup, login.rest]));
+  }
+
+  // --- phase 3b: authentication, the router's own ---
+
+  /**
+   * SCRAM-SHA-256(-PLUS) with the client against the role's verifier. On
+   * success AuthenticationSASLFinal has been sent (the server's AuthenticationOk
+   * follows) and the bytes the client sent after its last SASL message are
+   * returned; on failure the client was refused (after a delay) and the result is undefined.
+   */
+  private async authenticate(tenantId: string, user: string, rest: Buffer): Promise<{ verifier: ScramVerifier; live: boolean; rest: Buffer } | undefined> {
+    const began = performance.now();
+    const role = truncateName(user);
+    const found = await this.router.verifier(tenantId, role);
+    if (this.done) return undefined;
+    const scram = new ScramServer({ verifier: found.verifier, mockSalt: mockSalt(this.router.authSecret, tenantId, role), certificateHash: this.router.certificateHash });
+    const messages = new ClientMessages(this.socket, rest);
+    try {
+      this.socket.write(authMessage(AUTH_SASL, Buffer.from(`${scram.mechanisms.join('\0')}\0\0`)));
+      const initial = await messages.next();
+      if (!initial) return this.gone();
+      const { mechanism, data } = parseSASLInitialResponse(initial);
+      this.socket.write(authMessage(AUTH_SASL_CONTINUE, Buffer.from(scram.start(mechanism, data))));
+      const response = await messages.next();
+      if (!response) return this.gone();
+      if (response.type !== FrontendMessage.SASLResponse) throw new ScramError('08P01', `expected SASL response, got message type ${response.type}`);
+      const serverFinal = scram.finish(response.payload.toString('utf8'));
+      if (serverFinal === undefined || !found.verifier) {
+        this.router.observer?.authentication('failed', (performance.now() - began) / 1000);
+        await this.failLogin(tenantId, user, found.verifier ? 'wrong password' : 'no such login role with a SCRAM password');
+        return undefined;
+      }
+      this.socket.write(authMessage(AUTH_SASL_FINAL, Buffer.from(serverFinal)));
+      this.router.observer?.authentication('ok', (performance.now() - began) / 1000);
+      return { verifier: found.verifier, live: found.live, rest: messages.stop() };
+    } catch (err) {
+      messages.stop();
+      if (this.done) return undefined;
+      this.router.observer?.authentication('protocol_error', (performance.now() - began) / 1000);
+      if (err instanceof ScramError) {
+        this.refuse({ reason: 'protocol_violation', code: err.code, message: err.message, detail: err.detail });
+      } else {
+        this.refuse({ reason: 'protocol_violation', message: `invalid authentication message: ${(err as Error).message}` });
+      }
+      return undefined;
+    }
+  }
+
+  /** The client went away mid-exchange. */
+  private gone(): undefined {
+    this.destroy();
+    return undefined;
+  }
+
+  /** PostgreSQL's answer to a failed login, after a wait that grows with recent failures from the address or against the tenant. */
+  private async failLogin(tenantId: string, user: string, why: string): Promise<void> {
+    const delay = this.router.failures.note([`a:${this.raw.remoteAddress ?? ''}`, `t:${tenantId}`]);
+    this.router.log.info('login failed', { tenant: tenantId, role: user, address: this.raw.remoteAddress, why });
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    this.refuse({ reason: 'auth_failed', message: `password authentication failed for user "${user}"` });
   }
 
   // --- phase 4: authentication relay, phase 5: pipe ---

@@ -4,7 +4,7 @@ import {
   MessageReader, parseDataRow, parseErrorFields, serializeQuery, serializeSASLInitialResponse, serializeSASLResponse, serializeStartup, serializeTerminate,
   type ErrorFields,
 } from '../protocol/messages.js';
-import { SCRAM_SHA_256, ScramClient } from '../protocol/scram-client.js';
+import { SCRAM_SHA_256, ScramClient } from '../auth/scram-client.js';
 import { socketPath } from './server-config.js';
 
 /**
@@ -90,13 +90,8 @@ export class AdminClient {
    * false, reading pauses until `drained` resolves (back-pressure from a pipe).
    * Returns the rows of the result sets around the stream.
    */
-  async copyOut(sql: string, onData: (payload: Buffer) => boolean, drained: () => Promise<void>): Promise<(string | null)[][]> {
-    if (this.failure) throw this.failure;
-    if (this.pending) throw new Error('one query at a time');
-    return new Promise((resolve, reject) => {
-      this.pending = { rows: [], resolve, reject, copy: { onData, drained } };
-      this.socket.write(serializeQuery(sql));
-    });
+  copyOut(sql: string, onData: (payload: Buffer) => boolean, drained: () => Promise<void>): Promise<(string | null)[][]> {
+    return this.exchange(serializeQuery(sql), { onData, drained });
   }
 
   /** False once the connection failed or closed. */
@@ -129,13 +124,20 @@ export class AdminClient {
     this.socket.destroy();
   }
 
-  private exchange(bytes: Buffer): Promise<(string | null)[][]> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.pending) return Promise.reject(new Error('one query at a time'));
-    return new Promise((resolve, reject) => {
-      this.pending = { rows: [], resolve, reject };
-      this.socket.write(bytes);
-    });
+  /** Queries wait for the one before (a session shared by health checks and login lookups). */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private exchange(bytes: Buffer, copy?: Pending['copy']): Promise<(string | null)[][]> {
+    const run = (): Promise<(string | null)[][]> => {
+      if (this.failure) return Promise.reject(this.failure);
+      return new Promise((resolve, reject) => {
+        this.pending = { rows: [], resolve, reject, ...(copy ? { copy } : {}) };
+        this.socket.write(bytes);
+      });
+    };
+    const result = this.queue.then(run, run);
+    this.queue = result.catch(() => undefined);
+    return result;
   }
 
   private onData(chunk: Buffer): void {

@@ -10,7 +10,7 @@ import { AdminClient, AdminQueryError } from './admin-client.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
-import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
+import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, LoginRole, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
   ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, TEMPLATE_DATABASE, TEMPLATE_MARKER,
   TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
@@ -281,6 +281,10 @@ export class NativeRuntime implements TenantRuntime {
     return child !== undefined && child.exitCode === null && child.signalCode === null && warm.session.usable;
   }
 
+  runningSpares(): number {
+    return this.warm.length;
+  }
+
   async keepWarm(count: number, maxConnections: number): Promise<void> {
     this.warmTarget = count;
     this.warmMaxConnections = maxConnections;
@@ -400,11 +404,28 @@ export class NativeRuntime implements TenantRuntime {
       lines.push(ARCHIVE_INCLUDE, '');
       await this.writeOwnedFile(dir, 'postgresql.conf', conf + lines.join('\n'));
     }
-    const hba = await fs.readFile(path.join(dir, 'pg_hba.conf'), 'utf8');
-    if (hba !== hbaConfText()) await this.writeOwnedFile(dir, 'pg_hba.conf', hbaConfText());
+    await this.writeAuthFiles(dir);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
     await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery));
     if (spec.recovery) await this.writeOwnedFile(dir, 'recovery.signal', '');
+  }
+
+  /** pg_hba.conf and pg_ident.conf as this version has them (a folder from an older template gets them before its start). Returns whether anything changed. */
+  private async writeAuthFiles(dir: string): Promise<boolean> {
+    let changed = false;
+    for (const [name, text] of [['pg_hba.conf', hbaConfText()], ['pg_ident.conf', identConfText()]] as const) {
+      if ((await fs.readFile(path.join(dir, name), 'utf8').catch(() => '')) === text) continue;
+      await this.writeOwnedFile(dir, name, text);
+      changed = true;
+    }
+    return changed;
+  }
+
+  async updateAuthFiles(id: string): Promise<void> {
+    const dir = this.tenantDir(id);
+    if (!(await this.writeAuthFiles(dir))) return;
+    const pidFile = await readPostmasterPid(dir);
+    if (pidFile && (await isPostgresProcess(pidFile.pid))) this.signal(pidFile.pid, 'SIGHUP');
   }
 
   async configureArchive(spec: TenantServerSpec, { reload = true }: { reload?: boolean } = {}): Promise<void> {
@@ -675,6 +696,17 @@ export class NativeRuntime implements TenantRuntime {
     return row?.[0] ?? null;
   }
 
+  async loginRoles(id: string, role?: string): Promise<LoginRole[]> {
+    const validUntil = "CASE WHEN rolvaliduntil IS NULL OR rolvaliduntil = 'infinity' THEN NULL WHEN rolvaliduntil = '-infinity' THEN 0 ELSE floor(extract(epoch FROM rolvaliduntil) * 1000)::bigint END";
+    const sql = `SELECT rolname, rolpassword, ${validUntil} FROM pg_authid WHERE rolcanlogin AND rolname <> ${quoteLiteral(ADMIN_ROLE)}${role === undefined ? '' : ` AND rolname = ${quoteLiteral(role)}`}`;
+    // Over the health check's open session where there is one (no new backend per login).
+    const session = this.healthSessions.get(id);
+    const rows = session?.client.usable ? await session.client.query(sql, { timeoutMs: 5_000 }) : await this.withAdmin(id, ADMIN_DATABASE, (c) => c.query(sql, { timeoutMs: 5_000 }));
+    return rows.map((row) => ({ name: row[0] ?? '', verifier: row[1] ?? null, validUntil: row[2] === null || row[2] === undefined ? null : Number(row[2]) }));
+  }
+
+  beforeStop: ((id: string) => Promise<void>) | undefined;
+
   async renameDatabase(id: string, from: string): Promise<void> {
     if (from === id) return;
     await this.withAdmin(id, ADMIN_DATABASE, (c) => c.query(`ALTER DATABASE ${quoteIdent(from)} RENAME TO ${quoteIdent(id)}`, { timeoutMs: 30_000 }));
@@ -713,6 +745,10 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async stop(id: string, options: { immediate?: boolean } = {}): Promise<void> {
+    if (this.beforeStop && !options.immediate && !id.startsWith(WARM_PREFIX) && (await this.status(id)).state === 'running') {
+      const hook = this.beforeStop(id).catch(() => undefined);
+      await Promise.race([hook, sleep(5_000)]);
+    }
     this.known.delete(id);
     this.healthSessions.get(id)?.client.destroy();
     this.healthSessions.delete(id);

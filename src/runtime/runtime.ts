@@ -36,6 +36,15 @@ export interface ArchiverStatus {
   pending: number;
 }
 
+/** A role that may log in, as its server has it: its verifier (PostgreSQL's stored text) and expiry. */
+export interface LoginRole {
+  name: string;
+  /** `SCRAM-SHA-256$…`; an MD5 hash or null can never pass pgs's check. */
+  verifier: string | null;
+  /** VALID UNTIL in ms since the epoch; null: no expiry. */
+  validUntil: number | null;
+}
+
 export type ServerState = 'running' | 'starting' | 'stopping' | 'stopped';
 
 export interface ServerStatus {
@@ -157,6 +166,14 @@ export interface TenantRuntime {
   copyWal(id: string, dir: string): Promise<void>;
   /** The tenant role's password verifier, read from the running server. */
   tenantVerifier(id: string): Promise<string | null>;
+  /** Spare servers running now (they count against the running budget). */
+  runningSpares(): number;
+  /** Brings a server's pg_hba.conf and pg_ident.conf up to this version's (and reloads it when it runs): a server started by an older pgs. */
+  updateAuthFiles(id: string): Promise<void>;
+  /** The roles that may log in (all but pgs's admin role), or just `role`, read from the running server. */
+  loginRoles(id: string, role?: string): Promise<LoginRole[]>;
+  /** Called before a running tenant's server is stopped, however (pgs keeps a copy of its login roles then); at most 5 s, errors ignored. */
+  beforeStop: ((id: string) => Promise<void>) | undefined;
   /** Renames the tenant database `from` to `id` (a restored copy of another tenant). */
   renameDatabase(id: string, from: string): Promise<void>;
 }

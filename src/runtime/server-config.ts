@@ -24,7 +24,7 @@ export function socketPath(socketDir: string, port = SERVER_PORT): string {
   return `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}`;
 }
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 7;
+export const TEMPLATE_VERSION = 8;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 /** Connections only superusers (pgs's admin sessions: health checks, password changes) may use. */
@@ -136,23 +136,26 @@ function shellQuote(value: string): string {
 }
 
 /**
- * Local socket only. The admin superuser logs in by peer authentication from
- * any OS user that can reach the socket; the socket's folder is 0700 and owned
- * by the server user, so that is the server user and root. The tenant role
- * always needs its password.
+ * Local socket only, and peer authentication only: whoever reaches the
+ * socket may log in as any role. That is the server's OS user and root (the
+ * socket's folder is the data folder, 0700): both can read the data files
+ * anyway. Clients from the network never get here directly: the router
+ * checks their password itself (SCRAM, against the role's verifier) and then
+ * logs in for them over this socket. From SQL a tenant cannot take this
+ * path: dblink and postgres_fdw refuse a connection made without a password
+ * to anyone but a superuser, and the tenant role is not one.
  */
 export function hbaConfText(): string {
   return [
-    '# pgs: unix socket only; the router and local clients come in here.',
-    `local all ${ADMIN_ROLE} peer map=pgs`,
+    '# pgs: unix socket only; the router (after checking the password) and pgs itself come in here.',
+    'local all all peer map=pgs',
     `local replication ${ADMIN_ROLE} peer map=pgs`,
-    'local all all scram-sha-256',
     '',
   ].join('\n');
 }
 
 export function identConfText(): string {
-  return ['# pgs: any OS user that can reach the 0700 socket folder may be the admin role.', `pgs /^(.*)$ ${ADMIN_ROLE}`, ''].join('\n');
+  return ['# pgs: any OS user that can reach the 0700 socket folder (the server user, root) may be any role.', 'pgs /^(.*)$ all', ''].join('\n');
 }
 
 export function quoteIdent(name: string): string {

@@ -14,7 +14,7 @@ import { NativeRuntime } from '../runtime/native.js';
 import type { ServerState, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 import { newStamp, tenantServerSpec, writeGenerationMeta } from '../backup/layout.js';
 import { parseS3Url, probeTarget, s3ClientFor } from '../backup/s3.js';
-import { generatePassword, scramVerifier } from '../runtime/scram.js';
+import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { TENANT_ROLE } from '../runtime/server-config.js';
 import { DEFAULT_SERVER_USER, ensureSystemUser, resolveServerUser } from '../runtime/system-user.js';
 import { checkCertificatePair, generateSelfSigned, type CertificateInfo } from '../tls/certificate.js';
@@ -45,6 +45,8 @@ export interface SetupOptions {
   backupTarget?: string | null;
   s3Endpoint?: string | null;
   s3Region?: string | null;
+  /** Servers that may run at once; null: derived from memory. */
+  maxRunning?: number | null;
   /** A new domain renames every tenant's host name: it must be confirmed when tenants exist. */
   confirmDomainChange?: boolean;
 }
@@ -222,6 +224,7 @@ export class Pgs {
         apiListen: options.apiListen !== undefined ? options.apiListen : (before?.apiListen !== undefined ? before.apiListen : DEFAULT_API_LISTEN),
         ...(options.tenantMetrics !== undefined ? { tenantMetrics: options.tenantMetrics } : before?.tenantMetrics !== undefined ? { tenantMetrics: before.tenantMetrics } : {}),
         ...target,
+        ...keep('maxRunning', options.maxRunning, before?.maxRunning),
       };
       const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
       if (!current) actions.push(`wrote ${this.store.paths.catalog}`);
@@ -597,9 +600,9 @@ async function runInit(runtime: TenantRuntime, id: string, password: string, sql
 }
 
 /** A setting as given (null removes it), else as it was. */
-function keep<K extends string>(key: K, given: string | null | undefined, before: string | undefined): Partial<Record<K, string>> {
+function keep<K extends string, T extends string | number>(key: K, given: T | null | undefined, before: T | undefined): Partial<Record<K, T>> {
   const value = given === undefined ? before : given;
-  return value === null || value === undefined ? {} : ({ [key]: value } as Record<K, string>);
+  return value === null || value === undefined ? {} : ({ [key]: value } as Record<K, T>);
 }
 
 export function findTenant(catalog: Catalog, id: string): Tenant {

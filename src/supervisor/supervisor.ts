@@ -9,6 +9,8 @@ import { forEachLimit } from '../core/limit.js';
 import { BackendUnavailable, type RouterLog } from '../router/router.js';
 import type { ArchiverStatus, TenantRuntime } from '../runtime/runtime.js';
 import { tenantServerSpec } from '../backup/layout.js';
+import { runningBudget } from './budget.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
  * The supervisor: makes what runs match what the catalog wants, and keeps
@@ -57,6 +59,8 @@ interface Backoff {
 /** What the supervisor needs of the router: connection counts, and closing a tenant's sessions. */
 export interface RouterView {
   connectionCount(id?: string): number;
+  /** When a client connection to the tenant last opened or closed (ms), if ever since the router started. */
+  lastUsed(id: string): number | undefined;
   closeTenant(id: string, message?: string): number;
 }
 
@@ -77,6 +81,8 @@ export interface SupervisorDeps {
 const CRASHED_AFTER = 3;
 /** A woken server must accept connections within this, or the waiting clients get 57P03. */
 const WAKE_TIMEOUT_MS = 15_000;
+/** A wake beyond the running budget waits this long for a slot (the router's start-up time-out) before 53300. */
+const BUDGET_WAIT_MS = 10_000;
 /** Each running server answers `SELECT 1` over its socket this often (spread by ±10 %), sooner after a failure. */
 export const HEALTH_INTERVAL_MS = 60_000;
 const HEALTH_RETRY_MS = 10_000;
@@ -367,6 +373,59 @@ export class Supervisor {
     return stopped;
   }
 
+  /** Servers that may run at once (spares included). */
+  get budget(): number {
+    return runningBudget(this.catalog.settings.maxRunning);
+  }
+
+  /** Servers running or being woken now: tenants' (not suspended, seen running or waking) and spares. */
+  runningCount(): number {
+    let n = this.runtime.runningSpares();
+    for (const t of this.catalog.tenants) {
+      if (t.wanted === 'running' && !this.suspended.has(t.id) && this.seenRunning.has(t.id)) n++;
+    }
+    for (const id of this.waking.keys()) if (this.suspended.has(id)) n++; // a wake in flight holds its slot
+    return n;
+  }
+
+  /**
+   * Before a wake: while the budget is spent, suspend the idle tenant unused the
+   * longest (no client through the router or on its socket, autosuspend not off,
+   * no backup holding it). With none idle, wait for a slot up to BUDGET_WAIT_MS,
+   * then refuse with 53300.
+   */
+  private async makeRoom(id: string): Promise<void> {
+    const deadline = Date.now() + BUDGET_WAIT_MS;
+    let waited = false;
+    while (this.runningCount() > this.budget) {
+      const victim = await this.leastRecentlyUsedIdle(id);
+      if (victim && this.runningCount() > this.budget) {
+        await this.suspendNow(victim, `making room for ${id}: at most ${this.budget} servers run at once`).catch(() => undefined);
+        continue;
+      }
+      if (Date.now() >= deadline || this.isStopping) {
+        this.metrics.budgetRefusals.inc();
+        throw new BackendUnavailable(`too many tenants running on this host (at most ${this.budget}, none idle)`, 'too_many_connections');
+      }
+      if (!waited) this.log.info('waiting for a running slot', { tenant: id, running: this.runningCount() - 1, budget: this.budget });
+      waited = true;
+      await sleep(100);
+    }
+  }
+
+  private async leastRecentlyUsedIdle(except: string): Promise<string | undefined> {
+    const idle = (t: Tenant) => t.id !== except && t.wanted === 'running' && t.autosuspendSeconds !== null && !this.suspended.has(t.id)
+      && !this.waking.has(t.id) && !this.holds.has(t.id) && this.seenRunning.has(t.id) && this.router.connectionCount(t.id) === 0;
+    const used = (id: string) => Math.max(this.lastActive.get(id) ?? 0, this.router.lastUsed(id) ?? 0);
+    const candidates = this.catalog.tenants.filter(idle).sort((a, b) => used(a.id) - used(b.id));
+    for (const t of candidates.slice(0, 8)) {
+      // Sessions over the local socket count as use too.
+      if ((await this.runtime.clientSessions(t.id).catch(() => 1)) > 0) continue;
+      if (idle(t)) return t.id;
+    }
+    return undefined;
+  }
+
   /** Starts a suspended server for a waiting client; concurrent callers share one start. */
   wake(id: string): Promise<boolean> {
     if (!this.suspended.has(id) || this.isStopping) return Promise.resolve(false);
@@ -383,6 +442,8 @@ export class Supervisor {
       // (the router then finds it not running and says so).
       const now = this.catalog.tenants.find((t) => t.id === id);
       if (!this.suspended.has(id) || now?.wanted !== 'running' || this.isStopping) return false;
+      await this.makeRoom(id);
+      if (!this.suspended.has(id) || this.isStopping) return false;
       try {
         await Promise.race([
           this.runtime.start(tenantServerSpec(this.catalog.settings.dataRoot, now)),
@@ -399,6 +460,8 @@ export class Supervisor {
         clearTimeout(timer);
       }
       this.suspended.delete(id);
+      this.seenRunning.add(id);
+      this.lastActive.set(id, Date.now()); // the most recently used now: not the next one to make room
       this.idleSince.delete(id); // its idle time counts from the wake, not from before the suspend
       this.wakes.set(id, (this.wakes.get(id) ?? 0) + 1);
       const seconds = (performance.now() - started) / 1000;

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { CatalogBackends } from '../../src/daemon/backends.js';
+import { Logins } from '../../src/daemon/logins.js';
 import { Router, type RouterOptions } from '../../src/router/router.js';
 import { Pgs } from '../../src/service/pgs.js';
 import type { PgsHome } from './pgs.js';
@@ -8,8 +10,12 @@ import type { PgsHome } from './pgs.js';
 export async function startRouter(home: PgsHome, options: Partial<RouterOptions> = {}): Promise<{ router: Router; port: number; backends: CatalogBackends; reload(): Promise<void> }> {
   const pgs = new Pgs(home.env);
   const catalog = await pgs.store.read();
-  const backends = new CatalogBackends(pgs.runtimeFor(catalog.settings), catalog);
+  const runtime = pgs.runtimeFor(catalog.settings);
+  const logins = new Logins(path.join(home.home, 'router-logins'), runtime, { warn: () => undefined });
+  await logins.open();
+  const backends = new CatalogBackends(runtime, logins, catalog);
   const router = new Router(backends, {
+    authSecret: logins.secret,
     domain: catalog.settings.domain,
     cert: readFileSync(catalog.settings.certFile),
     key: readFileSync(catalog.settings.keyFile),

@@ -83,7 +83,7 @@ describe('a tenant from create to remove, through the CLI, on real PostgreSQL 18
   });
 
   it('passwd sets a new password and the old one stops working', async () => {
-    const url = (await pgs.ok(['url', 'acme', '--local'])).trim();
+    const url = `host=${acme.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=acme sslmode=require`;
     await pgs.ok(['passwd', 'acme', '--password', 'a-new-secret-1']);
     assert.equal((await psql(url, 'SELECT 1', 'a-new-secret-1')).stdout, '1');
     const old = await psql(url, 'SELECT 1', acme.password);
@@ -100,14 +100,17 @@ describe('a tenant from create to remove, through the CLI, on real PostgreSQL 18
     await pgs.ok(['passwd', 'acme', '--password', 'while-stopped-9']);
     assert.equal((await pgs.json<Listed[]>(['list']))[0]?.state, 'stopped');
     await pgs.ok(['start', 'acme']);
-    const url = (await pgs.ok(['url', 'acme', '--local'])).trim();
+    const url = `host=${acme.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=acme sslmode=require`;
     assert.equal((await psql(url, 'SELECT 3', 'while-stopped-9')).stdout, '3');
+    assert.match((await psql(url, 'SELECT 3', 'a-new-secret-1')).stderr, /password authentication failed/);
   });
 
   it('logs shows the server log; -n limits the lines', async () => {
+    const url = (await pgs.ok(['url', 'acme', '--local'])).trim();
+    assert.match((await psql(url, 'SELECT 1/0', '')).stderr, /division by zero/);
     const all = await pgs.ok(['logs', 'acme']);
     assert.match(all, /database system is ready to accept connections/);
-    assert.match(all, /password authentication failed for user "postgres"/, 'the failed login of the passwd test is logged');
+    assert.match(all, /ERROR: {2}division by zero/, 'the failed statement is logged');
     const two = await pgs.ok(['logs', 'acme', '-n', '2']);
     assert.equal(two.trimEnd().split('\n').length, 2);
     assert.deepEqual(two.trimEnd().split('\n'), all.trimEnd().split('\n').slice(-2));

@@ -31,6 +31,7 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
         backendConnect: () => undefined,
         connectionClosed: () => undefined,
         cancelRequest: (outcome) => { cancels[outcome]++; },
+        authentication: () => undefined,
       },
     }));
   });

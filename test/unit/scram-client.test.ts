@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { ScramClient } from '../../src/protocol/scram-client.js';
-import { scramVerifier } from '../../src/runtime/scram.js';
+import { ScramClient } from '../../src/auth/scram-client.js';
+import { scramVerifier } from '../../src/auth/scram.js';
 
 describe('ScramClient', () => {
   it('matches the RFC 7677 SCRAM-SHA-256 example exchange', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { GENERATED_PASSWORD_LENGTH, SCRAM_ITERATIONS, generatePassword, scramVerifier } from '../../src/runtime/scram.js';
+import { GENERATED_PASSWORD_LENGTH, SCRAM_ITERATIONS, generatePassword, scramVerifier } from '../../src/auth/scram.js';
 
 const VERIFIER = /^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/;
 

@@ -22,7 +22,8 @@ export const list: Command = {
   positionals: [0, 0],
   async run(ctx, _args, values) {
     const catalog = await ctx.pgs().store.read(); // a missing setup or broken catalog is reported before asking the daemon
-    const fromDaemon = await allTenants(ctx.api);
+    const pages = await allTenants(ctx.api);
+    const fromDaemon = pages?.items;
     const tenants = fromDaemon ?? (await ctx.pgs().list(catalog));
     if (values.json) {
       printJson(tenants);
@@ -44,6 +45,7 @@ export const list: Command = {
     ]));
     const troubled = fromDaemon ? tenants.filter((t) => t.archivingError !== undefined && t.archiving !== 'ok') : [];
     for (const t of troubled.slice(0, 5)) console.log(`${t.id}: ${t.archivingError ?? ''}`);
+    if (pages) console.log(`${pages.running} of at most ${pages.maxRunning} servers running (spares included)`);
     if (!fromDaemon) console.log('(no daemon runs: connections and health are unknown; "pgs start" starts it)');
     return 0;
   },
@@ -56,16 +58,19 @@ function backupCell(t: TenantJson): string {
   return `${formatDuration((Date.now() - Date.parse(t.lastBackupAt)) / 1000)} ago`;
 }
 
-/** Every page of GET /v1/tenants, or undefined when no daemon runs. */
-async function allTenants(api: ApiClient): Promise<TenantJson[] | undefined> {
+/** Every page of GET /v1/tenants and the running count of the last, or undefined when no daemon runs. */
+async function allTenants(api: ApiClient): Promise<{ items: TenantJson[]; running: number; maxRunning: number } | undefined> {
   const items: TenantJson[] = [];
   let cursor: string | null = null;
+  let running = 0;
+  let maxRunning = 0;
   do {
-    const page: { items: TenantJson[]; nextCursor: string | null } | undefined =
+    const page: { items: TenantJson[]; nextCursor: string | null; running: number; maxRunning: number } | undefined =
       await api.getIfRunning(`/v1/tenants?limit=1000${cursor === null ? '' : `&cursor=${cursor}`}`);
     if (!page) return undefined;
     items.push(...page.items);
     cursor = page.nextCursor;
+    ({ running, maxRunning } = page);
   } while (cursor !== null);
-  return items;
+  return { items, running, maxRunning };
 }

@@ -1,11 +1,12 @@
 import { PgsError } from '../../core/errors.js';
 import { parseInteger, printJson, type Command } from '../command.js';
 import { formatTable } from '../table.js';
+import { runningBudget } from '../../supervisor/budget.js';
 
 export const setup: Command = {
   summary: 'write the config, make the server template and a TLS certificate (idempotent)',
   usage: 'pgs setup [--domain D [--yes]] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off]\n' +
-    '                 [--backup-target s3://BUCKET/PREFIX|local] [--s3-endpoint URL] [--s3-region R] [--json]',
+    '                 [--backup-target s3://BUCKET/PREFIX|local] [--s3-endpoint URL] [--s3-region R] [--max-running N|auto] [--json]',
   details: [
     '  --domain D          tenants get host names <id>-<suffix>.D (default pgs.localhost); changing it',
     '                      renames every tenant\'s host name and needs --yes',
@@ -23,6 +24,10 @@ export const setup: Command = {
     '                      setup writes and deletes a small object there first.',
     '  --s3-endpoint URL   an S3 API server (MinIO, Ceph, ...) instead of AWS',
     '  --s3-region R       default: AWS_REGION, else us-east-1',
+    '  --max-running N     servers that may run at once, spares included (default "auto": the host\'s',
+    '                      memory / 64 MiB). Waking a tenant beyond it first suspends the idle tenant',
+    '                      unused the longest; with none idle, its client waits up to 10 s, then gets',
+    '                      FATAL 53300 "too many tenants running on this host".',
     '  --json              print the settings as JSON',
     '',
     'Run it again at any time: it keeps what exists and changes only what you pass.',
@@ -33,13 +38,14 @@ export const setup: Command = {
   options: {
     domain: { type: 'string' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' },
     'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' },
-    'backup-target': { type: 'string' }, 's3-endpoint': { type: 'string' }, 's3-region': { type: 'string' },
+    'backup-target': { type: 'string' }, 's3-endpoint': { type: 'string' }, 's3-region': { type: 'string' }, 'max-running': { type: 'string' },
   },
   positionals: [0, 0],
   async run(ctx, _args, values) {
     const port = values.port === undefined ? undefined : parseInteger(String(values.port), '--port', 1, 65535);
     const listen = values['api-listen'] === undefined ? undefined : String(values['api-listen']);
     const metrics = values['tenant-metrics'];
+    const maxRunning = values['max-running'] === undefined ? undefined : values['max-running'] === 'auto' ? null : parseInteger(String(values['max-running']), '--max-running', 1, 100000);
     if (metrics !== undefined && metrics !== 'on' && metrics !== 'off') throw new PgsError('USAGE', `invalid --tenant-metrics ${JSON.stringify(metrics)}: on or off`);
     const report = await ctx.pgs().setup({
       domain: values.domain as string | undefined,
@@ -51,6 +57,7 @@ export const setup: Command = {
       ...(values['backup-target'] !== undefined ? { backupTarget: values['backup-target'] === 'local' ? null : String(values['backup-target']) } : {}),
       ...(values['s3-endpoint'] !== undefined ? { s3Endpoint: values['s3-endpoint'] === '' ? null : String(values['s3-endpoint']) } : {}),
       ...(values['s3-region'] !== undefined ? { s3Region: values['s3-region'] === '' ? null : String(values['s3-region']) } : {}),
+      ...(maxRunning !== undefined ? { maxRunning } : {}),
       confirmDomainChange: Boolean(values.yes),
     });
     // A running daemon reads the new settings at once (a new certificate reaches new connections).
@@ -69,6 +76,7 @@ export const setup: Command = {
       ['data', s.dataRoot],
       ['servers run as', s.serverUser ?? 'the user running pgs'],
       ['api', s.apiListen ?? 'unix socket only'],
+      ['running at once', s.maxRunning === undefined ? `at most ${runningBudget(undefined)} servers (auto: memory / 64 MiB)` : `at most ${s.maxRunning} servers`],
       ['backups', `${s.dataRoot}/backups${s.backupTarget ? ` and ${s.backupTarget}${s.s3Endpoint ? ` at ${s.s3Endpoint}` : ''}` : ''}`],
     ], { indent: '  ' }));
     console.log('Next: pgs create <id>');
