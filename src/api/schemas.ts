@@ -26,6 +26,10 @@ export const Archiving = Type.Union([Type.Literal('ok'), Type.Literal('failing')
 export const BackupSchedule = Type.Union([Type.Literal('hourly'), Type.Literal('daily'), Type.Literal('off')]);
 export const BackupRetain = Type.Integer({ minimum: 1, maximum: 1000 });
 export const RpoSeconds = Type.Integer({ minimum: 1, maximum: 3600 });
+/** Memory the tenant's server may use, in bytes (at least 64 MiB); null: no limit. */
+export const MemoryBytes = Nullable(Type.Integer({ minimum: 64 * 2 ** 20, maximum: 2 ** 50 }));
+/** Cores the tenant's server may use (0.01 to 1024); null: no limit. */
+export const Cpus = Nullable(Type.Number({ minimum: 0.01, maximum: 1024 }));
 
 export const Tenant = Type.Object({
   id: Type.String(),
@@ -52,6 +56,12 @@ export const Tenant = Type.Object({
   backupSchedule: BackupSchedule,
   backupRetain: Type.Integer(),
   rpoSeconds: Type.Integer({ description: 'at most this many seconds of writes wait before their WAL is archived' }),
+  memoryBytes: MemoryBytes,
+  cpus: Cpus,
+  /** What its server uses now, from its control group (only where limits are enforced and it runs). */
+  usage: Type.Optional(Type.Object({ memoryBytes: Type.Integer(), cpuSeconds: Type.Number() })),
+  /** Present when the tenant has a limit this host cannot enforce: why. */
+  limitsNotEnforced: Type.Optional(Type.String()),
   lastBackupAt: Nullable(DateTime),
   archiving: Archiving,
   archivingError: Type.Optional(Type.String()),
@@ -79,6 +89,8 @@ export const CreateTenantBody = Type.Object({
   password: Type.Optional(Type.String({ description: 'at least 8 characters; default: 32 random characters' })),
   autosuspend: Type.Optional(Autosuspend),
   maxConnections: Type.Optional(MaxConnections),
+  memoryBytes: Type.Optional(MemoryBytes),
+  cpus: Type.Optional(Cpus),
   init: Type.Optional(Type.String({ maxLength: 1_048_576, description: 'SQL run as the tenant role in its new database (one transaction unless it says otherwise); if it fails, nothing is created and the error names the line' })),
 }, { additionalProperties: false });
 export type CreateTenantRequest = Static<typeof CreateTenantBody>;
@@ -99,6 +111,8 @@ export const PatchTenantBody = Type.Object({
   backupSchedule: Type.Optional(BackupSchedule),
   backupRetain: Type.Optional(BackupRetain),
   rpoSeconds: Type.Optional(RpoSeconds),
+  memoryBytes: Type.Optional(MemoryBytes),
+  cpus: Type.Optional(Cpus),
 }, { additionalProperties: false, minProperties: 1 });
 export type PatchTenantRequest = Static<typeof PatchTenantBody>;
 

@@ -50,6 +50,9 @@ export function tenantServerSpec(dataRoot: string, tenant: Tenant): TenantServer
   return {
     id: tenant.id,
     maxConnections: tenant.maxConnections,
+    ...(tenant.memoryBytes !== undefined || tenant.cpus !== undefined
+      ? { limits: { ...(tenant.memoryBytes !== undefined ? { memoryBytes: tenant.memoryBytes } : {}), ...(tenant.cpus !== undefined ? { cpus: tenant.cpus } : {}) } }
+      : {}),
     ...(tenant.generation !== undefined
       ? { archive: { directory: walDir(dataRoot, tenant.id, tenant.generation), timeoutSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS } }
       : {}),

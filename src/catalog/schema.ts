@@ -24,6 +24,9 @@ export type BackupSchedule = v.InferOutput<typeof BackupScheduleSchema>;
 export const WantedSchema = v.picklist(['running', 'stopped']);
 export type Wanted = v.InferOutput<typeof WantedSchema>;
 
+/** The smallest memory limit: the server's shared buffers (16 MB) and a few sessions must fit. */
+export const MIN_MEMORY_BYTES = 64 * 2 ** 20;
+
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 const nonEmpty = v.pipe(v.string(), v.minLength(1));
 
@@ -44,6 +47,10 @@ export const TenantSchema = v.strictObject({
   backupSchedule: v.optional(BackupScheduleSchema),
   /** Base backups kept (older ones and the WAL only they need are deleted); absent: 7. */
   backupRetain: v.optional(int(1, 1000)),
+  /** Memory its server may use (a cgroup limit, as root); absent: no limit. */
+  memoryBytes: v.optional(int(MIN_MEMORY_BYTES, 2 ** 50)),
+  /** Cores its server may use (a cgroup CPU quota, as root); absent: no limit. */
+  cpus: v.optional(v.pipe(v.number(), v.minValue(0.01), v.maxValue(1024))),
 });
 export type Tenant = v.InferOutput<typeof TenantSchema>;
 

@@ -56,6 +56,35 @@ export function parseInteger(text: string, what: string, min: number, max: numbe
   return n;
 }
 
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** "512M", "1.5G", "64MiB", "1073741824" (bytes), or "off" (null); at least 64 MiB. */
+export function parseMemory(text: string, what = '--memory'): number | null {
+  if (text === 'off') return null;
+  const match = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
+  const bytes = match ? Math.floor(Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toUpperCase()] ?? NaN)) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 64 * 2 ** 20 || bytes > 2 ** 50) {
+    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a size such as 512M or 2G (at least 64M), or off`);
+  }
+  return bytes;
+}
+
+/** "0.5", "2" (cores), or "off" (null). */
+export function parseCpus(text: string, what = '--cpus'): number | null {
+  if (text === 'off') return null;
+  const n = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text) || !(n >= 0.01 && n <= 1024)) throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: cores from 0.01 to 1024 (0.5 is half a core), or off`);
+  return n;
+}
+
+/** "512 MiB", "2 GiB". */
+export function formatBytes(bytes: number): string {
+  for (const [unit, size] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
+    if (bytes >= size) return `${Number((bytes / size).toFixed(1))} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
 /** A tenant id in a URL path (ids are DNS labels; anything else is refused by the daemon with the reason). */
 export function tenantPath(id: string, rest = ''): string {
   return `/v1/tenants/${encodeURIComponent(id)}${rest}`;

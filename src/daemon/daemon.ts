@@ -350,7 +350,16 @@ export class Daemon implements ControlPlane {
 
 
   private async view(tenant: Tenant): Promise<S.TenantJson> {
-    return tenantView(this.catalog.settings, tenant, { ...(await this.observeWithArchive(tenant)), lastBackupAt: this.backupPlane.lastBackupAt(tenant.id) });
+    return tenantView(this.catalog.settings, tenant, { ...(await this.observeWithArchive(tenant)), ...(await this.limitsSeen(tenant)), lastBackupAt: this.backupPlane.lastBackupAt(tenant.id) });
+  }
+
+  /** What a tenant with limits uses now, or why its limits are not enforced. */
+  private async limitsSeen(tenant: Tenant): Promise<{ usage?: { memoryBytes: number; cpuSeconds: number }; limitsNotEnforced?: string }> {
+    if (tenant.memoryBytes === undefined && tenant.cpus === undefined) return {};
+    const support = this.runtime.limitsSupport();
+    if (!support.enforced) return { limitsNotEnforced: `memory and CPU limits are not enforced: ${support.why}` };
+    const usage = await this.runtime.resourceUsage(tenant.id).catch(() => undefined);
+    return usage ? { usage } : {};
   }
 
   /** What the supervisor sees of the tenant's server, with the state of its WAL archive. */
@@ -418,8 +427,15 @@ export class Daemon implements ControlPlane {
         ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
         ...(request.maxConnections !== undefined ? { maxConnections: request.maxConnections } : {}),
         ...(request.init !== undefined ? { init: request.init } : {}),
+        ...(request.memoryBytes !== undefined && request.memoryBytes !== null ? { memoryBytes: request.memoryBytes } : {}),
+        ...(request.cpus !== undefined && request.cpus !== null ? { cpus: request.cpus } : {}),
       });
       await this.refresh();
+      // A create may take a spare server that already runs: it joins the tenant's control groups now.
+      const made = this.catalog.tenants.find((t) => t.id === request.id);
+      if (made && (made.memoryBytes !== undefined || made.cpus !== undefined)) {
+        await this.runtime.applyLimits(tenantServerSpec(this.catalog.settings.dataRoot, made)).catch((err: Error) => this.log.warn('could not apply limits', { tenant: request.id, error: err.message }));
+      }
       this.supervisor.noteRunning(request.id);
       this.events.emit('created', request.id);
       this.events.emit('state', request.id, { state: 'running' });
@@ -438,6 +454,8 @@ export class Daemon implements ControlPlane {
         ...(patch.backupSchedule !== undefined ? { backupSchedule: patch.backupSchedule } : {}),
         ...(patch.backupRetain !== undefined ? { backupRetain: patch.backupRetain } : {}),
         ...(patch.rpoSeconds !== undefined ? { rpoSeconds: patch.rpoSeconds } : {}),
+        ...(patch.memoryBytes !== undefined ? { memoryBytes: patch.memoryBytes } : {}),
+        ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
       }, (current) => {
         if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
           throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
@@ -454,6 +472,8 @@ export class Daemon implements ControlPlane {
       if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
       // A running server reads its new archive_timeout at once (a reload); a stopped one at its next start.
       if (after.rpoSeconds !== before.rpoSeconds) await this.runtime.configureArchive(tenantServerSpec(this.catalog.settings.dataRoot, after));
+      // Limits reach a running server at once: its control groups and the settings that follow memory.
+      if (after.memoryBytes !== before.memoryBytes || after.cpus !== before.cpus) await this.runtime.applyLimits(tenantServerSpec(this.catalog.settings.dataRoot, after));
       return { tenant: await this.view(after), etag: etagOf(after) };
     });
   }

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants, createReadStream, promises as fs, openSync, closeSync } from 'node:fs';
+import { constants as fsConstants, createReadStream, promises as fs, openSync, closeSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,12 +7,13 @@ import { debuglog } from 'node:util';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { fsyncDir, pathExists, tail } from '../core/files.js';
 import { AdminClient, AdminQueryError } from './admin-client.js';
+import { Cgroups, type ResourceUsage } from './cgroups.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
 import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, LoginRole, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
-  ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, TEMPLATE_DATABASE, TEMPLATE_MARKER,
+  ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER,
   TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
 } from './server-config.js';
 import { MANIFEST_FILE, buildManifest, parseManifest, verifyTree } from '../backup/manifest.js';
@@ -281,6 +282,63 @@ export class NativeRuntime implements TenantRuntime {
     return child !== undefined && child.exitCode === null && child.signalCode === null && warm.session.usable;
   }
 
+  /** Tenants whose servers go into control groups (they have limits). */
+  private readonly limited = new Set<string>();
+  private cgroupsState: Cgroups | string | undefined;
+
+  private get cgroups(): Cgroups | undefined {
+    this.cgroupsState ??= Cgroups.detect();
+    return typeof this.cgroupsState === 'string' ? undefined : this.cgroupsState;
+  }
+
+  limitsSupport(): { enforced: true; how: string } | { enforced: false; why: string } {
+    const cgroups = this.cgroups;
+    return cgroups ? { enforced: true, how: `cgroup v${cgroups.version}` } : { enforced: false, why: this.cgroupsState as string };
+  }
+
+  /** Makes the tenant's control groups with its limits before its server starts; lifts them when it has none. */
+  private async limitGroups(spec: TenantServerSpec): Promise<void> {
+    const limits = spec.limits;
+    const cgroups = limits && (limits.memoryBytes !== undefined || limits.cpus !== undefined) ? this.cgroups : undefined;
+    if (!cgroups || !limits) {
+      this.limited.delete(spec.id);
+      return;
+    }
+    // Processes too: the postmaster, its workers, one per session (max_connections), and some room.
+    await cgroups.apply(spec.id, { ...limits, pids: spec.maxConnections + SUPERUSER_RESERVED_CONNECTIONS + 32 });
+    this.limited.add(spec.id);
+  }
+
+  private attachServer(id: string, pid: number): void {
+    const cgroups = this.cgroups;
+    if (!cgroups) return;
+    let children: number[] = [];
+    try {
+      children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      // exited, or no such file: only the postmaster
+    }
+    cgroups.attach(id, [pid, ...children]);
+  }
+
+  async applyLimits(spec: TenantServerSpec): Promise<void> {
+    await this.limitGroups(spec);
+    const cgroups = this.cgroups;
+    if (cgroups && !this.limited.has(spec.id)) await cgroups.apply(spec.id, {}).catch(() => undefined); // lifted: no limit for processes already in the group
+    const dir = this.tenantDir(spec.id);
+    if (!(await pathExists(dir))) return;
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes));
+    const pidFile = await readPostmasterPid(dir);
+    if (pidFile && (await isPostgresProcess(pidFile.pid))) {
+      if (this.limited.has(spec.id)) this.attachServer(spec.id, pidFile.pid);
+      this.signal(pidFile.pid, 'SIGHUP'); // work_mem and the rest follow the memory limit
+    }
+  }
+
+  async resourceUsage(id: string): Promise<ResourceUsage | undefined> {
+    return this.cgroups?.usage(id);
+  }
+
   runningSpares(): number {
     return this.warm.length;
   }
@@ -385,6 +443,7 @@ export class NativeRuntime implements TenantRuntime {
     await this.awaitDeadServer(dir);
     await this.clearZombieLock(dir);
     await this.prepareFolder(spec);
+    await this.limitGroups(spec);
     // A restore replays as much WAL as it needs: no start-up deadline but the one for recovery.
     await this.spawnServer(spec.id, dir, [], spec.recovery ? RECOVERY_TIMEOUT_MS : undefined);
   }
@@ -406,7 +465,7 @@ export class NativeRuntime implements TenantRuntime {
     }
     await this.writeAuthFiles(dir);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery, spec.limits?.memoryBytes));
     if (spec.recovery) await this.writeOwnedFile(dir, 'recovery.signal', '');
   }
 
@@ -431,7 +490,7 @@ export class NativeRuntime implements TenantRuntime {
   async configureArchive(spec: TenantServerSpec, { reload = true }: { reload?: boolean } = {}): Promise<void> {
     const dir = this.tenantDir(spec.id);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes));
     if (!reload) return;
     const pidFile = await readPostmasterPid(dir);
     // SIGHUP: the server (its archiver too) reads its settings again.
@@ -768,6 +827,8 @@ export class NativeRuntime implements TenantRuntime {
   async remove(id: string): Promise<void> {
     await this.stop(id, { immediate: true }); // its data is deleted next: no checkpoint worth waiting for
     await fs.rm(this.logFile(id), { force: true });
+    this.limited.delete(id);
+    if (typeof this.cgroupsState === 'object') await this.cgroupsState.remove(id).catch(() => undefined);
     // Unlinking 1,300 files takes ~140 ms on ext4 with discard: move the folder
     // out of the way at once and delete it in the background.
     const trash = path.join(this.dataRoot, 'trash');
@@ -931,6 +992,8 @@ export class NativeRuntime implements TenantRuntime {
     } finally {
       closeSync(logFd);
     }
+    // Into the tenant's control groups at once, before the postmaster forks its first worker.
+    if (child.pid !== undefined && this.limited.has(id)) this.attachServer(id, child.pid);
     const exited = new Promise<string>((resolve) => {
       child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
       child.once('error', (err) => resolve(`could not be spawned: ${err.message}`));
@@ -954,6 +1017,8 @@ export class NativeRuntime implements TenantRuntime {
       }
       await sleep(READY_POLL_MS);
     }
+    // Any process forked before the move above follows it now.
+    if (child.pid !== undefined && this.limited.has(id)) this.attachServer(id, child.pid);
     if (id !== '') {
       this.children.set(id, child);
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) this.known.set(id, { pid: child.pid, startedAt, own: true, checkedAt: Date.now() });

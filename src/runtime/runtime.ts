@@ -3,11 +3,14 @@
  * npm PostgreSQL binaries) is the first; docker and kubernetes runtimes will
  * implement the same interface. A runtime knows nothing of routing or the CLI.
  */
+import type { ResourceLimits, ResourceUsage } from './cgroups.js';
 import type { ArchiveTarget, RecoverySettings } from './server-config.js';
 
 export interface TenantServerSpec {
   id: string;
   maxConnections: number;
+  /** Memory and CPU its server may use (enforced with cgroups where the runtime can). */
+  limits?: ResourceLimits;
   /** Where its finished WAL segments go; absent: archiving stays unconfigured (the server keeps its WAL). */
   archive?: ArchiveTarget;
   /** Start as a restore: replay archived WAL to the target, then become a primary. */
@@ -166,6 +169,12 @@ export interface TenantRuntime {
   copyWal(id: string, dir: string): Promise<void>;
   /** The tenant role's password verifier, read from the running server. */
   tenantVerifier(id: string): Promise<string | null>;
+  /** Whether memory and CPU limits are enforced here, and why not. */
+  limitsSupport(): { enforced: true; how: string } | { enforced: false; why: string };
+  /** Writes the server's limits and the settings that follow them; a running server gets them at once. */
+  applyLimits(spec: TenantServerSpec): Promise<void>;
+  /** What the tenant's server uses now, from its control group; undefined without one. */
+  resourceUsage(id: string): Promise<ResourceUsage | undefined>;
   /** Spare servers running now (they count against the running budget). */
   runningSpares(): number;
   /** Brings a server's pg_hba.conf and pg_ident.conf up to this version's (and reloads it when it runs): a server started by an older pgs. */

@@ -109,10 +109,11 @@ export interface RecoverySettings {
   target: string;
 }
 
-export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings): string {
+export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number): string {
   const lines = ['# pgs: written before each start; changes here are lost.'];
   // The tenant's limit plus the slots only superusers (pgs's own sessions) may use.
   lines.push(`max_connections = ${maxConnections + SUPERUSER_RESERVED_CONNECTIONS}`);
+  if (memoryBytes !== undefined) lines.push(...memorySettings(memoryBytes, maxConnections));
   if (archive) {
     lines.push(`basic_archive.archive_directory = ${quoteLiteral(archive.directory)}`, `archive_timeout = ${archive.timeoutSeconds}`);
   }
@@ -129,6 +130,23 @@ export function archiveConfText(maxConnections: number, archive: ArchiveTarget |
     if (recovery.target !== 'latest') lines.push("recovery_target_action = 'promote'");
   }
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Under a memory limit, a query should fail with PostgreSQL's "out of memory"
+ * or spill to disk before the kernel stops the server: a quarter of the limit
+ * shared among all sessions' sorts and hashes (work_mem is per operation),
+ * an eighth for maintenance. shared_buffers stays 16 MB (the limit is at
+ * least 64 MB). All of these take effect at a reload.
+ */
+export function memorySettings(memoryBytes: number, maxConnections: number): string[] {
+  const kib = (bytes: number) => `${Math.floor(bytes / 1024)}kB`;
+  const clamp = (x: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, x));
+  return [
+    `work_mem = ${kib(clamp(memoryBytes / 4 / maxConnections, 64 * 1024, 4 * 2 ** 20))}`,
+    `maintenance_work_mem = ${kib(clamp(memoryBytes / 8, 1024 * 1024, 64 * 2 ** 20))}`,
+    'hash_mem_multiplier = 1.0',
+  ];
 }
 
 function shellQuote(value: string): string {

@@ -92,6 +92,10 @@ export interface TenantView {
   backupRetain: number;
   /** At most this many seconds of writes wait before their WAL is archived. */
   rpoSeconds: number;
+  memoryBytes: number | null;
+  cpus: number | null;
+  usage?: { memoryBytes: number; cpuSeconds: number };
+  limitsNotEnforced?: string;
   /** When the newest backup finished; null: none, or no daemon runs. */
   lastBackupAt: string | null;
   /** The continuous archive: ok, failing, behind, gap, off (not yet set up), unknown (not looked at). */
@@ -114,6 +118,8 @@ export interface ObservedTenant {
   lastBackupAt?: string | null;
   archiving?: TenantView['archiving'];
   archivingError?: string;
+  usage?: { memoryBytes: number; cpuSeconds: number };
+  limitsNotEnforced?: string;
 }
 
 export interface CreatedTenant {
@@ -267,7 +273,7 @@ export class Pgs {
 
   /** `autosuspendSeconds`: null never suspends; absent keeps the default (5 min). */
   /** `init`: SQL run as the tenant role in its new database; if it fails, nothing is created. */
-  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number; init?: string } = {}): Promise<CreatedTenant> {
+  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number; init?: string; memoryBytes?: number; cpus?: number } = {}): Promise<CreatedTenant> {
     assertTenantId(id);
     const password = options.password ?? generatePassword();
     if (options.password !== undefined) assertPassword(options.password);
@@ -296,6 +302,8 @@ export class Pgs {
           createdAt: new Date().toISOString(),
           ...(options.autosuspendSeconds !== undefined ? { autosuspendSeconds: options.autosuspendSeconds } : {}),
           generation: newStamp(),
+          ...(options.memoryBytes !== undefined ? { memoryBytes: options.memoryBytes } : {}),
+          ...(options.cpus !== undefined ? { cpus: options.cpus } : {}),
         };
         await runtime.create(tenantServerSpec(current.settings.dataRoot, tenant), scramVerifier(password));
         made = true;
@@ -368,13 +376,18 @@ export class Pgs {
    * Changes one tenant's settings under the catalog lock; `check` sees the tenant as it is
    * now and may refuse (an ETag that no longer matches). Returns it before and after.
    */
-  async patch(id: string, changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain'>>, check?: (tenant: Tenant) => void): Promise<{ before: Tenant; after: Tenant }> {
+  async patch(id: string, changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain'>> & { memoryBytes?: number | null; cpus?: number | null }, check?: (tenant: Tenant) => void): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
     return this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
       const before = findTenant(current, id);
       check?.(before);
-      const after = { ...before, ...changes };
+      const after: Tenant = { ...before };
+      for (const [key, value] of Object.entries(changes)) {
+        // null lifts a limit: the key goes.
+        if (value === null && (key === 'memoryBytes' || key === 'cpus')) delete (after as Record<string, unknown>)[key];
+        else (after as Record<string, unknown>)[key] = value;
+      }
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
       const runtime = this.runtimeFor(current.settings);
       return {
@@ -564,6 +577,10 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     backupSchedule: tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
     backupRetain: tenant.backupRetain ?? DEFAULT_BACKUP_RETAIN,
     rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
+    memoryBytes: tenant.memoryBytes ?? null,
+    cpus: tenant.cpus ?? null,
+    ...(seen.usage ? { usage: seen.usage } : {}),
+    ...(seen.limitsNotEnforced ? { limitsNotEnforced: seen.limitsNotEnforced } : {}),
     lastBackupAt: seen.lastBackupAt ?? null,
     archiving: seen.archiving ?? (tenant.generation === undefined ? 'off' : 'unknown'),
     ...(seen.archivingError ? { archivingError: seen.archivingError } : {}),

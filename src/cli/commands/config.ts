@@ -2,17 +2,24 @@ import type { TenantJson } from '../../api/schemas.js';
 import { DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, type BackupSchedule } from '../../catalog/schema.js';
 import { PgsError } from '../../core/errors.js';
 import { parseSeconds } from '../../core/duration.js';
-import { announceDaemon, parseDuration, parseInteger, printJson, tenantPath, type Command } from '../command.js';
+import { announceDaemon, formatBytes, parseCpus, parseDuration, parseInteger, parseMemory, printJson, tenantPath, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 
 export const config: Command = {
-  summary: 'show or change a tenant\'s settings (autosuspend, max connections, backups)',
-  usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--json]',
+  summary: 'show or change a tenant\'s settings (autosuspend, max connections, limits, backups)',
+  usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE|off] [--cpus N|off]\n' +
+    '                  [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--json]',
   details: [
     '  --autosuspend D      stop the server after D without connections through the router (default 5m);',
     '                       the next connection wakes it. "off" keeps it running.',
     '  --max-connections N  the server\'s max_connections (5 to 10000); takes effect at its next start',
     '                       ("pgs stop <id> && pgs start <id>", or POST /v1/tenants/{id}/restart)',
+    '  --memory SIZE        memory its server may use (512M, 2G; at least 64M; off: no limit). Past it the',
+    '                       kernel stops the tenant\'s process, not another tenant\'s; work_mem and',
+    '                       maintenance_work_mem follow it so that big sorts spill to disk first',
+    '  --cpus N             cores its server may use (0.5: half a core; off: no limit)',
+    '                       Both take effect at once, with cgroups (v2, or v1) when pgs runs as root;',
+    '                       elsewhere they are kept but not enforced, and this command says so',
     '  --backup-schedule S  base backups the daemon takes: hourly, daily (default) or off; a tenant',
     '                       unchanged since its last backup is skipped',
     '  --retain N           backups kept (1 to 1000, default 7); older ones and the WAL only they',
@@ -20,12 +27,13 @@ export const config: Command = {
     '  --rpo D              at most D of writes (default 60s, 1s to 1h) wait before their WAL is',
     '                       archived: what losing the disk can cost',
     '  --json               print {id, autosuspendSeconds, maxConnections, access, backupSchedule,',
-    '                       backupRetain, rpoSeconds}',
+    '                       backupRetain, rpoSeconds, memoryBytes, cpus, usage?, limitsNotEnforced?}',
     'API: PATCH /v1/tenants/{id} {"autosuspend": 300, "maxConnections": 20, "backupSchedule": "hourly",',
-    '     "backupRetain": 7, "rpoSeconds": 60}',
+    '     "backupRetain": 7, "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5} (null lifts a limit)',
   ].join('\n'),
   options: {
     autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, 'backup-schedule': { type: 'string' }, retain: { type: 'string' }, rpo: { type: 'string' },
+    memory: { type: 'string' }, cpus: { type: 'string' },
     json: { type: 'boolean' },
   },
   positionals: [1, 1],
@@ -36,8 +44,10 @@ export const config: Command = {
       ...(values['backup-schedule'] !== undefined ? { backupSchedule: parseSchedule(String(values['backup-schedule'])) } : {}),
       ...(values.retain !== undefined ? { backupRetain: parseInteger(String(values.retain), '--retain', 1, 1000) } : {}),
       ...(values.rpo !== undefined ? { rpoSeconds: parseRpo(String(values.rpo)) } : {}),
+      ...(values.memory !== undefined ? { memoryBytes: parseMemory(String(values.memory)) } : {}),
+      ...(values.cpus !== undefined ? { cpus: parseCpus(String(values.cpus)) } : {}),
     };
-    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds'>;
+    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced'>;
     if (Object.keys(patch).length > 0) {
       const { body } = await ctx.api.change<TenantJson>('PATCH', tenantPath(id as string), { body: patch }, announceDaemon);
       shown = body;
@@ -53,6 +63,8 @@ export const config: Command = {
           backupSchedule: tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
           backupRetain: tenant.backupRetain ?? DEFAULT_BACKUP_RETAIN,
           rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
+          memoryBytes: tenant.memoryBytes ?? null,
+          cpus: tenant.cpus ?? null,
         };
       }
     }
@@ -60,6 +72,9 @@ export const config: Command = {
       printJson({
         id: shown.id, autosuspendSeconds: shown.autosuspendSeconds, maxConnections: shown.maxConnections, access: shown.access,
         backupSchedule: shown.backupSchedule, backupRetain: shown.backupRetain, rpoSeconds: shown.rpoSeconds,
+        memoryBytes: shown.memoryBytes, cpus: shown.cpus,
+        ...(shown.usage ? { usage: shown.usage } : {}),
+        ...(shown.limitsNotEnforced ? { limitsNotEnforced: shown.limitsNotEnforced } : {}),
       });
       return 0;
     }
@@ -70,7 +85,10 @@ export const config: Command = {
       ['backup schedule', shown.backupSchedule],
       ['backups kept', String(shown.backupRetain)],
       ['rpo', `${shown.rpoSeconds}s`],
+      ['memory', shown.memoryBytes === null ? 'no limit' : `${formatBytes(shown.memoryBytes)}${shown.usage ? ` (using ${formatBytes(shown.usage.memoryBytes)})` : ''}`],
+      ['cpus', shown.cpus === null ? 'no limit' : `${shown.cpus}${shown.usage ? ` (${shown.usage.cpuSeconds.toFixed(1)} s of CPU used so far)` : ''}`],
     ]));
+    if (shown.limitsNotEnforced) console.log(`note: ${shown.limitsNotEnforced}`);
     return 0;
   },
 };

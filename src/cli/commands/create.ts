@@ -1,13 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { PgsError } from '../../core/errors.js';
 import type { CreatedTenantJson } from '../../api/schemas.js';
-import { announceDaemon, parseDuration, parseInteger, printJson, type Command } from '../command.js';
+import { announceDaemon, parseCpus, parseDuration, parseInteger, parseMemory, printJson, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 import { resolves } from '../connect-strings.js';
 
 export const create: Command = {
   summary: 'make a tenant with its own running PostgreSQL 18 server',
-  usage: 'pgs create <id> [--password P] [--autosuspend 30s|5m|1h|off] [--max-connections N] [--init FILE.sql] [--json]',
+  usage: 'pgs create <id> [--password P] [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE] [--cpus N] [--init FILE.sql] [--json]',
   details: [
     '  <id>               a DNS label: a-z first, then a-z 0-9 -, at most 40, no trailing -',
     '  --password P       the password of user postgres (at least 8 characters);',
@@ -15,14 +15,19 @@ export const create: Command = {
     '  --autosuspend D    stop the server after D without connections (default 5m; off: never);',
     '                     "pgs config <id> --autosuspend D" changes it later',
     '  --max-connections N  the server\'s max_connections (5 to 10000, default 20)',
+    '  --memory SIZE      memory its server may use (512M, 2G; at least 64M); --cpus N: cores (0.5 is',
+    '                     half a core). Enforced with cgroups when pgs runs as root; see pgs config',
     '  --init FILE.sql    SQL run as user postgres in the new database (one transaction unless the',
     '                     file says otherwise); if it fails, nothing is created and the error names its line',
     '  --json             print {id, hostname, password, database, user, url}',
     '',
     'The daemon makes the tenant (it is started in the background when none runs).',
-    'API: POST /v1/tenants {"id": ..., "password"?, "autosuspend"?, "maxConnections"?, "init"?}',
+    'API: POST /v1/tenants {"id": ..., "password"?, "autosuspend"?, "maxConnections"?, "memoryBytes"?, "cpus"?, "init"?}',
   ].join('\n'),
-  options: { password: { type: 'string' }, autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, init: { type: 'string' }, json: { type: 'boolean' } },
+  options: {
+    password: { type: 'string' }, autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, memory: { type: 'string' }, cpus: { type: 'string' },
+    init: { type: 'string' }, json: { type: 'boolean' },
+  },
   positionals: [1, 1],
   async run(ctx, [id], values) {
     const body = {
@@ -30,6 +35,8 @@ export const create: Command = {
       ...(values.password !== undefined ? { password: String(values.password) } : {}),
       ...(values.autosuspend !== undefined ? { autosuspend: parseDuration(String(values.autosuspend)) } : {}),
       ...(values['max-connections'] !== undefined ? { maxConnections: parseInteger(String(values['max-connections']), '--max-connections', 5, 10_000) } : {}),
+      ...(values.memory !== undefined ? { memoryBytes: parseMemory(String(values.memory)) } : {}),
+      ...(values.cpus !== undefined ? { cpus: parseCpus(String(values.cpus)) } : {}),
       ...(values.init !== undefined ? { init: await readInit(String(values.init)) } : {}),
     };
     const { body: created } = await ctx.api.change<CreatedTenantJson>('POST', '/v1/tenants', { body }, announceDaemon);

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
+
+interface Created { id: string; hostname: string; password: string }
+interface Config { memoryBytes: number | null; cpus: number | null; usage?: { memoryBytes: number; cpuSeconds: number }; limitsNotEnforced?: string }
+
+const isRoot = process.getuid?.() === 0;
+
+/** The control group (of one controller) a process is in, as a path under its hierarchy's mount. */
+async function cgroupOf(pid: number, controller: string): Promise<string | undefined> {
+  const lines = (await fs.readFile(`/proc/${pid}/cgroup`, 'utf8')).trim().split('\n');
+  const v1 = lines.find((l) => l.split(':')[1]?.split(',').includes(controller));
+  if (v1) return path.join('/sys/fs/cgroup', controller, v1.split(':')[2] ?? '');
+  const v2 = lines.find((l) => l.startsWith('0::'));
+  return v2 ? path.join('/sys/fs/cgroup', v2.slice(3)) : undefined;
+}
+
+/** Memory and CPU limits, enforced by the kernel through cgroups: real servers, real queries. */
+describe('per-tenant memory and CPU limits', { skip: isRoot ? false : 'cgroups need root' }, () => {
+  let pgs: PgsHome;
+  let port: number;
+  const t: Record<string, Created> = {};
+  const conn = (c: Created) => `host=${c.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${c.id} sslmode=require`;
+  const pidOf = async (id: string) => (await pgs.json<{ id: string; pid: number }[]>(['list'])).find((x) => x.id === id)?.pid ?? 0;
+
+  before(async () => {
+    pgs = await PgsHome.make({ PGS_RUNNING_SPARES: '1' });
+    port = await pgs.setup();
+    t.hog = await pgs.json<Created>(['create', 'hog', '--memory', '128M', '--autosuspend', 'off']);
+    t.calm = await pgs.json<Created>(['create', 'calm', '--autosuspend', 'off']);
+    t.spin = await pgs.json<Created>(['create', 'spin', '--cpus', '0.5', '--autosuspend', 'off']);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('a limited tenant\'s server and its sessions run in its own control group, with its limits', async () => {
+    const pid = await pidOf('hog');
+    const memory = await cgroupOf(pid, 'memory');
+    assert.match(memory ?? '', /\/pgs\/hog$/);
+    const limitFile = (await fs.readFile(path.join(memory as string, 'memory.max'), 'utf8').catch(() => undefined))
+      ?? (await fs.readFile(path.join(memory as string, 'memory.limit_in_bytes'), 'utf8'));
+    assert.equal(limitFile.trim(), String(128 * 2 ** 20));
+    const procs = (await fs.readFile(path.join(memory as string, 'cgroup.procs'), 'utf8')).trim().split('\n').map(Number);
+    assert.ok(procs.includes(pid), 'the postmaster is in it');
+    assert.ok(procs.length >= 4, `its workers too (${procs.length} processes)`);
+    assert.doesNotMatch(await cgroupOf(await pidOf('calm'), 'memory') ?? '', /\/pgs\//, 'a tenant without limits is not in one');
+    // work_mem follows the limit; the config shows the limit and what is used.
+    assert.equal((await psql(conn(t.hog as Created), 'SHOW work_mem', (t.hog as Created).password)).stdout, '1638kB');
+    const shown = await pgs.json<Config>(['config', 'hog']);
+    assert.equal(shown.memoryBytes, 128 * 2 ** 20);
+    assert.ok((shown.usage?.memoryBytes ?? 0) > 0, JSON.stringify(shown));
+    assert.match(await pgs.ok(['config', 'hog']), /memory\s+128 MiB \(using [\d.]+ [KMG]iB\)/);
+  });
+
+  it('a tenant that allocates past its memory limit fails alone; another tenant keeps answering', async () => {
+    const hog = t.hog as Created;
+    const calm = t.calm as Created;
+    // A sort held in memory (the session raises its own work_mem): hundreds of MiB, past the 128 MiB limit.
+    const greedy = psql(conn(hog), "SET work_mem = '2GB'; SELECT count(*) FROM (SELECT g, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 4000000) g ORDER BY h) s", hog.password);
+    const beside = await psql(conn(calm), 'SELECT 1', calm.password);
+    const result = await greedy;
+    assert.notEqual(result.code, 0, `the greedy query must not succeed: ${result.stdout}`);
+    // Stopped by the kernel (the session's process is killed: the server resets) or refused by PostgreSQL.
+    assert.match(result.stderr, /connection has been closed unexpectedly|server closed the connection unexpectedly|terminating connection because of crash|out of memory/, result.stderr);
+    assert.equal(beside.stdout, '1');
+    assert.equal((await psql(conn(calm), 'SELECT 2', calm.password)).stdout, '2');
+    // The tenant itself answers again (its server recovered, or was restarted by the daemon).
+    await waitFor('hog to answer again', async () => (await psql(conn(hog), 'SELECT 3', hog.password)).stdout === '3', 60_000);
+  });
+
+  it('a CPU-bound tenant at --cpus 0.5 gets about half a core, measured from its control group', async () => {
+    const spin = t.spin as Created;
+    const before = await pgs.json<Config>(['config', 'spin']);
+    const started = Date.now();
+    const busy = await psql(conn(spin), "SET statement_timeout = '5s'; SELECT count(*) FROM generate_series(1, 10000000000)", spin.password);
+    assert.match(busy.stderr, /statement timeout/);
+    const wall = (Date.now() - started) / 1000;
+    const afterwards = await pgs.json<Config>(['config', 'spin']);
+    const share = ((afterwards.usage?.cpuSeconds ?? 0) - (before.usage?.cpuSeconds ?? 0)) / wall;
+    assert.ok(share > 0.3 && share < 0.7, `CPU share ${share.toFixed(2)} of a core (${wall.toFixed(1)} s wall)`);
+  });
+
+  it('limits change at once and lift with off; bad values change nothing', async () => {
+    const pid = await pidOf('spin');
+    const cpu = await cgroupOf(pid, 'cpu');
+    const quota = async () => (await fs.readFile(path.join(cpu as string, 'cpu.max'), 'utf8').catch(() => undefined))?.split(' ')[0]
+      ?? (await fs.readFile(path.join(cpu as string, 'cpu.cfs_quota_us'), 'utf8')).trim();
+    assert.equal(await quota(), '50000');
+    await pgs.ok(['config', 'spin', '--cpus', '1.5']);
+    assert.equal(await quota(), '150000');
+    await pgs.ok(['config', 'spin', '--cpus', 'off']);
+    assert.match(await quota(), /^(-1|max)$/);
+    assert.equal((await pgs.json<Config>(['config', 'spin'])).cpus, null);
+    for (const [flag, value, message] of [['--memory', '10M', /invalid --memory "10M": a size such as 512M or 2G \(at least 64M\), or off/], ['--cpus', '0', /invalid --cpus "0"/], ['--memory', 'lots', /invalid --memory "lots"/]] as const) {
+      const before = await pgs.catalogText();
+      const bad = await pgs.run(['config', 'hog', flag, value]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, message);
+      assert.equal(await pgs.catalogText(), before);
+    }
+    const bad = await pgs.run(['create', 'nope', '--memory', '1K']);
+    assert.equal(bad.code, 2);
+    assert.ok(!(await pgs.catalogText()).includes('"nope"'));
+  });
+});
