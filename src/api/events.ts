@@ -3,7 +3,7 @@
  * event has an id that grows by one; the last EVENT_HISTORY are kept so that
  * a client reconnecting with `Last-Event-ID` misses nothing recent.
  */
-export type EventType = 'created' | 'removed' | 'state' | 'access' | 'backup' | 'backup-failed' | 'restored';
+export type EventType = 'created' | 'removed' | 'state' | 'access' | 'backup' | 'backup-failed' | 'restored' | 'disk';
 
 export interface PgsEvent {
   id: number;
@@ -20,6 +20,9 @@ export interface PgsEvent {
   kind?: string;
   from?: string;
   target?: string;
+  /** For `disk` (state: warning, read-only, standby, ok): the tenant's size and quota. */
+  usedBytes?: number;
+  quotaBytes?: number;
 }
 
 const EVENT_HISTORY = 1_000;

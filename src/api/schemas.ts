@@ -28,6 +28,8 @@ export const BackupRetain = Type.Integer({ minimum: 1, maximum: 1000 });
 export const RpoSeconds = Type.Integer({ minimum: 1, maximum: 3600 });
 /** Memory the tenant's server may use, in bytes (at least 64 MiB); null: no limit. */
 export const MemoryBytes = Nullable(Type.Integer({ minimum: 64 * 2 ** 20, maximum: 2 ** 50 }));
+/** Disk the tenant's data folder (data and WAL) may take, in bytes (at least 128 MiB); null: no quota. */
+export const DiskBytes = Nullable(Type.Integer({ minimum: 128 * 2 ** 20, maximum: 2 ** 50 }));
 /** Cores the tenant's server may use (0.01 to 1024); null: no limit. */
 export const Cpus = Nullable(Type.Number({ minimum: 0.01, maximum: 1024 }));
 
@@ -58,6 +60,11 @@ export const Tenant = Type.Object({
   rpoSeconds: Type.Integer({ description: 'at most this many seconds of writes wait before their WAL is archived' }),
   memoryBytes: MemoryBytes,
   cpus: Cpus,
+  diskBytes: DiskBytes,
+  /** Its data folder's size at the last measurement (tenants with a quota: every 10 s while running); null: not measured. */
+  diskUsedBytes: Nullable(Type.Integer()),
+  /** With a quota: ok, warning (90 %), read-only (at the quota), standby (10 % past it: nothing can be written). */
+  disk: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('warning'), Type.Literal('read-only'), Type.Literal('standby')])),
   /** What its server uses now, from its control group (only where limits are enforced and it runs). */
   usage: Type.Optional(Type.Object({ memoryBytes: Type.Integer(), cpuSeconds: Type.Number() })),
   /** Present when the tenant has a limit this host cannot enforce: why. */
@@ -91,6 +98,7 @@ export const CreateTenantBody = Type.Object({
   maxConnections: Type.Optional(MaxConnections),
   memoryBytes: Type.Optional(MemoryBytes),
   cpus: Type.Optional(Cpus),
+  diskBytes: Type.Optional(DiskBytes),
   init: Type.Optional(Type.String({ maxLength: 1_048_576, description: 'SQL run as the tenant role in its new database (one transaction unless it says otherwise); if it fails, nothing is created and the error names the line' })),
 }, { additionalProperties: false });
 export type CreateTenantRequest = Static<typeof CreateTenantBody>;
@@ -113,6 +121,7 @@ export const PatchTenantBody = Type.Object({
   rpoSeconds: Type.Optional(RpoSeconds),
   memoryBytes: Type.Optional(MemoryBytes),
   cpus: Type.Optional(Cpus),
+  diskBytes: Type.Optional(DiskBytes),
 }, { additionalProperties: false, minProperties: 1 });
 export type PatchTenantRequest = Static<typeof PatchTenantBody>;
 

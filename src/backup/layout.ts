@@ -53,6 +53,7 @@ export function tenantServerSpec(dataRoot: string, tenant: Tenant): TenantServer
     ...(tenant.memoryBytes !== undefined || tenant.cpus !== undefined
       ? { limits: { ...(tenant.memoryBytes !== undefined ? { memoryBytes: tenant.memoryBytes } : {}), ...(tenant.cpus !== undefined ? { cpus: tenant.cpus } : {}) } }
       : {}),
+    ...(tenant.diskState === 'read-only' ? { readOnly: 'soft' as const } : tenant.diskState === 'standby' ? { readOnly: 'standby' as const } : {}),
     ...(tenant.generation !== undefined
       ? { archive: { directory: walDir(dataRoot, tenant.id, tenant.generation), timeoutSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS } }
       : {}),

@@ -27,6 +27,13 @@ export type Wanted = v.InferOutput<typeof WantedSchema>;
 /** The smallest memory limit: the server's shared buffers (16 MB) and a few sessions must fit. */
 export const MIN_MEMORY_BYTES = 64 * 2 ** 20;
 
+/** The smallest disk quota: a new tenant's folder takes about 40 MB. */
+export const MIN_DISK_BYTES = 128 * 2 ** 20;
+/** Past the quota a tenant is read-only; past the quota and this much more it runs as a standby (no write can happen). */
+export const DISK_HARD_FACTOR = 1.1;
+/** At this share of its quota a tenant is warned. */
+export const DISK_WARN_FACTOR = 0.9;
+
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 const nonEmpty = v.pipe(v.string(), v.minLength(1));
 
@@ -51,6 +58,10 @@ export const TenantSchema = v.strictObject({
   memoryBytes: v.optional(int(MIN_MEMORY_BYTES, 2 ** 50)),
   /** Cores its server may use (a cgroup CPU quota, as root); absent: no limit. */
   cpus: v.optional(v.pipe(v.number(), v.minValue(0.01), v.maxValue(1024))),
+  /** Disk its data folder (data and WAL) may take; absent: no quota. */
+  diskBytes: v.optional(int(MIN_DISK_BYTES, 2 ** 50)),
+  /** Set while the tenant is over its quota: read-only (it can lift it to clean up), or a standby (past the hard limit). */
+  diskState: v.optional(v.picklist(['read-only', 'standby'])),
 });
 export type Tenant = v.InferOutput<typeof TenantSchema>;
 

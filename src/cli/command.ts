@@ -60,11 +60,20 @@ const SIZE_UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2
 
 /** "512M", "1.5G", "64MiB", "1073741824" (bytes), or "off" (null); at least 64 MiB. */
 export function parseMemory(text: string, what = '--memory'): number | null {
+  return parseSize(text, what, 64, '512M or 2G');
+}
+
+/** A disk quota: as --memory, at least 128 MiB. */
+export function parseDisk(text: string, what = '--disk'): number | null {
+  return parseSize(text, what, 128, '10G or 500M');
+}
+
+function parseSize(text: string, what: string, minMiB: number, examples: string): number | null {
   if (text === 'off') return null;
   const match = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
   const bytes = match ? Math.floor(Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toUpperCase()] ?? NaN)) : NaN;
-  if (!Number.isSafeInteger(bytes) || bytes < 64 * 2 ** 20 || bytes > 2 ** 50) {
-    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a size such as 512M or 2G (at least 64M), or off`);
+  if (!Number.isSafeInteger(bytes) || bytes < minMiB * 2 ** 20 || bytes > 2 ** 50) {
+    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a size such as ${examples} (at least ${minMiB}M), or off`);
   }
   return bytes;
 }
@@ -77,13 +86,7 @@ export function parseCpus(text: string, what = '--cpus'): number | null {
   return n;
 }
 
-/** "512 MiB", "2 GiB". */
-export function formatBytes(bytes: number): string {
-  for (const [unit, size] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
-    if (bytes >= size) return `${Number((bytes / size).toFixed(1))} ${unit}`;
-  }
-  return `${bytes} B`;
-}
+export { formatBytes } from '../core/size.js';
 
 /** A tenant id in a URL path (ids are DNS labels; anything else is refused by the daemon with the reason). */
 export function tenantPath(id: string, rest = ''): string {

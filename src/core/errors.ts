@@ -41,7 +41,8 @@ export type PgsErrorCode =
   | 'BACKUP_FAILED'
   | 'BACKUP_NOT_FOUND'
   | 'OUT_OF_WINDOW'
-  | 'ARCHIVE_GAP';
+  | 'ARCHIVE_GAP'
+  | 'DISK_FULL';
 
 const ALL_CODES: readonly PgsErrorCode[] = [
   'USAGE',
@@ -83,6 +84,7 @@ const ALL_CODES: readonly PgsErrorCode[] = [
   'BACKUP_NOT_FOUND',
   'OUT_OF_WINDOW',
   'ARCHIVE_GAP',
+  'DISK_FULL',
 ];
 
 export class PgsError extends Error {

@@ -1,9 +1,22 @@
 import type { ScramVerifier } from '../auth/scram.js';
-import type { Catalog } from '../catalog/schema.js';
+import type { Catalog, Tenant } from '../catalog/schema.js';
+import { formatBytes } from '../core/size.js';
 import type { Logins } from './logins.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import { socketPath } from '../runtime/server-config.js';
 import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../router/router.js';
+
+/** What a session of a tenant over its disk quota is told when it logs in (and at once, when it happens). */
+export function diskNotice(tenant: Tenant): string | undefined {
+  const quota = tenant.diskBytes === undefined ? '' : formatBytes(tenant.diskBytes);
+  if (tenant.diskState === 'read-only') {
+    return `tenant ${tenant.id} is over its disk quota of ${quota}: it is read-only. To free space, DELETE, TRUNCATE or DROP in a transaction begun with BEGIN READ WRITE (or after SET default_transaction_read_only = off); it is writable again once under the quota, or with a larger one (pgs config ${tenant.id} --disk SIZE)`;
+  }
+  if (tenant.diskState === 'standby') {
+    return `tenant ${tenant.id} is past its hard disk limit (10 % over its quota of ${quota}): it runs read-only, nothing can be written, until the quota is raised (pgs config ${tenant.id} --disk SIZE)`;
+  }
+  return undefined;
+}
 
 /**
  * The router's view of the catalog: host-name label → tenant, tenant → the
@@ -22,7 +35,10 @@ export class CatalogBackends implements RouterBackends {
 
   update(catalog: Catalog): void {
     const routes = new Map<string, TenantRoute>();
-    for (const tenant of catalog.tenants) routes.set(`${tenant.id}-${tenant.suffix}`, { id: tenant.id, access: tenant.access, maxConnections: tenant.maxConnections });
+    for (const tenant of catalog.tenants) {
+      const notice = diskNotice(tenant);
+      routes.set(`${tenant.id}-${tenant.suffix}`, { id: tenant.id, access: tenant.access, maxConnections: tenant.maxConnections, ...(notice ? { notice } : {}) });
+    }
     this.routes = routes;
   }
 

@@ -321,7 +321,8 @@ export class BackupPlane {
   }
 
   private isDue(tenant: Tenant, now: number): boolean {
-    return !this.reserved.has(tenant.id) && backupDue(tenant, this.lastBackup.get(tenant.id), this.lastChecked.get(tenant.id), now);
+    // A tenant past its hard disk limit runs as a standby: nothing can change until its quota is raised.
+    return !this.reserved.has(tenant.id) && tenant.diskState !== 'standby' && backupDue(tenant, this.lastBackup.get(tenant.id), this.lastChecked.get(tenant.id), now);
   }
 
   // --- restores ---

@@ -23,6 +23,7 @@ import { assertPassword, connectionStrings, findTenant, setVerifier, tenantView,
 import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
 import { Logins } from './logins.js';
+import { DiskGuard } from './disk-guard.js';
 import { BackupPlane, type Progress } from './backup-plane.js';
 import type { TenantSample } from '../api/metrics.js';
 import { tenantServerSpec, type BackupMeta } from '../backup/layout.js';
@@ -66,6 +67,7 @@ export class Daemon implements ControlPlane {
   private runtime!: TenantRuntime;
   private backends!: CatalogBackends;
   private logins!: Logins;
+  private disk!: DiskGuard;
   private router!: Router;
   private api: ListenedApi | undefined;
   private catalog!: Catalog;
@@ -132,6 +134,19 @@ export class Daemon implements ControlPlane {
         catalog: () => this.catalog,
         stopping: () => this.isStopping,
         healthIntervalMs: this.healthIntervalMs,
+        wakeProblem: () => this.disk.hostProblem(this.catalog.settings.dataRoot),
+      });
+      this.disk = new DiskGuard({
+        pgs: this.pgs,
+        runtime: this.runtime,
+        supervisor: this.supervisor,
+        router: this.router,
+        events: this.events,
+        log: this.log,
+        catalog: () => this.catalog,
+        refresh: () => this.refresh(),
+        serial: (task) => this.serial(task),
+        stopping: () => this.isStopping,
       });
       this.backupPlane = new BackupPlane({
         pgs: this.pgs,
@@ -181,6 +196,8 @@ export class Daemon implements ControlPlane {
       this.supervisor.checkHealthDue();
     }, SUPERVISE_INTERVAL_MS);
     this.supervisor.startSizing();
+    this.disk.start();
+    void this.disk.check();
   }
 
   private reconcileQueued = false;
@@ -211,6 +228,7 @@ export class Daemon implements ControlPlane {
     clearInterval(this.superviseTimer);
     this.stopping ??= this.serial(async () => {
       this.log.info('daemon stopping');
+      this.disk.stop();
       await this.router.close();
       await this.backupPlane.stop();
       await this.supervisor.quiesce();
@@ -350,7 +368,15 @@ export class Daemon implements ControlPlane {
 
 
   private async view(tenant: Tenant): Promise<S.TenantJson> {
-    return tenantView(this.catalog.settings, tenant, { ...(await this.observeWithArchive(tenant)), ...(await this.limitsSeen(tenant)), lastBackupAt: this.backupPlane.lastBackupAt(tenant.id) });
+    const diskUsed = this.disk.usedBytes(tenant.id);
+    const disk = this.disk.level(tenant);
+    return tenantView(this.catalog.settings, tenant, {
+      ...(await this.observeWithArchive(tenant)),
+      ...(await this.limitsSeen(tenant)),
+      ...(diskUsed !== undefined ? { diskUsedBytes: diskUsed } : {}),
+      ...(disk !== undefined ? { disk } : {}),
+      lastBackupAt: this.backupPlane.lastBackupAt(tenant.id),
+    });
   }
 
   /** What a tenant with limits uses now, or why its limits are not enforced. */
@@ -422,6 +448,8 @@ export class Daemon implements ControlPlane {
     return this.serial(async () => {
       this.assertRunning();
       if (this.backupPlane.reserved.has(request.id)) throw new PgsError('TENANT_EXISTS', `tenant ${request.id} is being made from a backup`);
+      const full = await this.disk.hostProblem(this.catalog.settings.dataRoot);
+      if (full) throw new PgsError('DISK_FULL', full);
       const created = await this.pgs.create(request.id, {
         password: request.password,
         ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
@@ -429,6 +457,7 @@ export class Daemon implements ControlPlane {
         ...(request.init !== undefined ? { init: request.init } : {}),
         ...(request.memoryBytes !== undefined && request.memoryBytes !== null ? { memoryBytes: request.memoryBytes } : {}),
         ...(request.cpus !== undefined && request.cpus !== null ? { cpus: request.cpus } : {}),
+        ...(request.diskBytes !== undefined && request.diskBytes !== null ? { diskBytes: request.diskBytes } : {}),
       });
       await this.refresh();
       // A create may take a spare server that already runs: it joins the tenant's control groups now.
@@ -445,6 +474,13 @@ export class Daemon implements ControlPlane {
 
   patchTenant(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
     assertTenantId(id);
+    const done = this.patchSerially(id, patch, ifMatch);
+    // A new quota is checked at once (after the change, outside the queue that the check's own change joins).
+    if (patch.diskBytes !== undefined) void done.then(() => this.disk.check(id), () => undefined);
+    return done;
+  }
+
+  private patchSerially(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
     return this.serial(async () => {
       this.assertRunning();
       const { before, after } = await this.pgs.patch(id, {
@@ -456,6 +492,7 @@ export class Daemon implements ControlPlane {
         ...(patch.rpoSeconds !== undefined ? { rpoSeconds: patch.rpoSeconds } : {}),
         ...(patch.memoryBytes !== undefined ? { memoryBytes: patch.memoryBytes } : {}),
         ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
+        ...(patch.diskBytes !== undefined ? { diskBytes: patch.diskBytes } : {}),
       }, (current) => {
         if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
           throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
@@ -496,6 +533,7 @@ export class Daemon implements ControlPlane {
       await this.supervisor.stopWanted(id);
       await this.pgs.remove(id);
       await this.logins.forget(id);
+      this.disk.forget(id);
       await this.refresh();
       await this.backupPlane.forgetIfEmpty(id).catch((err: Error) => this.log.warn('could not delete an archive without backups', { tenant: id, error: err.message }));
       this.events.emit('removed', id);

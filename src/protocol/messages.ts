@@ -78,12 +78,21 @@ export function parseErrorFields(payload: Buffer): ErrorFields {
 }
 
 export function serializeErrorResponse(fields: ErrorFields): Buffer {
+  return serializeFields(0x45, fields);
+}
+
+/** NoticeResponse ('N'): a warning a client shows (psql prints it) without ending anything. */
+export function serializeNoticeResponse(fields: ErrorFields): Buffer {
+  return serializeFields(0x4e, fields);
+}
+
+function serializeFields(type: number, fields: ErrorFields): Buffer {
   const parts: Buffer[] = [];
   for (const [code, value] of Object.entries(fields)) {
     if (value !== undefined) parts.push(Buffer.from(`${code}${value}\0`, 'utf8'));
   }
   parts.push(Buffer.from([0]));
-  return typed(0x45, Buffer.concat(parts));
+  return typed(type, Buffer.concat(parts));
 }
 
 /** DataRow: Int16 column count, then per column Int32 length (-1 = NULL) and bytes. */

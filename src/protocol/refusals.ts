@@ -20,6 +20,8 @@ export type RefusalReason =
   | 'tenant_unavailable'
   | 'startup_timeout'
   | 'shutting_down'
+  /** The host's disk is nearly full: no tenant is woken. */
+  | 'disk_full'
   /** An established session ended by pgs (access disabled, tenant removed): not counted as a refusal. */
   | 'terminated';
 
@@ -36,6 +38,7 @@ const SQLSTATE: Record<RefusalReason, string> = {
   tenant_unavailable: '57P03', // cannot_connect_now
   startup_timeout: '08P01',
   shutting_down: '57P01', // admin_shutdown
+  disk_full: '53100',
   terminated: '57P01',
 };
 

@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import type { ScramVerifier } from '../auth/scram.js';
 import { ScramError, ScramServer, certificateHash, mockSalt } from '../auth/scram-server.js';
 import { AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage, FrontendMessage } from '../protocol/constants.js';
-import { MessageReader, serializeCancelRequest, typed, type Message } from '../protocol/messages.js';
+import { MessageReader, serializeCancelRequest, serializeNoticeResponse, typed, type Message } from '../protocol/messages.js';
 import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
@@ -21,6 +21,8 @@ export interface TenantRoute {
   access: 'enabled' | 'disabled';
   /** Client connections the tenant may have at once through the router (its server's limit for the tenant role). */
   maxConnections?: number;
+  /** A warning every new session gets right after logging in (the tenant is over its disk quota, say). */
+  notice?: string;
 }
 
 export interface RouterBackends {
@@ -204,6 +206,14 @@ export class Router {
     return count;
   }
 
+  /** Sends every open session of a tenant a WARNING (a NoticeResponse), between two of the server's messages. Returns how many. */
+  noticeTenant(id: string, message: string): number {
+    const set = this.byTenant.get(id);
+    if (!set) return 0;
+    for (const client of set) client.notify(message);
+    return set.size;
+  }
+
   /** Bytes read from and written to the open client connections so far (TLS included). */
   liveBytes(): { in: number; out: number } {
     let bytesIn = 0;
@@ -362,6 +372,10 @@ function cancelKey(pid: number, secret: Buffer): string {
   return `${pid}:${secret.toString('hex')}`;
 }
 
+function noticeBytes(message: string): Buffer {
+  return serializeNoticeResponse({ S: 'WARNING', V: 'WARNING', C: '01000', M: message });
+}
+
 /** PostgreSQL cuts a role name in the start-up packet to NAMEDATALEN - 1 = 63 bytes. */
 function truncateName(name: string): string {
   const bytes = Buffer.from(name, 'utf8');
@@ -517,6 +531,9 @@ class ClientConnection {
   tenantId: string | undefined;
   /** The tenant the client asked for, once known (before authentication and admission). */
   private routed: string | undefined;
+  private loginNotice: string | undefined;
+  /** A warning for the client, sent at the next boundary between the server's messages. */
+  private pendingNotice: string | undefined;
   cancelKey: string | undefined;
 
   constructor(router: Router, socket: net.Socket, startupTimeoutMs: number) {
@@ -732,6 +749,7 @@ class ClientConnection {
       return;
     }
     this.routed = tenant.id;
+    this.loginNotice = tenant.notice;
     if (tenant.access === 'disabled') {
       this.refuse({ reason: 'access_disabled', message: `access to tenant ${tenant.id} is disabled`, hint: `pgs enable-access ${tenant.id} allows it again` });
       return;
@@ -873,6 +891,9 @@ class ClientConnection {
         for (let message = reader.next(); message; message = reader.next()) {
           if (message.type === BackendMessage.BackendKeyData) {
             this.socket.write(this.rewriteKey(socketPath, message.payload));
+          } else if (message.type === BackendMessage.ReadyForQuery && this.loginNotice !== undefined) {
+            this.socket.write(noticeBytes(this.loginNotice));
+            this.socket.write(typed(message.type, message.payload));
           } else {
             this.socket.write(typed(message.type, message.payload));
           }
@@ -941,6 +962,23 @@ class ClientConnection {
   private readonly boundaries = new MessageBoundaries();
   private closingWith: Refusal | undefined;
 
+  /** A WARNING for this session: now if the server's stream stands between messages, else right after the one in flight. */
+  notify(message: string): void {
+    if (this.done || this.closingWith) return;
+    if (!this.readyForQuery) {
+      this.loginNotice ??= message;
+      return;
+    }
+    this.pendingNotice = message;
+    if (this.boundaries.atBoundary) this.flushNotice();
+  }
+
+  private flushNotice(): void {
+    const message = this.pendingNotice;
+    this.pendingNotice = undefined;
+    if (message !== undefined && this.socket.writable) this.socket.write(noticeBytes(message));
+  }
+
   private onBackendData(backend: net.Socket, chunk: Buffer): void {
     if (this.closingWith) {
       const taken = this.boundaries.consume(chunk, true);
@@ -949,7 +987,9 @@ class ClientConnection {
       return;
     }
     this.boundaries.consume(chunk);
-    if (!this.socket.write(chunk)) {
+    const flowing = this.socket.write(chunk);
+    if (this.pendingNotice !== undefined && this.boundaries.atBoundary) this.flushNotice();
+    if (!flowing) {
       backend.pause();
       this.socket.once('drain', () => backend.resume());
     }

@@ -327,7 +327,7 @@ export class NativeRuntime implements TenantRuntime {
     if (cgroups && !this.limited.has(spec.id)) await cgroups.apply(spec.id, {}).catch(() => undefined); // lifted: no limit for processes already in the group
     const dir = this.tenantDir(spec.id);
     if (!(await pathExists(dir))) return;
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly));
     const pidFile = await readPostmasterPid(dir);
     if (pidFile && (await isPostgresProcess(pidFile.pid))) {
       if (this.limited.has(spec.id)) this.attachServer(spec.id, pidFile.pid);
@@ -465,8 +465,12 @@ export class NativeRuntime implements TenantRuntime {
     }
     await this.writeAuthFiles(dir);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery, spec.limits?.memoryBytes));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery, spec.limits?.memoryBytes, spec.readOnly));
     if (spec.recovery) await this.writeOwnedFile(dir, 'recovery.signal', '');
+    // Past its hard disk limit a tenant runs as a standby with no WAL source: reads work, nothing is written.
+    // Leaving it (the quota was raised) is a start without the file: the same timeline goes on.
+    if (spec.readOnly === 'standby' && !spec.recovery) await this.writeOwnedFile(dir, 'standby.signal', '');
+    else await fs.rm(path.join(dir, 'standby.signal'), { force: true });
   }
 
   /** pg_hba.conf and pg_ident.conf as this version has them (a folder from an older template gets them before its start). Returns whether anything changed. */
@@ -490,7 +494,7 @@ export class NativeRuntime implements TenantRuntime {
   async configureArchive(spec: TenantServerSpec, { reload = true }: { reload?: boolean } = {}): Promise<void> {
     const dir = this.tenantDir(spec.id);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly));
     if (!reload) return;
     const pidFile = await readPostmasterPid(dir);
     // SIGHUP: the server (its archiver too) reads its settings again.
@@ -882,7 +886,8 @@ export class NativeRuntime implements TenantRuntime {
     const own = child !== undefined && child.pid === pidFile.pid;
     const alive = own ? child.exitCode === null && child.signalCode === null : await isPostgresProcess(pidFile.pid);
     if (!alive) return { state: 'stopped' };
-    const state = pidFile.status === 'ready' ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
+    // A standby (a tenant past its hard disk limit) accepts read-only sessions: it runs.
+    const state = pidFile.status === 'ready' || pidFile.status === 'standby' ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
     const startedAt = new Date(pidFile.startedAt * 1000);
     if (state === 'running') this.known.set(id, { pid: pidFile.pid, startedAt, own, checkedAt: Date.now() });
     return { state, pid: pidFile.pid, startedAt };
@@ -1007,7 +1012,7 @@ export class NativeRuntime implements TenantRuntime {
         throw new PgsError('PG_START_FAILED', `the server of ${id === '' ? 'the template' : `tenant ${id}`} ${exitReason}; last lines of ${logFile}:\n${await tail(logFile, 8)}`);
       }
       const pidFile = await readPostmasterPid(dir);
-      if (pidFile && pidFile.pid === child.pid && pidFile.status === 'ready') {
+      if (pidFile && pidFile.pid === child.pid && (pidFile.status === 'ready' || pidFile.status === 'standby')) {
         startedAt = new Date(pidFile.startedAt * 1000);
         break;
       }

@@ -11,6 +11,12 @@ export interface TenantServerSpec {
   maxConnections: number;
   /** Memory and CPU its server may use (enforced with cgroups where the runtime can). */
   limits?: ResourceLimits;
+  /**
+   * Over its disk quota: `soft` makes every transaction read-only by default
+   * (a session may lift it to delete); `standby` starts the server in recovery
+   * with no WAL source, so that nothing can be written.
+   */
+  readOnly?: 'soft' | 'standby';
   /** Where its finished WAL segments go; absent: archiving stays unconfigured (the server keeps its WAL). */
   archive?: ArchiveTarget;
   /** Start as a restore: replay archived WAL to the target, then become a primary. */

@@ -109,11 +109,14 @@ export interface RecoverySettings {
   target: string;
 }
 
-export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number): string {
+export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby'): string {
   const lines = ['# pgs: written before each start; changes here are lost.'];
   // The tenant's limit plus the slots only superusers (pgs's own sessions) may use.
   lines.push(`max_connections = ${maxConnections + SUPERUSER_RESERVED_CONNECTIONS}`);
   if (memoryBytes !== undefined) lines.push(...memorySettings(memoryBytes, maxConnections));
+  // Over the disk quota: writes need a session to say SET default_transaction_read_only = off first.
+  if (readOnly === 'soft') lines.push('default_transaction_read_only = on');
+  if (readOnly === 'standby' && !recovery) lines.push('hot_standby = on');
   if (archive) {
     lines.push(`basic_archive.archive_directory = ${quoteLiteral(archive.directory)}`, `archive_timeout = ${archive.timeoutSeconds}`);
   }

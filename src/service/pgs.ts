@@ -94,6 +94,9 @@ export interface TenantView {
   rpoSeconds: number;
   memoryBytes: number | null;
   cpus: number | null;
+  diskBytes: number | null;
+  diskUsedBytes: number | null;
+  disk?: 'ok' | 'warning' | 'read-only' | 'standby';
   usage?: { memoryBytes: number; cpuSeconds: number };
   limitsNotEnforced?: string;
   /** When the newest backup finished; null: none, or no daemon runs. */
@@ -120,6 +123,8 @@ export interface ObservedTenant {
   archivingError?: string;
   usage?: { memoryBytes: number; cpuSeconds: number };
   limitsNotEnforced?: string;
+  diskUsedBytes?: number;
+  disk?: 'ok' | 'warning' | 'read-only' | 'standby';
 }
 
 export interface CreatedTenant {
@@ -273,7 +278,7 @@ export class Pgs {
 
   /** `autosuspendSeconds`: null never suspends; absent keeps the default (5 min). */
   /** `init`: SQL run as the tenant role in its new database; if it fails, nothing is created. */
-  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number; init?: string; memoryBytes?: number; cpus?: number } = {}): Promise<CreatedTenant> {
+  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number; init?: string; memoryBytes?: number; cpus?: number; diskBytes?: number } = {}): Promise<CreatedTenant> {
     assertTenantId(id);
     const password = options.password ?? generatePassword();
     if (options.password !== undefined) assertPassword(options.password);
@@ -304,6 +309,7 @@ export class Pgs {
           generation: newStamp(),
           ...(options.memoryBytes !== undefined ? { memoryBytes: options.memoryBytes } : {}),
           ...(options.cpus !== undefined ? { cpus: options.cpus } : {}),
+          ...(options.diskBytes !== undefined ? { diskBytes: options.diskBytes } : {}),
         };
         await runtime.create(tenantServerSpec(current.settings.dataRoot, tenant), scramVerifier(password));
         made = true;
@@ -376,7 +382,12 @@ export class Pgs {
    * Changes one tenant's settings under the catalog lock; `check` sees the tenant as it is
    * now and may refuse (an ETag that no longer matches). Returns it before and after.
    */
-  async patch(id: string, changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain'>> & { memoryBytes?: number | null; cpus?: number | null }, check?: (tenant: Tenant) => void): Promise<{ before: Tenant; after: Tenant }> {
+  async patch(
+    id: string,
+    changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain'>>
+      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null },
+    check?: (tenant: Tenant) => void,
+  ): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
     return this.store.update(async (current) => {
       if (!current) throw notSetUp(this.home);
@@ -385,7 +396,7 @@ export class Pgs {
       const after: Tenant = { ...before };
       for (const [key, value] of Object.entries(changes)) {
         // null lifts a limit: the key goes.
-        if (value === null && (key === 'memoryBytes' || key === 'cpus')) delete (after as Record<string, unknown>)[key];
+        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState')) delete (after as Record<string, unknown>)[key];
         else (after as Record<string, unknown>)[key] = value;
       }
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
@@ -579,6 +590,9 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
     memoryBytes: tenant.memoryBytes ?? null,
     cpus: tenant.cpus ?? null,
+    diskBytes: tenant.diskBytes ?? null,
+    diskUsedBytes: seen.diskUsedBytes ?? null,
+    ...(tenant.diskBytes !== undefined ? { disk: seen.disk ?? tenant.diskState ?? 'ok' } : {}),
     ...(seen.usage ? { usage: seen.usage } : {}),
     ...(seen.limitsNotEnforced ? { limitsNotEnforced: seen.limitsNotEnforced } : {}),
     lastBackupAt: seen.lastBackupAt ?? null,

@@ -75,6 +75,8 @@ export interface SupervisorDeps {
   /** True once the daemon is stopping: nothing new is started. */
   stopping: () => boolean;
   healthIntervalMs: number;
+  /** Why no tenant may be woken now (the host's disk is nearly full), or undefined. */
+  wakeProblem?: () => Promise<string | undefined>;
 }
 
 /** After this many failed starts in a row a tenant shows as `crashed` (attempts go on, slowly). */
@@ -442,6 +444,8 @@ export class Supervisor {
       // (the router then finds it not running and says so).
       const now = this.catalog.tenants.find((t) => t.id === id);
       if (!this.suspended.has(id) || now?.wanted !== 'running' || this.isStopping) return false;
+      const problem = await this.deps.wakeProblem?.();
+      if (problem) throw new BackendUnavailable(`tenant ${id} cannot be woken: ${problem}`, 'disk_full');
       await this.makeRoom(id);
       if (!this.suspended.has(id) || this.isStopping) return false;
       try {

@@ -2,12 +2,12 @@ import type { TenantJson } from '../../api/schemas.js';
 import { DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, type BackupSchedule } from '../../catalog/schema.js';
 import { PgsError } from '../../core/errors.js';
 import { parseSeconds } from '../../core/duration.js';
-import { announceDaemon, formatBytes, parseCpus, parseDuration, parseInteger, parseMemory, printJson, tenantPath, type Command } from '../command.js';
+import { announceDaemon, formatBytes, parseCpus, parseDisk, parseDuration, parseInteger, parseMemory, printJson, tenantPath, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 
 export const config: Command = {
   summary: 'show or change a tenant\'s settings (autosuspend, max connections, limits, backups)',
-  usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE|off] [--cpus N|off]\n' +
+  usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE|off] [--cpus N|off] [--disk SIZE|off]\n' +
     '                  [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--json]',
   details: [
     '  --autosuspend D      stop the server after D without connections through the router (default 5m);',
@@ -20,6 +20,11 @@ export const config: Command = {
     '  --cpus N             cores its server may use (0.5: half a core; off: no limit)',
     '                       Both take effect at once, with cgroups (v2, or v1) when pgs runs as root;',
     '                       elsewhere they are kept but not enforced, and this command says so',
+    '  --disk SIZE          the quota of its data folder, data and WAL (10G; at least 128M; off: none).',
+    '                       At 90 % it is warned; at the quota it becomes read-only (a session may run',
+    '                       SET default_transaction_read_only = off to delete) until it is under again;',
+    '                       10 % past it, its server runs as a standby (nothing can be written) until',
+    '                       the quota is raised. Sessions are told with a WARNING.',
     '  --backup-schedule S  base backups the daemon takes: hourly, daily (default) or off; a tenant',
     '                       unchanged since its last backup is skipped',
     '  --retain N           backups kept (1 to 1000, default 7); older ones and the WAL only they',
@@ -29,11 +34,12 @@ export const config: Command = {
     '  --json               print {id, autosuspendSeconds, maxConnections, access, backupSchedule,',
     '                       backupRetain, rpoSeconds, memoryBytes, cpus, usage?, limitsNotEnforced?}',
     'API: PATCH /v1/tenants/{id} {"autosuspend": 300, "maxConnections": 20, "backupSchedule": "hourly",',
-    '     "backupRetain": 7, "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5} (null lifts a limit)',
+    '     "backupRetain": 7, "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5, "diskBytes": 10737418240}',
+    '     (null lifts a limit)',
   ].join('\n'),
   options: {
     autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, 'backup-schedule': { type: 'string' }, retain: { type: 'string' }, rpo: { type: 'string' },
-    memory: { type: 'string' }, cpus: { type: 'string' },
+    memory: { type: 'string' }, cpus: { type: 'string' }, disk: { type: 'string' },
     json: { type: 'boolean' },
   },
   positionals: [1, 1],
@@ -46,8 +52,9 @@ export const config: Command = {
       ...(values.rpo !== undefined ? { rpoSeconds: parseRpo(String(values.rpo)) } : {}),
       ...(values.memory !== undefined ? { memoryBytes: parseMemory(String(values.memory)) } : {}),
       ...(values.cpus !== undefined ? { cpus: parseCpus(String(values.cpus)) } : {}),
+      ...(values.disk !== undefined ? { diskBytes: parseDisk(String(values.disk)) } : {}),
     };
-    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced'>;
+    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced' | 'diskBytes' | 'diskUsedBytes' | 'disk'>;
     if (Object.keys(patch).length > 0) {
       const { body } = await ctx.api.change<TenantJson>('PATCH', tenantPath(id as string), { body: patch }, announceDaemon);
       shown = body;
@@ -65,6 +72,8 @@ export const config: Command = {
           rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
           memoryBytes: tenant.memoryBytes ?? null,
           cpus: tenant.cpus ?? null,
+          diskBytes: tenant.diskBytes ?? null,
+          diskUsedBytes: null,
         };
       }
     }
@@ -72,7 +81,8 @@ export const config: Command = {
       printJson({
         id: shown.id, autosuspendSeconds: shown.autosuspendSeconds, maxConnections: shown.maxConnections, access: shown.access,
         backupSchedule: shown.backupSchedule, backupRetain: shown.backupRetain, rpoSeconds: shown.rpoSeconds,
-        memoryBytes: shown.memoryBytes, cpus: shown.cpus,
+        memoryBytes: shown.memoryBytes, cpus: shown.cpus, diskBytes: shown.diskBytes, diskUsedBytes: shown.diskUsedBytes,
+        ...(shown.disk ? { disk: shown.disk } : {}),
         ...(shown.usage ? { usage: shown.usage } : {}),
         ...(shown.limitsNotEnforced ? { limitsNotEnforced: shown.limitsNotEnforced } : {}),
       });
@@ -87,6 +97,7 @@ export const config: Command = {
       ['rpo', `${shown.rpoSeconds}s`],
       ['memory', shown.memoryBytes === null ? 'no limit' : `${formatBytes(shown.memoryBytes)}${shown.usage ? ` (using ${formatBytes(shown.usage.memoryBytes)})` : ''}`],
       ['cpus', shown.cpus === null ? 'no limit' : `${shown.cpus}${shown.usage ? ` (${shown.usage.cpuSeconds.toFixed(1)} s of CPU used so far)` : ''}`],
+      ['disk', shown.diskBytes === null ? 'no quota' : `${formatBytes(shown.diskBytes)}${shown.diskUsedBytes !== null ? ` (using ${formatBytes(shown.diskUsedBytes)})` : ''}${shown.disk && shown.disk !== 'ok' ? `: ${shown.disk}` : ''}`],
     ]));
     if (shown.limitsNotEnforced) console.log(`note: ${shown.limitsNotEnforced}`);
     return 0;

@@ -1,13 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { PgsError } from '../../core/errors.js';
 import type { CreatedTenantJson } from '../../api/schemas.js';
-import { announceDaemon, parseCpus, parseDuration, parseInteger, parseMemory, printJson, type Command } from '../command.js';
+import { announceDaemon, parseCpus, parseDisk, parseDuration, parseInteger, parseMemory, printJson, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 import { resolves } from '../connect-strings.js';
 
 export const create: Command = {
   summary: 'make a tenant with its own running PostgreSQL 18 server',
-  usage: 'pgs create <id> [--password P] [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE] [--cpus N] [--init FILE.sql] [--json]',
+  usage: 'pgs create <id> [--password P] [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE] [--cpus N] [--disk SIZE] [--init FILE.sql] [--json]',
   details: [
     '  <id>               a DNS label: a-z first, then a-z 0-9 -, at most 40, no trailing -',
     '  --password P       the password of user postgres (at least 8 characters);',
@@ -17,15 +17,16 @@ export const create: Command = {
     '  --max-connections N  the server\'s max_connections (5 to 10000, default 20)',
     '  --memory SIZE      memory its server may use (512M, 2G; at least 64M); --cpus N: cores (0.5 is',
     '                     half a core). Enforced with cgroups when pgs runs as root; see pgs config',
+    '  --disk SIZE        the disk quota of its data folder (10G; at least 128M); see pgs config',
     '  --init FILE.sql    SQL run as user postgres in the new database (one transaction unless the',
     '                     file says otherwise); if it fails, nothing is created and the error names its line',
     '  --json             print {id, hostname, password, database, user, url}',
     '',
     'The daemon makes the tenant (it is started in the background when none runs).',
-    'API: POST /v1/tenants {"id": ..., "password"?, "autosuspend"?, "maxConnections"?, "memoryBytes"?, "cpus"?, "init"?}',
+    'API: POST /v1/tenants {"id": ..., "password"?, "autosuspend"?, "maxConnections"?, "memoryBytes"?, "cpus"?, "diskBytes"?, "init"?}',
   ].join('\n'),
   options: {
-    password: { type: 'string' }, autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, memory: { type: 'string' }, cpus: { type: 'string' },
+    password: { type: 'string' }, autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, memory: { type: 'string' }, cpus: { type: 'string' }, disk: { type: 'string' },
     init: { type: 'string' }, json: { type: 'boolean' },
   },
   positionals: [1, 1],
@@ -37,6 +38,7 @@ export const create: Command = {
       ...(values['max-connections'] !== undefined ? { maxConnections: parseInteger(String(values['max-connections']), '--max-connections', 5, 10_000) } : {}),
       ...(values.memory !== undefined ? { memoryBytes: parseMemory(String(values.memory)) } : {}),
       ...(values.cpus !== undefined ? { cpus: parseCpus(String(values.cpus)) } : {}),
+      ...(values.disk !== undefined ? { diskBytes: parseDisk(String(values.disk)) } : {}),
       ...(values.init !== undefined ? { init: await readInit(String(values.init)) } : {}),
     };
     const { body: created } = await ctx.api.change<CreatedTenantJson>('POST', '/v1/tenants', { body }, announceDaemon);
