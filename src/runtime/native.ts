@@ -886,8 +886,10 @@ export class NativeRuntime implements TenantRuntime {
     const own = child !== undefined && child.pid === pidFile.pid;
     const alive = own ? child.exitCode === null && child.signalCode === null : await isPostgresProcess(pidFile.pid);
     if (!alive) return { state: 'stopped' };
-    // A standby (a tenant past its hard disk limit) accepts read-only sessions: it runs.
-    const state = pidFile.status === 'ready' || pidFile.status === 'standby' ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
+    // A standby started as one (a tenant past its hard disk limit: standby.signal) takes read-only sessions: it runs.
+    // A restore's recovery also says "standby" once consistent, but takes no session until it is a primary.
+    const standby = pidFile.status === 'standby' && (await pathExists(path.join(this.tenantDir(id), 'standby.signal')));
+    const state = pidFile.status === 'ready' || standby ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
     const startedAt = new Date(pidFile.startedAt * 1000);
     if (state === 'running') this.known.set(id, { pid: pidFile.pid, startedAt, own, checkedAt: Date.now() });
     return { state, pid: pidFile.pid, startedAt };
@@ -1012,7 +1014,9 @@ export class NativeRuntime implements TenantRuntime {
         throw new PgsError('PG_START_FAILED', `the server of ${id === '' ? 'the template' : `tenant ${id}`} ${exitReason}; last lines of ${logFile}:\n${await tail(logFile, 8)}`);
       }
       const pidFile = await readPostmasterPid(dir);
-      if (pidFile && pidFile.pid === child.pid && (pidFile.status === 'ready' || pidFile.status === 'standby')) {
+      // "standby" is ready only for a server started as one (a tenant past its disk quota, standby.signal):
+      // a restore's recovery says it too, at consistency, long before it takes sessions.
+      if (pidFile && pidFile.pid === child.pid && (pidFile.status === 'ready' || (pidFile.status === 'standby' && (await pathExists(path.join(dir, 'standby.signal')))))) {
         startedAt = new Date(pidFile.startedAt * 1000);
         break;
       }
