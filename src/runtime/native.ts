@@ -183,7 +183,7 @@ export class NativeRuntime implements TenantRuntime {
       if (!spare) {
         // Copied beside, then renamed: a folder under its tenant's name is always a whole copy.
         const partial = path.join(path.dirname(dir), `.tmp-${spec.id}-${randomBytes(4).toString('hex')}`);
-        await this.run('cp', ['-a', '--', this.templateDir, partial]);
+        await this.run('cp', ['-a', '--reflink=auto', '--', this.templateDir, partial]);
         // A copy that the page cache still holds would not survive a power cut.
         // syncfs (one journal commit) costs ~40 ms here; initdb --sync-only's fsync per file ~190 ms.
         await this.run('sync', ['-f', '--', partial]);
@@ -1143,7 +1143,7 @@ export class NativeRuntime implements TenantRuntime {
     }
     for (let i = have; i < this.spareServers; i++) {
       const name = randomBytes(6).toString('hex');
-      const script = 'set -e; cp -a -- "$1" "$2/.tmp-$3"; sync -f -- "$2/.tmp-$3"; mv -- "$2/.tmp-$3" "$2/$3"; sync -- "$2"';
+      const script = 'set -e; cp -a --reflink=auto -- "$1" "$2/.tmp-$3"; sync -f -- "$2/.tmp-$3"; mv -- "$2/.tmp-$3" "$2/$3"; sync -- "$2"';
       const child = spawn('/bin/sh', ['-c', script, 'pgs-spare', this.templateDir, this.sparesDir, name], {
         detached: true,
         stdio: 'ignore',

@@ -35,11 +35,15 @@ describe('S3: SigV4 signing and settings', () => {
 
   it('reads credentials from the environment, or a profile of the shared credentials file', async () => {
     assert.deepEqual(loadCredentials({ AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' }), { accessKeyId: 'a', secretAccessKey: 'b' });
-    const { writeFileSync, mkdtempSync } = await import('node:fs');
+    const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
     const dir = mkdtempSync('/tmp/pgs-aws-');
-    writeFileSync(`${dir}/credentials`, '[default]\naws_access_key_id = d1\naws_secret_access_key = d2\n\n[other]\naws_access_key_id=o1\naws_secret_access_key=o2\naws_session_token=o3\n');
-    assert.deepEqual(loadCredentials({ AWS_SHARED_CREDENTIALS_FILE: `${dir}/credentials` }), { accessKeyId: 'd1', secretAccessKey: 'd2' });
-    assert.deepEqual(loadCredentials({ AWS_SHARED_CREDENTIALS_FILE: `${dir}/credentials`, AWS_PROFILE: 'other' }), { accessKeyId: 'o1', secretAccessKey: 'o2', sessionToken: 'o3' });
-    assert.throws(() => loadCredentials({ AWS_SHARED_CREDENTIALS_FILE: `${dir}/none` }), /no S3 credentials/);
+    try {
+      writeFileSync(`${dir}/credentials`, '[default]\naws_access_key_id = d1\naws_secret_access_key = d2\n\n[other]\naws_access_key_id=o1\naws_secret_access_key=o2\naws_session_token=o3\n');
+      assert.deepEqual(loadCredentials({ AWS_SHARED_CREDENTIALS_FILE: `${dir}/credentials` }), { accessKeyId: 'd1', secretAccessKey: 'd2' });
+      assert.deepEqual(loadCredentials({ AWS_SHARED_CREDENTIALS_FILE: `${dir}/credentials`, AWS_PROFILE: 'other' }), { accessKeyId: 'o1', secretAccessKey: 'o2', sessionToken: 'o3' });
+      assert.throws(() => loadCredentials({ AWS_SHARED_CREDENTIALS_FILE: `${dir}/none` }), /no S3 credentials/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
