@@ -445,6 +445,13 @@ export class Daemon implements ControlPlane {
   createTenant(request: S.CreateTenantRequest): Promise<S.CreatedTenantJson> {
     assertTenantId(request.id);
     if (request.password !== undefined) assertPassword(request.password);
+    const done = this.createSerially(request);
+    // Its folder is measured at once when it has a quota.
+    if (request.diskBytes !== undefined && request.diskBytes !== null) void done.then(() => this.disk.check(request.id), () => undefined);
+    return done;
+  }
+
+  private createSerially(request: S.CreateTenantRequest): Promise<S.CreatedTenantJson> {
     return this.serial(async () => {
       this.assertRunning();
       if (this.backupPlane.reserved.has(request.id)) throw new PgsError('TENANT_EXISTS', `tenant ${request.id} is being made from a backup`);

@@ -90,6 +90,8 @@ export class Cgroups {
       await fs.writeFile(path.join(d.cpu, 'cpu.max'), `${quota === undefined ? 'max' : quota} ${CPU_PERIOD_US}`);
       await fs.writeFile(path.join(d.pids, 'pids.max'), limits.pids === undefined ? 'max' : String(limits.pids));
     } else {
+      // A running server moved in (a spare a create takes) brings the memory it already uses along (v2 cannot).
+      await fs.writeFile(path.join(d.memory, 'memory.move_charge_at_immigrate'), '3').catch(() => undefined);
       await fs.writeFile(path.join(d.memory, 'memory.limit_in_bytes'), limits.memoryBytes === undefined ? '-1' : String(limits.memoryBytes));
       await fs.writeFile(path.join(d.memory, 'memory.memsw.limit_in_bytes'), limits.memoryBytes === undefined ? '-1' : String(limits.memoryBytes)).catch(() => undefined);
       await fs.writeFile(path.join(d.cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));

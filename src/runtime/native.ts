@@ -820,19 +820,25 @@ export class NativeRuntime implements TenantRuntime {
     if (!options.immediate) {
       // SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
       this.signal(pidFile.pid, 'SIGINT');
-      if (await this.waitForExit(id, pidFile.pid, this.stopTimeoutMs)) return;
+      if (await this.waitForExit(id, pidFile.pid, this.stopTimeoutMs)) return this.releaseGroups(id);
     }
     // SIGQUIT is immediate shutdown; crash recovery at the next start replays the WAL, nothing committed is lost.
     this.signal(pidFile.pid, 'SIGQUIT');
-    if (await this.waitForExit(id, pidFile.pid, 10_000)) return;
+    if (await this.waitForExit(id, pidFile.pid, 10_000)) return this.releaseGroups(id);
     throw new PgsError('PG_STOP_FAILED', `the server of tenant ${id} (pid ${pidFile.pid}) did not stop; see ${this.logFile(id)}`);
+  }
+
+  /** A stopped server's control groups go (the postmaster exits after its last child: they are empty); its next start makes them again. */
+  private async releaseGroups(id: string): Promise<void> {
+    // Also a group whose limits were lifted while the server ran (its processes stayed in it, unlimited).
+    if (typeof this.cgroupsState === 'object') await this.cgroupsState.remove(id).catch(() => undefined);
   }
 
   async remove(id: string): Promise<void> {
     await this.stop(id, { immediate: true }); // its data is deleted next: no checkpoint worth waiting for
     await fs.rm(this.logFile(id), { force: true });
-    this.limited.delete(id);
     if (typeof this.cgroupsState === 'object') await this.cgroupsState.remove(id).catch(() => undefined);
+    this.limited.delete(id);
     // Unlinking 1,300 files takes ~140 ms on ext4 with discard: move the folder
     // out of the way at once and delete it in the background.
     const trash = path.join(this.dataRoot, 'trash');

@@ -106,4 +106,13 @@ describe('per-tenant memory and CPU limits', { skip: isRoot ? false : 'cgroups n
     assert.equal(bad.code, 2);
     assert.ok(!(await pgs.catalogText()).includes('"nope"'));
   });
+
+  it('a stopped server\'s control groups go; its next start makes them again', async () => {
+    const memory = await cgroupOf(await pidOf('hog'), 'memory') as string;
+    await pgs.ok(['stop', 'hog']);
+    await assert.rejects(fs.access(memory), 'the group is removed with the server');
+    await pgs.ok(['start', 'hog']);
+    assert.equal(await cgroupOf(await pidOf('hog'), 'memory'), memory);
+    assert.equal((await psql(conn(t.hog as Created), 'SELECT 1', (t.hog as Created).password)).stdout, '1');
+  });
 });
