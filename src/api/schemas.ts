@@ -188,6 +188,8 @@ export const Status = Type.Object({
   running: Type.Integer(),
   /** How many may run at once (pgs setup --max-running; derived from memory by default). */
   maxRunning: Type.Integer(),
+  /** Whether per-tenant memory and CPU limits are enforced on this host: how (cgroup v1 or v2), or why not. */
+  limits: Type.Object({ enforced: Type.Boolean(), how: Type.Optional(Type.String()), why: Type.Optional(Type.String()) }),
   refusals: Type.Record(Type.String(), Type.Integer()),
   /** Where backups are copied besides the data root; null: nowhere. */
   backupTarget: Nullable(Type.Object({

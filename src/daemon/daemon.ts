@@ -423,6 +423,7 @@ export class Daemon implements ControlPlane {
       certificate: this.catalog.settings.certFile,
       certificateSelfSigned: this.catalog.settings.certSelfSigned,
       ...this.running(),
+      limits: this.runtime.limitsSupport(),
       refusals: Object.fromEntries(this.router.refusals),
       backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => t.id)),
       tenants,

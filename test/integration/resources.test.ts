@@ -54,6 +54,7 @@ describe('per-tenant memory and CPU limits', { skip: isRoot ? false : 'cgroups n
     assert.equal(shown.memoryBytes, 128 * 2 ** 20);
     assert.ok((shown.usage?.memoryBytes ?? 0) > 0, JSON.stringify(shown));
     assert.match(await pgs.ok(['config', 'hog']), /memory\s+128 MiB \(using [\d.]+ [KMG]iB\)/);
+    assert.match(await pgs.ok(['status']), /limits\s+memory and CPU enforced with cgroup v[12]/);
   });
 
   it('a tenant that allocates past its memory limit fails alone; another tenant keeps answering', async () => {

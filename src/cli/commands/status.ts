@@ -7,7 +7,7 @@ export const status: Command = {
   usage: 'pgs status [--json]',
   details: [
     '  --json         print GET /v1/status: {pid, version, startedAt, port, domain, api, connections,',
-    '                 certificateExpires, certificate, certificateSelfSigned, running, maxRunning, refusals, tenants: [{id, state, pid,',
+    '                 certificateExpires, certificate, certificateSelfSigned, running, maxRunning, limits, refusals, tenants: [{id, state, pid,',
     '                 serverStartedAt, connections,',
     '                 health, healthCheckedAt, healthError?, restarts, wakes, lastError?, archiving?, archivingError?}],',
     '                 backupTarget: {url, pendingFiles, failingSince, error?} | null}',
@@ -34,6 +34,7 @@ export const status: Command = {
       ['api', current.api ?? 'unix socket only'],
       ['connections', String(current.connections)],
       ['servers', `${current.running} running of at most ${current.maxRunning} (pgs setup --max-running)`],
+      ['limits', current.limits.enforced ? `memory and CPU enforced with ${current.limits.how ?? 'cgroups'}` : `memory and CPU not enforced: ${current.limits.why ?? 'unknown'}`],
       ['certificate', `${current.certificate}, ${current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'}${current.certificateSelfSigned ? ' (self-signed: verify with sslmode=verify-full sslrootcert=<this file>)' : ''}`],
       ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
       ['health', summarizeHealth(current.tenants)],
