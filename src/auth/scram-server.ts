@@ -172,7 +172,8 @@ export function certificateHash(der: Buffer): Buffer | undefined {
 const SIGNATURE_HASH: Record<string, string> = {
   '1.2.840.113549.1.1.4': 'sha256', // md5WithRSAEncryption
   '1.2.840.113549.1.1.5': 'sha256', // sha1WithRSAEncryption
-  '1.2.840.113549.1.1.14': 'sha256', // sha224WithRSAEncryption (OpenSSL maps it to SHA-224; no client pgs knows of uses it)
+  '1.2.840.113549.1.1.14': 'sha224',
+  '1.2.840.10045.4.3.1': 'sha224',
   '1.2.840.113549.1.1.11': 'sha256',
   '1.2.840.113549.1.1.12': 'sha384',
   '1.2.840.113549.1.1.13': 'sha512',

@@ -84,11 +84,26 @@ export class Logins {
   }
 
   /** Copies every login role's verifier from the running server (before it stops). */
-  async snapshot(id: string): Promise<void> {
-    const roles = await this.runtime.loginRoles(id);
-    const copy: LoginCopy = { takenAt: new Date().toISOString(), roles: {} };
-    for (const role of roles) copy.roles[role.name] = { verifier: role.verifier, validUntil: role.validUntil };
-    await this.save(id, copy);
+  snapshot(id: string): Promise<void> {
+    return this.inTurn(id, async () => {
+      const roles = await this.runtime.loginRoles(id);
+      const copy: LoginCopy = { takenAt: new Date().toISOString(), roles: {} };
+      for (const role of roles) copy.roles[role.name] = { verifier: role.verifier, validUntil: role.validUntil };
+      await this.save(id, copy);
+    });
+  }
+
+  /** Changes to one tenant's copy, one at a time: a login's update never overwrites a newer snapshot. */
+  private readonly turns = new Map<string, Promise<void>>();
+
+  private inTurn(id: string, task: () => Promise<void>): Promise<void> {
+    const run = (this.turns.get(id) ?? Promise.resolve()).then(task);
+    const settled = run.catch(() => undefined);
+    this.turns.set(id, settled);
+    void settled.then(() => {
+      if (this.turns.get(id) === settled) this.turns.delete(id);
+    });
+    return run;
   }
 
   /** Drops the copy (the tenant is gone, or its data was replaced by a restore): the next login asks the server. */
@@ -98,7 +113,11 @@ export class Logins {
   }
 
   /** Keeps the copy in step with what a running server answered for one role. */
-  private async learn(id: string, role: string, found: LoginRole | undefined): Promise<void> {
+  private learn(id: string, role: string, found: LoginRole | undefined): Promise<void> {
+    return this.inTurn(id, () => this.learnNow(id, role, found));
+  }
+
+  private async learnNow(id: string, role: string, found: LoginRole | undefined): Promise<void> {
     const copy = await this.load(id);
     if (!copy) return; // taken in full before the next stop
     const known = copy.roles[role];

@@ -2,7 +2,7 @@ import { X509Certificate, randomBytes, randomInt } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ScramVerifier } from '../auth/scram.js';
-import { ScramError, ScramServer, certificateHash, mockSalt } from '../auth/scram-server.js';
+import { ScramError, ScramServer, certificateHash as channelBindingHash, mockSalt } from '../auth/scram-server.js';
 import { AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage, FrontendMessage } from '../protocol/constants.js';
 import { MessageReader, serializeCancelRequest, serializeNoticeResponse, typed, type Message } from '../protocol/messages.js';
 import { MessageBoundaries } from '../protocol/boundary.js';
@@ -376,11 +376,8 @@ function noticeBytes(message: string): Buffer {
   return serializeNoticeResponse({ S: 'WARNING', V: 'WARNING', C: '01000', M: message });
 }
 
-/** PostgreSQL cuts a role name in the start-up packet to NAMEDATALEN - 1 = 63 bytes. */
-function truncateName(name: string): string {
-  const bytes = Buffer.from(name, 'utf8');
-  return bytes.length <= 63 ? name : bytes.subarray(0, 63).toString('utf8');
-}
+/** NAMEDATALEN - 1: the longest role name PostgreSQL keeps. */
+const MAX_NAME_BYTES = 63;
 
 function authMessage(code: number, data: Buffer): Buffer {
   const payload = Buffer.allocUnsafe(4 + data.length);
@@ -407,10 +404,19 @@ class ClientMessages {
   private readonly reader = new MessageReader(65_536);
   private waiting: { resolve: (m: Message | undefined) => void; reject: (e: Error) => void } | undefined;
   private ended = false;
+  private buffered = 0;
   private readonly onData = (chunk: Buffer): void => {
-    this.reader.push(chunk);
+    // At most two SASL messages are read: a client sending more than that much is refused, not buffered.
+    this.buffered += chunk.length;
+    if (this.buffered > 2 * 65_536 + 16) {
+      this.stop();
+      this.overflow = true;
+    } else {
+      this.reader.push(chunk);
+    }
     this.deliver();
   };
+  private overflow = false;
   private readonly onEnd = (): void => {
     this.ended = true;
     this.deliver();
@@ -446,6 +452,7 @@ class ClientMessages {
     if (!waiting) return;
     let message: Message | undefined;
     try {
+      if (this.overflow) throw new RangeError('more data than an authentication exchange sends');
       message = this.reader.next();
     } catch (err) {
       this.waiting = undefined;
@@ -504,7 +511,7 @@ export class AuthFailures {
 /** The tls-server-end-point hash of the first (leaf) certificate of a PEM chain. */
 function leafHash(cert: string | Buffer): Buffer | undefined {
   try {
-    return certificateHash(new X509Certificate(cert).raw);
+    return channelBindingHash(new X509Certificate(cert).raw);
   } catch {
     return undefined;
   }
@@ -804,10 +811,15 @@ class ClientConnection {
    */
   private async authenticate(tenantId: string, user: string, rest: Buffer): Promise<{ verifier: ScramVerifier; live: boolean; rest: Buffer } | undefined> {
     const began = performance.now();
-    const role = truncateName(user);
-    const found = await this.router.verifier(tenantId, role);
+    // PostgreSQL would cut a longer name to its first 63 bytes; no role can be checked under one name and
+    // logged in under another, so a longer name can never log in (the mock exchange runs for it).
+    const role = Buffer.byteLength(user, 'utf8') > MAX_NAME_BYTES ? undefined : user;
+    const found = role === undefined ? { verifier: undefined, live: false } : await this.router.verifier(tenantId, role);
     if (this.done) return undefined;
-    const scram = new ScramServer({ verifier: found.verifier, mockSalt: mockSalt(this.router.authSecret, tenantId, role), certificateHash: this.router.certificateHash });
+    // The hash of the certificate this connection was served (a new one may have come since for others).
+    const certificate = (this.socket as tls.TLSSocket).getCertificate();
+    const certificateHash = certificate && 'raw' in certificate && certificate.raw ? channelBindingHash(certificate.raw) : this.router.certificateHash;
+    const scram = new ScramServer({ verifier: found.verifier, mockSalt: mockSalt(this.router.authSecret, tenantId, user), certificateHash });
     const messages = new ClientMessages(this.socket, rest);
     try {
       this.socket.write(authMessage(AUTH_SASL, Buffer.from(`${scram.mechanisms.join('\0')}\0\0`)));
@@ -820,6 +832,7 @@ class ClientConnection {
       if (response.type !== FrontendMessage.SASLResponse) throw new ScramError('08P01', `expected SASL response, got message type ${response.type}`);
       const serverFinal = scram.finish(response.payload.toString('utf8'));
       if (serverFinal === undefined || !found.verifier) {
+        messages.stop(); // nothing more is read from this client
         this.router.observer?.authentication('failed', (performance.now() - began) / 1000);
         await this.failLogin(tenantId, user, found.verifier ? 'wrong password' : 'no such login role with a SCRAM password');
         return undefined;

@@ -158,5 +158,8 @@ describe('authentication before wake', () => {
     const [aa] = tenants as [Created];
     const reserved = await psql(conn(aa, 'pgs_admin'), 'SELECT 1', 'x');
     assert.match(reserved.stderr, /role "pgs_admin" cannot log in through pgs/);
+    // A name longer than PostgreSQL keeps (63 bytes) is never checked under one name and logged in under another.
+    const long = 'r'.repeat(70);
+    assert.match((await psql(conn(aa, long), 'SELECT 1', aa.password)).stderr, /password authentication failed for user "r{70}"/);
   });
 });
