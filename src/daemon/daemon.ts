@@ -134,7 +134,7 @@ export class Daemon implements ControlPlane {
         catalog: () => this.catalog,
         stopping: () => this.isStopping,
         healthIntervalMs: this.healthIntervalMs,
-        wakeProblem: () => this.disk.hostProblem(this.catalog.settings.dataRoot),
+        wakeProblem: () => this.disk.hostProblem(),
       });
       this.disk = new DiskGuard({
         pgs: this.pgs,
@@ -456,7 +456,7 @@ export class Daemon implements ControlPlane {
     return this.serial(async () => {
       this.assertRunning();
       if (this.backupPlane.reserved.has(request.id)) throw new PgsError('TENANT_EXISTS', `tenant ${request.id} is being made from a backup`);
-      const full = await this.disk.hostProblem(this.catalog.settings.dataRoot);
+      const full = await this.disk.hostProblem();
       if (full) throw new PgsError('DISK_FULL', full);
       const created = await this.pgs.create(request.id, {
         password: request.password,

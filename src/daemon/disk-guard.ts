@@ -154,7 +154,8 @@ export class DiskGuard {
   }
 
   /** Why creates and wakes are refused now (the data folder's disk is nearly full), or undefined. */
-  async hostProblem(dataRoot: string): Promise<string | undefined> {
+  async hostProblem(): Promise<string | undefined> {
+    const dataRoot = this.deps.catalog().settings.dataRoot;
     const now = Date.now();
     if (!this.hostFree || now - this.hostFree.at > 5_000) {
       try {

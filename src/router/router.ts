@@ -477,7 +477,6 @@ export class AuthFailures {
   private readonly step: number;
   private readonly max: number;
   private readonly recent = new Map<string, { count: number; since: number }>();
-  total = 0;
 
   constructor(step: number, max: number) {
     this.step = step;
@@ -488,7 +487,6 @@ export class AuthFailures {
   note(keys: string[]): number {
     const now = Date.now();
     if (this.recent.size > 100_000) this.prune(now);
-    this.total++;
     let worst = 0;
     for (const key of keys) {
       let entry = this.recent.get(key);
@@ -580,6 +578,8 @@ class ClientConnection {
 
   private secured = false;
   private gssencAnswered = false;
+  /** tls-server-end-point data of the certificate this connection is served. */
+  private certificateHash: Buffer | undefined;
 
   /** Sends a FATAL ErrorResponse (only over TLS, or before TLS to a plain client) and closes. */
   private refuse(refusal: Refusal, send = true): void {
@@ -661,6 +661,8 @@ class ClientConnection {
   // --- phase 2: TLS ---
 
   private startTls(direct: boolean): void {
+    // The certificate's channel-binding hash goes with the context this connection is served (a new one may come for later ones).
+    this.certificateHash = this.router.certificateHash;
     const secure = new tls.TLSSocket(this.raw, {
       isServer: true,
       secureContext: this.router.context,
@@ -816,10 +818,7 @@ class ClientConnection {
     const role = Buffer.byteLength(user, 'utf8') > MAX_NAME_BYTES ? undefined : user;
     const found = role === undefined ? { verifier: undefined, live: false } : await this.router.verifier(tenantId, role);
     if (this.done) return undefined;
-    // The hash of the certificate this connection was served (a new one may have come since for others).
-    const certificate = (this.socket as tls.TLSSocket).getCertificate();
-    const certificateHash = certificate && 'raw' in certificate && certificate.raw ? channelBindingHash(certificate.raw) : this.router.certificateHash;
-    const scram = new ScramServer({ verifier: found.verifier, mockSalt: mockSalt(this.router.authSecret, tenantId, user), certificateHash });
+    const scram = new ScramServer({ verifier: found.verifier, mockSalt: mockSalt(this.router.authSecret, tenantId, user), certificateHash: this.certificateHash });
     const messages = new ClientMessages(this.socket, rest);
     try {
       this.socket.write(authMessage(AUTH_SASL, Buffer.from(`${scram.mechanisms.join('\0')}\0\0`)));

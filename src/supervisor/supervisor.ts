@@ -400,14 +400,15 @@ export class Supervisor {
     const deadline = Date.now() + BUDGET_WAIT_MS;
     let waited = false;
     while (this.runningCount() > this.budget) {
-      const victim = await this.leastRecentlyUsedIdle(id);
-      if (victim && this.runningCount() > this.budget) {
-        await this.suspendNow(victim, `making room for ${id}: at most ${this.budget} servers run at once`).catch(() => undefined);
-        continue;
-      }
       if (Date.now() >= deadline || this.isStopping) {
         this.metrics.budgetRefusals.inc();
         throw new BackendUnavailable(`too many tenants running on this host (at most ${this.budget}, none idle)`, 'too_many_connections');
+      }
+      const victim = await this.leastRecentlyUsedIdle(id);
+      if (victim && this.runningCount() > this.budget) {
+        // A suspend that fails leaves the victim running: the deadline above still ends the loop.
+        await this.suspendNow(victim, `making room for ${id}: at most ${this.budget} servers run at once`).catch(() => undefined);
+        continue;
       }
       if (!waited) this.log.info('waiting for a running slot', { tenant: id, running: this.runningCount() - 1, budget: this.budget });
       waited = true;
