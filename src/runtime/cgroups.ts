@@ -1,5 +1,6 @@
 import { promises as fs, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode } from '../core/errors.js';
 
 /** What one tenant's server may use; undefined: no limit. */
@@ -136,9 +137,17 @@ export class Cgroups {
   async remove(id: string): Promise<void> {
     const d = this.dirs(id);
     for (const dir of new Set([d.memory, d.cpu, d.pids, d.cpuacct])) {
-      await fs.rmdir(dir).catch((err: unknown) => {
-        if (errnoCode(err) !== 'ENOENT' && errnoCode(err) !== 'EBUSY') throw err;
-      });
+      // The kernel may still count a process that has just exited: try again for a moment.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await fs.rmdir(dir);
+          break;
+        } catch (err) {
+          if (errnoCode(err) === 'ENOENT') break;
+          if (errnoCode(err) !== 'EBUSY' || attempt >= 20) throw err;
+          await sleep(50);
+        }
+      }
     }
   }
 }

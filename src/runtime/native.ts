@@ -322,17 +322,19 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async applyLimits(spec: TenantServerSpec): Promise<void> {
-    await this.limitGroups(spec);
-    const cgroups = this.cgroups;
-    if (cgroups && !this.limited.has(spec.id)) await cgroups.apply(spec.id, {}).catch(() => undefined); // lifted: no limit for processes already in the group
     const dir = this.tenantDir(spec.id);
     if (!(await pathExists(dir))) return;
     await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly));
     const pidFile = await readPostmasterPid(dir);
-    if (pidFile && (await isPostgresProcess(pidFile.pid))) {
-      if (this.limited.has(spec.id)) this.attachServer(spec.id, pidFile.pid);
-      this.signal(pidFile.pid, 'SIGHUP'); // work_mem and the rest follow the memory limit
+    if (!pidFile || !(await isPostgresProcess(pidFile.pid))) {
+      // Not running: its groups are made at its next start (start applies the spec), none linger meanwhile.
+      await this.releaseGroups(spec.id);
+      return;
     }
+    await this.limitGroups(spec);
+    if (this.limited.has(spec.id)) this.attachServer(spec.id, pidFile.pid);
+    else await this.cgroups?.apply(spec.id, {}).catch(() => undefined); // lifted: no limit for processes already in the group
+    this.signal(pidFile.pid, 'SIGHUP'); // work_mem and the rest follow the memory limit
   }
 
   async resourceUsage(id: string): Promise<ResourceUsage | undefined> {
