@@ -15,11 +15,16 @@ interface BackupList { backups: Backup[]; window: { earliest: string; latest: st
 interface TenantJson { id: string; state: string; hostname: string; lastBackupAt: string | null; archiving: string; wakes: number }
 
 async function sql(pgs: PgsHome, id: string, password: string, text: string): Promise<string> {
-  await pgs.ok(['start', id]); // wakes it if it was suspended (the local socket does not)
   const url = (await pgs.ok(['url', id, '--local'])).trim();
-  const result = await psql(url, text, password);
-  if (result.code !== 0) throw new Error(`psql on ${id}: ${result.stderr}`);
-  return result.stdout.trim();
+  for (let attempt = 1; ; attempt++) {
+    await pgs.ok(['start', id]); // wakes it if it was suspended (the local socket does not)
+    const result = await psql(url, text, password);
+    if (result.code === 0) return result.stdout.trim();
+    // A tenant with a short autosuspend may be suspended again between the start and
+    // the query: the local socket does not wake it, so start it once more.
+    const suspendedMeanwhile = /shutting down|No such file or directory/.test(result.stderr);
+    if (!suspendedMeanwhile || attempt === 3) throw new Error(`psql on ${id}: ${result.stderr}`);
+  }
 }
 
 async function fails(pgs: PgsHome, args: string[]): Promise<string> {
