@@ -1,5 +1,5 @@
-import { createHash, createHmac } from 'node:crypto';
-import { createReadStream, createWriteStream, promises as fs, readFileSync } from 'node:fs';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { constants as fsConstants, createReadStream, promises as fs, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
@@ -125,11 +125,19 @@ export class S3Client {
 
   /** Downloads an object into `file` (written whole under a temporary name, then renamed). */
   async getFile(key: string, file: string): Promise<void> {
-    const tmp = `${file}.part`;
-    await this.send('GET', key, {}, undefined, async (res) => {
-      await pipeline(res, createWriteStream(tmp, { mode: 0o600 }));
-    });
-    await fs.rename(tmp, file);
+    // A new file under a random name, never through a symlink: the folder may be a tenant's, and pgs may be root.
+    const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
+    const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+    try {
+      await this.send('GET', key, {}, undefined, async (res) => {
+        const handle = await fs.open(tmp, flags, 0o600);
+        await pipeline(res, handle.createWriteStream());
+      });
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
   }
 
   async getText(key: string): Promise<string> {

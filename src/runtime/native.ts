@@ -18,8 +18,10 @@ import {
 } from './server-config.js';
 import { MANIFEST_FILE, buildManifest, parseManifest, verifyTree } from '../backup/manifest.js';
 import { readControl } from '../backup/control.js';
+import { tenantBackupsDir } from '../backup/layout.js';
 import { SEGMENT_NAME, formatLsn, segmentNumber } from '../backup/wal.js';
 import type { ServerUser } from './system-user.js';
+import { UidAllocator, isTenantUid, type Identity } from './tenant-users.js';
 
 /** Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with the NUL). */
 export const MAX_SOCKET_PATH = 107;
@@ -37,6 +39,8 @@ const READY_POLL_MS = 3;
 const ADOPTED_RECHECK_MS = 10_000;
 /** Running spares live in spares/.warm-<name>; the name is their key in the maps below. */
 const WARM_PREFIX = '.warm-';
+/** An in-place restore unpacks into tenants/.restore-<id> before it swaps folders. */
+export const RESTORE_PREFIX = '.restore-';
 /** A process's own working directory, which for a server is its data folder. */
 const CWD = '/proc/self/cwd';
 /** How long a restore may replay WAL before its server counts as failed to start. */
@@ -90,10 +94,13 @@ export class NativeRuntime implements TenantRuntime {
   private warmMaxConnections = 0;
   private warming: Promise<void> | undefined;
   private warmClosed = false;
+  /** As root: each tenant's own uid (see tenant-users.ts). */
+  private readonly uids: UidAllocator;
 
   constructor(options: NativeRuntimeOptions) {
     this.dataRoot = options.dataRoot;
     this.user = options.serverUser;
+    this.uids = new UidAllocator(options.dataRoot);
     this.bin = options.binaries;
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
     this.stopTimeoutMs = options.stopTimeoutMs ?? 60_000;
@@ -136,10 +143,10 @@ export class NativeRuntime implements TenantRuntime {
       throw new PgsError('PATH_TOO_LONG', `the data folder ${this.dataRoot} is too long for unix socket paths (${Buffer.byteLength(longest)} > ${MAX_SOCKET_PATH} bytes): set PGS_DATA to a shorter folder and run "pgs setup" again`);
     }
     await this.mkdirRoot();
-    for (const dir of [path.join(this.dataRoot, 'tenants'), path.join(this.dataRoot, 'logs')]) {
-      await this.mkdirOwned(dir);
-    }
+    for (const area of ['tenants', 'spares', 'trash', 'backups']) await this.mkdirShared(path.join(this.dataRoot, area));
+    await this.mkdirShared(path.join(this.dataRoot, 'logs'), 0o700); // written by pgs: servers get their log as an open file
     this.assertReachable();
+    this.emptyTrash(); // what an earlier daemon did not finish
     const templateMajor = (await fs.readFile(path.join(this.templateDir, 'PG_VERSION'), 'utf8').catch(() => '')).trim();
     if (!(await this.templateIsCurrent()) || templateMajor !== this.binariesMajor()) {
       await this.buildTemplate();
@@ -156,7 +163,9 @@ export class NativeRuntime implements TenantRuntime {
     const dir = this.tenantDir(spec.id);
     const t0 = performance.now();
     const since = () => `${(performance.now() - t0).toFixed(1)} ms`;
-    let warm = spec.maxConnections === this.warmMaxConnections ? this.warm.shift() : undefined;
+    // A name whose backups remain (a removed tenant's) keeps their uid: a running spare has its own.
+    const sticky = await this.backupsOwner(spec.id);
+    let warm = spec.maxConnections === this.warmMaxConnections && !sticky ? this.warm.shift() : undefined;
     if (warm && !this.warmUsable(warm)) {
       // Died since it was started: let it go and make the tenant the ordinary way.
       warm.session.destroy();
@@ -183,7 +192,7 @@ export class NativeRuntime implements TenantRuntime {
       if (!spare) {
         // Copied beside, then renamed: a folder under its tenant's name is always a whole copy.
         const partial = path.join(path.dirname(dir), `.tmp-${spec.id}-${randomBytes(4).toString('hex')}`);
-        await this.run('cp', ['-a', '--reflink=auto', '--', this.templateDir, partial]);
+        await this.copyTree(this.templateDir, partial, sticky ?? (await this.uids.next()));
         // A copy that the page cache still holds would not survive a power cut.
         // syncfs (one journal commit) costs ~40 ms here; initdb --sync-only's fsync per file ~190 ms.
         await this.run('sync', ['-f', '--', partial]);
@@ -220,15 +229,16 @@ export class NativeRuntime implements TenantRuntime {
     await this.writeOwnedFile(this.tenantDir(id), TENANT_META_FILE, `${JSON.stringify(meta, null, 2)}\n`);
   }
 
-  /** `content` as `dir/name`, the server user's, 0600, replaced whole (see writeMeta). */
+  /** `content` as `dir/name`, 0600, owned by whoever owns `dir` (the tenant's uid), replaced whole (see writeMeta). */
   async writeOwnedFile(dir: string, name: string, content: string): Promise<void> {
     const file = path.join(dir, name);
     const tmp = `${file}.tmp-${randomBytes(8).toString('hex')}`;
+    const owner = this.user.switchTo ? await fs.lstat(dir) : undefined;
     const handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
     try {
       await handle.writeFile(content);
       await handle.sync();
-      if (this.user.switchTo) await handle.chown(this.user.uid, this.user.gid);
+      if (owner) await handle.chown(owner.uid, owner.gid);
     } finally {
       await handle.close();
     }
@@ -377,7 +387,7 @@ export class NativeRuntime implements TenantRuntime {
 
   /** One more running spare: a stopped one left by an earlier daemon, else a cold spare. False when none is at hand. */
   private async warmOne(): Promise<boolean> {
-    await this.mkdirOwned(this.sparesDir);
+    await this.mkdirShared(this.sparesDir);
     const inPool = new Set(this.warm.map((w) => w.key));
     const marker = this.templateMarker();
     let key: string | undefined;
@@ -428,7 +438,7 @@ export class NativeRuntime implements TenantRuntime {
   /** Also deletes the partial copies (`.tmp-*`) of creates that died while copying. */
   async dataFolders(): Promise<{ id: string; unfinished: boolean }[]> {
     let names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
-    for (const name of names.filter((n) => n.startsWith('.tmp-') || n.startsWith('.restore-'))) await this.removeTree(path.join(this.dataRoot, 'tenants', name));
+    for (const name of names.filter((n) => n.startsWith('.tmp-') || n.startsWith(RESTORE_PREFIX))) await this.removeTree(path.join(this.dataRoot, 'tenants', name));
     // An in-place restore that died between its two renames: the tenant's old folder goes back.
     for (const name of names.filter((n) => n.startsWith('.prerestore-'))) {
       const id = name.slice('.prerestore-'.length);
@@ -444,10 +454,77 @@ export class NativeRuntime implements TenantRuntime {
     const dir = this.tenantDir(spec.id);
     await this.awaitDeadServer(dir);
     await this.clearZombieLock(dir);
+    const owner = await this.settleOwner(spec.id);
+    const lender = owner && spec.recovery ? await this.walLender(spec.recovery.walDirs, owner) : undefined;
+    if (owner && lender) return this.recoverAsLender(spec, owner, lender);
     await this.prepareFolder(spec);
     await this.limitGroups(spec);
     // A restore replays as much WAL as it needs: no start-up deadline but the one for recovery.
     await this.spawnServer(spec.id, dir, [], spec.recovery ? RECOVERY_TIMEOUT_MS : undefined);
+  }
+
+  /**
+   * As root, before a start: the tenant's files are its own uid's. That is the
+   * uid of its backups when it has some (they stay when a tenant is removed, and
+   * one restored or created under that name again reads and extends them), else
+   * its folder's. A folder still owned by the shared server user (made by an
+   * older pgs) gets a uid of its own here, its backups too.
+   */
+  private async settleOwner(id: string): Promise<Identity | undefined> {
+    if (!this.user.switchTo) return undefined;
+    const dir = this.tenantDir(id);
+    const folder = await fs.lstat(dir);
+    const wanted = (await this.backupsOwner(id)) ?? (isTenantUid(folder.uid) ? { uid: folder.uid, gid: folder.gid } : await this.uids.next());
+    if (folder.uid !== wanted.uid || folder.gid !== wanted.gid) await this.chownTree(dir, wanted);
+    const backups = tenantBackupsDir(this.dataRoot, id);
+    const held = await fs.lstat(backups).catch(() => undefined);
+    if (held?.isDirectory() && (held.uid !== wanted.uid || held.gid !== wanted.gid)) await this.chownTree(backups, wanted);
+    return wanted;
+  }
+
+  /** The uid of a tenant's backups folder, when it has one of its own. */
+  private async backupsOwner(id: string): Promise<Identity | undefined> {
+    if (!this.user.switchTo) return undefined;
+    const stat = await fs.lstat(tenantBackupsDir(this.dataRoot, id)).catch(() => undefined);
+    return stat?.isDirectory() && isTenantUid(stat.uid) ? { uid: stat.uid, gid: stat.gid } : undefined;
+  }
+
+  /** The owner of the first WAL folder a recovery reads that is not `owner`'s (another tenant's archive: a restore --as, a branch --at). */
+  private async walLender(walDirs: string[], owner: Identity): Promise<Identity | undefined> {
+    for (const dir of walDirs) {
+      const stat = await fs.lstat(dir).catch(() => undefined);
+      if (stat && stat.uid !== owner.uid) return { uid: stat.uid, gid: stat.gid };
+    }
+    return undefined;
+  }
+
+  /**
+   * A new tenant made from another's backups replays WAL from the other's
+   * archive, which only the other's uid can read. Its folder is lent to that
+   * uid for the replay (archiving off: its own archive is not that uid's), the
+   * promoted server is stopped cleanly, and the folder becomes its own uid's
+   * again before the server starts for good.
+   */
+  private async recoverAsLender(spec: TenantServerSpec, owner: Identity, lender: Identity): Promise<void> {
+    const dir = this.tenantDir(spec.id);
+    const replay: TenantServerSpec = { ...spec };
+    delete replay.archive;
+    await this.chownTree(dir, lender);
+    try {
+      await this.prepareFolder(replay);
+      await this.limitGroups(spec);
+      await this.spawnServer(spec.id, dir, [], RECOVERY_TIMEOUT_MS);
+      await this.shutdown(spec.id, { immediate: false });
+    } catch (err) {
+      await this.shutdown(spec.id, { immediate: true }).catch(() => undefined);
+      await this.chownTree(dir, owner);
+      throw err;
+    }
+    await this.chownTree(dir, owner);
+    const primary: TenantServerSpec = { ...spec };
+    delete primary.recovery;
+    await this.prepareFolder(primary);
+    await this.spawnServer(spec.id, dir, []);
   }
 
   /**
@@ -549,7 +626,8 @@ export class NativeRuntime implements TenantRuntime {
     const control = await readControl(dir);
     await this.mkdirOwnedPath(targetDir);
     const skipped = new Set(['postmaster.pid', 'postmaster.opts']);
-    await this.run('tar', ['--format=ustar', '-cf', path.join(targetDir, 'base.tar'), '--exclude=./postmaster.pid', '--exclude=./postmaster.opts', '-C', dir, '.']);
+    // ustar has 7 octal digits for a uid (a tenant's is larger): the archive names root, a restore gives the files their own.
+    await this.run('tar', ['--format=ustar', '--numeric-owner', '--owner=0', '--group=0', '-cf', path.join(targetDir, 'base.tar'), '--exclude=./postmaster.pid', '--exclude=./postmaster.opts', '-C', dir, '.'], { as: await this.identityOf(dir) });
     const lsn = formatLsn(control.checkpoint);
     const manifest = await buildManifest(dir, (rel) => skipped.has(rel) || rel === 'pg_wal' || rel.startsWith('pg_wal/'), { timeline: control.timeline, start: formatLsn(control.redo), end: lsn }, control.systemIdentifier);
     await this.writeOwnedFile(targetDir, MANIFEST_FILE, manifest);
@@ -610,13 +688,14 @@ export class NativeRuntime implements TenantRuntime {
     const dest = this.tenantDir(key);
     if (await pathExists(dest)) throw new PgsError('TENANT_EXISTS', `a data folder for ${key} exists already (${dest})`);
     const manifest = parseManifest(await fs.readFile(path.join(backupDir, MANIFEST_FILE), 'utf8'), `the manifest of backup ${backupName}`);
-    await this.mkdirOwned(dest);
+    const owner = await this.newOwner(key.startsWith(RESTORE_PREFIX) ? key.slice(RESTORE_PREFIX.length) : key);
+    await this.mkdirOwned(dest, owner);
     try {
       if (!options.finished) await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'restore\n');
       try {
-        // Read here, unpacked by tar as the server user: the backup's files need not be readable by
-        // that user, and an imported (untrusted) tar never writes anything as root.
-        await this.run('tar', ['-xf', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'], path.join(backupDir, 'base.tar'));
+        // Read here, unpacked by tar as the tenant's uid: the backup's files need not be readable by
+        // that uid, and an imported (untrusted) tar never writes anything as root.
+        await this.run('tar', ['-xf', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'], { stdinFile: path.join(backupDir, 'base.tar'), as: owner });
       } catch (err) {
         throw new PgsError('BACKUP_DAMAGED', `backup ${backupName} could not be unpacked: ${(err as Error).message.split('\n').slice(-1)[0] ?? ''}`);
       }
@@ -639,7 +718,7 @@ export class NativeRuntime implements TenantRuntime {
       // A stopped server's files are consistent as they are: a copy starts like the original would.
       const partial = path.join(path.dirname(dest), `.tmp-${key}-${randomBytes(4).toString('hex')}`);
       try {
-        await this.run('cp', ['-a', '--reflink=auto', '--', this.tenantDir(id), partial]);
+        await this.copyTree(this.tenantDir(id), partial, await this.newOwner(key));
         await removeServerLeftovers(partial);
         await fs.rm(path.join(partial, TENANT_META_FILE), { force: true });
         await this.writeOwnedFile(partial, TEMPLATE_MARKER, 'clone\n');
@@ -652,7 +731,7 @@ export class NativeRuntime implements TenantRuntime {
       }
       return { online: false };
     }
-    await this.mkdirOwned(dest);
+    await this.mkdirOwned(dest, await this.newOwner(key));
     try {
       await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'clone\n');
       await this.streamBackupInto(id, dest);
@@ -669,11 +748,11 @@ export class NativeRuntime implements TenantRuntime {
 
   /**
    * BASE_BACKUP without a target: the tar comes over the replication session
-   * and goes straight into tar -x (as the server user) in `dest`, never to a
+   * and goes straight into tar -x (as `dest`'s owner) in `dest`, never to a
    * file in between; the manifest is kept in memory and every file checked.
    */
   private async streamBackupInto(id: string, dest: string): Promise<void> {
-    const tar = spawn('tar', ['-xf', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'], { stdio: ['pipe', 'ignore', 'pipe'], env: this.serverEnv(), ...this.spawnIdentity() });
+    const tar = spawn('tar', ['-xf', '-', '-C', dest, '--no-same-owner', '--no-same-permissions'], { stdio: ['pipe', 'ignore', 'pipe'], env: this.serverEnv(), ...spawnAs(await this.identityOf(dest)) });
     let tarError = '';
     tar.stderr?.setEncoding('utf8').on('data', (t: string) => { tarError += t; });
     const tarDone = new Promise<void>((resolve, reject) => {
@@ -719,6 +798,7 @@ export class NativeRuntime implements TenantRuntime {
     const live = this.tenantDir(id);
     const staged = this.tenantDir(stagingKey);
     const old = this.tenantDir(`.prerestore-${id}`);
+    if (stagingKey !== `${RESTORE_PREFIX}${id}`) throw new Error(`the staged data of ${id} must be ${RESTORE_PREFIX}${id}`);
     await this.removeTree(old);
     await fs.rename(live, old);
     await fs.rename(staged, live);
@@ -732,7 +812,7 @@ export class NativeRuntime implements TenantRuntime {
       },
       commit: async () => {
         const trash = path.join(this.dataRoot, 'trash');
-        await this.mkdirOwned(trash);
+        await this.mkdirShared(trash);
         await fs.rename(old, path.join(trash, `${id}-prerestore-${randomBytes(4).toString('hex')}`));
         this.emptyTrash();
       },
@@ -740,7 +820,9 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async adoptFile(file: string): Promise<void> {
-    if (this.user.switchTo) await fs.lchown(file, this.user.uid, this.user.gid);
+    if (!this.user.switchTo) return;
+    const folder = await fs.lstat(path.dirname(file));
+    await fs.lchown(file, folder.uid, folder.gid);
   }
 
   async removeOwned(dir: string): Promise<void> {
@@ -753,7 +835,7 @@ export class NativeRuntime implements TenantRuntime {
     await this.mkdirOwnedPath(dir);
     const walFolder = path.join(this.tenantDir(id), 'pg_wal');
     const names = (await fs.readdir(walFolder)).filter((n) => /^[0-9A-F]{24}$/.test(n) || /^[0-9A-F]{8}\.history$/.test(n));
-    if (names.length > 0) await this.run('cp', ['-p', '--', ...names.map((n) => path.join(walFolder, n)), dir]);
+    if (names.length > 0) await this.run('cp', ['-p', '--', ...names.map((n) => path.join(walFolder, n)), dir], { as: await this.identityOf(this.tenantDir(id)) });
   }
 
   async tenantVerifier(id: string): Promise<string | null> {
@@ -814,6 +896,11 @@ export class NativeRuntime implements TenantRuntime {
       const hook = this.beforeStop(id).catch(() => undefined);
       await Promise.race([hook, sleep(5_000)]);
     }
+    await this.shutdown(id, options);
+  }
+
+  /** Stops the server (see stop) without the beforeStop hook. */
+  private async shutdown(id: string, options: { immediate?: boolean }): Promise<void> {
     this.known.delete(id);
     this.healthSessions.get(id)?.client.destroy();
     this.healthSessions.delete(id);
@@ -844,7 +931,7 @@ export class NativeRuntime implements TenantRuntime {
     // Unlinking 1,300 files takes ~140 ms on ext4 with discard: move the folder
     // out of the way at once and delete it in the background.
     const trash = path.join(this.dataRoot, 'trash');
-    await this.mkdirOwned(trash);
+    await this.mkdirShared(trash);
     const doomed = path.join(trash, `${id}-${randomBytes(4).toString('hex')}`);
     try {
       await fs.rename(this.tenantDir(id), doomed);
@@ -857,24 +944,48 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /**
-   * Deletes a folder tree inside one the server user owns, as that user: root
-   * never walks a tree another user can change under it (a directory swapped
-   * for a symlink mid-walk). As that user it can delete only its own files.
+   * Deletes a folder tree. As root, what is inside is deleted by the folder's
+   * owner (a tenant's uid): root never walks a tree another user can change
+   * under it (a directory swapped for a symlink mid-walk), and that uid can
+   * delete only its own files. Root then removes the emptied folder from its
+   * parent, which is root's (tenants/, trash/). A tree the owner cannot empty
+   * (a copy that died half-owned) is root's to delete.
    */
   private async removeTree(target: string): Promise<void> {
-    if (!this.user.switchTo) {
-      await fs.rm(target, { recursive: true, force: true });
-      return;
+    const stat = await fs.lstat(target).catch(() => undefined);
+    if (!stat) return;
+    if (this.user.switchTo && stat.isDirectory() && stat.uid !== 0) {
+      const emptied = await this.run('find', [target, '-mindepth', '1', '-delete'], { as: { uid: stat.uid, gid: stat.gid } }).then(() => true, () => false);
+      if (emptied) {
+        await fs.rmdir(target).catch(() => fs.rm(target, { recursive: true, force: true }));
+        return;
+      }
     }
-    await this.run('rm', ['-rf', '--', target]);
+    await fs.rm(target, { recursive: true, force: true });
   }
 
-  /** Deletes everything in trash/ in a detached process (what an earlier one did not finish, too). */
+  private trashing: Promise<void> | undefined;
+  private trashAgain = false;
+
+  /**
+   * Deletes everything in trash/ in the background, each folder by its owner
+   * (removeTree), one at a time; what a daemon that died left is deleted by
+   * the next one (prepare).
+   */
   private emptyTrash(): void {
-    // As the server user, who owns what is in there: root never deletes inside a folder another user can change.
-    const child = spawn('/bin/sh', ['-c', 'cd -- "$1" && exec rm -rf -- ./*', 'pgs-trash', path.join(this.dataRoot, 'trash')], { detached: true, stdio: 'ignore', ...this.spawnIdentity() });
-    child.on('error', () => undefined);
-    child.unref();
+    if (this.trashing) {
+      this.trashAgain = true;
+      return;
+    }
+    const trash = path.join(this.dataRoot, 'trash');
+    this.trashing = (async () => {
+      do {
+        this.trashAgain = false;
+        for (const name of await fs.readdir(trash).catch(() => [] as string[])) await this.removeTree(path.join(trash, name));
+      } while (this.trashAgain);
+    })().catch((err: Error) => debug('emptying the trash failed: %s', err.message)).finally(() => {
+      this.trashing = undefined;
+    });
   }
 
   async status(id: string, options: { fresh?: boolean } = {}): Promise<ServerStatus> {
@@ -989,6 +1100,8 @@ export class NativeRuntime implements TenantRuntime {
 
   private async spawnServer(id: string, dir: string, extraArgs: string[], startTimeoutMs = this.startTimeoutMs): Promise<void> {
     const logFile = id === '' ? path.join(this.dataRoot, 'logs', 'template.log') : this.logFile(id);
+    // As the folder's owner: a tenant's own uid (the template's: the server user).
+    const identity = await this.identityOf(dir);
     const logFd = openSync(logFile, 'a', 0o600);
     let child: ChildProcess;
     try {
@@ -1002,7 +1115,7 @@ export class NativeRuntime implements TenantRuntime {
         detached: true,
         stdio: ['ignore', logFd, logFd],
         env: this.serverEnv(),
-        ...this.spawnIdentity(),
+        ...spawnAs(identity),
       });
     } finally {
       closeSync(logFd);
@@ -1132,7 +1245,7 @@ export class NativeRuntime implements TenantRuntime {
    */
   async refillSpares(): Promise<void> {
     if (this.spareServers <= 0) return;
-    await this.mkdirOwned(this.sparesDir);
+    await this.mkdirShared(this.sparesDir);
     const names = await fs.readdir(this.sparesDir);
     const marker = this.templateMarker();
     let have = 0;
@@ -1151,12 +1264,14 @@ export class NativeRuntime implements TenantRuntime {
     }
     for (let i = have; i < this.spareServers; i++) {
       const name = randomBytes(6).toString('hex');
-      const script = 'set -e; cp -a --reflink=auto -- "$1" "$2/.tmp-$3"; sync -f -- "$2/.tmp-$3"; mv -- "$2/.tmp-$3" "$2/$3"; sync -- "$2"';
-      const child = spawn('/bin/sh', ['-c', script, 'pgs-spare', this.templateDir, this.sparesDir, name], {
+      // As root: the template is the server user's, the copy its future tenant's uid (see copyTree).
+      const owner = this.user.switchTo ? await this.uids.next() : undefined;
+      const script = 'set -e; umask 077; mkdir -- "$2/.tmp-$3"; cp -a --reflink=auto -- "$1/." "$2/.tmp-$3/"; ' +
+        'if [ -n "$4" ]; then chown -R -h -- "$4" "$2/.tmp-$3"; fi; sync -f -- "$2/.tmp-$3"; mv -- "$2/.tmp-$3" "$2/$3"; sync -- "$2"';
+      const child = spawn('/bin/sh', ['-c', script, 'pgs-spare', this.templateDir, this.sparesDir, name, owner ? `${owner.uid}:${owner.gid}` : ''], {
         detached: true,
         stdio: 'ignore',
         env: this.serverEnv(),
-        ...this.spawnIdentity(),
       });
       child.on('error', () => undefined);
       child.unref();
@@ -1177,14 +1292,14 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   private postgresVersion(): string {
-    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv(), ...this.spawnIdentity() });
+    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv(), ...spawnAs(this.serverIdentity()) });
     return /\(PostgreSQL\) (\d+(?:\.\d+)?)/.exec(out.stdout ?? '')?.[1] ?? 'unknown';
   }
 
   /** The major version of the binaries, from `postgres --version` ("postgres (PostgreSQL) 18.1"). */
   private binariesMajor(): string {
     // As the server user: the answer also shows that it can load the binaries' libraries.
-    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv(), ...this.spawnIdentity() });
+    const out = spawnSync(this.bin.postgres, ['--version'], { encoding: 'utf8', env: this.serverEnv(), ...spawnAs(this.serverIdentity()) });
     const match = /\(PostgreSQL\) (\d+)/.exec(out.stdout ?? '');
     if (!match?.[1]) throw new PgsError('PG_BINARIES_MISSING', `${this.bin.postgres} --version did not answer as PostgreSQL: ${(out.stderr || out.stdout || String(out.error)).trim()}`);
     return match[1];
@@ -1197,11 +1312,11 @@ export class NativeRuntime implements TenantRuntime {
   private async buildTemplate(): Promise<void> {
     const build = this.templateBuildDir;
     await this.removeTree(build);
-    await this.mkdirOwned(build); // initdb fills an empty folder; the data root is not the server user's to write
+    await this.mkdirOwned(build, this.serverIdentity()); // initdb fills an empty folder; the data root is not the server user's to write
     await this.run(this.bin.initdb, [
       '-D', build, '-U', ADMIN_ROLE, '--auth=peer', '--wal-segsize=1', '--no-sync', '--no-instructions',
       '--no-locale', '--locale-provider=builtin', '--builtin-locale=C.UTF-8', '--encoding=UTF8',
-    ]);
+    ], { as: this.serverIdentity() });
     await fs.appendFile(path.join(build, 'postgresql.conf'), serverConfText());
     await fs.writeFile(path.join(build, 'pg_hba.conf'), hbaConfText());
     await fs.writeFile(path.join(build, 'pg_ident.conf'), identConfText());
@@ -1243,7 +1358,7 @@ export class NativeRuntime implements TenantRuntime {
     // tenant's database once the tenant uses it.
     await fs.rm(path.join(build, 'pg_stat', 'pgstat.stat'), { force: true });
     if (walSegment) await trimWal(path.join(build, 'pg_wal'), walSegment);
-    await this.run(this.bin.initdb, ['--sync-only', '-D', build]);
+    await this.run(this.bin.initdb, ['--sync-only', '-D', build], { as: this.serverIdentity() });
     await fs.writeFile(path.join(build, TEMPLATE_MARKER), `${this.templateMarker()}\n`);
     await this.removeTree(this.templateDir);
     await fs.rename(build, this.templateDir);
@@ -1269,54 +1384,112 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /**
-   * A folder under the data root made the server user's at every level below
-   * the root (0700): the backups tree, where the server writes WAL and base backups.
+   * A folder under the data root, made at every level below the root that is
+   * missing. In a tenant's backups (`backups/<id>/…`, where its server writes
+   * WAL and base backups) the new folders are the tenant's uid's, 0700.
    */
   async mkdirOwnedPath(dir: string): Promise<void> {
     const relative = path.relative(this.dataRoot, dir);
-    if (relative.startsWith('..') || path.isAbsolute(relative)) throw new Error(`${dir} is outside the data folder`);
-    let at = this.dataRoot;
-    for (const part of relative.split(path.sep)) {
+    if (relative === '' || relative.startsWith('..') || path.isAbsolute(relative)) throw new Error(`${dir} is outside the data folder`);
+    const parts = relative.split(path.sep);
+    const [area, id] = parts;
+    if (area !== 'backups' || id === undefined || id.startsWith('.')) throw new Error(`${dir} is not in a tenant's backups`);
+    await this.mkdirShared(path.join(this.dataRoot, area));
+    const top = path.join(this.dataRoot, area, id);
+    // The backups folder's own uid; a new one gets the tenant's (see settleOwner).
+    const existing = this.user.switchTo ? await fs.lstat(top).catch(() => undefined) : undefined;
+    const owner = existing ? { uid: existing.uid, gid: existing.gid } : await this.newOwner(id);
+    let at = path.join(this.dataRoot, area);
+    for (const part of parts.slice(1)) {
       at = path.join(at, part);
       if (await pathExists(at)) continue;
-      await this.mkdirOwned(at);
+      await this.mkdirOwned(at, owner);
     }
   }
 
-  /** The folder itself is 0700 and the server user's; parents made on the way stay traversable (0755). */
-  private async mkdirOwned(dir: string): Promise<void> {
+  /** The folder itself is 0700 and `owner`'s; parents made on the way stay traversable (0755). */
+  private async mkdirOwned(dir: string, owner: Identity | undefined): Promise<void> {
     await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o755 });
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    if (this.user.switchTo) await fs.chown(dir, this.user.uid, this.user.gid);
+    if (this.user.switchTo && owner) await fs.chown(dir, owner.uid, owner.gid);
     await fs.chmod(dir, 0o700);
   }
 
-  /** The server user must be able to write the data root and run the binaries: a folder under /root is not reachable for it. */
+  /**
+   * A folder that holds tenants' folders (tenants/, spares/, backups/, trash/):
+   * pgs's own, so that no tenant can rename or replace another's folder; as
+   * root 0711, so that each tenant's uid reaches its own folder by name
+   * (its archive, from its server) and lists none.
+   */
+  private async mkdirShared(dir: string, mode = 0o711): Promise<void> {
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    if (!this.user.switchTo) return;
+    const stat = await fs.lstat(dir);
+    const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+    if (stat.uid !== me.uid || stat.gid !== me.gid) await fs.chown(dir, me.uid, me.gid);
+    if ((stat.mode & 0o777) !== mode) await fs.chmod(dir, mode);
+  }
+
+  /** The server user and the binaries must be reachable: a data folder under /root is not. */
   private assertReachable(): void {
     if (!this.user.switchTo) return;
     const tenants = path.join(this.dataRoot, 'tenants');
-    const result = spawnSync('test', ['-w', tenants, '-a', '-x', tenants], { ...this.spawnIdentity() });
+    const result = spawnSync('test', ['-x', tenants], { ...spawnAs(this.serverIdentity()) });
     if (result.status !== 0) {
       throw new PgsError('PATH_TOO_LONG', `the server user ${this.user.name} cannot reach ${this.dataRoot} (a parent folder is closed to it): set PGS_DATA to a folder it can traverse and run "pgs setup" again`);
     }
-    const binaries = spawnSync('test', ['-x', this.bin.initdb, '-a', '-x', this.bin.postgres], { ...this.spawnIdentity() });
+    const binaries = spawnSync('test', ['-x', this.bin.initdb, '-a', '-x', this.bin.postgres], { ...spawnAs(this.serverIdentity()) });
     if (binaries.status !== 0) {
       throw new PgsError('PG_BINARIES_MISSING', `the server user ${this.user.name} cannot run ${this.bin.postgres} (a parent folder is closed to it): let "pgs setup" copy the binaries into the data folder (PGS_PG_BIN unset), or set PGS_PG_BIN to a folder it can reach`);
     }
   }
 
-  private spawnIdentity(): { uid?: number; gid?: number } {
-    return this.user.switchTo ? { uid: this.user.uid, gid: this.user.gid } : {};
+  /** The user that builds the template (initdb cannot run as root); undefined when pgs is not root. */
+  private serverIdentity(): Identity | undefined {
+    return this.user.switchTo ? { uid: this.user.uid, gid: this.user.gid } : undefined;
+  }
+
+  /** Who works in `dir`: its owner, as root (undefined otherwise: pgs's own user). Never root. */
+  private async identityOf(dir: string): Promise<Identity | undefined> {
+    if (!this.user.switchTo) return undefined;
+    const stat = await fs.lstat(dir);
+    if (stat.uid === 0) throw new PgsError('SYSTEM_USER', `${dir} is owned by root: a server never runs as root`);
+    return { uid: stat.uid, gid: stat.gid };
+  }
+
+  /** The uid a new folder of tenant `id` gets: its backups' when they remain, else one of its own. */
+  private async newOwner(id: string): Promise<Identity | undefined> {
+    if (!this.user.switchTo) return undefined;
+    const folder = await fs.lstat(this.tenantDir(id)).catch(() => undefined);
+    if (folder && isTenantUid(folder.uid)) return { uid: folder.uid, gid: folder.gid };
+    return (await this.backupsOwner(id)) ?? this.uids.next();
+  }
+
+  /**
+   * A copy of `from` as `to` (which must not exist), owned by `owner`: copied by
+   * root into a folder only root can enter (from's owner runs nothing meanwhile:
+   * the template's never does, a tenant's server is stopped), then handed over.
+   * `cp` opens nothing through a symlink and `chown -R` follows none.
+   */
+  private async copyTree(from: string, to: string, owner: Identity | undefined): Promise<void> {
+    await fs.mkdir(to, { mode: 0o700 });
+    await this.run('cp', ['-a', '--reflink=auto', '--', `${from}/.`, `${to}/`]);
+    if (owner) await this.chownTree(to, owner);
+    await fs.chmod(to, 0o700);
+  }
+
+  private async chownTree(dir: string, owner: Identity): Promise<void> {
+    await this.run('chown', ['-R', '-h', '--', `${owner.uid}:${owner.gid}`, dir]);
   }
 
   private serverEnv(): NodeJS.ProcessEnv {
     return { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', TZ: 'UTC' };
   }
 
-  /** Runs a command as the server user; its output becomes the error on failure. */
-  private run(command: string, args: string[], stdinFile?: string): Promise<void> {
+  /** Runs a command (as `as`, else as pgs itself); its output becomes the error on failure. */
+  private run(command: string, args: string[], { stdinFile, as }: { stdinFile?: string; as?: Identity | undefined } = {}): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn(command, args, { stdio: [stdinFile === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: this.serverEnv(), ...this.spawnIdentity() });
+      const child = spawn(command, args, { stdio: [stdinFile === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: this.serverEnv(), ...spawnAs(as) });
       if (stdinFile !== undefined && child.stdin) {
         const input = createReadStream(stdinFile, { highWaterMark: 1 << 20 });
         input.on('error', (err) => child.stdin?.destroy(err));
@@ -1336,6 +1509,10 @@ export class NativeRuntime implements TenantRuntime {
   }
 }
 
+
+function spawnAs(identity: Identity | undefined): { uid?: number; gid?: number } {
+  return identity ? { uid: identity.uid, gid: identity.gid } : {};
+}
 
 /** What belonged to the server a folder was copied from: its pid file, its socket's lock file, its settings, its recovery state. */
 async function removeServerLeftovers(dir: string): Promise<void> {

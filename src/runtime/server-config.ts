@@ -24,7 +24,7 @@ export function socketPath(socketDir: string, port = SERVER_PORT): string {
   return `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}`;
 }
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 8;
+export const TEMPLATE_VERSION = 9;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 /** Connections only superusers (pgs's admin sessions: health checks, password changes) may use. */
@@ -121,9 +121,12 @@ export function archiveConfText(maxConnections: number, archive: ArchiveTarget |
     lines.push(`basic_archive.archive_directory = ${quoteLiteral(archive.directory)}`, `archive_timeout = ${archive.timeoutSeconds}`);
   }
   if (recovery) {
-    // %f is a segment name PostgreSQL makes ([0-9A-F.a-z]); the folder is pgs's, quoted for the shell.
-    const copies = recovery.walDirs.map((dir) => `cp -- ${shellQuote(`${dir}/`)}%f "%p" 2>/dev/null`);
-    lines.push(`restore_command = ${quoteLiteral(copies.length > 0 ? copies.join(' || ') : 'false')}`);
+    // %f is a segment name PostgreSQL makes ([0-9A-F.a-z]); the folders are pgs's, quoted for the shell.
+    // A file that is there but cannot be copied (unreadable, a full disk) ends the recovery with an
+    // error (an exit status above 125 is fatal to PostgreSQL) instead of passing for the archive's end.
+    const dirs = recovery.walDirs.map((dir) => shellQuote(`${dir}/`)).join(' ');
+    const command = `for d in ${dirs}; do if [ -e "\${d}%f" ]; then cp -- "\${d}%f" "%p" && exit 0; exit 126; fi; done; exit 1`;
+    lines.push(`restore_command = ${quoteLiteral(recovery.walDirs.length > 0 ? command : 'false')}`);
     lines.push("recovery_target_timeline = 'latest'");
     // No sessions until the replay is over: the server reads as ready (postmaster.pid) only once it is a primary.
     lines.push('hot_standby = off');

@@ -72,13 +72,16 @@ describe('a tenant is not a superuser and cannot reach the host', () => {
     await pgs.ok(['token', 'create', 'probe']);
     assert.equal(await mode(path.join(pgs.home, 'tokens.json')), 0o600);
     if (process.getuid?.() === 0) {
-      // The data root is root's (0755, so that the server user can reach its folders but not swap them);
-      // the folders the server user writes are its own and 0700.
+      // The data root is root's (0755), and so are the folders that hold tenants' folders (0711: each
+      // tenant's uid reaches its own by name, lists none, and can swap none); a tenant's folder is its uid's.
       const root = await fs.stat(dataRoot);
       assert.equal(root.mode & 0o777, 0o755);
       assert.equal(root.uid, 0);
-      assert.equal(await mode(path.join(dataRoot, 'tenants')), 0o700);
-      assert.notEqual((await fs.stat(path.join(dataRoot, 'tenants'))).uid, 0);
+      for (const area of ['tenants', 'backups', 'spares', 'trash']) {
+        assert.equal(await mode(path.join(dataRoot, area)), 0o711, area);
+        assert.equal((await fs.stat(path.join(dataRoot, area))).uid, 0, area);
+      }
+      assert.notEqual((await fs.stat(path.join(dataRoot, 'tenants', 'sec'))).uid, 0);
     } else {
       assert.equal(await mode(dataRoot), 0o700);
     }
