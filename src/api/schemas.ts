@@ -190,6 +190,8 @@ export const Status = Type.Object({
   maxRunning: Type.Integer(),
   /** Whether per-tenant memory and CPU limits are enforced on this host: how (cgroup v1 or v2), or why not. */
   limits: Type.Object({ enforced: Type.Boolean(), how: Type.Optional(Type.String()), why: Type.Optional(Type.String()) }),
+  /** Whether each tenant's server runs as an OS user of its own (pgs runs as root), and as whom they run. */
+  serverUsers: Type.Object({ perTenant: Type.Boolean(), detail: Type.String() }),
   refusals: Type.Record(Type.String(), Type.Integer()),
   /** Where backups are copied besides the data root; null: nowhere. */
   backupTarget: Nullable(Type.Object({

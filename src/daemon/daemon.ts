@@ -424,6 +424,7 @@ export class Daemon implements ControlPlane {
       certificateSelfSigned: this.catalog.settings.certSelfSigned,
       ...this.running(),
       limits: this.runtime.limitsSupport(),
+      serverUsers: this.runtime.serverUsers(),
       refusals: Object.fromEntries(this.router.refusals),
       backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => t.id)),
       tenants,

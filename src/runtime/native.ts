@@ -21,7 +21,7 @@ import { readControl } from '../backup/control.js';
 import { tenantBackupsDir } from '../backup/layout.js';
 import { SEGMENT_NAME, formatLsn, segmentNumber } from '../backup/wal.js';
 import type { ServerUser } from './system-user.js';
-import { UidAllocator, isTenantUid, type Identity } from './tenant-users.js';
+import { TENANT_UID_FIRST, UidAllocator, isTenantUid, type Identity } from './tenant-users.js';
 
 /** Unix socket paths longer than this do not fit `sockaddr_un.sun_path` (108 bytes with the NUL). */
 export const MAX_SOCKET_PATH = 107;
@@ -299,6 +299,12 @@ export class NativeRuntime implements TenantRuntime {
   private get cgroups(): Cgroups | undefined {
     this.cgroupsState ??= Cgroups.detect();
     return typeof this.cgroupsState === 'string' ? undefined : this.cgroupsState;
+  }
+
+  serverUsers(): { perTenant: boolean; detail: string } {
+    return this.user.switchTo
+      ? { perTenant: true, detail: `a uid of its own per tenant (from ${TENANT_UID_FIRST}, no /etc/passwd entry)` }
+      : { perTenant: false, detail: `all as ${this.user.name} (pgs does not run as root)` };
   }
 
   limitsSupport(): { enforced: true; how: string } | { enforced: false; why: string } {

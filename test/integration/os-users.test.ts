@@ -104,6 +104,11 @@ describe('one OS user per tenant', { skip: isRoot ? false : 'switching users nee
     assert.equal((await fs.stat(path.join(dataRoot, 'backups', 'alpha'))).uid, a);
   });
 
+  it('pgs status says so', async () => {
+    assert.match(await pgs.ok(['status']), /server users\s+a uid of its own per tenant \(from 1900000000/);
+    assert.equal((await pgs.json<{ serverUsers: { perTenant: boolean } }>(['status'])).serverUsers.perTenant, true);
+  });
+
   it('a removed tenant\'s backups keep its uid; restoring it gives the uid back, and a new tenant never gets it', async () => {
     const uid = await uidOf(await pidOf('gamma'));
     await pgs.ok(['remove', 'gamma', '--yes']);

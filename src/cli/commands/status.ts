@@ -35,6 +35,7 @@ export const status: Command = {
       ['connections', String(current.connections)],
       ['servers', `${current.running} running of at most ${current.maxRunning} (pgs setup --max-running)`],
       ['limits', current.limits.enforced ? `memory and CPU enforced with ${current.limits.how ?? 'cgroups'}` : `memory and CPU not enforced: ${current.limits.why ?? 'unknown'}`],
+      ['server users', current.serverUsers.detail],
       ['certificate', `${current.certificate}, ${current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'}${current.certificateSelfSigned ? ' (self-signed: verify with sslmode=verify-full sslrootcert=<this file>)' : ''}`],
       ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
       ['health', summarizeHealth(current.tenants)],
