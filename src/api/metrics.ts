@@ -46,6 +46,7 @@ export class DaemonMetrics implements RouterObserver {
   private readonly backend: Histogram<'wake'>;
   private readonly cancels: Counter<'outcome'>;
   private readonly authentications: Counter<'result'>;
+  private readonly serverSessions: Counter<'how'>;
   private readonly authSeconds: Histogram<'result'>;
   private readonly closedBytes = { in: 0, out: 0 };
   readonly wakes: Counter;
@@ -86,6 +87,10 @@ export class DaemonMetrics implements RouterObserver {
     });
     for (const result of ['ok', 'failed', 'protocol_error']) this.authentications.inc({ result }, 0);
     this.authSeconds = new Histogram({ name: 'pgs_router_authentication_seconds', help: 'From the start-up packet to the end of the router\'s password check (failures before their delay).', labelNames: ['result'], buckets: SECONDS_BUCKETS, registers });
+    this.serverSessions = new Counter({
+      name: 'pgs_router_server_sessions_total', help: 'How logged-in clients got their server session: reused (one the router kept), opened (a new one it will keep), own (a backend of the client\'s own start-up).', labelNames: ['how'], registers,
+    });
+    for (const how of ['reused', 'opened', 'own']) this.serverSessions.inc({ how }, 0);
     this.cancels = new Counter({ name: 'pgs_router_cancel_requests_total', help: 'Cancel requests, by outcome.', labelNames: ['outcome'], registers });
     for (const outcome of ['forwarded', 'unknown_key']) this.cancels.inc({ outcome }, 0);
 
@@ -161,6 +166,10 @@ export class DaemonMetrics implements RouterObserver {
 
   cancelRequest(outcome: 'forwarded' | 'unknown_key'): void {
     this.cancels.inc({ outcome });
+  }
+
+  serverSession(how: 'reused' | 'opened' | 'own'): void {
+    this.serverSessions.inc({ how });
   }
 
   authentication(result: AuthResult, seconds: number): void {

@@ -43,6 +43,8 @@ export interface DaemonOptions {
   version?: string;
   /** Spare servers kept running for fast creates (default 2; PGS_RUNNING_SPARES). */
   runningSpares?: number;
+  /** Idle server sessions the router keeps per tenant for reuse (default 2; 0 turns reuse off; PGS_SERVER_SESSIONS). */
+  serverSessions?: number;
 }
 
 export type { Health, TenantStatus } from '../supervisor/supervisor.js';
@@ -86,12 +88,14 @@ export class Daemon implements ControlPlane {
 
   private readonly healthIntervalMs: number;
   private readonly runningSpares: number;
+  private readonly serverSessions: number | undefined;
 
   constructor(pgs: Pgs, log: RouterLog, options: DaemonOptions = {}) {
     this.pgs = pgs;
     this.healthIntervalMs = options.healthIntervalMs ?? HEALTH_INTERVAL_MS;
     this.version = options.version ?? 'unknown';
     this.runningSpares = options.runningSpares ?? DEFAULT_RUNNING_SPARES;
+    this.serverSessions = options.serverSessions;
     this.paths = daemonPaths(pgs.home);
     this.tokens = new TokenStore(this.paths.tokens);
     this.log = log;
@@ -124,7 +128,8 @@ export class Daemon implements ControlPlane {
         tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.withBackupSample(sample)),
         running: () => ({ running: this.supervisor.runningCount(), budget: this.supervisor.budget }),
       }, { version: this.version, postgres: this.runtime.serverVersion() });
-      this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], authSecret: this.logins.secret, log: this.log, observer: this.metrics });
+      this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], authSecret: this.logins.secret, log: this.log, observer: this.metrics,
+        ...(this.serverSessions !== undefined ? { serverSessions: { keep: this.serverSessions } } : {}) });
       this.supervisor = new Supervisor({
         runtime: this.runtime,
         router: this.router,

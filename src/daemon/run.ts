@@ -14,9 +14,15 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   if (runningSpares !== undefined && (!Number.isInteger(runningSpares) || runningSpares < 0 || runningSpares > 50)) {
     throw new PgsError('USAGE', `invalid PGS_RUNNING_SPARES ${JSON.stringify(spares)}: a number from 0 to 50`);
   }
+  const kept = env.PGS_SERVER_SESSIONS;
+  const serverSessions = kept === undefined || kept === '' ? undefined : Number(kept);
+  if (serverSessions !== undefined && (!Number.isInteger(serverSessions) || serverSessions < 0 || serverSessions > 100)) {
+    throw new PgsError('USAGE', `invalid PGS_SERVER_SESSIONS ${JSON.stringify(kept)}: a number from 0 to 100`);
+  }
   const daemon = new Daemon(pgs, log, {
     ...(healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {}),
     ...(runningSpares !== undefined ? { runningSpares } : {}),
+    ...(serverSessions !== undefined ? { serverSessions } : {}),
     version: await packageVersion(),
   });
   let signalled = false;

@@ -3,11 +3,12 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { ScramVerifier } from '../auth/scram.js';
 import { ScramError, ScramServer, certificateHash as channelBindingHash, mockSalt } from '../auth/scram-server.js';
-import { AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage, FrontendMessage } from '../protocol/constants.js';
-import { MessageReader, serializeCancelRequest, serializeNoticeResponse, typed, type Message } from '../protocol/messages.js';
+import { AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage, FrontendMessage, PROTOCOL_3_0 } from '../protocol/constants.js';
+import { MessageReader, serializeCancelRequest, serializeErrorResponse, serializeNoticeResponse, typed, type ErrorFields, type Message } from '../protocol/messages.js';
 import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
+import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, clientSettings, escapeLiteral, poolKey, recycle } from './server-sessions.js';
 
 /**
  * The PostgreSQL wire protocol up to the end of start-up, then a byte pipe.
@@ -53,6 +54,8 @@ export interface RouterObserver {
   connectionClosed(result: ConnectionResult, bytesIn: number, bytesOut: number): void;
   cancelRequest(outcome: 'forwarded' | 'unknown_key'): void;
   authentication(result: AuthResult, seconds: number): void;
+  /** How a logged-in client got its server session: a kept one (`reused`), a new one to keep (`opened`), or one of its own start-up (`own`). */
+  serverSession?(how: 'reused' | 'opened' | 'own'): void;
 }
 
 /** Thrown by `RouterBackends.socketPath`: its message is shown to the client. */
@@ -94,6 +97,11 @@ export interface RouterOptions {
   /** Wait before telling a client its login failed, per recent failure from its address or against its tenant. Default 100 ms, at most `authDelayMaxMs` (default 2 s). */
   authDelayStepMs?: number;
   authDelayMaxMs?: number;
+  /**
+   * Server sessions kept for reuse: idle ones per tenant (default 2; 0 turns reuse off) and how
+   * long one stays idle before it is closed (default 60 s). See server-sessions.ts.
+   */
+  serverSessions?: { keep?: number; idleMs?: number };
   log?: RouterLog;
   observer?: RouterObserver;
 }
@@ -131,6 +139,8 @@ export class Router {
   private readonly cancelKeys = new Map<string, CancelTarget>();
   readonly refusals = new Map<RefusalReason, number>();
   private closing = false;
+  /** Idle server sessions for reuse; undefined when reuse is off. */
+  readonly pool: ServerSessionPool | undefined;
 
   constructor(backends: RouterBackends, options: RouterOptions) {
     this.backends = backends;
@@ -148,6 +158,18 @@ export class Router {
     this.authSecret = options.authSecret;
     this.failures = new AuthFailures(options.authDelayStepMs ?? 100, options.authDelayMaxMs ?? 2_000);
     this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    const keep = options.serverSessions?.keep ?? 2;
+    this.pool = keep > 0 ? new ServerSessionPool({ keep, idleMs: options.serverSessions?.idleMs ?? 60_000 }) : undefined;
+  }
+
+  /** Idle server sessions the router keeps for the tenant (its server counts them as sessions; they are no activity). */
+  idleServerSessions(id: string): number {
+    return this.pool?.idleCount(id) ?? 0;
+  }
+
+  /** Closes the tenant's idle server sessions (before its server is suspended or stopped). */
+  dropServerSessions(id: string): number {
+    return this.pool?.drop(id) ?? 0;
   }
 
   listen(port: number, host?: string): Promise<net.AddressInfo> {
@@ -199,6 +221,7 @@ export class Router {
    * Returns how many.
    */
   closeTenant(id: string, message = `the session of tenant ${id} was closed by pgs`): number {
+    this.pool?.drop(id);
     const set = this.byTenant.get(id);
     if (!set) return 0;
     const count = set.size;
@@ -245,6 +268,7 @@ export class Router {
   /** Stops accepting, closes every client connection, resolves when the listener is closed. */
   async close(): Promise<void> {
     this.closing = true;
+    this.pool?.closeAll();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const client of [...this.clients]) client.closeWith({ reason: 'shutting_down', message: 'pgs is shutting down' });
     await closed;
@@ -366,6 +390,14 @@ function listenOn(server: net.Server, port: number, host?: string): Promise<net.
       resolve(server.address() as net.AddressInfo);
     });
   });
+}
+
+/** Sends a CancelRequest for the backend with `key` (its BackendKeyData payload) to the server's socket. */
+function cancelOn(socketPath: string, key: Buffer): void {
+  if (key.length < 8) return;
+  const socket = net.connect(socketPath);
+  socket.on('error', () => socket.destroy());
+  socket.end(serializeCancelRequest(key.readInt32BE(0), key.subarray(4)));
 }
 
 function cancelKey(pid: number, secret: Buffer): string {
@@ -565,7 +597,19 @@ class ClientConnection {
     clearTimeout(this.timer);
     this.socket.destroy();
     this.raw.destroy();
-    this.backend?.destroy();
+    const session = this.serverSession;
+    const state = this.sessionState;
+    if (session && state && this.router.pool && session.usable && state.reusable && !this.closingWith) {
+      // The client left between two exchanges: its session is rolled back if need be, reset, and kept.
+      this.unpipeSession?.();
+      session.attach();
+      session.socket.resume();
+      void recycle(this.router.pool, session, state.status);
+    } else {
+      // A query still running would run on (PostgreSQL notices a gone client only when it writes): cancel it.
+      if (session && state && state.pending > 0 && session.usable) cancelOn(this.serverSocketPath, session.backendKey);
+      this.backend?.destroy();
+    }
     this.router.forget(this);
     this.router.observer?.connectionClosed(this.result, this.raw.bytesRead, this.raw.bytesWritten);
   }
@@ -799,8 +843,121 @@ class ClientConnection {
     this.backendAsked = { began, woke };
     if (options === undefined) params.delete('options');
     else params.set('options', options);
-    const startup = encodeStartup(version, params);
-    this.connectBackend(socketPath, Buffer.concat([startup, login.rest]));
+    const connectOwn = () => {
+      this.router.observer?.serverSession?.('own');
+      this.connectBackend(socketPath, Buffer.concat([encodeStartup(version, params), login.rest]));
+    };
+    const settings = version === PROTOCOL_3_0 && this.router.pool ? clientSettings(params) : undefined;
+    if (settings) await this.useServerSession(tenant, socketPath, user, params.get('database') || user, settings, login.rest, connectOwn);
+    else connectOwn();
+  }
+
+  // --- phase 4, with server sessions kept for reuse ---
+
+  private serverSession: ServerSession | undefined;
+  private sessionState: SessionState | undefined;
+
+  /**
+   * Gives the client a server session the router holds for (tenant, database,
+   * role), or opens one, sets the client's start-up parameters on it, and
+   * greets the client as the server would have. Parameters the server refuses
+   * to set this way (or any trouble) fall back to a backend of the client's own
+   * (`connectOwn`), whose start-up then answers as PostgreSQL does.
+   */
+  private async useServerSession(tenant: TenantRoute, socketPath: string, user: string, database: string, settings: Map<string, string>, rest: Buffer, connectOwn: () => void): Promise<void> {
+    const pool = this.router.pool as ServerSessionPool;
+    let session = pool.take(poolKey(tenant.id, database, user));
+    this.router.observer?.serverSession?.(session ? 'reused' : 'opened');
+    if (!session) {
+      // The server counts idle kept sessions against its connection limit: make room first.
+      if (this.router.connectionCount(tenant.id) + pool.idleCount(tenant.id) > (tenant.maxConnections ?? Infinity)) pool.dropOldest(tenant.id);
+      try {
+        session = await ServerSession.open(socketPath, tenant.id, user, database, this.router.authTimeoutMs);
+      } catch (err) {
+        if (this.done) return;
+        if (err instanceof ServerSessionError) {
+          this.refuseAsServer(err.fields);
+          return;
+        }
+        this.router.log.warn('backend connection failed', { tenant: tenant.id, error: (err as Error).message });
+        this.refuse({ reason: 'tenant_unavailable', message: `the server of tenant ${tenant.id} is not available` });
+        return;
+      }
+    }
+    const current = new Map([...session.params].map(([k, v]) => [k.toLowerCase(), v]));
+    const changes = [...settings].filter(([k, v]) => current.get(k.toLowerCase()) !== v);
+    if (changes.length > 0) {
+      const sql = `SELECT ${changes.map(([k, v]) => `pg_catalog.set_config(${escapeLiteral(k)}, ${escapeLiteral(v)}, false)`).join(', ')}`;
+      const set = await session.query(sql).catch(() => undefined);
+      if (!set || set.error || set.status !== TX_IDLE) {
+        if (set) void recycle(pool, session, set.status);
+        else session.destroy();
+        if (!this.done) connectOwn();
+        return;
+      }
+    }
+    if (this.done) {
+      void recycle(pool, session, TX_IDLE);
+      return;
+    }
+    if (this.backendAsked) this.router.observer?.backendConnect((performance.now() - this.backendAsked.began) / 1000, this.backendAsked.woke);
+    session.detach();
+    this.serverSession = session;
+    this.serverSocketPath = socketPath;
+    this.backend = session.socket;
+    const greeting = [session.greeting(), this.rewriteKey(socketPath, session.backendKey)];
+    if (this.loginNotice !== undefined) greeting.push(noticeBytes(this.loginNotice));
+    greeting.push(typed(BackendMessage.ReadyForQuery, Buffer.from([TX_IDLE])));
+    this.socket.write(Buffer.concat(greeting));
+    const state = new SessionState(session.params);
+    state.onDatabaseStatement = () => pool.drop(tenant.id);
+    this.sessionState = state;
+    this.readyForQuery = true;
+    this.result = 'ok';
+    clearTimeout(this.timer);
+    const backend = session.socket;
+    const onClient = (chunk: Buffer): void => {
+      const forward = state.fromClient(chunk);
+      if (forward === 0) return;
+      if (!backend.write(forward === chunk.length ? chunk : chunk.subarray(0, forward))) {
+        this.socket.pause();
+        backend.once('drain', () => this.socket.resume());
+      }
+    };
+    const onServer = (chunk: Buffer): void => {
+      state.fromServer(chunk);
+      this.onBackendData(backend, chunk);
+    };
+    // The server ended the session (or died): end the client's side cleanly (TLS close_notify), as a backend of its own would.
+    const onServerEnd = (): void => { this.socket.end(); };
+    const onServerGone = (): void => {
+      if (this.socket.writableEnded) setTimeout(() => this.destroy(), 1_000).unref();
+      else this.destroy();
+    };
+    this.unpipeSession = () => {
+      this.socket.off('data', onClient);
+      backend.off('data', onServer);
+      backend.off('end', onServerEnd);
+      backend.off('close', onServerGone);
+    };
+    this.socket.on('data', onClient);
+    backend.on('data', onServer);
+    backend.on('end', onServerEnd);
+    backend.on('close', onServerGone);
+    if (rest.length > 0) onClient(rest);
+    this.socket.resume(); // paused since authentication
+  }
+
+  private unpipeSession: (() => void) | undefined;
+  private serverSocketPath = '';
+
+  /** An ErrorResponse the server gave at start-up, passed on as it is (no such database, say). */
+  private refuseAsServer(fields: ErrorFields): void {
+    if (this.done) return;
+    this.result = 'refused';
+    clearTimeout(this.timer);
+    this.socket.end(serializeErrorResponse(fields), () => this.destroy());
+    setTimeout(() => this.destroy(), 1_000).unref();
   }
 
   // --- phase 3b: authentication, the router's own ---

@@ -62,6 +62,10 @@ export interface RouterView {
   /** When a client connection to the tenant last opened or closed (ms), if ever since the router started. */
   lastUsed(id: string): number | undefined;
   closeTenant(id: string, message?: string): number;
+  /** Idle server sessions the router keeps for the tenant: sessions on its server, but no activity. */
+  idleServerSessions(id: string): number;
+  /** Closes them (before the server stops). */
+  dropServerSessions(id: string): number;
 }
 
 export interface SupervisorDeps {
@@ -335,8 +339,8 @@ export class Supervisor {
     this.idleSince.set(id, since);
     if (Date.now() - since < seconds * 1000) return;
     if (this.suspending.size >= PARALLEL_SUSPENDS) return; // the next second's reconcile takes it
-    // Sessions over the local socket (administration, `pgs url --local`) count too.
-    if ((await this.runtime.clientSessions(id)) > 0) {
+    // Sessions over the local socket (administration, `pgs url --local`) count too; the router's idle kept ones do not.
+    if ((await this.runtime.clientSessions(id)) - this.router.idleServerSessions(id) > 0) {
       this.idleSince.set(id, Date.now());
       this.lastActive.set(id, Date.now());
       return;
@@ -358,6 +362,7 @@ export class Supervisor {
     this.suspended.add(id);
     this.seenRunning.delete(id);
     this.idleSince.delete(id);
+    this.router.dropServerSessions(id); // closed before the server is asked to stop
     const stopped = this.runtime.stop(id)
       .then(() => {
         this.metrics.suspends.inc();
@@ -423,7 +428,7 @@ export class Supervisor {
     const candidates = this.catalog.tenants.filter(idle).sort((a, b) => used(a.id) - used(b.id));
     for (const t of candidates.slice(0, 8)) {
       // Sessions over the local socket count as use too.
-      if ((await this.runtime.clientSessions(t.id).catch(() => 1)) > 0) continue;
+      if ((await this.runtime.clientSessions(t.id).catch(() => 1)) - this.router.idleServerSessions(t.id) > 0) continue;
       if (idle(t)) return t.id;
     }
     return undefined;

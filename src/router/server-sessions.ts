@@ -1,0 +1,492 @@
+import net from 'node:net';
+import { AUTH_OK, BackendMessage, PROTOCOL_3_0 } from '../protocol/constants.js';
+import { MessageReader, parseErrorFields, serializeQuery, typed, type ErrorFields } from '../protocol/messages.js';
+import { encodeStartup, splitOptions } from '../protocol/startup.js';
+
+/**
+ * Server sessions the router keeps for reuse ("warm" sessions): a backend of a
+ * tenant's server, logged in as one role to one database over the unix socket,
+ * idle, with no state of any client left in it. A client authenticated by the
+ * router gets one that is already there instead of waiting for a backend to
+ * start (~20 ms of fork, catalog caches and start-up on this kind of host), and
+ * gives it back when it leaves, after `DISCARD ALL`.
+ *
+ * A session is opened with nothing in its start-up packet but the role and the
+ * database, so that what `RESET ALL` returns to is the server's defaults and
+ * never an earlier client's start-up parameters; each client's own parameters
+ * are then set with `set_config`, as the server would have applied them from
+ * its start-up packet.
+ */
+export class ServerSession {
+  /** ParameterStatus values as the server last reported them (its start-up, and every change since). */
+  readonly params = new Map<string, string>();
+  /** BackendKeyData payload: the backend's pid and cancel secret. */
+  backendKey: Buffer = Buffer.alloc(0);
+  private readonly reader = new MessageReader();
+  private waiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private closed = false;
+  private closeReason = 'the server closed the connection';
+
+  private constructor(readonly socket: net.Socket, readonly key: string, readonly tenant: string) {
+    socket.on('data', this.onData);
+    socket.on('error', (err) => this.fail(err.message));
+    socket.on('close', () => this.fail('the server closed the connection'));
+  }
+
+  /** Opens a backend for `role` in `database` and reads its start-up to the first ReadyForQuery. */
+  static async open(socketPath: string, tenant: string, role: string, database: string, timeoutMs: number): Promise<ServerSession> {
+    const socket = net.connect(socketPath);
+    const session = new ServerSession(socket, poolKey(tenant, database, role), tenant);
+    const timer = setTimeout(() => session.fail(`the server did not answer within ${timeoutMs} ms`), timeoutMs);
+    try {
+      socket.write(encodeStartup(PROTOCOL_3_0, new Map([['user', role], ['database', database]])));
+      const error = await session.readUntilReady((m) => {
+        if (m.type === BackendMessage.Authentication && m.payload.readInt32BE(0) !== AUTH_OK) {
+          throw new Error(`the server asked for authentication (code ${m.payload.readInt32BE(0)})`);
+        }
+        if (m.type === BackendMessage.BackendKeyData) session.backendKey = Buffer.from(m.payload);
+      });
+      if (error) throw new ServerSessionError(error);
+      return session;
+    } catch (err) {
+      session.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get usable(): boolean {
+    return !this.closed && !this.socket.destroyed;
+  }
+
+  /**
+   * One simple query, read to its ReadyForQuery; ParameterStatus messages update
+   * `params`. Returns the first ErrorResponse's fields, if any, and the
+   * transaction status ReadyForQuery gave.
+   */
+  async query(sql: string): Promise<{ error: ErrorFields | undefined; status: number }> {
+    this.socket.write(serializeQuery(sql));
+    let status = 0;
+    const error = await this.readUntilReady((m) => {
+      if (m.type === BackendMessage.ReadyForQuery) status = m.payload[0] ?? 0;
+    });
+    return { error, status };
+  }
+
+  /** Stops reading here: from now on the socket's data goes wherever the caller sends it. */
+  detach(): void {
+    this.socket.off('data', this.onData);
+    const rest = this.reader.drain();
+    if (rest.length > 0) this.socket.unshift(rest);
+  }
+
+  /** Reads here again (a session a client gave back). */
+  attach(): void {
+    this.socket.on('data', this.onData);
+  }
+
+  destroy(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.reader.push(chunk);
+    this.waiter?.resolve();
+  };
+
+  private fail(reason: string): void {
+    if (!this.closed) this.closeReason = reason;
+    this.closed = true;
+    this.socket.destroy();
+    this.waiter?.reject(new Error(this.closeReason));
+  }
+
+  /** Reads messages to the next ReadyForQuery; `each` sees every one. */
+  private async readUntilReady(each: (m: { type: number; payload: Buffer }) => void): Promise<ErrorFields | undefined> {
+    let error: ErrorFields | undefined;
+    for (;;) {
+      for (let m = this.reader.next(); m; m = this.reader.next()) {
+        if (m.type === BackendMessage.ParameterStatus) {
+          const nul = m.payload.indexOf(0);
+          const end = m.payload.indexOf(0, nul + 1);
+          this.params.set(m.payload.toString('utf8', 0, nul), m.payload.toString('utf8', nul + 1, end < 0 ? m.payload.length : end));
+        } else if (m.type === BackendMessage.ErrorResponse) {
+          error ??= parseErrorFields(m.payload);
+          if (error.S === 'FATAL' || error.S === 'PANIC') {
+            this.fail(error.M ?? 'the server ended the session');
+            return error;
+          }
+        }
+        each(m);
+        if (m.type === BackendMessage.ReadyForQuery) return error;
+      }
+      if (this.closed) throw new Error(this.closeReason);
+      await new Promise<void>((resolve, reject) => {
+        this.waiter = { resolve, reject };
+      }).finally(() => {
+        this.waiter = undefined;
+      });
+    }
+  }
+
+  /** The start-up messages a client sees for this session: AuthenticationOk and every ParameterStatus. */
+  greeting(): Buffer {
+    const parts = [typed(BackendMessage.Authentication, Buffer.from([0, 0, 0, 0]))];
+    for (const [name, value] of this.params) parts.push(typed(BackendMessage.ParameterStatus, Buffer.from(`${name}\0${value}\0`)));
+    return Buffer.concat(parts);
+  }
+}
+
+/** The server refused the session at start-up (no such database, too many connections…): its own ErrorResponse. */
+export class ServerSessionError extends Error {
+  constructor(readonly fields: ErrorFields) {
+    super(fields.M ?? 'the server refused the session');
+  }
+}
+
+export function poolKey(tenant: string, database: string, role: string): string {
+  return `${tenant}\0${database}\0${role}`;
+}
+
+/**
+ * The idle sessions, per (tenant, database, role), most recently used first.
+ * At most `keep` idle ones per tenant; one idle for `idleMs` is closed.
+ */
+export class ServerSessionPool {
+  private readonly idle = new Map<string, { session: ServerSession; timer: NodeJS.Timeout; since: number }[]>();
+  private readonly idleByTenant = new Map<string, number>();
+
+  constructor(private readonly options: { keep: number; idleMs: number }) {}
+
+  take(key: string): ServerSession | undefined {
+    const stack = this.idle.get(key);
+    while (stack && stack.length > 0) {
+      const entry = stack.pop() as { session: ServerSession; timer: NodeJS.Timeout; since: number };
+      clearTimeout(entry.timer);
+      this.count(entry.session.tenant, -1);
+      if (stack.length === 0) this.idle.delete(key);
+      if (entry.session.usable) return entry.session;
+    }
+    return undefined;
+  }
+
+  /** Keeps a clean, idle session (or closes it when the tenant has enough). */
+  give(session: ServerSession): void {
+    if (!session.usable || this.options.keep <= 0 || (this.idleByTenant.get(session.tenant) ?? 0) >= this.options.keep) {
+      session.destroy();
+      return;
+    }
+    const stack = this.idle.get(session.key) ?? [];
+    this.idle.set(session.key, stack);
+    const entry = { session, timer: setTimeout(() => this.remove(session), this.options.idleMs), since: Date.now() };
+    entry.timer.unref();
+    stack.push(entry);
+    this.count(session.tenant, 1);
+    if (!this.watched.has(session)) {
+      // Gone while idle (the server stopped or was killed): out of the pool at once.
+      this.watched.add(session);
+      session.socket.once('close', () => this.remove(session));
+    }
+  }
+
+  private readonly watched = new WeakSet<ServerSession>();
+
+  /** Idle sessions the tenant's server has for the pool (not a client's activity). */
+  idleCount(tenant: string): number {
+    return this.idleByTenant.get(tenant) ?? 0;
+  }
+
+  /** Closes the tenant's idle sessions (before its server is suspended or stopped); returns how many. */
+  drop(tenant: string): number {
+    let dropped = 0;
+    for (const [key, stack] of this.idle) {
+      if (!key.startsWith(`${tenant}\0`)) continue;
+      for (const entry of stack) {
+        clearTimeout(entry.timer);
+        entry.session.destroy();
+        dropped++;
+      }
+      this.idle.delete(key);
+    }
+    this.idleByTenant.delete(tenant);
+    return dropped;
+  }
+
+  /** Closes the tenant's idle session that waited longest (its server needs the connection slot). */
+  dropOldest(tenant: string): void {
+    let oldest: ServerSession | undefined;
+    for (const [key, stack] of this.idle) {
+      if (key.startsWith(`${tenant}\0`) && stack[0] && (!oldest || stack[0].since < (this.sinceOf(oldest) ?? Infinity))) oldest = stack[0].session;
+    }
+    if (oldest) this.remove(oldest);
+  }
+
+  private sinceOf(session: ServerSession): number | undefined {
+    return this.idle.get(session.key)?.find((e) => e.session === session)?.since;
+  }
+
+  closeAll(): void {
+    for (const key of [...this.idle.keys()]) this.drop(key.slice(0, key.indexOf('\0')));
+  }
+
+  private remove(session: ServerSession): void {
+    const stack = this.idle.get(session.key);
+    const at = stack?.findIndex((e) => e.session === session) ?? -1;
+    if (!stack || at < 0) return;
+    const [entry] = stack.splice(at, 1);
+    if (entry) clearTimeout(entry.timer);
+    if (stack.length === 0) this.idle.delete(session.key);
+    this.count(session.tenant, -1);
+    session.destroy();
+  }
+
+  private count(tenant: string, by: number): void {
+    const n = (this.idleByTenant.get(tenant) ?? 0) + by;
+    if (n <= 0) this.idleByTenant.delete(tenant);
+    else this.idleByTenant.set(tenant, n);
+  }
+}
+
+/**
+ * Where a client's session stands, from both directions of its stream: whether
+ * every query it sent was answered, whether it sent something that still waits
+ * for a Sync, and what ReadyForQuery said last. Its session is clean enough to
+ * reset and reuse only when the client ended between two exchanges. The
+ * server's ParameterStatus messages keep `params` true to the session (after
+ * `DISCARD ALL` the server reports only what differs from what it last sent).
+ */
+export class SessionState {
+  /** Queries (Q), Syncs (S) and function calls (F) sent, less ReadyForQuery messages received. */
+  pending = 0;
+  /** Extended-protocol messages sent since the last Sync (they need one before the server is idle). */
+  unsynced = false;
+  /** The transaction status of the last ReadyForQuery: I, T or E. */
+  status = TX_IDLE;
+  /** The client sent Terminate. */
+  terminated = false;
+  /**
+   * Called when a query or statement the client sends names DATABASE: CREATE
+   * DATABASE … TEMPLATE, ALTER DATABASE … RENAME and DROP DATABASE fail while
+   * another session is connected to that database, idle kept ones included, so
+   * the router closes the tenant's idle ones first (PostgreSQL waits up to 5 s
+   * for other sessions to go).
+   */
+  onDatabaseStatement: (() => void) | undefined;
+  private readonly client = new ClientCursor((sql) => {
+    if (this.onDatabaseStatement && mentionsDatabase(sql)) this.onDatabaseStatement();
+  });
+  private readonly server: ServerCursor;
+
+  constructor(params: Map<string, string>) {
+    this.server = new ServerCursor(params, (status) => {
+      this.pending--;
+      this.status = status;
+    });
+  }
+
+  /**
+   * Takes the client's bytes; returns how many to forward (a Terminate and
+   * anything after it stay here: the server session outlives the client).
+   */
+  fromClient(chunk: Buffer): number {
+    if (this.terminated) return 0;
+    return this.client.walk(chunk, (type) => {
+      switch (type) {
+        case 0x51: // Query
+        case 0x46: // FunctionCall
+        case 0x53: // Sync
+          this.pending++;
+          this.unsynced = false;
+          return true;
+        case 0x58: // Terminate
+          this.terminated = true;
+          return false;
+        case 0x64: // CopyData
+        case 0x63: // CopyDone
+        case 0x66: // CopyFail
+          return true;
+        default: // Parse, Bind, Describe, Execute, Close, Flush…
+          this.unsynced = true;
+          return true;
+      }
+    });
+  }
+
+  fromServer(chunk: Buffer): void {
+    this.server.walk(chunk);
+  }
+
+  /** The client ended between exchanges: its session can be rolled back if need be, reset and reused. */
+  get reusable(): boolean {
+    return this.pending === 0 && !this.unsynced && this.client.atBoundary && this.server.atBoundary && !this.client.broken && !this.server.broken;
+  }
+}
+
+export const TX_IDLE = 0x49;
+
+function mentionsDatabase(sql: Buffer): boolean {
+  return sql.indexOf('DATABASE') >= 0 || sql.indexOf('database') >= 0 || sql.indexOf('Database') >= 0;
+}
+
+/** Message boundaries of the client's stream, with each message's type; the part of a Query or Parse in the same chunk goes to `onSql`. */
+class ClientCursor {
+  private remaining = 0;
+  private readonly header = Buffer.alloc(5);
+  private headerSeen = 0;
+  broken = false;
+
+  constructor(private readonly onSql: (sql: Buffer) => void) {}
+
+  get atBoundary(): boolean {
+    return this.remaining === 0 && this.headerSeen === 0;
+  }
+
+  /** Returns the offset where `onMessage` said stop (false) at a message's start, else the chunk's length. */
+  walk(chunk: Buffer, onMessage: (type: number) => boolean): number {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.remaining > 0) {
+        const take = Math.min(this.remaining, chunk.length - at);
+        this.remaining -= take;
+        at += take;
+        continue;
+      }
+      const start = at;
+      const whole = this.headerSeen === 0; // the header starts in this chunk
+      const take = Math.min(5 - this.headerSeen, chunk.length - at);
+      chunk.copy(this.header, this.headerSeen, at, at + take);
+      this.headerSeen += take;
+      at += take;
+      if (this.headerSeen < 5) continue;
+      this.headerSeen = 0;
+      const length = this.header.readInt32BE(1);
+      if (length < 4) {
+        this.broken = true;
+        return chunk.length;
+      }
+      this.remaining = length - 4;
+      const type = this.header[0] as number;
+      if ((type === 0x51 || type === 0x50) && this.remaining > 0) this.onSql(chunk.subarray(at, Math.min(chunk.length, at + this.remaining)));
+      if (!onMessage(type)) {
+        // Part of this message went on with the previous chunk: the stream is no longer whole.
+        if (!whole) this.broken = true;
+        return whole ? start : 0;
+      }
+    }
+    return at;
+  }
+}
+
+/** Message boundaries of the server's stream; ParameterStatus messages are read into `params`, ReadyForQuery's status reported. */
+class ServerCursor {
+  private remaining = 0;
+  private readonly header = Buffer.alloc(5);
+  private headerSeen = 0;
+  private type = 0;
+  /** The payload of a ParameterStatus (or the status byte of a ReadyForQuery) being read. */
+  private kept: Buffer[] | undefined;
+  broken = false;
+
+  constructor(private readonly params: Map<string, string>, private readonly onReady: (status: number) => void) {}
+
+  get atBoundary(): boolean {
+    return this.remaining === 0 && this.headerSeen === 0;
+  }
+
+  walk(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.remaining > 0) {
+        const take = Math.min(this.remaining, chunk.length - at);
+        if (this.kept) this.kept.push(chunk.subarray(at, at + take));
+        this.remaining -= take;
+        at += take;
+        if (this.remaining === 0 && this.kept) this.finish();
+        continue;
+      }
+      const take = Math.min(5 - this.headerSeen, chunk.length - at);
+      chunk.copy(this.header, this.headerSeen, at, at + take);
+      this.headerSeen += take;
+      at += take;
+      if (this.headerSeen < 5) continue;
+      this.headerSeen = 0;
+      this.type = this.header[0] as number;
+      const length = this.header.readInt32BE(1);
+      if (length < 4) {
+        this.broken = true;
+        return;
+      }
+      this.remaining = length - 4;
+      const keep = this.type === BackendMessage.ReadyForQuery || this.type === BackendMessage.ParameterStatus;
+      this.kept = keep ? [] : undefined;
+      if (keep && this.remaining === 0) this.finish();
+    }
+  }
+
+  private finish(): void {
+    const payload = Buffer.concat(this.kept ?? []);
+    this.kept = undefined;
+    if (this.type === BackendMessage.ReadyForQuery) {
+      this.onReady(payload[0] ?? TX_IDLE);
+      return;
+    }
+    const nul = payload.indexOf(0);
+    if (nul <= 0) return;
+    const end = payload.indexOf(0, nul + 1);
+    this.params.set(payload.toString('utf8', 0, nul), payload.toString('utf8', nul + 1, end < 0 ? payload.length : end));
+  }
+}
+
+/**
+ * Makes a session a client left clean again and keeps it: ROLLBACK when it was
+ * in a transaction, then DISCARD ALL (temporary tables, prepared statements,
+ * cursors, LISTEN, advisory locks, every SET). Any trouble closes it instead.
+ */
+export async function recycle(pool: ServerSessionPool, session: ServerSession, status: number): Promise<void> {
+  try {
+    if (status !== TX_IDLE) {
+      const rollback = await session.query('ROLLBACK');
+      if (rollback.status !== TX_IDLE) throw new Error('ROLLBACK left a transaction open');
+    }
+    const reset = await session.query('DISCARD ALL');
+    if (reset.error || reset.status !== TX_IDLE) throw new Error(reset.error?.M ?? 'DISCARD ALL left a transaction open');
+    pool.give(session);
+  } catch {
+    session.destroy();
+  }
+}
+
+/**
+ * The start-up parameters a kept session must be given with set_config, or
+ * undefined when the client's start-up cannot be reproduced that way
+ * (replication, protocol extensions, options other than `-c name=value` and
+ * `--name=value`).
+ */
+export function clientSettings(params: Map<string, string>): Map<string, string> | undefined {
+  const out = new Map<string, string>();
+  for (const [name, value] of params) {
+    if (name === 'user' || name === 'database') continue;
+    if (name === 'replication' || name.startsWith('_pq_.')) return undefined;
+    if (name !== 'options') {
+      out.set(name, value);
+      continue;
+    }
+    const tokens = splitOptions(value);
+    for (let i = 0; i < tokens.length; i++) {
+      const token = tokens[i] as string;
+      const setting = token === '-c' ? tokens[++i] : token.startsWith('-c') ? token.slice(2) : token.startsWith('--') ? token.slice(2) : undefined;
+      const eq = setting?.indexOf('=') ?? -1;
+      if (setting === undefined || eq <= 0) return undefined;
+      // As PostgreSQL reads them: dashes in the name are underscores.
+      out.set(setting.slice(0, eq).replace(/-/g, '_'), setting.slice(eq + 1));
+    }
+  }
+  return out;
+}
+
+/** A string literal that reads the same whatever standard_conforming_strings says. */
+export function escapeLiteral(value: string): string {
+  return `E'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
