@@ -330,17 +330,40 @@ function mentionsDatabase(sql: Buffer): boolean {
   return sql.indexOf('DATABASE') >= 0 || sql.indexOf('database') >= 0 || sql.indexOf('Database') >= 0;
 }
 
+/** A message header (type byte, Int32 length) gathered across chunks. */
+class Header {
+  private readonly bytes = Buffer.alloc(5);
+  seen = 0;
+
+  /** Takes what it still needs from `chunk` at `at`; returns how many bytes it took. */
+  take(chunk: Buffer, at: number): number {
+    const n = Math.min(5 - this.seen, chunk.length - at);
+    chunk.copy(this.bytes, this.seen, at, at + n);
+    this.seen += n;
+    return n;
+  }
+
+  get complete(): boolean {
+    return this.seen === 5;
+  }
+
+  /** The type and the length (which counts itself), and the header starts over. */
+  finish(): { type: number; length: number } {
+    this.seen = 0;
+    return { type: this.bytes[0] as number, length: this.bytes.readInt32BE(1) };
+  }
+}
+
 /** Message boundaries of the client's stream, with each message's type; the part of a Query or Parse in the same chunk goes to `onSql`. */
 class ClientCursor {
   private remaining = 0;
-  private readonly header = Buffer.alloc(5);
-  private headerSeen = 0;
+  private readonly header = new Header();
   broken = false;
 
   constructor(private readonly onSql: (sql: Buffer) => void) {}
 
   get atBoundary(): boolean {
-    return this.remaining === 0 && this.headerSeen === 0;
+    return this.remaining === 0 && this.header.seen === 0;
   }
 
   /** Returns the offset where `onMessage` said stop (false) at a message's start, else the chunk's length. */
@@ -354,20 +377,15 @@ class ClientCursor {
         continue;
       }
       const start = at;
-      const whole = this.headerSeen === 0; // the header starts in this chunk
-      const take = Math.min(5 - this.headerSeen, chunk.length - at);
-      chunk.copy(this.header, this.headerSeen, at, at + take);
-      this.headerSeen += take;
-      at += take;
-      if (this.headerSeen < 5) continue;
-      this.headerSeen = 0;
-      const length = this.header.readInt32BE(1);
+      const whole = this.header.seen === 0; // the header starts in this chunk
+      at += this.header.take(chunk, at);
+      if (!this.header.complete) continue;
+      const { type, length } = this.header.finish();
       if (length < 4) {
         this.broken = true;
         return chunk.length;
       }
       this.remaining = length - 4;
-      const type = this.header[0] as number;
       if ((type === 0x51 || type === 0x50) && this.remaining > 0) this.onSql(chunk.subarray(at, Math.min(chunk.length, at + this.remaining)));
       if (!onMessage(type)) {
         // Part of this message went on with the previous chunk: the stream is no longer whole.
@@ -382,8 +400,7 @@ class ClientCursor {
 /** Message boundaries of the server's stream; ParameterStatus messages are read into `params`, ReadyForQuery's status reported. */
 class ServerCursor {
   private remaining = 0;
-  private readonly header = Buffer.alloc(5);
-  private headerSeen = 0;
+  private readonly header = new Header();
   private type = 0;
   /** The payload of a ParameterStatus (or the status byte of a ReadyForQuery) being read. */
   private kept: Buffer[] | undefined;
@@ -392,7 +409,7 @@ class ServerCursor {
   constructor(private readonly params: Map<string, string>, private readonly onReady: (status: number) => void) {}
 
   get atBoundary(): boolean {
-    return this.remaining === 0 && this.headerSeen === 0;
+    return this.remaining === 0 && this.header.seen === 0;
   }
 
   walk(chunk: Buffer): void {
@@ -406,14 +423,10 @@ class ServerCursor {
         if (this.remaining === 0 && this.kept) this.finish();
         continue;
       }
-      const take = Math.min(5 - this.headerSeen, chunk.length - at);
-      chunk.copy(this.header, this.headerSeen, at, at + take);
-      this.headerSeen += take;
-      at += take;
-      if (this.headerSeen < 5) continue;
-      this.headerSeen = 0;
-      this.type = this.header[0] as number;
-      const length = this.header.readInt32BE(1);
+      at += this.header.take(chunk, at);
+      if (!this.header.complete) continue;
+      const { type, length } = this.header.finish();
+      this.type = type;
       if (length < 4) {
         this.broken = true;
         return;

@@ -74,7 +74,7 @@ export const setup: Command = {
       ['port', String(s.port)],
       ['certificate', `${s.certFile}${s.certSelfSigned ? ' (self-signed: it is its own CA, so clients verify with sslmode=verify-full sslrootcert=<this file>)' : ''}, expires ${report.certificate.validTo.toISOString().slice(0, 10)}`],
       ['data', s.dataRoot],
-      ['servers run as', s.serverUser ?? 'the user running pgs'],
+      ['servers run as', s.serverUser === null ? 'the user running pgs' : `a uid of its own per tenant (the template is built by ${s.serverUser})`],
       ['api', s.apiListen ?? 'unix socket only'],
       ['running at once', s.maxRunning === undefined ? `at most ${runningBudget(undefined)} servers (auto: memory / 64 MiB)` : `at most ${s.maxRunning} servers`],
       ['backups', `${s.dataRoot}/backups${s.backupTarget ? ` and ${s.backupTarget}${s.s3Endpoint ? ` at ${s.s3Endpoint}` : ''}` : ''}`],
