@@ -9,16 +9,8 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   const log = jsonLog((line) => process.stderr.write(line));
   const interval = env.PGS_HEALTH_INTERVAL;
   const healthSeconds = interval === undefined || interval === '' ? undefined : parseSeconds(interval, 'PGS_HEALTH_INTERVAL');
-  const spares = env.PGS_RUNNING_SPARES;
-  const runningSpares = spares === undefined || spares === '' ? undefined : Number(spares);
-  if (runningSpares !== undefined && (!Number.isInteger(runningSpares) || runningSpares < 0 || runningSpares > 50)) {
-    throw new PgsError('USAGE', `invalid PGS_RUNNING_SPARES ${JSON.stringify(spares)}: a number from 0 to 50`);
-  }
-  const kept = env.PGS_SERVER_SESSIONS;
-  const serverSessions = kept === undefined || kept === '' ? undefined : Number(kept);
-  if (serverSessions !== undefined && (!Number.isInteger(serverSessions) || serverSessions < 0 || serverSessions > 100)) {
-    throw new PgsError('USAGE', `invalid PGS_SERVER_SESSIONS ${JSON.stringify(kept)}: a number from 0 to 100`);
-  }
+  const runningSpares = envCount(env, 'PGS_RUNNING_SPARES', 50);
+  const serverSessions = envCount(env, 'PGS_SERVER_SESSIONS', 100);
   const daemon = new Daemon(pgs, log, {
     ...(healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {}),
     ...(runningSpares !== undefined ? { runningSpares } : {}),
@@ -39,4 +31,13 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   if (signalled) void daemon.stop(); // a signal during start-up: stop as soon as there is something to stop
   await daemon.stopped;
   return 0;
+}
+
+/** A whole number from 0 to `max` in environment variable `name`; undefined when unset or empty. */
+function envCount(env: NodeJS.ProcessEnv, name: string, max: number): number | undefined {
+  const text = env[name];
+  if (text === undefined || text === '') return undefined;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0 || value > max) throw new PgsError('USAGE', `invalid ${name} ${JSON.stringify(text)}: a number from 0 to ${max}`);
+  return value;
 }

@@ -353,9 +353,7 @@ export class Router {
     const target = this.cancelKeys.get(cancelKey(pid, secret));
     this.observer?.cancelRequest(target ? 'forwarded' : 'unknown_key');
     if (!target) return; // a forged or stale key: do nothing, say nothing (as PostgreSQL does)
-    const backend = net.connect(target.socketPath);
-    backend.on('error', () => backend.destroy());
-    backend.end(serializeCancelRequest(target.pid, target.secret));
+    cancelOn(target.socketPath, target.pid, target.secret);
   }
 
   forget(client: ClientConnection): void {
@@ -392,12 +390,11 @@ function listenOn(server: net.Server, port: number, host?: string): Promise<net.
   });
 }
 
-/** Sends a CancelRequest for the backend with `key` (its BackendKeyData payload) to the server's socket. */
-function cancelOn(socketPath: string, key: Buffer): void {
-  if (key.length < 8) return;
+/** Sends a CancelRequest for backend `pid` to the server's socket. */
+function cancelOn(socketPath: string, pid: number, secret: Buffer): void {
   const socket = net.connect(socketPath);
   socket.on('error', () => socket.destroy());
-  socket.end(serializeCancelRequest(key.readInt32BE(0), key.subarray(4)));
+  socket.end(serializeCancelRequest(pid, secret));
 }
 
 function cancelKey(pid: number, secret: Buffer): string {
@@ -607,7 +604,9 @@ class ClientConnection {
       void recycle(this.router.pool, session, state.status);
     } else {
       // A query still running would run on (PostgreSQL notices a gone client only when it writes): cancel it.
-      if (session && state && state.pending > 0 && session.usable) cancelOn(this.serverSocketPath, session.backendKey);
+      if (session && state && state.pending > 0 && session.usable && session.backendKey.length >= 8) {
+        cancelOn(this.serverSocketPath, session.backendKey.readInt32BE(0), session.backendKey.subarray(4));
+      }
       this.backend?.destroy();
     }
     this.router.forget(this);
@@ -866,7 +865,7 @@ class ClientConnection {
    */
   private async useServerSession(tenant: TenantRoute, socketPath: string, user: string, database: string, settings: Map<string, string>, rest: Buffer, connectOwn: () => void): Promise<void> {
     const pool = this.router.pool as ServerSessionPool;
-    let session = pool.take(poolKey(tenant.id, database, user));
+    let session = pool.take(tenant.id, poolKey(tenant.id, database, user));
     this.router.observer?.serverSession?.(session ? 'reused' : 'opened');
     if (!session) {
       // The server counts idle kept sessions against its connection limit: make room first.
@@ -884,8 +883,8 @@ class ClientConnection {
         return;
       }
     }
-    const current = new Map([...session.params].map(([k, v]) => [k.toLowerCase(), v]));
-    const changes = [...settings].filter(([k, v]) => current.get(k.toLowerCase()) !== v);
+    const current = settings.size === 0 ? undefined : new Map([...session.params].map(([k, v]) => [k.toLowerCase(), v]));
+    const changes = current ? [...settings].filter(([k, v]) => current.get(k.toLowerCase()) !== v) : [];
     if (changes.length > 0) {
       const sql = `SELECT ${changes.map(([k, v]) => `pg_catalog.set_config(${escapeLiteral(k)}, ${escapeLiteral(v)}, false)`).join(', ')}`;
       const set = await session.query(sql).catch(() => undefined);

@@ -109,9 +109,7 @@ export class ServerSession {
     for (;;) {
       for (let m = this.reader.next(); m; m = this.reader.next()) {
         if (m.type === BackendMessage.ParameterStatus) {
-          const nul = m.payload.indexOf(0);
-          const end = m.payload.indexOf(0, nul + 1);
-          this.params.set(m.payload.toString('utf8', 0, nul), m.payload.toString('utf8', nul + 1, end < 0 ? m.payload.length : end));
+          keepParameterStatus(this.params, m.payload);
         } else if (m.type === BackendMessage.ErrorResponse) {
           error ??= parseErrorFields(m.payload);
           if (error.S === 'FATAL' || error.S === 'PANIC') {
@@ -146,27 +144,34 @@ export class ServerSessionError extends Error {
   }
 }
 
+/** A ParameterStatus payload (name NUL value NUL) into `params`. */
+function keepParameterStatus(params: Map<string, string>, payload: Buffer): void {
+  const nul = payload.indexOf(0);
+  if (nul <= 0) return;
+  const end = payload.indexOf(0, nul + 1);
+  params.set(payload.toString('utf8', 0, nul), payload.toString('utf8', nul + 1, end < 0 ? payload.length : end));
+}
+
 export function poolKey(tenant: string, database: string, role: string): string {
   return `${tenant}\0${database}\0${role}`;
 }
 
 /**
- * The idle sessions, per (tenant, database, role), most recently used first.
- * At most `keep` idle ones per tenant; one idle for `idleMs` is closed.
+ * The idle sessions of each tenant, per (database, role), most recently used
+ * last. At most `keep` idle ones per tenant; one idle for `idleMs` is closed.
  */
 export class ServerSessionPool {
-  private readonly idle = new Map<string, { session: ServerSession; timer: NodeJS.Timeout; since: number }[]>();
-  private readonly idleByTenant = new Map<string, number>();
+  private readonly idle = new Map<string, IdleSession[]>();
+  private readonly watched = new WeakSet<ServerSession>();
 
   constructor(private readonly options: { keep: number; idleMs: number }) {}
 
-  take(key: string): ServerSession | undefined {
-    const stack = this.idle.get(key);
-    while (stack && stack.length > 0) {
-      const entry = stack.pop() as { session: ServerSession; timer: NodeJS.Timeout; since: number };
-      clearTimeout(entry.timer);
-      this.count(entry.session.tenant, -1);
-      if (stack.length === 0) this.idle.delete(key);
+  take(tenant: string, key: string): ServerSession | undefined {
+    const list = this.idle.get(tenant) ?? [];
+    for (let at = list.length - 1; at >= 0; at--) {
+      const entry = list[at] as IdleSession;
+      if (entry.session.key !== key) continue;
+      this.forget(tenant, at);
       if (entry.session.usable) return entry.session;
     }
     return undefined;
@@ -174,16 +179,15 @@ export class ServerSessionPool {
 
   /** Keeps a clean, idle session (or closes it when the tenant has enough). */
   give(session: ServerSession): void {
-    if (!session.usable || this.options.keep <= 0 || (this.idleByTenant.get(session.tenant) ?? 0) >= this.options.keep) {
+    const list = this.idle.get(session.tenant) ?? [];
+    if (!session.usable || list.length >= this.options.keep) {
       session.destroy();
       return;
     }
-    const stack = this.idle.get(session.key) ?? [];
-    this.idle.set(session.key, stack);
-    const entry = { session, timer: setTimeout(() => this.remove(session), this.options.idleMs), since: Date.now() };
-    entry.timer.unref();
-    stack.push(entry);
-    this.count(session.tenant, 1);
+    const timer = setTimeout(() => this.remove(session), this.options.idleMs);
+    timer.unref();
+    list.push({ session, timer });
+    this.idle.set(session.tenant, list);
     if (!this.watched.has(session)) {
       // Gone while idle (the server stopped or was killed): out of the pool at once.
       this.watched.add(session);
@@ -191,62 +195,50 @@ export class ServerSessionPool {
     }
   }
 
-  private readonly watched = new WeakSet<ServerSession>();
-
   /** Idle sessions the tenant's server has for the pool (not a client's activity). */
   idleCount(tenant: string): number {
-    return this.idleByTenant.get(tenant) ?? 0;
+    return this.idle.get(tenant)?.length ?? 0;
   }
 
   /** Closes the tenant's idle sessions (before its server is suspended or stopped); returns how many. */
   drop(tenant: string): number {
-    let dropped = 0;
-    for (const [key, stack] of this.idle) {
-      if (!key.startsWith(`${tenant}\0`)) continue;
-      for (const entry of stack) {
-        clearTimeout(entry.timer);
-        entry.session.destroy();
-        dropped++;
-      }
-      this.idle.delete(key);
+    const list = this.idle.get(tenant) ?? [];
+    this.idle.delete(tenant);
+    for (const entry of list) {
+      clearTimeout(entry.timer);
+      entry.session.destroy();
     }
-    this.idleByTenant.delete(tenant);
-    return dropped;
+    return list.length;
   }
 
   /** Closes the tenant's idle session that waited longest (its server needs the connection slot). */
   dropOldest(tenant: string): void {
-    let oldest: ServerSession | undefined;
-    for (const [key, stack] of this.idle) {
-      if (key.startsWith(`${tenant}\0`) && stack[0] && (!oldest || stack[0].since < (this.sinceOf(oldest) ?? Infinity))) oldest = stack[0].session;
-    }
-    if (oldest) this.remove(oldest);
-  }
-
-  private sinceOf(session: ServerSession): number | undefined {
-    return this.idle.get(session.key)?.find((e) => e.session === session)?.since;
+    const oldest = this.idle.get(tenant)?.[0];
+    if (oldest) this.remove(oldest.session);
   }
 
   closeAll(): void {
-    for (const key of [...this.idle.keys()]) this.drop(key.slice(0, key.indexOf('\0')));
+    for (const tenant of [...this.idle.keys()]) this.drop(tenant);
   }
 
   private remove(session: ServerSession): void {
-    const stack = this.idle.get(session.key);
-    const at = stack?.findIndex((e) => e.session === session) ?? -1;
-    if (!stack || at < 0) return;
-    const [entry] = stack.splice(at, 1);
-    if (entry) clearTimeout(entry.timer);
-    if (stack.length === 0) this.idle.delete(session.key);
-    this.count(session.tenant, -1);
+    const at = this.idle.get(session.tenant)?.findIndex((e) => e.session === session) ?? -1;
+    if (at < 0) return;
+    this.forget(session.tenant, at);
     session.destroy();
   }
 
-  private count(tenant: string, by: number): void {
-    const n = (this.idleByTenant.get(tenant) ?? 0) + by;
-    if (n <= 0) this.idleByTenant.delete(tenant);
-    else this.idleByTenant.set(tenant, n);
+  private forget(tenant: string, at: number): void {
+    const list = this.idle.get(tenant) as IdleSession[];
+    const [entry] = list.splice(at, 1);
+    if (entry) clearTimeout(entry.timer);
+    if (list.length === 0) this.idle.delete(tenant);
   }
+}
+
+interface IdleSession {
+  session: ServerSession;
+  timer: NodeJS.Timeout;
 }
 
 /**
@@ -401,9 +393,10 @@ class ClientCursor {
 class ServerCursor {
   private remaining = 0;
   private readonly header = new Header();
-  private type = 0;
-  /** The payload of a ParameterStatus (or the status byte of a ReadyForQuery) being read. */
-  private kept: Buffer[] | undefined;
+  /** The payload of a ParameterStatus being read. */
+  private parameter: Buffer[] | undefined;
+  /** The next payload byte is a ReadyForQuery's transaction status. */
+  private statusNext = false;
   broken = false;
 
   constructor(private readonly params: Map<string, string>, private readonly onReady: (status: number) => void) {}
@@ -416,39 +409,35 @@ class ServerCursor {
     let at = 0;
     while (at < chunk.length) {
       if (this.remaining > 0) {
+        if (this.statusNext) {
+          this.statusNext = false;
+          this.onReady(chunk[at] as number);
+        }
         const take = Math.min(this.remaining, chunk.length - at);
-        if (this.kept) this.kept.push(chunk.subarray(at, at + take));
+        this.parameter?.push(chunk.subarray(at, at + take));
         this.remaining -= take;
         at += take;
-        if (this.remaining === 0 && this.kept) this.finish();
+        if (this.remaining === 0 && this.parameter) {
+          keepParameterStatus(this.params, Buffer.concat(this.parameter));
+          this.parameter = undefined;
+        }
         continue;
       }
       at += this.header.take(chunk, at);
       if (!this.header.complete) continue;
       const { type, length } = this.header.finish();
-      this.type = type;
       if (length < 4) {
         this.broken = true;
         return;
       }
       this.remaining = length - 4;
-      const keep = this.type === BackendMessage.ReadyForQuery || this.type === BackendMessage.ParameterStatus;
-      this.kept = keep ? [] : undefined;
-      if (keep && this.remaining === 0) this.finish();
+      if (type === BackendMessage.ReadyForQuery) {
+        if (this.remaining > 0) this.statusNext = true;
+        else this.onReady(TX_IDLE);
+      } else if (type === BackendMessage.ParameterStatus && this.remaining > 0) {
+        this.parameter = [];
+      }
     }
-  }
-
-  private finish(): void {
-    const payload = Buffer.concat(this.kept ?? []);
-    this.kept = undefined;
-    if (this.type === BackendMessage.ReadyForQuery) {
-      this.onReady(payload[0] ?? TX_IDLE);
-      return;
-    }
-    const nul = payload.indexOf(0);
-    if (nul <= 0) return;
-    const end = payload.indexOf(0, nul + 1);
-    this.params.set(payload.toString('utf8', 0, nul), payload.toString('utf8', nul + 1, end < 0 ? payload.length : end));
   }
 }
 

@@ -480,7 +480,7 @@ export class NativeRuntime implements TenantRuntime {
     if (!this.user.switchTo) return undefined;
     const dir = this.tenantDir(id);
     const folder = await fs.lstat(dir);
-    const wanted = (await this.backupsOwner(id)) ?? (isTenantUid(folder.uid) ? { uid: folder.uid, gid: folder.gid } : await this.uids.next());
+    const wanted = (await this.ownerFor(id, folder)) as Identity;
     if (folder.uid !== wanted.uid || folder.gid !== wanted.gid) await this.chownTree(dir, wanted);
     const backups = tenantBackupsDir(this.dataRoot, id);
     const held = await fs.lstat(backups).catch(() => undefined);
@@ -694,7 +694,7 @@ export class NativeRuntime implements TenantRuntime {
     const dest = this.tenantDir(key);
     if (await pathExists(dest)) throw new PgsError('TENANT_EXISTS', `a data folder for ${key} exists already (${dest})`);
     const manifest = parseManifest(await fs.readFile(path.join(backupDir, MANIFEST_FILE), 'utf8'), `the manifest of backup ${backupName}`);
-    const owner = await this.newOwner(key.startsWith(RESTORE_PREFIX) ? key.slice(RESTORE_PREFIX.length) : key);
+    const owner = await this.ownerFor(key.startsWith(RESTORE_PREFIX) ? key.slice(RESTORE_PREFIX.length) : key);
     await this.mkdirOwned(dest, owner);
     try {
       if (!options.finished) await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'restore\n');
@@ -724,7 +724,7 @@ export class NativeRuntime implements TenantRuntime {
       // A stopped server's files are consistent as they are: a copy starts like the original would.
       const partial = path.join(path.dirname(dest), `.tmp-${key}-${randomBytes(4).toString('hex')}`);
       try {
-        await this.copyTree(this.tenantDir(id), partial, await this.newOwner(key));
+        await this.copyTree(this.tenantDir(id), partial, await this.ownerFor(key));
         await removeServerLeftovers(partial);
         await fs.rm(path.join(partial, TENANT_META_FILE), { force: true });
         await this.writeOwnedFile(partial, TEMPLATE_MARKER, 'clone\n');
@@ -737,7 +737,7 @@ export class NativeRuntime implements TenantRuntime {
       }
       return { online: false };
     }
-    await this.mkdirOwned(dest, await this.newOwner(key));
+    await this.mkdirOwned(dest, await this.ownerFor(key));
     try {
       await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'clone\n');
       await this.streamBackupInto(id, dest);
@@ -1404,7 +1404,7 @@ export class NativeRuntime implements TenantRuntime {
     const top = path.join(this.dataRoot, area, id);
     // The backups folder's own uid; a new one gets the tenant's (see settleOwner).
     const existing = this.user.switchTo ? await fs.lstat(top).catch(() => undefined) : undefined;
-    const owner = existing ? { uid: existing.uid, gid: existing.gid } : await this.newOwner(id);
+    const owner = existing ? { uid: existing.uid, gid: existing.gid } : await this.ownerFor(id);
     let at = path.join(this.dataRoot, area);
     for (const part of parts.slice(1)) {
       at = path.join(at, part);
@@ -1463,12 +1463,17 @@ export class NativeRuntime implements TenantRuntime {
     return { uid: stat.uid, gid: stat.gid };
   }
 
-  /** The uid a new folder of tenant `id` gets: its backups' when they remain, else one of its own. */
-  private async newOwner(id: string): Promise<Identity | undefined> {
+  /**
+   * The uid tenant `id`'s files are, or a new folder of it gets: its backups'
+   * when it has some (they outlive a removed tenant), else its folder's (`folder`
+   * when the caller has looked already), else a new one.
+   */
+  private async ownerFor(id: string, folder?: { uid: number; gid: number }): Promise<Identity | undefined> {
     if (!this.user.switchTo) return undefined;
-    const folder = await fs.lstat(this.tenantDir(id)).catch(() => undefined);
-    if (folder && isTenantUid(folder.uid)) return { uid: folder.uid, gid: folder.gid };
-    return (await this.backupsOwner(id)) ?? this.uids.next();
+    const backups = await this.backupsOwner(id);
+    if (backups) return backups;
+    const own = folder ?? (await fs.lstat(this.tenantDir(id)).catch(() => undefined));
+    return own && isTenantUid(own.uid) ? { uid: own.uid, gid: own.gid } : this.uids.next();
   }
 
   /**
