@@ -31,6 +31,9 @@ export const MemoryBytes = Nullable(Type.Integer({ minimum: 64 * 2 ** 20, maximu
 /** Disk the tenant's data folder (data and WAL) may take, in bytes (at least 128 MiB); null: no quota. */
 export const DiskBytes = Nullable(Type.Integer({ minimum: 128 * 2 ** 20, maximum: 2 ** 50 }));
 /** Cores the tenant's server may use (0.01 to 1024); null: no limit. */
+export const Pool = Type.Union([Type.Literal('session'), Type.Literal('transaction')]);
+export const PoolSize = Type.Integer({ minimum: 1, maximum: 10_000 });
+export const MaxClientConnections = Nullable(Type.Integer({ minimum: 1, maximum: 100_000 }));
 export const Cpus = Nullable(Type.Number({ minimum: 0.01, maximum: 1024 }));
 
 export const Tenant = Type.Object({
@@ -61,6 +64,9 @@ export const Tenant = Type.Object({
   memoryBytes: MemoryBytes,
   cpus: Cpus,
   diskBytes: DiskBytes,
+  pool: Type.Union([Pool], { description: 'how its clients share server sessions: session (one each) or transaction (poolSize shared, one per transaction)' }),
+  poolSize: Type.Integer({ description: 'server sessions shared in transaction mode (at most maxConnections)' }),
+  maxClientConnections: Nullable(Type.Integer({ description: 'client connections at once through the router; null: maxConnections in session mode, 1000 in transaction mode' })),
   /** Its data folder's size at the last measurement (tenants with a quota: every 10 s while running); null: not measured. */
   diskUsedBytes: Nullable(Type.Integer()),
   /** With a quota: ok, warning (90 %), read-only (at the quota), standby (10 % past it: nothing can be written). */
@@ -122,6 +128,9 @@ export const PatchTenantBody = Type.Object({
   memoryBytes: Type.Optional(MemoryBytes),
   cpus: Type.Optional(Cpus),
   diskBytes: Type.Optional(DiskBytes),
+  pool: Type.Optional(Pool),
+  poolSize: Type.Optional(PoolSize),
+  maxClientConnections: Type.Optional(MaxClientConnections),
 }, { additionalProperties: false, minProperties: 1 });
 export type PatchTenantRequest = Static<typeof PatchTenantBody>;
 

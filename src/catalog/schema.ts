@@ -12,6 +12,8 @@ export const DEFAULT_AUTOSUSPEND_SECONDS = 300;
 export const DEFAULT_API_LISTEN = '127.0.0.1:5480';
 /** A finished WAL segment is archived at least this often while the tenant writes: the most a lost disk costs. */
 export const DEFAULT_RPO_SECONDS = 60;
+/** Server sessions a tenant that pools by transaction shares among its clients, unless it says otherwise. */
+export const DEFAULT_POOL_SIZE = 10;
 export const DEFAULT_BACKUP_SCHEDULE = 'daily';
 export const DEFAULT_BACKUP_RETAIN = 7;
 
@@ -60,6 +62,12 @@ export const TenantSchema = v.strictObject({
   cpus: v.optional(v.pipe(v.number(), v.minValue(0.01), v.maxValue(1024))),
   /** Disk its data folder (data and WAL) may take; absent: no quota. */
   diskBytes: v.optional(int(MIN_DISK_BYTES, 2 ** 50)),
+  /** How its clients share server sessions through the router; absent: session (one each). */
+  pool: v.optional(v.picklist(['session', 'transaction'])),
+  /** In transaction mode, the server sessions its clients share; absent: DEFAULT_POOL_SIZE (never more than maxConnections). */
+  poolSize: v.optional(int(1, 10000)),
+  /** Client connections at once through the router; absent: maxConnections in session mode, the router's limit per tenant in transaction mode. */
+  maxClientConnections: v.optional(int(1, 100000)),
   /** Set while the tenant is over its quota: read-only (it can lift it to clean up), or a standby (past the hard limit). */
   diskState: v.optional(v.picklist(['read-only', 'standby'])),
 });

@@ -1,5 +1,5 @@
 import type { ScramVerifier } from '../auth/scram.js';
-import type { Catalog, Tenant } from '../catalog/schema.js';
+import { DEFAULT_POOL_SIZE, type Catalog, type Tenant } from '../catalog/schema.js';
 import { formatBytes } from '../core/size.js';
 import type { Logins } from './logins.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
@@ -37,7 +37,14 @@ export class CatalogBackends implements RouterBackends {
     const routes = new Map<string, TenantRoute>();
     for (const tenant of catalog.tenants) {
       const notice = diskNotice(tenant);
-      routes.set(`${tenant.id}-${tenant.suffix}`, { id: tenant.id, access: tenant.access, maxConnections: tenant.maxConnections, ...(notice ? { notice } : {}) });
+      routes.set(`${tenant.id}-${tenant.suffix}`, {
+        id: tenant.id,
+        access: tenant.access,
+        maxConnections: tenant.maxConnections,
+        ...(notice ? { notice } : {}),
+        ...(tenant.pool === 'transaction' ? { pool: 'transaction', poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections) } : {}),
+        ...(tenant.maxClientConnections !== undefined ? { maxClientConnections: tenant.maxClientConnections } : {}),
+      });
     }
     this.routes = routes;
   }

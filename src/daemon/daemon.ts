@@ -45,6 +45,8 @@ export interface DaemonOptions {
   runningSpares?: number;
   /** Idle server sessions the router keeps per tenant for reuse (default 2; 0 turns reuse off; PGS_SERVER_SESSIONS). */
   serverSessions?: number;
+  /** Transaction pooling: how long a client waits for a free server session (default 30 s). */
+  poolTimeoutMs?: number;
 }
 
 export type { Health, TenantStatus } from '../supervisor/supervisor.js';
@@ -89,6 +91,7 @@ export class Daemon implements ControlPlane {
   private readonly healthIntervalMs: number;
   private readonly runningSpares: number;
   private readonly serverSessions: number | undefined;
+  private readonly poolTimeoutMs: number | undefined;
 
   constructor(pgs: Pgs, log: RouterLog, options: DaemonOptions = {}) {
     this.pgs = pgs;
@@ -96,6 +99,7 @@ export class Daemon implements ControlPlane {
     this.version = options.version ?? 'unknown';
     this.runningSpares = options.runningSpares ?? DEFAULT_RUNNING_SPARES;
     this.serverSessions = options.serverSessions;
+    this.poolTimeoutMs = options.poolTimeoutMs;
     this.paths = daemonPaths(pgs.home);
     this.tokens = new TokenStore(this.paths.tokens);
     this.log = log;
@@ -129,7 +133,8 @@ export class Daemon implements ControlPlane {
         running: () => ({ running: this.supervisor.runningCount(), budget: this.supervisor.budget }),
       }, { version: this.version, postgres: this.runtime.serverVersion() });
       this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], authSecret: this.logins.secret, log: this.log, observer: this.metrics,
-        ...(this.serverSessions !== undefined ? { serverSessions: { keep: this.serverSessions } } : {}) });
+        ...(this.serverSessions !== undefined ? { serverSessions: { keep: this.serverSessions } } : {}),
+        ...(this.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.poolTimeoutMs } : {}) });
       this.supervisor = new Supervisor({
         runtime: this.runtime,
         router: this.router,
@@ -507,9 +512,16 @@ export class Daemon implements ControlPlane {
         ...(patch.memoryBytes !== undefined ? { memoryBytes: patch.memoryBytes } : {}),
         ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
         ...(patch.diskBytes !== undefined ? { diskBytes: patch.diskBytes } : {}),
+        ...(patch.pool !== undefined ? { pool: patch.pool } : {}),
+        ...(patch.poolSize !== undefined ? { poolSize: patch.poolSize } : {}),
+        ...(patch.maxClientConnections !== undefined ? { maxClientConnections: patch.maxClientConnections } : {}),
       }, (current) => {
         if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
           throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
+        }
+        const maxConnections = patch.maxConnections ?? current.maxConnections;
+        if (patch.poolSize !== undefined && patch.poolSize > maxConnections) {
+          throw new PgsError('USAGE', `a pool of ${patch.poolSize} server sessions is more than tenant ${id}'s max connections (${maxConnections}): raise --max-connections first`);
         }
       });
       await this.refresh();
@@ -521,6 +533,8 @@ export class Daemon implements ControlPlane {
         this.events.emit('access', id, { access: after.access });
       }
       if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
+      // Sessions kept for the other mode are of no use now (clients already connected keep their mode).
+      if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
       // A running server reads its new archive_timeout at once (a reload); a stopped one at its next start.
       if (after.rpoSeconds !== before.rpoSeconds) await this.runtime.configureArchive(tenantServerSpec(this.catalog.settings.dataRoot, after));
       // Limits reach a running server at once: its control groups and the settings that follow memory.

@@ -63,7 +63,7 @@ export class Logins {
   async verifier(id: string, role: string, { fresh = false }: { fresh?: boolean } = {}): Promise<{ verifier: ScramVerifier | undefined; live: boolean }> {
     if (fresh || (await this.runtime.status(id, { fresh: true })).state === 'running') {
       try {
-        const [found] = await this.runtime.loginRoles(id, role);
+        const found = await this.readRole(id, role);
         await this.learn(id, role, found);
         return { verifier: usable(found), live: true };
       } catch (err) {
@@ -81,6 +81,19 @@ export class Logins {
     await this.snapshot(id);
     const [found] = await this.runtime.loginRoles(id, role);
     return { verifier: usable(found), live: true };
+  }
+
+  private readonly reading = new Map<string, Promise<LoginRole | undefined>>();
+
+  /** One role from the running server; logins that ask at the same moment share one query (a burst of clients is one read, not a backend each). */
+  private readRole(id: string, role: string): Promise<LoginRole | undefined> {
+    const key = `${id}\0${role}`;
+    let read = this.reading.get(key);
+    if (!read) {
+      read = this.runtime.loginRoles(id, role).then(([found]) => found).finally(() => this.reading.delete(key));
+      this.reading.set(key, read);
+    }
+    return read;
   }
 
   /** Copies every login role's verifier from the running server (before it stops). */

@@ -4,11 +4,12 @@ import tls from 'node:tls';
 import type { ScramVerifier } from '../auth/scram.js';
 import { ScramError, ScramServer, certificateHash as channelBindingHash, mockSalt } from '../auth/scram-server.js';
 import { AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage, FrontendMessage, PROTOCOL_3_0 } from '../protocol/constants.js';
-import { MessageReader, serializeCancelRequest, serializeErrorResponse, serializeNoticeResponse, typed, type ErrorFields, type Message } from '../protocol/messages.js';
+import { MessageReader, serializeErrorResponse, serializeNoticeResponse, typed, type ErrorFields, type Message } from '../protocol/messages.js';
 import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
-import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, clientSettings, escapeLiteral, poolKey, recycle } from './server-sessions.js';
+import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, escapeLiteral, poolKey, recycle } from './server-sessions.js';
+import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings } from './transaction-pool.js';
 
 /**
  * The PostgreSQL wire protocol up to the end of start-up, then a byte pipe.
@@ -24,6 +25,14 @@ export interface TenantRoute {
   maxConnections?: number;
   /** A warning every new session gets right after logging in (the tenant is over its disk quota, say). */
   notice?: string;
+  /**
+   * How its clients share server sessions: each has one of its own (`session`, the default), or
+   * `transaction`: at most `poolSize` server sessions serve all of them, one per transaction.
+   */
+  pool?: 'session' | 'transaction';
+  poolSize?: number;
+  /** Client connections at once through the router; default: `maxConnections` in session mode, the router's limit per tenant in transaction mode. */
+  maxClientConnections?: number;
 }
 
 export interface RouterBackends {
@@ -54,8 +63,8 @@ export interface RouterObserver {
   connectionClosed(result: ConnectionResult, bytesIn: number, bytesOut: number): void;
   cancelRequest(outcome: 'forwarded' | 'unknown_key'): void;
   authentication(result: AuthResult, seconds: number): void;
-  /** How a logged-in client got its server session: a kept one (`reused`), a new one to keep (`opened`), or one of its own start-up (`own`). */
-  serverSession?(how: 'reused' | 'opened' | 'own'): void;
+  /** How a logged-in client got its server session: a kept one (`reused`), a new one to keep (`opened`), one of its own start-up (`own`), or one per transaction (`pooled`). */
+  serverSession?(how: 'reused' | 'opened' | 'own' | 'pooled'): void;
 }
 
 /** Thrown by `RouterBackends.socketPath`: its message is shown to the client. */
@@ -102,6 +111,8 @@ export interface RouterOptions {
    * long one stays idle before it is closed (default 60 s). See server-sessions.ts.
    */
   serverSessions?: { keep?: number; idleMs?: number };
+  /** Transaction pooling: how long a client waits for a free server session before it is refused with 53300 (default 30 s). */
+  poolTimeoutMs?: number;
   log?: RouterLog;
   observer?: RouterObserver;
 }
@@ -111,6 +122,9 @@ interface CancelTarget {
   pid: number;
   secret: Buffer;
 }
+
+/** Where a client's cancel request goes: one backend, or whichever runs its transaction now (none between transactions). */
+type CancelRoute = CancelTarget | (() => CancelTarget | undefined);
 
 const SSL_ACCEPT = Buffer.from('S');
 const GSSENC_REFUSE = Buffer.from('N');
@@ -136,11 +150,14 @@ export class Router {
   private server: net.Server;
   private readonly clients = new Set<ClientConnection>();
   private readonly byTenant = new Map<string, Set<ClientConnection>>();
-  private readonly cancelKeys = new Map<string, CancelTarget>();
+  private readonly cancelKeys = new Map<string, CancelRoute>();
   readonly refusals = new Map<RefusalReason, number>();
   private closing = false;
   /** Idle server sessions for reuse; undefined when reuse is off. */
   readonly pool: ServerSessionPool | undefined;
+  /** The server sessions of tenants that pool by transaction. */
+  readonly transactions: TransactionPool;
+  readonly poolTimeoutMs: number;
 
   constructor(backends: RouterBackends, options: RouterOptions) {
     this.backends = backends;
@@ -159,17 +176,20 @@ export class Router {
     this.failures = new AuthFailures(options.authDelayStepMs ?? 100, options.authDelayMaxMs ?? 2_000);
     this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
     const keep = options.serverSessions?.keep ?? 2;
-    this.pool = keep > 0 ? new ServerSessionPool({ keep, idleMs: options.serverSessions?.idleMs ?? 60_000 }) : undefined;
+    const idleMs = options.serverSessions?.idleMs ?? 60_000;
+    this.pool = keep > 0 ? new ServerSessionPool({ keep, idleMs }) : undefined;
+    this.transactions = new TransactionPool({ idleMs });
+    this.poolTimeoutMs = options.poolTimeoutMs ?? 30_000;
   }
 
   /** Idle server sessions the router keeps for the tenant (its server counts them as sessions; they are no activity). */
   idleServerSessions(id: string): number {
-    return this.pool?.idleCount(id) ?? 0;
+    return (this.pool?.idleCount(id) ?? 0) + this.transactions.idleCount(id);
   }
 
   /** Closes the tenant's idle server sessions (before its server is suspended or stopped). */
   dropServerSessions(id: string): number {
-    return this.pool?.drop(id) ?? 0;
+    return (this.pool?.drop(id) ?? 0) + this.transactions.drop(id);
   }
 
   listen(port: number, host?: string): Promise<net.AddressInfo> {
@@ -221,7 +241,7 @@ export class Router {
    * Returns how many.
    */
   closeTenant(id: string, message = `the session of tenant ${id} was closed by pgs`): number {
-    this.pool?.drop(id);
+    this.dropServerSessions(id);
     const set = this.byTenant.get(id);
     if (!set) return 0;
     const count = set.size;
@@ -269,6 +289,7 @@ export class Router {
   async close(): Promise<void> {
     this.closing = true;
     this.pool?.closeAll();
+    this.transactions.closeAll();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const client of [...this.clients]) client.closeWith({ reason: 'shutting_down', message: 'pgs is shutting down' });
     await closed;
@@ -318,13 +339,13 @@ export class Router {
       return { reason: 'too_many_connections', message: 'too many connections to pgs' };
     }
     const set = this.byTenant.get(tenantId) ?? new Set<ClientConnection>();
-    const limit = Math.min(this.maxPerTenant, tenant.maxConnections ?? Infinity);
+    const own = tenant.maxClientConnections ?? (tenant.pool === 'transaction' ? undefined : tenant.maxConnections);
+    const limit = Math.min(this.maxPerTenant, own ?? Infinity);
     if (set.size >= limit) {
-      return {
-        reason: 'too_many_connections',
-        message: `too many connections for tenant ${tenantId} (limit ${limit})`,
-        hint: limit === tenant.maxConnections ? `pgs config ${tenantId} --max-connections N raises it` : undefined,
-      };
+      const hint = limit !== own ? undefined
+        : tenant.maxClientConnections !== undefined ? `pgs config ${tenantId} --max-client-conn N raises it`
+          : `pgs config ${tenantId} --max-connections N raises it (or --pool transaction, which shares fewer server sessions among more clients)`;
+      return { reason: 'too_many_connections', message: `too many connections for tenant ${tenantId} (limit ${limit})`, hint };
     }
     set.add(client);
     this.byTenant.set(tenantId, set);
@@ -338,7 +359,7 @@ export class Router {
     this.cancelKeys.delete(key);
   }
 
-  registerCancelKey(target: CancelTarget, secretLength: number): { pid: number; secret: Buffer; key: string } {
+  registerCancelKey(target: CancelRoute, secretLength: number): { pid: number; secret: Buffer; key: string } {
     for (;;) {
       const pid = randomInt(1, 2 ** 31 - 1);
       const secret = randomBytes(secretLength);
@@ -350,10 +371,11 @@ export class Router {
   }
 
   forwardCancel(pid: number, secret: Buffer): void {
-    const target = this.cancelKeys.get(cancelKey(pid, secret));
-    this.observer?.cancelRequest(target ? 'forwarded' : 'unknown_key');
-    if (!target) return; // a forged or stale key: do nothing, say nothing (as PostgreSQL does)
-    cancelOn(target.socketPath, target.pid, target.secret);
+    const route = this.cancelKeys.get(cancelKey(pid, secret));
+    this.observer?.cancelRequest(route ? 'forwarded' : 'unknown_key');
+    if (!route) return; // a forged or stale key: do nothing, say nothing (as PostgreSQL does)
+    const target = typeof route === 'function' ? route() : route;
+    if (target) cancelOn(target.socketPath, target.pid, target.secret);
   }
 
   forget(client: ClientConnection): void {
@@ -388,13 +410,6 @@ function listenOn(server: net.Server, port: number, host?: string): Promise<net.
       resolve(server.address() as net.AddressInfo);
     });
   });
-}
-
-/** Sends a CancelRequest for backend `pid` to the server's socket. */
-function cancelOn(socketPath: string, pid: number, secret: Buffer): void {
-  const socket = net.connect(socketPath);
-  socket.on('error', () => socket.destroy());
-  socket.end(serializeCancelRequest(pid, secret));
 }
 
 function cancelKey(pid: number, secret: Buffer): string {
@@ -604,11 +619,10 @@ class ClientConnection {
       void recycle(this.router.pool, session, state.status);
     } else {
       // A query still running would run on (PostgreSQL notices a gone client only when it writes): cancel it.
-      if (session && state && state.pending > 0 && session.usable && session.backendKey.length >= 8) {
-        cancelOn(this.serverSocketPath, session.backendKey.readInt32BE(0), session.backendKey.subarray(4));
-      }
+      if (session && state && state.pending > 0) session.cancel();
       this.backend?.destroy();
     }
+    this.pooled?.close();
     this.router.forget(this);
     this.router.observer?.connectionClosed(this.result, this.raw.bytesRead, this.raw.bytesWritten);
   }
@@ -846,9 +860,102 @@ class ClientConnection {
       this.router.observer?.serverSession?.('own');
       this.connectBackend(socketPath, Buffer.concat([encodeStartup(version, params), login.rest]));
     };
-    const settings = version === PROTOCOL_3_0 && this.router.pool ? clientSettings(params) : undefined;
-    if (settings) await this.useServerSession(tenant, socketPath, user, params.get('database') || user, settings, login.rest, connectOwn);
+    const settings = version === PROTOCOL_3_0 ? clientSettings(params) : undefined;
+    const database = params.get('database') || user;
+    if (settings && tenant.pool === 'transaction') await this.usePool(tenant, user, database, settings, login.rest);
+    else if (settings && this.router.pool) await this.useServerSession(tenant, socketPath, user, database, settings, login.rest, connectOwn);
     else connectOwn();
+  }
+
+  // --- phase 4, transaction pooling ---
+
+  private pooled: PooledClient | undefined;
+
+  /**
+   * Greets the client from a server session of the tenant's transaction pool
+   * (its start-up settings set there, so that what the server reports is what
+   * it says), gives the session back, and from then on gets the client one
+   * per transaction (transaction-pool.ts).
+   */
+  private async usePool(tenant: TenantRoute, user: string, database: string, settings: Map<string, string>, rest: Buffer): Promise<void> {
+    const pools = this.router.transactions;
+    const key = poolKey(tenant.id, database, user);
+    const size = tenant.poolSize ?? 10;
+    const open = async (): Promise<ServerSession> => {
+      const { path } = await this.router.socketPath(tenant.id);
+      return ServerSession.open(path, tenant.id, user, database, this.router.authTimeoutMs);
+    };
+    const acquire = (): Promise<ServerSession> => pools.acquire(tenant.id, key, size, this.router.poolTimeoutMs, open, () => this.done);
+    let session: ServerSession;
+    try {
+      session = await acquire();
+    } catch (err) {
+      if (this.done) return;
+      if (err instanceof ServerSessionError) this.refuseAsServer(err.fields);
+      else if (err instanceof PoolTimeout) this.refuse({ reason: 'too_many_connections', message: `${err.message} for tenant ${tenant.id} (its transaction pool is full)`, hint: `pgs config ${tenant.id} --pool-size N allows more server sessions` });
+      else {
+        this.router.log.warn('backend connection failed', { tenant: tenant.id, error: (err as Error).message });
+        this.refuse({ reason: 'tenant_unavailable', message: `the server of tenant ${tenant.id} is not available` });
+      }
+      return;
+    }
+    const { carried, fixed } = splitSettings(settings, session.params);
+    const error = await applySettings(session, carried, fixed).catch((err: Error) => ({ M: err.message, C: '08006' }));
+    if (error || this.done) {
+      pools.release(session, !error);
+      if (error) this.refuseAsServer({ ...error, S: 'FATAL', V: 'FATAL' });
+      return;
+    }
+    if (this.backendAsked) this.router.observer?.backendConnect((performance.now() - this.backendAsked.began) / 1000, this.backendAsked.woke);
+    this.router.observer?.serverSession?.('pooled');
+    const seen = new Map(session.params);
+    const greeting = [session.greeting()];
+    pools.release(session, true);
+    const client: PooledClient = new PooledClient({
+      socket: this.socket,
+      tenantId: tenant.id,
+      acquire,
+      release: (s, clean) => {
+        if (!clean) s.cancel();
+        pools.release(s, clean);
+      },
+      fail: (fields) => {
+        if (!fields || this.done || !this.socket.writable) {
+          this.destroy();
+          return;
+        }
+        this.socket.end(serializeErrorResponse(fields), () => this.destroy());
+        setTimeout(() => this.destroy(), 1_000).unref();
+      },
+      databaseStatement: () => this.router.dropServerSessions(tenant.id),
+    }, seen, fixed);
+    this.pooled = client;
+    greeting.push(this.pooledKey(client));
+    if (this.loginNotice !== undefined) greeting.push(noticeBytes(this.loginNotice));
+    greeting.push(typed(BackendMessage.ReadyForQuery, Buffer.from([TX_IDLE])));
+    this.socket.write(Buffer.concat(greeting));
+    this.readyForQuery = true;
+    this.result = 'ok';
+    clearTimeout(this.timer);
+    this.socket.on('data', client.onData);
+    if (rest.length > 0) client.onData(rest);
+    this.socket.resume(); // paused since authentication
+  }
+
+  /** A key of the router's own, for cancel requests to whichever backend runs the client's transaction then. */
+  private pooledKey(client: PooledClient): Buffer {
+    const route = (): CancelTarget | undefined => {
+      const session = client.current;
+      if (!session || session.backendKey.length < 8) return undefined;
+      return { socketPath: session.socketPath, pid: session.backendKey.readInt32BE(0), secret: session.backendKey.subarray(4) };
+    };
+    const mine = this.router.registerCancelKey(route, 4);
+    if (this.done) this.router.unregisterCancelKey(mine.key);
+    else this.cancelKey = mine.key;
+    const out = Buffer.allocUnsafe(4 + mine.secret.length);
+    out.writeInt32BE(mine.pid, 0);
+    mine.secret.copy(out, 4);
+    return typed(BackendMessage.BackendKeyData, out);
   }
 
   // --- phase 4, with server sessions kept for reuse ---
@@ -1137,6 +1244,12 @@ class ClientConnection {
       this.loginNotice ??= message;
       return;
     }
+    if (this.pooled) {
+      this.pooled.betweenMessages(() => {
+        if (!this.done && !this.closingWith && this.socket.writable) this.socket.write(noticeBytes(message));
+      });
+      return;
+    }
     this.pendingNotice = message;
     if (this.boundaries.atBoundary) this.flushNotice();
   }
@@ -1177,7 +1290,10 @@ class ClientConnection {
     }
     this.closingWith = refusal;
     this.router.log.info('session closed', { tenant: this.tenantId, reason: refusal.reason, message: refusal.message });
-    if (this.boundaries.atBoundary) this.finishClose();
+    if (this.pooled) {
+      this.pooled.betweenMessages(() => this.finishClose());
+      setTimeout(() => this.destroy(), 1_000).unref();
+    } else if (this.boundaries.atBoundary) this.finishClose();
     else setTimeout(() => this.destroy(), 1_000).unref();
   }
 
@@ -1185,6 +1301,7 @@ class ClientConnection {
     const refusal = this.closingWith;
     if (!refusal || this.done) return;
     this.backend?.pause();
+    if (this.pooled) this.socket.off('data', this.pooled.onData);
     this.socket.unpipe();
     if (this.socket.writable) {
       this.socket.end(refusalBytes(refusal), () => this.destroy());

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { AUTH_OK, BackendMessage, PROTOCOL_3_0 } from '../protocol/constants.js';
-import { MessageReader, parseErrorFields, serializeQuery, typed, type ErrorFields } from '../protocol/messages.js';
+import { MessageReader, parseErrorFields, serializeCancelRequest, serializeQuery, typed, type ErrorFields } from '../protocol/messages.js';
 import { encodeStartup, splitOptions } from '../protocol/startup.js';
 
 /**
@@ -27,7 +27,7 @@ export class ServerSession {
   private closed = false;
   private closeReason = 'the server closed the connection';
 
-  private constructor(readonly socket: net.Socket, readonly key: string, readonly tenant: string) {
+  private constructor(readonly socket: net.Socket, readonly key: string, readonly tenant: string, readonly socketPath: string) {
     socket.on('data', this.onData);
     socket.on('error', (err) => this.fail(err.message));
     socket.on('close', () => this.fail('the server closed the connection'));
@@ -36,7 +36,7 @@ export class ServerSession {
   /** Opens a backend for `role` in `database` and reads its start-up to the first ReadyForQuery. */
   static async open(socketPath: string, tenant: string, role: string, database: string, timeoutMs: number): Promise<ServerSession> {
     const socket = net.connect(socketPath);
-    const session = new ServerSession(socket, poolKey(tenant, database, role), tenant);
+    const session = new ServerSession(socket, poolKey(tenant, database, role), tenant, socketPath);
     const timer = setTimeout(() => session.fail(`the server did not answer within ${timeoutMs} ms`), timeoutMs);
     try {
       socket.write(encodeStartup(PROTOCOL_3_0, new Map([['user', role], ['database', database]])));
@@ -89,6 +89,11 @@ export class ServerSession {
   destroy(): void {
     this.closed = true;
     this.socket.destroy();
+  }
+
+  /** Cancels what the backend runs now (PostgreSQL notices a gone client only when it writes). */
+  cancel(): void {
+    if (this.usable && this.backendKey.length >= 8) cancelOn(this.socketPath, this.backendKey.readInt32BE(0), this.backendKey.subarray(4));
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -150,6 +155,13 @@ function keepParameterStatus(params: Map<string, string>, payload: Buffer): void
   if (nul <= 0) return;
   const end = payload.indexOf(0, nul + 1);
   params.set(payload.toString('utf8', 0, nul), payload.toString('utf8', nul + 1, end < 0 ? payload.length : end));
+}
+
+/** Sends a CancelRequest for backend `pid` to the server's socket. */
+export function cancelOn(socketPath: string, pid: number, secret: Buffer): void {
+  const socket = net.connect(socketPath);
+  socket.on('error', () => socket.destroy());
+  socket.end(serializeCancelRequest(pid, secret));
 }
 
 export function poolKey(tenant: string, database: string, role: string): string {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { TENANT_ID_PATTERN, assertTenantId, domainProblem, newSuffix, tenantHostname } from '../catalog/ids.js';
 import type { Access, BackupSchedule, Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
 import * as v from 'valibot';
-import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, TenantSchema } from '../catalog/schema.js';
+import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, DEFAULT_POOL_SIZE, TenantSchema } from '../catalog/schema.js';
 import { parseListen } from '../core/listen.js';
 import { CatalogStore } from '../catalog/store.js';
 import { pathExists, writeAtomic } from '../core/files.js';
@@ -96,6 +96,11 @@ export interface TenantView {
   cpus: number | null;
   diskBytes: number | null;
   diskUsedBytes: number | null;
+  /** How its clients share server sessions (session: one each; transaction: poolSize shared). */
+  pool: 'session' | 'transaction';
+  poolSize: number;
+  /** Client connections at once through the router; null: the default for its pool mode. */
+  maxClientConnections: number | null;
   disk?: 'ok' | 'warning' | 'read-only' | 'standby';
   usage?: { memoryBytes: number; cpuSeconds: number };
   limitsNotEnforced?: string;
@@ -384,8 +389,8 @@ export class Pgs {
    */
   async patch(
     id: string,
-    changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain'>>
-      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null },
+    changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain' | 'pool' | 'poolSize'>>
+      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null; maxClientConnections?: number | null },
     check?: (tenant: Tenant) => void,
   ): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
@@ -396,7 +401,7 @@ export class Pgs {
       const after: Tenant = { ...before };
       for (const [key, value] of Object.entries(changes)) {
         // null lifts a limit: the key goes.
-        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState')) delete (after as Record<string, unknown>)[key];
+        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState' || key === 'maxClientConnections')) delete (after as Record<string, unknown>)[key];
         else (after as Record<string, unknown>)[key] = value;
       }
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
@@ -592,6 +597,9 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     cpus: tenant.cpus ?? null,
     diskBytes: tenant.diskBytes ?? null,
     diskUsedBytes: seen.diskUsedBytes ?? null,
+    pool: tenant.pool ?? 'session',
+    poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections),
+    maxClientConnections: tenant.maxClientConnections ?? null,
     ...(tenant.diskBytes !== undefined ? { disk: seen.disk ?? tenant.diskState ?? 'ok' } : {}),
     ...(seen.usage ? { usage: seen.usage } : {}),
     ...(seen.limitsNotEnforced ? { limitsNotEnforced: seen.limitsNotEnforced } : {}),

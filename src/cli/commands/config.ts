@@ -1,19 +1,31 @@
 import type { TenantJson } from '../../api/schemas.js';
-import { DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, type BackupSchedule } from '../../catalog/schema.js';
+import { DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_POOL_SIZE, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, type BackupSchedule } from '../../catalog/schema.js';
 import { PgsError } from '../../core/errors.js';
 import { parseSeconds } from '../../core/duration.js';
 import { announceDaemon, formatBytes, parseCpus, parseDisk, parseDuration, parseInteger, parseMemory, printJson, tenantPath, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 
 export const config: Command = {
-  summary: 'show or change a tenant\'s settings (autosuspend, max connections, limits, backups)',
+  summary: 'show or change a tenant\'s settings (autosuspend, connections and pooling, limits, backups)',
   usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE|off] [--cpus N|off] [--disk SIZE|off]\n' +
+    '                  [--pool session|transaction] [--pool-size N] [--max-client-conn N|default]\n' +
     '                  [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--json]',
   details: [
     '  --autosuspend D      stop the server after D without connections through the router (default 5m);',
     '                       the next connection wakes it. "off" keeps it running.',
     '  --max-connections N  the server\'s max_connections (5 to 10000); takes effect at its next start',
     '                       ("pgs stop <id> && pgs start <id>", or POST /v1/tenants/{id}/restart)',
+    '  --pool MODE          how its clients share server sessions through the router. session (default):',
+    '                       each client has one of its own while connected. transaction: --pool-size',
+    '                       sessions serve all its clients, each holding one for a transaction only; for',
+    '                       many short or idle clients. In transaction mode what lasts beyond a',
+    '                       transaction (SET of most settings, LISTEN, session advisory locks, SQL',
+    '                       PREPARE, WITH HOLD cursors, temporary tables) is refused; prepared',
+    '                       statements of the protocol work. New connections get the new mode',
+    '  --pool-size N        server sessions shared in transaction mode (default 10, at most',
+    '                       --max-connections); a client finding none free waits up to 30 s',
+    '  --max-client-conn N  client connections at once through the router (default: --max-connections',
+    '                       in session mode, 1000 in transaction mode; "default" goes back to it)',
     '  --memory SIZE        memory its server may use (512M, 2G; at least 64M; off: no limit). Past it the',
     '                       kernel stops the tenant\'s process, not another tenant\'s; work_mem and',
     '                       maintenance_work_mem follow it so that big sorts spill to disk first',
@@ -31,15 +43,16 @@ export const config: Command = {
     '                       need are deleted',
     '  --rpo D              at most D of writes (default 60s, 1s to 1h) wait before their WAL is',
     '                       archived: what losing the disk can cost',
-    '  --json               print {id, autosuspendSeconds, maxConnections, access, backupSchedule,',
-    '                       backupRetain, rpoSeconds, memoryBytes, cpus, diskBytes, diskUsedBytes, disk?,',
-    '                       usage?, limitsNotEnforced?}',
-    'API: PATCH /v1/tenants/{id} {"autosuspend": 300, "maxConnections": 20, "backupSchedule": "hourly",',
-    '     "backupRetain": 7, "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5, "diskBytes": 10737418240}',
-    '     (null lifts a limit)',
+    '  --json               print {id, autosuspendSeconds, maxConnections, pool, poolSize,',
+    '                       maxClientConnections, access, backupSchedule, backupRetain, rpoSeconds,',
+    '                       memoryBytes, cpus, diskBytes, diskUsedBytes, disk?, usage?, limitsNotEnforced?}',
+    'API: PATCH /v1/tenants/{id} {"autosuspend": 300, "maxConnections": 20, "pool": "transaction",',
+    '     "poolSize": 10, "maxClientConnections": 500, "backupSchedule": "hourly", "backupRetain": 7,',
+    '     "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5, "diskBytes": 10737418240}',
+    '     (null lifts a limit, or for maxClientConnections goes back to the default)',
   ].join('\n'),
   options: {
-    autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, 'backup-schedule': { type: 'string' }, retain: { type: 'string' }, rpo: { type: 'string' },
+    autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, pool: { type: 'string' }, 'pool-size': { type: 'string' }, 'max-client-conn': { type: 'string' }, 'backup-schedule': { type: 'string' }, retain: { type: 'string' }, rpo: { type: 'string' },
     memory: { type: 'string' }, cpus: { type: 'string' }, disk: { type: 'string' },
     json: { type: 'boolean' },
   },
@@ -48,6 +61,11 @@ export const config: Command = {
     const patch = {
       ...(values.autosuspend !== undefined ? { autosuspend: parseDuration(String(values.autosuspend)) } : {}),
       ...(values['max-connections'] !== undefined ? { maxConnections: parseInteger(String(values['max-connections']), '--max-connections', 5, 10_000) } : {}),
+      ...(values.pool !== undefined ? { pool: parsePool(String(values.pool)) } : {}),
+      ...(values['pool-size'] !== undefined ? { poolSize: parseInteger(String(values['pool-size']), '--pool-size', 1, 10_000) } : {}),
+      ...(values['max-client-conn'] !== undefined
+        ? { maxClientConnections: String(values['max-client-conn']) === 'default' ? null : parseInteger(String(values['max-client-conn']), '--max-client-conn', 1, 100_000) }
+        : {}),
       ...(values['backup-schedule'] !== undefined ? { backupSchedule: parseSchedule(String(values['backup-schedule'])) } : {}),
       ...(values.retain !== undefined ? { backupRetain: parseInteger(String(values.retain), '--retain', 1, 1000) } : {}),
       ...(values.rpo !== undefined ? { rpoSeconds: parseRpo(String(values.rpo)) } : {}),
@@ -55,7 +73,7 @@ export const config: Command = {
       ...(values.cpus !== undefined ? { cpus: parseCpus(String(values.cpus)) } : {}),
       ...(values.disk !== undefined ? { diskBytes: parseDisk(String(values.disk)) } : {}),
     };
-    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced' | 'diskBytes' | 'diskUsedBytes' | 'disk'>;
+    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'pool' | 'poolSize' | 'maxClientConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced' | 'diskBytes' | 'diskUsedBytes' | 'disk'>;
     if (Object.keys(patch).length > 0) {
       const { body } = await ctx.api.change<TenantJson>('PATCH', tenantPath(id as string), { body: patch }, announceDaemon);
       shown = body;
@@ -71,6 +89,9 @@ export const config: Command = {
           backupSchedule: tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
           backupRetain: tenant.backupRetain ?? DEFAULT_BACKUP_RETAIN,
           rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
+          pool: tenant.pool ?? 'session',
+          poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections),
+          maxClientConnections: tenant.maxClientConnections ?? null,
           memoryBytes: tenant.memoryBytes ?? null,
           cpus: tenant.cpus ?? null,
           diskBytes: tenant.diskBytes ?? null,
@@ -80,7 +101,8 @@ export const config: Command = {
     }
     if (values.json) {
       printJson({
-        id: shown.id, autosuspendSeconds: shown.autosuspendSeconds, maxConnections: shown.maxConnections, access: shown.access,
+        id: shown.id, autosuspendSeconds: shown.autosuspendSeconds, maxConnections: shown.maxConnections,
+        pool: shown.pool, poolSize: shown.poolSize, maxClientConnections: shown.maxClientConnections, access: shown.access,
         backupSchedule: shown.backupSchedule, backupRetain: shown.backupRetain, rpoSeconds: shown.rpoSeconds,
         memoryBytes: shown.memoryBytes, cpus: shown.cpus, diskBytes: shown.diskBytes, diskUsedBytes: shown.diskUsedBytes,
         ...(shown.disk ? { disk: shown.disk } : {}),
@@ -92,6 +114,8 @@ export const config: Command = {
     console.log(formatTable([
       ['autosuspend', shown.autosuspendSeconds === null ? 'off' : `${shown.autosuspendSeconds}s`],
       ['max connections', String(shown.maxConnections)],
+      ['pool', shown.pool === 'transaction' ? `transaction (${shown.poolSize} server sessions)` : 'session'],
+      ['max client connections', shown.maxClientConnections === null ? `${shown.pool === 'transaction' ? 1000 : shown.maxConnections} (default)` : String(shown.maxClientConnections)],
       ['access', shown.access],
       ['backup schedule', shown.backupSchedule],
       ['backups kept', String(shown.backupRetain)],
@@ -104,6 +128,11 @@ export const config: Command = {
     return 0;
   },
 };
+
+function parsePool(text: string): 'session' | 'transaction' {
+  if (text === 'session' || text === 'transaction') return text;
+  throw new PgsError('USAGE', `invalid --pool ${JSON.stringify(text)}: session or transaction`);
+}
 
 function parseSchedule(text: string): BackupSchedule {
   if (text === 'hourly' || text === 'daily' || text === 'off') return text;

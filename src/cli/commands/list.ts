@@ -8,7 +8,8 @@ export const list: Command = {
   usage: 'pgs list [--json]',
   details: [
     '  --json         print an array of tenants, each as GET /v1/tenants/{id} gives it: {id, hostname,',
-    '                 access, state, wanted, pid, database, user, port, maxConnections, autosuspendSeconds,',
+    '                 access, state, wanted, pid, database, user, port, maxConnections, pool, poolSize,',
+    '                 maxClientConnections, autosuspendSeconds,',
     '                 createdAt, serverStartedAt, uptimeSeconds, connections, health, healthCheckedAt,',
     '                 healthError?, lastError?, restarts, wakes, backupSchedule, backupRetain, rpoSeconds,',
     '                 lastBackupAt, archiving, archivingError?}',
