@@ -4,7 +4,8 @@
 #
 #   pgbouncer  Debian's pgbouncer, pool_mode = transaction, default_pool_size
 #              = $POOL, client TLS (pgs's certificate), reaching the tenant's
-#              server over its unix socket (run as the tenant's uid).
+#              server over its unix socket (run as the tenant's uid, given a
+#              user name for the bench's duration: peer authentication).
 #   router     the pgs daemon (fresh PGS_HOME), tenant `bench` with
 #              `pgs config bench --pool transaction --pool-size $POOL`, by SNI.
 # Workloads (each: pgbench -c $CLIENTS -j 2 -T $DURATION -n, every
@@ -14,7 +15,9 @@
 #   TPCB     the built-in TPC-B-like script (5 statements in BEGIN/END)
 #
 # Usage: bash bench/pool.sh        (as root)
-#   env: ROUNDS=3 DURATION=15 CLIENTS=500 POOL=10 SCALE=10
+#   env: ROUNDS=3 DURATION=15 CLIENTS=500 POOL=10 SCALE=10 WORKLOADS="S Sx TPCB"
+# Besides TPS and latency it reports the CPU time the pooler process used per
+# 1,000 transactions (utime + stime from /proc).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -22,6 +25,7 @@ DURATION=${DURATION:-15}
 CLIENTS=${CLIENTS:-500}
 POOL=${POOL:-10}
 SCALE=${SCALE:-10}
+WORKLOADS=${WORKLOADS:-S Sx TPCB}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -39,18 +43,19 @@ if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
 
 WORK=$(mktemp -d /tmp/pgs-pool-bench.XXXXXX)
 chmod 755 "$WORK"
-BOUNCER_PID= PGS_HOME_DIR=
+BOUNCER_PID= PGS_HOME_DIR= BENCH_USER=
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
   if [ -n "$BOUNCER_PID" ]; then kill -INT "$BOUNCER_PID" 2>/dev/null; wait "$BOUNCER_PID" 2>/dev/null; fi
+  [ -n "$BENCH_USER" ] && userdel "$BENCH_USER" 2>/dev/null
   if [ -n "$PGS_HOME_DIR" ]; then
     DATA_ROOT=$(node -e 'try{console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).settings.dataRoot)}catch{}' "$PGS_HOME_DIR/catalog.json")
     PGS_HOME=$PGS_HOME_DIR node bin/pgs.js stop >/dev/null 2>&1
@@ -80,6 +85,10 @@ CATALOG=$PGS_HOME_DIR/catalog.json
 CERT=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).settings.certFile)' "$CATALOG")
 KEY=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).settings.keyFile)' "$CATALOG")
 TUID=$(stat -c %u "$SOCKDIR")
+# The tenant's server authenticates its socket by peer, which needs a user name for the uid (pgs gives
+# tenants none): a name for the bench's duration, removed at the end.
+BENCH_USER=pgspoolbench$$
+useradd --system --no-create-home --shell /usr/sbin/nologin --non-unique --uid "$TUID" --no-user-group --gid nogroup "$BENCH_USER"
 
 # ---------------------------------------------------------------- pgbouncer
 BPORT=$(free_port)
@@ -117,6 +126,9 @@ BOUNCER="host=$HOSTNAME_SNI hostaddr=127.0.0.1 port=$BPORT user=postgres dbname=
 log "pgbench -i -s $SCALE on the tenant"
 pgbench -i -s "$SCALE" -q "$TENANT" >"$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
 conninfo() { case $1 in pgbouncer) echo "$BOUNCER";; router) echo "$ROUTER";; esac; }
+pooler_pid() { case $1 in pgbouncer) echo "$BOUNCER_PID";; router) cat "$PGS_HOME_DIR/daemon.pid";; esac; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
 for t in pgbouncer router; do
   for _ in $(seq 50); do psql "$(conninfo $t)" -Atqc 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
   out=$(psql "$(conninfo $t)" -Atc "select current_setting('server_version') || ' maxconn=' || current_setting('max_connections') || ' rows=' || (select count(*) from pgbench_branches)" 2>&1) || die "$t: cannot connect: $out $(cat "$WORK/bouncer/pgbouncer.log" 2>/dev/null | tail -3)"
@@ -128,11 +140,15 @@ RESULTS=$WORK/results.tsv
 ERRLOG=$WORK/errors.log
 : > "$RESULTS"; : > "$ERRLOG"
 run() { # round workload target
-  local r=$1 w=$2 t=$3 args=() out tps p50 p99 dir
+  local r=$1 w=$2 t=$3 args=() out tps p50 p99 dir pid c0 c1 cpu
   case $w in S) args=(-S -M simple);; Sx) args=(-S -M extended);; TPCB) args=(-M simple);; esac
   dir=$WORK/log-$r-$w-$t; mkdir -p "$dir"
+  pid=$(pooler_pid "$t"); c0=$(cpu_ticks "$pid")
   out=$( (cd "$dir" && pgbench "${args[@]}" -c "$CLIENTS" -j 2 -T "$DURATION" -n -l "$(conninfo "$t")") 2>&1) || true
+  c1=$(cpu_ticks "$pid")
   tps=$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+  # CPU ms of the pooler per 1,000 transactions (the run's connections included)
+  cpu=$(awk -v d=$((c1 - c0)) -v hz="$TICKS" -v n="$(cat "$dir"/pgbench_log.* 2>/dev/null | wc -l)" 'BEGIN { if (n > 0) printf "%.1f", d * 1000 / hz / n * 1000; else print "NaN" }')
   if printf '%s\n' "$out" | grep -qiE 'error|fatal|abort|could not'; then
     { echo "== round $r $w $t"; printf '%s\n' "$out" | grep -iE 'error|fatal|abort|could not|failed' | sort | uniq -c | head -20; } >>"$ERRLOG"
   fi
@@ -140,12 +156,12 @@ run() { # round workload target
   read -r p50 p99 < <(cat "$dir"/pgbench_log.* 2>/dev/null | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "NaN NaN"} else {print a[int(NR*0.5)+1]/1000, a[int(NR*0.99)+1]/1000}}')
   rm -rf "$dir"
   [ -n "$tps" ] || tps=NaN
-  printf '%s\t%s\t%s\t%s\n%s\t%s-p50\t%s\t%s\n%s\t%s-p99\t%s\t%s\n' "$r" "$w" "$t" "$tps" "$r" "$w" "$t" "$p50" "$r" "$w" "$t" "$p99" >>"$RESULTS"
-  log "round $r  $w  $t: $tps tps, p50 ${p50} ms, p99 ${p99} ms"
+  printf '%s\t%s\t%s\t%s\n%s\t%s-p50\t%s\t%s\n%s\t%s-p99\t%s\t%s\n%s\t%s-cpu\t%s\t%s\n' "$r" "$w" "$t" "$tps" "$r" "$w" "$t" "$p50" "$r" "$w" "$t" "$p99" "$r" "$w" "$t" "$cpu" >>"$RESULTS"
+  log "round $r  $w  $t: $tps tps, p50 ${p50} ms, p99 ${p99} ms, pooler CPU ${cpu} ms per 1000 transactions"
 }
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then order=(pgbouncer router); else order=(router pgbouncer); fi
-  for w in S Sx TPCB; do
+  for w in $WORKLOADS; do
     for t in "${order[@]}"; do run "$r" "$w" "$t"; sleep 1; done
   done
 done
@@ -167,14 +183,14 @@ const med = (xs) => { const s = xs.filter(Number.isFinite).sort((a, b) => a - b)
 const get = (w, t) => rows.filter((r) => r[1] === w && r[2] === t).map((r) => Number(r[3]));
 const names = { S: "pgbench -S, simple protocol", Sx: "pgbench -S, extended protocol", TPCB: "pgbench TPC-B-like (BEGIN; 3 UPDATE, SELECT, INSERT; END)" };
 console.log(`Medians over ${new Set(rows.map((r) => r[0])).size} interleaved rounds.\n`);
-console.log("| workload | PgBouncer TPS | pgs TPS | pgs / PgBouncer | PgBouncer p50 / p99 ms | pgs p50 / p99 ms |");
-console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
-for (const w of ["S", "Sx", "TPCB"]) {
+console.log("| workload | PgBouncer TPS | pgs TPS | pgs / PgBouncer | PgBouncer p50 / p99 ms | pgs p50 / p99 ms | pooler CPU ms per 1000 tx: PgBouncer / pgs |");
+console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+for (const w of process.argv[2].split(" ").filter(Boolean)) {
   const b = med(get(w, "pgbouncer")), p = med(get(w, "router"));
   const f = (t) => `${med(get(w + "-p50", t)).toFixed(2)} / ${med(get(w + "-p99", t)).toFixed(2)}`;
-  console.log(`| ${names[w]} | ${Math.round(b)} | ${Math.round(p)} | ${(p / b).toFixed(2)}x | ${f("pgbouncer")} | ${f("router")} |`);
+  console.log(`| ${names[w]} | ${Math.round(b)} | ${Math.round(p)} | ${(p / b).toFixed(2)}x | ${f("pgbouncer")} | ${f("router")} | ${med(get(w + "-cpu", "pgbouncer")).toFixed(0)} / ${med(get(w + "-cpu", "router")).toFixed(0)} |`);
 }
-console.log("\nAll rounds (TPS): " + ["S", "Sx", "TPCB"].map((w) => `${w}: PgBouncer ${get(w, "pgbouncer").map(Math.round).join("/")}, pgs ${get(w, "router").map(Math.round).join("/")}`).join("; "));
-' "$RESULTS"
+console.log("\nAll rounds (TPS): " + process.argv[2].split(" ").filter(Boolean).map((w) => `${w}: PgBouncer ${get(w, "pgbouncer").map(Math.round).join("/")}, pgs ${get(w, "router").map(Math.round).join("/")}`).join("; "));
+' "$RESULTS" "$WORKLOADS"
 echo
 if [ -s "$ERRLOG" ]; then echo "Errors seen:"; cat "$ERRLOG"; else echo "Errors seen: none."; fi

@@ -88,9 +88,9 @@ export class DaemonMetrics implements RouterObserver {
     for (const result of ['ok', 'failed', 'protocol_error']) this.authentications.inc({ result }, 0);
     this.authSeconds = new Histogram({ name: 'pgs_router_authentication_seconds', help: 'From the start-up packet to the end of the router\'s password check (failures before their delay).', labelNames: ['result'], buckets: SECONDS_BUCKETS, registers });
     this.serverSessions = new Counter({
-      name: 'pgs_router_server_sessions_total', help: 'How logged-in clients got their server session: reused (one the router kept), opened (a new one it will keep), own (a backend of the client\'s own start-up).', labelNames: ['how'], registers,
+      name: 'pgs_router_server_sessions_total', help: 'How logged-in clients got their server session: reused (one the router kept), opened (a new one it will keep), own (a backend of the client\'s own start-up), pooled (transaction pooling: one per transaction).', labelNames: ['how'], registers,
     });
-    for (const how of ['reused', 'opened', 'own']) this.serverSessions.inc({ how }, 0);
+    for (const how of ['reused', 'opened', 'own', 'pooled']) this.serverSessions.inc({ how }, 0);
     this.cancels = new Counter({ name: 'pgs_router_cancel_requests_total', help: 'Cancel requests, by outcome.', labelNames: ['outcome'], registers });
     for (const outcome of ['forwarded', 'unknown_key']) this.cancels.inc({ outcome }, 0);
 

@@ -7,6 +7,10 @@
  * in an `Output`, in stream order; passed bytes that follow each other in one
  * chunk stay one slice of it, so a chunk of passed messages costs no copy.
  */
+import { typed } from './messages.js';
+
+const EMPTY = Buffer.alloc(0);
+
 export const PASS = 0;
 export const DROP = 1;
 export const WHOLE = 2;
@@ -15,8 +19,12 @@ export type Verdict = typeof PASS | typeof DROP | typeof WHOLE;
 export interface ScanHandler {
   /** At a message's header: what becomes of it. */
   verdict(type: number, length: number): Verdict;
-  /** A WHOLE message: its payload (a view of the stream's bytes, valid during the call). */
-  whole(type: number, payload: Buffer, out: Output): void;
+  /**
+   * A WHOLE message: its payload (a view of the stream's bytes, valid during
+   * the call). Returns true to have the message passed on as it came (without
+   * a copy when it lay in one chunk), else it pushed what goes in its place.
+   */
+  whole(type: number, payload: Buffer, out: Output): boolean;
   /** After a message's last byte, whatever its verdict. */
   ended(type: number, out: Output): void;
 }
@@ -69,6 +77,8 @@ export class MessageScanner {
   private type = 0;
   private verdict: Verdict = PASS;
   private parts: Buffer[] = [];
+  /** Where the current message began in the chunk being scanned (-1: in an earlier one). */
+  private startInChunk = -1;
   /** A length under 4 was read: the stream is not the protocol, and from then on it is passed on as it is. */
   broken = false;
 
@@ -81,6 +91,7 @@ export class MessageScanner {
   /** Scans `chunk` into `out` (begun on it by the caller). */
   scan(chunk: Buffer, out: Output): void {
     let at = 0;
+    this.startInChunk = -1;
     const length = chunk.length;
     if (this.broken) {
       out.run(0);
@@ -119,6 +130,7 @@ export class MessageScanner {
         return;
       }
       this.type = type;
+      this.startInChunk = whole ? start : -1;
       this.verdict = this.handler.verdict(type, size);
       this.remaining = size - 4;
       this.inMessage = true;
@@ -142,9 +154,12 @@ export class MessageScanner {
     this.inMessage = false;
     out.at = at;
     if (this.verdict === WHOLE) {
-      const payload = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts);
+      const payload = this.parts.length === 1 ? (this.parts[0] as Buffer) : this.parts.length === 0 ? EMPTY : Buffer.concat(this.parts);
       this.parts = [];
-      this.handler.whole(this.type, payload, out);
+      if (this.handler.whole(this.type, payload, out)) {
+        if (this.startInChunk >= 0) out.run(this.startInChunk);
+        else out.push(typed(this.type, Buffer.from(payload)));
+      }
     } else if (this.verdict === DROP) {
       out.cut(at);
     }

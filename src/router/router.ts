@@ -9,7 +9,7 @@ import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
 import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, escapeLiteral, poolKey, recycle } from './server-sessions.js';
-import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings } from './transaction-pool.js';
+import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings, type Handed } from './transaction-pool.js';
 
 /**
  * The PostgreSQL wire protocol up to the end of start-up, then a byte pipe.
@@ -885,10 +885,10 @@ class ClientConnection {
       const { path } = await this.router.socketPath(tenant.id);
       return ServerSession.open(path, tenant.id, user, database, this.router.authTimeoutMs);
     };
-    const acquire = (): Promise<ServerSession> => pools.acquire(tenant.id, key, size, this.router.poolTimeoutMs, open, () => this.done);
+    const acquire = (handed: Handed): void => pools.acquire(tenant.id, key, size, this.router.poolTimeoutMs, open, () => this.done, handed);
     let session: ServerSession;
     try {
-      session = await acquire();
+      session = await new Promise<ServerSession>((resolve, reject) => acquire((err, s) => (err || !s ? reject(err) : resolve(s))));
     } catch (err) {
       if (this.done) return;
       if (err instanceof ServerSessionError) this.refuseAsServer(err.fields);
@@ -914,6 +914,7 @@ class ClientConnection {
     const client: PooledClient = new PooledClient({
       socket: this.socket,
       tenantId: tenant.id,
+      take: () => pools.take(tenant.id, key, size),
       acquire,
       release: (s, clean) => {
         if (!clean) s.cancel();

@@ -86,6 +86,26 @@ export class ServerSession {
     this.socket.on('data', this.onData);
   }
 
+  /** Where the server's bytes go while a client holds the session (transaction pooling: no listener is added or removed per transaction). */
+  private sink: ((chunk: Buffer) => void) | undefined;
+  /** Called once if the session ends while lent. */
+  private onLentGone: (() => void) | undefined;
+
+  /** Sends the server's bytes to `sink` from now on (and any it had read but not taken), and `gone` if the session ends. */
+  lend(sink: (chunk: Buffer) => void, gone: () => void): void {
+    this.sink = sink;
+    this.onLentGone = gone;
+    const rest = this.reader.drain();
+    if (rest.length > 0) sink(rest);
+  }
+
+  /** Reads the server's bytes here again. */
+  reclaim(): void {
+    this.sink = undefined;
+    this.onLentGone = undefined;
+    if (this.socket.isPaused()) this.socket.resume();
+  }
+
   destroy(): void {
     this.closed = true;
     this.socket.destroy();
@@ -97,6 +117,10 @@ export class ServerSession {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    if (this.sink) {
+      this.sink(chunk);
+      return;
+    }
     this.reader.push(chunk);
     this.waiter?.resolve();
   };
@@ -106,6 +130,9 @@ export class ServerSession {
     this.closed = true;
     this.socket.destroy();
     this.waiter?.reject(new Error(this.closeReason));
+    const gone = this.onLentGone;
+    this.onLentGone = undefined;
+    gone?.();
   }
 
   /** Reads messages to the next ReadyForQuery; `each` sees every one. */

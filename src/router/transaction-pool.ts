@@ -42,6 +42,8 @@ interface PooledState {
   applied: Map<string, string>;
   /** Its session state is no longer what the router believes (DISCARD, DEALLOCATE, RESET): closed when given back. */
   tainted: boolean;
+  /** The settings key of the client that last had it set up or held it (see PooledClient.settings). */
+  settings?: string | undefined;
 }
 
 const states = new WeakMap<ServerSession, PooledState>();
@@ -58,67 +60,95 @@ function stateOf(session: ServerSession): PooledState {
 /** No server session became free in time. */
 export class PoolTimeout extends Error {}
 
+/** Told of the session a client gets (at once, or when one is free), or of why it gets none. */
+export type Handed = (err: Error | undefined, session?: ServerSession) => void;
+
 interface Waiter {
   key: string;
   open: () => Promise<ServerSession>;
-  resolve: (session: ServerSession) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
+  handed: Handed;
+  /** When it stops waiting (ms since the epoch). */
+  deadline: number;
+  timeoutMs: number;
   gone: () => boolean;
+  /** Served, timed out or gone: skipped when its turn comes. */
+  done: boolean;
+}
+
+interface Idle {
+  session: ServerSession;
+  since: number;
 }
 
 interface TenantPool {
   /** The most sessions, as the last client asked (the tenant's setting when it logged in). */
   size: number;
-  idle: { session: ServerSession; timer: NodeJS.Timeout }[];
+  /** Most recently given back last. */
+  idle: Idle[];
   /** Sessions held by clients or being opened. */
   busy: number;
+  /** Waiting clients in order of arrival; `head` is the first not yet dequeued. */
   waiters: Waiter[];
+  head: number;
 }
 
 /**
  * The server sessions of the tenants in transaction mode: at most `size` per
  * tenant (idle, held or being opened), any database and role; a client that
- * finds none free waits its turn, at most `timeoutMs`.
+ * finds none free waits its turn, at most `timeoutMs`. Time-outs of waiting
+ * clients and of idle sessions are found by one sweep every 250 ms rather than
+ * a timer each (thousands of hand-overs a second would make and clear as many).
  */
 export class TransactionPool {
   private readonly tenants = new Map<string, TenantPool>();
   private readonly watched = new WeakSet<ServerSession>();
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: { idleMs: number }) {}
 
-  acquire(tenant: string, key: string, size: number, timeoutMs: number, open: () => Promise<ServerSession>, gone: () => boolean): Promise<ServerSession> {
-    const pool = this.poolOf(tenant);
+  /** An idle session for `key`, at once, or undefined (then `acquire`). */
+  take(tenant: string, key: string, size: number): ServerSession | undefined {
+    const pool = this.tenants.get(tenant);
+    if (!pool) return undefined;
     pool.size = size;
     this.trim(pool);
-    for (let at = pool.idle.length - 1; at >= 0; at--) {
-      const entry = pool.idle[at] as TenantPool['idle'][number];
+    const idle = pool.idle;
+    for (let at = idle.length - 1; at >= 0; at--) {
+      const entry = idle[at] as Idle;
       if (entry.session.key !== key) continue;
-      pool.idle.splice(at, 1);
-      clearTimeout(entry.timer);
+      if (at === idle.length - 1) idle.pop();
+      else idle.splice(at, 1);
       pool.busy++;
-      return Promise.resolve(entry.session);
+      return entry.session;
     }
+    return undefined;
+  }
+
+  /**
+   * A session for `key`: an idle one (`handed` is called before this returns),
+   * a new one while the pool has room, or the next one given back, in order of
+   * asking (`handed` is called from `release`, so that a waiting client's
+   * query goes to the server in the same turn the last one's answer ended).
+   */
+  acquire(tenant: string, key: string, size: number, timeoutMs: number, open: () => Promise<ServerSession>, gone: () => boolean, handed: Handed): void {
+    const ready = this.take(tenant, key, size);
+    if (ready) {
+      handed(undefined, ready);
+      return;
+    }
+    const pool = this.poolOf(tenant);
+    pool.size = size;
     if (pool.idle.length + pool.busy >= size && pool.idle.length > 0) {
       // Full, but an idle session for another database or role can make room.
-      const entry = pool.idle.shift() as TenantPool['idle'][number];
-      clearTimeout(entry.timer);
-      entry.session.destroy();
+      (pool.idle.shift() as Idle).session.destroy();
     }
     if (pool.idle.length + pool.busy < size) {
       pool.busy++;
-      return this.opened(tenant, open);
+      this.open(tenant, open, handed);
+      return;
     }
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        key, open, resolve, reject, gone,
-        timer: setTimeout(() => {
-          pool.waiters.splice(pool.waiters.indexOf(waiter), 1);
-          reject(new PoolTimeout(`no server session became free within ${Math.round(timeoutMs / 1000)} s`));
-        }, timeoutMs),
-      };
-      pool.waiters.push(waiter);
-    });
+    pool.waiters.push({ key, open, handed, gone, timeoutMs, deadline: Date.now() + timeoutMs, done: false });
+    this.sweepSoon();
   }
 
   /** A client is done with `session`: to the next client waiting, kept idle, or closed when it is not `clean`. */
@@ -130,29 +160,26 @@ export class TransactionPool {
       this.serve(session.tenant, pool);
       return;
     }
-    pool.waiters = pool.waiters.filter((w) => !w.gone() || (clearTimeout(w.timer), false));
-    const same = pool.waiters.findIndex((w) => w.key === session.key);
-    if (same >= 0) {
-      const [waiter] = pool.waiters.splice(same, 1) as [Waiter];
-      clearTimeout(waiter.timer);
+    const waiter = this.nextWaiter(pool);
+    if (waiter) {
       pool.busy++;
-      waiter.resolve(session);
-      return;
-    }
-    if (pool.waiters.length > 0) {
-      // The next client wants another database or role: this session's slot serves it.
-      session.destroy();
-      this.serve(session.tenant, pool);
+      if (waiter.key === session.key) {
+        waiter.handed(undefined, session);
+      } else {
+        // The next client wants another database or role: this session's slot serves it.
+        session.destroy();
+        this.open(session.tenant, waiter.open, waiter.handed);
+      }
       return;
     }
     if (pool.idle.length + pool.busy >= pool.size) {
       // The pool was made smaller.
       session.destroy();
+      this.forgetIfEmpty(session.tenant, pool);
       return;
     }
-    const timer = setTimeout(() => this.remove(session), this.options.idleMs);
-    timer.unref();
-    pool.idle.push({ session, timer });
+    pool.idle.push({ session, since: Date.now() });
+    this.sweepSoon();
     if (!this.watched.has(session)) {
       // Gone while idle (the server stopped or was killed): out of the pool at once.
       this.watched.add(session);
@@ -175,78 +202,109 @@ export class TransactionPool {
     if (!pool) return 0;
     const idle = pool.idle;
     pool.idle = [];
-    for (const entry of idle) {
-      clearTimeout(entry.timer);
-      entry.session.destroy();
-    }
+    for (const entry of idle) entry.session.destroy();
     this.forgetIfEmpty(tenant, pool);
     return idle.length;
   }
 
   closeAll(): void {
     for (const [tenant, pool] of [...this.tenants]) {
-      for (const waiter of pool.waiters) {
-        clearTimeout(waiter.timer);
-        waiter.reject(new Error('pgs is shutting down'));
-      }
-      pool.waiters = [];
+      for (let waiter = this.nextWaiter(pool); waiter; waiter = this.nextWaiter(pool)) waiter.handed(new Error('pgs is shutting down'));
       this.drop(tenant);
     }
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
   }
 
   private poolOf(tenant: string): TenantPool {
     let pool = this.tenants.get(tenant);
     if (!pool) {
-      pool = { size: 1, idle: [], busy: 0, waiters: [] };
+      pool = { size: 1, idle: [], busy: 0, waiters: [], head: 0 };
       this.tenants.set(tenant, pool);
     }
     return pool;
   }
 
+  /** The first waiting client still there, off the queue. */
+  private nextWaiter(pool: TenantPool): Waiter | undefined {
+    while (pool.head < pool.waiters.length) {
+      const waiter = pool.waiters[pool.head++] as Waiter;
+      if (waiter.done) continue;
+      waiter.done = true;
+      if (waiter.gone()) continue;
+      return waiter;
+    }
+    pool.waiters = [];
+    pool.head = 0;
+    return undefined;
+  }
+
   /** Closes idle sessions beyond the size (oldest first). */
   private trim(pool: TenantPool): void {
-    while (pool.idle.length > 0 && pool.idle.length + pool.busy > pool.size) {
-      const entry = pool.idle.shift() as TenantPool['idle'][number];
-      clearTimeout(entry.timer);
-      entry.session.destroy();
-    }
+    while (pool.idle.length > 0 && pool.idle.length + pool.busy > pool.size) (pool.idle.shift() as Idle).session.destroy();
   }
 
   private forgetIfEmpty(tenant: string, pool: TenantPool): void {
-    if (pool.idle.length === 0 && pool.busy === 0 && pool.waiters.length === 0) this.tenants.delete(tenant);
+    if (pool.idle.length === 0 && pool.busy === 0 && pool.head >= pool.waiters.length) this.tenants.delete(tenant);
   }
 
-  private opened(tenant: string, open: () => Promise<ServerSession>): Promise<ServerSession> {
-    return open().catch((err: Error) => {
+  /** Opens a session in a slot already counted as busy. */
+  private open(tenant: string, open: () => Promise<ServerSession>, handed: Handed): void {
+    open().then((session) => handed(undefined, session), (err: Error) => {
       const pool = this.poolOf(tenant);
       pool.busy--;
       this.serve(tenant, pool);
-      throw err;
+      handed(err);
     });
   }
 
-  /** Opens sessions for waiting clients while the pool has room. */
+  /** A slot was freed: it serves the next waiting client with a new session. */
   private serve(tenant: string, pool: TenantPool): void {
-    // The size is the waiting clients' concern: one slot freed serves one of them.
-    while (pool.waiters.length > 0) {
-      const waiter = pool.waiters.shift() as Waiter;
-      clearTimeout(waiter.timer);
-      if (waiter.gone()) continue;
-      pool.busy++;
-      this.opened(tenant, waiter.open).then(waiter.resolve, waiter.reject);
+    const waiter = this.nextWaiter(pool);
+    if (!waiter) {
+      this.forgetIfEmpty(tenant, pool);
       return;
     }
-    this.forgetIfEmpty(tenant, pool);
+    pool.busy++;
+    this.open(tenant, waiter.open, waiter.handed);
   }
 
   private remove(session: ServerSession): void {
     const pool = this.tenants.get(session.tenant);
     const at = pool?.idle.findIndex((e) => e.session === session) ?? -1;
     if (!pool || at < 0) return;
-    const [entry] = pool.idle.splice(at, 1);
-    if (entry) clearTimeout(entry.timer);
+    pool.idle.splice(at, 1);
     session.destroy();
     this.forgetIfEmpty(session.tenant, pool);
+  }
+
+  private sweepSoon(): void {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => this.sweep(), 250);
+    this.sweeper.unref();
+  }
+
+  /** Refuses clients that waited too long, closes sessions idle too long; stops when nothing is left to watch. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const [tenant, pool] of [...this.tenants]) {
+      for (let at = pool.head; at < pool.waiters.length; at++) {
+        const waiter = pool.waiters[at] as Waiter;
+        if (waiter.done || waiter.deadline > now) continue;
+        waiter.done = true;
+        waiter.handed(new PoolTimeout(`no server session became free within ${Math.round(waiter.timeoutMs / 1000)} s`));
+      }
+      if (pool.head > 1024 && pool.head * 2 > pool.waiters.length) {
+        pool.waiters = pool.waiters.slice(pool.head);
+        pool.head = 0;
+      }
+      while (pool.idle.length > 0 && now - (pool.idle[0] as Idle).since >= this.options.idleMs) (pool.idle.shift() as Idle).session.destroy();
+      this.forgetIfEmpty(tenant, pool);
+    }
+    if (this.tenants.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
   }
 }
 
@@ -254,8 +312,10 @@ export class TransactionPool {
 export interface PooledClientHost {
   /** The client's socket (TLS). */
   readonly socket: net.Socket;
+  /** An idle server session for the client's (database, role), at once, if the pool has one. */
+  take(): ServerSession | undefined;
   /** A server session for the client's (database, role), from the pool (maybe after a wait). */
-  acquire(): Promise<ServerSession>;
+  acquire(handed: Handed): void;
   release(session: ServerSession, clean: boolean): void;
   /** The client must go: a FATAL with these fields (undefined: just close). */
   fail(fields: Record<string, string> | undefined): void;
@@ -282,6 +342,8 @@ interface ClientStatement {
 }
 
 const PARSE_COMPLETE = typed(0x31, Buffer.alloc(0));
+/** What a client may send while it waits for a server session before it is paused. */
+const WAITING_MAX = 256 * 1024;
 const CLOSE_COMPLETE = typed(0x33, Buffer.alloc(0));
 
 /**
@@ -312,7 +374,10 @@ export class PooledClient {
   private readonly fromServer: MessageScanner;
   private readonly clientOut = new Output();
   private readonly serverOut = new Output();
-  private detachServer: (() => void) | undefined;
+  /** Bytes in `waiting`: past WAITING_MAX the client is paused. */
+  private waitingBytes = 0;
+  /** What this client's settings come to, as one string (undefined: to be worked out again). */
+  private settingsKey: string | undefined;
 
   /**
    * `seen`: the ParameterStatus values the client was given; `fixed`: its start-up
@@ -331,17 +396,47 @@ export class PooledClient {
   /** Takes the client's bytes. */
   readonly onData = (chunk: Buffer): void => {
     if (this.closed) return;
-    if (!this.session) {
-      if (this.waiting.length === 0 && this.fromClient.atBoundary && chunk[0] === 0x58) {
-        this.close(); // Terminate with nothing under way
-        return;
-      }
-      this.waiting.push(chunk);
-      if (!this.attaching) void this.attach();
+    if (this.session) {
+      this.scanClient(chunk);
       return;
     }
-    this.scanClient(chunk);
+    if (!this.attaching) {
+      if (this.fromClient.atBoundary && chunk[0] === 0x58) {
+        this.close(); // Terminate with nothing under way
+        this.host.fail(undefined);
+        return;
+      }
+      // The common case: an idle session set as this client expects, taken without waiting for anything.
+      const ready = this.host.take();
+      if (ready && stateOf(ready).settings === this.settings()) {
+        this.use(ready);
+        this.scanClient(chunk);
+        return;
+      }
+      this.queue(chunk);
+      void this.attach(ready);
+      return;
+    }
+    this.queue(chunk);
   };
+
+  private queue(chunk: Buffer): void {
+    this.waiting.push(chunk);
+    this.waitingBytes += chunk.length;
+    if (this.waitingBytes > WAITING_MAX) this.host.socket.pause();
+  }
+
+  /** This client's settings as one string: a session whose last settings were the same needs none set. */
+  private settings(): string {
+    if (this.settingsKey === undefined) {
+      const parts: string[] = [];
+      for (const [name, value] of this.seen) if (CARRIED.has(name.toLowerCase())) parts.push(name, value);
+      parts.push('\0');
+      for (const [name, value] of this.fixed) parts.push(name, value);
+      this.settingsKey = parts.join('\0');
+    }
+    return this.settingsKey;
+  }
 
   /** The client is gone (or is being closed): its session, if it holds one, is made clean and given back, or closed. */
   close(): void {
@@ -349,7 +444,7 @@ export class PooledClient {
     this.closed = true;
     const session = this.session;
     if (!session) return;
-    this.unhook();
+    session.reclaim();
     if (this.pending.length === 0 && this.fromClient.atBoundary && this.fromServer.atBoundary && this.status === TX_IDLE) {
       this.host.release(session, true);
       return;
@@ -359,28 +454,27 @@ export class PooledClient {
       this.host.release(session, false);
       return;
     }
-    session.attach();
-    session.socket.resume();
     session.query('ROLLBACK').then(
       (r) => this.host.release(session, r.status === TX_IDLE && !r.error),
       () => this.host.release(session, false),
     );
   }
 
-  private async attach(): Promise<void> {
+  private attach(ready: ServerSession | undefined): void {
     this.attaching = true;
-    this.host.socket.pause();
-    let session: ServerSession;
-    try {
-      session = await this.host.acquire();
-    } catch (err) {
+    if (ready) this.handed(undefined, ready);
+    else this.host.acquire(this.handed);
+  }
+
+  private readonly handed: Handed = (err, session) => {
+    if (err || !session) {
       this.attaching = false;
       if (this.closed) return;
       this.closed = true;
       if (err instanceof PoolTimeout) {
         this.host.fail({ S: 'FATAL', V: 'FATAL', C: '53300', M: `${err.message} for tenant ${this.host.tenantId} (its transaction pool is full)`, H: `pgs config ${this.host.tenantId} --pool-size N allows more server sessions` });
       } else {
-        this.host.fail({ S: 'FATAL', V: 'FATAL', C: '57P03', M: `the server of tenant ${this.host.tenantId} is not available: ${(err as Error).message}` });
+        this.host.fail({ S: 'FATAL', V: 'FATAL', C: '57P03', M: `the server of tenant ${this.host.tenantId} is not available: ${err?.message ?? 'no session'}` });
       }
       return;
     }
@@ -389,28 +483,36 @@ export class PooledClient {
       this.host.release(session, true);
       return;
     }
-    const error = await applySettings(session, this.seen, this.fixed).catch((err: Error) => ({ S: 'FATAL', V: 'FATAL', C: '08006', M: `the server session of tenant ${this.host.tenantId} ended: ${err.message}` }));
-    if (error) {
-      this.attaching = false;
-      this.host.release(session, false);
-      if (!this.closed) {
-        this.closed = true;
-        this.host.fail({ ...(error as Record<string, string>), S: 'FATAL', V: 'FATAL' });
-      }
+    if (stateOf(session).settings === this.settings()) {
+      this.begin(session);
       return;
     }
+    applySettings(session, this.seen, this.fixed, this.settings()).then(
+      (error) => (error ? this.setupFailed(session, error) : this.begin(session)),
+      (e: Error) => this.setupFailed(session, { C: '08006', M: `the server session of tenant ${this.host.tenantId} ended: ${e.message}` }),
+    );
+  };
+
+  private setupFailed(session: ServerSession, error: ErrorFields): void {
+    this.attaching = false;
+    this.host.release(session, false);
+    if (this.closed) return;
+    this.closed = true;
+    this.host.fail({ ...(error as Record<string, string>), S: 'FATAL', V: 'FATAL' });
+  }
+
+  /** The session is set up for this client: what it sent while waiting goes to the server. */
+  private begin(session: ServerSession): void {
     this.attaching = false;
     if (this.closed) {
       this.host.release(session, true);
       return;
     }
-    session.detach();
-    this.session = session;
-    this.state = stateOf(session);
-    this.status = TX_IDLE;
-    this.hook(session);
+    this.use(session);
     const waiting = this.waiting;
     this.waiting = [];
+    const paused = this.waitingBytes > WAITING_MAX;
+    this.waitingBytes = 0;
     for (const chunk of waiting) {
       if (this.session !== session) {
         // Given back already (the transaction ended within what was waiting): the rest needs another one.
@@ -419,34 +521,32 @@ export class PooledClient {
         this.scanClient(chunk);
       }
     }
-    if (!this.closed) this.host.socket.resume();
+    if (paused && !this.closed) this.host.socket.resume();
   }
 
-  private hook(session: ServerSession): void {
-    const socket = session.socket;
-    const onData = (chunk: Buffer): void => this.scanServer(chunk);
-    const onGone = (): void => {
-      if (this.session !== session) return;
-      this.unhook();
-      this.session = undefined;
-      this.host.release(session, false);
-      if (!this.closed) {
-        this.closed = true;
-        this.host.fail(undefined);
-      }
-    };
-    socket.on('data', onData);
-    socket.on('close', onGone);
-    this.detachServer = () => {
-      socket.off('data', onData);
-      socket.off('close', onGone);
-    };
+  /** The client holds `session` from now on: its bytes come here. */
+  private use(session: ServerSession): void {
+    this.session = session;
+    this.state = stateOf(session);
+    this.status = TX_IDLE;
+    session.lend(this.onServerData, this.onServerGone);
   }
 
-  private unhook(): void {
-    this.detachServer?.();
-    this.detachServer = undefined;
-  }
+  private readonly onServerData = (chunk: Buffer): void => this.scanServer(chunk);
+
+  /** The held session's server ended it (or died): the client goes too. */
+  private readonly onServerGone = (): void => {
+    const session = this.session;
+    if (!session) return;
+    session.reclaim();
+    this.session = undefined;
+    this.host.release(session, false);
+    if (!this.closed) {
+      this.closed = true;
+      this.host.fail(undefined);
+    }
+  };
+
 
   private scanClient(chunk: Buffer): void {
     const session = this.session as ServerSession;
@@ -498,11 +598,10 @@ export class PooledClient {
     const session = this.session;
     if (!session || this.closed) return;
     if (this.pending.length > 0 || this.status !== TX_IDLE || !this.fromClient.atBoundary || !this.fromServer.atBoundary) return;
-    this.unhook();
+    session.reclaim();
     this.session = undefined;
+    (this.state as PooledState).settings = this.settings();
     this.state = undefined;
-    session.attach();
-    session.socket.resume();
     this.host.release(session, true);
   }
 
@@ -543,16 +642,16 @@ export class PooledClient {
           return PASS;
       }
     },
-    whole: (type: number, payload: Buffer, out: Output): void => {
+    whole: (type: number, payload: Buffer, out: Output): boolean => {
       switch (type) {
-        case 0x50: this.parse(payload, out); return;
-        case 0x42: this.bind(payload, out); return;
-        case 0x44: this.describe(payload, out); return;
-        case 0x43: this.closeMessage(payload, out); return;
-        case 0x51: this.query(payload, out); return;
-        case 0x58: // Terminate: the server session outlives the client
+        case 0x50: return this.parse(payload, out);
+        case 0x42: return this.bind(payload, out);
+        case 0x44: return this.describe(payload, out);
+        case 0x43: return this.closeMessage(payload);
+        case 0x51: return this.query(payload, out);
+        default: // Terminate: the server session outlives the client
           this.terminated = true;
-          return;
+          return false;
       }
     },
     ended: (): void => undefined,
@@ -571,7 +670,7 @@ export class PooledClient {
           return PASS;
       }
     },
-    whole: (type: number, payload: Buffer, out: Output): void => {
+    whole: (type: number, payload: Buffer): boolean => {
       if (type === 0x5a) {
         this.status = payload[0] ?? TX_IDLE;
       } else {
@@ -582,9 +681,10 @@ export class PooledClient {
           const value = payload.toString('utf8', nul + 1, end < 0 ? payload.length : end);
           this.session?.params.set(name, value);
           this.seen.set(name, value);
+          this.settingsKey = undefined;
         }
       }
-      out.push(typed(type, Buffer.from(payload)));
+      return true;
     },
     ended: (type: number, out: Output): void => {
       const head = this.pending[0];
@@ -625,25 +725,26 @@ export class PooledClient {
 
   // --- the client's messages that are read whole ---
 
-  private parse(payload: Buffer, out: Output): void {
+  /** Returns true when the message goes on as it came. */
+  private parse(payload: Buffer, out: Output): boolean {
     const nameEnd = payload.indexOf(0);
     const queryEnd = payload.indexOf(0, nameEnd + 1);
     if (nameEnd < 0 || queryEnd < 0) {
-      this.forward(0x50, payload, out);
-      return;
+      this.pending.push({ type: 0x50 });
+      return true;
     }
-    let body = payload.subarray(nameEnd + 1);
-    const sql = payload.toString('utf8', nameEnd + 1, queryEnd);
-    const refusal = this.inspect(sql);
-    if (refusal !== undefined) body = Buffer.concat([Buffer.from(`${refusal}\0`), payload.subarray(queryEnd + 1)]);
+    const refusal = this.inspect(payload.toString('utf8', nameEnd + 1, queryEnd));
+    if (nameEnd === 0) {
+      this.pending.push({ type: 0x50 });
+      if (refusal === undefined) return true;
+      out.push(typed(0x50, Buffer.concat([Buffer.from(`\0${refusal}\0`), payload.subarray(queryEnd + 1)])));
+      return false;
+    }
+    const body = refusal === undefined ? payload.subarray(nameEnd + 1) : Buffer.concat([Buffer.from(`${refusal}\0`), payload.subarray(queryEnd + 1)]);
     const name = payload.toString('utf8', 0, nameEnd);
-    if (name === '') {
-      this.forward(0x50, Buffer.concat([Buffer.from([0]), body]), out);
-      return;
-    }
     if (this.statements.has(name)) {
       this.refuseUntilSync({ S: 'ERROR', V: 'ERROR', C: '42P05', M: `prepared statement "${name}" already exists` });
-      return;
+      return false;
     }
     const server = `${STATEMENT_PREFIX}${createHash('sha1').update(body).digest('hex').slice(0, 24)}`;
     const parse = typed(0x50, Buffer.concat([Buffer.from(`${server}\0`), body]));
@@ -653,9 +754,10 @@ export class PooledClient {
       prepared.delete(server);
       prepared.set(server, true); // most recently used last
       this.answer(0x50, PARSE_COMPLETE);
-      return;
+      return false;
     }
     this.prepareOn(server, parse, out, false);
+    return false;
   }
 
   /** Sends `parse` (ParseComplete dropped when `skip`), closing the least recently used statement past the limit. */
@@ -687,46 +789,47 @@ export class PooledClient {
     return statement.server;
   }
 
-  private bind(payload: Buffer, out: Output): void {
+  private bind(payload: Buffer, out: Output): boolean {
     const portalEnd = payload.indexOf(0);
     const nameEnd = payload.indexOf(0, portalEnd + 1);
     if (portalEnd < 0 || nameEnd < 0 || nameEnd === portalEnd + 1) {
-      this.forward(0x42, payload, out);
-      return;
+      this.pending.push({ type: 0x42 });
+      return true;
     }
     const server = this.statementOn(payload.toString('utf8', portalEnd + 1, nameEnd), out);
-    this.forward(0x42, Buffer.concat([payload.subarray(0, portalEnd + 1), Buffer.from(`${server}\0`), payload.subarray(nameEnd + 1)]), out);
+    this.pending.push({ type: 0x42 });
+    out.push(typed(0x42, Buffer.concat([payload.subarray(0, portalEnd + 1), Buffer.from(`${server}\0`), payload.subarray(nameEnd + 1)])));
+    return false;
   }
 
-  private describe(payload: Buffer, out: Output): void {
+  private describe(payload: Buffer, out: Output): boolean {
     if (payload[0] !== 0x53 || payload.length <= 2) {
-      this.forward(0x44, payload, out);
-      return;
+      this.pending.push({ type: 0x44 });
+      return true;
     }
     const server = this.statementOn(payload.toString('utf8', 1, payload.length - 1), out);
-    this.forward(0x44, Buffer.from(`S${server}\0`), out);
+    this.pending.push({ type: 0x44 });
+    out.push(typed(0x44, Buffer.from(`S${server}\0`)));
+    return false;
   }
 
-  private closeMessage(payload: Buffer, out: Output): void {
+  private closeMessage(payload: Buffer): boolean {
     if (payload[0] !== 0x53 || payload.length <= 2) {
-      this.forward(0x43, payload, out);
-      return;
+      this.pending.push({ type: 0x43 });
+      return true;
     }
     // The statement stays prepared on the server sessions for other clients; the client's name goes.
     this.statements.delete(payload.toString('utf8', 1, payload.length - 1));
     this.answer(0x43, CLOSE_COMPLETE);
+    return false;
   }
 
-  private query(payload: Buffer, out: Output): void {
-    const sql = payload.toString('utf8', 0, Math.max(0, payload.length - 1));
-    const refusal = this.inspect(sql);
+  private query(payload: Buffer, out: Output): boolean {
+    const refusal = this.inspect(payload.toString('utf8', 0, Math.max(0, payload.length - 1)));
     this.pending.push({ type: 0x51 });
-    out.push(refusal === undefined ? typed(0x51, Buffer.from(payload)) : typed(0x51, Buffer.from(`${refusal}\0`)));
-  }
-
-  private forward(type: number, payload: Buffer, out: Output): void {
-    this.pending.push({ type });
-    out.push(typed(type, Buffer.from(payload)));
+    if (refusal === undefined) return true;
+    out.push(typed(0x51, Buffer.from(`${refusal}\0`)));
+    return false;
   }
 
   /** An error of the router's own in the extended protocol: the client's messages up to its Sync go unanswered, as after a server's error. */
@@ -762,14 +865,17 @@ export class PooledClient {
  * Sets `session` as a client expects it (see settingsSql); returns the
  * server's error, if any. Rejects when the session ends.
  */
-export async function applySettings(session: ServerSession, seen: Map<string, string>, fixed: Map<string, string>): Promise<ErrorFields | undefined> {
+export async function applySettings(session: ServerSession, seen: Map<string, string>, fixed: Map<string, string>, key?: string): Promise<ErrorFields | undefined> {
   const state = stateOf(session);
+  if (key !== undefined && state.settings === key) return undefined;
   const sql = settingsSql(session.params, state.applied, seen, fixed);
-  if (sql === undefined) return undefined;
-  const result = await session.query(sql);
-  if (result.error) return result.error;
-  if (result.status !== TX_IDLE) return { S: 'ERROR', C: '08P01', M: 'setting up the server session left a transaction open' };
-  state.applied = new Map(fixed);
+  if (sql !== undefined) {
+    const result = await session.query(sql);
+    if (result.error) return result.error;
+    if (result.status !== TX_IDLE) return { S: 'ERROR', C: '08P01', M: 'setting up the server session left a transaction open' };
+    state.applied = new Map(fixed);
+  }
+  state.settings = key;
   return undefined;
 }
 
@@ -821,10 +927,13 @@ export function splitSettings(settings: Map<string, string>, reported: Map<strin
  * advisory locks, the whole text).
  */
 export function sessionStateUse(sql: string, reported?: Map<string, string>): string | undefined {
+  if (ADVISORY_LOCK.test(sql)) return 'a session advisory lock';
   const text = skipComments(sql);
-  const words = text.slice(0, 200).toLowerCase().split(/[\s(;=]+/);
-  const [first = '', second = '', third = ''] = words;
-  if (/\bpg_(try_)?advisory_lock(_shared)?\s*\(/i.test(sql)) return 'a session advisory lock';
+  let end = 0;
+  while (end < text.length && end < 12 && isLetter(text.charCodeAt(end))) end++;
+  const first = text.slice(0, end).toLowerCase();
+  if (!WATCHED.has(first)) return undefined;
+  const [, second = '', third = ''] = text.slice(0, 200).toLowerCase().split(/[\s(;=]+/);
   switch (first) {
     case 'listen':
       return 'LISTEN';
@@ -859,10 +968,18 @@ export function sessionStateUse(sql: string, reported?: Map<string, string>): st
   }
 }
 
+const ADVISORY_LOCK = /\bpg_(try_)?advisory_lock(_shared)?\s*\(/i;
+/** First words of statements that sessionStateUse looks at further. */
+const WATCHED = new Set(['listen', 'prepare', 'declare', 'create', 'drop', 'alter', 'discard', 'deallocate', 'reset', 'load', 'set']);
+
+function isLetter(code: number): boolean {
+  return (code >= 0x61 && code <= 0x7a) || (code >= 0x41 && code <= 0x5a);
+}
+
 function skipComments(sql: string): string {
   let at = 0;
   for (;;) {
-    while (at < sql.length && /\s/.test(sql[at] as string)) at++;
+    while (at < sql.length && (sql.charCodeAt(at) <= 0x20 || sql.charCodeAt(at) === 0xa0)) at++;
     if (sql.startsWith('--', at)) {
       const end = sql.indexOf('\n', at);
       if (end < 0) return '';
