@@ -125,8 +125,11 @@ export class MessageScanner {
       if (size < 4) {
         this.broken = true;
         out.cut(start);
-        if (!whole) out.push(Buffer.from(this.header));
-        out.run(at);
+        if (!whole) {
+          out.at = start;
+          out.push(Buffer.from(this.header.subarray(0, 5)));
+        }
+        out.run(whole ? start : at);
         return;
       }
       this.type = type;

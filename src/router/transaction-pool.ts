@@ -581,23 +581,34 @@ export class PooledClient {
     out.begin(chunk);
     this.fromServer.scan(chunk, out);
     const bytes = out.take();
-    if (bytes && !this.host.socket.write(bytes)) {
+    // The session goes back before the answer is sent on: the next client's query reaches the server
+    // while this answer is encrypted and written.
+    const done = this.releasable();
+    if (done) this.release(session);
+    if (bytes && !this.host.socket.write(bytes) && !done) {
       session.socket.pause();
-      this.host.socket.once('drain', () => session.socket.resume());
+      this.host.socket.once('drain', () => {
+        if (this.session === session) session.socket.resume();
+      });
     }
     if (this.atNextBoundary.length > 0 && this.fromServer.atBoundary) {
       const waiting = this.atNextBoundary;
       this.atNextBoundary = [];
       for (const fn of waiting) fn();
     }
-    this.maybeRelease();
   }
 
-  /** Between transactions with nothing under way: the session goes back to the pool. */
+  /** Between transactions with nothing under way. */
+  private releasable(): boolean {
+    return this.session !== undefined && !this.closed && this.pending.length === 0 && this.status === TX_IDLE && this.fromClient.atBoundary && this.fromServer.atBoundary;
+  }
+
   private maybeRelease(): void {
-    const session = this.session;
-    if (!session || this.closed) return;
-    if (this.pending.length > 0 || this.status !== TX_IDLE || !this.fromClient.atBoundary || !this.fromServer.atBoundary) return;
+    if (this.releasable()) this.release(this.session as ServerSession);
+  }
+
+  /** The session goes back to the pool (or straight to the next client waiting for it). */
+  private release(session: ServerSession): void {
     session.reclaim();
     this.session = undefined;
     (this.state as PooledState).settings = this.settings();
