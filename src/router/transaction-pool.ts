@@ -364,6 +364,12 @@ export class PooledClient {
   private readonly pending: Pending[] = [];
   private status = TX_IDLE;
   private readonly statements = new Map<string, ClientStatement>();
+  /**
+   * The client sent extended-protocol messages since its last Sync: the session
+   * is not given back before the ReadyForQuery that Sync brings (a Parse
+   * answered after a Flush leaves an unnamed statement the next Bind needs).
+   */
+  private unsynced = false;
   /** The client sent Terminate: nothing after it is read. */
   private terminated = false;
   /** Run at the next point between two of the server's messages to the client. */
@@ -445,12 +451,12 @@ export class PooledClient {
     const session = this.session;
     if (!session) return;
     session.reclaim();
-    if (this.pending.length === 0 && this.fromClient.atBoundary && this.fromServer.atBoundary && this.status === TX_IDLE) {
+    if (this.pending.length === 0 && this.fromClient.atBoundary && this.fromServer.atBoundary && this.status === TX_IDLE && !this.unsynced) {
       this.host.release(session, true);
       return;
     }
-    if (this.pending.length > 0 || !this.fromClient.atBoundary || !this.fromServer.atBoundary) {
-      // Something is under way on the server: cancelled, and the session closed.
+    if (this.pending.length > 0 || this.unsynced || !this.fromClient.atBoundary || !this.fromServer.atBoundary) {
+      // Something is under way on the server (or an exchange was left without its Sync): cancelled, and the session closed.
       this.host.release(session, false);
       return;
     }
@@ -600,7 +606,7 @@ export class PooledClient {
 
   /** Between transactions with nothing under way. */
   private releasable(): boolean {
-    return this.session !== undefined && !this.closed && this.pending.length === 0 && this.status === TX_IDLE && this.fromClient.atBoundary && this.fromServer.atBoundary;
+    return this.session !== undefined && !this.closed && !this.unsynced && this.pending.length === 0 && this.status === TX_IDLE && this.fromClient.atBoundary && this.fromServer.atBoundary;
   }
 
   private maybeRelease(): void {
@@ -638,18 +644,27 @@ export class PooledClient {
         case 0x42: // Bind
         case 0x44: // Describe
         case 0x43: // Close
+          this.unsynced = true;
+          return WHOLE;
         case 0x51: // Query
         case 0x58: // Terminate
           return WHOLE;
         case 0x53: // Sync
           this.discarding = false;
+          this.unsynced = false;
           this.pending.push({ type });
           return PASS;
         case 0x45: // Execute
+          this.unsynced = true;
+          this.pending.push({ type });
+          return PASS;
         case 0x46: // FunctionCall
           this.pending.push({ type });
           return PASS;
-        default: // Flush, CopyData, CopyDone, CopyFail
+        case 0x48: // Flush
+          this.unsynced = true;
+          return PASS;
+        default: // CopyData, CopyDone, CopyFail
           return PASS;
       }
     },
