@@ -19,9 +19,8 @@
 # Besides TPS and latency it reports the CPU time the pooler process used per
 # 1,000 transactions (utime + stime from /proc).
 set -euo pipefail
-
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-15}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 CLIENTS=${CLIENTS:-500}
 POOL=${POOL:-10}
 SCALE=${SCALE:-10}
@@ -32,8 +31,6 @@ cd "$ROOT"
 PW="bench-$(openssl rand -hex 8)"
 export PGPASSWORD=$PW
 T_START=$(date +%s)
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (PgBouncer runs as the tenant's own uid to reach its socket)"
 for b in pgbench psql openssl node; do command -v $b >/dev/null || die "$b not found"; done
@@ -45,7 +42,6 @@ fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
 
 WORK=$(mktemp -d /tmp/pgs-pool-bench.XXXXXX)
 chmod 755 "$WORK"

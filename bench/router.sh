@@ -23,9 +23,8 @@
 #                    under node --cpu-prof, prints the top self-time functions)
 # Run as root (servers run as the `pgs` user) or as an ordinary user.
 set -euo pipefail
-
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-15}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 CLIENTS=${CLIENTS:-8}
 CONNECT_COUNT=${CONNECT_COUNT:-300}
 SCALE=${SCALE:-10}
@@ -38,8 +37,6 @@ PW="bench-$(openssl rand -hex 8)"
 export PGPASSWORD=$PW
 T_START=$(date +%s)
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 for b in pgbench psql openssl node; do command -v $b >/dev/null || die "$b not found"; done
 [ -x "$PGBIN/postgres" ] || die "no $PGBIN/postgres (npm ci first)"
@@ -62,7 +59,6 @@ else
 fi
 as_srv() { "${SRV[@]}" "$@"; }
 
-free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
 
 WORK=$(mktemp -d /tmp/pgs-router-bench.XXXXXX)
 chmod 755 "$WORK"

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
@@ -55,6 +56,18 @@ export class PgsHome {
 
   async json<T>(args: string[]): Promise<T> {
     return JSON.parse(await this.ok([...args, '--json'])) as T;
+  }
+
+  /** Kills a tenant's postmaster (SIGKILL) and waits until the daemon runs it again (another pid). */
+  async killServer(id: string): Promise<void> {
+    const running = async () => (await this.json<{ id: string; pid: number; state: string }[]>(['list'])).find((t) => t.id === id);
+    const postmaster = (await running())?.pid ?? 0;
+    assert.ok(postmaster > 0, `tenant ${id} runs`);
+    process.kill(postmaster, 'SIGKILL');
+    await waitFor(`${id} to run again`, async () => {
+      const t = await running();
+      return t?.state === 'running' && t.pid !== postmaster;
+    }, 30_000);
   }
 
   /** `pgs setup` on a free loopback port (the API on any free one), so that a daemon never collides with another test's. */

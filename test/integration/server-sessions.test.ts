@@ -165,12 +165,7 @@ describe('server sessions kept for reuse', () => {
   it('kept sessions die with their server; clients get a fresh one after its restart', async () => {
     const before = await session(async () => undefined);
     await pooled(before.pid);
-    const postmaster = (await pgs.json<Listed[]>(['list'])).find((t) => t.id === 'shop')?.pid ?? 0;
-    process.kill(postmaster, 'SIGKILL');
-    await waitFor('shop to run again', async () => {
-      const t = (await pgs.json<Listed[]>(['list'])).find((x) => x.id === 'shop');
-      return t?.state === 'running' && t.pid !== postmaster;
-    }, 30_000);
+    await pgs.killServer('shop');
     const after = await session(async (c) => Number((await c.query('SELECT 1 AS one')).rows[0].one));
     assert.notEqual(after.pid, before.pid);
     assert.equal(after.value, 1);

@@ -234,12 +234,7 @@ describe('transaction pooling', () => {
     c.on('error', () => undefined);
     await c.connect();
     await c.query('BEGIN');
-    const postmaster = (await pgs.json<Listed[]>(['list'])).find((t) => t.id === 'shop')?.pid ?? 0;
-    process.kill(postmaster, 'SIGKILL');
-    await waitFor('shop to run again', async () => {
-      const t = (await pgs.json<Listed[]>(['list'])).find((x) => x.id === 'shop');
-      return t?.state === 'running' && t.pid !== postmaster;
-    }, 30_000);
+    await pgs.killServer('shop');
     await assert.rejects(c.query('SELECT 1'));
     const sql = sqlOf({ max: 4 });
     try {
