@@ -21,7 +21,7 @@ export const config: Command = {
     '                       many short or idle clients. In transaction mode what lasts beyond a',
     '                       transaction (SET of most settings, LISTEN, session advisory locks, SQL',
     '                       PREPARE, WITH HOLD cursors, temporary tables) is refused; prepared',
-    '                       statements of the protocol work. New connections get the new mode',
+    '                       statements of the protocol work. New connections get the new mode.',
     '  --pool-size N        server sessions shared in transaction mode (default 10, at most',
     '                       --max-connections); a client finding none free waits up to 30 s',
     '  --max-client-conn N  client connections at once through the router (default: --max-connections',
