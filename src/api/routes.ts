@@ -27,6 +27,8 @@ export interface ControlPlane {
   setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }>;
   connection(id: string): Promise<Static<typeof S.Connection>>;
   logs(id: string, lines: number): Promise<string[]>;
+  /** Each tenant's state, connections and TPS over the last hour or day (null: no point). */
+  history(range: '1h' | '1d', ids: string[] | undefined): S.HistoryJson;
   status(): Promise<S.StatusJson>;
   /** Servers running now (spares included) and how many may. */
   running(): { running: number; maxRunning: number };
@@ -126,6 +128,9 @@ export function registerRoutes(app: App, options: ApiOptions): void {
     plane.shutdown(keep !== 'keep');
     return { ok: true };
   });
+
+  app.get('/v1/history', { schema: { tags: tags('system'), summary: 'each tenant\'s state, connections and transactions per second over the last hour (10 s points) or day (1 min points), kept by the daemon', querystring: S.HistoryQuery, response: { 200: S.History, ...problems } } },
+    async (request) => plane.history(request.query.range ?? '1h', request.query.tenant));
 
   app.get('/v1/doctor', { schema: { tags: tags('system'), summary: 'data folders the catalog does not name, unfinished creates, entries without data', response: { 200: S.DoctorReport, ...problems } } },
     async () => plane.doctor());

@@ -161,6 +161,23 @@ export const Connection = Type.Object({
 
 export type ConnectionJson = Static<typeof Connection>;
 
+export const HistoryQuery = Type.Object({
+  range: Type.Optional(Type.Union([Type.Literal('1h'), Type.Literal('1d')], { default: '1h', description: '1h: a point per sample (10 s); 1d: a point per minute' })),
+  tenant: Type.Optional(Type.Array(TenantId, { maxItems: 1000, description: 'only these tenants (repeat the parameter); default: all' })),
+});
+const Points = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Array(Nullable(schema));
+export const History = Type.Object({
+  range: Type.String(),
+  intervalSeconds: Type.Number(),
+  times: Type.Array(Type.Number(), { description: 'sample times, ms since the epoch, oldest first' }),
+  tenants: Type.Record(Type.String(), Type.Object({
+    state: Points(TenantState),
+    connections: Points(Type.Number()),
+    tps: Points(Type.Number({ description: 'transactions per second; null while the server does not run (a gap, not zero)' })),
+  })),
+});
+export type HistoryJson = Static<typeof History>;
+
 export const LogsQuery = Type.Object({ lines: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, default: 50 })) });
 export const Logs = Type.Object({ lines: Type.Array(Type.String()) });
 

@@ -13,6 +13,7 @@ import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { tail } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
+import { History, type HistorySample } from './history.js';
 import { pidExists, processArgv } from '../core/proc.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
@@ -47,6 +48,8 @@ export interface DaemonOptions {
   serverSessions?: number;
   /** Transaction pooling: how long a client waits for a free server session (default 30 s). */
   poolTimeoutMs?: number;
+  /** How often each tenant's state, connections and transactions are sampled for the history (default 10 s; PGS_HISTORY_INTERVAL). */
+  historyIntervalMs?: number;
 }
 
 export type { Health, TenantStatus } from '../supervisor/supervisor.js';
@@ -92,6 +95,8 @@ export class Daemon implements ControlPlane {
   private readonly runningSpares: number;
   private readonly serverSessions: number | undefined;
   private readonly poolTimeoutMs: number | undefined;
+  private readonly samples: History;
+  private historyTimer: NodeJS.Timeout | undefined;
 
   constructor(pgs: Pgs, log: RouterLog, options: DaemonOptions = {}) {
     this.pgs = pgs;
@@ -100,6 +105,7 @@ export class Daemon implements ControlPlane {
     this.runningSpares = options.runningSpares ?? DEFAULT_RUNNING_SPARES;
     this.serverSessions = options.serverSessions;
     this.poolTimeoutMs = options.poolTimeoutMs;
+    this.samples = new History(options.historyIntervalMs ?? 10_000);
     this.paths = daemonPaths(pgs.home);
     this.tokens = new TokenStore(this.paths.tokens);
     this.log = log;
@@ -206,8 +212,34 @@ export class Daemon implements ControlPlane {
       this.supervisor.checkHealthDue();
     }, SUPERVISE_INTERVAL_MS);
     this.supervisor.startSizing();
+    this.historyTimer = setInterval(() => void this.sampleHistory(), this.samples.intervalMs);
     this.disk.start();
     void this.disk.check();
+  }
+
+  private sampling = false;
+
+  /**
+   * One history sample of every tenant: its state and connections as the
+   * supervisor sees them, and how many of its transactions through the router
+   * have ended (the router counts them; nothing is asked of the server).
+   */
+  private async sampleHistory(): Promise<void> {
+    if (this.sampling || this.isStopping) return;
+    this.sampling = true;
+    try {
+      const at = Date.now();
+      const samples = new Map<string, HistorySample>();
+      await forEachLimit([...this.catalog.tenants], 16, async (tenant) => {
+        const seen = await this.supervisor.observe(tenant, false);
+        samples.set(tenant.id, { state: seen.state, connections: seen.connections ?? 0, xacts: this.router.transactionCount(tenant.id) });
+      });
+      this.samples.record(at, samples);
+    } catch (err) {
+      this.log.warn('could not sample the history', { error: (err as Error).message });
+    } finally {
+      this.sampling = false;
+    }
   }
 
   private reconcileQueued = false;
@@ -236,6 +268,7 @@ export class Daemon implements ControlPlane {
   /** Stop accepting, close client connections, fast-shut-down every server, exit. */
   stop(): Promise<void> {
     clearInterval(this.superviseTimer);
+    clearInterval(this.historyTimer);
     this.stopping ??= this.serial(async () => {
       this.log.info('daemon stopping');
       this.disk.stop();
@@ -443,6 +476,10 @@ export class Daemon implements ControlPlane {
 
   // --- the control plane (api/routes.ts) ---
 
+  history(range: '1h' | '1d', ids: string[] | undefined): S.HistoryJson {
+    return { range, ...this.samples.series(range, ids) };
+  }
+
   async listTenants(): Promise<S.TenantJson[]> {
     const tenants = [...this.catalog.tenants].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return Promise.all(tenants.map((t) => this.view(t)));
@@ -562,6 +599,7 @@ export class Daemon implements ControlPlane {
       await this.pgs.remove(id);
       await this.logins.forget(id);
       this.disk.forget(id);
+      this.samples.forget(id);
       await this.refresh();
       await this.backupPlane.forgetIfEmpty(id).catch((err: Error) => this.log.warn('could not delete an archive without backups', { tenant: id, error: err.message }));
       this.events.emit('removed', id);

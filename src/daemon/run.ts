@@ -11,6 +11,8 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   const healthSeconds = interval === undefined || interval === '' ? undefined : parseSeconds(interval, 'PGS_HEALTH_INTERVAL');
   const runningSpares = envCount(env, 'PGS_RUNNING_SPARES', 50);
   const serverSessions = envCount(env, 'PGS_SERVER_SESSIONS', 100);
+  const historyInterval = env.PGS_HISTORY_INTERVAL;
+  const historySeconds = historyInterval === undefined || historyInterval === '' ? undefined : parseSeconds(historyInterval, 'PGS_HISTORY_INTERVAL');
   const poolTimeout = env.PGS_POOL_TIMEOUT;
   const poolTimeoutSeconds = poolTimeout === undefined || poolTimeout === '' ? undefined : parseSeconds(poolTimeout, 'PGS_POOL_TIMEOUT');
   const daemon = new Daemon(pgs, log, {
@@ -18,6 +20,7 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
     ...(runningSpares !== undefined ? { runningSpares } : {}),
     ...(serverSessions !== undefined ? { serverSessions } : {}),
     ...(poolTimeoutSeconds !== undefined ? { poolTimeoutMs: poolTimeoutSeconds * 1000 } : {}),
+    ...(historySeconds !== undefined ? { historyIntervalMs: historySeconds * 1000 } : {}),
     version: await packageVersion(),
   });
   let signalled = false;

@@ -16,6 +16,9 @@ export class MessageBoundaries {
   /** Set when a length field is impossible (under 4): the stream is not the protocol. */
   broken = false;
 
+  /** `onType`: told each message's type as its header is read. */
+  constructor(private readonly onType?: (type: number) => void) {}
+
   get atBoundary(): boolean {
     return this.remaining === 0 && this.headerSeen === 0;
   }
@@ -47,6 +50,7 @@ export class MessageBoundaries {
         }
         this.remaining = length - 4;
         this.headerSeen = 0;
+        this.onType?.(this.header[0] as number);
       }
     }
     return at;

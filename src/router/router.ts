@@ -269,6 +269,21 @@ export class Router {
   }
 
   private readonly lastUse = new Map<string, number>();
+  private readonly transactionsEnded = new Map<string, number>();
+
+  /** Counts a transaction of the tenant's that ended (a ReadyForQuery saying idle). */
+  countTransaction(id: string): void {
+    this.transactionsEnded.set(id, (this.transactionsEnded.get(id) ?? 0) + 1);
+  }
+
+  /**
+   * Transactions of the tenant's clients through the router that ended since the daemon started
+   * (statements outside a transaction count one each; a connection with a backend of its own
+   * counts every ReadyForQuery).
+   */
+  transactionCount(id: string): number {
+    return this.transactionsEnded.get(id) ?? 0;
+  }
 
   /** When a client connection to the tenant last opened or closed (ms since the epoch). */
   lastUsed(id: string): number | undefined {
@@ -929,6 +944,7 @@ class ClientConnection {
         setTimeout(() => this.destroy(), 1_000).unref();
       },
       databaseStatement: () => this.router.dropServerSessions(tenant.id),
+      transactionEnded: () => this.router.countTransaction(tenant.id),
     }, seen, fixed);
     this.pooled = client;
     greeting.push(this.pooledKey(client));
@@ -1018,6 +1034,7 @@ class ClientConnection {
     this.socket.write(Buffer.concat(greeting));
     const state = new SessionState(session.params);
     state.onDatabaseStatement = () => pool.drop(tenant.id);
+    state.onTransactionEnd = () => this.router.countTransaction(tenant.id);
     this.sessionState = state;
     this.readyForQuery = true;
     this.result = 'ok';
@@ -1235,7 +1252,9 @@ class ClientConnection {
     backend.on('end', () => this.socket.end());
   }
 
-  private readonly boundaries = new MessageBoundaries();
+  private readonly boundaries = new MessageBoundaries((type) => {
+    if (type === BackendMessage.ReadyForQuery && this.tenantId !== undefined && this.readyForQuery) this.router.countTransaction(this.tenantId);
+  });
   private closingWith: Refusal | undefined;
 
   /** A WARNING for this session: now if the server's stream stands between messages, else right after the one in flight. */

@@ -305,6 +305,8 @@ export class SessionState {
    * for other sessions to go).
    */
   onDatabaseStatement: (() => void) | undefined;
+  /** Called at each ReadyForQuery that says idle: a transaction (or a statement outside one) ended. */
+  onTransactionEnd: (() => void) | undefined;
   private readonly client = new ClientCursor((sql) => {
     if (this.onDatabaseStatement && mentionsDatabase(sql)) this.onDatabaseStatement();
   });
@@ -314,6 +316,7 @@ export class SessionState {
     this.server = new ServerCursor(params, (status) => {
       this.pending--;
       this.status = status;
+      if (status === TX_IDLE) this.onTransactionEnd?.();
     });
   }
 

@@ -321,6 +321,8 @@ export interface PooledClientHost {
   fail(fields: Record<string, string> | undefined): void;
   /** A statement names DATABASE: idle sessions of the tenant go first (they would block it). */
   databaseStatement(): void;
+  /** A ReadyForQuery said idle: a transaction (or a statement outside one) ended. */
+  transactionEnded(): void;
   tenantId: string;
 }
 
@@ -699,6 +701,7 @@ export class PooledClient {
     whole: (type: number, payload: Buffer): boolean => {
       if (type === 0x5a) {
         this.status = payload[0] ?? TX_IDLE;
+        if (this.status === TX_IDLE) this.host.transactionEnded();
       } else {
         const nul = payload.indexOf(0);
         if (nul > 0) {

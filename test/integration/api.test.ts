@@ -442,6 +442,9 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
   });
 
   it('reload, start every tenant, and stop the daemon with every server', async () => {
+    // The history answers as documented (its figures are tested in history.test.ts).
+    const history = await unix<{ range: string; times: number[] }>('GET', '/v1/history', '/v1/history?range=1d&tenant=acme');
+    assert.equal(history.body.range, '1d');
     assert.deepEqual((await unix('POST', '/v1/reload', '/v1/reload')).body, { ok: true });
     const report = await unix<{ orphans: unknown[]; missingData: unknown[] }>('GET', '/v1/doctor', '/v1/doctor');
     assert.deepEqual([report.body.orphans, report.body.missingData], [[], []]);

@@ -1,0 +1,152 @@
+/**
+ * What each tenant did lately, kept by the daemon so that a dashboard can draw
+ * it without Prometheus: every sample interval (10 s) its state, its client
+ * connections through the router, and its transactions per second through the
+ * router (the router counts each ReadyForQuery that says idle: nothing is
+ * asked of the server, nothing is woken, and a stopped or suspended stretch is
+ * a gap, not zeros). PostgreSQL's own counters (pg_stat_database) are no good
+ * here: a busy session publishes them only now and then. Two rings: the last
+ * hour at the sample interval, the last day at six samples a point.
+ *
+ * Memory: per tenant a float per point for connections and one for TPS, and
+ * a byte for the state; with the defaults (360 + 1,440 points) about 16 KiB
+ * a tenant, 16 MiB for 1,000.
+ */
+export const STATES = ['running', 'starting', 'stopping', 'stopped', 'suspended', 'crashed'] as const;
+export type SampledState = (typeof STATES)[number];
+
+export interface HistorySample {
+  state: SampledState;
+  connections: number;
+  /** Transactions that have ended so far (a counter that only grows). */
+  xacts?: number | undefined;
+}
+
+export interface Series {
+  intervalSeconds: number;
+  /** Sample times, ms since the epoch, oldest first. */
+  times: number[];
+  tenants: Record<string, { state: (SampledState | null)[]; connections: (number | null)[]; tps: (number | null)[] }>;
+}
+
+const NO_STATE = 255;
+
+class Ring {
+  readonly times: Float64Array;
+  private readonly tenants = new Map<string, { state: Uint8Array; connections: Float32Array; tps: Float32Array }>();
+  /** Where the next point goes, and how many points there are. */
+  private next = 0;
+  count = 0;
+
+  constructor(readonly size: number, readonly intervalMs: number) {
+    this.times = new Float64Array(size);
+  }
+
+  push(at: number, points: Map<string, { state: number; connections: number; tps: number }>): void {
+    const slot = this.next;
+    this.times[slot] = at;
+    for (const [id, point] of points) {
+      let row = this.tenants.get(id);
+      if (!row) {
+        row = { state: new Uint8Array(this.size).fill(NO_STATE), connections: new Float32Array(this.size).fill(Number.NaN), tps: new Float32Array(this.size).fill(Number.NaN) };
+        this.tenants.set(id, row);
+      }
+      row.state[slot] = point.state;
+      row.connections[slot] = point.connections;
+      row.tps[slot] = point.tps;
+    }
+    // Tenants not sampled this time (removed, or new since) have no point here.
+    for (const [id, row] of this.tenants) {
+      if (points.has(id)) continue;
+      row.state[slot] = NO_STATE;
+      row.connections[slot] = Number.NaN;
+      row.tps[slot] = Number.NaN;
+    }
+    this.next = (slot + 1) % this.size;
+    this.count = Math.min(this.size, this.count + 1);
+  }
+
+  forget(id: string): void {
+    this.tenants.delete(id);
+  }
+
+  series(ids: string[] | undefined): Series {
+    const order: number[] = [];
+    for (let i = this.count; i > 0; i--) order.push((this.next - i + this.size) % this.size);
+    const tenants: Series['tenants'] = {};
+    for (const id of ids ?? [...this.tenants.keys()].sort()) {
+      const row = this.tenants.get(id);
+      if (!row) continue;
+      tenants[id] = {
+        state: order.map((i) => (row.state[i] === NO_STATE ? null : (STATES[row.state[i] as number] ?? null))),
+        connections: order.map((i) => value(row.connections[i] as number, 100)),
+        tps: order.map((i) => value(row.tps[i] as number, 100)),
+      };
+    }
+    return { intervalSeconds: this.intervalMs / 1000, times: order.map((i) => this.times[i] as number), tenants };
+  }
+}
+
+function value(v: number, scale = 1): number | null {
+  return Number.isNaN(v) ? null : Math.round(v * scale) / scale;
+}
+
+export class History {
+  private readonly hour: Ring;
+  private readonly day: Ring;
+  private readonly last = new Map<string, { at: number; xacts: number }>();
+  /** Fine points not yet folded into a coarse one: sums per tenant. */
+  private fold = new Map<string, { state: number; connections: number; n: number; tps: number; tpsN: number }>();
+  private folded = 0;
+
+  constructor(readonly intervalMs = 10_000, hourPoints = 360, private readonly perCoarse = 6, dayPoints = 1440) {
+    this.hour = new Ring(hourPoints, intervalMs);
+    this.day = new Ring(dayPoints, intervalMs * perCoarse);
+  }
+
+  /** One sample of every tenant, taken at `at`. */
+  record(at: number, samples: Map<string, HistorySample>): void {
+    const points = new Map<string, { state: number; connections: number; tps: number }>();
+    for (const [id, sample] of samples) {
+      const before = this.last.get(id);
+      let tps = Number.NaN;
+      if (sample.state === 'running' && sample.xacts !== undefined) {
+        if (before && sample.xacts >= before.xacts && at > before.at) tps = (sample.xacts - before.xacts) / ((at - before.at) / 1000);
+        this.last.set(id, { at, xacts: sample.xacts });
+      } else if (sample.state !== 'running') {
+        this.last.delete(id);
+      }
+      const state = STATES.indexOf(sample.state);
+      points.set(id, { state, connections: sample.connections, tps });
+      const f = this.fold.get(id) ?? { state, connections: 0, n: 0, tps: 0, tpsN: 0 };
+      f.state = state;
+      f.connections += sample.connections;
+      f.n++;
+      if (!Number.isNaN(tps)) {
+        f.tps += tps;
+        f.tpsN++;
+      }
+      this.fold.set(id, f);
+    }
+    for (const id of this.last.keys()) if (!samples.has(id)) this.last.delete(id);
+    this.hour.push(at, points);
+    if (++this.folded >= this.perCoarse) {
+      const coarse = new Map<string, { state: number; connections: number; tps: number }>();
+      for (const [id, f] of this.fold) coarse.set(id, { state: f.state, connections: f.connections / f.n, tps: f.tpsN > 0 ? f.tps / f.tpsN : Number.NaN });
+      this.day.push(at, coarse);
+      this.fold = new Map();
+      this.folded = 0;
+    }
+  }
+
+  forget(id: string): void {
+    this.hour.forget(id);
+    this.day.forget(id);
+    this.last.delete(id);
+    this.fold.delete(id);
+  }
+
+  series(range: '1h' | '1d', ids?: string[]): Series {
+    return (range === '1h' ? this.hour : this.day).series(ids);
+  }
+}
