@@ -3,6 +3,7 @@
 // memory once both rings are full, the time one sample of every tenant takes to
 // record, and the size and build time of GET /v1/history's answer.
 // Usage: npm run build && node --expose-gc bench/history.js [--tenants 1000]
+import { performance } from 'node:perf_hooks';
 import { History } from '../dist/src/daemon/history.js';
 
 const arg = (name, fallback) => {

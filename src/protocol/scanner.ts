@@ -27,6 +27,15 @@ export interface ScanHandler {
   whole(type: number, payload: Buffer, out: Output): boolean;
   /** After a message's last byte, whatever its verdict. */
   ended(type: number, out: Output): void;
+  /**
+   * A WHOLE message longer than the scanner's `maxWhole`: only its first
+   * `headBytes` are read (`head`, of a payload of `length`). `pass`: the
+   * message goes on as it came; `replaced`: the handler pushed a new header and
+   * head (its length counting the rest) and the rest follows as it comes;
+   * `drop`: nothing more of it goes on. Without this method such a message is
+   * read whole, however long.
+   */
+  head?(type: number, length: number, head: Buffer, out: Output): 'pass' | 'replaced' | 'drop';
 }
 
 /** Bytes to send on: slices of the chunk being scanned and buffers pushed in between. */
@@ -79,10 +88,14 @@ export class MessageScanner {
   private parts: Buffer[] = [];
   /** Where the current message began in the chunk being scanned (-1: in an earlier one). */
   private startInChunk = -1;
+  /** The current WHOLE message is too long to hold: only its head is read. */
+  private headOnly = false;
+  private headSeen = 0;
   /** A length under 4 was read: the stream is not the protocol, and from then on it is passed on as it is. */
   broken = false;
 
-  constructor(private readonly handler: ScanHandler) {}
+  /** `maxWhole`: the longest payload read whole (with `handler.head`); `headBytes`: how much of a longer one is. */
+  constructor(private readonly handler: ScanHandler, private readonly maxWhole = Infinity, private readonly headBytes = 65_536) {}
 
   get atBoundary(): boolean {
     return !this.inMessage && this.headerSeen === 0;
@@ -99,11 +112,16 @@ export class MessageScanner {
     }
     while (at < length) {
       if (this.inMessage) {
-        const take = Math.min(this.remaining, length - at);
+        let take = Math.min(this.remaining, length - at);
+        if (this.headOnly) take = Math.min(take, this.headBytes - this.headSeen);
         if (this.verdict === PASS) out.run(at);
         else if (this.verdict === WHOLE) this.parts.push(chunk.subarray(at, at + take));
         at += take;
         this.remaining -= take;
+        if (this.headOnly) {
+          this.headSeen += take;
+          if (this.headSeen === this.headBytes) this.headRead(out, at);
+        }
         if (this.remaining === 0) this.finish(out, at);
         continue;
       }
@@ -148,9 +166,28 @@ export class MessageScanner {
       } else {
         out.cut(start);
         this.parts = [];
+        this.headOnly = this.verdict === WHOLE && this.remaining > this.maxWhole && this.handler.head !== undefined;
+        this.headSeen = 0;
       }
       if (this.remaining === 0) this.finish(out, at);
     }
+  }
+
+  /** The head of a message too long to hold was read: the handler decides what becomes of it and the rest. */
+  private headRead(out: Output, at: number): void {
+    this.headOnly = false;
+    const head = Buffer.concat(this.parts);
+    this.parts = [];
+    out.at = at;
+    const length = head.length + this.remaining;
+    const what = (this.handler.head as NonNullable<ScanHandler['head']>)(this.type, length, head, out);
+    if (what === 'pass') {
+      const header = Buffer.allocUnsafe(5);
+      header[0] = this.type;
+      header.writeInt32BE(length + 4, 1);
+      out.push(Buffer.concat([header, head]));
+    }
+    this.verdict = what === 'drop' ? DROP : PASS;
   }
 
   private finish(out: Output, at: number): void {

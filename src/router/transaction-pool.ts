@@ -344,6 +344,8 @@ interface ClientStatement {
 }
 
 const PARSE_COMPLETE = typed(0x31, Buffer.alloc(0));
+/** The longest client message read whole; of a longer one only the first 64 KiB are (the rest streams on). */
+const WHOLE_MAX = 1024 * 1024;
 /** What a client may send while it waits for a server session before it is paused. */
 const WAITING_MAX = 256 * 1024;
 const CLOSE_COMPLETE = typed(0x33, Buffer.alloc(0));
@@ -392,7 +394,7 @@ export class PooledClient {
    * settings beyond those (set on each session it gets, reset on others).
    */
   constructor(private readonly host: PooledClientHost, private readonly seen: Map<string, string>, private readonly fixed: Map<string, string>) {
-    this.fromClient = new MessageScanner(this.clientHandler);
+    this.fromClient = new MessageScanner(this.clientHandler, WHOLE_MAX);
     this.fromServer = new MessageScanner(this.serverHandler);
   }
 
@@ -683,7 +685,47 @@ export class PooledClient {
       }
     },
     ended: (): void => undefined,
+    head: (type, length, head, out) => this.longMessage(type, length, head, out),
   };
+
+  /**
+   * A message longer than WHOLE_MAX (a Bind with large parameters, a long
+   * query): its head is enough to rewrite or look at, and the rest streams on.
+   * A named statement this long is refused: the router would have to hold its
+   * text to prepare it on other sessions.
+   */
+  private longMessage(type: number, length: number, head: Buffer, out: Output): 'pass' | 'replaced' | 'drop' {
+    if (type === 0x51 || (type === 0x50 && head[0] === 0)) {
+      const start = type === 0x50 ? 1 : 0;
+      const end = head.indexOf(0, start);
+      const refusal = this.inspect(head.toString('utf8', start, end < 0 ? head.length : end));
+      this.pending.push({ type });
+      if (refusal === undefined) return 'pass';
+      out.push(type === 0x51 ? typed(0x51, Buffer.from(`${refusal}\0`)) : typed(0x50, Buffer.from(`\0${refusal}\0\0\0`)));
+      return 'drop';
+    }
+    if (type === 0x50) {
+      const id = this.host.tenantId;
+      const name = head.toString('utf8', 0, Math.max(0, head.indexOf(0)));
+      this.refuseUntilSync({ S: 'ERROR', V: 'ERROR', C: '54000', M: `prepared statement "${name}" is ${length} bytes long: transaction pooling keeps named statements of at most ${WHOLE_MAX} bytes`, H: `Use an unnamed statement for it, or have tenant ${id} pool by session (pgs config ${id} --pool session).` });
+      return 'drop';
+    }
+    const portalEnd = head.indexOf(0);
+    const nameEnd = head.indexOf(0, portalEnd + 1);
+    if (type !== 0x42 || portalEnd < 0 || nameEnd < 0 || nameEnd === portalEnd + 1) {
+      // An unnamed Bind as it is; a Describe or Close this long is malformed, and the server says so.
+      if (type === 0x42 || type === 0x44 || type === 0x43) this.pending.push({ type });
+      return 'pass';
+    }
+    const server = this.statementOn(head.toString('utf8', portalEnd + 1, nameEnd), out);
+    this.pending.push({ type: 0x42 });
+    const rewritten = Buffer.concat([head.subarray(0, portalEnd + 1), Buffer.from(`${server}\0`), head.subarray(nameEnd + 1)]);
+    const header = Buffer.allocUnsafe(5);
+    header[0] = 0x42;
+    header.writeInt32BE(length - head.length + rewritten.length + 4, 1);
+    out.push(Buffer.concat([header, rewritten]));
+    return 'replaced';
+  }
 
   private readonly serverHandler: ScanHandler = {
     verdict: (type: number): Verdict => {

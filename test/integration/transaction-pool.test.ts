@@ -121,6 +121,25 @@ describe('transaction pooling', () => {
     assert.equal(python.stdout, 'ok');
   });
 
+  it('messages too long to hold stream through: a 3 MB parameter to a named statement, a 3 MB query', async () => {
+    const c = new pg.Client(config());
+    await c.connect();
+    try {
+      const blob = Buffer.alloc(3_000_000, 7);
+      const named = await c.query({ name: 'big', text: 'SELECT length($1::bytea) AS n, get_byte($1::bytea, length($1::bytea) - 1) AS last', values: [blob] });
+      assert.deepEqual([named.rows[0].n, named.rows[0].last], [3_000_000, 7]);
+      const again = await c.query({ name: 'big', text: 'SELECT length($1::bytea) AS n, get_byte($1::bytea, length($1::bytea) - 1) AS last', values: [Buffer.alloc(2_000_000, 9)] });
+      assert.deepEqual([again.rows[0].n, again.rows[0].last], [2_000_000, 9]);
+      const text = 'x'.repeat(3_000_000);
+      assert.equal((await c.query(`SELECT length('${text}') AS n`)).rows[0].n, 3_000_000);
+      await assert.rejects(c.query(`LISTEN news; SELECT '${text}'`), /LISTEN is not supported/);
+      await assert.rejects(c.query({ name: 'huge', text: `SELECT '${text}' AS t` }), (err: { code?: string }) => err.code === '54000');
+      assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);
+    } finally {
+      await c.end();
+    }
+  });
+
   it('settings the server reports follow the client from one server session to the next; others are refused', async () => {
     const a = new pg.Client(config(shop, { application_name: 'alpha' }));
     const b = new pg.Client(config(shop, { application_name: 'beta' }));

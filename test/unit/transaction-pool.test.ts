@@ -72,6 +72,54 @@ describe('MessageScanner', () => {
   });
 });
 
+describe('MessageScanner, messages too long to hold', () => {
+  // maxWhole 8, heads of 4: A is passed on as it came, B gets a new head, C is dropped after its head.
+  const scan = (chunks: Buffer[]): Buffer => {
+    const scanner = new MessageScanner({
+      verdict: (): Verdict => WHOLE,
+      whole: () => true,
+      ended: () => undefined,
+      head: (type, length, head, out) => {
+        if (type === 0x41) return 'pass';
+        if (type === 0x43) return 'drop';
+        const replacement = Buffer.from(head.toString().toUpperCase() + '!');
+        const header = Buffer.alloc(5);
+        header[0] = type;
+        header.writeInt32BE(length - head.length + replacement.length + 4, 1);
+        out.push(Buffer.concat([header, replacement]));
+        return 'replaced';
+      },
+    }, 8, 4);
+    const out = new Output();
+    const parts: Buffer[] = [];
+    for (const chunk of chunks) {
+      out.begin(chunk);
+      scanner.scan(chunk, out);
+      const bytes = out.take();
+      if (bytes) parts.push(Buffer.from(bytes));
+    }
+    assert.ok(scanner.atBoundary);
+    return Buffer.concat(parts);
+  };
+  const stream = Buffer.concat([
+    typed(0x41, Buffer.from('abcdefghijkl')),
+    typed(0x42, Buffer.from('abcdefghijkl')),
+    typed(0x43, Buffer.from('abcdefghijkl')),
+    typed(0x44, Buffer.from('short')),
+  ]);
+  const expected = Buffer.concat([
+    typed(0x41, Buffer.from('abcdefghijkl')),
+    typed(0x42, Buffer.from('ABCD!efghijkl')),
+    typed(0x44, Buffer.from('short')),
+  ]);
+
+  it('reads only the head of a long message; the rest follows as it came, or is dropped', () => {
+    assert.deepEqual(scan([stream]), expected);
+    for (let cut = 1; cut < stream.length; cut++) assert.deepEqual(scan([stream.subarray(0, cut), stream.subarray(cut)]), expected, `cut at ${cut}`);
+    assert.deepEqual(scan([...stream].map((b) => Buffer.from([b]))), expected);
+  });
+});
+
 describe('statements that would leave session state behind', () => {
   const reported = new Map([['application_name', ''], ['TimeZone', 'UTC'], ['DateStyle', 'ISO, MDY'], ['client_encoding', 'UTF8']]);
   const cases: [string, string | undefined][] = [
