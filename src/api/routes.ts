@@ -28,7 +28,7 @@ export interface ControlPlane {
   connection(id: string): Promise<Static<typeof S.Connection>>;
   logs(id: string, lines: number): Promise<string[]>;
   /** Each tenant's state, connections and TPS over the last hour or day (null: no point). */
-  history(range: '1h' | '1d', ids: string[] | undefined): S.HistoryJson;
+  history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson;
   status(): Promise<S.StatusJson>;
   /** Servers running now (spares included) and how many may. */
   running(): { running: number; maxRunning: number };
@@ -130,7 +130,7 @@ export function registerRoutes(app: App, options: ApiOptions): void {
   });
 
   app.get('/v1/history', { schema: { tags: tags('system'), summary: 'each tenant\'s state, connections and transactions per second over the last hour (10 s points) or day (1 min points), kept by the daemon', querystring: S.HistoryQuery, response: { 200: S.History, ...problems } } },
-    async (request) => plane.history(request.query.range ?? '1h', request.query.tenant));
+    async (request) => plane.history(request.query.range ?? '1h', request.query.tenant, request.query.field));
 
   app.get('/v1/doctor', { schema: { tags: tags('system'), summary: 'data folders the catalog does not name, unfinished creates, entries without data', response: { 200: S.DoctorReport, ...problems } } },
     async () => plane.doctor());

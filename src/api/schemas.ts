@@ -164,19 +164,28 @@ export type ConnectionJson = Static<typeof Connection>;
 export const HistoryQuery = Type.Object({
   range: Type.Optional(Type.Union([Type.Literal('1h'), Type.Literal('1d')], { default: '1h', description: '1h: a point per sample (10 s); 1d: a point per minute' })),
   tenant: Type.Optional(Type.Array(TenantId, { maxItems: 1000, description: 'only these tenants (repeat the parameter); default: all' })),
+  field: Type.Optional(Type.Array(Type.Union([Type.Literal('state'), Type.Literal('connections'), Type.Literal('tps'), Type.Literal('wakes')]), { maxItems: 4, description: 'only these series of each tenant (repeat the parameter); default: all' })),
 });
 const Points = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Array(Nullable(schema));
 export const History = Type.Object({
   range: Type.String(),
   intervalSeconds: Type.Number(),
   times: Type.Array(Type.Number(), { description: 'sample times, ms since the epoch, oldest first' }),
+  host: Type.Object({
+    running: Type.Array(Type.Number(), { description: 'tenants whose server ran' }),
+    connections: Type.Array(Type.Number()),
+    tps: Type.Array(Type.Number()),
+    wakes: Type.Array(Type.Number(), { description: 'wakes within each point\'s interval' }),
+  }, { description: 'all tenants together' }),
   tenants: Type.Record(Type.String(), Type.Object({
-    state: Points(TenantState),
-    connections: Points(Type.Number()),
-    tps: Points(Type.Number({ description: 'transactions per second; null while the server does not run (a gap, not zero)' })),
+    state: Type.Optional(Points(TenantState)),
+    connections: Type.Optional(Points(Type.Number())),
+    tps: Type.Optional(Points(Type.Number({ description: 'transactions per second; null while the server does not run (a gap, not zero)' }))),
+    wakes: Type.Optional(Points(Type.Number({ description: 'wakes within each point\'s interval' }))),
   })),
 });
 export type HistoryJson = Static<typeof History>;
+export type HistoryField = 'state' | 'connections' | 'tps' | 'wakes';
 
 export const LogsQuery = Type.Object({ lines: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, default: 50 })) });
 export const Logs = Type.Object({ lines: Type.Array(Type.String()) });

@@ -232,7 +232,7 @@ export class Daemon implements ControlPlane {
       const samples = new Map<string, HistorySample>();
       await forEachLimit([...this.catalog.tenants], 16, async (tenant) => {
         const seen = await this.supervisor.observe(tenant, false);
-        samples.set(tenant.id, { state: seen.state, connections: seen.connections ?? 0, xacts: this.router.transactionCount(tenant.id) });
+        samples.set(tenant.id, { state: seen.state, connections: seen.connections ?? 0, xacts: this.router.transactionCount(tenant.id), wakes: seen.wakes });
       });
       this.samples.record(at, samples);
     } catch (err) {
@@ -476,8 +476,8 @@ export class Daemon implements ControlPlane {
 
   // --- the control plane (api/routes.ts) ---
 
-  history(range: '1h' | '1d', ids: string[] | undefined): S.HistoryJson {
-    return { range, ...this.samples.series(range, ids) };
+  history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson {
+    return { range, ...this.samples.series(range, ids, fields) };
   }
 
   async listTenants(): Promise<S.TenantJson[]> {

@@ -4,7 +4,8 @@ import pg from 'pg';
 import { PgsHome, waitFor } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
-interface HistoryJson { intervalSeconds: number; times: number[]; tenants: Record<string, { state: (string | null)[]; connections: (number | null)[]; tps: (number | null)[] }> }
+interface Points { state?: (string | null)[]; connections?: (number | null)[]; tps?: (number | null)[]; wakes?: (number | null)[] }
+interface HistoryJson { intervalSeconds: number; times: number[]; host: { running: number[]; wakes: number[] }; tenants: Record<string, Points> }
 interface Listed { id: string; state: string; wakes: number }
 
 /** The daemon's own history of each tenant (GET /v1/history), sampled every second here. */
@@ -38,7 +39,7 @@ describe('history of tenants', () => {
         for (let i = 0; i < 100; i++) await client.query('SELECT 1');
         const h = await history('?tenant=busy');
         const series = h.tenants.busy;
-        return series !== undefined && series.tps.some((v) => v !== null && v >= 10) && series.connections.some((v) => v !== null && v >= 1);
+        return series !== undefined && (series.tps ?? []).some((v) => v !== null && v >= 10) && (series.connections ?? []).some((v) => v !== null && v >= 1);
       }, 30_000);
     } finally {
       await client.end();
@@ -46,7 +47,8 @@ describe('history of tenants', () => {
     const h = await history('?tenant=busy');
     assert.deepEqual(Object.keys(h.tenants), ['busy']);
     assert.equal(h.intervalSeconds, 1);
-    assert.equal(h.times.length, h.tenants.busy?.tps.length);
+    assert.equal(h.times.length, h.tenants.busy?.tps?.length);
+    assert.ok(h.host.running.some((n) => n >= 1), 'the host counts running tenants');
     assert.ok(h.times.every((t, i) => i === 0 || t > (h.times[i - 1] as number)), 'times in order');
   });
 
@@ -59,9 +61,19 @@ describe('history of tenants', () => {
     assert.equal((await state())?.wakes, wakes);
     const series = (await history('?tenant=sleepy&tenant=busy')).tenants.sleepy;
     assert.ok(series);
-    assert.deepEqual(series.state.slice(-3), ['suspended', 'suspended', 'suspended']);
-    assert.deepEqual(series.tps.slice(-3), [null, null, null]);
-    assert.ok(sleepy.id === 'sleepy');
+    assert.deepEqual(series.state?.slice(-3), ['suspended', 'suspended', 'suspended']);
+    assert.deepEqual(series.tps?.slice(-3), [null, null, null]);
+    // A connection wakes it: the wake is a point of its own and of the host's.
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'sleepy', password: sleepy.password, ssl: { servername: sleepy.hostname, rejectUnauthorized: false } });
+    await client.connect();
+    await client.query('SELECT 1');
+    await client.end();
+    await waitFor('the wake to show', async () => {
+      const h = await history('?tenant=sleepy&field=wakes');
+      return (h.tenants.sleepy?.wakes ?? []).some((w) => w !== null && w >= 1) && h.host.wakes.some((w) => w >= 1);
+    }, 15_000);
+    const only = await history('?tenant=sleepy&field=wakes&field=state');
+    assert.deepEqual(Object.keys(only.tenants.sleepy ?? {}).sort(), ['state', 'wakes']);
   });
 
   it('the day\'s range and bad input', async () => {
