@@ -145,8 +145,8 @@ function value(v: number, scale = 1): number | null {
 export class History {
   private readonly hour: Ring;
   private readonly day: Ring;
-  private readonly last = new Map<string, { at: number; xacts: number }>();
-  private readonly lastWakes = new Map<string, number>();
+  /** Each tenant's previous sample: the counters the next one's rates are taken from. */
+  private readonly last = new Map<string, { at: number; running: boolean; xacts: number | undefined; wakes: number | undefined }>();
   /** Fine points not yet folded into a coarse one: sums per tenant. */
   private fold = new Map<string, { state: number; connections: number; n: number; tps: number; tpsN: number; wakes: number }>();
   private folded = 0;
@@ -161,17 +161,14 @@ export class History {
     const points = new Map<string, Point>();
     for (const [id, sample] of samples) {
       const before = this.last.get(id);
-      let tps = Number.NaN;
-      if (sample.state === 'running' && sample.xacts !== undefined) {
-        if (before && sample.xacts >= before.xacts && at > before.at) tps = (sample.xacts - before.xacts) / ((at - before.at) / 1000);
-        this.last.set(id, { at, xacts: sample.xacts });
-      } else if (sample.state !== 'running') {
-        this.last.delete(id);
-      }
+      const running = sample.state === 'running';
+      // A rate only between two samples of a running server; anything else is a gap.
+      const tps = running && before?.running && sample.xacts !== undefined && before.xacts !== undefined && sample.xacts >= before.xacts && at > before.at
+        ? (sample.xacts - before.xacts) / ((at - before.at) / 1000)
+        : Number.NaN;
+      const wakes = sample.wakes !== undefined && before?.wakes !== undefined && sample.wakes >= before.wakes ? sample.wakes - before.wakes : 0;
+      this.last.set(id, { at, running, xacts: sample.xacts, wakes: sample.wakes });
       const state = STATES.indexOf(sample.state);
-      const wakesBefore = this.lastWakes.get(id);
-      const wakes = sample.wakes !== undefined && wakesBefore !== undefined && sample.wakes >= wakesBefore ? sample.wakes - wakesBefore : 0;
-      if (sample.wakes !== undefined) this.lastWakes.set(id, sample.wakes);
       points.set(id, { state, connections: sample.connections, tps, wakes });
       const f = this.fold.get(id) ?? { state, connections: 0, n: 0, tps: 0, tpsN: 0, wakes: 0 };
       f.state = state;
@@ -185,7 +182,6 @@ export class History {
       this.fold.set(id, f);
     }
     for (const id of this.last.keys()) if (!samples.has(id)) this.last.delete(id);
-    for (const id of this.lastWakes.keys()) if (!samples.has(id)) this.lastWakes.delete(id);
     this.hour.push(at, points);
     if (++this.folded >= this.perCoarse) {
       const coarse = new Map<string, Point>();
@@ -200,7 +196,6 @@ export class History {
     this.hour.forget(id);
     this.day.forget(id);
     this.last.delete(id);
-    this.lastWakes.delete(id);
     this.fold.delete(id);
   }
 

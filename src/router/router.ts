@@ -924,7 +924,7 @@ class ClientConnection {
     if (this.backendAsked) this.router.observer?.backendConnect((performance.now() - this.backendAsked.began) / 1000, this.backendAsked.woke);
     this.router.observer?.serverSession?.('pooled');
     const seen = new Map(session.params);
-    const greeting = [session.greeting()];
+    const parameters = session.greeting();
     pools.release(session, true);
     const client: PooledClient = new PooledClient({
       socket: this.socket,
@@ -947,10 +947,8 @@ class ClientConnection {
       transactionEnded: () => this.router.countTransaction(tenant.id),
     }, seen, fixed);
     this.pooled = client;
-    greeting.push(this.pooledKey(client));
-    if (this.loginNotice !== undefined) greeting.push(noticeBytes(this.loginNotice));
-    greeting.push(typed(BackendMessage.ReadyForQuery, Buffer.from([TX_IDLE])));
-    this.socket.write(Buffer.concat(greeting));
+    // Cancel requests go to whichever backend runs the client's transaction then.
+    this.greet(parameters, () => client.current?.cancelTarget, 4);
     this.readyForQuery = true;
     this.result = 'ok';
     clearTimeout(this.timer);
@@ -959,20 +957,17 @@ class ClientConnection {
     this.socket.resume(); // paused since authentication
   }
 
-  /** A key of the router's own, for cancel requests to whichever backend runs the client's transaction then. */
-  private pooledKey(client: PooledClient): Buffer {
-    const route = (): CancelTarget | undefined => {
-      const session = client.current;
-      if (!session || session.backendKey.length < 8) return undefined;
-      return { socketPath: session.socketPath, pid: session.backendKey.readInt32BE(0), secret: session.backendKey.subarray(4) };
-    };
-    const mine = this.router.registerCancelKey(route, 4);
-    if (this.done) this.router.unregisterCancelKey(mine.key);
-    else this.cancelKey = mine.key;
-    const out = Buffer.allocUnsafe(4 + mine.secret.length);
-    out.writeInt32BE(mine.pid, 0);
-    mine.secret.copy(out, 4);
-    return typed(BackendMessage.BackendKeyData, out);
+  /**
+   * What a server's start-up would end with, for a client greeted from a
+   * session the router holds: AuthenticationOk and its ParameterStatus set
+   * (`parameters`, from ServerSession.greeting), a key of the router's
+   * own for `route`, the login notice, and ReadyForQuery.
+   */
+  private greet(parameters: Buffer, route: CancelRoute, secretLength: number): void {
+    const greeting = [parameters, this.ownKey(route, secretLength)];
+    if (this.loginNotice !== undefined) greeting.push(noticeBytes(this.loginNotice));
+    greeting.push(typed(BackendMessage.ReadyForQuery, Buffer.from([TX_IDLE])));
+    this.socket.write(Buffer.concat(greeting));
   }
 
   // --- phase 4, with server sessions kept for reuse ---
@@ -1026,12 +1021,9 @@ class ClientConnection {
     if (this.backendAsked) this.router.observer?.backendConnect((performance.now() - this.backendAsked.began) / 1000, this.backendAsked.woke);
     session.detach();
     this.serverSession = session;
-    this.serverSocketPath = socketPath;
     this.backend = session.socket;
-    const greeting = [session.greeting(), this.rewriteKey(socketPath, session.backendKey)];
-    if (this.loginNotice !== undefined) greeting.push(noticeBytes(this.loginNotice));
-    greeting.push(typed(BackendMessage.ReadyForQuery, Buffer.from([TX_IDLE])));
-    this.socket.write(Buffer.concat(greeting));
+    const target = session.cancelTarget;
+    this.greet(session.greeting(), target ?? (() => undefined), target?.secret.length ?? 4);
     const state = new SessionState(session.params);
     state.onDatabaseStatement = () => pool.drop(tenant.id);
     state.onTransactionEnd = () => this.router.countTransaction(tenant.id);
@@ -1073,7 +1065,6 @@ class ClientConnection {
   }
 
   private unpipeSession: (() => void) | undefined;
-  private serverSocketPath = '';
 
   /** An ErrorResponse the server gave at start-up, passed on as it is (no such database, say). */
   private refuseAsServer(fields: ErrorFields): void {
@@ -1225,10 +1216,14 @@ class ClientConnection {
 
   /** Hands the client our own key; the real one stays here for cancel requests. */
   private rewriteKey(socketPath: string, payload: Buffer): Buffer {
-    const pid = payload.readInt32BE(0);
     const secret = Buffer.from(payload.subarray(4));
+    return this.ownKey({ socketPath, pid: payload.readInt32BE(0), secret }, secret.length);
+  }
+
+  /** A BackendKeyData of the router's own, whose cancel requests go to `route`. */
+  private ownKey(route: CancelRoute, secretLength: number): Buffer {
     if (this.cancelKey !== undefined) this.router.unregisterCancelKey(this.cancelKey);
-    const mine = this.router.registerCancelKey({ socketPath, pid, secret }, secret.length);
+    const mine = this.router.registerCancelKey(route, secretLength);
     if (this.done) {
       this.router.unregisterCancelKey(mine.key); // forget() already ran
     } else {

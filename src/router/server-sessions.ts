@@ -111,9 +111,15 @@ export class ServerSession {
     this.socket.destroy();
   }
 
+  /** Where a cancel request for this backend goes, once its key is known. */
+  get cancelTarget(): { socketPath: string; pid: number; secret: Buffer } | undefined {
+    return this.backendKey.length >= 8 ? { socketPath: this.socketPath, pid: this.backendKey.readInt32BE(0), secret: this.backendKey.subarray(4) } : undefined;
+  }
+
   /** Cancels what the backend runs now (PostgreSQL notices a gone client only when it writes). */
   cancel(): void {
-    if (this.usable && this.backendKey.length >= 8) cancelOn(this.socketPath, this.backendKey.readInt32BE(0), this.backendKey.subarray(4));
+    const target = this.cancelTarget;
+    if (this.usable && target) cancelOn(target.socketPath, target.pid, target.secret);
   }
 
   private readonly onData = (chunk: Buffer): void => {

@@ -191,11 +191,6 @@ export class TransactionPool {
     return this.tenants.get(tenant)?.idle.length ?? 0;
   }
 
-  /** Sessions clients hold now (or that are being opened for them). */
-  busyCount(tenant: string): number {
-    return this.tenants.get(tenant)?.busy ?? 0;
-  }
-
   /** Closes the tenant's idle sessions; returns how many. */
   drop(tenant: string): number {
     const pool = this.tenants.get(tenant);
