@@ -6,6 +6,7 @@ import type http from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { PgsError, codeWord, isPgsError } from '../core/errors.js';
+import { registerDashboard } from './dashboard.js';
 import { sseFrame, type EventLog } from './events.js';
 import * as S from './schemas.js';
 import type { ApiOptions } from './server.js';
@@ -107,6 +108,12 @@ export function registerRoutes(app: App, options: ApiOptions): void {
   app.get('/v1/status', { schema: { tags: tags('system'), summary: 'the daemon: pid, port, connections, certificate, tenants by state', response: { 200: S.Status, ...problems } } },
     async () => plane.status());
 
+  app.get('/v1/whoami', { schema: { tags: tags('system'), summary: 'who is asking: the token\'s name and scope (read or admin)', response: { 200: S.WhoAmI, ...problems } } },
+    async (request) => {
+      const who = request.principal;
+      return who.kind === 'token' ? { kind: 'token' as const, name: who.name, scope: who.scope } : { kind: 'unix' as const, name: null, scope: 'admin' as const };
+    });
+
   app.post('/v1/reload', { schema: { tags: tags('system'), summary: 're-read the catalog and the certificate files', response: { 200: S.Ok, ...problems } } },
     async () => {
       await plane.reload();
@@ -130,7 +137,7 @@ export function registerRoutes(app: App, options: ApiOptions): void {
   });
 
   app.get('/v1/history', { schema: { tags: tags('system'), summary: 'each tenant\'s state, connections and transactions per second over the last hour (10 s points) or day (1 min points), kept by the daemon', querystring: S.HistoryQuery, response: { 200: S.History, ...problems } } },
-    async (request) => plane.history(request.query.range ?? '1h', request.query.tenant, request.query.field));
+    async (request) => plane.history(request.query.range ?? '1h', request.query.tenants === 'none' ? [] : request.query.tenant, request.query.field));
 
   app.get('/v1/doctor', { schema: { tags: tags('system'), summary: 'data folders the catalog does not name, unfinished creates, entries without data', response: { 200: S.DoctorReport, ...problems } } },
     async () => plane.doctor());
@@ -213,6 +220,7 @@ export function registerRoutes(app: App, options: ApiOptions): void {
 
   registerBackupRoutes(app, plane, operations);
   registerTokenRoutes(app, tokens);
+  registerDashboard(app);
 }
 
 /** Backups, restores, branches, exports and imports; each may run as an operation (Prefer: respond-async). */

@@ -67,7 +67,7 @@ export const Tenant = Type.Object({
   pool: Type.Union([Pool], { description: 'how its clients share server sessions: session (one each) or transaction (poolSize shared, one per transaction)' }),
   poolSize: Type.Integer({ description: 'server sessions shared in transaction mode (at most maxConnections)' }),
   maxClientConnections: Nullable(Type.Integer({ description: 'client connections at once through the router; null: maxConnections in session mode, 1000 in transaction mode' })),
-  /** Its data folder's size at the last measurement (tenants with a quota: every 10 s while running); null: not measured. */
+  /** Its data folder's size at the last measurement (measured from disk soon after the daemon starts and after its server ran, at most every 10 min; with a quota every 10 s while it runs); null: not measured yet. */
   diskUsedBytes: Nullable(Type.Integer()),
   /** With a quota: ok, warning (90 %), read-only (at the quota), standby (10 % past it: nothing can be written). */
   disk: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('warning'), Type.Literal('read-only'), Type.Literal('standby')])),
@@ -76,6 +76,8 @@ export const Tenant = Type.Object({
   /** Present when the tenant has a limit this host cannot enforce: why. */
   limitsNotEnforced: Type.Optional(Type.String()),
   lastBackupAt: Nullable(DateTime),
+  /** The last time a client was connected through the router (null: not since the daemon started). */
+  lastActiveAt: Type.Optional(Nullable(DateTime)),
   archiving: Archiving,
   archivingError: Type.Optional(Type.String()),
 });
@@ -165,6 +167,7 @@ export const HistoryQuery = Type.Object({
   range: Type.Optional(Type.Union([Type.Literal('1h'), Type.Literal('1d')], { default: '1h', description: '1h: a point per sample (10 s); 1d: a point per minute' })),
   tenant: Type.Optional(Type.Array(TenantId, { maxItems: 1000, description: 'only these tenants (repeat the parameter); default: all' })),
   field: Type.Optional(Type.Array(Type.Union([Type.Literal('state'), Type.Literal('connections'), Type.Literal('tps'), Type.Literal('wakes')]), { maxItems: 4, description: 'only these series of each tenant (repeat the parameter); default: all' })),
+  tenants: Type.Optional(Type.Literal('none', { description: 'none: only the host\'s totals, no tenant series' })),
 });
 const Points = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Array(Nullable(schema));
 export const History = Type.Object({
@@ -188,6 +191,12 @@ export type HistoryJson = Static<typeof History>;
 export type HistoryField = 'state' | 'connections' | 'tps' | 'wakes';
 
 export const LogsQuery = Type.Object({ lines: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, default: 50 })) });
+export const WhoAmI = Type.Object({
+  kind: Type.Union([Type.Literal('token'), Type.Literal('unix')], { description: 'token: a bearer token over TCP; unix: the daemon\'s socket (full rights)' }),
+  name: Nullable(Type.String({ description: 'the token\'s name' })),
+  scope: Type.Union([Type.Literal('read'), Type.Literal('admin')]),
+});
+export type WhoAmIJson = Static<typeof WhoAmI>;
 export const Logs = Type.Object({ lines: Type.Array(Type.String()) });
 
 export const TenantStatus = Type.Object({
@@ -229,6 +238,10 @@ export const Status = Type.Object({
   serverUsers: Type.Object({ perTenant: Type.Boolean(), detail: Type.String() }),
   refusals: Type.Record(Type.String(), Type.Integer()),
   /** Where backups are copied besides the data root; null: nowhere. */
+  /** The data root's file system. */
+  disk: Nullable(Type.Object({ path: Type.String(), freeBytes: Type.Integer(), totalBytes: Type.Integer() })),
+  /** Wakes over the last hour: how many, and how long they took (null when there were none). */
+  wakesLastHour: Type.Object({ count: Type.Integer(), p50Seconds: Nullable(Type.Number()), p95Seconds: Nullable(Type.Number()) }),
   backupTarget: Nullable(Type.Object({
     url: Type.String(),
     /** Files not copied yet, over all tenants, as of the last pass. */

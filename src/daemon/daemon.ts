@@ -411,7 +411,7 @@ export class Daemon implements ControlPlane {
 
 
   private async view(tenant: Tenant): Promise<S.TenantJson> {
-    const diskUsed = this.disk.usedBytes(tenant.id);
+    const diskUsed = this.disk.usedBytes(tenant.id) ?? this.supervisor.measuredBytes(tenant.id);
     const disk = this.disk.level(tenant);
     return tenantView(this.catalog.settings, tenant, {
       ...(await this.observeWithArchive(tenant)),
@@ -419,6 +419,7 @@ export class Daemon implements ControlPlane {
       ...(diskUsed !== undefined ? { diskUsedBytes: diskUsed } : {}),
       ...(disk !== undefined ? { disk } : {}),
       lastBackupAt: this.backupPlane.lastBackupAt(tenant.id),
+      lastActiveAt: this.supervisor.lastActiveAt(tenant.id),
     });
   }
 
@@ -469,6 +470,8 @@ export class Daemon implements ControlPlane {
       limits: this.runtime.limitsSupport(),
       serverUsers: this.runtime.serverUsers(),
       refusals: Object.fromEntries(this.router.refusals),
+      disk: await fs.statfs(this.catalog.settings.dataRoot).then((f) => ({ path: this.catalog.settings.dataRoot, freeBytes: f.bavail * f.bsize, totalBytes: f.blocks * f.bsize }), () => null),
+      wakesLastHour: this.supervisor.recentWakes(),
       backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => t.id)),
       tenants,
     };

@@ -106,6 +106,8 @@ export interface TenantView {
   limitsNotEnforced?: string;
   /** When the newest backup finished; null: none, or no daemon runs. */
   lastBackupAt: string | null;
+  /** When a client was last connected through the router; null: not since the daemon started (absent without a daemon). */
+  lastActiveAt?: string | null;
   /** The continuous archive: ok, failing, behind, gap, off (not yet set up), unknown (not looked at). */
   archiving: 'ok' | 'failing' | 'behind' | 'gap' | 'unknown' | 'off';
   archivingError?: string;
@@ -124,6 +126,7 @@ export interface ObservedTenant {
   restarts: number;
   wakes: number;
   lastBackupAt?: string | null;
+  lastActiveAt?: string | null;
   archiving?: TenantView['archiving'];
   archivingError?: string;
   usage?: { memoryBytes: number; cpuSeconds: number };
@@ -604,6 +607,7 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     ...(seen.usage ? { usage: seen.usage } : {}),
     ...(seen.limitsNotEnforced ? { limitsNotEnforced: seen.limitsNotEnforced } : {}),
     lastBackupAt: seen.lastBackupAt ?? null,
+    ...(seen.lastActiveAt !== undefined ? { lastActiveAt: seen.lastActiveAt } : {}),
     archiving: seen.archiving ?? (tenant.generation === undefined ? 'off' : 'unknown'),
     ...(seen.archivingError ? { archivingError: seen.archivingError } : {}),
   };

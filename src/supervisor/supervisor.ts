@@ -103,6 +103,8 @@ const HEALTH_TIMEOUT_MS = 5_000;
 const PARALLEL_STARTS = 4;
 const PARALLEL_SUSPENDS = 4;
 const PARALLEL_CHECKS = 4;
+/** Wake durations kept for the last hour's percentiles. */
+const WAKE_TIMES_KEPT = 10_000;
 /** Data folder sizes: the first sweep soon after start, then each minute; a running server's folder at most every 10 min. */
 const SIZE_FIRST_MS = 5_000;
 const SIZE_SWEEP_MS = 60_000;
@@ -129,6 +131,8 @@ export class Supervisor {
   private readonly wakes = new Map<string, number>();
   /** Last moment (ms) each tenant had a client connection through the router, as seen each second. */
   private readonly lastActive = new Map<string, number>();
+  /** Recent wakes and how long each took, oldest first (the last hour, at most WAKE_TIMES_KEPT). */
+  private readonly wakeTimes: { at: number; seconds: number }[] = [];
   /** Data folder sizes, measured in the background; re-measured after a tenant ran. */
   private readonly dataBytes = new Map<string, { bytes: number; at: number }>();
   private sizeSweep: NodeJS.Timeout | undefined;
@@ -477,6 +481,8 @@ export class Supervisor {
       const seconds = (performance.now() - started) / 1000;
       this.metrics.wakes.inc();
       this.metrics.wakeDuration.observe(seconds);
+      this.wakeTimes.push({ at: Date.now(), seconds });
+      if (this.wakeTimes.length > WAKE_TIMES_KEPT) this.wakeTimes.splice(0, this.wakeTimes.length - WAKE_TIMES_KEPT);
       this.log.info('woke', { tenant: id, ms: Math.round(seconds * 1000) });
       this.events.emit('state', id, { state: 'running', reason: 'woken' });
       return true;
@@ -528,6 +534,26 @@ export class Supervisor {
       counts.set(state, (counts.get(state) ?? 0) + 1);
     }
     return counts;
+  }
+
+  /** Wakes over the last hour: how many, and the median and 95th percentile of how long they took. */
+  recentWakes(now = Date.now()): { count: number; p50Seconds: number | null; p95Seconds: number | null } {
+    const cutoff = now - 3_600_000;
+    while (this.wakeTimes.length > 0 && (this.wakeTimes[0] as { at: number }).at < cutoff) this.wakeTimes.shift();
+    const sorted = this.wakeTimes.map((w) => w.seconds).sort((a, b) => a - b);
+    const at = (q: number) => (sorted.length === 0 ? null : Math.round((sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number) * 1000) / 1000);
+    return { count: sorted.length, p50Seconds: at(0.5), p95Seconds: at(0.95) };
+  }
+
+  /** The data folder's size at its last measurement (the size sweep), or undefined before the first. */
+  measuredBytes(id: string): number | undefined {
+    return this.dataBytes.get(id)?.bytes;
+  }
+
+  /** When a client was last connected to the tenant through the router (now, while one is), or null. */
+  lastActiveAt(id: string): string | null {
+    const at = this.router.connectionCount(id) > 0 ? Date.now() : Math.max(this.lastActive.get(id) ?? 0, this.router.lastUsed(id) ?? 0);
+    return at > 0 ? new Date(at).toISOString() : null;
   }
 
   /** Per-tenant samples for /metrics (the daemon adds what its backups know). */

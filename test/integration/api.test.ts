@@ -103,6 +103,12 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     const tokensForReader = await tcp<Problem>('GET', '/v1/tokens', '/v1/tokens', { token: reader });
     assert.equal(tokensForReader.status, 403, 'token management needs admin');
     assert.equal((await tcp('GET', '/healthz', '/healthz')).status, 200, 'liveness needs no token');
+    // Who a token is (the dashboard shows it, and hides changes from a read token).
+    const asReader = await tcp<{ kind: string; name: string | null; scope: string }>('GET', '/v1/whoami', '/v1/whoami', { token: reader });
+    assert.deepEqual(asReader.body, { kind: 'token', name: 'dash', scope: 'read' });
+    assert.equal((await tcp<{ scope: string }>('GET', '/v1/whoami', '/v1/whoami', { token: admin })).body.scope, 'admin');
+    assert.equal((await tcp('GET', '/v1/whoami', '/v1/whoami')).status, 401);
+    assert.deepEqual((await unix('GET', '/v1/whoami', '/v1/whoami')).body, { kind: 'unix', name: null, scope: 'admin' });
   });
 
   it('tenants: create (201, password once), get with ETag, patch with If-Match (412 on a lost update), list with a cursor', async () => {

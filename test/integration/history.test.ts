@@ -79,6 +79,9 @@ describe('history of tenants', () => {
   it('the day\'s range and bad input', async () => {
     const day = await history('?range=1d');
     assert.equal(day.intervalSeconds, 6);
+    const hostOnly = await history('?tenants=none');
+    assert.deepEqual(hostOnly.tenants, {});
+    assert.equal(hostOnly.host.running.length, hostOnly.times.length);
     const bad = await pgs.api('GET', '/v1/history?range=1y');
     assert.equal(bad.status, 400);
   });
