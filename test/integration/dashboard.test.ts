@@ -1,0 +1,322 @@
+import assert from 'node:assert/strict';
+import { promises as fs, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { PgsHome, ROOT, psql, waitFor } from '../helpers/pgs.js';
+
+/**
+ * The dashboard end to end in a real browser: Debian's Chromium driven by
+ * playwright-core, against a real daemon, real tenants and psql. Every page
+ * is checked with axe-core (light and dark) and saved as a screenshot in
+ * test-results/dashboard/.
+ */
+const CHROMIUM = process.env.PGS_CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = path.join(ROOT, 'test-results', 'dashboard');
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/** The tenants' host names resolve nowhere here: libpq connects to loopback and still sends the name (SNI). */
+const LOOPBACK = { PGHOSTADDR: '127.0.0.1' };
+
+interface Created { id: string; hostname: string; password: string; url: string }
+interface Listed { id: string; state: string; wakes: number; access: string }
+
+describe('dashboard in a browser', () => {
+  let pgs: PgsHome;
+  let base: string;
+  let adminToken: string;
+  let readToken: string;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  /** Console errors, page errors, failed requests and error answers nobody expected. */
+  const problems: string[] = [];
+  /** Answers with these statuses for these paths are the test's own doing (a wrong token). */
+  let expected: { status: number; path: string } | null = null;
+
+  const watch = (p: Page) => {
+    p.on('console', (message) => {
+      if (message.type() !== 'error') return;
+      if (expected && message.text().includes(`status of ${expected.status}`)) return;
+      problems.push(`console: ${message.text()}`);
+    });
+    p.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    p.on('requestfailed', (request) => {
+      // A page that closes or reloads cuts what it was asking (the event stream, a poll); nothing else may fail.
+      if (/ERR_ABORTED/.test(request.failure()?.errorText ?? '')) return;
+      problems.push(`request failed: ${request.method()} ${request.url()} ${request.failure()?.errorText ?? ''}`);
+    });
+    p.on('response', (response) => {
+      const url = new URL(response.url());
+      if (response.status() < 400) return;
+      if (expected && expected.status === response.status() && url.pathname === expected.path) return;
+      problems.push(`answer ${response.status()}: ${response.request().method()} ${url.pathname}${url.search}`);
+    });
+  };
+
+  const shot = async (name: string, p: Page = page) => {
+    await fs.mkdir(SHOTS, { recursive: true });
+    await p.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  };
+
+  /** axe-core on the page as it is: no violations at all. */
+  const accessible = async (what: string, p: Page = page) => {
+    // Evaluated by the test driver, not by the page: the page's own policy allows no inline script.
+    if (!(await p.evaluate(() => 'axe' in window))) await p.evaluate(AXE);
+    const violations = await p.evaluate(async () => {
+      const result = await (window as unknown as { axe: { run(): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } }).axe.run();
+      return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+    });
+    assert.deepEqual(violations, [], `${what}: accessibility violations`);
+  };
+
+  const list = async () => pgs.json<Listed[]>(['list']);
+  const connect = async (created: Pick<Created, 'id' | 'hostname'>, password: string) => {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: created.id, password, ssl: { servername: created.hostname, rejectUnauthorized: false } });
+    await client.connect();
+    return client;
+  };
+  let port: number;
+  let shop: Pick<Created, 'id' | 'hostname' | 'url'> & { password: string };
+
+  before(async () => {
+    pgs = await PgsHome.make({ PGS_HISTORY_INTERVAL: '1s' });
+    port = await pgs.setup();
+    await pgs.json<Created>(['create', 'existing', '--autosuspend', 'off']);
+    adminToken = (await pgs.json<{ token: string }>(['token', 'create', 'web', '--scope', 'admin'])).token;
+    readToken = (await pgs.json<{ token: string }>(['token', 'create', 'viewer', '--scope', 'read'])).token;
+    const status = await pgs.api<{ api: string }>('GET', '/v1/status');
+    base = `http://${status.body.api}`;
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light' });
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+    page = await context.newPage();
+    watch(page);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await pgs.destroy();
+  });
+
+  it('serves the page with a strict content security policy and small assets', async () => {
+    const res = await fetch(`${base}/`, { headers: { 'accept-encoding': 'gzip' } });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+    assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'none'; script-src 'self'/);
+    const html = await res.text();
+    const script = /src="(\/assets\/app\.js\?v=[0-9a-f]+)"/.exec(html)?.[1];
+    assert.ok(script, html);
+    const js = await fetch(`${base}${script}`, { headers: { 'accept-encoding': 'gzip' } });
+    assert.equal(js.status, 200);
+    assert.equal(js.headers.get('content-encoding'), 'gzip');
+    assert.equal((await fetch(`${base}/assets/..%2Fpackage.json`)).status, 404);
+    // The API stays closed: the page is public, the data is not.
+    assert.equal((await fetch(`${base}/v1/tenants`)).status, 401);
+  });
+
+  it('refuses a wrong token and logs in with a right one, kept in session storage only', async () => {
+    await page.goto(`${base}/`);
+    await page.getByLabel('API token').fill('pgs_not_a_real_token');
+    expected = { status: 401, path: '/v1/whoami' };
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'not valid' }).waitFor();
+    expected = null;
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('pgs.token')), null);
+    await shot('login-refused');
+    await accessible('login');
+    await page.getByLabel('API token').fill(adminToken);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('pgs.token')), adminToken);
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    // A reload keeps the session (same tab).
+    await page.reload();
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.getByText('Servers running / budget').waitFor();
+    const disk = await page.locator('.card', { hasText: 'Disk free' }).locator('.card-value').innerText();
+    assert.match(disk, /^[\d.]+ (KiB|MiB|GiB|TiB)$/, 'the data root\'s free disk');
+    await shot('overview');
+    await accessible('overview');
+  });
+
+  it('creates a tenant from the page and lists it', async () => {
+    await page.goto(`${base}/#/tenants`);
+    await page.getByRole('link', { name: 'existing', exact: true }).waitFor();
+    await page.getByText('New tenant').click();
+    await page.getByLabel('Id').fill('webshop');
+    await page.getByLabel('Autosuspend').fill('off');
+    await page.getByText('pgs create webshop --autosuspend off').waitFor();
+    await page.getByRole('button', { name: 'Create' }).click();
+    const secret = page.locator('.secret');
+    await secret.getByText('Tenant webshop is ready').waitFor({ timeout: 60_000 });
+    const password = await secret.locator('code[data-copy="password"]').innerText();
+    const url = await secret.locator('code[data-copy="URI"]').innerText();
+    assert.match(password, /^\S{32}$/);
+    assert.match(url, /sslmode=require/);
+    await page.getByRole('link', { name: 'webshop', exact: true }).waitFor();
+    const listed = (await list()).find((t) => t.id === 'webshop');
+    assert.ok(listed, 'the tenant exists');
+    const hostname = (await pgs.json<{ id: string; hostname: string }[]>(['list'])).find((t) => t.id === 'webshop')?.hostname ?? '';
+    // From here on the password comes from PGPASSWORD, not from the URI shown at creation.
+    shop = { id: 'webshop', hostname, url: `postgresql://postgres@${hostname}:${port}/webshop?sslmode=require`, password };
+    const ok = await psql(url, 'SELECT 1', password, LOOPBACK);
+    assert.equal(ok.code, 0, ok.stderr);
+    await shot('tenants');
+    await accessible('tenants');
+  });
+
+  it('turns access off and on: psql is refused, then accepted', async () => {
+    await page.getByRole('link', { name: 'webshop', exact: true }).click();
+    await page.getByRole('heading', { name: /webshop/ }).waitFor();
+    await page.getByRole('button', { name: 'Disable access' }).click();
+    await page.getByRole('button', { name: 'Enable access' }).waitFor();
+    await page.getByText('pgs disable-access webshop').waitFor();
+    assert.equal((await list()).find((t) => t.id === 'webshop')?.access, 'disabled');
+    const refused = await psql(shop.url, 'SELECT 1', shop.password, LOOPBACK);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /disabled|not accepting|refused/i);
+    await page.getByRole('button', { name: 'Enable access' }).click();
+    await page.getByRole('button', { name: 'Disable access' }).waitFor();
+    const accepted = await psql(shop.url, 'SELECT 1', shop.password, LOOPBACK);
+    assert.equal(accepted.code, 0, accepted.stderr);
+  });
+
+  it('rotates the password: the new one works, the old one does not', async () => {
+    await page.getByRole('button', { name: 'Rotate password' }).click();
+    const fresh = await page.locator('code[data-copy="new password"]').innerText();
+    assert.match(fresh, /^\S{32}$/);
+    assert.notEqual(fresh, shop.password);
+    await page.getByText(`pgs passwd webshop`).waitFor();
+    const good = await psql(shop.url, 'SELECT 1', fresh, LOOPBACK);
+    assert.equal(good.code, 0, good.stderr);
+    const old = await psql(shop.url, 'SELECT 1', shop.password, LOOPBACK);
+    assert.notEqual(old.code, 0);
+    assert.match(old.stderr, /password authentication failed/);
+    shop.password = fresh;
+  });
+
+  it('draws the transactions it saw: the plotted series has points and a peak', async () => {
+    const client = await connect(shop, shop.password);
+    try {
+      const tps = page.locator('figure', { hasText: 'Transactions per second' });
+      await waitFor('the TPS chart to plot traffic', async () => {
+        for (let i = 0; i < 200; i++) await client.query('SELECT 1');
+        const summary = await tps.locator('.chart-summary').innerText();
+        const peak = Number(/peak ([\d,.]+)/.exec(summary)?.[1]?.replace(/,/g, '') ?? '0');
+        return peak >= 10;
+      }, 30_000);
+      const points = (await tps.getAttribute('data-points')) ?? '';
+      assert.ok(Number(points) >= 1, `points plotted: ${points}`);
+      // uPlot drew it: the plotting canvas exists with the size of its box.
+      const canvas = await tps.locator('canvas').boundingBox();
+      assert.ok(canvas && canvas.width > 100 && canvas.height > 100);
+      const connections = page.locator('figure', { hasText: 'Connections' }).first();
+      await waitFor('the connections chart to show the client', async () => /peak [1-9]/.test(await connections.locator('.chart-summary').innerText()), 15_000);
+    } finally {
+      await client.end();
+    }
+    await shot('tenant');
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: path.join(SHOTS, 'tenant-top.png') }); // the README's picture
+    await accessible('tenant page');
+  });
+
+  it('takes a backup from the page and lists it with the restorable window', async () => {
+    await page.getByRole('button', { name: 'Back up now' }).click();
+    await page.getByText('Back up now: done').waitFor({ timeout: 60_000 });
+    await page.getByText(/^Restorable from /).waitFor();
+    await page.getByText('pgs backup webshop', { exact: true }).waitFor();
+    const listed = await pgs.json<{ backups: { id: string; reason: string }[] }>(['backups', 'webshop']);
+    const manual = listed.backups.find((b) => b.reason === 'manual');
+    assert.ok(manual, JSON.stringify(listed));
+    await page.getByRole('cell', { name: manual.id }).waitFor();
+  });
+
+  it('keeps a suspended tenant suspended while its page polls', async () => {
+    await pgs.json<Created>(['create', 'sleepy', '--autosuspend', '2s']);
+    await waitFor('sleepy to be suspended', async () => (await list()).find((t) => t.id === 'sleepy')?.state === 'suspended', 30_000);
+    const wakes = (await list()).find((t) => t.id === 'sleepy')?.wakes;
+    await page.goto(`${base}/#/tenants/sleepy`);
+    await page.locator('h1 .badge', { hasText: 'suspended' }).waitFor();
+    const asked: string[] = [];
+    const count = (r: { url(): string }) => { if (r.url().includes('sleepy')) asked.push(r.url()); };
+    page.on('request', count);
+    await new Promise((r) => setTimeout(r, 30_000)); // 30 polls at the 1 s sample interval
+    page.off('request', count);
+    assert.ok(asked.length >= 20, `the page kept asking (${asked.length} requests)`);
+    const now = (await list()).find((t) => t.id === 'sleepy');
+    assert.equal(now?.state, 'suspended');
+    assert.equal(now?.wakes, wakes);
+    await page.getByText(/TPS: now not running/).waitFor();
+    await shot('tenant-suspended');
+  });
+
+  it('is usable 360 px wide and in the dark theme', async () => {
+    const narrow = await context.newPage();
+    watch(narrow);
+    await narrow.setViewportSize({ width: 360, height: 780 });
+    await narrow.goto(`${base}/`);
+    await narrow.evaluate((t) => sessionStorage.setItem('pgs.token', t), adminToken); // a new tab: log in again
+    await narrow.goto(`${base}/#/tenants`);
+    await narrow.reload();
+    await narrow.getByRole('link', { name: 'webshop', exact: true }).waitFor();
+    const overflow = await narrow.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(overflow <= 360, `the page is ${overflow} px wide at 360`);
+    await shot('tenants-360', narrow);
+    await narrow.close();
+    const dark = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'dark' });
+    const darkPage = await dark.newPage();
+    watch(darkPage);
+    await darkPage.goto(`${base}/`);
+    await darkPage.evaluate((t) => sessionStorage.setItem('pgs.token', t), adminToken);
+    for (const [hash, name, ready] of [['#/', 'overview-dark', 'Servers running / budget'], ['#/tenants', 'tenants-dark', 'webshop'], ['#/tenants/webshop', 'tenant-dark', 'Server log']] as const) {
+      await darkPage.goto(`${base}/${hash}`);
+      await darkPage.reload();
+      await darkPage.getByText(ready, { exact: true }).first().waitFor();
+      await shot(name, darkPage);
+      await accessible(`${name}`, darkPage);
+    }
+    await dark.close();
+  });
+
+  it('a read token sees everything and can change nothing', async () => {
+    const viewer = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const p = await viewer.newPage();
+    watch(p);
+    await p.goto(`${base}/`);
+    await p.getByLabel('API token').fill(readToken);
+    await p.getByRole('button', { name: 'Log in' }).click();
+    await p.getByText('viewer · read').waitFor();
+    await p.goto(`${base}/#/tenants/webshop`);
+    await p.getByText('Server log').waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Stop' }).count(), 0);
+    assert.equal(await p.getByRole('button', { name: /Delete/ }).count(), 0);
+    await viewer.close();
+  });
+
+  it('deletes a tenant only when its id is typed', async () => {
+    await page.goto(`${base}/#/tenants/webshop`);
+    const button = page.getByRole('button', { name: 'Delete webshop' });
+    await button.waitFor();
+    await page.getByLabel('Type webshop to delete it').fill('webshoq');
+    assert.equal(await button.isDisabled(), true);
+    await page.getByLabel('Type webshop to delete it').fill('webshop');
+    await page.getByText('pgs remove webshop --yes').waitFor();
+    await button.click();
+    await page.getByText('Tenant webshop was deleted').waitFor({ timeout: 60_000 });
+    assert.equal((await list()).some((t) => t.id === 'webshop'), false);
+    await page.goto(`${base}/#/tenants`);
+    await page.getByRole('link', { name: 'existing', exact: true }).waitFor();
+    assert.equal(await page.getByRole('link', { name: 'webshop', exact: true }).count(), 0);
+  });
+
+  it('had no console errors, failed requests or error answers on any page', () => {
+    assert.deepEqual(problems, []);
+  });
+});

@@ -1,0 +1,113 @@
+// The daemon's REST API as the page uses it: the token from session storage
+// as a bearer token, problem+json errors as ApiError, events as a stream.
+import type { WhoAmIJson } from '../../src/api/schemas.js';
+
+export type {
+  TenantJson as Tenant, StatusJson as Status, HistoryJson as History, ConnectionJson as Connection,
+  CreatedTenantJson as Created, WhoAmIJson as WhoAmI, PatchTenantRequest as Patch, BackupListJson as BackupList,
+} from '../../src/api/schemas.js';
+
+const KEY = 'pgs.token';
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+let unauthorized: (message: string) => void = () => undefined;
+
+export function onUnauthorized(handler: (message: string) => void): void {
+  unauthorized = handler;
+}
+
+export function token(): string | null {
+  return sessionStorage.getItem(KEY);
+}
+
+export function setToken(value: string | null): void {
+  if (value === null) sessionStorage.removeItem(KEY);
+  else sessionStorage.setItem(KEY, value);
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { authorization: `Bearer ${token() ?? ''}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(path, { method, headers, body: body === undefined ? null : JSON.stringify(body), cache: 'no-store' });
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  let data: unknown;
+  try {
+    data = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    data = undefined;
+  }
+  if (!res.ok) {
+    const problem = (data ?? {}) as { code?: string; detail?: string };
+    const error = new ApiError(res.status, problem.code ?? 'error', problem.detail ?? `${res.status} ${res.statusText}`);
+    if (res.status === 401) unauthorized(error.message);
+    throw error;
+  }
+  return data as T;
+}
+
+/** Checks a token without keeping it: who it is, or the daemon's reason for refusing it. */
+export async function checkToken(candidate: string): Promise<WhoAmIJson> {
+  const res = await fetch('/v1/whoami', { headers: { authorization: `Bearer ${candidate}` }, cache: 'no-store' });
+  const data = (await res.json().catch(() => ({}))) as WhoAmIJson & { detail?: string; code?: string };
+  if (!res.ok) throw new ApiError(res.status, data.code ?? 'error', data.detail ?? `${res.status} ${res.statusText}`);
+  return data;
+}
+
+export interface PgsEvent {
+  id: number;
+  type: string;
+  tenant: string;
+  at: string;
+  state?: string;
+  access?: string;
+  reason?: string;
+  backup?: string;
+}
+
+/**
+ * Follows GET /v1/events (Server-Sent Events, read with fetch so that the
+ * token goes in a header, not in the address), from the oldest event the
+ * daemon keeps. Reconnects after 2 s with Last-Event-ID, so nothing recent is
+ * missed; stops when `signal` aborts.
+ */
+export async function followEvents(onEvent: (event: PgsEvent) => void, signal: AbortSignal): Promise<void> {
+  let last = 0; // the first time, every event the daemon still keeps (its last 1,000)
+  while (!signal.aborted) {
+    try {
+      const headers: Record<string, string> = { authorization: `Bearer ${token() ?? ''}` };
+      headers['last-event-id'] = String(last);
+      const res = await fetch('/v1/events', { headers, signal, cache: 'no-store' });
+      if (res.status === 401) {
+        unauthorized('the API token is not valid (revoked or mistyped)');
+        return;
+      }
+      if (!res.ok || !res.body) throw new Error(String(res.status));
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = frame.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+          if (data === '') continue;
+          const event = JSON.parse(data) as PgsEvent;
+          last = event.id;
+          onEvent(event);
+        }
+      }
+    } catch {
+      if (signal.aborted) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+  }
+}

@@ -1,0 +1,33 @@
+// What each action of the page is as a pgs command and as a curl call, so
+// that anything done here can be scripted.
+
+export interface Equivalent {
+  /** The pgs command, or null when only the API does it. */
+  pgs: string | null;
+  curl: string;
+}
+
+let caCert: string | null = null;
+
+/** With HTTPS and the certificate pgs made itself, curl needs it: --cacert FILE. */
+export function setCaCert(file: string | null): void {
+  caCert = file;
+}
+
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export function curl(method: string, path: string, body?: unknown): string {
+  const parts = ['curl'];
+  if (location.protocol === 'https:' && caCert) parts.push('--cacert', shellQuote(caCert));
+  if (method !== 'GET') parts.push('-X', method);
+  parts.push('-H', '"Authorization: Bearer $PGS_TOKEN"');
+  if (body !== undefined) parts.push('-H', "'content-type: application/json'", '-d', shellQuote(JSON.stringify(body)));
+  parts.push(shellQuote(`${location.origin}${path}`));
+  return parts.join(' ');
+}
+
+export function equivalent(pgs: string | null, method: string, path: string, body?: unknown): Equivalent {
+  return { pgs, curl: curl(method, path, body) };
+}
