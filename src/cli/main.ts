@@ -6,6 +6,7 @@ import { backup, backups, branch, exportCommand, importCommand, restore } from '
 import { config } from './commands/config.js';
 import { create } from './commands/create.js';
 import { doctor } from './commands/doctor.js';
+import { exportCompose } from './commands/export-compose.js';
 import { list } from './commands/list.js';
 import { logs } from './commands/logs.js';
 import { passwd } from './commands/passwd.js';
@@ -31,6 +32,7 @@ const COMMANDS: Record<string, Command> = {
   'disable-access': accessCommand('disabled'),
   config, logs, url, passwd, token, doctor,
   backup, backups, restore, branch, export: exportCommand, import: importCommand,
+  'export-compose': exportCompose,
 };
 
 /** Mistakes in what was typed, not failures of pgs: exit code 2. */
