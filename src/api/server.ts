@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -38,7 +39,7 @@ export interface ListenedApi {
 const VIA_UNIX = Symbol('pgs.viaUnix');
 type Tagged = http.IncomingMessage & { [VIA_UNIX]?: true };
 
-/** Failed token attempts from one address within a minute before it gets 429. */
+/** Different wrong tokens from one address within a minute before it gets 429. */
 const AUTH_FAILURES_PER_MINUTE = 10;
 const AUTH_WINDOW_MS = 60_000;
 
@@ -74,7 +75,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     },
   });
 
-  const failures = new Map<string, number[]>();
+  // Wrong tokens from one address within the last minute, each counted once: guessing is trying
+  // many, while a client that keeps sending one revoked token (a dashboard tab, a cron job) is not.
+  const failures = new Map<string, { at: number; token: string }[]>();
   app.addHook('onRequest', async (request, reply) => {
     if ((request.raw as Tagged)[VIA_UNIX]) {
       request.principal = { kind: 'unix' };
@@ -87,10 +90,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     }
     const address = request.ip;
     const now = Date.now();
-    const recent = (failures.get(address) ?? []).filter((t) => now - t < AUTH_WINDOW_MS);
+    const recent = (failures.get(address) ?? []).filter((f) => now - f.at < AUTH_WINDOW_MS);
     if (recent.length >= AUTH_FAILURES_PER_MINUTE) {
       failures.set(address, recent);
-      const retry = Math.max(1, Math.ceil((recent[0]! + AUTH_WINDOW_MS - now) / 1000));
+      const retry = Math.max(1, Math.ceil((recent[0]!.at + AUTH_WINDOW_MS - now) / 1000));
       reply.header('retry-after', String(retry));
       throw new PgsError('RATE_LIMITED', `too many failed authentications from ${address}: try again in ${retry} s`);
     }
@@ -98,9 +101,12 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     const found = match?.[1] ? options.tokens.verify(match[1]) : undefined;
     if (!found) {
-      recent.push(now);
-      failures.set(address, recent);
-      if (failures.size > 10_000) failures.clear(); // bounded memory under a spray of addresses
+      if (header !== '') {
+        const token = createHash('sha256').update(header).digest('base64url').slice(0, 16);
+        if (!recent.some((f) => f.token === token)) recent.push({ at: now, token });
+        failures.set(address, recent);
+        if (failures.size > 10_000) failures.clear(); // bounded memory under a spray of addresses
+      }
       reply.header('www-authenticate', 'Bearer realm="pgs"');
       throw new PgsError('UNAUTHORIZED', header === '' ? 'an API token is required: Authorization: Bearer pgs_...' : 'the API token is not valid (revoked or mistyped)');
     }

@@ -33,7 +33,7 @@ describe('dashboard in a browser', () => {
   let page: Page;
   /** Console errors, page errors, failed requests and error answers nobody expected. */
   const problems: string[] = [];
-  /** Answers with these statuses for these paths are the test's own doing (a wrong token). */
+  /** Answers with this status for this path ('*': any) are the test's own doing (a wrong or revoked token). */
   let expected: { status: number; path: string } | null = null;
 
   const watch = (p: Page) => {
@@ -51,7 +51,7 @@ describe('dashboard in a browser', () => {
     p.on('response', (response) => {
       const url = new URL(response.url());
       if (response.status() < 400) return;
-      if (expected && expected.status === response.status() && url.pathname === expected.path) return;
+      if (expected && expected.status === response.status() && (expected.path === '*' || url.pathname === expected.path)) return;
       problems.push(`answer ${response.status()}: ${response.request().method()} ${url.pathname}${url.search}`);
     });
   };
@@ -297,6 +297,14 @@ describe('dashboard in a browser', () => {
     await p.getByText('Server log').waitFor();
     assert.equal(await p.getByRole('button', { name: 'Stop' }).count(), 0);
     assert.equal(await p.getByRole('button', { name: /Delete/ }).count(), 0);
+    // Revoked: the next load draws from what it knew, checks the token again, and logs out with the daemon's reason.
+    await pgs.ok(['token', 'revoke', 'viewer']);
+    expected = { status: 401, path: '*' }; // every request of that load is refused until the page logs out
+    await p.reload();
+    await p.getByRole('alert').filter({ hasText: 'not valid' }).waitFor();
+    await p.getByLabel('API token').waitFor();
+    expected = null;
+    assert.equal(await p.evaluate(() => sessionStorage.getItem('pgs.token')), null);
     await viewer.close();
   });
 

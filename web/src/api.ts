@@ -8,6 +8,8 @@ export type {
 } from '../../src/api/schemas.js';
 
 const KEY = 'pgs.token';
+/** Who the token is, kept beside it so that a reload draws at once (and checks again meanwhile). */
+const WHO = 'pgs.who';
 
 export class ApiError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
@@ -25,9 +27,23 @@ export function token(): string | null {
   return sessionStorage.getItem(KEY);
 }
 
-export function setToken(value: string | null): void {
-  if (value === null) sessionStorage.removeItem(KEY);
-  else sessionStorage.setItem(KEY, value);
+export function setToken(value: string | null, who?: WhoAmIJson): void {
+  if (value === null) {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(WHO);
+    return;
+  }
+  sessionStorage.setItem(KEY, value);
+  if (who) sessionStorage.setItem(WHO, JSON.stringify(who));
+}
+
+export function savedWho(): WhoAmIJson | null {
+  try {
+    const who = JSON.parse(sessionStorage.getItem(WHO) ?? 'null') as WhoAmIJson | null;
+    return token() !== null && who && (who.scope === 'read' || who.scope === 'admin') ? who : null;
+  } catch {
+    return null;
+  }
 }
 
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {

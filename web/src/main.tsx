@@ -5,7 +5,7 @@ import 'uplot/dist/uPlot.min.css';
 import './style.css';
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, checkToken, followEvents, onUnauthorized, setToken, token, type History, type PgsEvent, type WhoAmI } from './api';
+import { api, checkToken, followEvents, onUnauthorized, savedWho, setToken, token, type History, type PgsEvent, type WhoAmI } from './api';
 import { Overview } from './overview';
 import { TenantPage } from './tenant';
 import { TenantsPage } from './tenants';
@@ -36,7 +36,7 @@ function Login(props: { reason: string | null; onLogin: (who: WhoAmI) => void })
         setBusy(true);
         try {
           const who = await checkToken(value.trim());
-          setToken(value.trim());
+          setToken(value.trim(), who);
           props.onLogin(who);
         } catch (err) {
           setError((err as Error).message);
@@ -56,8 +56,8 @@ function Login(props: { reason: string | null; onLogin: (who: WhoAmI) => void })
 
 function App() {
   const route = useRoute();
-  const [who, setWho] = useState<WhoAmI | null>(null);
-  const [checking, setChecking] = useState(token() !== null);
+  const [who, setWho] = useState<WhoAmI | null>(savedWho);
+  const [checking, setChecking] = useState(token() !== null && savedWho() === null);
   const [reason, setReason] = useState<string | null>(null);
   const [pollMs, setPollMs] = useState(10_000);
   const [events, setEvents] = useState<PgsEvent[]>([]);
@@ -71,8 +71,13 @@ function App() {
     });
     const saved = token();
     if (saved === null) return;
-    checkToken(saved).then(setWho, (err: Error) => {
+    // Checked again at every load; the page draws meanwhile with who it was (a revoked token then logs out).
+    checkToken(saved).then((w) => {
+      setToken(saved, w);
+      setWho(w);
+    }, (err: Error) => {
       setToken(null);
+      setWho(null);
       setReason(err.message);
     }).finally(() => setChecking(false));
   }, []);
