@@ -1,5 +1,6 @@
 // The daemon's REST API as the page uses it: the token from session storage
 // as a bearer token, problem+json errors as ApiError, events as a stream.
+import type { PgsEvent } from '../../src/api/events.js';
 import type { WhoAmIJson } from '../../src/api/schemas.js';
 
 export type {
@@ -75,16 +76,7 @@ export async function checkToken(candidate: string): Promise<WhoAmIJson> {
   return data;
 }
 
-export interface PgsEvent {
-  id: number;
-  type: string;
-  tenant: string;
-  at: string;
-  state?: string;
-  access?: string;
-  reason?: string;
-  backup?: string;
-}
+export type { PgsEvent } from '../../src/api/events.js';
 
 /**
  * Follows GET /v1/events (Server-Sent Events, read with fetch so that the
