@@ -1,8 +1,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { PgsError } from '../core/errors.js';
+import { packageRoot } from '../core/version.js';
 
 /**
  * The dashboard: a static page (dist/web, built by `npm run build` from web/)
@@ -23,14 +23,11 @@ const TYPES: Record<string, string> = {
 
 interface Asset { body: Buffer; gzip: Buffer | undefined; type: string }
 
-/** The built page's folder: dist/web in the package above this file (dist/bundle/... or dist/src/...). */
+/** The built page's folder: dist/web of the pgs package, when it was built. */
 export function dashboardDir(): string | null {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'dist', 'web');
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(candidate, 'index.html'))) return candidate;
-  }
-  return null;
+  const root = packageRoot();
+  const dir = root === null ? null : path.join(root, 'dist', 'web');
+  return dir !== null && existsSync(path.join(dir, 'index.html')) ? dir : null;
 }
 
 /** Every file of the built page, read once (about 100 KB), with its gzip twin when the build made one. */

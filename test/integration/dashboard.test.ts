@@ -169,6 +169,16 @@ describe('dashboard in a browser', () => {
     assert.equal(ok.code, 0, ok.stderr);
     await shot('tenants');
     await accessible('tenants');
+    // Several at once: select one, turn its access off and on.
+    await page.getByLabel('Select existing').check();
+    await page.getByRole('button', { name: 'Disable access' }).click();
+    await page.getByText('Disable access: 1 of 1 done').waitFor();
+    await page.getByText('pgs disable-access existing', { exact: true }).waitFor();
+    assert.equal((await list()).find((t) => t.id === 'existing')?.access, 'disabled');
+    await page.getByRole('button', { name: 'Enable access' }).click();
+    await page.getByText('Enable access: 1 of 1 done').waitFor();
+    assert.equal((await list()).find((t) => t.id === 'existing')?.access, 'enabled');
+    await page.getByLabel('Select existing').uncheck();
   });
 
   it('turns access off and on: psql is refused, then accepted', async () => {

@@ -9,6 +9,13 @@ import { ago, bytes, number, parseDuration } from './format';
 import { CopyLine, Equivalents, ErrorLine, Notice, StateBadge, useShared, usePoll } from './ui';
 
 const PAGE = 50;
+
+/** What the selected tenants can have done to them at once, each as its pgs command (none for suspend) and API call. */
+const BULK: { label: string; pgs: (id: string) => string | null; method: string; path: (id: string) => string; body?: unknown }[] = [
+  { label: 'Suspend', pgs: () => null, method: 'POST', path: (id) => `/v1/tenants/${id}/suspend` },
+  { label: 'Enable access', pgs: (id) => `pgs enable-access ${id}`, method: 'PATCH', path: (id) => `/v1/tenants/${id}`, body: { access: 'enabled' } },
+  { label: 'Disable access', pgs: (id) => `pgs disable-access ${id}`, method: 'PATCH', path: (id) => `/v1/tenants/${id}`, body: { access: 'disabled' } },
+];
 type SortKey = 'id' | 'hostname' | 'state' | 'access' | 'connections' | 'size' | 'active';
 
 async function allTenants(): Promise<Tenant[]> {
@@ -171,9 +178,15 @@ export function TenantsPage() {
       {admin ? (
         <div class="bulk" aria-label="Actions on the selected tenants" role="group">
           <span>{chosen.length} selected</span>
-          <button type="button" disabled={chosen.length === 0} onFocus={() => setEq(bulkEq(() => null, 'POST', (id) => `/v1/tenants/${id}/suspend`))} onClick={() => { setEq(bulkEq(() => null, 'POST', (id) => `/v1/tenants/${id}/suspend`)); void bulk('Suspend', (id) => api('POST', `/v1/tenants/${id}/suspend`)); }}>Suspend</button>
-          <button type="button" disabled={chosen.length === 0} onFocus={() => setEq(bulkEq((id) => `pgs enable-access ${id}`, 'PATCH', (id) => `/v1/tenants/${id}`, { access: 'enabled' }))} onClick={() => { setEq(bulkEq((id) => `pgs enable-access ${id}`, 'PATCH', (id) => `/v1/tenants/${id}`, { access: 'enabled' })); void bulk('Enable access', (id) => api('PATCH', `/v1/tenants/${id}`, { access: 'enabled' })); }}>Enable access</button>
-          <button type="button" disabled={chosen.length === 0} onFocus={() => setEq(bulkEq((id) => `pgs disable-access ${id}`, 'PATCH', (id) => `/v1/tenants/${id}`, { access: 'disabled' }))} onClick={() => { setEq(bulkEq((id) => `pgs disable-access ${id}`, 'PATCH', (id) => `/v1/tenants/${id}`, { access: 'disabled' })); void bulk('Disable access', (id) => api('PATCH', `/v1/tenants/${id}`, { access: 'disabled' })); }}>Disable access</button>
+          {BULK.map((b) => {
+            const eqOf = () => bulkEq(b.pgs, b.method, b.path, b.body);
+            return (
+              <button key={b.label} type="button" disabled={chosen.length === 0} onFocus={() => setEq(eqOf())} onClick={() => {
+                setEq(eqOf());
+                void bulk(b.label, (id) => api(b.method, b.path(id), b.body));
+              }}>{b.label}</button>
+            );
+          })}
         </div>
       ) : null}
       <Notice text={notice} />
