@@ -1,11 +1,11 @@
 // Backups, restores, branches, export/import of a ~1 GiB tenant, and what
 // continuous archiving costs pgbench. Results go to docs/benchmarks.md by hand.
 //
-//   npm run build && node bench/backup.js [--scale 68] [--seconds 30] [--archiving-only]
+//   npm run build && node bench/backup.js [--scale 68] [--seconds 30] [--rounds 6] [--archiving-only]
 //
 // Needs pgbench and psql (Debian's postgresql-client). Takes ~10 minutes and
 // ~8 GB of disk (the tenant, its backups, a branch, an export and an import).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,6 +17,7 @@ const arg = (name, fallback) => {
 };
 const SCALE = arg('scale', 68); // pgbench scale 68 is ~1 GiB
 const SECONDS = arg('seconds', 30);
+const ROUNDS = arg('rounds', 6); // archiving on/off pairs per workload: this VM's run-to-run spread is several %
 const ARCHIVING_ONLY = process.argv.includes('--archiving-only');
 
 class Done extends Error {} // --archiving-only ends the run after the TPS part
@@ -57,27 +58,44 @@ try {
   // pgbench -i wrote ~1 GiB of WAL: let the archiver catch up before measuring what it costs in steady state.
   const ready = () => spawnSync('sh', ['-c', `ls '${path.join(dataRoot, 'tenants', 'big', 'pg_wal', 'archive_status')}' | grep -c ready`], { encoding: 'utf8' }).stdout.trim();
   const mean = (xs) => xs.reduce((a, x) => a + x, 0) / xs.length;
+  // pgbench -i leaves 1 GiB for autovacuum to visit: do it now, not inside one side's round.
+  psql('big', 'VACUUM ANALYZE');
+  // Both sides run the same server the same way, started directly (pgs rewrites pgs.conf before every
+  // start it makes), so that they differ in the archiving settings alone: pgs's own pgs.conf (archiving
+  // on, as every tenant runs) against what tenants ran before continuous archiving (wal_level minimal,
+  // no archiver). The daemon keeps running beside both (the tenant is stopped as far as it knows).
+  const maxConnections = /max_connections = \d+/.exec(conf)?.[0] ?? '';
+  const offConf = `${maxConnections}\nwal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n`;
+  pgs('stop', 'big');
+  const run = (archiving) => {
+    writeFileSync(pgsConf, archiving ? conf : offConf);
+    startDirect();
+    // The archiver catches up (after pgbench -i, the other side's WAL) before a measurement starts.
+    if (archiving) for (let i = 0; i < 600 && ready() !== '0'; i++) spawnSync('sleep', ['0.5']);
+  };
   for (const workload of ['tpcb', 'simple-update']) {
     const withArchiving = [];
     const without = [];
-    for (let i = 0; i < 600 && ready() !== '0'; i++) spawnSync('sleep', ['0.5']);
-    for (let round = 0; round < 3; round++) {
-      withArchiving.push(tps(`${workload}, archiving on (archive_timeout 60 s)`, workload));
-      // Off: what tenants ran before continuous archiving (wal_level minimal, no archiver). pgs rewrites
-      // pgs.conf before every start it makes, so this server is started directly (withoutArchiving).
-      pgs('stop', 'big');
-      const maxConnections = /max_connections = \d+/.exec(conf)?.[0] ?? '';
-      writeFileSync(pgsConf, `${maxConnections}\nwal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n`);
-      withoutArchiving();
-      without.push(tps(`${workload}, archiving off (wal_level minimal)`, workload));
-      stopDirect();
-      pgs('start', 'big');
-      for (let i = 0; i < 600 && ready() !== '0'; i++) spawnSync('sleep', ['0.5']);
+    run(true);
+    tps(`${workload}, warm-up (not counted)`, workload);
+    // A B B A, A B B A…: neither side always runs first after a restart or a checkpoint.
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const archiving of round % 2 === 0 ? [true, false] : [false, true]) {
+        if (!(round === 0 && archiving)) {
+          stopDirect();
+          run(archiving);
+        }
+        (archiving ? withArchiving : without).push(tps(`${workload}, archiving ${archiving ? 'on (archive_timeout 60 s)' : 'off (wal_level minimal)'}`, workload));
+      }
     }
-    const on = mean(withArchiving);
-    const off = mean(without);
-    console.log(`archiving cost, ${workload}: ${(100 * (1 - on / off)).toFixed(1)} % of TPS (mean ${on.toFixed(0)} with vs ${off.toFixed(0)} without, alternating runs of ${SECONDS} s)`);
+    stopDirect();
+    const pairs = withArchiving.map((x, i) => 100 * (1 - x / without[i])).sort((a, b) => a - b);
+    const meanOn = mean(withArchiving);
+    const meanOff = mean(without);
+    console.log(`archiving cost, ${workload}: ${(100 * (1 - meanOn / meanOff)).toFixed(1)} % of TPS (mean ${meanOn.toFixed(0)} with vs ${meanOff.toFixed(0)} without, ${ROUNDS} pairs of ${SECONDS} s; per pair ${pairs.map((x) => x.toFixed(1)).join(', ')} %)`);
   }
+  writeFileSync(pgsConf, conf);
+  pgs('start', 'big');
   if (ARCHIVING_ONLY) throw new Done();
 
   // --- backups ---
@@ -143,20 +161,20 @@ try {
   const after = json('list').find((x) => x.id === 'big');
   console.log(`backup of the suspended tenant: ${(performance.now() - t).toFixed(0)} ms, ${offline.kind}, still ${after.state}, wakes ${wakesBefore} -> ${after.wakes}`);
 
-  function withoutArchiving() {
-    // pgs start rewrites pgs.conf; run the server binary ourselves, as the server user, with the off settings.
-    const catalog = JSON.parse(readFileSync(path.join(b.home, 'catalog.json'), 'utf8'));
-    const user = catalog.settings.serverUser;
+  function startDirect() {
+    // The server binary run by hand, as the owner of its folder (a uid of its own per tenant when pgs
+    // runs as root), with whatever pgs.conf holds now.
     const versionDir = readdir(path.join(dataRoot, 'pg'))[0];
     const postgres = path.join(dataRoot, 'pg', versionDir, 'bin', 'postgres');
     const dir = path.join(dataRoot, 'tenants', 'big');
-    const cmd = `${postgres} -D ${dir} -k ${dir} > /dev/null 2>&1 &`; // the log file is the daemon's
-    sh('sh', ['-c', user ? `su -s /bin/sh ${user} -c '${cmd}'` : cmd]);
+    const owner = statSync(dir);
+    const server = spawn(postgres, ['-D', dir, '-k', dir], { detached: true, stdio: 'ignore', ...(process.getuid?.() === 0 ? { uid: owner.uid, gid: owner.gid } : {}) });
+    server.unref();
     for (let i = 0; i < 200; i++) {
       if (spawnSync('psql', ['-h', dir, '-U', 'postgres', '-d', 'big', '-Atc', 'SELECT 1'], { env: { ...process.env, PGPASSWORD: big.password } }).status === 0) return;
       spawnSync('sleep', ['0.05']);
     }
-    throw new Error('the server without archiving did not start');
+    throw new Error('the server started directly did not start');
   }
   function stopDirect() {
     const dir = path.join(dataRoot, 'tenants', 'big');
