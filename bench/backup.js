@@ -81,6 +81,7 @@ try {
     // A B B A, A B B A…: neither side always runs first after a restart or a checkpoint.
     for (let round = 0; round < ROUNDS; round++) {
       for (const archiving of round % 2 === 0 ? [true, false] : [false, true]) {
+        // The warm-up's server serves the first measurement; every other one starts afresh.
         if (!(round === 0 && archiving)) {
           stopDirect();
           run(archiving);
@@ -89,7 +90,7 @@ try {
       }
     }
     stopDirect();
-    const pairs = withArchiving.map((x, i) => 100 * (1 - x / without[i])).sort((a, b) => a - b);
+    const pairs = withArchiving.map((x, i) => 100 * (1 - x / without[i])); // in the order they ran
     const meanOn = mean(withArchiving);
     const meanOff = mean(without);
     console.log(`archiving cost, ${workload}: ${(100 * (1 - meanOn / meanOff)).toFixed(1)} % of TPS (mean ${meanOn.toFixed(0)} with vs ${meanOff.toFixed(0)} without, ${ROUNDS} pairs of ${SECONDS} s; per pair ${pairs.map((x) => x.toFixed(1)).join(', ')} %)`);
