@@ -232,6 +232,8 @@ export const Status = Type.Object({
   running: Type.Integer(),
   /** How many may run at once (pgs setup --max-running; derived from memory by default). */
   maxRunning: Type.Integer(),
+  /** What runs the tenants' servers: "native: ..." (processes pgs starts) or "docker: ..." (a container per tenant). */
+  runtime: Type.String(),
   /** Whether per-tenant memory and CPU limits are enforced on this host: how (cgroup v1 or v2), or why not. */
   limits: Type.Object({ enforced: Type.Boolean(), how: Type.Optional(Type.String()), why: Type.Optional(Type.String()) }),
   /** Whether each tenant's server runs as an OS user of its own (pgs runs as root), and as whom they run. */

@@ -98,6 +98,11 @@ export const SettingsSchema = v.strictObject({
   s3Region: v.optional(nonEmpty),
   /** Servers (tenants and spares) that may run at once; absent: derived from the host's memory (runningBudget). */
   maxRunning: v.optional(int(1, 100000)),
+  /** How tenant servers run: child processes (absent: native) or a container each (docker). */
+  runtime: v.optional(v.picklist(['native', 'docker'])),
+  /** The docker runtime's image (absent: postgres:18) and the folder of its postgres binary. */
+  image: v.optional(nonEmpty),
+  pgBinPath: v.optional(v.pipe(v.string(), v.startsWith('/'))),
 });
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 

@@ -467,6 +467,7 @@ export class Daemon implements ControlPlane {
       certificate: this.catalog.settings.certFile,
       certificateSelfSigned: this.catalog.settings.certSelfSigned,
       ...this.running(),
+      runtime: this.runtime.describe(),
       limits: this.runtime.limitsSupport(),
       serverUsers: this.runtime.serverUsers(),
       refusals: Object.fromEntries(this.router.refusals),

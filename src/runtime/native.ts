@@ -9,7 +9,7 @@ import { fsyncDir, pathExists, tail } from '../core/files.js';
 import { AdminClient, AdminQueryError } from './admin-client.js';
 import { Cgroups, type ResourceUsage } from './cgroups.js';
 import type { PgBinaries } from './binaries.js';
-import { isPostgresProcess, readPostmasterPid } from './postmaster.js';
+import { isPostgresProcess, readPostmasterPid, type PostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
 import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, LoginRole, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
@@ -62,12 +62,12 @@ export interface NativeRuntimeOptions {
 }
 
 export class NativeRuntime implements TenantRuntime {
-  readonly kind = 'native';
-  private readonly dataRoot: string;
+  readonly kind: string = 'native';
+  protected readonly dataRoot: string;
   private readonly user: ServerUser;
-  private readonly bin: PgBinaries;
-  private readonly startTimeoutMs: number;
-  private readonly stopTimeoutMs: number;
+  protected readonly bin: PgBinaries;
+  protected readonly startTimeoutMs: number;
+  protected readonly stopTimeoutMs: number;
   private readonly spareServers: number;
   /** Servers this process spawned: their exit is observed directly (no zombie is mistaken for a live server). */
   private readonly children = new Map<string, ChildProcess>();
@@ -79,7 +79,7 @@ export class NativeRuntime implements TenantRuntime {
    * health session closed. A daemon with 1,000 tenants asks for every state
    * each second.
    */
-  private readonly known = new Map<string, { pid: number; startedAt: Date; own: boolean; checkedAt: number }>();
+  protected readonly known = new Map<string, { pid: number; startedAt: Date; own: boolean; checkedAt: number }>();
   /** The admin session `check` keeps open per server, with the pid of the server it belongs to. */
   private readonly healthSessions = new Map<string, { pid: number; client: AdminClient; openedAt: number }>();
   /** The key (tenant id, or a running spare's) each child runs under now: a spare's changes when a create takes it. */
@@ -293,12 +293,17 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** Tenants whose servers go into control groups (they have limits). */
-  private readonly limited = new Set<string>();
+  protected readonly limited = new Set<string>();
   private cgroupsState: Cgroups | string | undefined;
 
   private get cgroups(): Cgroups | undefined {
     this.cgroupsState ??= Cgroups.detect();
     return typeof this.cgroupsState === 'string' ? undefined : this.cgroupsState;
+  }
+
+  /** What runs the servers, for pgs status. */
+  describe(): string {
+    return 'native: each server a process pgs starts';
   }
 
   serverUsers(): { perTenant: boolean; detail: string } {
@@ -313,7 +318,7 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** Makes the tenant's control groups with its limits before its server starts; lifts them when it has none. */
-  private async limitGroups(spec: TenantServerSpec): Promise<void> {
+  protected async limitGroups(spec: TenantServerSpec): Promise<void> {
     const limits = spec.limits;
     const cgroups = limits && (limits.memoryBytes !== undefined || limits.cpus !== undefined) ? this.cgroups : undefined;
     if (!cgroups || !limits) {
@@ -325,7 +330,7 @@ export class NativeRuntime implements TenantRuntime {
     this.limited.add(spec.id);
   }
 
-  private attachServer(id: string, pid: number): void {
+  protected attachServer(id: string, pid: number): void {
     const cgroups = this.cgroups;
     if (!cgroups) return;
     let children: number[] = [];
@@ -341,7 +346,7 @@ export class NativeRuntime implements TenantRuntime {
     const dir = this.tenantDir(spec.id);
     if (!(await pathExists(dir))) return;
     await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly));
-    const pidFile = await readPostmasterPid(dir);
+    const pidFile = await this.postmasterOf(spec.id, dir);
     if (!pidFile || !(await isPostgresProcess(pidFile.pid))) {
       // Not running: its groups are made at its next start (start applies the spec), none linger meanwhile.
       await this.releaseGroups(spec.id);
@@ -466,7 +471,7 @@ export class NativeRuntime implements TenantRuntime {
     await this.prepareFolder(spec);
     await this.limitGroups(spec);
     // A restore replays as much WAL as it needs: no start-up deadline but the one for recovery.
-    await this.spawnServer(spec.id, dir, [], spec.recovery ? RECOVERY_TIMEOUT_MS : undefined);
+    await this.launch(spec.id, dir, spec.recovery ? RECOVERY_TIMEOUT_MS : undefined);
   }
 
   /**
@@ -519,7 +524,7 @@ export class NativeRuntime implements TenantRuntime {
     try {
       await this.prepareFolder(replay);
       await this.limitGroups(spec);
-      await this.spawnServer(spec.id, dir, [], RECOVERY_TIMEOUT_MS);
+      await this.launch(spec.id, dir, RECOVERY_TIMEOUT_MS);
       await this.shutdown(spec.id, { immediate: false });
     } catch (err) {
       await this.shutdown(spec.id, { immediate: true }).catch(() => undefined);
@@ -530,7 +535,7 @@ export class NativeRuntime implements TenantRuntime {
     const primary: TenantServerSpec = { ...spec };
     delete primary.recovery;
     await this.prepareFolder(primary);
-    await this.spawnServer(spec.id, dir, []);
+    await this.launch(spec.id, dir);
   }
 
   /**
@@ -572,7 +577,7 @@ export class NativeRuntime implements TenantRuntime {
   async updateAuthFiles(id: string): Promise<void> {
     const dir = this.tenantDir(id);
     if (!(await this.writeAuthFiles(dir))) return;
-    const pidFile = await readPostmasterPid(dir);
+    const pidFile = await this.postmasterOf(id, dir);
     if (pidFile && (await isPostgresProcess(pidFile.pid))) this.signal(pidFile.pid, 'SIGHUP');
   }
 
@@ -581,7 +586,7 @@ export class NativeRuntime implements TenantRuntime {
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
     await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly));
     if (!reload) return;
-    const pidFile = await readPostmasterPid(dir);
+    const pidFile = await this.postmasterOf(spec.id, dir);
     // SIGHUP: the server (its archiver too) reads its settings again.
     if (pidFile && (await isPostgresProcess(pidFile.pid))) this.signal(pidFile.pid, 'SIGHUP');
   }
@@ -872,7 +877,7 @@ export class NativeRuntime implements TenantRuntime {
    * still in use"). When the lock names a dead postmaster, wait for them (at
    * most 5 s): the first restart then works, instead of failing into back-off.
    */
-  private async awaitDeadServer(dir: string): Promise<void> {
+  protected async awaitDeadServer(dir: string): Promise<void> {
     const pidFile = await readPostmasterPid(dir);
     if (!pidFile || (await processState(pidFile.pid)) === 'alive') return;
     const deadline = Date.now() + 5_000;
@@ -890,7 +895,7 @@ export class NativeRuntime implements TenantRuntime {
    * it as its working directory), the lock is stale: remove it. Crash recovery
    * then replays the WAL as after any crash; no data file is touched.
    */
-  private async clearZombieLock(dir: string): Promise<void> {
+  protected async clearZombieLock(dir: string): Promise<void> {
     const pidFile = await readPostmasterPid(dir);
     if (!pidFile || (await processState(pidFile.pid)) !== 'zombie') return;
     if (await someProcessWorksIn(dir)) return; // old backends still exiting: let PostgreSQL refuse, the caller retries
@@ -906,11 +911,11 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** Stops the server (see stop) without the beforeStop hook. */
-  private async shutdown(id: string, options: { immediate?: boolean }): Promise<void> {
+  protected async shutdown(id: string, options: { immediate?: boolean }): Promise<void> {
     this.known.delete(id);
     this.healthSessions.get(id)?.client.destroy();
     this.healthSessions.delete(id);
-    const pidFile = await readPostmasterPid(this.tenantDir(id));
+    const pidFile = await this.postmasterOf(id);
     if (!pidFile || !(await isPostgresProcess(pidFile.pid))) return;
     if (!options.immediate) {
       // SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
@@ -924,7 +929,7 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** A stopped server's control groups go (the postmaster exits after its last child: they are empty); its next start makes them again. */
-  private async releaseGroups(id: string): Promise<void> {
+  protected async releaseGroups(id: string): Promise<void> {
     // Also a group whose limits were lifted while the server ran (its processes stayed in it, unlimited).
     if (typeof this.cgroupsState === 'object') await this.cgroupsState.remove(id).catch(() => undefined);
   }
@@ -1005,7 +1010,7 @@ export class NativeRuntime implements TenantRuntime {
       }
     }
     this.known.delete(id);
-    const pidFile = await readPostmasterPid(this.tenantDir(id));
+    const pidFile = await this.postmasterOf(id);
     if (!pidFile) return { state: 'stopped' };
     const child = this.children.get(id);
     const own = child !== undefined && child.pid === pidFile.pid;
@@ -1075,7 +1080,7 @@ export class NativeRuntime implements TenantRuntime {
    * "postgres: checkpointer" and so on). Reads /proc; no connection is made.
    */
   async clientSessions(id: string): Promise<number> {
-    const pidFile = await readPostmasterPid(this.tenantDir(id));
+    const pidFile = await this.postmasterOf(id);
     if (!pidFile) return 0;
     const children = await fs.readFile(`/proc/${pidFile.pid}/task/${pidFile.pid}/children`, 'utf8').catch(() => '');
     let sessions = 0;
@@ -1104,7 +1109,17 @@ export class NativeRuntime implements TenantRuntime {
 
   // --- internals ---
 
-  private async spawnServer(id: string, dir: string, extraArgs: string[], startTimeoutMs = this.startTimeoutMs): Promise<void> {
+  /** Where the postmaster of `id` says it is, its pid as this process sees it (a container's is translated). */
+  protected async postmasterOf(id: string, dir = this.tenantDir(id)): Promise<PostmasterPid | undefined> {
+    return readPostmasterPid(dir);
+  }
+
+  /** Starts the server in `dir` and waits until it takes sessions (the template's build is always a child process). */
+  protected launch(id: string, dir: string, startTimeoutMs = this.startTimeoutMs): Promise<void> {
+    return this.spawnServer(id, dir, [], startTimeoutMs);
+  }
+
+  protected async spawnServer(id: string, dir: string, extraArgs: string[], startTimeoutMs = this.startTimeoutMs): Promise<void> {
     const logFile = id === '' ? path.join(this.dataRoot, 'logs', 'template.log') : this.logFile(id);
     // As the folder's owner: a tenant's own uid (the template's: the server user).
     const identity = await this.identityOf(dir);
@@ -1188,7 +1203,7 @@ export class NativeRuntime implements TenantRuntime {
     return false;
   }
 
-  private signal(pid: number, signal: NodeJS.Signals): void {
+  protected signal(pid: number, signal: NodeJS.Signals): void {
     try {
       process.kill(pid, signal);
     } catch (err) {
@@ -1456,7 +1471,7 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** Who works in `dir`: its owner, as root (undefined otherwise: pgs's own user). Never root. */
-  private async identityOf(dir: string): Promise<Identity | undefined> {
+  protected async identityOf(dir: string): Promise<Identity | undefined> {
     if (!this.user.switchTo) return undefined;
     const stat = await fs.lstat(dir);
     if (stat.uid === 0) throw new PgsError('SYSTEM_USER', `${dir} is owned by root: a server never runs as root`);

@@ -179,6 +179,8 @@ export interface TenantRuntime {
   limitsSupport(): { enforced: true; how: string } | { enforced: false; why: string };
   /** Whether each tenant's server runs as an OS user of its own, and as whom they run. */
   serverUsers(): { perTenant: boolean; detail: string };
+  /** What runs the servers, in a line (pgs status). */
+  describe(): string;
   /** Writes the server's limits and the settings that follow them; a running server gets them at once. */
   applyLimits(spec: TenantServerSpec): Promise<void>;
   /** What the tenant's server uses now, from its control group; undefined without one. */

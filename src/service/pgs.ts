@@ -10,6 +10,8 @@ import { pathExists, writeAtomic } from '../core/files.js';
 import { PgsError } from '../core/errors.js';
 import { defaultDataRoot, homePaths, isRoot, pgsHome } from '../core/paths.js';
 import { installDistribution, installedBinaries } from '../runtime/distribution.js';
+import { DockerApi, dockerSocket } from '../runtime/docker-api.js';
+import { DEFAULT_IMAGE, DEFAULT_PG_BIN_PATH, DockerRuntime } from '../runtime/docker.js';
 import { NativeRuntime } from '../runtime/native.js';
 import type { ServerState, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 import { newStamp, tenantServerSpec, writeGenerationMeta } from '../backup/layout.js';
@@ -49,6 +51,11 @@ export interface SetupOptions {
   maxRunning?: number | null;
   /** A new domain renames every tenant's host name: it must be confirmed when tenants exist. */
   confirmDomainChange?: boolean;
+  runtime?: 'native' | 'docker';
+  /** The docker runtime's image; null: the default (postgres:18). */
+  image?: string | null;
+  /** The folder holding `postgres` inside the image; null: the official image's. */
+  pgBinPath?: string | null;
 }
 
 export interface SetupReport {
@@ -162,16 +169,25 @@ export class Pgs {
    * runtime starts are its children, whose exit it sees at once, so the
    * operations must start servers through the daemon's own runtime.
    */
-  runtimeFor(settings: Pick<Settings, 'dataRoot' | 'serverUser'>): TenantRuntime {
-    const key = `${settings.dataRoot}\0${settings.serverUser ?? ''}`;
+  runtimeFor(settings: Pick<Settings, 'dataRoot' | 'serverUser' | 'runtime' | 'image' | 'pgBinPath'>): TenantRuntime {
+    const key = `${settings.dataRoot}\0${settings.serverUser ?? ''}\0${settings.runtime ?? 'native'}\0${settings.image ?? ''}\0${settings.pgBinPath ?? ''}`;
     if (this.runtime?.key !== key) {
+      const native = {
+        dataRoot: settings.dataRoot,
+        serverUser: resolveServerUser(settings.serverUser),
+        binaries: installedBinaries(settings.dataRoot, this.env),
+      };
       this.runtime = {
         key,
-        runtime: new NativeRuntime({
-          dataRoot: settings.dataRoot,
-          serverUser: resolveServerUser(settings.serverUser),
-          binaries: installedBinaries(settings.dataRoot, this.env),
-        }),
+        runtime: settings.runtime === 'docker'
+          ? new DockerRuntime({
+            ...native,
+            docker: new DockerApi(dockerSocket(this.env)),
+            image: settings.image ?? DEFAULT_IMAGE,
+            pgBinPath: settings.pgBinPath ?? DEFAULT_PG_BIN_PATH,
+            home: this.home,
+          })
+          : new NativeRuntime(native),
       };
     }
     return this.runtime.runtime;
@@ -207,6 +223,22 @@ export class Pgs {
       }
       await fs.mkdir(this.home, { recursive: true, mode: 0o700 });
       await fs.chmod(this.home, 0o700);
+      // The runtime only starts and stops servers: the data folders are the same on both, so a change
+      // needs only that no server runs (pgs stop first).
+      const runtimeKind = options.runtime ?? before?.runtime ?? 'native';
+      const runtimeSettings = {
+        ...(runtimeKind === 'docker' ? { runtime: 'docker' as const } : {}),
+        ...(runtimeKind === 'docker' ? keep('image', options.image, before?.image) : {}),
+        ...(runtimeKind === 'docker' ? keep('pgBinPath', options.pgBinPath, before?.pgBinPath) : {}),
+      };
+      if (before && runtimeKind !== (before.runtime ?? 'native')) {
+        const old = this.runtimeFor(before);
+        for (const t of current?.tenants ?? []) {
+          if ((await old.status(t.id, { fresh: true })).state !== 'stopped') {
+            throw new PgsError('INVALID_STATE', `tenant ${t.id}'s server runs on the ${before.runtime ?? 'native'} runtime: stop pgs ("pgs stop") before changing the runtime`);
+          }
+        }
+      }
 
       // The backup target is checked first: a setup refused for it has made nothing.
       const target = {
@@ -225,7 +257,7 @@ export class Pgs {
       try {
         const { installed } = await installDistribution(dataRoot, this.env);
         if (installed) actions.push(installed);
-        actions.push(...(await this.runtimeFor({ dataRoot, serverUser }).prepare()));
+        actions.push(...(await this.runtimeFor({ dataRoot, serverUser, ...runtimeSettings }).prepare()));
         cert = await this.settleCertificate(options, before, settingsDomain, actions);
       } catch (err) {
         if (madeDataRoot) await fs.rm(dataRoot, { recursive: true, force: true }).catch(() => undefined);
@@ -244,6 +276,7 @@ export class Pgs {
         ...(options.tenantMetrics !== undefined ? { tenantMetrics: options.tenantMetrics } : before?.tenantMetrics !== undefined ? { tenantMetrics: before.tenantMetrics } : {}),
         ...target,
         ...keep('maxRunning', options.maxRunning, before?.maxRunning),
+        ...runtimeSettings,
       };
       const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
       if (!current) actions.push(`wrote ${this.store.paths.catalog}`);

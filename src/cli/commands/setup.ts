@@ -6,7 +6,8 @@ import { runningBudget } from '../../supervisor/budget.js';
 export const setup: Command = {
   summary: 'write the config, make the server template and a TLS certificate (idempotent)',
   usage: 'pgs setup [--domain D [--yes]] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off]\n' +
-    '                 [--backup-target s3://BUCKET/PREFIX|local] [--s3-endpoint URL] [--s3-region R] [--max-running N|auto] [--json]',
+    '                 [--backup-target s3://BUCKET/PREFIX|local] [--s3-endpoint URL] [--s3-region R] [--max-running N|auto]\n' +
+    '                 [--runtime native|docker] [--image REF] [--pg-bin-path DIR] [--json]',
   details: [
     '  --domain D          tenants get host names <id>-<suffix>.D (default pgs.localhost); changing it',
     '                      renames every tenant\'s host name and needs --yes',
@@ -28,6 +29,12 @@ export const setup: Command = {
     '                      memory / 64 MiB). Waking a tenant beyond it first suspends the idle tenant',
     '                      unused the longest; with none idle, its client waits up to 10 s, then gets',
     '                      FATAL 53300 "too many tenants running on this host".',
+    '  --runtime R         how tenant servers run: native (default; child processes of the daemon) or',
+    '                      docker (a container each, pgs-<id>, from --image, with no network; the',
+    '                      Docker engine at DOCKER_HOST=unix:///path or /var/run/docker.sock). Change it',
+    '                      with pgs stopped: the data folders are the same on both.',
+    '  --image REF         the docker runtime\'s image (default postgres:18): PostgreSQL 18, /bin/sh and cp',
+    '  --pg-bin-path DIR   the folder of postgres inside the image (default /usr/lib/postgresql/18/bin)',
     '  --json              print the settings as JSON',
     '',
     'Run it again at any time: it keeps what exists and changes only what you pass.',
@@ -39,6 +46,7 @@ export const setup: Command = {
     domain: { type: 'string' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' },
     'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' },
     'backup-target': { type: 'string' }, 's3-endpoint': { type: 'string' }, 's3-region': { type: 'string' }, 'max-running': { type: 'string' },
+    runtime: { type: 'string' }, image: { type: 'string' }, 'pg-bin-path': { type: 'string' },
   },
   positionals: [0, 0],
   async run(ctx, _args, values) {
@@ -46,6 +54,10 @@ export const setup: Command = {
     const listen = values['api-listen'] === undefined ? undefined : String(values['api-listen']);
     const metrics = values['tenant-metrics'];
     const maxRunning = values['max-running'] === undefined ? undefined : values['max-running'] === 'auto' ? null : parseInteger(String(values['max-running']), '--max-running', 1, 100000);
+    const runtime = values.runtime as string | undefined;
+    if (runtime !== undefined && runtime !== 'native' && runtime !== 'docker') throw new PgsError('USAGE', `invalid --runtime ${JSON.stringify(runtime)}: native or docker`);
+    const pgBinPath = values['pg-bin-path'] as string | undefined;
+    if (pgBinPath !== undefined && !pgBinPath.startsWith('/')) throw new PgsError('USAGE', `invalid --pg-bin-path ${JSON.stringify(pgBinPath)}: an absolute path inside the image`);
     if (metrics !== undefined && metrics !== 'on' && metrics !== 'off') throw new PgsError('USAGE', `invalid --tenant-metrics ${JSON.stringify(metrics)}: on or off`);
     const report = await ctx.pgs().setup({
       domain: values.domain as string | undefined,
@@ -59,6 +71,9 @@ export const setup: Command = {
       ...(values['s3-region'] !== undefined ? { s3Region: values['s3-region'] === '' ? null : String(values['s3-region']) } : {}),
       ...(maxRunning !== undefined ? { maxRunning } : {}),
       confirmDomainChange: Boolean(values.yes),
+      ...(runtime !== undefined ? { runtime } : {}),
+      ...(values.image !== undefined ? { image: String(values.image) } : {}),
+      ...(pgBinPath !== undefined ? { pgBinPath } : {}),
     });
     // A running daemon reads the new settings at once (a new certificate reaches new connections).
     await ctx.api.getIfRunning('/v1/status').then((up) => (up ? ctx.api.request('POST', '/v1/reload') : undefined));
@@ -74,6 +89,7 @@ export const setup: Command = {
       ['port', String(s.port)],
       ['certificate', `${s.certFile}${s.certSelfSigned ? ' (self-signed: it is its own CA, so clients verify with sslmode=verify-full sslrootcert=<this file>)' : ''}, expires ${report.certificate.validTo.toISOString().slice(0, 10)}`],
       ['data', s.dataRoot],
+      ['runtime', s.runtime === 'docker' ? `docker (${s.image ?? 'postgres:18'})` : 'native'],
       ['servers run as', s.serverUser === null ? 'the user running pgs' : `a uid of its own per tenant (the template is built by ${s.serverUser})`],
       ['api', s.apiListen ?? 'unix socket only'],
       ['running at once', s.maxRunning === undefined ? `at most ${runningBudget(undefined)} servers (auto: memory / 64 MiB)` : `at most ${s.maxRunning} servers`],

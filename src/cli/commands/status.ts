@@ -34,6 +34,7 @@ export const status: Command = {
       ['api', current.api ?? 'unix socket only'],
       ['connections', String(current.connections)],
       ['servers', `${current.running} running of at most ${current.maxRunning} (pgs setup --max-running)`],
+      ['runtime', current.runtime],
       ['limits', current.limits.enforced ? `memory and CPU enforced with ${current.limits.how ?? 'cgroups'}` : `memory and CPU not enforced: ${current.limits.why ?? 'unknown'}`],
       ['server users', current.serverUsers.detail],
       ['certificate', `${current.certificate}, ${current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'}${current.certificateSelfSigned ? ' (self-signed: verify with sslmode=verify-full sslrootcert=<this file>)' : ''}`],
