@@ -22,6 +22,14 @@ const dockerHere = existsSync(dockerSocket);
 if (!dockerHere && process.env.CI) throw new Error(`no Docker engine at ${dockerSocket}: .ci/run starts one`);
 const isRoot = process.getuid?.() === 0;
 
+/** Containers a test's pgs home left (its tenants were not all removed): gone with the home. */
+async function removeContainers(pgs: PgsHome | undefined): Promise<void> {
+  if (!pgs) return;
+  const ids = await runCommand('docker', ['ps', '-aq', '--filter', `label=pgs.home=${pgs.home}`], process.env);
+  const list = ids.stdout.split('\n').filter(Boolean);
+  if (list.length > 0) await runCommand('docker', ['rm', '-f', ...list], process.env);
+}
+
 for (const runtime of ['native', 'docker'] as const) {
   const skip = runtime === 'docker' && (!dockerHere || !isRoot) ? `no Docker engine here (${dockerSocket}), or not root` : false;
   describe(`the ${runtime} runtime: create, connect through the router, stop/start, passwd, suspend/wake, a killed server, remove`, { skip }, () => {
@@ -47,6 +55,7 @@ for (const runtime of ['native', 'docker'] as const) {
     });
     after(async () => {
       await pgs?.destroy();
+      if (runtime === 'docker') await removeContainers(pgs);
     });
 
     it('serves rows through the router, across stop and start', async () => {
@@ -159,6 +168,7 @@ describe('the docker runtime\'s containers: no network, limits, a health check; 
   });
   after(async () => {
     await pgs?.destroy();
+    await removeContainers(pgs);
   });
 
   it('each tenant\'s container has no network, no capabilities, its tenant\'s uid and its limits; a change applies to the running container', async () => {
