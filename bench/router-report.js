@@ -12,6 +12,8 @@ const workloads = [
   ['conn95', 'same, p95 ms (lower is better)'],
 ];
 const targets = [['direct', 'direct TLS'], ['pgbouncer', 'PgBouncer (TLS)'], ['router', 'pgs router (TLS)'], ['tenant', 'pgs tenant, unix socket, no TLS']];
+// FLOOR=1 runs: the least proxy Node can be (bench/floor-proxy.js), in front of PgBouncer's server.
+if (rows.some((r) => r[2] === 'floor')) targets.push(['floor', 'Node floor proxy (TLS)']);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   if (!s.length) return NaN;
@@ -24,13 +26,14 @@ const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b ? (a / b)
 
 const rounds = new Set(rows.map((r) => r[0])).size;
 console.log(`Medians over ${rounds} interleaved rounds; (ratio) = value / direct TLS.\n`);
-console.log('| workload | ' + targets.map((t) => t[1]).join(' | ') + ' | router / PgBouncer | router / its tenant |');
-console.log('| --- | ' + targets.map(() => '---:').join(' | ') + ' | ---: | ---: |');
+const floor = targets.some(([t]) => t === 'floor');
+console.log('| workload | ' + targets.map((t) => t[1]).join(' | ') + ' | router / PgBouncer | router / its tenant |' + (floor ? ' floor / PgBouncer |' : ''));
+console.log('| --- | ' + targets.map(() => '---:').join(' | ') + ' | ---: | ---: |' + (floor ? ' ---: |' : ''));
 for (const [w, label] of workloads) {
   const ms = w.startsWith('conn');
   const m = Object.fromEntries(targets.map(([t]) => [t, median(get(w, t))]));
   const cells = targets.map(([t]) => (t === 'direct' ? `**${fmt(m[t], ms)}**` : `${fmt(m[t], ms)} (${ratio(m[t], m.direct)})`));
-  console.log(`| ${label} | ${cells.join(' | ')} | ${ratio(m.router, m.pgbouncer)} | ${ratio(m.router, m.tenant)} |`);
+  console.log(`| ${label} | ${cells.join(' | ')} | ${ratio(m.router, m.pgbouncer)} | ${ratio(m.router, m.tenant)} |` + (floor ? ` ${ratio(m.floor, m.pgbouncer)} |` : ''));
 }
 console.log('\nAll rounds (value per round, in run order):\n');
 for (const [w] of workloads) {

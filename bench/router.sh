@@ -81,6 +81,7 @@ cleanup() {
     fi
     rm -rf "$PGS_HOME_DIR"
   fi
+  if [ -n "$FLOOR_PID" ]; then kill "$FLOOR_PID" 2>/dev/null; fi
   if [ -n "$BOUNCER_PID" ]; then kill -INT "$BOUNCER_PID" 2>/dev/null; wait "$BOUNCER_PID" 2>/dev/null; fi
   if [ -n "$PG_PID" ]; then kill -INT "$PG_PID" 2>/dev/null; wait "$PG_PID" 2>/dev/null; fi
   rm -rf "$WORK"
@@ -156,6 +157,19 @@ BOUNCER_PID=$!
 BOUNCER="host=127.0.0.1 port=$BPORT user=postgres dbname=bench sslmode=require"
 
 # ---------------------------------------------------------------- pgs daemon
+# FLOOR=1: also the least a Node proxy can do (bench/floor-proxy.js: TLS, then bytes piped
+# both ways), in front of the same server as PgBouncer: the ceiling of any router on Node here.
+FLOOR=${FLOOR:-0}
+FLOOR_PID=
+if [ "$FLOOR" = 1 ]; then
+  FPORT=$(free_port)
+  log "floor proxy: Node tls + net pipe, on 127.0.0.1:$FPORT"
+  node bench/floor-proxy.js --port "$FPORT" --cert "$WORK/bouncer.crt" --key "$WORK/bouncer.key" --socket "$WORK/sock/.s.PGSQL.$DPORT" >"$WORK/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  sleep 0.5
+fi
+FLOORC="host=127.0.0.1 port=${FPORT:-0} user=postgres dbname=bench sslmode=require"
+
 RPORT=$(free_port)
 PGS_HOME_DIR=$(mktemp -d /tmp/pgs-router-bench-home.XXXXXX)
 export PGS_HOME=$PGS_HOME_DIR
@@ -174,16 +188,18 @@ log "pgbench -i -s $SCALE on the direct server and on the tenant"
 pgbench -i -s "$SCALE" -q "$DIRECT" >"$WORK/init-direct.log" 2>&1 || { cat "$WORK/init-direct.log" >&2; die "pgbench -i direct failed"; }
 pgbench -i -s "$SCALE" -q "$TENANT" >"$WORK/init-tenant.log" 2>&1 || { cat "$WORK/init-tenant.log" >&2; die "pgbench -i tenant failed"; }
 
-conninfo() { case $1 in direct) echo "$DIRECT";; pgbouncer) echo "$BOUNCER";; router) echo "$ROUTER";; tenant) echo "$TENANT";; esac; }
+conninfo() { case $1 in direct) echo "$DIRECT";; pgbouncer) echo "$BOUNCER";; router) echo "$ROUTER";; tenant) echo "$TENANT";; floor) echo "$FLOORC";; esac; }
 connect_args() {
   case $1 in
     direct) echo "--host 127.0.0.1 --port $DPORT --tls";;
     pgbouncer) echo "--host 127.0.0.1 --port $BPORT --tls";;
     router) echo "--host 127.0.0.1 --port $RPORT --tls --servername $HOSTNAME_SNI";;
     tenant) echo "--host $TENANT_SOCKDIR --port $TENANT_PORT";;
+    floor) echo "--host 127.0.0.1 --port $FPORT --tls";;
   esac
 }
 TARGETS=(direct pgbouncer router tenant)
+[ "$FLOOR" = 1 ] && TARGETS+=(floor)
 for t in "${TARGETS[@]}"; do
   out=$(psql "$(conninfo "$t")" -Atc "select current_setting('server_version') || ' ssl=' || coalesce((select ssl::text from pg_stat_ssl where pid = pg_backend_pid()), '-') || ' sb=' || current_setting('shared_buffers') || ' maxconn=' || current_setting('max_connections') || ' rows=' || (select count(*) from pgbench_branches)" 2>&1) \
     || die "$t: cannot connect: $out"
