@@ -46,6 +46,10 @@ export class FakeKube {
   /** Watches answered 410 Expired (their version had left the log). */
   expiredWatches = 0;
   token: string | undefined;
+  /** Called after every write (the fake operator reacts to it). */
+  onWrite: ((collection: string, type: 'ADDED' | 'MODIFIED' | 'DELETED', object: Obj) => void) | undefined;
+  /** A test's admission control: a failure to answer a request with, or undefined to let it through. */
+  refuse: ((method: string, collection: string, body: Obj | undefined) => { code: number; reason: string; message: string } | undefined) | undefined;
   private rv = 100;
   private log: Event[] = [];
   private oldest = 0;
@@ -95,6 +99,13 @@ export class FakeKube {
     return this.objects.get(FakeKube.key(FakeKube.collection(group, version, resource, namespace), name));
   }
 
+  /** Stores an object as another party would (the operator making a volume). */
+  put(group: string, version: string, resource: string, namespace: string, object: Obj): Obj {
+    const collection = FakeKube.collection(group, version, resource, namespace);
+    const held = this.objects.has(FakeKube.key(collection, object.metadata.name));
+    return this.write(collection, { ...object, metadata: { ...object.metadata, namespace } }, held ? 'MODIFIED' : 'ADDED');
+  }
+
   /** Changes a stored object as another party would (the operator setting status), with a new version and an event. */
   mutate(group: string, version: string, resource: string, namespace: string, name: string, change: (o: Obj) => Obj): Obj {
     const collection = FakeKube.collection(group, version, resource, namespace);
@@ -114,6 +125,7 @@ export class FakeKube {
     for (const w of this.watchers) {
       if (w.collection === collection && matches(event.object, w.selector)) w.res.write(`${JSON.stringify({ type, object: event.object })}\n`);
     }
+    this.onWrite?.(collection, type, event.object);
     return stored;
   }
 
@@ -135,6 +147,8 @@ export class FakeKube {
     req.on('data', (c: string) => { text += c; });
     req.on('end', () => {
       const body = text ? JSON.parse(text) as Obj : undefined;
+      const refused = req.method !== 'GET' ? this.refuse?.(req.method ?? '', collection, body) : undefined;
+      if (refused) return status(refused.code, refused.reason, refused.message);
       const key = name ? FakeKube.key(collection, decodeURIComponent(name)) : '';
       const held = name ? this.objects.get(key) : undefined;
       switch (req.method) {

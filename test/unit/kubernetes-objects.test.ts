@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { Tenant } from '../../src/catalog/schema.js';
 import {
-  HIBERNATION, LABEL_TENANT, OWNER_ROLE, cpuQuantity, quantity, tenantCluster, tenantObjects, tenantScheduledBackup, type BackupTarget, type KubernetesSettings,
+  HIBERNATION, LABEL_TENANT, OWNER_ROLE, TENANT_ANNOTATION, cpuQuantity, quantity, tenantCluster, tenantObjects, tenantScheduledBackup, type BackupTarget, type KubernetesSettings,
 } from '../../src/runtime/kubernetes/objects.js';
 import { kubeProblems } from '../helpers/kube-schemas.js';
 
@@ -51,8 +51,7 @@ describe('the kubernetes runtime\'s objects', () => {
     assert.deepEqual(spec.resources, { requests: { memory: '256Mi', cpu: '1500m' }, limits: { memory: '256Mi', cpu: '1500m' } });
     assert.equal(spec.storage.size, '5Gi');
     assert.deepEqual(spec.postgresql.parameters, { max_connections: '50' });
-    assert.equal(c.metadata.annotations?.['pgs.sysnee.io/suffix'], 'x7k2q9');
-    assert.equal(c.metadata.annotations?.['pgs.sysnee.io/autosuspend-seconds'], '30');
+    assert.deepEqual(JSON.parse(c.metadata.annotations?.[TENANT_ANNOTATION] ?? ''), tenant({ memoryBytes: 256 * 2 ** 20, cpus: 1.5, diskBytes: 5 * 2 ** 30, maxConnections: 50, autosuspendSeconds: 30 }));
     assert.equal(c.metadata.annotations?.[HIBERNATION], 'off');
     assert.equal(spec.plugins, undefined, 'no archiving without an S3 target');
   });

@@ -21,16 +21,12 @@ export const BARMAN_API = 'barmancloud.cnpg.io/v1';
 export const BARMAN_PLUGIN = 'barman-cloud.cloudnative-pg.io';
 export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
 export const LABEL_TENANT = 'pgs.sysnee.io/tenant';
-/** pgs's own fields of a tenant, as annotations on its Cluster: every pgs pod reads them from there. */
-export const ANNOTATION = {
-  suffix: 'pgs.sysnee.io/suffix',
-  access: 'pgs.sysnee.io/access',
-  wanted: 'pgs.sysnee.io/wanted',
-  autosuspend: 'pgs.sysnee.io/autosuspend-seconds',
-  createdAt: 'pgs.sysnee.io/created-at',
-  pool: 'pgs.sysnee.io/pool',
-  poolSize: 'pgs.sysnee.io/pool-size',
-} as const;
+/**
+ * pgs's own record of the tenant (the catalog entry: suffix, access, wanted
+ * state, autosuspend, limits, pooling...), as JSON in one annotation on its
+ * Cluster: the desired state every pgs pod reads from the API server.
+ */
+export const TENANT_ANNOTATION = 'pgs.sysnee.io/tenant';
 /** CloudNativePG's declarative hibernation: "on" stops every instance and keeps the volumes. */
 export const HIBERNATION = 'cnpg.io/hibernation';
 /** The role that owns the tenant's database on the server (the router logs in as it). */
@@ -97,19 +93,14 @@ export function cpuQuantity(cpus: number): string {
  * The tenant's Cluster. Hibernated when pgs keeps the tenant stopped or has
  * suspended it (`suspended`); its limits are the pods' requests and limits
  * (memory requested as much as allowed, so the scheduler places it honestly);
- * its disk quota is its volume's size.
+ * its disk quota is its volume's size. pgs's record of the tenant rides
+ * along as an annotation (TENANT_ANNOTATION).
  */
 export function tenantCluster(tenant: Tenant, kube: KubernetesSettings, options: { suspended: boolean; backup?: BackupTarget }): KubeObject {
   const annotations: Record<string, string> = {
-    [ANNOTATION.suffix]: tenant.suffix,
-    [ANNOTATION.access]: tenant.access,
-    [ANNOTATION.wanted]: tenant.wanted,
-    [ANNOTATION.autosuspend]: tenant.autosuspendSeconds === null ? 'off' : String(tenant.autosuspendSeconds ?? 300),
-    [ANNOTATION.createdAt]: tenant.createdAt,
+    [TENANT_ANNOTATION]: JSON.stringify(tenant),
     [HIBERNATION]: tenant.wanted === 'stopped' || options.suspended ? 'on' : 'off',
   };
-  if (tenant.pool) annotations[ANNOTATION.pool] = tenant.pool;
-  if (tenant.poolSize !== undefined) annotations[ANNOTATION.poolSize] = String(tenant.poolSize);
   const limits: Record<string, string> = {};
   if (tenant.memoryBytes !== undefined) limits.memory = quantity(tenant.memoryBytes);
   if (tenant.cpus !== undefined) limits.cpu = cpuQuantity(tenant.cpus);

@@ -1,0 +1,276 @@
+/**
+ * Tenants as CloudNativePG clusters: the desired state lives in the
+ * Kubernetes API (each Cluster carries pgs's record of its tenant), and every
+ * pgs pod holds the same view through a watch. Writes are optimistic: an
+ * update names the version it read and is retried on a conflict, so two pods
+ * changing one tenant at once both get their change in.
+ */
+import * as v from 'valibot';
+import { PgsError } from '../../core/errors.js';
+import { TenantSchema, type Tenant } from '../../catalog/schema.js';
+import { Informer, KubeError, RESOURCES, type KubeClient, type KubeResource, type ResourceRef } from './client.js';
+import {
+  HIBERNATION, LABEL_MANAGED_BY, TENANT_ANNOTATION, ownerSecretName, objectStoreName, scheduledBackupName, tenantCluster, tenantObjects, tenantScheduledBackup,
+  type BackupTarget, type KubeObject, type KubernetesSettings,
+} from './objects.js';
+
+export const HEALTHY_PHASE = 'Cluster in healthy state';
+const HIBERNATION_CONDITION = 'cnpg.io/hibernation';
+/** The label CloudNativePG puts on a cluster's volumes. */
+const CLUSTER_LABEL = 'cnpg.io/cluster';
+const UPDATE_ATTEMPTS = 8;
+
+export interface ClusterStatus {
+  phase?: string;
+  instances?: number;
+  readyInstances?: number;
+  currentPrimary?: string;
+  writeService?: string;
+  conditions?: { type: string; status: string; reason?: string; message?: string }[];
+}
+export type ClusterObject = KubeResource & { spec?: Record<string, unknown>; status?: ClusterStatus };
+
+export interface KubeTenantView {
+  id: string;
+  /** pgs's record of the tenant; undefined when the Cluster's annotation cannot be read (problem says why). */
+  tenant: Tenant | undefined;
+  problem?: string;
+  /** The operator's phase, or "pending" before it has said anything. */
+  phase: string;
+  /** Serving: healthy phase, at least one ready instance, not hibernated. */
+  healthy: boolean;
+  /** What pgs asked: hibernation on. */
+  suspended: boolean;
+  /** What the operator says: every instance is down, the volumes kept. */
+  hibernated: boolean;
+  primary: string | undefined;
+  /** Where the router dials: the read-write service, which follows the primary through a failover. */
+  writeHost: string;
+}
+
+const refOf = (o: KubeObject): ResourceRef => {
+  switch (o.kind) {
+    case 'Cluster': return RESOURCES.clusters;
+    case 'ScheduledBackup': return RESOURCES.scheduledBackups;
+    case 'ObjectStore': return RESOURCES.objectStores;
+    case 'Secret': return RESOURCES.secrets;
+    default: throw new Error(`no resource for kind ${o.kind}`);
+  }
+};
+
+/**
+ * A JSON merge patch that turns `from` into `to`, touching only the fields
+ * either names: a field `from` had and `to` lacks becomes null (deleted);
+ * fields neither names (the operator's defaults) are left alone.
+ */
+export function mergeDiff(from: unknown, to: unknown): unknown {
+  const isObject = (x: unknown): x is Record<string, unknown> => x !== null && typeof x === 'object' && !Array.isArray(x);
+  if (!isObject(from) || !isObject(to)) return to;
+  const patch: Record<string, unknown> = {};
+  for (const key of new Set([...Object.keys(from), ...Object.keys(to)])) {
+    if (!(key in to)) patch[key] = null;
+    else if (!(key in from)) patch[key] = to[key];
+    else if (JSON.stringify(from[key]) !== JSON.stringify(to[key])) patch[key] = mergeDiff(from[key], to[key]);
+  }
+  return patch;
+}
+
+export class KubeTenants {
+  private readonly client: KubeClient;
+  private readonly kube: KubernetesSettings;
+  private readonly backup: BackupTarget | undefined;
+  private readonly informer: Informer<ClusterObject>;
+  private readonly listeners = new Set<(id: string, view: KubeTenantView | undefined) => void>();
+
+  constructor(client: KubeClient, kube: KubernetesSettings, backup?: BackupTarget) {
+    this.client = client;
+    this.kube = kube;
+    this.backup = backup;
+    this.informer = new Informer<ClusterObject>(client, RESOURCES.clusters, (name, object) => {
+      const view = object ? this.toView(object) : undefined;
+      for (const listener of this.listeners) listener(name, view);
+    }, { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
+  }
+
+  /** Reads every tenant and keeps watching. */
+  start(): Promise<void> {
+    return this.informer.start();
+  }
+
+  stop(): void {
+    this.informer.stop();
+  }
+
+  /** Called with each tenant whose Cluster changed (undefined: deleted). */
+  onChange(listener: (id: string, view: KubeTenantView | undefined) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  list(): KubeTenantView[] {
+    return [...this.informer.cache.values()].map((c) => this.toView(c)).sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  view(id: string): KubeTenantView | undefined {
+    const held = this.informer.cache.get(id);
+    return held ? this.toView(held) : undefined;
+  }
+
+  private toView(cluster: ClusterObject): KubeTenantView {
+    const id = cluster.metadata.name;
+    const status = cluster.status ?? {};
+    const annotation = cluster.metadata.annotations?.[TENANT_ANNOTATION];
+    let tenant: Tenant | undefined;
+    let problem: string | undefined;
+    try {
+      const parsed = v.safeParse(TenantSchema, JSON.parse(annotation ?? 'null'));
+      if (parsed.success && parsed.output.id === id) tenant = parsed.output;
+      else problem = `annotation ${TENANT_ANNOTATION} of cluster ${id} is not a tenant record: ${parsed.success ? `it names ${parsed.output.id}` : parsed.issues[0]?.message ?? 'invalid'}`;
+    } catch (e) {
+      problem = `annotation ${TENANT_ANNOTATION} of cluster ${id} is not JSON: ${(e as Error).message}`;
+    }
+    const suspended = cluster.metadata.annotations?.[HIBERNATION] === 'on';
+    const hibernated = status.conditions?.some((c) => c.type === HIBERNATION_CONDITION && c.status === 'True') ?? false;
+    const phase = status.phase ?? 'pending';
+    return {
+      id,
+      tenant,
+      ...(problem ? { problem } : {}),
+      phase,
+      healthy: phase === HEALTHY_PHASE && (status.readyInstances ?? 0) > 0 && !hibernated && !suspended,
+      suspended,
+      hibernated,
+      primary: status.currentPrimary,
+      writeHost: `${status.writeService ?? `${id}-rw`}.${this.client.namespace}.svc`,
+    };
+  }
+
+  /**
+   * Makes the tenant's objects: its Secret, ObjectStore, Cluster and
+   * ScheduledBackup. A failure removes what was made: no half tenant.
+   */
+  async create(tenant: Tenant, secrets: { ownerPassword: string; clientVerifier: string }): Promise<void> {
+    if (this.informer.cache.has(tenant.id) || (await this.client.get(RESOURCES.clusters, tenant.id))) {
+      throw new PgsError('TENANT_EXISTS', `tenant ${tenant.id} already exists`);
+    }
+    const made: KubeObject[] = [];
+    try {
+      for (const object of tenantObjects(tenant, this.kube, { suspended: false, ...(this.backup ? { backup: this.backup } : {}), ...secrets })) {
+        await this.client.create(refOf(object), object);
+        made.push(object);
+      }
+    } catch (e) {
+      for (const object of made.reverse()) await this.client.delete(refOf(object), object.metadata.name).catch(() => false);
+      if (e instanceof KubeError && e.reason === 'AlreadyExists') throw new PgsError('TENANT_EXISTS', `tenant ${tenant.id} already exists (${e.message})`);
+      throw e;
+    }
+  }
+
+  /** Resolves when the tenant's cluster serves; PG_START_FAILED with the operator's phase after `timeoutMs`. */
+  awaitHealthy(id: string, timeoutMs: number): Promise<KubeTenantView> {
+    return new Promise((resolve, reject) => {
+      const check = (view: KubeTenantView | undefined) => {
+        if (!view?.healthy) return false;
+        done();
+        resolve(view);
+        return true;
+      };
+      const timer = setTimeout(() => {
+        done();
+        const view = this.view(id);
+        reject(new PgsError('PG_START_FAILED', `the cluster of tenant ${id} is not serving after ${Math.round(timeoutMs / 1000)} s: phase "${view?.phase ?? 'no cluster'}"${view?.hibernated ? ', hibernated' : ''}`));
+      }, timeoutMs);
+      const unsubscribe = this.onChange((changed, view) => {
+        if (changed === id) check(view);
+      });
+      const done = () => {
+        clearTimeout(timer);
+        unsubscribe();
+      };
+      check(this.view(id));
+    });
+  }
+
+  /**
+   * Changes pgs's record of a tenant and what follows from it (the Cluster's
+   * spec, its backup schedule), against the version read: on a conflict the
+   * record is read again and `change` applied to it again.
+   */
+  async update(id: string, change: (t: Tenant) => Tenant): Promise<Tenant> {
+    for (let attempt = 1; ; attempt++) {
+      const held = await this.client.get<ClusterObject>(RESOURCES.clusters, id);
+      if (!held) throw new PgsError('TENANT_NOT_FOUND', `tenant ${id} does not exist`);
+      const view = this.toView(held);
+      if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
+      const next = change(view.tenant);
+      try {
+        await this.writeCluster(held, view.tenant, next, view.suspended);
+        await this.syncSchedule(next, view.suspended);
+        return next;
+      } catch (e) {
+        if (!(e instanceof KubeError && e.statusCode === 409) || attempt >= UPDATE_ATTEMPTS) throw e;
+      }
+    }
+  }
+
+  /** Suspends (hibernation on: every instance stops, the volumes stay) or wakes the tenant's cluster; its backup schedule follows. */
+  async setSuspended(id: string, suspended: boolean): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const held = await this.client.get<ClusterObject>(RESOURCES.clusters, id);
+      if (!held) throw new PgsError('TENANT_NOT_FOUND', `tenant ${id} does not exist`);
+      const view = this.toView(held);
+      if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
+      try {
+        await this.writeCluster(held, view.tenant, view.tenant, suspended);
+        await this.syncSchedule(view.tenant, suspended);
+        return;
+      } catch (e) {
+        if (!(e instanceof KubeError && e.statusCode === 409) || attempt >= UPDATE_ATTEMPTS) throw e;
+      }
+    }
+  }
+
+  private async writeCluster(held: ClusterObject, before: Tenant, after: Tenant, suspended: boolean): Promise<void> {
+    const options = this.backup ? { backup: this.backup } : {};
+    const was = tenantCluster(before, this.kube, { suspended: held.metadata.annotations?.[HIBERNATION] === 'on', ...options });
+    const will = tenantCluster(after, this.kube, { suspended: suspended && after.wanted === 'running', ...options });
+    const patch = {
+      metadata: { annotations: will.metadata.annotations },
+      spec: mergeDiff(was.spec, will.spec),
+    };
+    await this.client.patch(RESOURCES.clusters, held.metadata.name, patch, held.metadata.resourceVersion);
+  }
+
+  private async syncSchedule(tenant: Tenant, suspended: boolean): Promise<void> {
+    if (!this.backup) return;
+    const wanted = tenantScheduledBackup(tenant, this.kube, { suspended });
+    const name = scheduledBackupName(tenant.id);
+    const held = await this.client.get(RESOURCES.scheduledBackups, name);
+    if (!wanted) {
+      if (held) await this.client.delete(RESOURCES.scheduledBackups, name);
+    } else if (!held) {
+      await this.client.create(RESOURCES.scheduledBackups, wanted);
+    } else {
+      await this.client.patch(RESOURCES.scheduledBackups, name, { spec: wanted.spec });
+    }
+  }
+
+  /**
+   * Deletes the tenant's objects. Its volumes (the data) stay unless
+   * `volumes` is true, which a person confirmed.
+   */
+  async remove(id: string, options: { volumes: boolean }): Promise<{ volumesDeleted: string[] }> {
+    if (!(await this.client.get(RESOURCES.clusters, id))) throw new PgsError('TENANT_NOT_FOUND', `tenant ${id} does not exist`);
+    await this.client.delete(RESOURCES.scheduledBackups, scheduledBackupName(id));
+    await this.client.delete(RESOURCES.clusters, id);
+    await this.client.delete(RESOURCES.objectStores, objectStoreName(id));
+    await this.client.delete(RESOURCES.secrets, ownerSecretName(id));
+    const volumesDeleted: string[] = [];
+    if (options.volumes) {
+      for (const pvc of (await this.client.list(RESOURCES.persistentVolumeClaims, `${CLUSTER_LABEL}=${id}`)).items) {
+        if (await this.client.delete(RESOURCES.persistentVolumeClaims, pvc.metadata.name)) volumesDeleted.push(pvc.metadata.name);
+      }
+    }
+    return { volumesDeleted };
+  }
+}
