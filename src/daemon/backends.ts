@@ -60,7 +60,7 @@ export class CatalogBackends implements RouterBackends {
   /** Set by the daemon: starts a suspended tenant's server (one start however many clients wait). */
   wake: ((id: string) => Promise<boolean>) | undefined;
 
-  async socketPath(id: string): Promise<{ path: string; woke: boolean }> {
+  async backend(id: string): Promise<{ address: string; woke: boolean }> {
     // A suspended tenant (maybe still stopping) is woken first; wake() is false at once for any other.
     const woke = this.wake !== undefined && (await this.wake(id));
     if (!woke) {
@@ -68,6 +68,6 @@ export class CatalogBackends implements RouterBackends {
       if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
     }
     const endpoint = this.runtime.localEndpoint(id);
-    return { path: socketPath(endpoint.host, endpoint.port), woke };
+    return { address: socketPath(endpoint.host, endpoint.port), woke };
   }
 }

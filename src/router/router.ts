@@ -8,7 +8,7 @@ import { MessageReader, serializeErrorResponse, serializeNoticeResponse, typed, 
 import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
-import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, escapeLiteral, poolKey, recycle } from './server-sessions.js';
+import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, escapeLiteral, isRemote, poolKey, recycle, type BackendAddress } from './server-sessions.js';
 import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings, type Handed } from './transaction-pool.js';
 
 /**
@@ -38,8 +38,12 @@ export interface TenantRoute {
 export interface RouterBackends {
   /** The tenant whose host name's first label is `label` (`<id>-<suffix>`), if any. */
   lookup(label: string): TenantRoute | undefined;
-  /** The unix socket path of a ready server for the tenant (woken when needed: `woke`); rejects when none can be had. */
-  socketPath(id: string): Promise<{ path: string; woke: boolean }>;
+  /**
+   * Where a ready server of the tenant is (woken when needed: `woke`): the path
+   * of its unix socket, or a server on the network the router logs in to;
+   * rejects when none can be had.
+   */
+  backend(id: string): Promise<{ address: BackendAddress; woke: boolean }>;
   /**
    * The SCRAM verifier of login role `role` in the tenant's server, or
    * undefined when there is none (no such role, no login, no SCRAM password,
@@ -67,7 +71,7 @@ export interface RouterObserver {
   serverSession?(how: 'reused' | 'opened' | 'own' | 'pooled'): void;
 }
 
-/** Thrown by `RouterBackends.socketPath`: its message is shown to the client. */
+/** Thrown by `RouterBackends.backend`: its message is shown to the client. */
 export class BackendUnavailable extends Error {
   /** How the client is refused: 57P03 (tenant_unavailable) unless said otherwise. */
   readonly reason: RefusalReason;
@@ -118,7 +122,7 @@ export interface RouterOptions {
 }
 
 interface CancelTarget {
-  socketPath: string;
+  address: BackendAddress;
   pid: number;
   secret: Buffer;
 }
@@ -155,6 +159,8 @@ export class Router {
   private closing = false;
   /** Idle server sessions for reuse; undefined when reuse is off. */
   readonly pool: ServerSessionPool | undefined;
+  /** Servers on the network are reached only through sessions the router logs in itself: with reuse off, they are kept by none. */
+  readonly remotePool: ServerSessionPool;
   /** The server sessions of tenants that pool by transaction. */
   readonly transactions: TransactionPool;
   readonly poolTimeoutMs: number;
@@ -178,6 +184,7 @@ export class Router {
     const keep = options.serverSessions?.keep ?? 2;
     const idleMs = options.serverSessions?.idleMs ?? 60_000;
     this.pool = keep > 0 ? new ServerSessionPool({ keep, idleMs }) : undefined;
+    this.remotePool = this.pool ?? new ServerSessionPool({ keep: 0, idleMs });
     this.transactions = new TransactionPool({ idleMs });
     this.poolTimeoutMs = options.poolTimeoutMs ?? 30_000;
   }
@@ -336,8 +343,8 @@ export class Router {
     return this.backends.lookup(label);
   }
 
-  socketPath(id: string): Promise<{ path: string; woke: boolean }> {
-    return this.backends.socketPath(id);
+  backend(id: string): Promise<{ address: BackendAddress; woke: boolean }> {
+    return this.backends.backend(id);
   }
 
   async verifier(id: string, role: string, options: { fresh?: boolean } = {}): Promise<{ verifier: ScramVerifier | undefined; live: boolean }> {
@@ -390,7 +397,7 @@ export class Router {
     this.observer?.cancelRequest(route ? 'forwarded' : 'unknown_key');
     if (!route) return; // a forged or stale key: do nothing, say nothing (as PostgreSQL does)
     const target = typeof route === 'function' ? route() : route;
-    if (target) cancelOn(target.socketPath, target.pid, target.secret);
+    if (target) cancelOn(target.address, target.pid, target.secret);
   }
 
   forget(client: ClientConnection): void {
@@ -857,7 +864,7 @@ class ClientConnection {
       return;
     }
     const began = performance.now();
-    const { path: socketPath, woke } = await this.router.socketPath(tenant.id);
+    const { address, woke } = await this.router.backend(tenant.id);
     if (this.done) return;
     if (!login.live) {
       // Checked against the copy kept while the server was down: make sure the server still has that verifier.
@@ -871,14 +878,19 @@ class ClientConnection {
     this.backendAsked = { began, woke };
     if (options === undefined) params.delete('options');
     else params.set('options', options);
-    const connectOwn = () => {
+    const connectOwn = (why?: string) => {
+      if (isRemote(address)) {
+        // A server on the network is logged in to by the router only: no client's start-up reaches it as it is.
+        this.refuse({ reason: 'tenant_unavailable', code: '0A000', message: `tenant ${tenant.id} cannot serve this connection: ${why ?? 'protocol 3.2 is not supported for it yet (connect with protocol 3.0, the default)'}` });
+        return;
+      }
       this.router.observer?.serverSession?.('own');
-      this.connectBackend(socketPath, Buffer.concat([encodeStartup(version, params), login.rest]));
+      this.connectBackend(address, Buffer.concat([encodeStartup(version, params), login.rest]));
     };
     const settings = version === PROTOCOL_3_0 ? clientSettings(params) : undefined;
     const database = params.get('database') || user;
     if (settings && tenant.pool === 'transaction') await this.usePool(tenant, user, database, settings, login.rest);
-    else if (settings && this.router.pool) await this.useServerSession(tenant, socketPath, user, database, settings, login.rest, connectOwn);
+    else if (settings && (this.router.pool || isRemote(address))) await this.useServerSession(tenant, address, user, database, settings, login.rest, connectOwn);
     else connectOwn();
   }
 
@@ -897,8 +909,8 @@ class ClientConnection {
     const key = poolKey(tenant.id, database, user);
     const size = tenant.poolSize ?? 10;
     const open = async (): Promise<ServerSession> => {
-      const { path } = await this.router.socketPath(tenant.id);
-      return ServerSession.open(path, tenant.id, user, database, this.router.authTimeoutMs);
+      const { address } = await this.router.backend(tenant.id);
+      return ServerSession.open(address, tenant.id, user, database, this.router.authTimeoutMs);
     };
     const acquire = (handed: Handed): void => pools.acquire(tenant.id, key, size, this.router.poolTimeoutMs, open, () => this.done, handed);
     let session: ServerSession;
@@ -982,15 +994,15 @@ class ClientConnection {
    * to set this way (or any trouble) fall back to a backend of the client's own
    * (`connectOwn`), whose start-up then answers as PostgreSQL does.
    */
-  private async useServerSession(tenant: TenantRoute, socketPath: string, user: string, database: string, settings: Map<string, string>, rest: Buffer, connectOwn: () => void): Promise<void> {
-    const pool = this.router.pool as ServerSessionPool;
+  private async useServerSession(tenant: TenantRoute, address: BackendAddress, user: string, database: string, settings: Map<string, string>, rest: Buffer, connectOwn: (why?: string) => void): Promise<void> {
+    const pool = this.router.pool ?? this.router.remotePool;
     let session = pool.take(tenant.id, poolKey(tenant.id, database, user));
     this.router.observer?.serverSession?.(session ? 'reused' : 'opened');
     if (!session) {
       // The server counts idle kept sessions against its connection limit: make room first.
       if (this.router.connectionCount(tenant.id) + pool.idleCount(tenant.id) > (tenant.maxConnections ?? Infinity)) pool.dropOldest(tenant.id);
       try {
-        session = await ServerSession.open(socketPath, tenant.id, user, database, this.router.authTimeoutMs);
+        session = await ServerSession.open(address, tenant.id, user, database, this.router.authTimeoutMs);
       } catch (err) {
         if (this.done) return;
         if (err instanceof ServerSessionError) {
@@ -1010,7 +1022,7 @@ class ClientConnection {
       if (!set || set.error || set.status !== TX_IDLE) {
         if (set) void recycle(pool, session, set.status);
         else session.destroy();
-        if (!this.done) connectOwn();
+        if (!this.done) connectOwn(`a start-up parameter could not be set (${set?.error?.M ?? 'no answer'})`);
         return;
       }
     }
@@ -1215,9 +1227,9 @@ class ClientConnection {
   };
 
   /** Hands the client our own key; the real one stays here for cancel requests. */
-  private rewriteKey(socketPath: string, payload: Buffer): Buffer {
+  private rewriteKey(address: BackendAddress, payload: Buffer): Buffer {
     const secret = Buffer.from(payload.subarray(4));
-    return this.ownKey({ socketPath, pid: payload.readInt32BE(0), secret }, secret.length);
+    return this.ownKey({ address, pid: payload.readInt32BE(0), secret }, secret.length);
   }
 
   /** A BackendKeyData of the router's own, whose cancel requests go to `route`. */

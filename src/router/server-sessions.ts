@@ -1,7 +1,21 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { AUTH_OK, BackendMessage, PROTOCOL_3_0 } from '../protocol/constants.js';
-import { MessageReader, parseErrorFields, serializeCancelRequest, serializeQuery, typed, type ErrorFields } from '../protocol/messages.js';
+import { MessageReader, parseErrorFields, serializeCancelRequest, serializeQuery, serializeSSLRequest, typed, type ErrorFields } from '../protocol/messages.js';
 import { encodeStartup, splitOptions } from '../protocol/startup.js';
+import { openRemoteBackend, RemoteLoginError, type RemoteTarget } from './remote-backend.js';
+
+/**
+ * Where a tenant's server is: the path of its unix socket on this host (the
+ * router is trusted there), or a server over the network that the router logs
+ * in to with a password of its own (a kubernetes runtime's cluster).
+ */
+export type BackendAddress = string | RemoteAddress;
+export type RemoteAddress = Omit<RemoteTarget, 'database'> & { kind: 'remote' };
+
+export function isRemote(address: BackendAddress): address is RemoteAddress {
+  return typeof address !== 'string';
+}
 
 /**
  * Server sessions the router keeps for reuse ("warm" sessions): a backend of a
@@ -27,16 +41,34 @@ export class ServerSession {
   private closed = false;
   private closeReason = 'the server closed the connection';
 
-  private constructor(readonly socket: net.Socket, readonly key: string, readonly tenant: string, readonly socketPath: string) {
+  private constructor(readonly socket: net.Socket, readonly key: string, readonly tenant: string, readonly address: BackendAddress) {
     socket.on('data', this.onData);
     socket.on('error', (err) => this.fail(err.message));
     socket.on('close', () => this.fail('the server closed the connection'));
   }
 
-  /** Opens a backend for `role` in `database` and reads its start-up to the first ReadyForQuery. */
-  static async open(socketPath: string, tenant: string, role: string, database: string, timeoutMs: number): Promise<ServerSession> {
-    const socket = net.connect(socketPath);
-    const session = new ServerSession(socket, poolKey(tenant, database, role), tenant, socketPath);
+  /**
+   * Opens a backend for `role` in `database` and reads its start-up to the
+   * first ReadyForQuery. Over the network the router logs in as the address's
+   * own role (the database's owner) whatever the client's role is.
+   */
+  static async open(address: BackendAddress, tenant: string, role: string, database: string, timeoutMs: number): Promise<ServerSession> {
+    if (isRemote(address)) {
+      let remote;
+      try {
+        remote = await openRemoteBackend({ ...address, database }, new Map(), timeoutMs);
+      } catch (err) {
+        if (err instanceof RemoteLoginError && err.sqlState) throw new ServerSessionError({ S: 'FATAL', V: 'FATAL', C: err.sqlState, M: err.message });
+        throw err;
+      }
+      const session = new ServerSession(remote.socket, poolKey(tenant, database, role), tenant, address);
+      for (const [name, value] of remote.params) session.params.set(name, value);
+      session.backendKey = remote.backendKey;
+      if (remote.rest.length > 0) session.reader.push(remote.rest);
+      return session;
+    }
+    const socket = net.connect(address);
+    const session = new ServerSession(socket, poolKey(tenant, database, role), tenant, address);
     const timer = setTimeout(() => session.fail(`the server did not answer within ${timeoutMs} ms`), timeoutMs);
     try {
       socket.write(encodeStartup(PROTOCOL_3_0, new Map([['user', role], ['database', database]])));
@@ -112,14 +144,14 @@ export class ServerSession {
   }
 
   /** Where a cancel request for this backend goes, once its key is known. */
-  get cancelTarget(): { socketPath: string; pid: number; secret: Buffer } | undefined {
-    return this.backendKey.length >= 8 ? { socketPath: this.socketPath, pid: this.backendKey.readInt32BE(0), secret: this.backendKey.subarray(4) } : undefined;
+  get cancelTarget(): { address: BackendAddress; pid: number; secret: Buffer } | undefined {
+    return this.backendKey.length >= 8 ? { address: this.address, pid: this.backendKey.readInt32BE(0), secret: this.backendKey.subarray(4) } : undefined;
   }
 
   /** Cancels what the backend runs now (PostgreSQL notices a gone client only when it writes). */
   cancel(): void {
     const target = this.cancelTarget;
-    if (this.usable && target) cancelOn(target.socketPath, target.pid, target.secret);
+    if (this.usable && target) cancelOn(target.address, target.pid, target.secret);
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -190,11 +222,27 @@ function keepParameterStatus(params: Map<string, string>, payload: Buffer): void
   params.set(payload.toString('utf8', 0, nul), payload.toString('utf8', nul + 1, end < 0 ? payload.length : end));
 }
 
-/** Sends a CancelRequest for backend `pid` to the server's socket. */
-export function cancelOn(socketPath: string, pid: number, secret: Buffer): void {
-  const socket = net.connect(socketPath);
-  socket.on('error', () => socket.destroy());
-  socket.end(serializeCancelRequest(pid, secret));
+/** Sends a CancelRequest for backend `pid` to the server: over its socket, or over TLS to a server on the network. */
+export function cancelOn(address: BackendAddress, pid: number, secret: Buffer): void {
+  if (!isRemote(address)) {
+    const socket = net.connect(address);
+    socket.on('error', () => socket.destroy());
+    socket.end(serializeCancelRequest(pid, secret));
+    return;
+  }
+  const raw = net.connect({ host: address.host, port: address.port });
+  raw.setTimeout(10_000, () => raw.destroy());
+  raw.on('error', () => raw.destroy());
+  raw.once('connect', () => raw.write(serializeSSLRequest()));
+  raw.once('data', (answer: Buffer) => {
+    if (answer.length !== 1 || answer[0] !== 0x53) {
+      raw.destroy();
+      return;
+    }
+    const secure = tls.connect({ socket: raw, servername: address.servername, ca: address.ca, minVersion: 'TLSv1.2' });
+    secure.on('error', () => secure.destroy());
+    secure.once('secureConnect', () => secure.end(serializeCancelRequest(pid, secret)));
+  });
 }
 
 export function poolKey(tenant: string, database: string, role: string): string {
