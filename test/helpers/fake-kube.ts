@@ -114,8 +114,16 @@ export class FakeKube {
     return this.write(collection, change(structuredClone(held)), 'MODIFIED');
   }
 
-  private write(collection: string, object: Obj, type: Event['type']): Obj {
+  private write(collection: string, written: Obj, type: Event['type']): Obj {
     this.rv += 1;
+    let object = written;
+    if (collection.startsWith('core/v1/secrets/') && object.stringData && type !== 'DELETED') {
+      // As the API server does: stringData is write-only, merged into data as base64.
+      const data = { ...(object.data as Record<string, string> | undefined) };
+      for (const [k, v] of Object.entries(object.stringData as Record<string, string>)) data[k] = Buffer.from(v).toString('base64');
+      object = { ...object, data };
+      delete object.stringData;
+    }
     const stored = type === 'DELETED' ? object : { ...object, metadata: { ...object.metadata, resourceVersion: String(this.rv) } };
     const key = FakeKube.key(collection, stored.metadata.name);
     if (type === 'DELETED') this.objects.delete(key);

@@ -203,9 +203,11 @@ export class KubeTenants {
       const view = this.toView(held);
       if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
       const next = change(view.tenant);
+      // Hibernation that a stop asked for is not a suspension: a start ends it.
+      const suspended = view.suspended && view.tenant.wanted === 'running';
       try {
-        await this.writeCluster(held, view.tenant, next, view.suspended);
-        await this.syncSchedule(next, view.suspended);
+        await this.writeCluster(held, view.tenant, next, suspended);
+        await this.syncSchedule(next, suspended);
         return next;
       } catch (e) {
         if (!(e instanceof KubeError && e.statusCode === 409) || attempt >= UPDATE_ATTEMPTS) throw e;

@@ -1,0 +1,131 @@
+/**
+ * The router's view of tenants that are CloudNativePG clusters: host-name
+ * label → tenant from each Cluster's record, the login checked against the
+ * verifier in the tenant's Secret, and the way to its server: the cluster's
+ * read-write service over TLS (verified with the cluster's own CA, from its
+ * `<id>-ca` secret), logged in to as the database's owner. A connection to a
+ * suspended (hibernated) tenant wakes it and waits until it serves.
+ */
+import { parseVerifier, type ScramVerifier } from '../../auth/scram.js';
+import { DEFAULT_POOL_SIZE } from '../../catalog/schema.js';
+import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../../router/router.js';
+import type { RemoteAddress } from '../../router/server-sessions.js';
+import { Informer, RESOURCES, type KubeClient, type KubeResource } from './client.js';
+import { LABEL_MANAGED_BY, OWNER_ROLE, caSecretName, ownerSecretName } from './objects.js';
+import type { KubeTenants } from './tenants.js';
+
+/** The role a tenant's clients log in as, on every runtime. */
+export const TENANT_LOGIN = 'postgres';
+const POSTGRES_PORT = 5432;
+
+type Secret = KubeResource & { data?: Record<string, string> };
+
+/** A Secret's value, as the API server returns it (base64 in `data`). */
+export function secretValue(secret: Secret | undefined, key: string): string | undefined {
+  const encoded = secret?.data?.[key];
+  return encoded === undefined ? undefined : Buffer.from(encoded, 'base64').toString('utf8');
+}
+
+export interface KubeBackendsOptions {
+  /** How long a connection waits for a suspended tenant's cluster to serve. Default 60 s. */
+  wakeTimeoutMs?: number;
+  /** Where a service's name is dialed (tests point the read-write service at a local server). Default: the name itself, port 5432. */
+  dial?: (serviceHost: string) => { host: string; port: number };
+}
+
+export class KubeBackends implements RouterBackends {
+  private readonly tenants: KubeTenants;
+  private readonly client: KubeClient;
+  private readonly secrets: Informer<Secret>;
+  private readonly wakeTimeoutMs: number;
+  private readonly dial: (serviceHost: string) => { host: string; port: number };
+  private readonly waking = new Map<string, Promise<void>>();
+  /** Each cluster's CA, read at most once a minute (it changes only when the operator renews it). */
+  private readonly cas = new Map<string, { ca: string; at: number }>();
+
+  constructor(client: KubeClient, tenants: KubeTenants, options: KubeBackendsOptions = {}) {
+    this.client = client;
+    this.tenants = tenants;
+    this.wakeTimeoutMs = options.wakeTimeoutMs ?? 60_000;
+    this.dial = options.dial ?? ((host) => ({ host, port: POSTGRES_PORT }));
+    this.secrets = new Informer<Secret>(client, RESOURCES.secrets, () => undefined, { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
+  }
+
+  /** Reads the tenants' Secrets and keeps watching them. */
+  start(): Promise<void> {
+    return this.secrets.start();
+  }
+
+  stop(): void {
+    this.secrets.stop();
+  }
+
+  lookup(label: string): TenantRoute | undefined {
+    for (const view of this.tenants.list()) {
+      const t = view.tenant;
+      if (!t || `${t.id}-${t.suffix}` !== label) continue;
+      return {
+        id: t.id,
+        access: t.access,
+        maxConnections: t.maxConnections,
+        ...(t.pool === 'transaction' ? { pool: 'transaction' as const, poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections) } : {}),
+        ...(t.maxClientConnections !== undefined ? { maxClientConnections: t.maxClientConnections } : {}),
+      };
+    }
+    return undefined;
+  }
+
+  /**
+   * Only the tenant's login role can log in: on the server every session is
+   * the owner's, so no other role may be checked here and stand for it.
+   */
+  async verifier(id: string, role: string): Promise<{ verifier: ScramVerifier | undefined; live: boolean }> {
+    if (role !== TENANT_LOGIN) return { verifier: undefined, live: true };
+    const secret = this.secrets.cache.get(ownerSecretName(id));
+    return { verifier: parseVerifier(secretValue(secret, 'client-verifier')), live: true };
+  }
+
+  async backend(id: string): Promise<{ address: RemoteAddress; woke: boolean }> {
+    let view = this.tenants.view(id);
+    if (!view?.tenant) throw new BackendUnavailable(view?.problem ?? `tenant ${id} does not exist`);
+    if (view.tenant.wanted === 'stopped') throw new BackendUnavailable(`tenant ${id} is stopped (pgs start ${id})`);
+    let woke = false;
+    if (!view.healthy) {
+      if (view.suspended) {
+        woke = true;
+        await this.wake(id);
+      }
+      try {
+        view = await this.tenants.awaitHealthy(id, woke ? this.wakeTimeoutMs : 5_000);
+      } catch (e) {
+        throw new BackendUnavailable((e as Error).message);
+      }
+    }
+    const owner = this.secrets.cache.get(ownerSecretName(id));
+    const password = secretValue(owner, 'password');
+    const ca = await this.clusterCa(id);
+    if (!password || !ca) throw new BackendUnavailable(`tenant ${id} cannot be reached: ${!password ? `its secret ${ownerSecretName(id)} has no password` : `the cluster's CA (secret ${caSecretName(id)}) is missing`}`);
+    const { host, port } = this.dial(view.writeHost);
+    return { address: { kind: 'remote', host, port, servername: view.writeHost, ca: Buffer.from(ca), user: OWNER_ROLE, password }, woke };
+  }
+
+  /** The cluster's CA certificate: the operator's Secret (not pgs's), so read by name, not watched. */
+  private async clusterCa(id: string): Promise<string | undefined> {
+    const held = this.cas.get(id);
+    if (held && Date.now() - held.at < 60_000) return held.ca;
+    const ca = secretValue(await this.client.get<Secret>(RESOURCES.secrets, caSecretName(id)), 'ca.crt');
+    if (ca) this.cas.set(id, { ca, at: Date.now() });
+    else this.cas.delete(id);
+    return ca;
+  }
+
+  /** One wake per tenant however many clients wait for it. */
+  private wake(id: string): Promise<void> {
+    let pending = this.waking.get(id);
+    if (!pending) {
+      pending = this.tenants.setSuspended(id, false).finally(() => this.waking.delete(id));
+      this.waking.set(id, pending);
+    }
+    return pending;
+  }
+}
