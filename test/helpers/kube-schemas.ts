@@ -88,6 +88,10 @@ function checkType(value: unknown, type: string, at: string, problems: string[])
     if (typeof value !== 'string' && typeof value !== 'number') problems.push(`${at}: a number or a string expected`);
     return;
   }
+  if (type === 'V1MicroTime') {
+    if (typeof value !== 'string' || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(value)) problems.push(`${at}: a MicroTime (RFC 3339 with microseconds) expected, not ${JSON.stringify(value)}`);
+    return;
+  }
   if (type === 'Date' || type === 'any' || type === 'object') return;
   const model = models[type];
   if (!model?.getAttributeTypeMap) {
