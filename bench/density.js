@@ -16,8 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { removePgsHome } from './lib.js';
+import { removePgsHome, routerConnectMs, smaps } from './lib.js';
 
 const { values } = parseArgs({
   options: {
@@ -116,25 +115,7 @@ function fleet(dataRoot, daemonPid) {
   return pids;
 }
 
-function smaps(pid) {
-  try {
-    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
-    return { rss: kb('Rss'), pss: kb('Pss') };
-  } catch {
-    return { rss: 0, pss: 0 };
-  }
-}
 
-async function routerConnectMs(t, port) {
-  const started = performance.now();
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: t.id, password: t.password, ssl: { servername: t.hostname, rejectUnauthorized: false } });
-  await client.connect();
-  await client.query('SELECT 1');
-  const took = performance.now() - started;
-  await client.end();
-  return took;
-}
 
 const report = [];
 const say = (line) => { report.push(line); console.log(line); };

@@ -3,7 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 
 /** Stops the daemon and servers of a bench PGS_HOME and deletes its data root and the home. */
 export function removePgsHome(home, bin, env) {
@@ -40,4 +42,26 @@ export function benchHome(extraEnv = {}) {
     return { ms, stdout: result.stdout, stderr: result.stderr };
   };
   return { root, bin, home, env, pgs, remove: () => removePgsHome(home, bin, env) };
+}
+
+/** RSS and PSS (bytes) of one process, from /proc/<pid>/smaps_rollup; zeros when it is gone. */
+export function smaps(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+    return { rss: kb('Rss'), pss: kb('Pss') };
+  } catch {
+    return { rss: 0, pss: 0 };
+  }
+}
+
+/** Milliseconds from TCP connect to the first row of SELECT 1 through the router (TLS with SNI, SCRAM), node-postgres; `t` as `pgs create --json` prints it. */
+export async function routerConnectMs(t, port) {
+  const started = performance.now();
+  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: t.id, password: t.password, ssl: { servername: t.hostname, rejectUnauthorized: false } });
+  await client.connect();
+  await client.query('SELECT 1');
+  const took = performance.now() - started;
+  await client.end();
+  return took;
 }

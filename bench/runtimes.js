@@ -11,11 +11,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { cpus, totalmem } from 'node:os';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { benchHome, quantile } from './lib.js';
+import { benchHome, quantile, routerConnectMs as connectMs, smaps } from './lib.js';
 
 const { values } = parseArgs({ options: {
   tenants: { type: 'string', default: '10' },
@@ -43,15 +41,6 @@ function ppidOf(pid) {
   }
 }
 
-function smaps(pid) {
-  try {
-    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
-    return { rss: kb('Rss'), pss: kb('Pss') };
-  } catch {
-    return { rss: 0, pss: 0 };
-  }
-}
 
 /** RSS and PSS of postmasters and their children; with `shims`, also of each postmaster's parent (the container's shim). */
 function memory(postmasters, shims) {
@@ -89,15 +78,6 @@ function engineRss() {
   return rss;
 }
 
-async function connectMs(t, port) {
-  const started = performance.now();
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: t.id, password: t.password, ssl: { servername: t.hostname, rejectUnauthorized: false } });
-  await client.connect();
-  await client.query('SELECT 1');
-  const took = performance.now() - started;
-  await client.end();
-  return took;
-}
 
 async function measure(runtime, extraEnv = {}) {
   const bench = benchHome(extraEnv);

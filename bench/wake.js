@@ -9,10 +9,8 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { removePgsHome } from './lib.js';
-import { performance } from 'node:perf_hooks';
+import { removePgsHome, routerConnectMs as connectMs } from './lib.js';
 import { setTimeout as delay } from 'node:timers/promises';
-import pg from 'pg';
 
 const { values } = parseArgs({ options: { samples: { type: 'string', default: '20' } } });
 const samples = Number(values.samples);
@@ -31,15 +29,6 @@ const freePort = () => new Promise((resolve) => {
 });
 const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(q * xs.length) - 1)];
 
-async function connectMs(t, port) {
-  const started = performance.now();
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: t.id, password: t.password, ssl: { servername: t.hostname, rejectUnauthorized: false } });
-  await client.connect();
-  await client.query('SELECT 1');
-  const ms = performance.now() - started;
-  await client.end();
-  return ms;
-}
 const stateOf = (id) => JSON.parse(pgs('status', '--json')).tenants.find((t) => t.id === id)?.state;
 
 try {

@@ -219,3 +219,20 @@ export async function waitFor(what: string, check: () => Promise<boolean>, ms = 
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * Runs a sort of hundreds of MiB held in memory (the session raises its own
+ * work_mem) on `hog`, past a small memory limit, while `calm` answers beside
+ * it: the greedy query fails (its process killed by the kernel, or refused
+ * by PostgreSQL), `calm` answers throughout, and `hog` answers again after.
+ */
+export async function assertMemoryHogFailsAlone(hog: { url: string; password: string }, calm: { url: string; password: string }): Promise<void> {
+  const greedy = psql(hog.url, "SET work_mem = '2GB'; SELECT count(*) FROM (SELECT g, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 4000000) g ORDER BY h) s", hog.password);
+  const beside = await psql(calm.url, 'SELECT 1', calm.password);
+  const result = await greedy;
+  assert.notEqual(result.code, 0, `the greedy query must not succeed: ${result.stdout}`);
+  assert.match(result.stderr, /connection has been closed unexpectedly|server closed the connection unexpectedly|terminating connection because of crash|out of memory/, result.stderr);
+  assert.equal(beside.stdout, '1');
+  assert.equal((await psql(calm.url, 'SELECT 2', calm.password)).stdout, '2');
+  await waitFor('the greedy tenant to answer again', async () => (await psql(hog.url, 'SELECT 3', hog.password)).stdout === '3', 60_000);
+}

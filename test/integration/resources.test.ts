@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
+import { PgsHome, assertMemoryHogFailsAlone, psql } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
 interface Config { memoryBytes: number | null; cpus: number | null; usage?: { memoryBytes: number; cpuSeconds: number }; limitsNotEnforced?: string }
@@ -60,17 +60,7 @@ describe('per-tenant memory and CPU limits', { skip: isRoot ? false : 'cgroups n
   it('a tenant that allocates past its memory limit fails alone; another tenant keeps answering', async () => {
     const hog = t.hog as Created;
     const calm = t.calm as Created;
-    // A sort held in memory (the session raises its own work_mem): hundreds of MiB, past the 128 MiB limit.
-    const greedy = psql(conn(hog), "SET work_mem = '2GB'; SELECT count(*) FROM (SELECT g, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 4000000) g ORDER BY h) s", hog.password);
-    const beside = await psql(conn(calm), 'SELECT 1', calm.password);
-    const result = await greedy;
-    assert.notEqual(result.code, 0, `the greedy query must not succeed: ${result.stdout}`);
-    // Stopped by the kernel (the session's process is killed: the server resets) or refused by PostgreSQL.
-    assert.match(result.stderr, /connection has been closed unexpectedly|server closed the connection unexpectedly|terminating connection because of crash|out of memory/, result.stderr);
-    assert.equal(beside.stdout, '1');
-    assert.equal((await psql(conn(calm), 'SELECT 2', calm.password)).stdout, '2');
-    // The tenant itself answers again (its server recovered, or was restarted by the daemon).
-    await waitFor('hog to answer again', async () => (await psql(conn(hog), 'SELECT 3', hog.password)).stdout === '3', 60_000);
+    await assertMemoryHogFailsAlone({ url: conn(hog), password: hog.password }, { url: conn(calm), password: calm.password });
   });
 
   it('a CPU-bound tenant at --cpus 0.5 gets about half a core, measured from its control group', async () => {
