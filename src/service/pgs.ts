@@ -280,8 +280,23 @@ export class Pgs {
       };
       const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
       if (!current) actions.push(`wrote ${this.store.paths.catalog}`);
-      return { next, result: { home: this.home, settings, certificate: cert.info, actions } };
+      // Leaving the docker runtime: its stopped containers would only linger (the data is in the folders).
+      const leftDocker = before?.runtime === 'docker' && runtimeKind !== 'docker';
+      const afterWrite = leftDocker ? async () => { actions.push(await this.removeContainers()); } : undefined;
+      return { next, result: { home: this.home, settings, certificate: cert.info, actions }, ...(afterWrite ? { afterWrite } : {}) };
     });
+  }
+
+  /** Removes the docker runtime's containers of this pgs home (all stopped: the runtime changes only with pgs stopped). */
+  private async removeContainers(): Promise<string> {
+    try {
+      const docker = new DockerApi(dockerSocket(this.env));
+      const containers = await docker.list(`pgs.home=${this.home}`);
+      for (const c of containers) await docker.remove(c.Id);
+      return `removed the docker runtime's ${containers.length} container${containers.length === 1 ? '' : 's'} (the tenants' data stays in their folders)`;
+    } catch (err) {
+      return `could not remove the docker runtime's containers (${(err as Error).message}): remove the containers labelled pgs.home=${this.home} yourself`;
+    }
   }
 
   private async settleCertificate(

@@ -199,4 +199,18 @@ describe('the docker runtime\'s containers: no network, limits, a health check; 
   it('the container\'s health check reports a running server healthy', async () => {
     await waitFor('pgs-calm healthy', async () => (await inspect('pgs-calm', '{{.State.Health.Status}}')) === 'healthy', 60_000);
   });
+
+  it('back to the native runtime: refused while servers run; then the containers go and the tenants run natively with their data', async () => {
+    const refused = await pgs.run(['setup', '--runtime', 'native']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /runs on the docker runtime: stop pgs \("pgs stop"\) before changing the runtime/);
+    assert.equal((await runCommand('docker', ['ps', '-aq', '--filter', `label=pgs.home=${pgs.home}`], process.env)).stdout.split('\n').filter(Boolean).length, 2);
+    await psql(conn(t.calm as Created), 'CREATE TABLE kept(x int); INSERT INTO kept VALUES (7)', (t.calm as Created).password);
+    await pgs.ok(['stop']);
+    assert.match(await pgs.ok(['setup', '--runtime', 'native']), /removed the docker runtime's 2 containers/);
+    assert.equal((await runCommand('docker', ['ps', '-aq', '--filter', `label=pgs.home=${pgs.home}`], process.env)).stdout, '');
+    await pgs.ok(['start']);
+    assert.equal((await psql(conn(t.calm as Created), 'SELECT x FROM kept', (t.calm as Created).password)).stdout, '7');
+    assert.match(await pgs.ok(['status']), /runtime\s+native/);
+  });
 });
