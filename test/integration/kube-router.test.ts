@@ -14,7 +14,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { scramVerifier } from '../../src/auth/scram.js';
 import type { Tenant } from '../../src/catalog/schema.js';
-import { KubeBackends } from '../../src/runtime/kubernetes/backends.js';
+import { KubeBackends } from '../../src/daemon/kube-backends.js';
 import { KubeClient } from '../../src/runtime/kubernetes/client.js';
 import { KubeTenants } from '../../src/runtime/kubernetes/tenants.js';
 import { Router } from '../../src/router/router.js';

@@ -81,13 +81,17 @@ export class KubeTenants {
   private readonly backup: BackupTarget | undefined;
   private readonly informer: Informer<ClusterObject>;
   private readonly listeners = new Set<(id: string, view: KubeTenantView | undefined) => void>();
+  private readonly views = new Map<string, KubeTenantView>();
 
   constructor(client: KubeClient, kube: KubernetesSettings, backup?: BackupTarget) {
     this.client = client;
     this.kube = kube;
     this.backup = backup;
     this.informer = new Informer<ClusterObject>(client, RESOURCES.clusters, (name, object) => {
+      // Each record is read once per change, not at every look.
       const view = object ? this.toView(object) : undefined;
+      if (view) this.views.set(name, view);
+      else this.views.delete(name);
       for (const listener of this.listeners) listener(name, view);
     }, { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
   }
@@ -108,12 +112,11 @@ export class KubeTenants {
   }
 
   list(): KubeTenantView[] {
-    return [...this.informer.cache.values()].map((c) => this.toView(c)).sort((a, b) => a.id.localeCompare(b.id));
+    return [...this.views.values()].sort((a, b) => a.id.localeCompare(b.id));
   }
 
   view(id: string): KubeTenantView | undefined {
-    const held = this.informer.cache.get(id);
-    return held ? this.toView(held) : undefined;
+    return this.views.get(id);
   }
 
   private toView(cluster: ClusterObject): KubeTenantView {
@@ -192,40 +195,34 @@ export class KubeTenants {
   }
 
   /**
-   * Changes pgs's record of a tenant and what follows from it (the Cluster's
-   * spec, its backup schedule), against the version read: on a conflict the
-   * record is read again and `change` applied to it again.
+   * Changes pgs's record of a tenant (retried on a conflict, see rewrite).
    */
   async update(id: string, change: (t: Tenant) => Tenant): Promise<Tenant> {
-    for (let attempt = 1; ; attempt++) {
-      const held = await this.client.get<ClusterObject>(RESOURCES.clusters, id);
-      if (!held) throw new PgsError('TENANT_NOT_FOUND', `tenant ${id} does not exist`);
-      const view = this.toView(held);
-      if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
-      const next = change(view.tenant);
-      // Hibernation that a stop asked for is not a suspension: a start ends it.
-      const suspended = view.suspended && view.tenant.wanted === 'running';
-      try {
-        await this.writeCluster(held, view.tenant, next, suspended);
-        await this.syncSchedule(next, suspended);
-        return next;
-      } catch (e) {
-        if (!(e instanceof KubeError && e.statusCode === 409) || attempt >= UPDATE_ATTEMPTS) throw e;
-      }
-    }
+    // Hibernation that a stop asked for is not a suspension: a start ends it.
+    return this.rewrite(id, (t, suspended) => ({ tenant: change(t), suspended: suspended && t.wanted === 'running' }));
   }
 
   /** Suspends (hibernation on: every instance stops, the volumes stay) or wakes the tenant's cluster; its backup schedule follows. */
   async setSuspended(id: string, suspended: boolean): Promise<void> {
+    await this.rewrite(id, (t) => ({ tenant: t, suspended }));
+  }
+
+  /**
+   * Writes the tenant's record and what follows from it (the Cluster's spec,
+   * its backup schedule), against the version read: on a conflict it is read
+   * again and `next` applied to it again.
+   */
+  private async rewrite(id: string, next: (t: Tenant, suspended: boolean) => { tenant: Tenant; suspended: boolean }): Promise<Tenant> {
     for (let attempt = 1; ; attempt++) {
       const held = await this.client.get<ClusterObject>(RESOURCES.clusters, id);
       if (!held) throw new PgsError('TENANT_NOT_FOUND', `tenant ${id} does not exist`);
       const view = this.toView(held);
       if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
+      const { tenant, suspended } = next(view.tenant, view.suspended);
       try {
-        await this.writeCluster(held, view.tenant, view.tenant, suspended);
-        await this.syncSchedule(view.tenant, suspended);
-        return;
+        await this.writeCluster(held, view.tenant, tenant, suspended);
+        await this.syncSchedule(tenant, suspended);
+        return tenant;
       } catch (e) {
         if (!(e instanceof KubeError && e.statusCode === 409) || attempt >= UPDATE_ATTEMPTS) throw e;
       }

@@ -6,13 +6,13 @@
  * `<id>-ca` secret), logged in to as the database's owner. A connection to a
  * suspended (hibernated) tenant wakes it and waits until it serves.
  */
-import { parseVerifier, type ScramVerifier } from '../../auth/scram.js';
-import { DEFAULT_POOL_SIZE } from '../../catalog/schema.js';
-import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../../router/router.js';
-import type { RemoteAddress } from '../../router/server-sessions.js';
-import { Informer, RESOURCES, type KubeClient, type KubeResource } from './client.js';
-import { LABEL_MANAGED_BY, OWNER_ROLE, caSecretName, ownerSecretName } from './objects.js';
-import type { KubeTenants } from './tenants.js';
+import { parseVerifier, type ScramVerifier } from '../auth/scram.js';
+import { DEFAULT_POOL_SIZE, type Tenant } from '../catalog/schema.js';
+import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../router/router.js';
+import type { RemoteAddress } from '../router/server-sessions.js';
+import { Informer, RESOURCES, type KubeClient, type KubeResource } from '../runtime/kubernetes/client.js';
+import { LABEL_MANAGED_BY, OWNER_ROLE, caSecretName, ownerSecretName } from '../runtime/kubernetes/objects.js';
+import type { KubeTenants } from '../runtime/kubernetes/tenants.js';
 
 /** The role a tenant's clients log in as, on every runtime. */
 export const TENANT_LOGIN = 'postgres';
@@ -40,6 +40,10 @@ export class KubeBackends implements RouterBackends {
   private readonly wakeTimeoutMs: number;
   private readonly dial: (serviceHost: string) => { host: string; port: number };
   private readonly waking = new Map<string, Promise<void>>();
+  /** Host-name label → route, kept as the clusters change (a connection looks one up, never all). */
+  private readonly routes = new Map<string, TenantRoute>();
+  private readonly labels = new Map<string, string>();
+  private unsubscribe: (() => void) | undefined;
   /** Each cluster's CA, read at most once a minute (it changes only when the operator renews it). */
   private readonly cas = new Map<string, { ca: string; at: number }>();
 
@@ -51,28 +55,36 @@ export class KubeBackends implements RouterBackends {
     this.secrets = new Informer<Secret>(client, RESOURCES.secrets, () => undefined, { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
   }
 
-  /** Reads the tenants' Secrets and keeps watching them. */
+  /** Reads the tenants' Secrets and keeps watching them; follows the tenants' records. */
   start(): Promise<void> {
+    this.unsubscribe = this.tenants.onChange((id, view) => this.route(id, view?.tenant));
+    for (const view of this.tenants.list()) this.route(view.id, view.tenant);
     return this.secrets.start();
   }
 
   stop(): void {
+    this.unsubscribe?.();
     this.secrets.stop();
   }
 
+  private route(id: string, t: Tenant | undefined): void {
+    const old = this.labels.get(id);
+    if (old !== undefined) this.routes.delete(old);
+    this.labels.delete(id);
+    if (!t) return;
+    const label = `${t.id}-${t.suffix}`;
+    this.labels.set(id, label);
+    this.routes.set(label, {
+      id: t.id,
+      access: t.access,
+      maxConnections: t.maxConnections,
+      ...(t.pool === 'transaction' ? { pool: 'transaction' as const, poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections) } : {}),
+      ...(t.maxClientConnections !== undefined ? { maxClientConnections: t.maxClientConnections } : {}),
+    });
+  }
+
   lookup(label: string): TenantRoute | undefined {
-    for (const view of this.tenants.list()) {
-      const t = view.tenant;
-      if (!t || `${t.id}-${t.suffix}` !== label) continue;
-      return {
-        id: t.id,
-        access: t.access,
-        maxConnections: t.maxConnections,
-        ...(t.pool === 'transaction' ? { pool: 'transaction' as const, poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections) } : {}),
-        ...(t.maxClientConnections !== undefined ? { maxClientConnections: t.maxClientConnections } : {}),
-      };
-    }
-    return undefined;
+    return this.routes.get(label);
   }
 
   /**
