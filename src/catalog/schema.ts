@@ -99,10 +99,16 @@ export const SettingsSchema = v.strictObject({
   /** Servers (tenants and spares) that may run at once; absent: derived from the host's memory (runningBudget). */
   maxRunning: v.optional(int(1, 100000)),
   /** How tenant servers run: child processes (absent: native) or a container each (docker). */
-  runtime: v.optional(v.picklist(['native', 'docker'])),
-  /** The docker runtime's image (absent: postgres:18) and the folder of its postgres binary. */
+  runtime: v.optional(v.picklist(['native', 'docker', 'kubernetes'])),
+  /** The docker runtime's image (absent: postgres:18) and the folder of its postgres binary; the kubernetes runtime's PostgreSQL image (absent: the operator's). */
   image: v.optional(nonEmpty),
   pgBinPath: v.optional(v.pipe(v.string(), v.startsWith('/'))),
+  /** The kubernetes runtime: the namespace of the tenants' clusters (absent: the kubeconfig's, or the pod's own). */
+  namespace: v.optional(v.pipe(v.string(), v.regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/))),
+  /** The kubernetes runtime: the storage class of the tenants' volumes (absent: the cluster's default). */
+  storageClass: v.optional(nonEmpty),
+  /** The kubernetes runtime: instances per tenant cluster (absent: 1; 2 or 3 add streaming replicas and failover). */
+  instances: v.optional(v.picklist([1, 2, 3])),
 });
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 

@@ -36,6 +36,7 @@ export type PgsErrorCode =
   | 'IMAGE_MISSING'
   | 'KUBE_CONFIG'
   | 'KUBE_UNAVAILABLE'
+  | 'NOT_SUPPORTED'
   | 'PG_STOP_FAILED'
   | 'PG_COMMAND_FAILED'
   | 'SYSTEM_USER'
@@ -82,6 +83,7 @@ const ALL_CODES: readonly PgsErrorCode[] = [
   'IMAGE_MISSING',
   'KUBE_CONFIG',
   'KUBE_UNAVAILABLE',
+  'NOT_SUPPORTED',
   'PG_STOP_FAILED',
   'PG_COMMAND_FAILED',
   'SYSTEM_USER',

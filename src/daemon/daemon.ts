@@ -115,7 +115,7 @@ export class Daemon implements ControlPlane {
   /** Starts everything or fails with one clear error, leaving nothing behind. */
   async start(): Promise<void> {
     this.catalog = await this.pgs.store.read();
-    await this.claimPidFile();
+    await claimPidFile(this.paths, this.pgs.home);
     try {
       const { settings } = this.catalog;
       const { cert, key } = readCertificate(settings.certFile, settings.keyFile);
@@ -789,22 +789,7 @@ export class Daemon implements ControlPlane {
 
 
 
-  private async claimPidFile(): Promise<void> {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await fs.writeFile(this.paths.pidFile, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-        return;
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-      }
-      const pid = Number.parseInt(await fs.readFile(this.paths.pidFile, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidExists(pid) && (await isPgsProcess(pid))) {
-        throw new PgsError('USAGE', `a pgs daemon already runs for ${this.pgs.home} (pid ${pid}); "pgs stop" stops it`);
-      }
-      await fs.rm(this.paths.pidFile, { force: true }); // left by a daemon that died
-    }
-    throw new PgsError('USAGE', `cannot claim ${this.paths.pidFile}`);
-  }
+
 }
 
 function backupJson(meta: BackupMeta): S.BackupJson {
@@ -820,15 +805,15 @@ function parseTime(text: string): Date {
 }
 
 /** A strong ETag of a tenant's settings (what PATCH changes), not of its server's state. */
-function etagOf(tenant: Tenant): string {
+export function etagOf(tenant: Tenant): string {
   return `"${createHash('sha256').update(JSON.stringify(tenant)).digest('base64url').slice(0, 22)}"`;
 }
 
-function etagMatches(ifMatch: string, etag: string): boolean {
+export function etagMatches(ifMatch: string, etag: string): boolean {
   return ifMatch.split(',').map((s) => s.trim().replace(/^W\//, '')).some((candidate) => candidate === '*' || candidate === etag);
 }
 
-function readCertificate(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+export function readCertificate(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
   try {
     return { cert: readFileSync(certFile), key: readFileSync(keyFile) };
   } catch (err) {
@@ -836,7 +821,7 @@ function readCertificate(certFile: string, keyFile: string): { cert: Buffer; key
   }
 }
 
-function certificateExpiry(cert: Buffer): string | null {
+export function certificateExpiry(cert: Buffer): string | null {
   try {
     return new Date(new X509Certificate(cert).validTo).toISOString();
   } catch {
@@ -846,4 +831,22 @@ function certificateExpiry(cert: Buffer): string | null {
 
 async function isPgsProcess(pid: number): Promise<boolean> {
   return (await processArgv(pid)).some((arg) => arg.includes('pgs'));
+}
+
+/** Writes the daemon's pid file, or says which daemon already runs for this home. */
+export async function claimPidFile(paths: DaemonPaths, home: string): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await fs.writeFile(paths.pidFile, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return;
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    }
+    const pid = Number.parseInt(await fs.readFile(paths.pidFile, 'utf8').catch(() => ''), 10);
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidExists(pid) && (await isPgsProcess(pid))) {
+      throw new PgsError('USAGE', `a pgs daemon already runs for ${home} (pid ${pid}); "pgs stop" stops it`);
+    }
+    await fs.rm(paths.pidFile, { force: true }); // left by a daemon that died
+  }
+  throw new PgsError('USAGE', `cannot claim ${paths.pidFile}`);
 }

@@ -5,6 +5,12 @@
  * read-write service over TLS (verified with the cluster's own CA, from its
  * `<id>-ca` secret), logged in to as the database's owner. A connection to a
  * suspended (hibernated) tenant wakes it and waits until it serves.
+ *
+ * The router dials the address the service's EndpointSlice names (the
+ * primary's pod), not the service's DNS name: a failover is seen as soon as
+ * the operator moves the service, with no DNS or kube-proxy in between; TLS
+ * still checks the service's name, which the operator's certificate carries.
+ * Without a ready endpoint in the slice it dials the name.
  */
 import { parseVerifier, type ScramVerifier } from '../auth/scram.js';
 import { DEFAULT_POOL_SIZE, type Tenant } from '../catalog/schema.js';
@@ -19,6 +25,11 @@ export const TENANT_LOGIN = 'postgres';
 const POSTGRES_PORT = 5432;
 
 type Secret = KubeResource & { data?: Record<string, string> };
+type EndpointSlice = KubeResource & {
+  endpoints?: { addresses?: string[]; conditions?: { ready?: boolean } }[];
+  ports?: { name?: string; port?: number }[];
+};
+const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 /** A Secret's value, as the API server returns it (base64 in `data`). */
 export function secretValue(secret: Secret | undefined, key: string): string | undefined {
@@ -29,16 +40,14 @@ export function secretValue(secret: Secret | undefined, key: string): string | u
 export interface KubeBackendsOptions {
   /** How long a connection waits for a suspended tenant's cluster to serve. Default 60 s. */
   wakeTimeoutMs?: number;
-  /** Where a service's name is dialed (tests point the read-write service at a local server). Default: the name itself, port 5432. */
-  dial?: (serviceHost: string) => { host: string; port: number };
 }
 
 export class KubeBackends implements RouterBackends {
   private readonly tenants: KubeTenants;
   private readonly client: KubeClient;
   private readonly secrets: Informer<Secret>;
+  private readonly slices: Informer<EndpointSlice>;
   private readonly wakeTimeoutMs: number;
-  private readonly dial: (serviceHost: string) => { host: string; port: number };
   private readonly waking = new Map<string, Promise<void>>();
   /** Host-name label → route, kept as the clusters change (a connection looks one up, never all). */
   private readonly routes = new Map<string, TenantRoute>();
@@ -51,20 +60,34 @@ export class KubeBackends implements RouterBackends {
     this.client = client;
     this.tenants = tenants;
     this.wakeTimeoutMs = options.wakeTimeoutMs ?? 60_000;
-    this.dial = options.dial ?? ((host) => ({ host, port: POSTGRES_PORT }));
     this.secrets = new Informer<Secret>(client, RESOURCES.secrets, () => undefined, { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
+    this.slices = new Informer<EndpointSlice>(client, RESOURCES.endpointSlices, () => undefined);
   }
 
   /** Reads the tenants' Secrets and keeps watching them; follows the tenants' records. */
   start(): Promise<void> {
     this.unsubscribe = this.tenants.onChange((id, view) => this.route(id, view?.tenant));
     for (const view of this.tenants.list()) this.route(view.id, view.tenant);
-    return this.secrets.start();
+    return Promise.all([this.secrets.start(), this.slices.start()]).then(() => undefined);
   }
 
   stop(): void {
     this.unsubscribe?.();
     this.secrets.stop();
+    this.slices.stop();
+  }
+
+  /** The first ready address of the service's EndpointSlices, with its postgres port. */
+  endpoint(service: string): { host: string; port: number } | undefined {
+    for (const slice of this.slices.cache.values()) {
+      if (slice.metadata.labels?.[SERVICE_NAME_LABEL] !== service) continue;
+      const port = slice.ports?.find((p) => p.name === 'postgres')?.port ?? slice.ports?.[0]?.port ?? POSTGRES_PORT;
+      for (const endpoint of slice.endpoints ?? []) {
+        const host = endpoint.addresses?.[0];
+        if (host && endpoint.conditions?.ready !== false) return { host, port };
+      }
+    }
+    return undefined;
   }
 
   private route(id: string, t: Tenant | undefined): void {
@@ -117,7 +140,7 @@ export class KubeBackends implements RouterBackends {
     const password = secretValue(owner, 'password');
     const ca = await this.clusterCa(id);
     if (!password || !ca) throw new BackendUnavailable(`tenant ${id} cannot be reached: ${!password ? `its secret ${ownerSecretName(id)} has no password` : `the cluster's CA (secret ${caSecretName(id)}) is missing`}`);
-    const { host, port } = this.dial(view.writeHost);
+    const { host, port } = this.endpoint(view.writeHost.split('.')[0] as string) ?? { host: view.writeHost, port: POSTGRES_PORT };
     return { address: { kind: 'remote', host, port, servername: view.writeHost, ca: Buffer.from(ca), user: OWNER_ROLE, password }, woke };
   }
 

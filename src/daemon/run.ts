@@ -2,6 +2,7 @@ import { parseSeconds } from '../core/duration.js';
 import { PgsError } from '../core/errors.js';
 import type { Pgs } from '../service/pgs.js';
 import { Daemon, jsonLog } from './daemon.js';
+import { KubeDaemon } from './kube-daemon.js';
 import { packageVersion } from '../core/version.js';
 
 /** `pgs start --foreground`: the daemon in this process, JSON log lines on stderr, until SIGTERM/SIGINT or POST /v1/stop. */
@@ -15,7 +16,19 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   const historySeconds = historyInterval === undefined || historyInterval === '' ? undefined : parseSeconds(historyInterval, 'PGS_HISTORY_INTERVAL');
   const poolTimeout = env.PGS_POOL_TIMEOUT;
   const poolTimeoutSeconds = poolTimeout === undefined || poolTimeout === '' ? undefined : parseSeconds(poolTimeout, 'PGS_POOL_TIMEOUT');
-  const daemon = new Daemon(pgs, log, {
+  // In a pod, the settings come from the environment (the ConfigMap): written at every start, as pgs setup would.
+  if (env.PGS_RUNTIME === 'kubernetes') await setupFromEnv(pgs, env);
+  const catalog = await pgs.store.read();
+  const daemon = catalog.settings.runtime === 'kubernetes' ? new KubeDaemon(pgs, log, {
+    version: await packageVersion(),
+    env,
+    ...(env.PGS_POD ? { pod: env.PGS_POD } : {}),
+    ...(serverSessions !== undefined ? { serverSessions } : {}),
+    ...(poolTimeoutSeconds !== undefined ? { poolTimeoutMs: poolTimeoutSeconds * 1000 } : {}),
+    ...(historySeconds !== undefined ? { historyIntervalMs: historySeconds * 1000 } : {}),
+    ...(envSeconds(env, 'PGS_READY_TIMEOUT') !== undefined ? { readyTimeoutMs: (envSeconds(env, 'PGS_READY_TIMEOUT') as number) * 1000 } : {}),
+    ...(envSeconds(env, 'PGS_ACTIVITY_INTERVAL') !== undefined ? { activityIntervalMs: (envSeconds(env, 'PGS_ACTIVITY_INTERVAL') as number) * 1000 } : {}),
+  }) : new Daemon(pgs, log, {
     ...(healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {}),
     ...(runningSpares !== undefined ? { runningSpares } : {}),
     ...(serverSessions !== undefined ? { serverSessions } : {}),
@@ -46,4 +59,35 @@ function envCount(env: NodeJS.ProcessEnv, name: string, max: number): number | u
   const value = Number(text);
   if (!Number.isInteger(value) || value < 0 || value > max) throw new PgsError('USAGE', `invalid ${name} ${JSON.stringify(text)}: a number from 0 to ${max}`);
   return value;
+}
+
+function envSeconds(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const text = env[name];
+  return text === undefined || text === '' ? undefined : parseSeconds(text, name);
+}
+
+/**
+ * The settings of a pgs pod, from its environment (deploy/kubernetes's
+ * ConfigMap and Deployment): the kubernetes runtime, the domain, the
+ * certificate mounted from a Secret, the namespace, instances and storage class.
+ */
+async function setupFromEnv(pgs: Pgs, env: NodeJS.ProcessEnv): Promise<void> {
+  const text = (name: string) => (env[name] === undefined || env[name] === '' ? undefined : env[name]);
+  const instances = text('PGS_INSTANCES');
+  if (instances !== undefined && !['1', '2', '3'].includes(instances)) throw new PgsError('USAGE', `invalid PGS_INSTANCES ${JSON.stringify(instances)}: 1, 2 or 3`);
+  const port = text('PGS_PORT');
+  const certFile = text('PGS_CERT_FILE');
+  const keyFile = text('PGS_KEY_FILE');
+  await pgs.setup({
+    runtime: 'kubernetes',
+    ...(text('PGS_DOMAIN') ? { domain: text('PGS_DOMAIN') as string } : {}),
+    ...(port ? { port: Number(port) } : {}),
+    ...(certFile && keyFile ? { certFile, keyFile } : {}),
+    ...(text('PGS_NAMESPACE') ? { namespace: text('PGS_NAMESPACE') as string } : {}),
+    storageClass: text('PGS_STORAGE_CLASS') ?? null,
+    ...(instances ? { instances: Number(instances) as 1 | 2 | 3 } : {}),
+    ...(text('PGS_IMAGE') ? { image: text('PGS_IMAGE') as string } : {}),
+    ...(text('PGS_API_LISTEN') ? { apiListen: text('PGS_API_LISTEN') === 'off' ? null : text('PGS_API_LISTEN') as string } : {}),
+    confirmDomainChange: true,
+  });
 }

@@ -8,7 +8,7 @@ import { MessageReader, serializeErrorResponse, serializeNoticeResponse, typed, 
 import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
-import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, escapeLiteral, isRemote, poolKey, recycle, type BackendAddress } from './server-sessions.js';
+import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, escapeLiteral, isRemote, poolKey, recycle, sameServer, type BackendAddress } from './server-sessions.js';
 import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings, type Handed } from './transaction-pool.js';
 
 /**
@@ -997,6 +997,12 @@ class ClientConnection {
   private async useServerSession(tenant: TenantRoute, address: BackendAddress, user: string, database: string, settings: Map<string, string>, rest: Buffer, connectOwn: (why?: string) => void): Promise<void> {
     const pool = this.router.pool ?? this.router.remotePool;
     let session = pool.take(tenant.id, poolKey(tenant.id, database, user));
+    if (session && !sameServer(session.address, address)) {
+      // Kept for the tenant's old primary (before a failover): new clients go to the new one.
+      session.destroy();
+      pool.drop(tenant.id);
+      session = undefined;
+    }
     this.router.observer?.serverSession?.(session ? 'reused' : 'opened');
     if (!session) {
       // The server counts idle kept sessions against its connection limit: make room first.

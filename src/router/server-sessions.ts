@@ -17,6 +17,12 @@ export function isRemote(address: BackendAddress): address is RemoteAddress {
   return typeof address !== 'string';
 }
 
+/** Whether two addresses reach the same server (a failover moves a tenant's address: sessions kept for the old one are of no use). */
+export function sameServer(a: BackendAddress, b: BackendAddress): boolean {
+  if (!isRemote(a) || !isRemote(b)) return a === b;
+  return a.host === b.host && a.port === b.port && a.servername === b.servername;
+}
+
 /**
  * Server sessions the router keeps for reuse ("warm" sessions): a backend of a
  * tenant's server, logged in as one role to one database over the unix socket,

@@ -51,9 +51,15 @@ export interface SetupOptions {
   maxRunning?: number | null;
   /** A new domain renames every tenant's host name: it must be confirmed when tenants exist. */
   confirmDomainChange?: boolean;
-  runtime?: 'native' | 'docker';
-  /** The docker runtime's image; null: the default (postgres:18). */
+  runtime?: 'native' | 'docker' | 'kubernetes';
+  /** The docker runtime's image (null: postgres:18); the kubernetes runtime's PostgreSQL image (null: the operator's). */
   image?: string | null;
+  /** The kubernetes runtime: the tenants' namespace (null: the kubeconfig's or the pod's). */
+  namespace?: string | null;
+  /** The kubernetes runtime: the volumes' storage class (null: the cluster's default). */
+  storageClass?: string | null;
+  /** The kubernetes runtime: instances per tenant cluster. */
+  instances?: 1 | 2 | 3;
   /** The folder holding `postgres` inside the image; null: the official image's. */
   pgBinPath?: string | null;
 }
@@ -170,6 +176,8 @@ export class Pgs {
    * operations must start servers through the daemon's own runtime.
    */
   runtimeFor(settings: Pick<Settings, 'dataRoot' | 'serverUser' | 'runtime' | 'image' | 'pgBinPath'>): TenantRuntime {
+    // The kubernetes runtime's tenants are in the cluster, known to the daemon only (no server runs here).
+    if (settings.runtime === 'kubernetes') throw new PgsError('DAEMON_UNAVAILABLE', 'on the kubernetes runtime the tenants live in the cluster and only the daemon reads them: start it with "pgs start"');
     const key = `${settings.dataRoot}\0${settings.serverUser ?? ''}\0${settings.runtime ?? 'native'}\0${settings.image ?? ''}\0${settings.pgBinPath ?? ''}`;
     if (this.runtime?.key !== key) {
       const native = {
@@ -217,7 +225,10 @@ export class Pgs {
       }
       const port = options.port ?? before?.port ?? DEFAULT_PORT;
       const dataRoot = before?.dataRoot ?? defaultDataRoot(this.home, this.env);
-      const serverUser = isRoot() ? (this.env.PGS_SERVER_USER || before?.serverUser || DEFAULT_SERVER_USER) : null;
+      const runtimeKind = options.runtime ?? before?.runtime ?? 'native';
+      const kubernetes = runtimeKind === 'kubernetes';
+      // On Kubernetes the servers run in the cluster's pods, not as users of this host.
+      const serverUser = isRoot() && !kubernetes ? (this.env.PGS_SERVER_USER || before?.serverUser || DEFAULT_SERVER_USER) : null;
       if (serverUser !== null && ensureSystemUser(serverUser)) {
         actions.push(`created the system user ${serverUser}: PostgreSQL refuses to run as root, so the servers run as ${serverUser}`);
       }
@@ -225,13 +236,21 @@ export class Pgs {
       await fs.chmod(this.home, 0o700);
       // The runtime only starts and stops servers: the data folders are the same on both, so a change
       // needs only that no server runs (pgs stop first).
-      const runtimeKind = options.runtime ?? before?.runtime ?? 'native';
+      const sameRuntime = runtimeKind === (before?.runtime ?? 'native');
+      if (!kubernetes && (options.namespace != null || options.storageClass != null || options.instances !== undefined)) {
+        throw new PgsError('USAGE', '--namespace, --storage-class and --instances are settings of the kubernetes runtime: add --runtime kubernetes');
+      }
       const runtimeSettings = {
-        ...(runtimeKind === 'docker' ? { runtime: 'docker' as const } : {}),
-        ...(runtimeKind === 'docker' ? keep('image', options.image, before?.image) : {}),
+        ...(runtimeKind !== 'native' ? { runtime: runtimeKind } : {}),
+        ...(runtimeKind !== 'native' ? keep('image', options.image, sameRuntime ? before?.image : undefined) : {}),
         ...(runtimeKind === 'docker' ? keep('pgBinPath', options.pgBinPath, before?.pgBinPath) : {}),
+        ...(kubernetes ? keep('storageClass', options.storageClass, sameRuntime ? before?.storageClass : undefined) : {}),
+        ...(kubernetes ? keep('instances', options.instances, sameRuntime ? before?.instances : undefined) : {}),
       };
-      if (before && runtimeKind !== (before.runtime ?? 'native')) {
+      if (kubernetes && !sameRuntime && (current?.tenants.length ?? 0) > 0) {
+        throw new PgsError('INVALID_STATE', `the kubernetes runtime keeps its tenants in the cluster, and the ${current?.tenants.length} tenants of this host would not move there: remove them first (pgs remove), or keep this runtime`);
+      }
+      if (before && !sameRuntime && before.runtime !== 'kubernetes') {
         const old = this.runtimeFor(before);
         for (const t of current?.tenants ?? []) {
           if ((await old.status(t.id, { fresh: true })).state !== 'stopped') {
@@ -254,10 +273,18 @@ export class Pgs {
       // A first setup that fails leaves no data root behind (a later one keeps what works).
       const madeDataRoot = !(await pathExists(dataRoot));
       let cert: Awaited<ReturnType<Pgs['settleCertificate']>>;
+      let kubeNamespace: string | undefined;
       try {
-        const { installed } = await installDistribution(dataRoot, this.env);
-        if (installed) actions.push(installed);
-        actions.push(...(await this.runtimeFor({ dataRoot, serverUser, ...runtimeSettings }).prepare()));
+        if (kubernetes) {
+          const { probeCluster } = await import('../runtime/kubernetes/probe.js');
+          const probed = await probeCluster(this.env, options.namespace ?? (sameRuntime ? before?.namespace : undefined) ?? undefined);
+          kubeNamespace = probed.namespace;
+          actions.push(probed.action);
+        } else {
+          const { installed } = await installDistribution(dataRoot, this.env);
+          if (installed) actions.push(installed);
+          actions.push(...(await this.runtimeFor({ dataRoot, serverUser, ...runtimeSettings }).prepare()));
+        }
         cert = await this.settleCertificate(options, before, settingsDomain, actions);
       } catch (err) {
         if (madeDataRoot) await fs.rm(dataRoot, { recursive: true, force: true }).catch(() => undefined);
@@ -277,6 +304,7 @@ export class Pgs {
         ...target,
         ...keep('maxRunning', options.maxRunning, before?.maxRunning),
         ...runtimeSettings,
+        ...(kubeNamespace !== undefined ? { namespace: kubeNamespace } : {}),
       };
       const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
       if (!current) actions.push(`wrote ${this.store.paths.catalog}`);
@@ -410,6 +438,7 @@ export class Pgs {
   async tenant(id: string): Promise<{ catalog: Catalog; tenant: Tenant }> {
     assertTenantId(id);
     const catalog = await this.store.read();
+    if (catalog.settings.runtime === 'kubernetes') this.runtimeFor(catalog.settings);
     return { catalog, tenant: findTenant(catalog, id) };
   }
 

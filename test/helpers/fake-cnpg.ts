@@ -1,29 +1,57 @@
 /**
  * The part of CloudNativePG the tests need, played on a FakeKube: a new
  * Cluster goes "Setting up primary" then healthy (a volume per instance, a
- * primary, its read-write service), hibernation on takes every instance down
- * and says so in the cnpg.io/hibernation condition, off brings them back, and
- * `failover` moves the primary. Each step comes `delayMs` after the write
- * that asked for it, through the API server as the real operator's would.
+ * primary, its read-write service and that service's EndpointSlice),
+ * hibernation on takes every instance down (the slice loses its ready
+ * endpoint) and says so in the cnpg.io/hibernation condition, off brings them
+ * back, and `failover` moves the primary. Each step comes `delayMs` after
+ * the write that asked for it, through the API server as the real
+ * operator's would.
+ *
+ * With `provision`, each new Cluster gets a real server (a TLS PostgreSQL
+ * whose owner `app` has the password from the Cluster's owner Secret, as the
+ * operator sets it), its CA as the `<name>-ca` Secret, and the read-write
+ * slice pointing at it; a deleted Cluster's server is stopped and its
+ * volumes go with it (the operator's owner references).
  */
 import type { FakeKube } from './fake-kube.js';
 
-type Cluster = { metadata: { name: string; namespace?: string; annotations?: Record<string, string> }; spec?: { instances?: number }; status?: Record<string, unknown> };
+type Cluster = {
+  metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
+  spec?: { instances?: number; bootstrap?: { initdb?: { database?: string; secret?: { name?: string } } } };
+  status?: Record<string, unknown>;
+};
 const GROUP = 'postgresql.cnpg.io';
+
+export interface ProvisionedServer {
+  host: string;
+  port: number;
+  ca: Buffer;
+  stop(): Promise<void>;
+}
+
+/** Starts a real server for a cluster: its read-write service's name, its database, its owner's password. */
+export type Provision = (cluster: { namespace: string; name: string; servername: string; database: string; ownerPassword: string }) => Promise<ProvisionedServer>;
 
 export class FakeCnpg {
   private readonly kube: FakeKube;
   private readonly delayMs: number;
+  private readonly provision: Provision | undefined;
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly servers = new Map<string, Promise<ProvisionedServer>>();
   /** Clusters that never get healthy (a failing bootstrap). */
   readonly stuck = new Set<string>();
 
-  constructor(kube: FakeKube, delayMs = 30) {
+  constructor(kube: FakeKube, options: { delayMs?: number; provision?: Provision } | number = {}) {
+    const opts = typeof options === 'number' ? { delayMs: options } : options;
     this.kube = kube;
-    this.delayMs = delayMs;
+    this.delayMs = opts.delayMs ?? 30;
+    this.provision = opts.provision;
     kube.onWrite = (collection, type, object) => {
-      if (!collection.startsWith(`${GROUP}/v1/clusters/`) || type === 'DELETED') return;
-      this.later(() => this.reconcile(collection.split('/')[3] as string, object.metadata.name));
+      if (!collection.startsWith(`${GROUP}/v1/clusters/`)) return;
+      const namespace = collection.split('/')[3] as string;
+      if (type === 'DELETED') this.later(() => void this.removed(namespace, object.metadata.name));
+      else this.later(() => void this.reconcile(namespace, object.metadata.name));
     };
   }
 
@@ -35,7 +63,12 @@ export class FakeCnpg {
     this.timers.add(timer);
   }
 
-  private reconcile(namespace: string, name: string): void {
+  /** The real server behind a cluster, when provisioned. */
+  server(namespace: string, name: string): Promise<ProvisionedServer> | undefined {
+    return this.servers.get(`${namespace}/${name}`);
+  }
+
+  private async reconcile(namespace: string, name: string): Promise<void> {
     const held = this.kube.get(GROUP, 'v1', 'clusters', namespace, name) as Cluster | undefined;
     if (!held) return;
     const status = held.status ?? {};
@@ -48,31 +81,73 @@ export class FakeCnpg {
     }
     if (status.phase === 'Setting up primary') {
       if (this.stuck.has(name)) return;
+      if (this.provision && !this.servers.has(`${namespace}/${name}`)) {
+        const secretName = held.spec?.bootstrap?.initdb?.secret?.name ?? `${name}-app`;
+        const secret = this.kube.get('', 'v1', 'secrets', namespace, secretName) as { data?: Record<string, string> } | undefined;
+        const ownerPassword = Buffer.from(secret?.data?.password ?? '', 'base64').toString('utf8');
+        const starting = this.provision({ namespace, name, servername: `${name}-rw.${namespace}.svc`, database: held.spec?.bootstrap?.initdb?.database ?? 'app', ownerPassword });
+        this.servers.set(`${namespace}/${name}`, starting);
+        const server = await starting;
+        if (!this.kube.get(GROUP, 'v1', 'clusters', namespace, name)) return; // deleted meanwhile (removed() stops it)
+        this.kube.put('', 'v1', 'secrets', namespace, { metadata: { name: `${name}-ca`, labels: { 'cnpg.io/cluster': name } }, data: { 'ca.crt': server.ca.toString('base64') } });
+        this.publish(namespace, name, server, true);
+      }
       for (let i = 1; i <= instances; i++) {
         this.kube.put('', 'v1', 'persistentvolumeclaims', namespace, { metadata: { name: `${name}-${i}`, labels: { 'cnpg.io/cluster': name } }, spec: {} });
       }
-      this.set(namespace, name, { phase: 'Cluster in healthy state', instances, readyInstances: instances, currentPrimary: `${name}-1`, writeService: `${name}-rw` });
-      return;
+      this.set(namespace, name, { phase: 'Cluster in healthy state', instances, readyInstances: hibernate ? 0 : instances, currentPrimary: `${name}-1`, writeService: `${name}-rw` });
+      if (!hibernate) return;
     }
+    const server = await this.servers.get(`${namespace}/${name}`);
     if (hibernate && !hibernated) {
-      this.set(namespace, name, { ...status, readyInstances: 0, conditions: [{ type: 'cnpg.io/hibernation', status: 'True', reason: 'Hibernated', message: 'Cluster has been hibernated' }] });
+      if (server) this.publish(namespace, name, server, false);
+      this.set(namespace, name, { ...this.statusOf(namespace, name), readyInstances: 0, conditions: [{ type: 'cnpg.io/hibernation', status: 'True', reason: 'Hibernated', message: 'Cluster has been hibernated' }] });
     } else if (!hibernate && hibernated) {
-      this.set(namespace, name, { ...status, readyInstances: instances, conditions: [{ type: 'cnpg.io/hibernation', status: 'False', reason: 'Resumed', message: 'Cluster has been resumed' }] });
+      if (server) this.publish(namespace, name, server, true);
+      this.set(namespace, name, { ...this.statusOf(namespace, name), readyInstances: instances, conditions: [{ type: 'cnpg.io/hibernation', status: 'False', reason: 'Resumed', message: 'Cluster has been resumed' }] });
     }
+  }
+
+  private statusOf(namespace: string, name: string): Record<string, unknown> {
+    return ((this.kube.get(GROUP, 'v1', 'clusters', namespace, name) as Cluster | undefined)?.status ?? {});
+  }
+
+  /** The read-write service's EndpointSlice: the server's address, ready or not. */
+  private publish(namespace: string, name: string, server: { host: string; port: number }, ready: boolean): void {
+    this.kube.put('discovery.k8s.io', 'v1', 'endpointslices', namespace, {
+      metadata: { name: `${name}-rw-abcde`, labels: { 'kubernetes.io/service-name': `${name}-rw`, 'cnpg.io/cluster': name } },
+      addressType: 'IPv4',
+      endpoints: ready ? [{ addresses: [server.host], conditions: { ready: true } }] : [],
+      ports: [{ name: 'postgres', port: server.port, protocol: 'TCP' }],
+    });
+  }
+
+  private async removed(namespace: string, name: string): Promise<void> {
+    const key = `${namespace}/${name}`;
+    const server = this.servers.get(key);
+    this.servers.delete(key);
+    for (const [group, resource, object] of [['discovery.k8s.io', 'endpointslices', `${name}-rw-abcde`], ['', 'secrets', `${name}-ca`]] as const) this.kube.remove(group, 'v1', resource, namespace, object);
+    await (await server)?.stop();
   }
 
   private set(namespace: string, name: string, status: Record<string, unknown>): void {
+    if (!this.kube.get(GROUP, 'v1', 'clusters', namespace, name)) return;
     this.kube.mutate(GROUP, 'v1', 'clusters', namespace, name, (c) => ({ ...c, status }));
   }
 
-  /** The primary moves to instance 2; the read-write service follows it. */
-  failover(namespace: string, name: string): void {
+  /** The primary moves to instance 2; the read-write service (and its slice, to `to` when given) follows it. */
+  failover(namespace: string, name: string, to?: { host: string; port: number }): void {
     this.kube.mutate(GROUP, 'v1', 'clusters', namespace, name, (c) => ({ ...c, status: { ...(c.status as object), currentPrimary: `${name}-2` } }));
+    if (to) this.publish(namespace, name, to, true);
   }
 
-  stop(): void {
+  /** Stops every timer and every server it started. */
+  async stop(): Promise<void> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.kube.onWrite = undefined;
+    const servers = [...this.servers.values()];
+    this.servers.clear();
+    await Promise.all(servers.map(async (s) => (await s.catch(() => undefined))?.stop()));
   }
 }

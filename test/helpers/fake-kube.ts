@@ -48,6 +48,8 @@ export class FakeKube {
   token: string | undefined;
   /** Called after every write (the fake operator reacts to it). */
   onWrite: ((collection: string, type: 'ADDED' | 'MODIFIED' | 'DELETED', object: Obj) => void) | undefined;
+  /** API groups not installed (their resources answer 404, as for a missing CRD). */
+  readonly uninstalled = new Set<string>();
   /** A test's admission control: a failure to answer a request with, or undefined to let it through. */
   refuse: ((method: string, collection: string, body: Obj | undefined) => { code: number; reason: string; message: string } | undefined) | undefined;
   private rv = 100;
@@ -106,6 +108,14 @@ export class FakeKube {
     return this.write(collection, { ...object, metadata: { ...object.metadata, namespace } }, held ? 'MODIFIED' : 'ADDED');
   }
 
+  /** Deletes an object as another party would (the operator's garbage collection); false when there was none. */
+  remove(group: string, version: string, resource: string, namespace: string, name: string): boolean {
+    const collection = FakeKube.collection(group, version, resource, namespace);
+    const held = this.objects.get(FakeKube.key(collection, name));
+    if (held) this.write(collection, held, 'DELETED');
+    return held !== undefined;
+  }
+
   /** Changes a stored object as another party would (the operator setting status), with a new version and an event. */
   mutate(group: string, version: string, resource: string, namespace: string, name: string, change: (o: Obj) => Obj): Obj {
     const collection = FakeKube.collection(group, version, resource, namespace);
@@ -149,6 +159,7 @@ export class FakeKube {
     const m = /^\/(?:api\/(v1)|apis\/([^/]+)\/([^/]+))\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname);
     if (!m) return status(404, 'NotFound', `no route ${url.pathname}`);
     const [, coreVersion, group = '', groupVersion, namespace = '', resource = '', name] = m;
+    if (this.uninstalled.has(group)) return status(404, 'NotFound', 'the server could not find the requested resource');
     const collection = FakeKube.collection(group, (coreVersion ?? groupVersion) as string, resource, namespace);
     let text = '';
     req.setEncoding('utf8');

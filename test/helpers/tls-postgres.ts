@@ -20,6 +20,8 @@ export interface TlsPostgres {
   port: number;
   /** The CA the server's certificate comes from (as the cluster's `<id>-ca` secret holds it). */
   ca: Buffer;
+  /** The CA's key (a second server of the cluster gets its certificate from the same CA). */
+  caKey: Buffer;
   /** The name its certificate is for. */
   servername: string;
   ownerPassword: string;
@@ -34,7 +36,7 @@ const freePort = () => new Promise<number>((resolve) => {
   });
 });
 
-export async function startTlsPostgres(options: { servername: string; database: string; ownerPassword: string }): Promise<TlsPostgres> {
+export async function startTlsPostgres(options: { servername: string; database: string; ownerPassword: string; ca?: { ca: Buffer; caKey: Buffer } }): Promise<TlsPostgres> {
   const dir = mkdtempSync(path.join(tmpdir(), 'pgs-tlspg-'));
   chmodSync(dir, 0o755);
   const asRoot = process.getuid?.() === 0;
@@ -47,7 +49,12 @@ export async function startTlsPostgres(options: { servername: string; database: 
   const bin = path.join(dir, 'pg');
   cpSync(path.join(embeddedPackageRoot(), 'native'), bin, { recursive: true, verbatimSymlinks: true });
   const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=test-cluster-ca', '-keyout', 'ca.key', '-out', 'ca.crt');
+  if (options.ca) {
+    writeFileSync(path.join(dir, 'ca.crt'), options.ca.ca);
+    writeFileSync(path.join(dir, 'ca.key'), options.ca.caKey, { mode: 0o600 });
+  } else {
+    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=test-cluster-ca', '-keyout', 'ca.key', '-out', 'ca.crt');
+  }
   openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${options.servername}`, '-keyout', 'server.key', '-out', 'server.csr');
   writeFileSync(path.join(dir, 'ext'), `subjectAltName=DNS:${options.servername}\n`);
   openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'ext', '-out', 'server.crt');
@@ -84,7 +91,7 @@ export async function startTlsPostgres(options: { servername: string; database: 
   psql(`CREATE ROLE app LOGIN PASSWORD '${options.ownerPassword.replace(/'/g, "''")}'`);
   psql(`CREATE DATABASE "${options.database}" OWNER app`);
   return {
-    host: '127.0.0.1', port, ca: readFileSync(path.join(dir, 'ca.crt')), servername: options.servername, ownerPassword: options.ownerPassword, database: options.database,
+    host: '127.0.0.1', port, ca: readFileSync(path.join(dir, 'ca.crt')), caKey: readFileSync(path.join(dir, 'ca.key')), servername: options.servername, ownerPassword: options.ownerPassword, database: options.database,
     stop: async () => {
       server.kill('SIGINT');
       await waitFor('the TLS server to stop', async () => server.exitCode !== null || server.signalCode !== null, 30_000).catch(() => server.kill('SIGKILL'));

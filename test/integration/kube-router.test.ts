@@ -36,6 +36,11 @@ describe('routing to CloudNativePG clusters: two pgs pods, a fake API server and
   const pods: { client: KubeClient; tenants: KubeTenants; backends: KubeBackends; router: Router; port: number }[] = [];
   const query = (pod: number, sql: string, password = PASSWORD) => psql(`host=acme-q1w2e3.${DOMAIN} hostaddr=127.0.0.1 port=${pods[pod]?.port} user=postgres dbname=acme sslmode=require connect_timeout=15`, sql, password);
 
+  const publish = (server: { host: string; port: number }) => fake.put('discovery.k8s.io', 'v1', 'endpointslices', NS, {
+    metadata: { name: 'acme-rw-x1', labels: { 'kubernetes.io/service-name': 'acme-rw' } },
+    addressType: 'IPv4', endpoints: [{ addresses: [server.host], conditions: { ready: true } }], ports: [{ name: 'postgres', port: server.port }],
+  });
+
   before(async () => {
     pg = await startTlsPostgres({ servername: `acme-rw.${NS}.svc`, database: 'acme', ownerPassword: randomBytes(16).toString('hex') });
     fake = await new FakeKube().start();
@@ -46,8 +51,7 @@ describe('routing to CloudNativePG clusters: two pgs pods, a fake API server and
       const client = new KubeClient({ server: fake.url, namespace: NS });
       const tenants = new KubeTenants(client, { namespace: NS, instances: 1 });
       await tenants.start();
-      // The read-write service's name is dialed at the local server; TLS still checks that name.
-      const backends = new KubeBackends(client, tenants, { wakeTimeoutMs: 10_000, dial: (host) => (host === `acme-rw.${NS}.svc` ? { host: pg.host, port: pg.port } : { host, port: 5432 }) });
+      const backends = new KubeBackends(client, tenants, { wakeTimeoutMs: 10_000 });
       await backends.start();
       const router = new Router(backends, { domain: DOMAIN, cert: readFileSync(path.join(dir, 'router.crt')), key: readFileSync(path.join(dir, 'router.key')), authSecret: randomBytes(32) });
       const { port } = await router.listen(0, '127.0.0.1');
@@ -57,6 +61,8 @@ describe('routing to CloudNativePG clusters: two pgs pods, a fake API server and
     await first.tenants.create(acme, { ownerPassword: pg.ownerPassword, clientVerifier: scramVerifier(PASSWORD) });
     // The operator's CA secret for the cluster, as CloudNativePG makes it.
     fake.put('', 'v1', 'secrets', NS, { metadata: { name: 'acme-ca', labels: { 'cnpg.io/cluster': 'acme' } }, data: { 'ca.crt': pg.ca.toString('base64') } });
+    // The read-write service's EndpointSlice names the local server; TLS still checks the service's name.
+    publish(pg);
     await first.tenants.awaitHealthy('acme', 5_000);
     await waitFor('both pods to know acme and its secret', async () => pods.every((p) => p.backends.lookup('acme-q1w2e3') !== undefined), 5_000);
   });
@@ -67,7 +73,7 @@ describe('routing to CloudNativePG clusters: two pgs pods, a fake API server and
       p.tenants.stop();
       p.client.close();
     }
-    operator?.stop();
+    await operator?.stop();
     await fake?.stop();
     await pg?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -106,5 +112,33 @@ describe('routing to CloudNativePG clusters: two pgs pods, a fake API server and
     await (pods[0] as (typeof pods)[number]).tenants.update('acme', (t) => ({ ...t, wanted: 'running' }));
     await (pods[0] as (typeof pods)[number]).tenants.awaitHealthy('acme', 5_000);
     assert.equal((await query(0, 'SELECT 1')).stdout, '1');
+  });
+
+  it('a failover during traffic: new clients reach the new primary, through both pods', async () => {
+    const second = await startTlsPostgres({ servername: `acme-rw.${NS}.svc`, database: 'acme', ownerPassword: pg.ownerPassword, ca: pg });
+    try {
+      let stop = false;
+      const seen: string[] = [];
+      const traffic = (async () => {
+        for (let i = 0; !stop; i++) {
+          const r = await query(i % 2, 'SELECT inet_server_port()');
+          if (r.code === 0) seen.push(r.stdout);
+        }
+      })();
+      await waitFor('traffic to reach the first primary', async () => seen.includes(String(pg.port)), 10_000);
+      operator.failover(NS, 'acme');
+      publish(second); // the read-write service now selects the new primary's pod
+      await waitFor('new clients to reach the new primary through both pods', async () => {
+        const results = await Promise.all([query(0, 'SELECT inet_server_port()'), query(1, 'SELECT inet_server_port()')]);
+        return results.every((r) => r.stdout === String(second.port));
+      }, 10_000);
+      stop = true;
+      await traffic;
+      assert.ok(seen.length > 2, `queries ran during the failover: ${seen.length}`);
+      assert.equal(seen.at(-1), String(second.port));
+    } finally {
+      publish(pg);
+      await second.stop();
+    }
   });
 });

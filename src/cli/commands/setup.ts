@@ -7,7 +7,8 @@ export const setup: Command = {
   summary: 'write the config, make the server template and a TLS certificate (idempotent)',
   usage: 'pgs setup [--domain D [--yes]] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off]\n' +
     '                 [--backup-target s3://BUCKET/PREFIX|local] [--s3-endpoint URL] [--s3-region R] [--max-running N|auto]\n' +
-    '                 [--runtime native|docker] [--image REF] [--pg-bin-path DIR] [--json]',
+    '                 [--runtime native|docker|kubernetes] [--image REF] [--pg-bin-path DIR]\n' +
+    '                 [--namespace N] [--storage-class C] [--instances 1|2|3] [--json]',
   details: [
     '  --domain D          tenants get host names <id>-<suffix>.D (default pgs.localhost); changing it',
     '                      renames every tenant\'s host name and needs --yes',
@@ -33,8 +34,16 @@ export const setup: Command = {
     '                      docker (a container each, pgs-<id>, from --image, with no network; the',
     '                      Docker engine at DOCKER_HOST=unix:///path or /var/run/docker.sock). Change it',
     '                      with pgs stopped: the data folders are the same on both.',
-    '  --image REF         the docker runtime\'s image (default postgres:18): PostgreSQL 18, /bin/sh and cp',
+    '                      kubernetes: each tenant is a CloudNativePG Cluster in --namespace, reached',
+    '                      through the API server of the pod or of the kubeconfig (KUBECONFIG, else',
+    '                      ~/.kube/config); the operator must be installed there (see the README).',
+    '  --image REF         the docker runtime\'s image (default postgres:18): PostgreSQL 18, /bin/sh and cp;',
+    '                      on kubernetes, the clusters\' PostgreSQL image (default: the operator\'s)',
     '  --pg-bin-path DIR   the folder of postgres inside the image (default /usr/lib/postgresql/18/bin)',
+    '  --namespace N       kubernetes: the tenants\' namespace (default: the kubeconfig\'s, or the pod\'s)',
+    '  --storage-class C   kubernetes: the volumes\' storage class (default: the cluster\'s; "" for it)',
+    '  --instances N       kubernetes: instances per tenant (default 1; 2 or 3 add streaming replicas',
+    '                      and automatic failover)',
     '  --json              print the settings as JSON',
     '',
     'Run it again at any time: it keeps what exists and changes only what you pass.',
@@ -47,6 +56,7 @@ export const setup: Command = {
     'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' },
     'backup-target': { type: 'string' }, 's3-endpoint': { type: 'string' }, 's3-region': { type: 'string' }, 'max-running': { type: 'string' },
     runtime: { type: 'string' }, image: { type: 'string' }, 'pg-bin-path': { type: 'string' },
+    namespace: { type: 'string' }, 'storage-class': { type: 'string' }, instances: { type: 'string' },
   },
   positionals: [0, 0],
   async run(ctx, _args, values) {
@@ -55,7 +65,11 @@ export const setup: Command = {
     const metrics = values['tenant-metrics'];
     const maxRunning = values['max-running'] === undefined ? undefined : values['max-running'] === 'auto' ? null : parseInteger(String(values['max-running']), '--max-running', 1, 100000);
     const runtime = values.runtime as string | undefined;
-    if (runtime !== undefined && runtime !== 'native' && runtime !== 'docker') throw new PgsError('USAGE', `invalid --runtime ${JSON.stringify(runtime)}: native or docker`);
+    if (runtime !== undefined && runtime !== 'native' && runtime !== 'docker' && runtime !== 'kubernetes') throw new PgsError('USAGE', `invalid --runtime ${JSON.stringify(runtime)}: native, docker or kubernetes`);
+    const namespace = values.namespace as string | undefined;
+    if (namespace !== undefined && !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(namespace)) throw new PgsError('USAGE', `invalid --namespace ${JSON.stringify(namespace)}: a Kubernetes name (lower-case letters, digits and -, at most 63)`);
+    const instances = values.instances === undefined ? undefined : parseInteger(String(values.instances), '--instances', 1, 3) as 1 | 2 | 3;
+    const storageClass = values['storage-class'] as string | undefined;
     const pgBinPath = values['pg-bin-path'] as string | undefined;
     if (pgBinPath !== undefined && !pgBinPath.startsWith('/')) throw new PgsError('USAGE', `invalid --pg-bin-path ${JSON.stringify(pgBinPath)}: an absolute path inside the image`);
     if (metrics !== undefined && metrics !== 'on' && metrics !== 'off') throw new PgsError('USAGE', `invalid --tenant-metrics ${JSON.stringify(metrics)}: on or off`);
@@ -74,6 +88,9 @@ export const setup: Command = {
       ...(runtime !== undefined ? { runtime } : {}),
       ...(values.image !== undefined ? { image: String(values.image) } : {}),
       ...(pgBinPath !== undefined ? { pgBinPath } : {}),
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(storageClass !== undefined ? { storageClass: storageClass === '' ? null : storageClass } : {}),
+      ...(instances !== undefined ? { instances } : {}),
     });
     // A running daemon reads the new settings at once (a new certificate reaches new connections).
     await ctx.api.getIfRunning('/v1/status').then((up) => (up ? ctx.api.request('POST', '/v1/reload') : undefined));
@@ -88,12 +105,18 @@ export const setup: Command = {
       ['domain', s.domain],
       ['port', String(s.port)],
       ['certificate', `${s.certFile}${s.certSelfSigned ? ' (self-signed: it is its own CA, so clients verify with sslmode=verify-full sslrootcert=<this file>)' : ''}, expires ${report.certificate.validTo.toISOString().slice(0, 10)}`],
-      ['data', s.dataRoot],
-      ['runtime', s.runtime === 'docker' ? `docker (${s.image ?? 'postgres:18'})` : 'native'],
-      ['servers run as', s.serverUser === null ? 'the user running pgs' : `a uid of its own per tenant (the template is built by ${s.serverUser})`],
-      ['api', s.apiListen ?? 'unix socket only'],
-      ['running at once', s.maxRunning === undefined ? `at most ${runningBudget(undefined)} servers (auto: memory / 64 MiB)` : `at most ${s.maxRunning} servers`],
-      ['backups', `${s.dataRoot}/backups${s.backupTarget ? ` and ${s.backupTarget}${s.s3Endpoint ? ` at ${s.s3Endpoint}` : ''}` : ''}`],
+      ...(s.runtime === 'kubernetes' ? [
+        ['runtime', `kubernetes: a CloudNativePG Cluster per tenant in namespace ${s.namespace ?? '(the kubeconfig\'s)'}, ${s.instances ?? 1} instance${(s.instances ?? 1) === 1 ? '' : 's'} each${s.storageClass ? `, storage class ${s.storageClass}` : ''}${s.image ? `, image ${s.image}` : ''}`],
+        ['api', s.apiListen ?? 'unix socket only'],
+        ['backups', s.backupTarget ? `${s.backupTarget} through the barman-cloud plugin` : 'none (set --backup-target s3://...)'],
+      ] : [
+        ['data', s.dataRoot],
+        ['runtime', s.runtime === 'docker' ? `docker (${s.image ?? 'postgres:18'})` : 'native'],
+        ['servers run as', s.serverUser === null ? 'the user running pgs' : `a uid of its own per tenant (the template is built by ${s.serverUser})`],
+        ['api', s.apiListen ?? 'unix socket only'],
+        ['running at once', s.maxRunning === undefined ? `at most ${runningBudget(undefined)} servers (auto: memory / 64 MiB)` : `at most ${s.maxRunning} servers`],
+        ['backups', `${s.dataRoot}/backups${s.backupTarget ? ` and ${s.backupTarget}${s.s3Endpoint ? ` at ${s.s3Endpoint}` : ''}` : ''}`],
+      ]),
     ], { indent: '  ' }));
     console.log('Next: pgs create <id>');
     return 0;

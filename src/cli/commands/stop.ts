@@ -7,7 +7,8 @@ export const stop: Command = {
   usage: 'pgs stop [<id>]',
   details: [
     '  <id>           stop this tenant\'s server (it stays stopped until "pgs start <id>"); the daemon keeps running',
-    '                 without <id>: every server, and the daemon ("pgs start" brings them all back)',
+    '                 without <id>: every server, and the daemon ("pgs start" brings them all back);',
+    '                 on the kubernetes runtime only this daemon stops (the clusters and other pods keep serving)',
     '',
     'API: POST /v1/tenants/{id}/stop, POST /v1/stop',
   ].join('\n'),
@@ -15,8 +16,13 @@ export const stop: Command = {
   positionals: [0, 1],
   async run(ctx, [id]) {
     if (id === undefined) {
+      const kubernetes = (await ctx.pgs().store.readIfExists())?.settings.runtime === 'kubernetes';
       if (await stopDaemon(ctx.home)) {
-        console.log('Stopped the daemon and every server');
+        console.log(kubernetes ? 'Stopped the daemon; the tenants\' clusters keep running (pgs stop <id> stops one)' : 'Stopped the daemon and every server');
+        return 0;
+      }
+      if (kubernetes) {
+        console.log('No daemon runs; the tenants\' clusters are the cluster\'s (pgs stop <id> stops one, through a daemon)');
         return 0;
       }
       // No daemon, but servers a killed daemon left running: a daemon adopts and stops them.

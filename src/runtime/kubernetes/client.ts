@@ -34,6 +34,7 @@ export const RESOURCES = {
   secrets: { group: '', version: 'v1', resource: 'secrets' },
   persistentVolumeClaims: { group: '', version: 'v1', resource: 'persistentvolumeclaims' },
   leases: { group: 'coordination.k8s.io', version: 'v1', resource: 'leases' },
+  endpointSlices: { group: 'discovery.k8s.io', version: 'v1', resource: 'endpointslices' },
 } as const satisfies Record<string, ResourceRef>;
 
 export interface ObjectMeta {
@@ -116,9 +117,13 @@ interface Kubeconfig {
   users?: { name: string; user: { token?: string; 'token-file'?: string; 'client-certificate-data'?: string; 'client-key-data'?: string; 'client-certificate'?: string; 'client-key'?: string; exec?: unknown } }[];
 }
 
+type YamlParse = (text: string) => unknown;
+
 /** The current context of a kubeconfig as a connection; files it names are read relative to it. */
 export async function parseKubeconfig(text: string, file: string, namespace?: string): Promise<KubeConnection> {
-  const { parse } = await import('yaml');
+  // In the bundled CLI the package is CommonJS behind a default export; unbundled, ES named exports.
+  const yaml = await import('yaml') as { parse?: YamlParse; default?: { parse: YamlParse } };
+  const parse = (yaml.parse ?? yaml.default?.parse) as YamlParse;
   const config = parse(text) as Kubeconfig | null;
   const bad = (why: string) => new PgsError('KUBE_CONFIG', `kubeconfig ${file}: ${why}`);
   const contextName = config?.['current-context'];

@@ -22,8 +22,11 @@ export const PERMISSIONS: readonly Permission[] = [
   { group: '', resource: 'secrets', verbs: ['get', 'list', 'watch', 'create', 'patch', 'delete'] },
   // A removed tenant's volumes, deleted only after a confirmation.
   { group: '', resource: 'persistentvolumeclaims', verbs: ['list', 'delete'] },
-  // One pgs pod at a time reconciles (suspends, schedules); every pod routes.
-  { group: 'coordination.k8s.io', resource: 'leases', verbs: ['get', 'create', 'update'] },
+  // One pgs pod at a time reconciles (suspends, schedules); every pod routes and says which tenants
+  // it served (a Lease of its own, listed by the leader, deleted once its pod is long gone).
+  { group: 'coordination.k8s.io', resource: 'leases', verbs: ['get', 'list', 'create', 'update', 'delete'] },
+  // Where each cluster's read-write service points now (its primary's address): the router dials it.
+  { group: 'discovery.k8s.io', resource: 'endpointslices', verbs: ['list', 'watch'] },
 ];
 
 /** Whether a call is one the runtime declared. */

@@ -19,6 +19,8 @@ const HIBERNATION_CONDITION = 'cnpg.io/hibernation';
 /** The label CloudNativePG puts on a cluster's volumes. */
 const CLUSTER_LABEL = 'cnpg.io/cluster';
 const UPDATE_ATTEMPTS = 8;
+/** The annotation whose change makes CloudNativePG restart a cluster's instances. */
+const RESTARTED_AT = 'kubectl.kubernetes.io/restartedAt';
 
 export interface ClusterStatus {
   phase?: string;
@@ -119,6 +121,17 @@ export class KubeTenants {
     return this.views.get(id);
   }
 
+  /** The tenant as the API server holds it now, not as the watch last said. */
+  async read(id: string): Promise<KubeTenantView | undefined> {
+    const held = await this.client.get<ClusterObject>(RESOURCES.clusters, id);
+    return held ? this.toView(held) : undefined;
+  }
+
+  /** Restarts the cluster's instances one by one (replicas first), as `kubectl cnpg restart` does. */
+  async restart(id: string): Promise<void> {
+    await this.client.patch(RESOURCES.clusters, id, { metadata: { annotations: { [RESTARTED_AT]: new Date().toISOString() } } });
+  }
+
   private toView(cluster: ClusterObject): KubeTenantView {
     const id = cluster.metadata.name;
     const status = cluster.status ?? {};
@@ -171,22 +184,31 @@ export class KubeTenants {
 
   /** Resolves when the tenant's cluster serves; PG_START_FAILED with the operator's phase after `timeoutMs`. */
   awaitHealthy(id: string, timeoutMs: number): Promise<KubeTenantView> {
+    return this.awaitView(id, (view) => view.healthy, timeoutMs, 'serving', 'PG_START_FAILED');
+  }
+
+  /** Resolves when every instance of the tenant's cluster is down (hibernated); PG_STOP_FAILED after `timeoutMs`. */
+  awaitHibernated(id: string, timeoutMs: number): Promise<KubeTenantView> {
+    return this.awaitView(id, (view) => view.hibernated, timeoutMs, 'hibernated', 'PG_STOP_FAILED');
+  }
+
+  private awaitView(id: string, reached: (view: KubeTenantView) => boolean, timeoutMs: number, what: string, code: 'PG_START_FAILED' | 'PG_STOP_FAILED'): Promise<KubeTenantView> {
     return new Promise((resolve, reject) => {
       const check = (view: KubeTenantView | undefined) => {
-        if (!view?.healthy) return false;
-        done();
+        if (!view || !reached(view)) return false;
+        finish();
         resolve(view);
         return true;
       };
       const timer = setTimeout(() => {
-        done();
+        finish();
         const view = this.view(id);
-        reject(new PgsError('PG_START_FAILED', `the cluster of tenant ${id} is not serving after ${Math.round(timeoutMs / 1000)} s: phase "${view?.phase ?? 'no cluster'}"${view?.hibernated ? ', hibernated' : ''}`));
+        reject(new PgsError(code, `the cluster of tenant ${id} is not ${what} after ${Math.round(timeoutMs / 1000)} s: phase "${view?.phase ?? 'no cluster'}"${view?.hibernated ? ', hibernated' : ''}`));
       }, timeoutMs);
       const unsubscribe = this.onChange((changed, view) => {
         if (changed === id) check(view);
       });
-      const done = () => {
+      const finish = () => {
         clearTimeout(timer);
         unsubscribe();
       };

@@ -1,0 +1,626 @@
+/**
+ * The daemon on the kubernetes runtime: the same REST API and router as on
+ * one host, over tenants that are CloudNativePG clusters. Nothing of a
+ * tenant is kept in this process or its files: pgs's record of each tenant
+ * is an annotation of its Cluster, its login verifier is in its Secret, and
+ * every pgs pod (a Deployment of two or more) watches them, so any pod can
+ * route any client and take any API call, and losing a pod loses nothing.
+ *
+ * One pod at a time (the holder of a Lease) suspends idle tenants; each pod
+ * says which tenants it served in a Lease of its own, so the leader sees
+ * the connections of every pod.
+ */
+import { promises as fs } from 'node:fs';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { EventLog } from '../api/events.js';
+import { DaemonMetrics, type TenantSample } from '../api/metrics.js';
+import type { ControlPlane } from '../api/routes.js';
+import type * as S from '../api/schemas.js';
+import type { Static } from 'typebox';
+import { buildApi, listenApi, type ListenedApi } from '../api/server.js';
+import { TokenStore } from '../api/tokens.js';
+import { generatePassword, scramVerifier } from '../auth/scram.js';
+import { assertTenantId, newSuffix, tenantHostname } from '../catalog/ids.js';
+import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_POOL_SIZE, DEFAULT_RPO_SECONDS, type Catalog, type Tenant } from '../catalog/schema.js';
+import { PgsError, errnoCode } from '../core/errors.js';
+import { daemonPaths, type DaemonPaths } from '../core/paths.js';
+import { Router, type RouterLog } from '../router/router.js';
+import { PodActivity, lastActivity } from '../runtime/kubernetes/activity.js';
+import { KubeClient, RESOURCES, loadConnection } from '../runtime/kubernetes/client.js';
+import { LeaderLease } from '../runtime/kubernetes/lease.js';
+import { DEFAULT_STORAGE_BYTES, ownerSecretName, type KubernetesSettings } from '../runtime/kubernetes/objects.js';
+import { KubeTenants, type KubeTenantView } from '../runtime/kubernetes/tenants.js';
+import { TENANT_ROLE } from '../runtime/server-config.js';
+import { assertPassword, remoteUrl, type Pgs } from '../service/pgs.js';
+import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
+import { History, type HistorySample } from './history.js';
+import { KubeBackends } from './kube-backends.js';
+
+export interface KubeDaemonOptions {
+  version?: string;
+  /** This pod's name (PGS_POD); default: the host name. */
+  pod?: string;
+  /** How long a create, start or wake waits for the cluster to serve (default 10 min: a first pull of the image is slow). */
+  readyTimeoutMs?: number;
+  /** How often this pod says which tenants it served, and the leader looks for idle ones (default 10 s). */
+  activityIntervalMs?: number;
+  historyIntervalMs?: number;
+  serverSessions?: number;
+  poolTimeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+const notHere = (what: string, instead: string) => new PgsError('NOT_SUPPORTED', `${what} is not available on the kubernetes runtime yet: ${instead}`);
+
+export class KubeDaemon implements ControlPlane {
+  private readonly pgs: Pgs;
+  private readonly log: RouterLog;
+  private readonly paths: DaemonPaths;
+  private readonly version: string;
+  private readonly pod: string;
+  private readonly readyTimeoutMs: number;
+  private readonly activityIntervalMs: number;
+  private readonly options: KubeDaemonOptions;
+  private readonly tokens: TokenStore;
+  readonly events = new EventLog();
+  private readonly samples: History;
+  private readonly startedAt = new Date();
+  private catalog!: Catalog;
+  private client!: KubeClient;
+  private tenants!: KubeTenants;
+  private backends!: KubeBackends;
+  private router!: Router;
+  private metrics!: DaemonMetrics;
+  private api: ListenedApi | undefined;
+  private lease!: LeaderLease;
+  private activity!: PodActivity;
+  private certExpires: string | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private stopping: Promise<void> | undefined;
+  /** What this pod saw of each tenant's record last, to act on changes made through any pod. */
+  private readonly seen = new Map<string, Tenant>();
+  /** When the leader first saw each tenant serving (a tenant is not idle before it has served that long). */
+  private readonly servingSince = new Map<string, number>();
+  private readonly wakes = new Map<string, number>();
+  readonly stopped: Promise<void>;
+  private resolveStopped!: () => void;
+
+  constructor(pgs: Pgs, log: RouterLog, options: KubeDaemonOptions = {}) {
+    this.pgs = pgs;
+    this.log = log;
+    this.options = options;
+    this.paths = daemonPaths(pgs.home);
+    this.version = options.version ?? 'unknown';
+    this.pod = options.pod ?? hostname();
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 10 * 60_000;
+    this.activityIntervalMs = options.activityIntervalMs ?? 10_000;
+    this.tokens = new TokenStore(this.paths.tokens);
+    this.samples = new History(options.historyIntervalMs ?? 10_000);
+    this.stopped = new Promise((resolve) => { this.resolveStopped = resolve; });
+  }
+
+  private get kube(): KubernetesSettings {
+    const s = this.catalog.settings;
+    return {
+      namespace: this.client.namespace,
+      instances: s.instances ?? 1,
+      ...(s.storageClass ? { storageClass: s.storageClass } : {}),
+      ...(s.image ? { imageName: s.image } : {}),
+    };
+  }
+
+  async start(): Promise<void> {
+    this.catalog = await this.pgs.store.read();
+    await claimPidFile(this.paths, this.pgs.home);
+    try {
+      const { settings } = this.catalog;
+      const { cert, key } = readCertificate(settings.certFile, settings.keyFile);
+      await this.tokens.load();
+      const connection = await loadConnection({ env: this.options.env ?? process.env, ...(settings.namespace ? { namespace: settings.namespace } : {}) });
+      this.client = new KubeClient(connection);
+      this.tenants = new KubeTenants(this.client, this.kube);
+      await this.tenants.start();
+      this.backends = new KubeBackends(this.client, this.tenants, { wakeTimeoutMs: this.readyTimeoutMs });
+      await this.backends.start();
+      this.metrics = new DaemonMetrics({
+        connections: () => this.router.connectionCount(),
+        liveBytes: () => this.router.liveBytes(),
+        refusals: () => this.router.refusals,
+        tenantStates: async () => {
+          const counts = new Map<string, number>();
+          for (const view of this.tenants.list()) counts.set(stateOf(view), (counts.get(stateOf(view)) ?? 0) + 1);
+          return counts;
+        },
+        tenants: async () => this.tenants.list().map((view) => this.sample(view)),
+        running: () => {
+          const { running, maxRunning } = this.running();
+          return { running, budget: maxRunning };
+        },
+      }, { version: this.version, postgres: '18' });
+      this.router = new Router(this.backends, {
+        domain: settings.domain, cert, key, authSecret: randomBytes(32), log: this.log, observer: this.metrics,
+        ...(this.options.serverSessions !== undefined ? { serverSessions: { keep: this.options.serverSessions } } : {}),
+        ...(this.options.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.options.poolTimeoutMs } : {}),
+      });
+      this.tenants.onChange((id, view) => this.changed(id, view));
+      for (const view of this.tenants.list()) if (view.tenant) this.seen.set(view.id, view.tenant);
+      this.certExpires = certificateExpiry(cert);
+      try {
+        await this.router.listen(settings.port);
+      } catch (err) {
+        if (errnoCode(err) === 'EADDRINUSE') throw new PgsError('ADDRESS_IN_USE', `port ${settings.port} is already in use: stop what listens there, or choose another with "pgs setup --port P"`);
+        throw err;
+      }
+      const app = await buildApi({ plane: this, tokens: this.tokens, events: this.events, metrics: this.metrics, version: this.version, log: this.log });
+      this.api = await listenApi(app, this.paths.socket, settings.apiListen === undefined ? DEFAULT_API_LISTEN : settings.apiListen, { cert, key });
+      this.activity = new PodActivity(this.client, this.pod, this.activityIntervalMs);
+      this.lease = new LeaderLease(this.client, {
+        name: 'pgs-leader', identity: this.pod,
+        onChange: (leader) => {
+          this.log.info(leader ? 'this pod leads (suspends idle tenants)' : 'this pod no longer leads', { pod: this.pod });
+          if (leader) this.servingSince.clear();
+        },
+      });
+      await this.lease.start();
+    } catch (err) {
+      await this.router?.close().catch(() => undefined);
+      this.backends?.stop();
+      this.tenants?.stop();
+      this.client?.close();
+      await fs.rm(this.paths.pidFile, { force: true });
+      throw err;
+    }
+    this.timers.push(setInterval(() => void this.tick(), this.activityIntervalMs));
+    this.timers.push(setInterval(() => this.sampleHistory(), this.samples.intervalMs));
+    void this.tick();
+    this.log.info('daemon started', { pid: process.pid, runtime: 'kubernetes', namespace: this.client.namespace, pod: this.pod, port: this.router.port, api: this.api.tcpAddress });
+  }
+
+  /** A tenant's record changed, through this pod or another: its clients here follow. */
+  private changed(id: string, view: KubeTenantView | undefined): void {
+    const before = this.seen.get(id);
+    const after = view?.tenant;
+    if (after) this.seen.set(id, after);
+    else this.seen.delete(id);
+    if (!view) {
+      if (before) {
+        this.router.closeTenant(id, `tenant ${id} was removed`);
+        this.events.emit('removed', id);
+      }
+      this.activity?.forget(id);
+      return;
+    }
+    if (!before || !after) return;
+    if (after.access === 'disabled' && before.access !== 'disabled') {
+      const closed = this.router.closeTenant(id, `access to tenant ${id} was disabled`);
+      if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
+    }
+    if (after.access !== before.access) this.events.emit('access', id, { access: after.access });
+    if (after.wanted === 'stopped' && before.wanted !== 'stopped') this.router.closeTenant(id, `tenant ${id} was stopped`);
+    if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
+  }
+
+  /** Every few seconds: say which tenants this pod served; the leader suspends the idle ones. */
+  private ticking = false;
+
+  private async tick(): Promise<void> {
+    if (this.ticking || this.stopping) return;
+    this.ticking = true;
+    try {
+      const now = Date.now();
+      for (const view of this.tenants.list()) {
+        if (this.router.connectionCount(view.id) > 0) this.activity.note(view.id, now);
+        else {
+          const last = this.router.lastUsed(view.id);
+          if (last !== undefined) this.activity.note(view.id, last);
+        }
+      }
+      await this.activity.publish(now);
+      if (this.lease.isLeader) await this.suspendIdle(now);
+    } catch (err) {
+      this.log.warn('could not publish activity or suspend idle tenants', { error: (err as Error).message });
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async suspendIdle(now: number): Promise<void> {
+    const active = await lastActivity(this.client, now);
+    for (const view of this.tenants.list()) {
+      const t = view.tenant;
+      if (!t || !view.healthy) {
+        this.servingSince.delete(view.id);
+        continue;
+      }
+      const since = this.servingSince.get(view.id) ?? now;
+      this.servingSince.set(view.id, since);
+      const seconds = t.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : t.autosuspendSeconds;
+      if (seconds === null || t.wanted !== 'running') continue;
+      const last = Math.max(since, active.get(view.id) ?? 0);
+      if (now - last < seconds * 1000 || this.router.connectionCount(view.id) > 0) continue;
+      this.log.info('suspending an idle tenant', { tenant: view.id, idleSeconds: Math.round((now - last) / 1000) });
+      await this.tenants.setSuspended(view.id, true);
+      this.servingSince.delete(view.id);
+      this.events.emit('state', view.id, { state: 'suspended', reason: 'idle' });
+    }
+  }
+
+  private sampleHistory(): void {
+    const samples = new Map<string, HistorySample>();
+    for (const view of this.tenants.list()) {
+      samples.set(view.id, { state: stateOf(view), connections: this.router.connectionCount(view.id), xacts: this.router.transactionCount(view.id), wakes: this.wakes.get(view.id) ?? 0 });
+    }
+    this.samples.record(Date.now(), samples);
+  }
+
+  private sample(view: KubeTenantView): TenantSample {
+    const last = this.router.lastUsed(view.id);
+    return {
+      id: view.id, up: view.healthy, connections: this.router.connectionCount(view.id), wakes: this.wakes.get(view.id) ?? 0,
+      lastActive: last === undefined ? null : Math.floor(last / 1000), dataBytes: null, lastBackup: null, archiveFailing: null, archivePending: null,
+    };
+  }
+
+  stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.stopping ??= (async () => {
+      this.log.info('daemon stopping');
+      await this.router.close();
+      await this.lease.stop().catch(() => undefined);
+      await this.activity.withdraw();
+      this.backends.stop();
+      this.tenants.stop();
+      this.client.close();
+      await this.tokens.flush().catch(() => undefined);
+      await this.api?.close();
+      await fs.rm(this.paths.pidFile, { force: true });
+      this.log.info('daemon stopped');
+    })().catch((err: Error) => this.log.warn('stop failed', { error: err.message })).finally(() => this.resolveStopped());
+    return this.stopping;
+  }
+
+  private assertRunning(): void {
+    if (this.stopping) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
+  }
+
+  // --- the control plane (api/routes.ts) ---
+
+  private held(id: string): KubeTenantView & { tenant: Tenant } {
+    assertTenantId(id);
+    const view = this.tenants.view(id);
+    if (!view) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id} (see "pgs list")`);
+    if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
+    return view as KubeTenantView & { tenant: Tenant };
+  }
+
+  /** The tenant as the API server holds it now (a write through this pod is seen before its watch event). */
+  private async fresh(id: string): Promise<KubeTenantView & { tenant: Tenant }> {
+    const view = await this.tenants.read(id);
+    if (!view?.tenant) return this.held(id);
+    return view as KubeTenantView & { tenant: Tenant };
+  }
+
+  private json(view: KubeTenantView & { tenant: Tenant }): S.TenantJson {
+    const t = view.tenant;
+    const s = this.catalog.settings;
+    const last = this.router.lastUsed(t.id);
+    const problem = !view.healthy && !view.suspended && t.wanted === 'running' && view.phase !== 'pending' && view.phase !== 'Setting up primary' && view.phase !== 'Cluster in healthy state' ? `the operator says: ${view.phase}` : undefined;
+    return {
+      id: t.id,
+      hostname: tenantHostname(t.id, t.suffix, s.domain),
+      access: t.access,
+      state: stateOf(view),
+      wanted: t.wanted,
+      pid: null,
+      database: t.id,
+      user: TENANT_ROLE,
+      port: s.port,
+      maxConnections: t.maxConnections,
+      autosuspendSeconds: t.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : t.autosuspendSeconds,
+      createdAt: t.createdAt,
+      serverStartedAt: null,
+      uptimeSeconds: null,
+      connections: this.router.connectionCount(t.id),
+      health: view.healthy ? 'ok' : view.suspended || t.wanted === 'stopped' ? 'unknown' : 'failing',
+      healthCheckedAt: null,
+      ...(problem ? { lastError: problem } : {}),
+      restarts: 0,
+      wakes: this.wakes.get(t.id) ?? 0,
+      backupSchedule: t.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
+      backupRetain: t.backupRetain ?? DEFAULT_BACKUP_RETAIN,
+      rpoSeconds: t.rpoSeconds ?? DEFAULT_RPO_SECONDS,
+      memoryBytes: t.memoryBytes ?? null,
+      cpus: t.cpus ?? null,
+      diskBytes: t.diskBytes ?? null,
+      diskUsedBytes: null,
+      pool: t.pool ?? 'session',
+      poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections),
+      maxClientConnections: t.maxClientConnections ?? null,
+      lastBackupAt: null,
+      lastActiveAt: last === undefined ? null : new Date(last).toISOString(),
+      archiving: 'unknown',
+    };
+  }
+
+  async listTenants(): Promise<S.TenantJson[]> {
+    return this.tenants.list().filter((v): v is KubeTenantView & { tenant: Tenant } => v.tenant !== undefined).map((v) => this.json(v));
+  }
+
+  async getTenant(id: string): Promise<{ tenant: S.TenantJson; etag: string }> {
+    const view = this.held(id);
+    return { tenant: this.json(view), etag: etagOf(view.tenant) };
+  }
+
+  async createTenant(request: S.CreateTenantRequest): Promise<S.CreatedTenantJson> {
+    this.assertRunning();
+    assertTenantId(request.id);
+    if (request.password !== undefined) assertPassword(request.password);
+    if (request.init !== undefined) throw notHere('an init script (--init)', 'create the tenant, then run the script with psql through its connection string');
+    const tenant: Tenant = {
+      id: request.id,
+      suffix: newSuffix(),
+      access: 'enabled',
+      wanted: 'running',
+      maxConnections: request.maxConnections ?? this.catalog.settings.defaultMaxConnections,
+      createdAt: new Date().toISOString(),
+      ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
+      ...(request.memoryBytes != null ? { memoryBytes: request.memoryBytes } : {}),
+      ...(request.cpus != null ? { cpus: request.cpus } : {}),
+      ...(request.diskBytes != null ? { diskBytes: request.diskBytes } : {}),
+    };
+    const password = request.password ?? generatePassword();
+    await this.tenants.create(tenant, { ownerPassword: generatePassword(), clientVerifier: scramVerifier(password) });
+    try {
+      await this.tenants.awaitHealthy(tenant.id, this.readyTimeoutMs);
+    } catch (err) {
+      // No half tenant: a cluster that never served is removed with its volumes (it holds no data yet).
+      await this.tenants.remove(tenant.id, { volumes: true }).catch((e: Error) => this.log.warn('could not remove a failed create', { tenant: tenant.id, error: e.message }));
+      throw err;
+    }
+    this.events.emit('created', tenant.id);
+    const host = tenantHostname(tenant.id, tenant.suffix, this.catalog.settings.domain);
+    return { id: tenant.id, hostname: host, password, database: tenant.id, user: TENANT_ROLE, url: remoteUrl(host, this.catalog.settings.port, tenant.id, password) };
+  }
+
+  async patchTenant(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
+    this.assertRunning();
+    this.held(id);
+    const after = await this.tenants.update(id, (current) => {
+      if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
+        throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
+      }
+      const maxConnections = patch.maxConnections ?? current.maxConnections;
+      if (patch.poolSize !== undefined && patch.poolSize > maxConnections) {
+        throw new PgsError('USAGE', `a pool of ${patch.poolSize} server sessions is more than tenant ${id}'s max connections (${maxConnections}): raise --max-connections first`);
+      }
+      if (patch.diskBytes !== undefined && (patch.diskBytes ?? DEFAULT_STORAGE_BYTES) < (current.diskBytes ?? DEFAULT_STORAGE_BYTES)) {
+        throw new PgsError('USAGE', `tenant ${id}'s volume holds ${current.diskBytes ?? DEFAULT_STORAGE_BYTES} bytes and a volume cannot shrink: give a larger --disk`);
+      }
+      const next: Record<string, unknown> = { ...current };
+      const set = (key: keyof Tenant, value: unknown) => {
+        if (value === undefined) return;
+        if (value === null && key !== 'autosuspendSeconds') delete next[key];
+        else next[key] = value;
+      };
+      set('access', patch.access);
+      set('autosuspendSeconds', patch.autosuspend);
+      set('maxConnections', patch.maxConnections);
+      set('backupSchedule', patch.backupSchedule);
+      set('backupRetain', patch.backupRetain);
+      set('rpoSeconds', patch.rpoSeconds);
+      set('memoryBytes', patch.memoryBytes);
+      set('cpus', patch.cpus);
+      set('diskBytes', patch.diskBytes);
+      set('pool', patch.pool);
+      set('poolSize', patch.poolSize);
+      set('maxClientConnections', patch.maxClientConnections);
+      return next as Tenant;
+    });
+    if (patch.autosuspend !== undefined) this.servingSince.delete(id);
+    return { tenant: this.json(await this.fresh(id)), etag: etagOf(after) };
+  }
+
+  async removeTenant(id: string): Promise<void> {
+    this.assertRunning();
+    this.held(id);
+    if (this.router.closeTenant(id, `tenant ${id} was removed`) > 0) await this.router.drained(id);
+    // The person confirmed deleting the tenant's data: its volumes go with its cluster.
+    await this.tenants.remove(id, { volumes: true });
+    this.samples.forget(id);
+  }
+
+  async act(id: string, action: S.TenantActionName): Promise<S.TenantJson> {
+    this.assertRunning();
+    const view = this.held(id);
+    switch (action) {
+      case 'stop':
+        this.router.closeTenant(id, `tenant ${id} was stopped`);
+        await this.tenants.update(id, (t) => ({ ...t, wanted: 'stopped' }));
+        await this.tenants.awaitHibernated(id, this.readyTimeoutMs);
+        this.events.emit('state', id, { state: 'stopped' });
+        break;
+      case 'suspend':
+        if (view.tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: there is nothing to suspend`);
+        this.router.closeTenant(id, `tenant ${id} was suspended`);
+        await this.tenants.setSuspended(id, true);
+        await this.tenants.awaitHibernated(id, this.readyTimeoutMs);
+        this.events.emit('state', id, { state: 'suspended', reason: 'requested' });
+        break;
+      case 'restart':
+        if (view.tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: "pgs start ${id}" starts it`);
+        this.router.closeTenant(id, `tenant ${id} is restarting`);
+        await this.tenants.restart(id);
+        break;
+      case 'start':
+      case 'wake':
+        if (action === 'wake' && view.tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: "pgs start ${id}" starts it`);
+        if (view.tenant.wanted !== 'running') await this.tenants.update(id, (t) => ({ ...t, wanted: 'running' }));
+        else if (view.suspended) {
+          await this.tenants.setSuspended(id, false);
+          this.wakes.set(id, (this.wakes.get(id) ?? 0) + 1);
+        }
+        await this.tenants.awaitHealthy(id, this.readyTimeoutMs);
+        this.events.emit('state', id, { state: 'running' });
+        break;
+    }
+    // The record as written, whether or not this pod's watch has brought it back yet.
+    return this.json(await this.fresh(id));
+  }
+
+  async setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }> {
+    this.assertRunning();
+    this.held(id);
+    if (password !== undefined) assertPassword(password);
+    const chosen = password ?? generatePassword();
+    await this.client.patch(RESOURCES.secrets, ownerSecretName(id), { stringData: { 'client-verifier': scramVerifier(chosen) } });
+    return { id, password: chosen };
+  }
+
+  async connection(id: string): Promise<S.ConnectionJson> {
+    const t = this.held(id).tenant;
+    const s = this.catalog.settings;
+    const host = tenantHostname(t.id, t.suffix, s.domain);
+    return {
+      uri: remoteUrl(host, s.port, t.id),
+      psql: `host=${host} port=${s.port} user=${TENANT_ROLE} dbname=${t.id} sslmode=require`,
+      jdbc: `jdbc:postgresql://${host}:${s.port}/${t.id}?user=${TENANT_ROLE}&sslmode=require`,
+      env: [`PGHOST=${host}`, `PGPORT=${s.port}`, `PGUSER=${TENANT_ROLE}`, `PGDATABASE=${t.id}`, 'PGSSLMODE=require'].join('\n'),
+      local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.id}`,
+      hostname: host,
+      port: s.port,
+      database: t.id,
+      user: TENANT_ROLE,
+      sslrootcert: s.certSelfSigned ? s.certFile : null,
+    };
+  }
+
+  async logs(id: string): Promise<string[]> {
+    this.held(id);
+    throw notHere('pgs logs', `the server's log is its pod's: kubectl -n ${this.client.namespace} logs -l cnpg.io/cluster=${id}`);
+  }
+
+  history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson {
+    return { range, ...this.samples.series(range, ids, fields) };
+  }
+
+  async status(): Promise<S.StatusJson> {
+    const views = this.tenants.list();
+    return {
+      pid: process.pid,
+      version: this.version,
+      startedAt: this.startedAt.toISOString(),
+      port: this.router.port,
+      domain: this.catalog.settings.domain,
+      api: this.api?.tcpAddress ?? null,
+      connections: this.router.connectionCount(),
+      certificateExpires: this.certExpires,
+      certificate: this.catalog.settings.certFile,
+      certificateSelfSigned: this.catalog.settings.certSelfSigned,
+      ...this.running(),
+      runtime: `kubernetes: CloudNativePG clusters in namespace ${this.client.namespace} at ${this.client.connection.server}, ${this.kube.instances} instance${this.kube.instances === 1 ? '' : 's'} each; pod ${this.pod}${this.lease.isLeader ? ' (leader)' : ''}`,
+      limits: { enforced: true, how: 'the pods\' resource limits' },
+      serverUsers: { perTenant: true, detail: 'a pod of its own per instance' },
+      refusals: Object.fromEntries(this.router.refusals),
+      disk: null,
+      wakesLastHour: { count: [...this.wakes.values()].reduce((a, b) => a + b, 0), p50Seconds: null, p95Seconds: null },
+      backupTarget: null,
+      tenants: views.map((view) => ({
+        id: view.id, state: stateOf(view), pid: null, serverStartedAt: null, connections: this.router.connectionCount(view.id),
+        health: view.healthy ? 'ok' as const : 'unknown' as const, healthCheckedAt: null, restarts: 0, wakes: this.wakes.get(view.id) ?? 0,
+        ...(view.problem ? { lastError: view.problem } : {}),
+      })),
+    };
+  }
+
+  running(): { running: number; maxRunning: number } {
+    const views = this.tenants?.list() ?? [];
+    return { running: views.filter((v) => v.healthy).length, maxRunning: views.length };
+  }
+
+  async reload(): Promise<void> {
+    const next = await this.pgs.store.read();
+    if (next.settings.domain !== this.catalog.settings.domain) this.router.setDomain(next.settings.domain);
+    try {
+      const { cert, key } = readCertificate(next.settings.certFile, next.settings.keyFile);
+      this.router.setCertificate(cert, key);
+      this.api?.setCertificate(cert, key);
+      this.certExpires = certificateExpiry(cert);
+    } catch (err) {
+      this.log.warn('certificate not reloaded; the old one stays', { error: (err as Error).message });
+    }
+    this.catalog = next;
+  }
+
+  async startAll(): Promise<S.BulkJson> {
+    this.assertRunning();
+    const done: string[] = [];
+    const failed: { id: string; error: string }[] = [];
+    for (const view of this.tenants.list()) {
+      try {
+        if (view.tenant?.wanted === 'stopped') await this.tenants.update(view.id, (t) => ({ ...t, wanted: 'running' }));
+        done.push(view.id);
+      } catch (err) {
+        failed.push({ id: view.id, error: (err as Error).message });
+      }
+    }
+    return { done, failed };
+  }
+
+  async doctor(): Promise<Static<typeof S.DoctorReport>> {
+    return { orphans: [], unfinished: [], missingData: this.tenants.list().filter((v) => v.problem !== undefined).map((v) => v.id) };
+  }
+
+  async doctorFix(): Promise<S.DoctorFixJson> {
+    return { adopted: [], removed: [], report: await this.doctor() };
+  }
+
+  /** Stops this pod's daemon only: the tenants are the cluster's, and the other pods keep serving them. */
+  shutdown(): void {
+    void this.stop();
+  }
+
+  backup(id: string): Promise<S.BackupJson> {
+    return Promise.reject(notHere('pgs backup', `back the cluster up with the operator: kubectl cnpg backup -n ${this.client.namespace} ${id}`));
+  }
+
+  listBackups(): Promise<S.BackupListJson> {
+    return Promise.reject(notHere('pgs backups', `kubectl -n ${this.client.namespace} get backups.postgresql.cnpg.io`));
+  }
+
+  deleteBackups(): Promise<void> {
+    return Promise.reject(notHere('deleting backups', 'delete them in the object store'));
+  }
+
+  restore(): Promise<S.TenantJson> {
+    return Promise.reject(notHere('pgs restore', 'make a Cluster with bootstrap.recovery from the tenant\'s object store'));
+  }
+
+  branch(): Promise<S.TenantJson> {
+    return Promise.reject(notHere('pgs branch', 'make a Cluster with bootstrap.recovery from the tenant\'s object store'));
+  }
+
+  exportTenant(): Promise<S.ExportJson> {
+    return Promise.reject(notHere('pgs export', 'pg_dump through the tenant\'s connection string'));
+  }
+
+  exportFile(): string {
+    throw notHere('exports', 'pg_dump through the tenant\'s connection string');
+  }
+
+  importUploadFile(): Promise<string> {
+    return Promise.reject(notHere('pgs import', 'pg_restore through the tenant\'s connection string'));
+  }
+
+  importFile(): Promise<S.TenantJson> {
+    return Promise.reject(notHere('pgs import', 'pg_restore through the tenant\'s connection string'));
+  }
+}
+
+/** A tenant's state as pgs names it, from what pgs asked and what the operator says. */
+export function stateOf(view: KubeTenantView): S.TenantJson['state'] {
+  if (view.tenant?.wanted === 'stopped') return view.hibernated ? 'stopped' : 'stopping';
+  if (view.suspended) return view.hibernated ? 'suspended' : 'stopping';
+  if (view.healthy) return 'running';
+  return 'starting';
+}

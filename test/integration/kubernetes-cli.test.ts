@@ -1,0 +1,166 @@
+/**
+ * The kubernetes runtime as a user meets it: `pgs setup --runtime kubernetes`,
+ * `pgs start`, then the README's commands, against a fake API server (a
+ * kubeconfig with a bearer token) and a fake operator that gives every new
+ * Cluster a real PostgreSQL 18 server with TLS from the cluster's own CA and
+ * the owner password from the cluster's Secret. Clients connect with psql
+ * through the daemon's router, by SNI host name.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FakeCnpg } from '../helpers/fake-cnpg.js';
+import { FakeKube } from '../helpers/fake-kube.js';
+import { PgsHome, freePort, psql, waitFor } from '../helpers/pgs.js';
+import { startTlsPostgres } from '../helpers/tls-postgres.js';
+
+const NS = 'tenants';
+const DOMAIN = 'k8s.test';
+const CNPG = 'postgresql.cnpg.io';
+type Listed = { id: string; hostname: string; state: string; access: string; wakes: number };
+
+describe('the kubernetes runtime through the CLI: setup, start and the README\'s commands against a fake API server and operator', () => {
+  let fake: FakeKube;
+  let operator: FakeCnpg;
+  let home: PgsHome;
+  let port: number;
+  const token = randomBytes(16).toString('hex');
+  const cluster = (id: string) => fake.get(CNPG, 'v1', 'clusters', NS, id) as { metadata: { annotations: Record<string, string> }; spec: Record<string, unknown> } | undefined;
+  const hostOf = async (id: string) => (await home.json<Listed[]>(['list'])).find((t) => t.id === id)?.hostname ?? '';
+  const query = async (id: string, sql: string, password: string) =>
+    psql(`host=${await hostOf(id)} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${id} sslmode=require connect_timeout=20`, sql, password);
+
+  before(async () => {
+    fake = await new FakeKube({ token }).start();
+    operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
+    home = await PgsHome.make({ PGS_ACTIVITY_INTERVAL: '1', PGS_READY_TIMEOUT: '20' });
+    const kubeconfig = path.join(home.home, 'kubeconfig');
+    writeFileSync(kubeconfig, JSON.stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
+      clusters: [{ name: 'fake', cluster: { server: fake.url } }],
+      users: [{ name: 'pgs', user: { token } }],
+      contexts: [{ name: 'test', context: { cluster: 'fake', user: 'pgs', namespace: 'default' } }],
+    }), { mode: 0o600 });
+    home.env.KUBECONFIG = kubeconfig;
+    port = await freePort();
+  });
+  after(async () => {
+    await home?.run(['stop']);
+    await operator?.stop();
+    await fake?.stop();
+    await home?.destroy();
+  });
+
+  it('setup is refused, and writes nothing, where CloudNativePG is not installed', async () => {
+    fake.uninstalled.add(CNPG);
+    const refused = await home.run(['setup', '--runtime', 'kubernetes', '--namespace', NS]);
+    fake.uninstalled.delete(CNPG);
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(refused.stderr, /has no postgresql\.cnpg\.io\/v1 clusters: install the CloudNativePG operator first/);
+    assert.equal(refused.stderr.trim().split('\n').length, 1, refused.stderr);
+    assert.equal(existsSync(path.join(home.home, 'catalog.json')), false);
+    const misplaced = await home.run(['setup', '--instances', '2']);
+    assert.match(misplaced.stderr, /settings of the kubernetes runtime: add --runtime kubernetes/);
+  });
+
+  it('setup --runtime kubernetes checks the API server and keeps namespace, instances and storage class', async () => {
+    const out = await home.ok(['setup', '--runtime', 'kubernetes', '--namespace', NS, '--instances', '2', '--storage-class', 'fast', '--domain', DOMAIN, '--port', String(port), '--api-listen', 'off']);
+    assert.match(out, /checked the Kubernetes API at http:\/\/127\.0\.0\.1:\d+: CloudNativePG answers in namespace tenants/);
+    assert.match(out, /runtime\s+kubernetes: a CloudNativePG Cluster per tenant in namespace tenants, 2 instances each, storage class fast/);
+    const settings = (JSON.parse(await home.catalogText()) as { settings: Record<string, unknown> }).settings;
+    assert.deepEqual([settings.runtime, settings.namespace, settings.instances, settings.storageClass], ['kubernetes', NS, 2, 'fast']);
+  });
+
+  it('create makes a Cluster that serves; psql reaches it through the router with the tenant\'s password', async () => {
+    const created = await home.run(['create', 'acme', '--password', 'acme-password-1', '--memory', '256MiB']);
+    assert.equal(created.code, 0, created.stderr);
+    const made = cluster('acme');
+    assert.ok(made, 'the Cluster exists');
+    assert.equal(made.spec.instances, 2);
+    assert.deepEqual(made.spec.storage, { size: '1Gi', storageClass: 'fast' });
+    assert.equal((made.spec.resources as { limits: Record<string, string> }).limits.memory, '256Mi');
+    const rows = await query('acme', "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2); SELECT current_user || ' ' || count(*) FROM t", 'acme-password-1');
+    assert.equal(rows.code, 0, rows.stderr);
+    assert.equal(rows.stdout.split('\n').pop(), 'app 2');
+    const listed = (await home.json<Listed[]>(['list'])).find((t) => t.id === 'acme');
+    assert.equal(listed?.state, 'running');
+    assert.match(listed?.hostname ?? '', /^acme-[a-z0-9]+\.k8s\.test$/);
+    assert.match(await home.ok(['status']), /kubernetes: CloudNativePG clusters in namespace tenants/);
+    assert.match(await home.ok(['url', 'acme']), /^postgresql:\/\/postgres@acme-[a-z0-9]+\.k8s\.test:\d+\/acme\?sslmode=require$/m);
+  });
+
+  it('a second create of the same id, an init script, and a cluster that never serves are refused, leaving nothing behind', async () => {
+    assert.match((await home.run(['create', 'acme'])).stderr, /tenant acme already exists/);
+    const script = path.join(home.home, 'init.sql');
+    writeFileSync(script, 'CREATE TABLE x(y int);');
+    assert.match((await home.run(['create', 'scripted', '--init', script])).stderr, /init script .* not available on the kubernetes runtime/);
+    assert.equal(cluster('scripted'), undefined);
+    operator.stuck.add('stuck');
+    const stuck = await home.run(['create', 'stuck']);
+    assert.notEqual(stuck.code, 0);
+    assert.match(stuck.stderr, /the cluster of tenant stuck is not serving after 20 s: phase "Setting up primary"/);
+    assert.equal(cluster('stuck'), undefined);
+    assert.equal(fake.get('', 'v1', 'secrets', NS, 'stuck-app'), undefined);
+  });
+
+  it('disable-access closes and refuses; passwd changes the login; config changes the Cluster and refuses a smaller volume', async () => {
+    await home.ok(['disable-access', 'acme']);
+    assert.match((await query('acme', 'SELECT 1', 'acme-password-1')).stderr, /disabled/);
+    await home.ok(['enable-access', 'acme']);
+    assert.equal((await query('acme', 'SELECT count(*) FROM t', 'acme-password-1')).stdout, '2');
+    await home.ok(['passwd', 'acme', '--password', 'acme-password-2']);
+    assert.match((await query('acme', 'SELECT 1', 'acme-password-1')).stderr, /password authentication failed/);
+    assert.equal((await query('acme', 'SELECT count(*) FROM t', 'acme-password-2')).stdout, '2');
+    await home.ok(['config', 'acme', '--disk', '5GiB', '--cpus', '0.5']);
+    const spec = cluster('acme')?.spec as { storage: { size: string }; resources: { limits: Record<string, string> } };
+    assert.equal(spec.storage.size, '5Gi');
+    assert.equal(spec.resources.limits.cpu, '500m');
+    const shrink = await home.run(['config', 'acme', '--disk', '2GiB']);
+    assert.match(shrink.stderr, /a volume cannot shrink/);
+    assert.equal((cluster('acme')?.spec as { storage: { size: string } }).storage.size, '5Gi');
+  });
+
+  it('stop hibernates the cluster and refuses clients with the reason; start brings the data back', async () => {
+    await home.ok(['stop', 'acme']);
+    assert.equal(cluster('acme')?.metadata.annotations['cnpg.io/hibernation'], 'on');
+    assert.match((await query('acme', 'SELECT 1', 'acme-password-2')).stderr, /tenant acme is stopped/);
+    await home.ok(['start', 'acme']);
+    assert.equal((await query('acme', 'SELECT count(*) FROM t', 'acme-password-2')).stdout, '2');
+  });
+
+  it('an idle tenant is suspended by the leader and woken by its next client', async () => {
+    await home.ok(['config', 'acme', '--autosuspend', '2s']);
+    await waitFor('acme to be suspended as idle', async () => (await home.json<Listed[]>(['list'])).find((t) => t.id === 'acme')?.state === 'suspended', 20_000);
+    assert.equal(cluster('acme')?.metadata.annotations['cnpg.io/hibernation'], 'on');
+    assert.equal((await query('acme', 'SELECT count(*) FROM t', 'acme-password-2')).stdout, '2');
+    await home.ok(['config', 'acme', '--autosuspend', 'off']);
+  });
+
+  it('what the runtime cannot do yet says so in one line', async () => {
+    const backup = await home.run(['backup', 'acme']);
+    assert.equal(backup.code, 1);
+    assert.match(backup.stderr.trim(), /^pgs backup: pgs backup is not available on the kubernetes runtime yet: [^\n]+$/);
+    const logs = await home.run(['logs', 'acme']);
+    assert.match(logs.stderr, /kubectl -n tenants logs -l cnpg\.io\/cluster=acme/);
+  });
+
+  it('remove deletes the Cluster, its Secret and its volumes; the router forgets it', async () => {
+    const host = await hostOf('acme');
+    await home.ok(['remove', 'acme', '--yes']);
+    assert.equal(cluster('acme'), undefined);
+    assert.equal(fake.get('', 'v1', 'secrets', NS, 'acme-app'), undefined);
+    assert.equal([...fake.objects.keys()].filter((k) => k.includes('/persistentvolumeclaims/')).length, 0);
+    const gone = await psql(`host=${host} hostaddr=127.0.0.1 port=${port} user=postgres dbname=acme sslmode=require connect_timeout=5`, 'SELECT 1', 'acme-password-2');
+    assert.match(gone.stderr, /unknown|no tenant|does not exist/);
+    assert.equal((await home.json<Listed[]>(['list'])).length, 0);
+  });
+
+  it('pgs stop stops only the daemon: the clusters are the cluster\'s', async () => {
+    await home.ok(['create', 'keep', '--password', 'keep-password']);
+    assert.match(await home.ok(['stop']), /Stopped the daemon; the tenants' clusters keep running/);
+    assert.equal(cluster('keep')?.metadata.annotations['cnpg.io/hibernation'], 'off');
+    assert.match((await home.run(['list'])).stderr, /only the daemon reads them: start it with "pgs start"|daemon/);
+  });
+});
