@@ -5,8 +5,9 @@ import { writeAtomic } from '../core/files.js';
 
 /**
  * API tokens: `pgs_` + 32 random bytes (base64url), shown once. Only a
- * SHA-256 of each is kept, in `$PGS_HOME/tokens.json` (0600); a token's 256
- * random bits make a slow hash pointless. The daemon is the only writer.
+ * SHA-256 of each is kept, in `$PGS_HOME/tokens.json` (0600), or, on the
+ * kubernetes runtime, in a Secret every pgs pod reads; a token's 256 random
+ * bits make a slow hash pointless.
  */
 export type TokenScope = 'read' | 'admin';
 export const TOKEN_PREFIX = 'pgs_';
@@ -27,39 +28,81 @@ export interface TokenInfo {
   lastUsedAt: string | null;
 }
 
+/**
+ * Where the token list lives, as text. `write` may fail with a conflict
+ * (`isConflict`) when another writer changed it since the last `read`: the
+ * store then reads it again and applies its change again.
+ */
+export interface TokenBacking {
+  /** What to name in an error (a file, a Secret). */
+  readonly where: string;
+  read(): Promise<string | undefined>;
+  write(text: string): Promise<void>;
+  isConflict?(err: unknown): boolean;
+}
+
+/** The token file of a pgs home (0600), written atomically. */
+export function fileBacking(file: string): TokenBacking {
+  return {
+    where: `the token file ${file}`,
+    read: async () => {
+      try {
+        return await fs.readFile(file, 'utf8');
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return undefined;
+        throw err;
+      }
+    },
+    write: (text) => writeAtomic(file, text, 0o600),
+  };
+}
+
+const WRITE_ATTEMPTS = 5;
+
 export class TokenStore {
-  private readonly file: string;
+  private readonly backing: TokenBacking;
   private tokens: StoredToken[] = [];
   private byHash = new Map<string, StoredToken>();
+  /** When each token (by hash) was last used here: kept apart, so that a list read again does not lose it. */
+  private readonly used = new Map<string, string>();
   /** lastUsedAt is written at most once a minute per token, not per request. */
   private dirtySince: number | undefined;
 
-  constructor(file: string) {
-    this.file = file;
+  constructor(backing: string | TokenBacking) {
+    this.backing = typeof backing === 'string' ? fileBacking(backing) : backing;
   }
 
   async load(): Promise<void> {
-    let text: string;
-    try {
-      text = await fs.readFile(this.file, 'utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return this.index([]);
-      throw err;
-    }
+    this.index(this.parse(await this.backing.read()));
+  }
+
+  /** Reads the list again (another writer changed it), in turn with this store's own writes. */
+  reload(): Promise<void> {
+    const run = this.writes.then(() => this.load());
+    this.writes = run.catch(() => undefined);
+    return run;
+  }
+
+  private parse(text: string | undefined): StoredToken[] {
+    if (text === undefined) return [];
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch {
-      throw new PgsError('CATALOG_CORRUPT', `the token file ${this.file} is not JSON; fix or delete it (every token in it stops working)`);
+      throw new PgsError('CATALOG_CORRUPT', `${this.backing.where} is not JSON; fix or delete it (every token in it stops working)`);
     }
     const list = (parsed as { tokens?: unknown }).tokens;
     if (!Array.isArray(list) || !list.every(isStoredToken)) {
-      throw new PgsError('CATALOG_CORRUPT', `the token file ${this.file} is not valid; fix or delete it (every token in it stops working)`);
+      throw new PgsError('CATALOG_CORRUPT', `${this.backing.where} is not valid; fix or delete it (every token in it stops working)`);
     }
-    this.index(list);
+    return list;
   }
 
   private index(list: StoredToken[]): void {
+    for (const t of list) {
+      const used = this.used.get(t.sha256);
+      if (used !== undefined && (t.lastUsedAt === null || used > t.lastUsedAt)) t.lastUsedAt = used;
+    }
     this.tokens = list;
     this.byHash = new Map(list.map((t) => [t.sha256, t]));
   }
@@ -93,6 +136,7 @@ export class TokenStore {
     // The map lookup already matched; the constant-time compare keeps it so if the lookup changes.
     if (!found || !timingSafeEqual(Buffer.from(found.sha256, 'hex'), Buffer.from(digest, 'hex'))) return undefined;
     found.lastUsedAt = new Date().toISOString();
+    this.used.set(found.sha256, found.lastUsedAt);
     if (this.dirtySince === undefined) {
       this.dirtySince = Date.now();
       setTimeout(() => {
@@ -117,9 +161,17 @@ export class TokenStore {
 
   private change(next: (tokens: StoredToken[]) => StoredToken[]): Promise<void> {
     const run = this.writes.then(async () => {
-      const list = next(this.tokens);
-      await writeAtomic(this.file, `${JSON.stringify({ tokens: list }, null, 2)}\n`, 0o600);
-      this.index(list);
+      for (let attempt = 1; ; attempt++) {
+        const list = next(this.tokens);
+        try {
+          await this.backing.write(`${JSON.stringify({ tokens: list }, null, 2)}\n`);
+          this.index(list);
+          return;
+        } catch (err) {
+          if (!this.backing.isConflict?.(err) || attempt >= WRITE_ATTEMPTS) throw err;
+          await this.load(); // another pod wrote first: apply the change to what it wrote
+        }
+      }
     });
     this.writes = run.catch(() => undefined);
     return run;

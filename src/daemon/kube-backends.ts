@@ -40,6 +40,8 @@ export function secretValue(secret: Secret | undefined, key: string): string | u
 export interface KubeBackendsOptions {
   /** How long a connection waits for a suspended tenant's cluster to serve. Default 60 s. */
   wakeTimeoutMs?: number;
+  /** Called with the name of each of pgs's Secrets that changed (the daemon reloads its tokens). */
+  onSecret?: (name: string) => void;
 }
 
 export class KubeBackends implements RouterBackends {
@@ -60,7 +62,8 @@ export class KubeBackends implements RouterBackends {
     this.client = client;
     this.tenants = tenants;
     this.wakeTimeoutMs = options.wakeTimeoutMs ?? 60_000;
-    this.secrets = new Informer<Secret>(client, RESOURCES.secrets, () => undefined, { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
+    const onSecret = options.onSecret;
+    this.secrets = new Informer<Secret>(client, RESOURCES.secrets, (name) => onSecret?.(name), { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
     this.slices = new Informer<EndpointSlice>(client, RESOURCES.endpointSlices, () => undefined);
   }
 

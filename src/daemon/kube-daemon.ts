@@ -36,6 +36,7 @@ import { assertPassword, remoteUrl, type Pgs } from '../service/pgs.js';
 import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
 import { History, type HistorySample } from './history.js';
 import { KubeBackends } from './kube-backends.js';
+import { SecretTokenBacking, TOKENS_SECRET } from './kube-tokens.js';
 
 export interface KubeDaemonOptions {
   version?: string;
@@ -62,7 +63,7 @@ export class KubeDaemon implements ControlPlane {
   private readonly readyTimeoutMs: number;
   private readonly activityIntervalMs: number;
   private readonly options: KubeDaemonOptions;
-  private readonly tokens: TokenStore;
+  private tokens!: TokenStore;
   readonly events = new EventLog();
   private readonly samples: History;
   private readonly startedAt = new Date();
@@ -95,7 +96,6 @@ export class KubeDaemon implements ControlPlane {
     this.pod = options.pod ?? hostname();
     this.readyTimeoutMs = options.readyTimeoutMs ?? 10 * 60_000;
     this.activityIntervalMs = options.activityIntervalMs ?? 10_000;
-    this.tokens = new TokenStore(this.paths.tokens);
     this.samples = new History(options.historyIntervalMs ?? 10_000);
     this.stopped = new Promise((resolve) => { this.resolveStopped = resolve; });
   }
@@ -116,12 +116,19 @@ export class KubeDaemon implements ControlPlane {
     try {
       const { settings } = this.catalog;
       const { cert, key } = readCertificate(settings.certFile, settings.keyFile);
-      await this.tokens.load();
       const connection = await loadConnection({ env: this.options.env ?? process.env, ...(settings.namespace ? { namespace: settings.namespace } : {}) });
       this.client = new KubeClient(connection);
+      // One token list for every pod, in the Kubernetes API.
+      this.tokens = new TokenStore(new SecretTokenBacking(this.client));
+      await this.tokens.load();
       this.tenants = new KubeTenants(this.client, this.kube);
       await this.tenants.start();
-      this.backends = new KubeBackends(this.client, this.tenants, { wakeTimeoutMs: this.readyTimeoutMs });
+      this.backends = new KubeBackends(this.client, this.tenants, {
+        wakeTimeoutMs: this.readyTimeoutMs,
+        onSecret: (name) => {
+          if (name === TOKENS_SECRET) this.tokens.reload().catch((err: Error) => this.log.warn('could not read the tokens again', { error: err.message }));
+        },
+      });
       await this.backends.start();
       this.metrics = new DaemonMetrics({
         connections: () => this.router.connectionCount(),

@@ -588,6 +588,11 @@ export class Pgs {
 
   /** The tenant server's log file. */
   async logFile(id: string): Promise<string> {
+    assertTenantId(id);
+    const settings = (await this.store.read()).settings;
+    if (settings.runtime === 'kubernetes') {
+      throw new PgsError('NOT_SUPPORTED', `pgs logs is not available on the kubernetes runtime: a server's log is its pod's, kubectl -n ${settings.namespace ?? 'default'} logs -l cnpg.io/cluster=${id}`);
+    }
     const { catalog } = await this.tenant(id);
     return this.runtimeFor(catalog.settings).logFile(id);
   }

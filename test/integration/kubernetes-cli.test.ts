@@ -8,18 +8,49 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FakeCnpg } from '../helpers/fake-cnpg.js';
 import { FakeKube } from '../helpers/fake-kube.js';
-import { PgsHome, freePort, psql, waitFor } from '../helpers/pgs.js';
+import { PGS_BIN, PgsHome, ROOT, freePort, psql, waitFor } from '../helpers/pgs.js';
+import { parse as parseYaml } from 'yaml';
 import { startTlsPostgres } from '../helpers/tls-postgres.js';
 
 const NS = 'tenants';
 const DOMAIN = 'k8s.test';
 const CNPG = 'postgresql.cnpg.io';
 type Listed = { id: string; hostname: string; state: string; access: string; wakes: number };
+
+/** A GET to a daemon's API on loopback (plain HTTP there; TLS on any other address). */
+function apiGet(port: number, urlPath: string, token: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: urlPath, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
+
+/**
+ * The environment deploy/kubernetes gives a pgs pod: the ConfigMap's data and
+ * the container's env, with the downward API's fields filled in.
+ */
+function podEnv(fields: Record<string, string>): Record<string, string> {
+  const dir = path.join(ROOT, 'deploy/kubernetes');
+  const config = parseYaml(readFileSync(path.join(dir, 'configmap.yaml'), 'utf8')) as { data: Record<string, string> };
+  const deployment = parseYaml(readFileSync(path.join(dir, 'deployment.yaml'), 'utf8')) as { spec: { template: { spec: { containers: { env: { name: string; value?: string; valueFrom?: { fieldRef: { fieldPath: string } } }[] }[] } } } };
+  const env: Record<string, string> = { ...config.data };
+  for (const e of deployment.spec.template.spec.containers[0]?.env ?? []) {
+    const value = e.value ?? fields[e.valueFrom?.fieldRef.fieldPath ?? ''];
+    assert.ok(value !== undefined, `a value for ${e.name}`);
+    env[e.name] = value;
+  }
+  return env;
+}
 
 describe('the kubernetes runtime through the CLI: setup, start and the README\'s commands against a fake API server and operator', () => {
   let fake: FakeKube;
@@ -144,6 +175,49 @@ describe('the kubernetes runtime through the CLI: setup, start and the README\'s
     assert.match(backup.stderr.trim(), /^pgs backup: pgs backup is not available on the kubernetes runtime yet: [^\n]+$/);
     const logs = await home.run(['logs', 'acme']);
     assert.match(logs.stderr, /kubectl -n tenants logs -l cnpg\.io\/cluster=acme/);
+  });
+
+  it('a second pod, started with the environment deploy/kubernetes gives, serves the same tenants and honours the same API tokens', async () => {
+    const env = podEnv({ 'metadata.namespace': NS, 'metadata.name': 'pgs-7d4b9-x2x9q' });
+    // Every setting the manifests give is one pgs reads.
+    const bundleDir = path.join(ROOT, 'dist/bundle');
+    const bundle = readdirSync(bundleDir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js')).map((f) => readFileSync(path.join(bundleDir, f), 'utf8')).join('\n');
+    for (const name of Object.keys(env)) assert.ok(bundle.includes(name), `pgs reads ${name}`);
+    const dir = mkdtempSync(path.join(tmpdir(), 'pgs-pod-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=*.${DOMAIN}`, '-addext', `subjectAltName=DNS:*.${DOMAIN},DNS:localhost`, '-keyout', 'tls.key', '-out', 'tls.crt'], { cwd: dir, stdio: 'pipe' });
+    const podPort = await freePort();
+    const apiPort = await freePort();
+    const pod: ChildProcess = spawn(process.execPath, [PGS_BIN, 'start', '--foreground'], {
+      env: {
+        PATH: process.env.PATH, KUBECONFIG: home.env.KUBECONFIG, ...env,
+        // Where this test can put them: a home, the certificate, free ports, the test's domain.
+        PGS_HOME: path.join(dir, 'home'), PGS_CERT_FILE: path.join(dir, 'tls.crt'), PGS_KEY_FILE: path.join(dir, 'tls.key'),
+        PGS_PORT: String(podPort), PGS_API_LISTEN: `127.0.0.1:${apiPort}`, PGS_DOMAIN: DOMAIN,
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let log = '';
+    pod.stderr?.setEncoding('utf8').on('data', (c: string) => { log += c; });
+    try {
+      await waitFor('the second pod to start', async () => log.includes('daemon started') || pod.exitCode !== null, 30_000);
+      assert.equal(pod.exitCode, null, log);
+      assert.match(log, /"runtime":"kubernetes","namespace":"tenants","pod":"pgs-7d4b9-x2x9q"/);
+      // A client through the second pod reaches acme.
+      const host = await hostOf('acme');
+      const through = await psql(`host=${host} hostaddr=127.0.0.1 port=${podPort} user=postgres dbname=acme sslmode=require connect_timeout=20`, 'SELECT count(*) FROM t', 'acme-password-2');
+      assert.equal(through.stdout, '2', through.stderr);
+      // A token made through the first pod is honoured by the second; revoked, by neither.
+      const made = JSON.parse(await home.ok(['token', 'create', 'deploy', '--scope', 'read', '--json'])) as { token: string };
+      assert.ok(fake.get('', 'v1', 'secrets', NS, 'pgs-tokens'), 'the tokens are in a Secret');
+      await waitFor('the second pod to honour the token', async () => (await apiGet(apiPort, '/v1/tenants', made.token)).status === 200, 10_000);
+      assert.match((await apiGet(apiPort, '/v1/tenants', made.token)).body, /"id":"acme"/);
+      await home.ok(['token', 'revoke', 'deploy']);
+      await waitFor('the second pod to refuse the revoked token', async () => (await apiGet(apiPort, '/v1/tenants', made.token)).status === 401, 10_000);
+    } finally {
+      pod.kill('SIGTERM');
+      await waitFor('the second pod to stop', async () => pod.exitCode !== null || pod.signalCode !== null, 30_000);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('remove deletes the Cluster, its Secret and its volumes; the router forgets it', async () => {
