@@ -70,6 +70,8 @@ export const TenantSchema = v.strictObject({
   maxClientConnections: v.optional(int(1, 100000)),
   /** Set while the tenant is over its quota: read-only (it can lift it to clean up), or a standby (past the hard limit). */
   diskState: v.optional(v.picklist(['read-only', 'standby'])),
+  /** The database's name on the server when it is not the tenant's id (a restore or branch on the kubernetes runtime keeps its source's); clients still ask for the id. */
+  database: v.optional(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_]{0,62}$/))),
 });
 export type Tenant = v.InferOutput<typeof TenantSchema>;
 

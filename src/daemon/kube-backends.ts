@@ -97,7 +97,11 @@ export class KubeBackends implements RouterBackends {
     const old = this.labels.get(id);
     if (old !== undefined) this.routes.delete(old);
     this.labels.delete(id);
-    if (!t) return;
+    if (!t) {
+      // A cluster made again under this id (a restore) has a CA of its own.
+      this.cas.delete(id);
+      return;
+    }
     const label = `${t.id}-${t.suffix}`;
     this.labels.set(id, label);
     this.routes.set(label, {
@@ -144,7 +148,8 @@ export class KubeBackends implements RouterBackends {
     const ca = await this.clusterCa(id);
     if (!password || !ca) throw new BackendUnavailable(`tenant ${id} cannot be reached: ${!password ? `its secret ${ownerSecretName(id)} has no password` : `the cluster's CA (secret ${caSecretName(id)}) is missing`}`);
     const { host, port } = this.endpoint(view.writeHost.split('.')[0] as string) ?? { host: view.writeHost, port: POSTGRES_PORT };
-    return { address: { kind: 'remote', host, port, servername: view.writeHost, ca: Buffer.from(ca), user: OWNER_ROLE, password }, woke };
+    const database = view.tenant?.database;
+    return { address: { kind: 'remote', host, port, servername: view.writeHost, ca: Buffer.from(ca), user: OWNER_ROLE, password, ...(database && database !== id ? { database } : {}) }, woke };
   }
 
   /** The cluster's CA certificate: the operator's Secret (not pgs's), so read by name, not watched. */

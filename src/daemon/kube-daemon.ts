@@ -27,15 +27,18 @@ import { PgsError, errnoCode } from '../core/errors.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
 import { PodActivity, lastActivity } from '../runtime/kubernetes/activity.js';
-import { KubeClient, RESOURCES, loadConnection } from '../runtime/kubernetes/client.js';
+import { KubeClient, RESOURCES, loadConnection, type KubeResource } from '../runtime/kubernetes/client.js';
 import { LeaderLease } from '../runtime/kubernetes/lease.js';
 import { DEFAULT_STORAGE_BYTES, ownerSecretName, type KubernetesSettings } from '../runtime/kubernetes/objects.js';
+import { newStamp } from '../backup/layout.js';
 import { KubeTenants, type KubeTenantView } from '../runtime/kubernetes/tenants.js';
 import { TENANT_ROLE } from '../runtime/server-config.js';
 import { assertPassword, remoteUrl, type Pgs } from '../service/pgs.js';
 import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
 import { History, type HistorySample } from './history.js';
-import { KubeBackends } from './kube-backends.js';
+import { KubeBackends, secretValue } from './kube-backends.js';
+import { KubeBackups } from './kube-backups.js';
+import { S3_SECRET } from '../runtime/kubernetes/probe.js';
 import { SecretTokenBacking, TOKENS_SECRET } from './kube-tokens.js';
 
 export interface KubeDaemonOptions {
@@ -75,6 +78,7 @@ export class KubeDaemon implements ControlPlane {
   private metrics!: DaemonMetrics;
   private api: ListenedApi | undefined;
   private lease!: LeaderLease;
+  private backups: KubeBackups | undefined;
   private activity!: PodActivity;
   private certExpires: string | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -121,7 +125,14 @@ export class KubeDaemon implements ControlPlane {
       // One token list for every pod, in the Kubernetes API.
       this.tokens = new TokenStore(new SecretTokenBacking(this.client));
       await this.tokens.load();
-      this.tenants = new KubeTenants(this.client, this.kube);
+      const target = settings.backupTarget ? {
+        url: settings.backupTarget,
+        credentialsSecret: S3_SECRET,
+        ...(settings.s3Endpoint ? { endpointURL: settings.s3Endpoint } : {}),
+        ...(settings.s3Region ? { region: settings.s3Region } : {}),
+      } : undefined;
+      this.tenants = new KubeTenants(this.client, this.kube, target);
+      if (target) this.backups = new KubeBackups(this.client, this.kube);
       await this.tenants.start();
       this.backends = new KubeBackends(this.client, this.tenants, {
         wakeTimeoutMs: this.readyTimeoutMs,
@@ -246,6 +257,11 @@ export class KubeDaemon implements ControlPlane {
       if (seconds === null || t.wanted !== 'running') continue;
       const last = Math.max(since, active.get(view.id) ?? 0);
       if (now - last < seconds * 1000 || this.router.connectionCount(view.id) > 0) continue;
+      // Hibernation has lost volumes in some operator versions: never without a backup of what changed.
+      if (this.backups && !(await this.backups.readyToHibernate(t, last))) {
+        this.log.info('backing up an idle tenant before suspending it', { tenant: view.id });
+        continue;
+      }
       this.log.info('suspending an idle tenant', { tenant: view.id, idleSeconds: Math.round((now - last) / 1000) });
       await this.tenants.setSuspended(view.id, true);
       this.servingSince.delete(view.id);
@@ -432,8 +448,8 @@ export class KubeDaemon implements ControlPlane {
     this.assertRunning();
     this.held(id);
     if (this.router.closeTenant(id, `tenant ${id} was removed`) > 0) await this.router.drained(id);
-    // The person confirmed deleting the tenant's data: its volumes go with its cluster.
-    await this.tenants.remove(id, { volumes: true });
+    // The person confirmed deleting the tenant's data: its volumes go with its cluster (its backups stay).
+    await this.tenants.remove(id, { volumes: true, keepBackups: this.backups !== undefined });
     this.samples.forget(id);
   }
 
@@ -587,24 +603,91 @@ export class KubeDaemon implements ControlPlane {
     void this.stop();
   }
 
-  backup(id: string): Promise<S.BackupJson> {
-    return Promise.reject(notHere('pgs backup', `back the cluster up with the operator: kubectl cnpg backup -n ${this.client.namespace} ${id}`));
+  private needBackups(): KubeBackups {
+    if (!this.backups) throw new PgsError('INVALID_STATE', `no backup target is set: pgs setup --backup-target s3://BUCKET/PREFIX (with the Secret ${S3_SECRET} in namespace ${this.client.namespace}: ACCESS_KEY_ID, ACCESS_SECRET_KEY)`);
+    return this.backups;
   }
 
-  listBackups(): Promise<S.BackupListJson> {
-    return Promise.reject(notHere('pgs backups', `kubectl -n ${this.client.namespace} get backups.postgresql.cnpg.io`));
+  async backup(id: string, progress?: (phase: string) => void): Promise<S.BackupJson> {
+    this.assertRunning();
+    const backups = this.needBackups();
+    const { tenant } = this.held(id);
+    progress?.('backing up');
+    await backups.backupNow(tenant, 'manual', this.readyTimeoutMs);
+    const listed = await backups.list(id);
+    const newest = listed.backups.at(-1);
+    if (!newest) throw new PgsError('BACKUP_FAILED', `the backup of tenant ${id} finished but the operator reports no times for it`);
+    return newest;
+  }
+
+  async listBackups(id: string): Promise<S.BackupListJson> {
+    assertTenantId(id);
+    return this.needBackups().list(id);
   }
 
   deleteBackups(): Promise<void> {
-    return Promise.reject(notHere('deleting backups', 'delete them in the object store'));
+    return Promise.reject(notHere('deleting backups', 'delete the tenant\'s path in the object store, then its ObjectStore and Secret objects'));
   }
 
-  restore(): Promise<S.TenantJson> {
-    return Promise.reject(notHere('pgs restore', 'make a Cluster with bootstrap.recovery from the tenant\'s object store'));
+  /**
+   * A new cluster from the tenant's backups: `as` names a new tenant (the one
+   * it comes from stays as it is); without it, a removed tenant comes back
+   * under its id, with its login.
+   */
+  async restore(id: string, request: S.RestoreRequest, progress?: (phase: string) => void): Promise<S.TenantJson> {
+    this.assertRunning();
+    const backups = this.needBackups();
+    assertTenantId(id);
+    const target = request.as ?? id;
+    assertTenantId(target);
+    const existing = this.tenants.view(id)?.tenant;
+    if (existing && target === id) {
+      throw new PgsError('INVALID_STATE', `tenant ${id} exists: on the kubernetes runtime a restore makes a new cluster. Restore it as another tenant (pgs restore ${id} --as ${id}-restored), move its clients, then pgs remove ${id}`);
+    }
+    if (!existing && target !== id) throw new PgsError('INVALID_STATE', `tenant ${id} was removed: restore it under its own id first (pgs restore ${id})`);
+    if (this.tenants.view(target)) throw new PgsError('TENANT_EXISTS', `tenant ${target} already exists`);
+    if (request.time !== undefined && Number.isNaN(Date.parse(request.time))) throw new PgsError('INVALID_REQUEST', `not a time: ${request.time}`);
+    if (request.time !== undefined) {
+      const window = (await backups.list(id)).window;
+      const at = Date.parse(request.time);
+      if (!window || at < Date.parse(window.earliest) || at > Date.now()) {
+        throw new PgsError('OUT_OF_WINDOW', `tenant ${id} can be restored to a time from ${window?.earliest ?? '(no backup yet)'} to now, not ${request.time} (see pgs backups ${id})`);
+      }
+    }
+    const source = await backups.source(id, existing, { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(request.time !== undefined ? { time: new Date(request.time).toISOString() } : {}) });
+    // The login: a branch keeps its source's; a removed tenant's comes back from the Secret its removal kept.
+    const kept = await this.client.get<KubeResource & { data?: Record<string, string> }>(RESOURCES.secrets, ownerSecretName(id));
+    const clientVerifier = secretValue(kept, 'client-verifier');
+    if (!clientVerifier) throw new PgsError('BACKUP_NOT_FOUND', `the login of tenant ${id} is gone (no Secret ${ownerSecretName(id)})`);
+    const ownerPassword = existing ? generatePassword() : secretValue(kept, 'password') ?? generatePassword();
+    if (!existing) await this.client.delete(RESOURCES.secrets, ownerSecretName(id));
+    const tenant: Tenant = {
+      ...(existing ?? { maxConnections: this.catalog.settings.defaultMaxConnections }),
+      id: target,
+      suffix: newSuffix(),
+      access: 'enabled',
+      wanted: 'running',
+      createdAt: new Date().toISOString(),
+      // Back under its own id, it archives as a new server beside the one it came from.
+      ...(existing ? {} : { generation: newStamp() }),
+      // Its database on the server is its source's, under that name: the router maps clients' requests for the id to it.
+      ...(existing && (existing.database ?? existing.id) !== target ? { database: existing.database ?? existing.id } : {}),
+    } as Tenant;
+    if (existing) delete (tenant as { generation?: string }).generation;
+    progress?.('restoring');
+    await this.tenants.create(tenant, { ownerPassword, clientVerifier }, source);
+    try {
+      await this.tenants.awaitHealthy(target, this.readyTimeoutMs);
+    } catch (err) {
+      await this.tenants.remove(target, { volumes: true, keepBackups: target === id }).catch((e: Error) => this.log.warn('could not remove a failed restore', { tenant: target, error: e.message }));
+      throw err;
+    }
+    this.events.emit('created', target, { reason: 'restored' });
+    return this.json(await this.fresh(target));
   }
 
-  branch(): Promise<S.TenantJson> {
-    return Promise.reject(notHere('pgs branch', 'make a Cluster with bootstrap.recovery from the tenant\'s object store'));
+  branch(id: string, request: S.BranchRequest, progress?: (phase: string) => void): Promise<S.TenantJson> {
+    return this.restore(id, { as: request.id, ...(request.at !== undefined ? { time: request.at } : {}) }, progress);
   }
 
   exportTenant(): Promise<S.ExportJson> {

@@ -11,7 +11,8 @@ import { openRemoteBackend, RemoteLoginError, type RemoteTarget } from './remote
  * in to with a password of its own (a kubernetes runtime's cluster).
  */
 export type BackendAddress = string | RemoteAddress;
-export type RemoteAddress = Omit<RemoteTarget, 'database'> & { kind: 'remote' };
+/** A server over the network; `database`: the name the tenant's database has there, when not the one its clients ask for. */
+export type RemoteAddress = Omit<RemoteTarget, 'database'> & { kind: 'remote'; database?: string };
 
 export function isRemote(address: BackendAddress): address is RemoteAddress {
   return typeof address !== 'string';
@@ -62,7 +63,7 @@ export class ServerSession {
     if (isRemote(address)) {
       let remote;
       try {
-        remote = await openRemoteBackend({ ...address, database }, new Map(), timeoutMs);
+        remote = await openRemoteBackend({ ...address, database: address.database ?? database }, new Map(), timeoutMs);
       } catch (err) {
         if (err instanceof RemoteLoginError && err.sqlState) throw new ServerSessionError({ S: 'FATAL', V: 'FATAL', C: err.sqlState, M: err.message });
         throw err;

@@ -265,7 +265,8 @@ export class Pgs {
         ...keep('s3Endpoint', options.s3Endpoint, before?.s3Endpoint),
         ...keep('s3Region', options.s3Region, before?.s3Region),
       };
-      const client = s3ClientFor(target, this.env);
+      // On Kubernetes the clusters reach the bucket with the Secret's credentials, not this environment's: the probe checks the Secret.
+      const client = kubernetes ? undefined : s3ClientFor(target, this.env);
       if (client && (target.backupTarget !== before?.backupTarget || target.s3Endpoint !== before?.s3Endpoint || target.s3Region !== before?.s3Region)) {
         await probeTarget(client);
         actions.push(`checked that ${client.url} takes backups (with the credentials of this environment; the daemon uses its own)`);
@@ -277,7 +278,7 @@ export class Pgs {
       try {
         if (kubernetes) {
           const { probeCluster } = await import('../runtime/kubernetes/probe.js');
-          const probed = await probeCluster(this.env, options.namespace ?? (sameRuntime ? before?.namespace : undefined) ?? undefined);
+          const probed = await probeCluster(this.env, options.namespace ?? (sameRuntime ? before?.namespace : undefined) ?? undefined, target.backupTarget !== undefined);
           kubeNamespace = probed.namespace;
           actions.push(probed.action);
         } else {

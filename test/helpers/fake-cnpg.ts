@@ -18,7 +18,12 @@ import type { FakeKube } from './fake-kube.js';
 
 type Cluster = {
   metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
-  spec?: { instances?: number; bootstrap?: { initdb?: { database?: string; secret?: { name?: string } } } };
+  spec?: {
+    instances?: number;
+    bootstrap?: { initdb?: { database?: string; secret?: { name?: string } }; recovery?: { secret?: { name?: string } } };
+    externalClusters?: { plugin?: { parameters?: Record<string, string> } }[];
+    plugins?: { parameters?: Record<string, string> }[];
+  };
   status?: Record<string, unknown>;
 };
 const GROUP = 'postgresql.cnpg.io';
@@ -39,8 +44,12 @@ export class FakeCnpg {
   private readonly provision: Provision | undefined;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly servers = new Map<string, Promise<ProvisionedServer>>();
+  /** Each archived server's database (by its name in the object store), for the clusters recovered from it. */
+  private readonly databases = new Map<string, string>();
   /** Clusters that never get healthy (a failing bootstrap). */
   readonly stuck = new Set<string>();
+  /** Every backup fails (the object store refuses). */
+  failBackups = false;
 
   constructor(kube: FakeKube, options: { delayMs?: number; provision?: Provision } | number = {}) {
     const opts = typeof options === 'number' ? { delayMs: options } : options;
@@ -48,6 +57,10 @@ export class FakeCnpg {
     this.delayMs = opts.delayMs ?? 30;
     this.provision = opts.provision;
     kube.onWrite = (collection, type, object) => {
+      if (collection.startsWith(`${GROUP}/v1/backups/`) && type === 'ADDED') {
+        this.later(() => this.backUp(collection.split('/')[3] as string, object.metadata.name));
+        return;
+      }
       if (!collection.startsWith(`${GROUP}/v1/clusters/`)) return;
       const namespace = collection.split('/')[3] as string;
       if (type === 'DELETED') this.later(() => void this.removed(namespace, object.metadata.name));
@@ -82,10 +95,15 @@ export class FakeCnpg {
     if (status.phase === 'Setting up primary') {
       if (this.stuck.has(name)) return;
       if (this.provision && !this.servers.has(`${namespace}/${name}`)) {
-        const secretName = held.spec?.bootstrap?.initdb?.secret?.name ?? `${name}-app`;
+        const secretName = held.spec?.bootstrap?.initdb?.secret?.name ?? held.spec?.bootstrap?.recovery?.secret?.name ?? `${name}-app`;
         const secret = this.kube.get('', 'v1', 'secrets', namespace, secretName) as { data?: Record<string, string> } | undefined;
         const ownerPassword = Buffer.from(secret?.data?.password ?? '', 'base64').toString('utf8');
-        const starting = this.provision({ namespace, name, servername: `${name}-rw.${namespace}.svc`, database: held.spec?.bootstrap?.initdb?.database ?? 'app', ownerPassword });
+        // A recovered cluster holds its source's database, as restored data does.
+        const source = held.spec?.externalClusters?.[0]?.plugin?.parameters?.serverName;
+        const database = source !== undefined ? this.databases.get(source) : held.spec?.bootstrap?.initdb?.database ?? 'app';
+        if (database === undefined) throw new Error(`no backups of server ${source} in the fake object store`);
+        this.databases.set(held.spec?.plugins?.[0]?.parameters?.serverName ?? name, database);
+        const starting = this.provision({ namespace, name, servername: `${name}-rw.${namespace}.svc`, database, ownerPassword });
         this.servers.set(`${namespace}/${name}`, starting);
         const server = await starting;
         if (!this.kube.get(GROUP, 'v1', 'clusters', namespace, name)) return; // deleted meanwhile (removed() stops it)
@@ -128,6 +146,39 @@ export class FakeCnpg {
     this.servers.delete(key);
     for (const [group, resource, object] of [['discovery.k8s.io', 'endpointslices', `${name}-rw-abcde`], ['', 'secrets', `${name}-ca`]] as const) this.kube.remove(group, 'v1', resource, namespace, object);
     await (await server)?.stop();
+  }
+
+  /**
+   * A Backup through the plugin, as the operator and the plugin report it:
+   * running, then completed (or failed, for a cluster that does not serve),
+   * and the cluster's server in its ObjectStore's recovery window.
+   */
+  private backUp(namespace: string, name: string): void {
+    const backup = this.kube.get(GROUP, 'v1', 'backups', namespace, name) as { spec?: { cluster?: { name?: string } } } | undefined;
+    const clusterName = backup?.spec?.cluster?.name ?? '';
+    const cluster = this.kube.get(GROUP, 'v1', 'clusters', namespace, clusterName) as Cluster | undefined;
+    const startedAt = new Date().toISOString();
+    const serving = cluster?.status?.phase === 'Cluster in healthy state' && (cluster.status.readyInstances as number) > 0;
+    if (!cluster || !serving || this.failBackups) {
+      this.kube.mutate(GROUP, 'v1', 'backups', namespace, name, (b) => ({ ...b, status: { phase: 'failed', startedAt, stoppedAt: startedAt, error: cluster ? 'cannot back up a cluster with no ready instance' : `cluster ${clusterName} not found` } }));
+      return;
+    }
+    const parameters = cluster.spec?.plugins?.[0]?.parameters ?? {};
+    const serverName = parameters.serverName ?? clusterName;
+    this.kube.mutate(GROUP, 'v1', 'backups', namespace, name, (b) => ({ ...b, status: { phase: 'running', startedAt, serverName } }));
+    this.later(() => {
+      const stoppedAt = new Date().toISOString();
+      const backupId = stoppedAt.replace(/[-:]/g, '').slice(0, 15);
+      this.kube.mutate(GROUP, 'v1', 'backups', namespace, name, (b) => ({ ...b, status: { phase: 'completed', startedAt, stoppedAt, serverName, backupId, beginLSN: '0/2000028', endLSN: '0/2000138', method: 'plugin' } }));
+      const store = parameters.barmanObjectName;
+      if (store && this.kube.get('barmancloud.cnpg.io', 'v1', 'objectstores', namespace, store)) {
+        this.kube.mutate('barmancloud.cnpg.io', 'v1', 'objectstores', namespace, store, (o) => {
+          const windows = ((o.status as { serverRecoveryWindow?: Record<string, Record<string, string>> } | undefined)?.serverRecoveryWindow) ?? {};
+          const first = windows[serverName]?.firstRecoverabilityPoint ?? startedAt;
+          return { ...o, status: { serverRecoveryWindow: { ...windows, [serverName]: { firstRecoverabilityPoint: first, lastSuccessfulBackupTime: stoppedAt } } } };
+        });
+      }
+    });
   }
 
   private set(namespace: string, name: string, status: Record<string, unknown>): void {

@@ -91,7 +91,7 @@ describe('the Kubernetes API client, against a fake API server over HTTP', () =>
   it('a call the runtime does not declare is refused before it is sent', async () => {
     const before = fake.requests.length;
     await assert.rejects(client.patch(RESOURCES.persistentVolumeClaims, 'data-acme-1', { metadata: {} }), /pgs does not declare "patch" on core\/persistentvolumeclaims/);
-    await assert.rejects(client.create(RESOURCES.leases, { metadata: { name: 'x' } }).then(() => client.delete(RESOURCES.leases, 'x')), /does not declare "delete" on coordination\.k8s\.io\/leases/);
+    await assert.rejects(client.create(RESOURCES.leases, { metadata: { name: 'x' } }).then(() => client.patch(RESOURCES.leases, 'x', { metadata: {} })), /does not declare "patch" on coordination\.k8s\.io\/leases/);
     assert.equal(fake.requests.length, before + 1, 'only the declared create reached the server');
   });
 

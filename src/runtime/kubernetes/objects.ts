@@ -31,6 +31,8 @@ export const TENANT_ANNOTATION = 'pgs.sysnee.io/tenant';
 export const HIBERNATION = 'cnpg.io/hibernation';
 /** The role that owns the tenant's database on the server (the router logs in as it). */
 export const OWNER_ROLE = 'app';
+/** The name a recovering cluster gives the cluster whose backups it starts from. */
+const RECOVERY_SOURCE = 'origin';
 /** A tenant without a disk quota gets a volume of this size. */
 export const DEFAULT_STORAGE_BYTES = 2 ** 30;
 
@@ -96,7 +98,40 @@ export function cpuQuantity(cpus: number): string {
  * its disk quota is its volume's size. pgs's record of the tenant rides
  * along as an annotation (TENANT_ANNOTATION).
  */
-export function tenantCluster(tenant: Tenant, kube: KubernetesSettings, options: { suspended: boolean; backup?: BackupTarget }): KubeObject {
+/**
+ * Where a new cluster's data comes from instead of initdb: another tenant's
+ * base backup and WAL in the object store (its ObjectStore, its server name
+ * there), replayed to a time or to the end of one backup, or to the end of
+ * the archive.
+ */
+export interface RecoverySource {
+  objectStore: string;
+  serverName: string;
+  targetTime?: string;
+  backupId?: string;
+}
+
+/**
+ * The name the tenant's base backups and WAL have in its object store: its id,
+ * or, after a restore under the same id, id-<generation> (a new line of WAL
+ * beside the one it came from, which the plugin will not overwrite).
+ */
+export const archiveServerName = (tenant: Pick<Tenant, 'id' | 'generation'>): string => (tenant.generation ? `${tenant.id}-${tenant.generation}` : tenant.id);
+
+/** An on-demand base backup of the tenant's cluster through the plugin, named <id>-<stamp>. */
+export function tenantBackup(tenant: Tenant, kube: KubernetesSettings, stamp: string, reason: string): KubeObject {
+  return {
+    apiVersion: CNPG_API,
+    kind: 'Backup',
+    metadata: metadata(`${tenant.id}-${stamp}`, tenant, kube, { [BACKUP_REASON]: reason }),
+    spec: { cluster: { name: tenant.id }, method: 'plugin', pluginConfiguration: { name: BARMAN_PLUGIN } },
+  };
+}
+
+/** Why pgs asked for a backup (manual, pre-suspend), on the Backup. */
+export const BACKUP_REASON = 'pgs.sysnee.io/reason';
+
+export function tenantCluster(tenant: Tenant, kube: KubernetesSettings, options: { suspended: boolean; backup?: BackupTarget; recovery?: RecoverySource }): KubeObject {
   const annotations: Record<string, string> = {
     [TENANT_ANNOTATION]: JSON.stringify(tenant),
     [HIBERNATION]: tenant.wanted === 'stopped' || options.suspended ? 'on' : 'off',
@@ -117,17 +152,39 @@ export function tenantCluster(tenant: Tenant, kube: KubernetesSettings, options:
       // CloudNativePG takes every parameter as a string.
       parameters: { max_connections: String(tenant.maxConnections) },
     },
-    bootstrap: {
-      initdb: {
-        database: tenant.id,
-        owner: OWNER_ROLE,
-        secret: { name: ownerSecretName(tenant.id) },
-        dataChecksums: true,
+    bootstrap: options.recovery
+      ? {
+        recovery: {
+          source: RECOVERY_SOURCE,
+          // The restored data holds its source's database, under its source's name.
+          database: tenant.database ?? tenant.id,
+          owner: OWNER_ROLE,
+          secret: { name: ownerSecretName(tenant.id) },
+          ...(options.recovery.targetTime || options.recovery.backupId ? {
+            recoveryTarget: {
+              ...(options.recovery.targetTime ? { targetTime: options.recovery.targetTime } : {}),
+              ...(options.recovery.backupId ? { backupID: options.recovery.backupId } : {}),
+            },
+          } : {}),
+        },
+      }
+      : {
+        initdb: {
+          database: tenant.id,
+          owner: OWNER_ROLE,
+          secret: { name: ownerSecretName(tenant.id) },
+          dataChecksums: true,
+        },
       },
-    },
   };
+  if (options.recovery) {
+    spec.externalClusters = [{
+      name: RECOVERY_SOURCE,
+      plugin: { name: BARMAN_PLUGIN, parameters: { barmanObjectName: options.recovery.objectStore, serverName: options.recovery.serverName } },
+    }];
+  }
   if (options.backup) {
-    spec.plugins = [{ name: BARMAN_PLUGIN, isWALArchiver: true, parameters: { barmanObjectName: objectStoreName(tenant.id) } }];
+    spec.plugins = [{ name: BARMAN_PLUGIN, isWALArchiver: true, parameters: { barmanObjectName: objectStoreName(tenant.id), serverName: archiveServerName(tenant) } }];
   }
   return { apiVersion: CNPG_API, kind: 'Cluster', metadata: metadata(tenant.id, tenant, kube, annotations), spec };
 }
@@ -198,9 +255,9 @@ export function tenantScheduledBackup(tenant: Tenant, kube: KubernetesSettings, 
 }
 
 /** Everything the runtime keeps for one tenant, in the order to apply them. */
-export function tenantObjects(tenant: Tenant, kube: KubernetesSettings, options: { suspended: boolean; backup?: BackupTarget; ownerPassword: string; clientVerifier: string }): KubeObject[] {
+export function tenantObjects(tenant: Tenant, kube: KubernetesSettings, options: { suspended: boolean; backup?: BackupTarget; recovery?: RecoverySource; ownerPassword: string; clientVerifier: string; objectStoreExists?: boolean }): KubeObject[] {
   const objects = [ownerSecret(tenant, kube, options.ownerPassword, options.clientVerifier)];
-  if (options.backup) objects.push(tenantObjectStore(tenant, kube, options.backup));
+  if (options.backup && !options.objectStoreExists) objects.push(tenantObjectStore(tenant, kube, options.backup));
   objects.push(tenantCluster(tenant, kube, options));
   const scheduled = options.backup ? tenantScheduledBackup(tenant, kube, options) : undefined;
   if (scheduled) objects.push(scheduled);

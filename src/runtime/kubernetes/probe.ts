@@ -5,17 +5,27 @@
  * clusters of the namespace. Each failure says what to do.
  */
 import { PgsError } from '../../core/errors.js';
-import { KubeClient, KubeError, RESOURCES, loadConnection } from './client.js';
+import { KubeClient, KubeError, RESOURCES, loadConnection, type KubeResource } from './client.js';
 
-export async function probeCluster(env: NodeJS.ProcessEnv, namespace: string | undefined): Promise<{ namespace: string; action: string }> {
+/** The Secret with the object store's credentials that a backup target on Kubernetes needs. */
+export const S3_SECRET = 'pgs-s3';
+
+export async function probeCluster(env: NodeJS.ProcessEnv, namespace: string | undefined, backups = false): Promise<{ namespace: string; action: string }> {
   const connection = await loadConnection({ env, ...(namespace !== undefined ? { namespace } : {}) });
   const client = new KubeClient(connection);
   try {
     const clusters = await client.list(RESOURCES.clusters);
     const ours = clusters.items.filter((c) => c.metadata.labels?.['app.kubernetes.io/managed-by'] === 'pgs').length;
+    if (backups) {
+      const secret = await client.get<KubeResource & { data?: Record<string, string> }>(RESOURCES.secrets, S3_SECRET);
+      const missing = ['ACCESS_KEY_ID', 'ACCESS_SECRET_KEY'].filter((k) => !secret?.data?.[k]);
+      if (missing.length > 0) {
+        throw new PgsError('INVALID_SETTING', `a backup target on Kubernetes needs the Secret ${S3_SECRET} in namespace ${connection.namespace} with ${missing.join(' and ')}: kubectl -n ${connection.namespace} create secret generic ${S3_SECRET} --from-literal=ACCESS_KEY_ID=... --from-literal=ACCESS_SECRET_KEY=...`);
+      }
+    }
     return {
       namespace: connection.namespace,
-      action: `checked the Kubernetes API at ${connection.server}: CloudNativePG answers in namespace ${connection.namespace} (${ours} pgs tenant${ours === 1 ? '' : 's'} there)`,
+      action: `checked the Kubernetes API at ${connection.server}: CloudNativePG answers in namespace ${connection.namespace} (${ours} pgs tenant${ours === 1 ? '' : 's'} there)${backups ? `; the object store's credentials are in the Secret ${S3_SECRET}` : ''}`,
     };
   } catch (e) {
     if (e instanceof KubeError && e.statusCode === 404) {

@@ -11,7 +11,7 @@ import { TenantSchema, type Tenant } from '../../catalog/schema.js';
 import { Informer, KubeError, RESOURCES, type KubeClient, type KubeResource, type ResourceRef } from './client.js';
 import {
   HIBERNATION, LABEL_MANAGED_BY, TENANT_ANNOTATION, ownerSecretName, objectStoreName, scheduledBackupName, tenantCluster, tenantObjects, tenantScheduledBackup,
-  type BackupTarget, type KubeObject, type KubernetesSettings,
+  type BackupTarget, type KubeObject, type KubernetesSettings, type RecoverySource,
 } from './objects.js';
 
 export const HEALTHY_PHASE = 'Cluster in healthy state';
@@ -165,13 +165,15 @@ export class KubeTenants {
    * Makes the tenant's objects: its Secret, ObjectStore, Cluster and
    * ScheduledBackup. A failure removes what was made: no half tenant.
    */
-  async create(tenant: Tenant, secrets: { ownerPassword: string; clientVerifier: string }): Promise<void> {
+  async create(tenant: Tenant, secrets: { ownerPassword: string; clientVerifier: string }, recovery?: RecoverySource): Promise<void> {
     if (this.informer.cache.has(tenant.id) || (await this.client.get(RESOURCES.clusters, tenant.id))) {
       throw new PgsError('TENANT_EXISTS', `tenant ${tenant.id} already exists`);
     }
+    // A removed tenant's object store stays with its backups: a restore under its id uses it again.
+    const objectStoreExists = this.backup !== undefined && (await this.client.get(RESOURCES.objectStores, objectStoreName(tenant.id))) !== undefined;
     const made: KubeObject[] = [];
     try {
-      for (const object of tenantObjects(tenant, this.kube, { suspended: false, ...(this.backup ? { backup: this.backup } : {}), ...secrets })) {
+      for (const object of tenantObjects(tenant, this.kube, { suspended: false, ...(this.backup ? { backup: this.backup } : {}), ...(recovery ? { recovery } : {}), objectStoreExists, ...secrets })) {
         await this.client.create(refOf(object), object);
         made.push(object);
       }
@@ -255,6 +257,11 @@ export class KubeTenants {
     const options = this.backup ? { backup: this.backup } : {};
     const was = tenantCluster(before, this.kube, { suspended: held.metadata.annotations?.[HIBERNATION] === 'on', ...options });
     const will = tenantCluster(after, this.kube, { suspended: suspended && after.wanted === 'running', ...options });
+    // How the cluster began (initdb, or recovery from a backup) is history: never rewritten.
+    for (const spec of [was.spec, will.spec] as Record<string, unknown>[]) {
+      delete spec.bootstrap;
+      delete spec.externalClusters;
+    }
     const patch = {
       metadata: { annotations: will.metadata.annotations },
       spec: mergeDiff(was.spec, will.spec),
@@ -280,12 +287,16 @@ export class KubeTenants {
    * Deletes the tenant's objects. Its volumes (the data) stay unless
    * `volumes` is true, which a person confirmed.
    */
-  async remove(id: string, options: { volumes: boolean }): Promise<{ volumesDeleted: string[] }> {
+  async remove(id: string, options: { volumes: boolean; keepBackups?: boolean }): Promise<{ volumesDeleted: string[] }> {
     if (!(await this.client.get(RESOURCES.clusters, id))) throw new PgsError('TENANT_NOT_FOUND', `tenant ${id} does not exist`);
     await this.client.delete(RESOURCES.scheduledBackups, scheduledBackupName(id));
     await this.client.delete(RESOURCES.clusters, id);
-    await this.client.delete(RESOURCES.objectStores, objectStoreName(id));
-    await this.client.delete(RESOURCES.secrets, ownerSecretName(id));
+    // Its backups stay unless asked otherwise: the object store that names them stays with them.
+    // With them stays the Secret, so that a restore under its id brings its login back.
+    if (!options.keepBackups) {
+      await this.client.delete(RESOURCES.objectStores, objectStoreName(id));
+      await this.client.delete(RESOURCES.secrets, ownerSecretName(id));
+    }
     const volumesDeleted: string[] = [];
     if (options.volumes) {
       for (const pvc of (await this.client.list(RESOURCES.persistentVolumeClaims, `${CLUSTER_LABEL}=${id}`)).items) {

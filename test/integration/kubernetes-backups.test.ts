@@ -1,0 +1,150 @@
+/**
+ * Backups on the kubernetes runtime, through the CLI against the fake API
+ * server and operator (which plays the barman-cloud plugin too): the objects
+ * pgs writes (each valid against its CRD), `pgs backup`, `pgs backups`,
+ * `pgs restore --as/--time`, `pgs branch`, a backup before an idle tenant is
+ * hibernated, and a removed tenant brought back with its login. The fake
+ * gives each new cluster a fresh server: it checks what pgs asks of the
+ * operator, not that a real restore replays the data.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FakeCnpg } from '../helpers/fake-cnpg.js';
+import { FakeKube } from '../helpers/fake-kube.js';
+import { kubeProblems } from '../helpers/kube-schemas.js';
+import { PgsHome, freePort, psql, waitFor } from '../helpers/pgs.js';
+import { startTlsPostgres } from '../helpers/tls-postgres.js';
+
+const NS = 'tenants';
+const DOMAIN = 'k8s.test';
+const CNPG = 'postgresql.cnpg.io';
+type Listed = { id: string; hostname: string; state: string };
+type Obj = { apiVersion?: string; kind?: string; metadata: { name: string; annotations?: Record<string, string> }; spec: Record<string, unknown>; [k: string]: unknown };
+type BackupList = { backups: { id: string; reason: string }[]; window: { earliest: string; latest: string } | null };
+
+describe('backups on the kubernetes runtime: the plugin\'s objects, backup, backups, restore --as/--time, branch, a backup before hibernation, a removed tenant back', () => {
+  let fake: FakeKube;
+  let operator: FakeCnpg;
+  let home: PgsHome;
+  let port: number;
+  const token = randomBytes(16).toString('hex');
+  const get = (group: string, resource: string, name: string) => fake.get(group, 'v1', resource, NS, name) as Obj | undefined;
+  const valid = (o: Obj | undefined) => {
+    assert.ok(o);
+    assert.deepEqual(kubeProblems({ ...o, metadata: { name: o.metadata.name, namespace: NS } }), [], `${o.kind} ${o.metadata.name}`);
+  };
+  const connect = async (id: string, sql: string, password: string) => {
+    const host = (await home.json<Listed[]>(['list'])).find((t) => t.id === id)?.hostname ?? '';
+    return psql(`host=${host} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${id} sslmode=require connect_timeout=20`, sql, password);
+  };
+
+  before(async () => {
+    fake = await new FakeKube({ token }).start();
+    operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
+    home = await PgsHome.make({ PGS_ACTIVITY_INTERVAL: '1', PGS_READY_TIMEOUT: '20' });
+    const kubeconfig = path.join(home.home, 'kubeconfig');
+    writeFileSync(kubeconfig, JSON.stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
+      clusters: [{ name: 'fake', cluster: { server: fake.url } }],
+      users: [{ name: 'pgs', user: { token } }],
+      contexts: [{ name: 'test', context: { cluster: 'fake', user: 'pgs', namespace: NS } }],
+    }), { mode: 0o600 });
+    home.env.KUBECONFIG = kubeconfig;
+    port = await freePort();
+  });
+  after(async () => {
+    await home?.run(['stop']);
+    await operator?.stop();
+    await fake?.stop();
+    await home?.destroy();
+  });
+
+  it('a backup target needs the credentials Secret: refused without it, and nothing written', async () => {
+    const args = ['setup', '--runtime', 'kubernetes', '--domain', DOMAIN, '--port', String(port), '--api-listen', 'off', '--backup-target', 's3://pgs-backups/tenants', '--s3-endpoint', 'https://objects.example:9000'];
+    const refused = await home.run(args);
+    assert.equal(refused.code, 2, 'a setting refused: exit 2');
+    assert.match(refused.stderr.trim(), /^pgs setup: a backup target on Kubernetes needs the Secret pgs-s3 in namespace tenants with ACCESS_KEY_ID and ACCESS_SECRET_KEY: kubectl -n tenants create secret generic pgs-s3 [^\n]+$/);
+    assert.equal(existsSync(path.join(home.home, 'catalog.json')), false);
+    fake.put('', 'v1', 'secrets', NS, { metadata: { name: 'pgs-s3' }, data: { ACCESS_KEY_ID: Buffer.from('key').toString('base64'), ACCESS_SECRET_KEY: Buffer.from('secret').toString('base64') } });
+    assert.match(await home.ok(args), /the object store's credentials are in the Secret pgs-s3/);
+  });
+
+  it('a tenant gets its ObjectStore, a WAL-archiving plugin and a schedule, each valid against its CRD', async () => {
+    await home.ok(['create', 'acme', '--password', 'acme-password']);
+    const store = get('barmancloud.cnpg.io', 'objectstores', 'acme-store');
+    valid(store);
+    assert.deepEqual((store?.spec.configuration as Record<string, unknown>).destinationPath, 's3://pgs-backups/tenants/acme');
+    assert.deepEqual((store?.spec.configuration as Record<string, unknown>).endpointURL, 'https://objects.example:9000');
+    const cluster = get(CNPG, 'clusters', 'acme');
+    valid(cluster);
+    assert.deepEqual(cluster?.spec.plugins, [{ name: 'barman-cloud.cloudnative-pg.io', isWALArchiver: true, parameters: { barmanObjectName: 'acme-store', serverName: 'acme' } }]);
+    const schedule = get(CNPG, 'scheduledbackups', 'acme-backup');
+    valid(schedule);
+    assert.equal(schedule?.spec.suspend, false);
+    assert.equal((await connect('acme', 'SELECT 1', 'acme-password')).stdout, '1');
+  });
+
+  it('pgs backup makes a Backup through the plugin and waits for it; pgs backups lists it with the window', async () => {
+    const made = await home.json<{ id: string; reason: string; finishedAt: string }>(['backup', 'acme']);
+    assert.match(made.id, /^\d{8}-\d{6}-[0-9a-f]{4}$/);
+    assert.equal(made.reason, 'manual');
+    valid(get(CNPG, 'backups', `acme-${made.id}`));
+    const list = await home.json<BackupList>(['backups', 'acme']);
+    assert.deepEqual(list.backups.map((b) => b.id), [made.id]);
+    assert.ok(list.window && Date.parse(list.window.earliest) <= Date.parse(made.finishedAt));
+  });
+
+  it('restore makes a new cluster from the object store (the tenant stays); out of the window it is refused and makes nothing', async () => {
+    assert.match((await home.run(['restore', 'acme'])).stderr, /tenant acme exists: on the kubernetes runtime a restore makes a new cluster/);
+    const refused = await home.run(['restore', 'acme', '--as', 'old', '--time', '2020-01-01T00:00:00Z']);
+    assert.match(refused.stderr, /can be restored to a time from .+ to now, not 2020-01-01T00:00:00/);
+    assert.equal(get(CNPG, 'clusters', 'old'), undefined);
+    const at = new Date(Date.now() - 200).toISOString();
+    await new Promise((r) => setTimeout(r, 300));
+    const restored = await home.run(['restore', 'acme', '--as', 'acme2', '--time', at]);
+    assert.equal(restored.code, 0, restored.stderr);
+    const cluster = get(CNPG, 'clusters', 'acme2');
+    valid(cluster);
+    assert.deepEqual((cluster?.spec.bootstrap as { recovery: unknown }).recovery, {
+      source: 'origin', database: 'acme', owner: 'app', secret: { name: 'acme2-app' }, recoveryTarget: { targetTime: new Date(at).toISOString() },
+    });
+    assert.deepEqual(cluster?.spec.externalClusters, [{ name: 'origin', plugin: { name: 'barman-cloud.cloudnative-pg.io', parameters: { barmanObjectName: 'acme-store', serverName: 'acme' } } }]);
+    // The copy keeps its source's login; the source is untouched.
+    // The restored data keeps its source's database name; its clients ask for acme2 and get it.
+    const copy = await connect('acme2', 'SELECT current_database()', 'acme-password');
+    assert.equal(copy.stdout, 'acme', copy.stderr);
+    const source = await connect('acme', 'SELECT 1', 'acme-password');
+    assert.equal(source.stdout, '1', source.stderr);
+    await home.ok(['branch', 'acme', 'feature']);
+    assert.equal((get(CNPG, 'clusters', 'feature')?.spec.bootstrap as { recovery: { recoveryTarget?: unknown } }).recovery.recoveryTarget, undefined);
+    for (const id of ['acme2', 'feature']) await home.ok(['remove', id, '--yes']);
+  });
+
+  it('an idle tenant whose data changed since its last backup is backed up first, then hibernated; its schedule is suspended with it', async () => {
+    assert.equal((await connect('acme', 'SELECT 1', 'acme-password')).stdout, '1');
+    await home.ok(['config', 'acme', '--autosuspend', '2s']);
+    await waitFor('acme to be suspended', async () => (await home.json<Listed[]>(['list'])).find((t) => t.id === 'acme')?.state === 'suspended', 30_000);
+    const list = await home.json<BackupList>(['backups', 'acme']);
+    assert.equal(list.backups.at(-1)?.reason, 'pre-suspend');
+    assert.equal(get(CNPG, 'scheduledbackups', 'acme-backup')?.spec.suspend, true);
+    await home.ok(['config', 'acme', '--autosuspend', 'off']);
+  });
+
+  it('a removed tenant keeps its backups and comes back under its id with its login, archiving beside its old self', async () => {
+    await home.ok(['remove', 'acme', '--yes']);
+    assert.equal(get(CNPG, 'clusters', 'acme'), undefined);
+    assert.ok(get('barmancloud.cnpg.io', 'objectstores', 'acme-store'), 'the object store stays');
+    assert.ok((await home.json<BackupList>(['backups', 'acme'])).window, 'its restore window is still known');
+    await home.ok(['restore', 'acme']);
+    const cluster = get(CNPG, 'clusters', 'acme');
+    valid(cluster);
+    const parameters = (cluster?.spec.plugins as { parameters: { serverName: string } }[])[0]?.parameters;
+    assert.match(parameters?.serverName ?? '', /^acme-\d{8}-\d{6}-[0-9a-f]{4}$/);
+    assert.deepEqual((cluster?.spec.externalClusters as { plugin: { parameters: unknown } }[])[0]?.plugin.parameters, { barmanObjectName: 'acme-store', serverName: 'acme' });
+    const back = await connect('acme', 'SELECT 1', 'acme-password');
+    assert.equal(back.stdout, '1', back.stderr);
+  });
+});
