@@ -24,7 +24,11 @@ cp -a "$here/dist/bundle" "$here/dist/web" "$root/app/dist/"
 done
 node=$(command -v node)
 cp -L "$node" "$root/usr/local/bin/node"
-ldd "$node" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u | while read -r lib; do
+# "pgs" on the PATH (kubectl exec deploy/pgs -- pgs list): its #! line needs /usr/bin/env.
+mkdir -p "$root/usr/bin"
+cp -L /usr/bin/env "$root/usr/bin/env"
+ln -s /app/bin/pgs.js "$root/usr/local/bin/pgs"
+{ ldd "$node"; ldd /usr/bin/env; } | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u | while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
@@ -33,7 +37,7 @@ printf 'root:x:0:\npgs:x:10001:\n' > "$root/etc/group"
 chown 10001:10001 "$root/var/run/pgs"
 chmod 0700 "$root/var/run/pgs"
 tar -C "$root" -c . | docker import \
-  -c 'WORKDIR /app' -c 'ENV PATH=/usr/local/bin:/bin PGS_HOME=/var/run/pgs' -c 'USER 10001:10001' \
+  -c 'WORKDIR /app' -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin PGS_HOME=/var/run/pgs' -c 'USER 10001:10001' \
   -c 'EXPOSE 5432 5480' -c 'ENTRYPOINT ["node", "/app/bin/pgs.js"]' -c 'CMD ["start", "--foreground"]' \
   - "$tag" >/dev/null
 echo "$tag"

@@ -87,6 +87,8 @@ async function setupFromEnv(pgs: Pgs, env: NodeJS.ProcessEnv): Promise<void> {
     storageClass: text('PGS_STORAGE_CLASS') ?? null,
     ...(instances ? { instances: Number(instances) as 1 | 2 | 3 } : {}),
     ...(text('PGS_IMAGE') ? { image: text('PGS_IMAGE') as string } : {}),
+    backupTarget: text('PGS_BACKUP_TARGET') ?? null,
+    s3Endpoint: text('PGS_S3_ENDPOINT') ?? null,
     ...(text('PGS_API_LISTEN') ? { apiListen: text('PGS_API_LISTEN') === 'off' ? null : text('PGS_API_LISTEN') as string } : {}),
     confirmDomainChange: true,
   });

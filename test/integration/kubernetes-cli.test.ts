@@ -120,6 +120,11 @@ describe('the kubernetes runtime through the CLI: setup, start and the README\'s
     assert.match(listed?.hostname ?? '', /^acme-[a-z0-9]+\.k8s\.test$/);
     assert.match(await home.ok(['status']), /kubernetes: CloudNativePG clusters in namespace tenants/);
     assert.match(await home.ok(['url', 'acme']), /^postgresql:\/\/postgres@acme-[a-z0-9]+\.k8s\.test:\d+\/acme\?sslmode=require$/m);
+    // The dashboard and the metrics are served as on one host.
+    const metrics = await home.api<string>('GET', '/metrics');
+    assert.equal(metrics.status, 200);
+    assert.match(String(metrics.body), /^pgs_tenants\{state="running"\} 1$/m);
+    assert.equal((await home.api('GET', '/')).status, 200);
   });
 
   it('a second create of the same id, an init script, and a cluster that never serves are refused, leaving nothing behind', async () => {
@@ -169,10 +174,13 @@ describe('the kubernetes runtime through the CLI: setup, start and the README\'s
     await home.ok(['config', 'acme', '--autosuspend', 'off']);
   });
 
-  it('what the runtime cannot do yet says so in one line', async () => {
+  it('what the runtime cannot do, or needs set up first, says so in one line', async () => {
     const backup = await home.run(['backup', 'acme']);
     assert.equal(backup.code, 1);
-    assert.match(backup.stderr.trim(), /^pgs backup: pgs backup is not available on the kubernetes runtime yet: [^\n]+$/);
+    assert.match(backup.stderr.trim(), /^pgs backup: no backup target is set: pgs setup --backup-target s3:\/\/BUCKET\/PREFIX \(with the Secret pgs-s3 in namespace tenants: [^\n]+\)$/);
+    const exported = await home.run(['export', 'acme']);
+    assert.equal(exported.code, 1);
+    assert.match(exported.stderr.trim(), /^pgs export: pgs export is not available on the kubernetes runtime yet: pg_dump through the tenant's connection string$/);
     const logs = await home.run(['logs', 'acme']);
     assert.match(logs.stderr, /kubectl -n tenants logs -l cnpg\.io\/cluster=acme/);
   });
@@ -236,5 +244,69 @@ describe('the kubernetes runtime through the CLI: setup, start and the README\'s
     assert.match(await home.ok(['stop']), /Stopped the daemon; the tenants' clusters keep running/);
     assert.equal(cluster('keep')?.metadata.annotations['cnpg.io/hibernation'], 'off');
     assert.match((await home.run(['list'])).stderr, /only the daemon reads them: start it with "pgs start"|daemon/);
+  });
+});
+
+describe('the README\'s Kubernetes commands, as written, against the fake API server and operator', () => {
+  let fake: FakeKube;
+  let operator: FakeCnpg;
+  let home: PgsHome;
+
+  before(async () => {
+    fake = await new FakeKube().start();
+    operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
+    home = await PgsHome.make({ PGS_READY_TIMEOUT: '20' });
+    const kubeconfig = path.join(home.home, 'kubeconfig');
+    writeFileSync(kubeconfig, JSON.stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
+      clusters: [{ name: 'fake', cluster: { server: fake.url } }], users: [{ name: 'pgs', user: {} }],
+      contexts: [{ name: 'test', context: { cluster: 'fake', user: 'pgs' } }],
+    }), { mode: 0o600 });
+    home.env.KUBECONFIG = kubeconfig;
+  });
+  after(async () => {
+    await home?.run(['stop']);
+    await operator?.stop();
+    await fake?.stop();
+    await home?.destroy();
+  });
+
+  it('each pgs line of the section works, and does what its comment says', async () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('### Tenants on Kubernetes'), readme.indexOf('\n### ', readme.indexOf('### Tenants on Kubernetes') + 10));
+    const block = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] ?? '').find((b) => b.startsWith('pgs setup'));
+    assert.ok(block, 'a block of pgs commands');
+    const lines = block.split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
+    assert.deepEqual(lines.map((l) => l.split(' ')[1]), ['setup', 'create', 'list', 'config', 'stop', 'start', 'remove']);
+    const port = await freePort();
+    for (const line of lines) {
+      // Only where this run listens is changed: a free port, no API on TCP.
+      const args = line.split(' ').slice(1);
+      if (args[0] === 'setup') args.push('--port', String(port), '--api-listen', 'off');
+      const result = await home.run(args);
+      assert.equal(result.code, 0, `${line}: ${result.stderr}`);
+      const cluster = fake.get(CNPG, 'v1', 'clusters', 'pgs', 'acme') as { metadata: { annotations: Record<string, string> }; spec: { instances: number; resources?: { limits: Record<string, string> }; storage: { size: string } } } | undefined;
+      switch (args[0]) {
+        case 'create':
+          assert.equal(cluster?.spec.instances, 2);
+          assert.match(result.stdout, /acme-[a-z0-9]{6}\.db\.example\.com/);
+          break;
+        case 'list':
+          assert.match(result.stdout, /acme\s+acme-[a-z0-9]{6}\.db\.example\.com\s+enabled\s+running/);
+          break;
+        case 'config':
+          assert.deepEqual([cluster?.spec.resources?.limits.memory, cluster?.spec.storage.size], ['1Gi', '10Gi']);
+          break;
+        case 'stop':
+          assert.equal(cluster?.metadata.annotations['cnpg.io/hibernation'], 'on');
+          break;
+        case 'start':
+          assert.equal(cluster?.metadata.annotations['cnpg.io/hibernation'], 'off');
+          break;
+        case 'remove':
+          assert.equal(cluster, undefined);
+          break;
+      }
+    }
   });
 });

@@ -49,6 +49,10 @@ describe('the pgs image: built locally, it runs unprivileged with a read-only ro
     assert.match(shown.stdout, new RegExp(version.replace(/\./g, '\\.')));
     const uid = await runCommand('docker', ['run', '--rm', '--network', 'none', '--entrypoint', 'node', IMAGE, '-e', 'console.log(process.getuid(), process.getgid())'], process.env);
     assert.equal(uid.stdout, '10001 10001');
+    // "pgs" is on the PATH, for kubectl exec deploy/pgs -- pgs list.
+    const onPath = await runCommand('docker', ['run', '--rm', '--network', 'none', '--entrypoint', 'pgs', IMAGE, '--version'], process.env);
+    assert.equal(onPath.code, 0, onPath.stderr);
+    assert.match(onPath.stdout, new RegExp(version.replace(/\./g, '\\.')));
   });
 
   it('the daemon on the kubernetes runtime, with no API server to talk to, fails with one line saying so', async () => {
