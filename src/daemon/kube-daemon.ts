@@ -27,7 +27,7 @@ import { PgsError, errnoCode } from '../core/errors.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
 import { PodActivity, lastActivity } from '../runtime/kubernetes/activity.js';
-import { KubeClient, RESOURCES, loadConnection, type KubeResource } from '../runtime/kubernetes/client.js';
+import { Informer, KubeClient, RESOURCES, loadConnection, type KubeResource } from '../runtime/kubernetes/client.js';
 import { LeaderLease } from '../runtime/kubernetes/lease.js';
 import { DEFAULT_STORAGE_BYTES, ownerSecretName, type KubernetesSettings } from '../runtime/kubernetes/objects.js';
 import { newStamp } from '../backup/layout.js';
@@ -37,7 +37,7 @@ import { assertPassword, remoteUrl, type Pgs } from '../service/pgs.js';
 import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
 import { History, type HistorySample } from './history.js';
 import { KubeBackends, secretValue } from './kube-backends.js';
-import { KubeBackups } from './kube-backups.js';
+import { KubeBackups, type BackupObject } from './kube-backups.js';
 import { S3_SECRET } from '../runtime/kubernetes/probe.js';
 import { SecretTokenBacking, TOKENS_SECRET } from './kube-tokens.js';
 
@@ -79,6 +79,9 @@ export class KubeDaemon implements ControlPlane {
   private api: ListenedApi | undefined;
   private lease!: LeaderLease;
   private backups: KubeBackups | undefined;
+  /** The newest finished backup of each tenant's cluster, from a watch of the Backups. */
+  private readonly lastBackups = new Map<string, string>();
+  private backupWatch: Informer<BackupObject> | undefined;
   private activity!: PodActivity;
   private certExpires: string | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -132,7 +135,12 @@ export class KubeDaemon implements ControlPlane {
         ...(settings.s3Region ? { region: settings.s3Region } : {}),
       } : undefined;
       this.tenants = new KubeTenants(this.client, this.kube, target);
-      if (target) this.backups = new KubeBackups(this.client, this.kube);
+      if (target) {
+        this.backups = new KubeBackups(this.client, this.kube);
+        this.backupWatch = new Informer<BackupObject>(this.client, RESOURCES.backups, () => this.noteBackups());
+        await this.backupWatch.start();
+        this.noteBackups();
+      }
       await this.tenants.start();
       this.backends = new KubeBackends(this.client, this.tenants, {
         wakeTimeoutMs: this.readyTimeoutMs,
@@ -183,6 +191,7 @@ export class KubeDaemon implements ControlPlane {
       await this.lease.start();
     } catch (err) {
       await this.router?.close().catch(() => undefined);
+      this.backupWatch?.stop();
       this.backends?.stop();
       this.tenants?.stop();
       this.client?.close();
@@ -269,6 +278,15 @@ export class KubeDaemon implements ControlPlane {
     }
   }
 
+  private noteBackups(): void {
+    this.lastBackups.clear();
+    for (const b of this.backupWatch?.cache.values() ?? []) {
+      const id = b.spec?.cluster?.name;
+      const at = b.status?.phase === 'completed' ? b.status.stoppedAt : undefined;
+      if (id && at && at > (this.lastBackups.get(id) ?? '')) this.lastBackups.set(id, at);
+    }
+  }
+
   private sampleHistory(): void {
     const samples = new Map<string, HistorySample>();
     for (const view of this.tenants.list()) {
@@ -281,7 +299,10 @@ export class KubeDaemon implements ControlPlane {
     const last = this.router.lastUsed(view.id);
     return {
       id: view.id, up: view.healthy, connections: this.router.connectionCount(view.id), wakes: this.wakes.get(view.id) ?? 0,
-      lastActive: last === undefined ? null : Math.floor(last / 1000), dataBytes: null, lastBackup: null, archiveFailing: null, archivePending: null,
+      lastActive: last === undefined ? null : Math.floor(last / 1000), dataBytes: null,
+      lastBackup: this.lastBackups.has(view.id) ? Math.floor(Date.parse(this.lastBackups.get(view.id) as string) / 1000) : null,
+      archiveFailing: view.archiving ? (view.archiving.ok ? 0 : 1) : null,
+      archivePending: null,
     };
   }
 
@@ -293,6 +314,7 @@ export class KubeDaemon implements ControlPlane {
       await this.lease.stop().catch(() => undefined);
       await this.activity.withdraw();
       this.backends.stop();
+      this.backupWatch?.stop();
       this.tenants.stop();
       this.client.close();
       await this.tokens.flush().catch(() => undefined);
@@ -360,10 +382,17 @@ export class KubeDaemon implements ControlPlane {
       pool: t.pool ?? 'session',
       poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections),
       maxClientConnections: t.maxClientConnections ?? null,
-      lastBackupAt: null,
+      lastBackupAt: this.lastBackups.get(t.id) ?? null,
       lastActiveAt: last === undefined ? null : new Date(last).toISOString(),
-      archiving: 'unknown',
+      ...this.archivingOf(view),
     };
+  }
+
+  /** WAL archiving as the operator reports it (its ContinuousArchiving condition). */
+  private archivingOf(view: KubeTenantView): Pick<S.TenantJson, 'archiving' | 'archivingError'> {
+    if (!this.backups) return { archiving: 'off' };
+    if (!view.archiving) return { archiving: 'unknown' };
+    return view.archiving.ok ? { archiving: 'ok' } : { archiving: 'failing', ...(view.archiving.message ? { archivingError: view.archiving.message } : {}) };
   }
 
   async listTenants(): Promise<S.TenantJson[]> {
@@ -547,7 +576,7 @@ export class KubeDaemon implements ControlPlane {
       refusals: Object.fromEntries(this.router.refusals),
       disk: null,
       wakesLastHour: { count: [...this.wakes.values()].reduce((a, b) => a + b, 0), p50Seconds: null, p95Seconds: null },
-      backupTarget: null,
+      backupTarget: this.catalog.settings.backupTarget ? { url: this.catalog.settings.backupTarget, pendingFiles: 0, failingSince: null } : null,
       tenants: views.map((view) => ({
         id: view.id, state: stateOf(view), pid: null, serverStartedAt: null, connections: this.router.connectionCount(view.id),
         health: view.healthy ? 'ok' as const : 'unknown' as const, healthCheckedAt: null, restarts: 0, wakes: this.wakes.get(view.id) ?? 0,

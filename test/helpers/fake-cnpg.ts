@@ -113,16 +113,20 @@ export class FakeCnpg {
       for (let i = 1; i <= instances; i++) {
         this.kube.put('', 'v1', 'persistentvolumeclaims', namespace, { metadata: { name: `${name}-${i}`, labels: { 'cnpg.io/cluster': name } }, spec: {} });
       }
-      this.set(namespace, name, { phase: 'Cluster in healthy state', instances, readyInstances: hibernate ? 0 : instances, currentPrimary: `${name}-1`, writeService: `${name}-rw` });
+      this.set(namespace, name, {
+        phase: 'Cluster in healthy state', instances, readyInstances: hibernate ? 0 : instances, currentPrimary: `${name}-1`, writeService: `${name}-rw`,
+        // With the plugin archiving, the operator says whether WAL reaches the object store.
+        ...(held.spec?.plugins?.length ? { conditions: [{ type: 'ContinuousArchiving', status: 'True', reason: 'ContinuousArchivingSuccess', message: 'Continuous archiving is working', lastTransitionTime: new Date().toISOString() }] } : {}),
+      });
       if (!hibernate) return;
     }
     const server = await this.servers.get(`${namespace}/${name}`);
     if (hibernate && !hibernated) {
       if (server) this.publish(namespace, name, server, false);
-      this.set(namespace, name, { ...this.statusOf(namespace, name), readyInstances: 0, conditions: [{ type: 'cnpg.io/hibernation', status: 'True', reason: 'Hibernated', message: 'Cluster has been hibernated' }] });
+      this.set(namespace, name, { ...this.statusOf(namespace, name), readyInstances: 0, conditions: [{ type: 'cnpg.io/hibernation', status: 'True', reason: 'Hibernated', message: 'Cluster has been hibernated', lastTransitionTime: new Date().toISOString() }] });
     } else if (!hibernate && hibernated) {
       if (server) this.publish(namespace, name, server, true);
-      this.set(namespace, name, { ...this.statusOf(namespace, name), readyInstances: instances, conditions: [{ type: 'cnpg.io/hibernation', status: 'False', reason: 'Resumed', message: 'Cluster has been resumed' }] });
+      this.set(namespace, name, { ...this.statusOf(namespace, name), readyInstances: instances, conditions: [{ type: 'cnpg.io/hibernation', status: 'False', reason: 'Resumed', message: 'Cluster has been resumed', lastTransitionTime: new Date().toISOString() }] });
     }
   }
 

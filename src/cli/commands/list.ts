@@ -46,7 +46,11 @@ export const list: Command = {
     ]));
     const troubled = fromDaemon ? tenants.filter((t) => t.archivingError !== undefined && t.archiving !== 'ok') : [];
     for (const t of troubled.slice(0, 5)) console.log(`${t.id}: ${t.archivingError ?? ''}`);
-    if (pages) console.log(`${pages.running} of at most ${pages.maxRunning} servers running (spares included)`);
+    if (pages) {
+      console.log(catalog.settings.runtime === 'kubernetes'
+        ? `${pages.running} of ${pages.maxRunning} clusters serving`
+        : `${pages.running} of at most ${pages.maxRunning} servers running (spares included)`);
+    }
     if (!fromDaemon) console.log('(no daemon runs: connections and health are unknown; "pgs start" starts it)');
     return 0;
   },

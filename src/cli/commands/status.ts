@@ -28,22 +28,26 @@ export const status: Command = {
     }
     const byState = new Map<string, number>();
     for (const t of current.tenants) byState.set(t.state, (byState.get(t.state) ?? 0) + 1);
+    // On Kubernetes the operator runs the servers: no budget, no archive of pgs's own.
+    const kubernetes = current.runtime.startsWith('kubernetes');
     console.log(formatTable([
       ['daemon', `pid ${current.pid}, up since ${current.startedAt}, pgs ${current.version}`],
       ['port', `${current.port} (tenants at <id>-<suffix>.${current.domain})`],
       ['api', current.api ?? 'unix socket only'],
       ['connections', String(current.connections)],
-      ['servers', `${current.running} running of at most ${current.maxRunning} (pgs setup --max-running)`],
+      ['servers', kubernetes ? `${current.running} of ${current.maxRunning} clusters serving` : `${current.running} running of at most ${current.maxRunning} (pgs setup --max-running)`],
       ['runtime', current.runtime],
       ['limits', current.limits.enforced ? `memory and CPU enforced with ${current.limits.how ?? 'cgroups'}` : `memory and CPU not enforced: ${current.limits.why ?? 'unknown'}`],
       ['server users', current.serverUsers.detail],
       ['certificate', `${current.certificate}, ${current.certificateExpires ? `expires ${current.certificateExpires}` : 'unreadable'}${current.certificateSelfSigned ? ' (self-signed: verify with sslmode=verify-full sslrootcert=<this file>)' : ''}`],
       ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
       ['health', summarizeHealth(current.tenants)],
-      ['archiving', summarizeArchiving(current.tenants)],
-      ['backups to', current.backupTarget
-        ? `${current.backupTarget.url}: ${current.backupTarget.failingSince ? `failing since ${current.backupTarget.failingSince} (${current.backupTarget.error ?? ''}), ` : ''}${current.backupTarget.pendingFiles} files to copy`
-        : 'the data folder only'],
+      ...(kubernetes ? [] : [['archiving', summarizeArchiving(current.tenants)]]),
+      ['backups to', kubernetes
+        ? (current.backupTarget ? `${current.backupTarget.url}, through the barman-cloud plugin` : 'none (pgs setup --backup-target s3://...)')
+        : current.backupTarget
+          ? `${current.backupTarget.url}: ${current.backupTarget.failingSince ? `failing since ${current.backupTarget.failingSince} (${current.backupTarget.error ?? ''}), ` : ''}${current.backupTarget.pendingFiles} files to copy`
+          : 'the data folder only'],
     ]));
     return 0;
   },

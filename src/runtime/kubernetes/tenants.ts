@@ -48,6 +48,8 @@ export interface KubeTenantView {
   primary: string | undefined;
   /** Where the router dials: the read-write service, which follows the primary through a failover. */
   writeHost: string;
+  /** The operator's ContinuousArchiving condition: WAL reaches the object store (undefined: not said). */
+  archiving?: { ok: boolean; message?: string };
 }
 
 const refOf = (o: KubeObject): ResourceRef => {
@@ -148,7 +150,9 @@ export class KubeTenants {
     const suspended = cluster.metadata.annotations?.[HIBERNATION] === 'on';
     const hibernated = status.conditions?.some((c) => c.type === HIBERNATION_CONDITION && c.status === 'True') ?? false;
     const phase = status.phase ?? 'pending';
+    const archiving = status.conditions?.find((c) => c.type === 'ContinuousArchiving');
     return {
+      ...(archiving ? { archiving: { ok: archiving.status === 'True', ...(archiving.message ? { message: archiving.message } : {}) } } : {}),
       id,
       tenant,
       ...(problem ? { problem } : {}),
