@@ -42,6 +42,8 @@ export interface KubeBackendsOptions {
   wakeTimeoutMs?: number;
   /** Called with the name of each of pgs's Secrets that changed (the daemon reloads its tokens). */
   onSecret?: (name: string) => void;
+  /** Called with a tenant whose read-write service now points elsewhere (a failover): sessions kept for the old primary must go. */
+  onMoved?: (id: string) => void;
 }
 
 export class KubeBackends implements RouterBackends {
@@ -57,6 +59,8 @@ export class KubeBackends implements RouterBackends {
   private unsubscribe: (() => void) | undefined;
   /** Each cluster's CA, read at most once a minute (it changes only when the operator renews it). */
   private readonly cas = new Map<string, { ca: string; at: number }>();
+  /** Where each tenant's read-write service pointed at the last change of its slices. */
+  private readonly lastEndpoint = new Map<string, string>();
 
   constructor(client: KubeClient, tenants: KubeTenants, options: KubeBackendsOptions = {}) {
     this.client = client;
@@ -64,7 +68,16 @@ export class KubeBackends implements RouterBackends {
     this.wakeTimeoutMs = options.wakeTimeoutMs ?? 60_000;
     const onSecret = options.onSecret;
     this.secrets = new Informer<Secret>(client, RESOURCES.secrets, (name) => onSecret?.(name), { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
-    this.slices = new Informer<EndpointSlice>(client, RESOURCES.endpointSlices, () => undefined);
+    const onMoved = options.onMoved;
+    this.slices = new Informer<EndpointSlice>(client, RESOURCES.endpointSlices, (_name, slice) => {
+      const service = slice?.metadata.labels?.[SERVICE_NAME_LABEL];
+      if (!onMoved || !service?.endsWith('-rw')) return;
+      const id = service.slice(0, -'-rw'.length);
+      const now = this.endpoint(service);
+      const key = now ? `${now.host}:${now.port}` : '';
+      if (this.lastEndpoint.has(id) && this.lastEndpoint.get(id) !== key) onMoved(id);
+      this.lastEndpoint.set(id, key);
+    });
   }
 
   /** Reads the tenants' Secrets and keeps watching them; follows the tenants' records. */

@@ -12,10 +12,12 @@ import type * as S from '../api/schemas.js';
 import { newStamp } from '../backup/layout.js';
 import type { Tenant } from '../catalog/schema.js';
 import { PgsError } from '../core/errors.js';
-import { RESOURCES, type KubeClient, type KubeResource } from '../runtime/kubernetes/client.js';
+import { S3Client, parseS3Url } from '../backup/s3.js';
+import { Informer, RESOURCES, type KubeClient, type KubeResource } from '../runtime/kubernetes/client.js';
 import {
-  BACKUP_REASON, archiveServerName, objectStoreName, tenantBackup, type KubernetesSettings, type RecoverySource,
+  BACKUP_REASON, archiveServerName, objectStoreName, ownerSecretName, tenantBackup, type KubernetesSettings, type RecoverySource,
 } from '../runtime/kubernetes/objects.js';
+import { secretValue } from './kube-backends.js';
 
 export type BackupObject = KubeResource & {
   spec?: { cluster?: { name?: string } };
@@ -43,19 +45,44 @@ export function backupId(b: BackupObject): string | undefined {
 const done = (b: BackupObject) => b.status?.phase === 'completed';
 const failed = (b: BackupObject) => b.status?.phase === 'failed';
 
+/** After a backup before hibernation fails, the next try waits this long (the tenant stays up meanwhile). */
+const PRE_SUSPEND_RETRY_MS = 60 * 60_000;
+
 export class KubeBackups {
   private readonly client: KubeClient;
   private readonly kube: KubernetesSettings;
+  /** Every Backup of the namespace, kept by a watch (the operator's scheduled ones too). */
+  private readonly watch: Informer<BackupObject>;
+  /** The newest finished backup of each cluster (ISO time), for lists. */
+  readonly newest = new Map<string, string>();
 
   constructor(client: KubeClient, kube: KubernetesSettings) {
     this.client = client;
     this.kube = kube;
+    this.watch = new Informer<BackupObject>(client, RESOURCES.backups, () => this.noteNewest());
   }
 
-  /** The tenant's Backups (its cluster's), oldest first. */
-  async backupsOf(id: string): Promise<BackupObject[]> {
-    const { items } = await this.client.list<BackupObject>(RESOURCES.backups);
-    return items.filter((b) => b.spec?.cluster?.name === id).sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? '') || a.metadata.name.localeCompare(b.metadata.name));
+  start(): Promise<void> {
+    return this.watch.start().then(() => this.noteNewest());
+  }
+
+  stop(): void {
+    this.watch.stop();
+  }
+
+  private noteNewest(): void {
+    this.newest.clear();
+    for (const b of this.watch.cache.values()) {
+      const id = b.spec?.cluster?.name;
+      const at = done(b) ? b.status?.stoppedAt : undefined;
+      if (id && at && at > (this.newest.get(id) ?? '')) this.newest.set(id, at);
+    }
+  }
+
+  /** The tenant's Backups (its cluster's), oldest first, as the watch last saw them. */
+  backupsOf(id: string): BackupObject[] {
+    return [...this.watch.cache.values()].filter((b) => b.spec?.cluster?.name === id)
+      .sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? '') || a.metadata.name.localeCompare(b.metadata.name));
   }
 
   /** Asks for a base backup now; with `waitMs`, waits until it is done (BACKUP_FAILED with the operator's error). */
@@ -77,19 +104,23 @@ export class KubeBackups {
    * newer than its last client. If not, one is asked for (unless one is under
    * way) and the answer is no: the tenant is hibernated at a later look.
    */
-  async readyToHibernate(tenant: Tenant, lastActive: number): Promise<boolean> {
-    const backups = await this.backupsOf(tenant.id);
+  async readyToHibernate(tenant: Tenant, lastActive: number, now = Date.now()): Promise<boolean> {
+    const backups = this.backupsOf(tenant.id);
     const newest = backups.filter(done).at(-1);
     if (newest?.status?.stoppedAt && Date.parse(newest.status.stoppedAt) >= lastActive) return true;
-    if (!backups.some((b) => !done(b) && !failed(b))) await this.backupNow(tenant, 'pre-suspend');
+    if (backups.some((b) => !done(b) && !failed(b))) return false; // one is under way
+    // One that failed lately is not asked again at every look: the tenant stays up until one succeeds.
+    const lastFailed = backups.filter((b) => failed(b) && b.metadata.annotations?.[BACKUP_REASON] === 'pre-suspend').at(-1);
+    if (lastFailed && now - Date.parse(lastFailed.metadata.creationTimestamp ?? '') < PRE_SUSPEND_RETRY_MS) return false;
+    await this.backupNow(tenant, 'pre-suspend');
     return false;
   }
 
-  async list(id: string): Promise<S.BackupListJson> {
-    const backups = (await this.backupsOf(id)).filter(done).map((b) => json(id, b)).filter((b): b is S.BackupJson => b !== undefined);
-    const failures = (await this.backupsOf(id)).filter(failed);
-    const last = failures.at(-1);
-    const window = await this.window(id);
+  async list(id: string, serverName?: string): Promise<S.BackupListJson> {
+    const all = this.backupsOf(id);
+    const backups = all.filter(done).map((b) => backupJson(id, b)).filter((b): b is S.BackupJson => b !== undefined);
+    const last = all.filter(failed).at(-1);
+    const window = await this.window(id, serverName);
     return {
       tenant: id,
       backups,
@@ -100,9 +131,11 @@ export class KubeBackups {
   }
 
   /** What the plugin says can be restored: from the first recoverability point to the newest archived WAL (taken as now). */
-  private async window(id: string): Promise<S.BackupListJson['window']> {
+  async window(id: string, serverName?: string): Promise<S.BackupListJson['window']> {
     const store = await this.client.get<ObjectStore>(RESOURCES.objectStores, objectStoreName(id));
-    const windows = Object.values(store?.status?.serverRecoveryWindow ?? {});
+    const all = store?.status?.serverRecoveryWindow ?? {};
+    // The window of the server a restore will read, when it is known; else the widest.
+    const windows = serverName !== undefined ? [all[serverName] ?? {}] : Object.values(all);
     const earliest = windows.map((w) => w.firstRecoverabilityPoint).filter((t): t is string => t !== undefined).sort()[0];
     return earliest ? { earliest, latest: new Date().toISOString() } : null;
   }
@@ -122,16 +155,46 @@ export class KubeBackups {
     }
     const source: RecoverySource = { objectStore: objectStoreName(origin), serverName };
     if (choice.backup !== undefined) {
-      const found = (await this.backupsOf(origin)).find((b) => backupId(b) === choice.backup);
+      const found = this.backupsOf(origin).find((b) => backupId(b) === choice.backup);
       if (!found || !done(found) || !found.status?.backupId) throw new PgsError('BACKUP_NOT_FOUND', `tenant ${origin} has no finished backup ${choice.backup} (see pgs backups ${origin})`);
       source.backupId = found.status.backupId;
+      // A backup of an earlier life of the tenant is under that life's name.
+      if (found.status.serverName) source.serverName = found.status.serverName;
     }
-    if (choice.time !== undefined) source.targetTime = choice.time;
+    if (choice.time !== undefined) {
+      const window = await this.window(origin, source.serverName);
+      const at = Date.parse(choice.time);
+      if (!window || at < Date.parse(window.earliest) || at > Date.now()) {
+        throw new PgsError('OUT_OF_WINDOW', `tenant ${origin} can be restored to a time from ${window?.earliest ?? '(no backup yet)'} to now, not ${choice.time} (see pgs backups ${origin})`);
+      }
+      source.targetTime = choice.time;
+    }
     return source;
+  }
+
+  /**
+   * Deletes what is kept of a removed tenant: its files in the object store
+   * (with the credentials of the Secret the clusters use), its Backup
+   * objects, its ObjectStore and its kept login.
+   */
+  async deleteAll(id: string, target: { url: string; endpoint?: string; region?: string }, credentialsSecret: string): Promise<number> {
+    const secret = await this.client.get<KubeResource & { data?: Record<string, string> }>(RESOURCES.secrets, credentialsSecret);
+    const accessKeyId = secretValue(secret, 'ACCESS_KEY_ID');
+    const secretAccessKey = secretValue(secret, 'ACCESS_SECRET_KEY');
+    if (!accessKeyId || !secretAccessKey) throw new PgsError('INVALID_SETTING', `the Secret ${credentialsSecret} has no ACCESS_KEY_ID and ACCESS_SECRET_KEY to delete with`);
+    const { bucket, prefix } = parseS3Url(target.url);
+    const s3 = new S3Client({ bucket, prefix, region: target.region ?? 'us-east-1', ...(target.endpoint ? { endpoint: target.endpoint } : {}) }, { accessKeyId, secretAccessKey });
+    const objects = await s3.list(s3.key(`${id}/`));
+    for (const o of objects) await s3.delete(o.key);
+    for (const b of this.backupsOf(id)) await this.client.delete(RESOURCES.backups, b.metadata.name);
+    await this.client.delete(RESOURCES.objectStores, objectStoreName(id));
+    await this.client.delete(RESOURCES.secrets, ownerSecretName(id));
+    return objects.length;
   }
 }
 
-function json(tenant: string, b: BackupObject): S.BackupJson | undefined {
+/** A finished Backup as pgs shows backups; undefined while it has no times. */
+export function backupJson(tenant: string, b: BackupObject): S.BackupJson | undefined {
   const id = backupId(b);
   const st = b.status ?? {};
   if (!id || !st.startedAt || !st.stoppedAt) return undefined;

@@ -27,9 +27,9 @@ import { PgsError, errnoCode } from '../core/errors.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
 import { PodActivity, lastActivity } from '../runtime/kubernetes/activity.js';
-import { Informer, KubeClient, RESOURCES, loadConnection, type KubeResource } from '../runtime/kubernetes/client.js';
+import { KubeClient, RESOURCES, loadConnection, type KubeResource } from '../runtime/kubernetes/client.js';
 import { LeaderLease } from '../runtime/kubernetes/lease.js';
-import { DEFAULT_STORAGE_BYTES, ownerSecretName, type KubernetesSettings } from '../runtime/kubernetes/objects.js';
+import { DATABASE_ANNOTATION, DEFAULT_STORAGE_BYTES, ownerSecretName, type KubernetesSettings } from '../runtime/kubernetes/objects.js';
 import { newStamp } from '../backup/layout.js';
 import { KubeTenants, type KubeTenantView } from '../runtime/kubernetes/tenants.js';
 import { TENANT_ROLE } from '../runtime/server-config.js';
@@ -37,7 +37,7 @@ import { assertPassword, remoteUrl, type Pgs } from '../service/pgs.js';
 import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
 import { History, type HistorySample } from './history.js';
 import { KubeBackends, secretValue } from './kube-backends.js';
-import { KubeBackups, type BackupObject } from './kube-backups.js';
+import { KubeBackups, backupJson } from './kube-backups.js';
 import { S3_SECRET } from '../runtime/kubernetes/probe.js';
 import { SecretTokenBacking, TOKENS_SECRET } from './kube-tokens.js';
 
@@ -79,9 +79,10 @@ export class KubeDaemon implements ControlPlane {
   private api: ListenedApi | undefined;
   private lease!: LeaderLease;
   private backups: KubeBackups | undefined;
-  /** The newest finished backup of each tenant's cluster, from a watch of the Backups. */
-  private readonly lastBackups = new Map<string, string>();
-  private backupWatch: Informer<BackupObject> | undefined;
+  /** Tenants the leader found idle, and when: suspended only if still idle at a later look, after every live pod has spoken since. */
+  private readonly idleSeen = new Map<string, number>();
+  /** Tenants this pod last saw suspended (to act on a suspension another pod made). */
+  private readonly suspendedSeen = new Set<string>();
   private activity!: PodActivity;
   private certExpires: string | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -137,13 +138,16 @@ export class KubeDaemon implements ControlPlane {
       this.tenants = new KubeTenants(this.client, this.kube, target);
       if (target) {
         this.backups = new KubeBackups(this.client, this.kube);
-        this.backupWatch = new Informer<BackupObject>(this.client, RESOURCES.backups, () => this.noteBackups());
-        await this.backupWatch.start();
-        this.noteBackups();
+        await this.backups.start();
       }
       await this.tenants.start();
       this.backends = new KubeBackends(this.client, this.tenants, {
         wakeTimeoutMs: this.readyTimeoutMs,
+        // A failover: idle sessions kept for the old primary (both pools) go at once.
+        onMoved: (id) => {
+          const dropped = this.router?.dropServerSessions(id) ?? 0;
+          this.log.info('the primary of a tenant moved', { tenant: id, droppedSessions: dropped });
+        },
         onSecret: (name) => {
           if (name === TOKENS_SECRET) this.tokens.reload().catch((err: Error) => this.log.warn('could not read the tokens again', { error: err.message }));
         },
@@ -191,7 +195,7 @@ export class KubeDaemon implements ControlPlane {
       await this.lease.start();
     } catch (err) {
       await this.router?.close().catch(() => undefined);
-      this.backupWatch?.stop();
+      this.backups?.stop();
       this.backends?.stop();
       this.tenants?.stop();
       this.client?.close();
@@ -218,6 +222,14 @@ export class KubeDaemon implements ControlPlane {
       this.activity?.forget(id);
       return;
     }
+    // A suspension, by whichever pod: this pod's clients of the tenant are told why.
+    if (view.suspended && !this.suspendedSeen.has(id)) {
+      this.suspendedSeen.add(id);
+      if (after?.wanted === 'running') {
+        this.router.closeTenant(id, `tenant ${id} was suspended`);
+        this.events.emit('state', id, { state: 'suspended' });
+      }
+    } else if (!view.suspended) this.suspendedSeen.delete(id);
     if (!before || !after) return;
     if (after.access === 'disabled' && before.access !== 'disabled') {
       const closed = this.router.closeTenant(id, `access to tenant ${id} was disabled`);
@@ -252,38 +264,45 @@ export class KubeDaemon implements ControlPlane {
     }
   }
 
+  /**
+   * The leader's look for idle tenants. A tenant is suspended when no pod
+   * served it for its autosuspend time at two looks in a row, with every live
+   * pod having published since the first: a client that came to another pod
+   * just before is seen first. With backups on, what changed since the last
+   * backup is backed up before.
+   */
   private async suspendIdle(now: number): Promise<void> {
-    const active = await lastActivity(this.client, now);
+    const { active, oldestRenewal } = await lastActivity(this.client, now);
     for (const view of this.tenants.list()) {
       const t = view.tenant;
-      if (!t || !view.healthy) {
+      if (!t || !view.healthy || view.suspended) {
         this.servingSince.delete(view.id);
+        this.idleSeen.delete(view.id);
         continue;
       }
       const since = this.servingSince.get(view.id) ?? now;
       this.servingSince.set(view.id, since);
       const seconds = t.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : t.autosuspendSeconds;
-      if (seconds === null || t.wanted !== 'running') continue;
       const last = Math.max(since, active.get(view.id) ?? 0);
-      if (now - last < seconds * 1000 || this.router.connectionCount(view.id) > 0) continue;
-      // Hibernation has lost volumes in some operator versions: never without a backup of what changed.
-      if (this.backups && !(await this.backups.readyToHibernate(t, last))) {
-        this.log.info('backing up an idle tenant before suspending it', { tenant: view.id });
+      if (seconds === null || t.wanted !== 'running' || now - last < seconds * 1000 || this.router.connectionCount(view.id) > 0) {
+        this.idleSeen.delete(view.id);
         continue;
       }
-      this.log.info('suspending an idle tenant', { tenant: view.id, idleSeconds: Math.round((now - last) / 1000) });
-      await this.tenants.setSuspended(view.id, true);
-      this.servingSince.delete(view.id);
-      this.events.emit('state', view.id, { state: 'suspended', reason: 'idle' });
-    }
-  }
-
-  private noteBackups(): void {
-    this.lastBackups.clear();
-    for (const b of this.backupWatch?.cache.values() ?? []) {
-      const id = b.spec?.cluster?.name;
-      const at = b.status?.phase === 'completed' ? b.status.stoppedAt : undefined;
-      if (id && at && at > (this.lastBackups.get(id) ?? '')) this.lastBackups.set(id, at);
+      const first = this.idleSeen.get(view.id);
+      if (first === undefined || oldestRenewal < first) {
+        if (first === undefined) this.idleSeen.set(view.id, now);
+        continue;
+      }
+      try {
+        // Hibernation has lost volumes in some operator versions: never without a backup of what changed.
+        if (this.backups && !(await this.backups.readyToHibernate(t, last, now))) continue;
+        this.log.info('suspending an idle tenant', { tenant: view.id, idleSeconds: Math.round((now - last) / 1000) });
+        await this.tenants.setSuspended(view.id, true);
+        this.servingSince.delete(view.id);
+        this.idleSeen.delete(view.id);
+      } catch (err) {
+        this.log.warn('could not suspend an idle tenant', { tenant: view.id, error: (err as Error).message });
+      }
     }
   }
 
@@ -300,7 +319,7 @@ export class KubeDaemon implements ControlPlane {
     return {
       id: view.id, up: view.healthy, connections: this.router.connectionCount(view.id), wakes: this.wakes.get(view.id) ?? 0,
       lastActive: last === undefined ? null : Math.floor(last / 1000), dataBytes: null,
-      lastBackup: this.lastBackups.has(view.id) ? Math.floor(Date.parse(this.lastBackups.get(view.id) as string) / 1000) : null,
+      lastBackup: this.backups?.newest.has(view.id) ? Math.floor(Date.parse(this.backups.newest.get(view.id) as string) / 1000) : null,
       archiveFailing: view.archiving ? (view.archiving.ok ? 0 : 1) : null,
       archivePending: null,
     };
@@ -310,15 +329,16 @@ export class KubeDaemon implements ControlPlane {
     for (const t of this.timers) clearInterval(t);
     this.stopping ??= (async () => {
       this.log.info('daemon stopping');
+      // Clients and callers first (the API lets requests under way finish), while the watches still run for them.
       await this.router.close();
+      await this.api?.close();
       await this.lease.stop().catch(() => undefined);
       await this.activity.withdraw();
+      await this.tokens.flush().catch((err: Error) => this.log.warn('could not write the tokens\' last use', { error: err.message }));
+      this.backups?.stop();
       this.backends.stop();
-      this.backupWatch?.stop();
       this.tenants.stop();
       this.client.close();
-      await this.tokens.flush().catch(() => undefined);
-      await this.api?.close();
       await fs.rm(this.paths.pidFile, { force: true });
       this.log.info('daemon stopped');
     })().catch((err: Error) => this.log.warn('stop failed', { error: err.message })).finally(() => this.resolveStopped());
@@ -382,7 +402,7 @@ export class KubeDaemon implements ControlPlane {
       pool: t.pool ?? 'session',
       poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections),
       maxClientConnections: t.maxClientConnections ?? null,
-      lastBackupAt: this.lastBackups.get(t.id) ?? null,
+      lastBackupAt: this.backups?.newest.get(t.id) ?? null,
       lastActiveAt: last === undefined ? null : new Date(last).toISOString(),
       ...this.archivingOf(view),
     };
@@ -421,6 +441,9 @@ export class KubeDaemon implements ControlPlane {
       ...(request.cpus != null ? { cpus: request.cpus } : {}),
       ...(request.diskBytes != null ? { diskBytes: request.diskBytes } : {}),
     };
+    if (this.backups && (await this.client.get(RESOURCES.secrets, ownerSecretName(tenant.id)))) {
+      throw new PgsError('TENANT_EXISTS', `tenant ${tenant.id} was removed and its backups are kept: "pgs restore ${tenant.id}" brings it back, "pgs backups ${tenant.id} --delete" deletes them and frees the id`);
+    }
     const password = request.password ?? generatePassword();
     await this.tenants.create(tenant, { ownerPassword: generatePassword(), clientVerifier: scramVerifier(password) });
     try {
@@ -487,6 +510,7 @@ export class KubeDaemon implements ControlPlane {
     const view = this.held(id);
     switch (action) {
       case 'stop':
+        await this.backupBeforeHibernating(view);
         this.router.closeTenant(id, `tenant ${id} was stopped`);
         await this.tenants.update(id, (t) => ({ ...t, wanted: 'stopped' }));
         await this.tenants.awaitHibernated(id, this.readyTimeoutMs);
@@ -494,6 +518,7 @@ export class KubeDaemon implements ControlPlane {
         break;
       case 'suspend':
         if (view.tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: there is nothing to suspend`);
+        await this.backupBeforeHibernating(view);
         this.router.closeTenant(id, `tenant ${id} was suspended`);
         await this.tenants.setSuspended(id, true);
         await this.tenants.awaitHibernated(id, this.readyTimeoutMs);
@@ -520,6 +545,15 @@ export class KubeDaemon implements ControlPlane {
     return this.json(await this.fresh(id));
   }
 
+  /** With backups on, a serving tenant whose data may have changed since its last backup is backed up before it is hibernated. */
+  private async backupBeforeHibernating(view: KubeTenantView & { tenant: Tenant }): Promise<void> {
+    if (!this.backups || !view.healthy) return;
+    const newest = this.backups.newest.get(view.id);
+    const last = this.router.lastUsed(view.id) ?? Date.now();
+    if (newest !== undefined && Date.parse(newest) >= last && this.router.connectionCount(view.id) === 0) return;
+    await this.backups.backupNow(view.tenant, 'pre-suspend', this.readyTimeoutMs);
+  }
+
   async setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }> {
     this.assertRunning();
     this.held(id);
@@ -538,7 +572,7 @@ export class KubeDaemon implements ControlPlane {
       psql: `host=${host} port=${s.port} user=${TENANT_ROLE} dbname=${t.id} sslmode=require`,
       jdbc: `jdbc:postgresql://${host}:${s.port}/${t.id}?user=${TENANT_ROLE}&sslmode=require`,
       env: [`PGHOST=${host}`, `PGPORT=${s.port}`, `PGUSER=${TENANT_ROLE}`, `PGDATABASE=${t.id}`, 'PGSSLMODE=require'].join('\n'),
-      local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.id}`,
+      local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}`,
       hostname: host,
       port: s.port,
       database: t.id,
@@ -601,7 +635,12 @@ export class KubeDaemon implements ControlPlane {
     } catch (err) {
       this.log.warn('certificate not reloaded; the old one stays', { error: (err as Error).message });
     }
-    this.catalog = next;
+    const was = this.catalog.settings;
+    const now = next.settings;
+    if (was.instances !== now.instances || was.storageClass !== now.storageClass || was.image !== now.image || was.namespace !== now.namespace || was.backupTarget !== now.backupTarget || was.s3Endpoint !== now.s3Endpoint) {
+      this.log.warn('the kubernetes settings changed: they apply when the daemon starts again (pgs stop; pgs start)', {});
+    }
+    this.catalog = { ...next, settings: { ...now, instances: was.instances, storageClass: was.storageClass, image: was.image, namespace: was.namespace, backupTarget: was.backupTarget, s3Endpoint: was.s3Endpoint } } as Catalog;
   }
 
   async startAll(): Promise<S.BulkJson> {
@@ -642,11 +681,9 @@ export class KubeDaemon implements ControlPlane {
     const backups = this.needBackups();
     const { tenant } = this.held(id);
     progress?.('backing up');
-    await backups.backupNow(tenant, 'manual', this.readyTimeoutMs);
-    const listed = await backups.list(id);
-    const newest = listed.backups.at(-1);
-    if (!newest) throw new PgsError('BACKUP_FAILED', `the backup of tenant ${id} finished but the operator reports no times for it`);
-    return newest;
+    const made = backupJson(id, await backups.backupNow(tenant, 'manual', this.readyTimeoutMs));
+    if (!made) throw new PgsError('BACKUP_FAILED', `the backup of tenant ${id} finished but the operator reports no times for it`);
+    return made;
   }
 
   async listBackups(id: string): Promise<S.BackupListJson> {
@@ -654,8 +691,15 @@ export class KubeDaemon implements ControlPlane {
     return this.needBackups().list(id);
   }
 
-  deleteBackups(): Promise<void> {
-    return Promise.reject(notHere('deleting backups', 'delete the tenant\'s path in the object store, then its ObjectStore and Secret objects'));
+  /** Deletes what is kept of a removed tenant: its files in the object store, its Backups, its ObjectStore, its login. */
+  async deleteBackups(id: string): Promise<void> {
+    this.assertRunning();
+    const backups = this.needBackups();
+    assertTenantId(id);
+    if (this.tenants.view(id)) throw new PgsError('INVALID_STATE', `tenant ${id} exists: its backups are deleted only after "pgs remove ${id}"`);
+    const s = this.catalog.settings;
+    const files = await backups.deleteAll(id, { url: s.backupTarget as string, ...(s.s3Endpoint ? { endpoint: s.s3Endpoint } : {}), ...(s.s3Region ? { region: s.s3Region } : {}) }, S3_SECRET);
+    this.log.info('deleted the backups of a removed tenant', { tenant: id, files });
   }
 
   /**
@@ -676,20 +720,12 @@ export class KubeDaemon implements ControlPlane {
     if (!existing && target !== id) throw new PgsError('INVALID_STATE', `tenant ${id} was removed: restore it under its own id first (pgs restore ${id})`);
     if (this.tenants.view(target)) throw new PgsError('TENANT_EXISTS', `tenant ${target} already exists`);
     if (request.time !== undefined && Number.isNaN(Date.parse(request.time))) throw new PgsError('INVALID_REQUEST', `not a time: ${request.time}`);
-    if (request.time !== undefined) {
-      const window = (await backups.list(id)).window;
-      const at = Date.parse(request.time);
-      if (!window || at < Date.parse(window.earliest) || at > Date.now()) {
-        throw new PgsError('OUT_OF_WINDOW', `tenant ${id} can be restored to a time from ${window?.earliest ?? '(no backup yet)'} to now, not ${request.time} (see pgs backups ${id})`);
-      }
-    }
     const source = await backups.source(id, existing, { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(request.time !== undefined ? { time: new Date(request.time).toISOString() } : {}) });
     // The login: a branch keeps its source's; a removed tenant's comes back from the Secret its removal kept.
     const kept = await this.client.get<KubeResource & { data?: Record<string, string> }>(RESOURCES.secrets, ownerSecretName(id));
     const clientVerifier = secretValue(kept, 'client-verifier');
     if (!clientVerifier) throw new PgsError('BACKUP_NOT_FOUND', `the login of tenant ${id} is gone (no Secret ${ownerSecretName(id)})`);
     const ownerPassword = existing ? generatePassword() : secretValue(kept, 'password') ?? generatePassword();
-    if (!existing) await this.client.delete(RESOURCES.secrets, ownerSecretName(id));
     const tenant: Tenant = {
       ...(existing ?? { maxConnections: this.catalog.settings.defaultMaxConnections }),
       id: target,
@@ -701,10 +737,13 @@ export class KubeDaemon implements ControlPlane {
       ...(existing ? {} : { generation: newStamp() }),
       // Its database on the server is its source's, under that name: the router maps clients' requests for the id to it.
       ...(existing && (existing.database ?? existing.id) !== target ? { database: existing.database ?? existing.id } : {}),
+      // A removed tenant's kept login says what its database was called.
+      ...(!existing && kept?.metadata.annotations?.[DATABASE_ANNOTATION] ? { database: kept.metadata.annotations[DATABASE_ANNOTATION] } : {}),
     } as Tenant;
     if (existing) delete (tenant as { generation?: string }).generation;
     progress?.('restoring');
-    await this.tenants.create(tenant, { ownerPassword, clientVerifier }, source);
+    // A removed tenant's login Secret is kept as it is (a failed restore must not lose it).
+    await this.tenants.create(tenant, { ownerPassword, clientVerifier }, source, { secretExists: !existing });
     try {
       await this.tenants.awaitHealthy(target, this.readyTimeoutMs);
     } catch (err) {

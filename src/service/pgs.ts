@@ -278,7 +278,7 @@ export class Pgs {
       try {
         if (kubernetes) {
           const { probeCluster } = await import('../runtime/kubernetes/probe.js');
-          const probed = await probeCluster(this.env, options.namespace ?? (sameRuntime ? before?.namespace : undefined) ?? undefined, target.backupTarget !== undefined);
+          const probed = await probeCluster(this.env, options.namespace ?? (sameRuntime ? before?.namespace : undefined) ?? undefined, target.backupTarget !== undefined, target.s3Region !== undefined);
           kubeNamespace = probed.namespace;
           actions.push(probed.action);
         } else {

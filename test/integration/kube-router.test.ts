@@ -18,6 +18,7 @@ import { KubeBackends } from '../../src/daemon/kube-backends.js';
 import { KubeClient } from '../../src/runtime/kubernetes/client.js';
 import { KubeTenants } from '../../src/runtime/kubernetes/tenants.js';
 import { Router } from '../../src/router/router.js';
+import pgClient from 'pg';
 import { FakeCnpg } from '../helpers/fake-cnpg.js';
 import { FakeKube } from '../helpers/fake-kube.js';
 import { psql, waitFor } from '../helpers/pgs.js';
@@ -51,9 +52,12 @@ describe('routing to CloudNativePG clusters: two pgs pods, a fake API server and
       const client = new KubeClient({ server: fake.url, namespace: NS });
       const tenants = new KubeTenants(client, { namespace: NS, instances: 1 });
       await tenants.start();
-      const backends = new KubeBackends(client, tenants, { wakeTimeoutMs: 10_000 });
+      // As the daemon wires it: a failover drops the sessions kept for the old primary.
+      const wired: { router?: Router } = {};
+      const backends = new KubeBackends(client, tenants, { wakeTimeoutMs: 10_000, onMoved: (id) => wired.router?.dropServerSessions(id) });
       await backends.start();
       const router = new Router(backends, { domain: DOMAIN, cert: readFileSync(path.join(dir, 'router.crt')), key: readFileSync(path.join(dir, 'router.key')), authSecret: randomBytes(32) });
+      wired.router = router;
       const { port } = await router.listen(0, '127.0.0.1');
       pods.push({ client, tenants, backends, router, port });
     }
@@ -114,31 +118,48 @@ describe('routing to CloudNativePG clusters: two pgs pods, a fake API server and
     assert.equal((await query(0, 'SELECT 1')).stdout, '1');
   });
 
-  it('a failover during traffic: new clients reach the new primary, through both pods', async () => {
-    const second = await startTlsPostgres({ servername: `acme-rw.${NS}.svc`, database: 'acme', ownerPassword: pg.ownerPassword, ca: pg });
-    try {
-      let stop = false;
-      const seen: string[] = [];
-      const traffic = (async () => {
-        for (let i = 0; !stop; i++) {
-          const r = await query(i % 2, 'SELECT inet_server_port()');
-          if (r.code === 0) seen.push(r.stdout);
+  for (const pool of ['session', 'transaction'] as const) {
+    it(`a failover during traffic (${pool} pooling): new clients reach the new primary, through both pods`, async () => {
+      await (pods[0] as (typeof pods)[number]).tenants.update('acme', (t) => ({ ...t, pool }));
+      await waitFor('both pods to see the pool mode', async () => pods.every((p) => p.backends.lookup('acme-q1w2e3')?.pool === (pool === 'transaction' ? 'transaction' : undefined)), 5_000);
+      const second = await startTlsPostgres({ servername: `acme-rw.${NS}.svc`, database: 'acme', ownerPassword: pg.ownerPassword, ca: pg });
+      try {
+        let stop = false;
+        const seen: string[] = [];
+        const traffic = (async () => {
+          for (let i = 0; !stop; i++) {
+            const r = await query(i % 2, 'SELECT inet_server_port()');
+            if (r.code === 0) seen.push(r.stdout);
+          }
+        })();
+        await waitFor('traffic to reach the first primary', async () => seen.includes(String(pg.port)), 10_000);
+        // In transaction mode a connected client gets a server session per transaction: after the failover, from the new primary.
+        const kept = pool === 'transaction' ? await Promise.all(pods.map(async (p) => {
+          const c = new pgClient.Client({ host: '127.0.0.1', port: p.port, user: 'postgres', database: 'acme', password: PASSWORD, ssl: { servername: `acme-q1w2e3.${DOMAIN}`, rejectUnauthorized: false } });
+          await c.connect();
+          assert.equal((await c.query('SELECT inet_server_port() AS port')).rows[0].port, pg.port);
+          return c;
+        })) : [];
+        operator.failover(NS, 'acme');
+        publish(second); // the read-write service now selects the new primary's pod
+        await waitFor('new clients to reach the new primary through both pods', async () => {
+          const results = await Promise.all([query(0, 'SELECT inet_server_port()'), query(1, 'SELECT inet_server_port()')]);
+          return results.every((r) => r.stdout === String(second.port));
+        }, 10_000);
+        for (const c of kept) {
+          await waitFor('a connected client\'s next transactions to go to the new primary', async () => (await c.query('SELECT inet_server_port() AS port')).rows[0].port === second.port, 10_000);
+          await c.end();
         }
-      })();
-      await waitFor('traffic to reach the first primary', async () => seen.includes(String(pg.port)), 10_000);
-      operator.failover(NS, 'acme');
-      publish(second); // the read-write service now selects the new primary's pod
-      await waitFor('new clients to reach the new primary through both pods', async () => {
-        const results = await Promise.all([query(0, 'SELECT inet_server_port()'), query(1, 'SELECT inet_server_port()')]);
-        return results.every((r) => r.stdout === String(second.port));
-      }, 10_000);
-      stop = true;
-      await traffic;
-      assert.ok(seen.length > 2, `queries ran during the failover: ${seen.length}`);
-      assert.equal(seen.at(-1), String(second.port));
-    } finally {
-      publish(pg);
-      await second.stop();
-    }
-  });
+        stop = true;
+        await traffic;
+        assert.ok(seen.length >= 2, `queries ran during the failover: ${seen.length}`);
+        assert.equal(seen.at(-1), String(second.port));
+        // And it stays there: no kept session of the old primary is handed out later.
+        for (let i = 0; i < 6; i++) assert.equal((await query(i % 2, 'SELECT inet_server_port()')).stdout, String(second.port));
+      } finally {
+        publish(pg);
+        await second.stop();
+      }
+    });
+  }
 });

@@ -9,7 +9,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import S3rver from 's3rver';
+import { S3Client } from '../../src/backup/s3.js';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FakeCnpg } from '../helpers/fake-cnpg.js';
@@ -30,6 +33,10 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
   let operator: FakeCnpg;
   let home: PgsHome;
   let port: number;
+  let s3: S3rver;
+  let s3dir: string;
+  let bucket: S3Client;
+  let endpoint: string;
   const token = randomBytes(16).toString('hex');
   const get = (group: string, resource: string, name: string) => fake.get(group, 'v1', resource, NS, name) as Obj | undefined;
   const valid = (o: Obj | undefined) => {
@@ -45,6 +52,11 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
   };
 
   before(async () => {
+    // The object store's S3 API (the plugin would write there; pgs deletes from it): s3rver on loopback.
+    s3dir = mkdtempSync(path.join(tmpdir(), 'pgs-kube-s3-'));
+    s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3dir, configureBuckets: [{ name: 'pgs-backups' }] });
+    endpoint = `http://127.0.0.1:${(await s3.run()).port}`;
+    bucket = new S3Client({ bucket: 'pgs-backups', prefix: 'tenants', endpoint, region: 'us-east-1' }, { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
     fake = await new FakeKube({ token }).start();
     operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
     home = await PgsHome.make({ PGS_ACTIVITY_INTERVAL: '1', PGS_READY_TIMEOUT: '20' });
@@ -63,15 +75,17 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
     await operator?.stop();
     await fake?.stop();
     await home?.destroy();
+    await s3?.close();
+    if (s3dir) rmSync(s3dir, { recursive: true, force: true });
   });
 
   it('a backup target needs the credentials Secret: refused without it, and nothing written', async () => {
-    const args = ['setup', '--runtime', 'kubernetes', '--domain', DOMAIN, '--port', String(port), '--api-listen', 'off', '--backup-target', 's3://pgs-backups/tenants', '--s3-endpoint', 'https://objects.example:9000'];
+    const args = ['setup', '--runtime', 'kubernetes', '--domain', DOMAIN, '--port', String(port), '--api-listen', 'off', '--backup-target', 's3://pgs-backups/tenants', '--s3-endpoint', endpoint];
     const refused = await home.run(args);
     assert.equal(refused.code, 2, 'a setting refused: exit 2');
     assert.match(refused.stderr.trim(), /^pgs setup: a backup target on Kubernetes needs the Secret pgs-s3 in namespace tenants with ACCESS_KEY_ID and ACCESS_SECRET_KEY: kubectl -n tenants create secret generic pgs-s3 [^\n]+$/);
     assert.equal(existsSync(path.join(home.home, 'catalog.json')), false);
-    fake.put('', 'v1', 'secrets', NS, { metadata: { name: 'pgs-s3' }, data: { ACCESS_KEY_ID: Buffer.from('key').toString('base64'), ACCESS_SECRET_KEY: Buffer.from('secret').toString('base64') } });
+    fake.put('', 'v1', 'secrets', NS, { metadata: { name: 'pgs-s3' }, data: { ACCESS_KEY_ID: Buffer.from('S3RVER').toString('base64'), ACCESS_SECRET_KEY: Buffer.from('S3RVER').toString('base64') } });
     assert.match(await home.ok(args), /the object store's credentials are in the Secret pgs-s3/);
   });
 
@@ -80,7 +94,7 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
     const store = get('barmancloud.cnpg.io', 'objectstores', 'acme-store');
     valid(store);
     assert.deepEqual((store?.spec.configuration as Record<string, unknown>).destinationPath, 's3://pgs-backups/tenants/acme');
-    assert.deepEqual((store?.spec.configuration as Record<string, unknown>).endpointURL, 'https://objects.example:9000');
+    assert.deepEqual((store?.spec.configuration as Record<string, unknown>).endpointURL, endpoint);
     const cluster = get(CNPG, 'clusters', 'acme');
     valid(cluster);
     assert.deepEqual(cluster?.spec.plugins, [{ name: 'barman-cloud.cloudnative-pg.io', isWALArchiver: true, parameters: { barmanObjectName: 'acme-store', serverName: 'acme' } }]);
@@ -130,6 +144,25 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
     for (const id of ['acme2', 'feature']) await home.ok(['remove', id, '--yes']);
   });
 
+  it('an idle tenant whose backup fails stays up, and the backup is not asked again at every look', async () => {
+    assert.equal((await connect('acme', 'SELECT 1', 'acme-password')).stdout, '1');
+    operator.failBackups = true;
+    const before = Object.keys(Object.fromEntries(fake.objects)).filter((k) => k.includes('/backups/')).length;
+    await home.ok(['config', 'acme', '--autosuspend', '1s']);
+    await waitFor('a backup before hibernation to be asked for, and to fail', async () => (await home.json<{ lastFailure: unknown }>(['backups', 'acme'])).lastFailure !== null, 20_000);
+    await new Promise((r) => setTimeout(r, 4_000)); // four more looks of the leader
+    assert.equal((await home.json<Listed[]>(['list'])).find((t) => t.id === 'acme')?.state, 'running', 'not hibernated without a backup');
+    const after = [...fake.objects.keys()].filter((k) => k.includes('/backups/')).length;
+    assert.equal(after - before, 1, 'one backup asked for, not one per look');
+    await home.ok(['config', 'acme', '--autosuspend', 'off']);
+    operator.failBackups = false;
+    // The failed Backup would hold the next try back for an hour: gone, as a person would clean it up.
+    for (const k of [...fake.objects.keys()].filter((key) => key.includes('/backups/'))) {
+      const name = k.split('/').pop() as string;
+      if ((get(CNPG, 'backups', name) as { status?: { phase?: string } } | undefined)?.status?.phase === 'failed') fake.remove(CNPG, 'v1', 'backups', NS, name);
+    }
+  });
+
   it('an idle tenant whose data changed since its last backup is backed up first, then hibernated; its schedule is suspended with it', async () => {
     assert.equal((await connect('acme', 'SELECT 1', 'acme-password')).stdout, '1');
     await home.ok(['config', 'acme', '--autosuspend', '2s']);
@@ -145,6 +178,15 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
     assert.equal(get(CNPG, 'clusters', 'acme'), undefined);
     assert.ok(get('barmancloud.cnpg.io', 'objectstores', 'acme-store'), 'the object store stays');
     assert.ok((await home.json<BackupList>(['backups', 'acme'])).window, 'its restore window is still known');
+    // The id is not free while its backups are kept.
+    assert.match((await home.run(['create', 'acme'])).stderr, /tenant acme was removed and its backups are kept: "pgs restore acme" brings it back, "pgs backups acme --delete" deletes them/);
+    // A restore refused by the API server leaves the kept login as it was.
+    fake.refuse = (method, collection) => (method === 'POST' && collection.includes('/clusters/') ? { code: 422, reason: 'Invalid', message: 'admission webhook denied the request' } : undefined);
+    const refused = await home.run(['restore', 'acme']);
+    fake.refuse = undefined;
+    assert.match(refused.stderr, /admission webhook denied the request/);
+    assert.ok(get('', 'secrets', 'acme-app'), 'the login is kept');
+    assert.ok(get('barmancloud.cnpg.io', 'objectstores', 'acme-store'), 'the object store is kept');
     await home.ok(['restore', 'acme']);
     const cluster = get(CNPG, 'clusters', 'acme');
     valid(cluster);
@@ -153,5 +195,23 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
     assert.deepEqual((cluster?.spec.externalClusters as { plugin: { parameters: unknown } }[])[0]?.plugin.parameters, { barmanObjectName: 'acme-store', serverName: 'acme' });
     const back = await connect('acme', 'SELECT 1', 'acme-password');
     assert.equal(back.stdout, '1', back.stderr);
+  });
+
+  it('a removed tenant\'s backups are deleted on request (its files in the object store, its objects), and its id is free again', async () => {
+    await bucket.putText(bucket.key('acme/base/20261201T000000/data.tar'), 'a base backup');
+    await bucket.putText(bucket.key('acme/wals/0000000100000000/000000010000000000000001'), 'a WAL segment');
+    await bucket.putText(bucket.key('other/base/x'), 'another tenant\'s');
+    assert.equal((await bucket.list('tenants/acme/')).length, 2);
+    assert.match((await home.run(['backups', 'acme', '--delete', '--yes'])).stderr, /tenant acme exists: its backups are deleted only after "pgs remove acme"/);
+    await home.ok(['remove', 'acme', '--yes']);
+    await home.ok(['backups', 'acme', '--delete', '--yes']);
+    assert.deepEqual((await bucket.list('tenants/acme/')).map((o) => o.key), []);
+    assert.deepEqual((await bucket.list('tenants/other/')).map((o) => o.key), ['tenants/other/base/x']);
+    assert.equal(get('barmancloud.cnpg.io', 'objectstores', 'acme-store'), undefined);
+    assert.equal(get('', 'secrets', 'acme-app'), undefined);
+    assert.equal([...fake.objects.keys()].filter((k) => /\/backups\/[^/]+\/acme-\d/.test(k)).length, 0, 'its Backup objects are gone');
+    await home.ok(['create', 'acme', '--password', 'new-acme-password']);
+    const plugin = (get(CNPG, 'clusters', 'acme')?.spec.plugins as { parameters: { serverName: string } }[])[0]?.parameters;
+    assert.equal(plugin?.serverName, 'acme', 'a fresh archive under its own name');
   });
 });

@@ -30,7 +30,8 @@ describe('when each tenant last had a client, over every pgs pod (a Lease per po
     await a.publish(t0 + 10_000);
     await b.publish(t0 + 10_000);
     const seen = await lastActivity(client, t0 + 11_000);
-    assert.deepEqual(Object.fromEntries(seen), { acme: t0 + 8_000, beta: t0 + 2_000 });
+    assert.deepEqual(Object.fromEntries(seen.active), { acme: t0 + 8_000, beta: t0 + 2_000 });
+    assert.equal(seen.oldestRenewal, t0 + 10_000, 'every live pod has spoken since t0+10 s');
     const lease = stored('pgs-activity-pod-a');
     assert.ok(lease);
     assert.deepEqual(JSON.parse(lease.metadata.annotations[ACTIVITY_ANNOTATION] as string), { acme: (t0 + 5_000) / 1000, beta: (t0 + 2_000) / 1000 });
@@ -47,9 +48,9 @@ describe('when each tenant last had a client, over every pgs pod (a Lease per po
     // pod-b renewed at t0+10 s with a 30 s lease: stale after 300 s.
     const later = await lastActivity(client, t0 + 10_000 + 301_000);
     assert.equal(stored('pgs-activity-pod-b'), undefined);
-    assert.equal(later.get('acme'), t0 + 5_000, 'only pod-a\'s sighting is left');
+    assert.equal(later.active.get('acme'), t0 + 5_000, 'only pod-a\'s sighting is left');
     await new PodActivity(client, 'pod-a', 10_000).withdraw();
     assert.equal(stored('pgs-activity-pod-a'), undefined);
-    assert.equal((await lastActivity(client, t0)).size, 0);
+    assert.equal((await lastActivity(client, t0)).active.size, 0);
   });
 });

@@ -68,12 +68,15 @@ export class PodActivity {
 }
 
 /**
- * The last time each tenant had a client on any live pod (ms), from every
- * pod's activity Lease; Leases not renewed for ten times their duration are
- * deleted (their pods are gone).
+ * The last time each tenant had a client on any pod (ms), from every pod's
+ * activity Lease, and the oldest renewal among the live pods (those whose
+ * Lease has not expired): a decision taken after it has heard from every
+ * live pod. Leases not renewed for ten times their duration are deleted
+ * (their pods are gone).
  */
-export async function lastActivity(client: KubeClient, now = Date.now()): Promise<Map<string, number>> {
+export async function lastActivity(client: KubeClient, now = Date.now()): Promise<{ active: Map<string, number>; oldestRenewal: number }> {
   const out = new Map<string, number>();
+  let oldestRenewal = now;
   const { items } = await client.list<Lease>(RESOURCES.leases, `${ACTIVITY_LABEL}=true`);
   for (const lease of items) {
     const renewed = lease.spec?.renewTime ? Date.parse(lease.spec.renewTime) : 0;
@@ -85,6 +88,7 @@ export async function lastActivity(client: KubeClient, now = Date.now()): Promis
       });
       continue;
     }
+    if (now - renewed <= duration) oldestRenewal = Math.min(oldestRenewal, renewed);
     let active: Record<string, unknown> = {};
     try {
       active = JSON.parse(lease.metadata.annotations?.[ACTIVITY_ANNOTATION] ?? '{}') as Record<string, unknown>;
@@ -95,5 +99,5 @@ export async function lastActivity(client: KubeClient, now = Date.now()): Promis
       if (typeof seconds === 'number' && seconds * 1000 > (out.get(id) ?? 0)) out.set(id, seconds * 1000);
     }
   }
-  return out;
+  return { active: out, oldestRenewal };
 }

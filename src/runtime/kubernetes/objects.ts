@@ -128,6 +128,9 @@ export function tenantBackup(tenant: Tenant, kube: KubernetesSettings, stamp: st
   };
 }
 
+/** On a tenant's Secret, the name of its database on the server when it is not its id (kept with the login after a removal). */
+export const DATABASE_ANNOTATION = 'pgs.sysnee.io/database';
+
 /** Why pgs asked for a backup (manual, pre-suspend), on the Backup. */
 export const BACKUP_REASON = 'pgs.sysnee.io/reason';
 
@@ -198,7 +201,7 @@ export function ownerSecret(tenant: Tenant, kube: KubernetesSettings, ownerPassw
   return {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: metadata(ownerSecretName(tenant.id), tenant, kube),
+    metadata: metadata(ownerSecretName(tenant.id), tenant, kube, tenant.database ? { [DATABASE_ANNOTATION]: tenant.database } : undefined),
     type: 'kubernetes.io/basic-auth',
     stringData: { username: OWNER_ROLE, password: ownerPassword, 'client-verifier': clientVerifier },
   };
@@ -255,8 +258,8 @@ export function tenantScheduledBackup(tenant: Tenant, kube: KubernetesSettings, 
 }
 
 /** Everything the runtime keeps for one tenant, in the order to apply them. */
-export function tenantObjects(tenant: Tenant, kube: KubernetesSettings, options: { suspended: boolean; backup?: BackupTarget; recovery?: RecoverySource; ownerPassword: string; clientVerifier: string; objectStoreExists?: boolean }): KubeObject[] {
-  const objects = [ownerSecret(tenant, kube, options.ownerPassword, options.clientVerifier)];
+export function tenantObjects(tenant: Tenant, kube: KubernetesSettings, options: { suspended: boolean; backup?: BackupTarget; recovery?: RecoverySource; ownerPassword: string; clientVerifier: string; objectStoreExists?: boolean; secretExists?: boolean }): KubeObject[] {
+  const objects = options.secretExists ? [] : [ownerSecret(tenant, kube, options.ownerPassword, options.clientVerifier)];
   if (options.backup && !options.objectStoreExists) objects.push(tenantObjectStore(tenant, kube, options.backup));
   objects.push(tenantCluster(tenant, kube, options));
   const scheduled = options.backup ? tenantScheduledBackup(tenant, kube, options) : undefined;

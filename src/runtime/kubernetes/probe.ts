@@ -10,7 +10,7 @@ import { KubeClient, KubeError, RESOURCES, loadConnection, type KubeResource } f
 /** The Secret with the object store's credentials that a backup target on Kubernetes needs. */
 export const S3_SECRET = 'pgs-s3';
 
-export async function probeCluster(env: NodeJS.ProcessEnv, namespace: string | undefined, backups = false): Promise<{ namespace: string; action: string }> {
+export async function probeCluster(env: NodeJS.ProcessEnv, namespace: string | undefined, backups = false, region = false): Promise<{ namespace: string; action: string }> {
   const connection = await loadConnection({ env, ...(namespace !== undefined ? { namespace } : {}) });
   const client = new KubeClient(connection);
   try {
@@ -18,7 +18,8 @@ export async function probeCluster(env: NodeJS.ProcessEnv, namespace: string | u
     const ours = clusters.items.filter((c) => c.metadata.labels?.['app.kubernetes.io/managed-by'] === 'pgs').length;
     if (backups) {
       const secret = await client.get<KubeResource & { data?: Record<string, string> }>(RESOURCES.secrets, S3_SECRET);
-      const missing = ['ACCESS_KEY_ID', 'ACCESS_SECRET_KEY'].filter((k) => !secret?.data?.[k]);
+      // The plugin reads the region from the Secret too (the ObjectStore names its key).
+      const missing = ['ACCESS_KEY_ID', 'ACCESS_SECRET_KEY', ...(region ? ['REGION'] : [])].filter((k) => !secret?.data?.[k]);
       if (missing.length > 0) {
         throw new PgsError('INVALID_SETTING', `a backup target on Kubernetes needs the Secret ${S3_SECRET} in namespace ${connection.namespace} with ${missing.join(' and ')}: kubectl -n ${connection.namespace} create secret generic ${S3_SECRET} --from-literal=ACCESS_KEY_ID=... --from-literal=ACCESS_SECRET_KEY=...`);
       }

@@ -10,7 +10,7 @@ import { PgsError } from '../../core/errors.js';
 import { TenantSchema, type Tenant } from '../../catalog/schema.js';
 import { Informer, KubeError, RESOURCES, type KubeClient, type KubeResource, type ResourceRef } from './client.js';
 import {
-  HIBERNATION, LABEL_MANAGED_BY, TENANT_ANNOTATION, ownerSecretName, objectStoreName, scheduledBackupName, tenantCluster, tenantObjects, tenantScheduledBackup,
+  HIBERNATION, LABEL_MANAGED_BY, TENANT_ANNOTATION, ownerSecretName, objectStoreName, scheduledBackupName, tenantCluster, tenantObjectStore, tenantObjects, tenantScheduledBackup,
   type BackupTarget, type KubeObject, type KubernetesSettings, type RecoverySource,
 } from './objects.js';
 
@@ -169,7 +169,7 @@ export class KubeTenants {
    * Makes the tenant's objects: its Secret, ObjectStore, Cluster and
    * ScheduledBackup. A failure removes what was made: no half tenant.
    */
-  async create(tenant: Tenant, secrets: { ownerPassword: string; clientVerifier: string }, recovery?: RecoverySource): Promise<void> {
+  async create(tenant: Tenant, secrets: { ownerPassword: string; clientVerifier: string }, recovery?: RecoverySource, options: { secretExists?: boolean } = {}): Promise<void> {
     if (this.informer.cache.has(tenant.id) || (await this.client.get(RESOURCES.clusters, tenant.id))) {
       throw new PgsError('TENANT_EXISTS', `tenant ${tenant.id} already exists`);
     }
@@ -177,7 +177,7 @@ export class KubeTenants {
     const objectStoreExists = this.backup !== undefined && (await this.client.get(RESOURCES.objectStores, objectStoreName(tenant.id))) !== undefined;
     const made: KubeObject[] = [];
     try {
-      for (const object of tenantObjects(tenant, this.kube, { suspended: false, ...(this.backup ? { backup: this.backup } : {}), ...(recovery ? { recovery } : {}), objectStoreExists, ...secrets })) {
+      for (const object of tenantObjects(tenant, this.kube, { suspended: false, ...(this.backup ? { backup: this.backup } : {}), ...(recovery ? { recovery } : {}), objectStoreExists, secretExists: options.secretExists === true, ...secrets })) {
         await this.client.create(refOf(object), object);
         made.push(object);
       }
@@ -248,6 +248,9 @@ export class KubeTenants {
       if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
       const { tenant, suspended } = next(view.tenant, view.suspended);
       try {
+        if (this.backup && !held.spec?.plugins && !(await this.client.get(RESOURCES.objectStores, objectStoreName(id)))) {
+          await this.client.create(RESOURCES.objectStores, tenantObjectStore(tenant, this.kube, this.backup));
+        }
         await this.writeCluster(held, view.tenant, tenant, suspended);
         await this.syncSchedule(tenant, suspended);
         return tenant;
@@ -266,9 +269,12 @@ export class KubeTenants {
       delete spec.bootstrap;
       delete spec.externalClusters;
     }
+    const spec = mergeDiff(was.spec, will.spec) as Record<string, unknown>;
+    // A cluster made before backups were set up gets its WAL archiving at its next change.
+    if (this.backup && !held.spec?.plugins) spec.plugins = (will.spec as Record<string, unknown>).plugins;
     const patch = {
       metadata: { annotations: will.metadata.annotations },
-      spec: mergeDiff(was.spec, will.spec),
+      spec,
     };
     await this.client.patch(RESOURCES.clusters, held.metadata.name, patch, held.metadata.resourceVersion);
   }
