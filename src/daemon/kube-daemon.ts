@@ -22,7 +22,7 @@ import { buildApi, listenApi, type ListenedApi } from '../api/server.js';
 import { TokenStore } from '../api/tokens.js';
 import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { assertTenantId, newSuffix, tenantHostname } from '../catalog/ids.js';
-import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_POOL_SIZE, DEFAULT_RPO_SECONDS, type Catalog, type Tenant } from '../catalog/schema.js';
+import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, type Catalog, type Tenant } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
@@ -33,7 +33,7 @@ import { DATABASE_ANNOTATION, DEFAULT_STORAGE_BYTES, ownerSecretName, type Kuber
 import { newStamp } from '../backup/layout.js';
 import { KubeTenants, type KubeTenantView } from '../runtime/kubernetes/tenants.js';
 import { TENANT_ROLE } from '../runtime/server-config.js';
-import { assertPassword, remoteUrl, type Pgs } from '../service/pgs.js';
+import { assertPassword, connectionStrings, remoteUrl, tenantView, type Pgs } from '../service/pgs.js';
 import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
 import { History, type HistorySample } from './history.js';
 import { KubeBackends, secretValue } from './kube-backends.js';
@@ -368,44 +368,23 @@ export class KubeDaemon implements ControlPlane {
 
   private json(view: KubeTenantView & { tenant: Tenant }): S.TenantJson {
     const t = view.tenant;
-    const s = this.catalog.settings;
     const last = this.router.lastUsed(t.id);
     const problem = !view.healthy && !view.suspended && t.wanted === 'running' && view.phase !== 'pending' && view.phase !== 'Setting up primary' && view.phase !== 'Cluster in healthy state' ? `the operator says: ${view.phase}` : undefined;
-    return {
-      id: t.id,
-      hostname: tenantHostname(t.id, t.suffix, s.domain),
-      access: t.access,
+    // The same view as on one host; what a host measures (pid, uptime, disk use) the operator does not say.
+    return tenantView(this.catalog.settings, t, {
       state: stateOf(view),
-      wanted: t.wanted,
       pid: null,
-      database: t.id,
-      user: TENANT_ROLE,
-      port: s.port,
-      maxConnections: t.maxConnections,
-      autosuspendSeconds: t.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : t.autosuspendSeconds,
-      createdAt: t.createdAt,
       serverStartedAt: null,
-      uptimeSeconds: null,
       connections: this.router.connectionCount(t.id),
       health: view.healthy ? 'ok' : view.suspended || t.wanted === 'stopped' ? 'unknown' : 'failing',
       healthCheckedAt: null,
       ...(problem ? { lastError: problem } : {}),
       restarts: 0,
       wakes: this.wakes.get(t.id) ?? 0,
-      backupSchedule: t.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
-      backupRetain: t.backupRetain ?? DEFAULT_BACKUP_RETAIN,
-      rpoSeconds: t.rpoSeconds ?? DEFAULT_RPO_SECONDS,
-      memoryBytes: t.memoryBytes ?? null,
-      cpus: t.cpus ?? null,
-      diskBytes: t.diskBytes ?? null,
-      diskUsedBytes: null,
-      pool: t.pool ?? 'session',
-      poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections),
-      maxClientConnections: t.maxClientConnections ?? null,
       lastBackupAt: this.backups?.newest.get(t.id) ?? null,
       lastActiveAt: last === undefined ? null : new Date(last).toISOString(),
       ...this.archivingOf(view),
-    };
+    }) as S.TenantJson;
   }
 
   /** WAL archiving as the operator reports it (its ContinuousArchiving condition). */
@@ -565,20 +544,8 @@ export class KubeDaemon implements ControlPlane {
 
   async connection(id: string): Promise<S.ConnectionJson> {
     const t = this.held(id).tenant;
-    const s = this.catalog.settings;
-    const host = tenantHostname(t.id, t.suffix, s.domain);
-    return {
-      uri: remoteUrl(host, s.port, t.id),
-      psql: `host=${host} port=${s.port} user=${TENANT_ROLE} dbname=${t.id} sslmode=require`,
-      jdbc: `jdbc:postgresql://${host}:${s.port}/${t.id}?user=${TENANT_ROLE}&sslmode=require`,
-      env: [`PGHOST=${host}`, `PGPORT=${s.port}`, `PGUSER=${TENANT_ROLE}`, `PGDATABASE=${t.id}`, 'PGSSLMODE=require'].join('\n'),
-      local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}`,
-      hostname: host,
-      port: s.port,
-      database: t.id,
-      user: TENANT_ROLE,
-      sslrootcert: s.certSelfSigned ? s.certFile : null,
-    };
+    // Administration goes through the operator's pod, not a socket on this host.
+    return connectionStrings(this.catalog.settings, t, { local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}` });
   }
 
   async logs(id: string): Promise<string[]> {

@@ -635,21 +635,26 @@ export interface ConnectionStrings {
   sslrootcert: string | null;
 }
 
-export function connectionStrings(settings: Settings, tenant: Tenant, runtime: Pick<TenantRuntime, 'localEndpoint'>): ConnectionStrings {
+export function connectionStrings(settings: Settings, tenant: Tenant, runtime: Pick<TenantRuntime, 'localEndpoint'> | { local: string }): ConnectionStrings {
   const hostname = tenantHostname(tenant.id, tenant.suffix, settings.domain);
-  const endpoint = runtime.localEndpoint(tenant.id);
+  const local = 'local' in runtime ? runtime.local : localUrl(runtime.localEndpoint(tenant.id), tenant.id);
   return {
     uri: remoteUrl(hostname, settings.port, tenant.id),
     psql: `host=${hostname} port=${settings.port} user=${TENANT_ROLE} dbname=${tenant.id} sslmode=require`,
     jdbc: `jdbc:postgresql://${hostname}:${settings.port}/${tenant.id}?user=${TENANT_ROLE}&sslmode=require`,
     env: [`PGHOST=${hostname}`, `PGPORT=${settings.port}`, `PGUSER=${TENANT_ROLE}`, `PGDATABASE=${tenant.id}`, 'PGSSLMODE=require'].join('\n'),
-    local: `postgresql://${TENANT_ROLE}@/${tenant.id}?host=${encodeURIComponent(endpoint.host)}&port=${endpoint.port}`,
+    local,
     hostname,
     port: settings.port,
     database: tenant.id,
     user: TENANT_ROLE,
     sslrootcert: settings.certSelfSigned ? settings.certFile : null,
   };
+}
+
+/** libpq URI over the server's unix socket, for administration on the host. */
+function localUrl(endpoint: { host: string; port: number }, database: string): string {
+  return `postgresql://${TENANT_ROLE}@/${database}?host=${encodeURIComponent(endpoint.host)}&port=${endpoint.port}`;
 }
 
 /** A tenant as the API and `--json` show it: the catalog's settings with what is seen of its server. */

@@ -14,7 +14,11 @@
  * slice pointing at it; a deleted Cluster's server is stopped and its
  * volumes go with it (the operator's owner references).
  */
-import type { FakeKube } from './fake-kube.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { FakeKube as FakeKubeClass, type FakeKube } from './fake-kube.js';
+import { PgsHome } from './pgs.js';
+import { startTlsPostgres } from './tls-postgres.js';
 
 type Cluster = {
   metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
@@ -205,4 +209,32 @@ export class FakeCnpg {
     this.servers.clear();
     await Promise.all(servers.map(async (s) => (await s.catch(() => undefined))?.stop()));
   }
+}
+
+/**
+ * A fake API server (with a bearer token when given), the fake operator
+ * giving each cluster a real TLS PostgreSQL, and a pgs home whose kubeconfig
+ * points at them (its context's namespace: `namespace`, else none).
+ */
+export async function fakeClusterHome(options: { token?: string; namespace?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ fake: FakeKube; operator: FakeCnpg; home: PgsHome; stop(): Promise<void> }> {
+  const fake = await new FakeKubeClass(options.token !== undefined ? { token: options.token } : {}).start();
+  const operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
+  const home = await PgsHome.make({ PGS_READY_TIMEOUT: '20', ...options.env });
+  const kubeconfig = path.join(home.home, 'kubeconfig');
+  writeFileSync(kubeconfig, JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
+    clusters: [{ name: 'fake', cluster: { server: fake.url } }],
+    users: [{ name: 'pgs', user: options.token !== undefined ? { token: options.token } : {} }],
+    contexts: [{ name: 'test', context: { cluster: 'fake', user: 'pgs', ...(options.namespace ? { namespace: options.namespace } : {}) } }],
+  }), { mode: 0o600 });
+  home.env.KUBECONFIG = kubeconfig;
+  return {
+    fake, operator, home,
+    stop: async () => {
+      await home.run(['stop']);
+      await operator.stop();
+      await fake.stop();
+      await home.destroy();
+    },
+  };
 }

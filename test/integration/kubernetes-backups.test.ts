@@ -9,17 +9,17 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import S3rver from 's3rver';
 import { S3Client } from '../../src/backup/s3.js';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FakeCnpg } from '../helpers/fake-cnpg.js';
-import { FakeKube } from '../helpers/fake-kube.js';
+import { fakeClusterHome, type FakeCnpg } from '../helpers/fake-cnpg.js';
+import type { FakeKube } from '../helpers/fake-kube.js';
 import { kubeProblems } from '../helpers/kube-schemas.js';
-import { PgsHome, freePort, psql, waitFor } from '../helpers/pgs.js';
-import { startTlsPostgres } from '../helpers/tls-postgres.js';
+import type { PgsHome } from '../helpers/pgs.js';
+import { freePort, psql, waitFor } from '../helpers/pgs.js';
 
 const NS = 'tenants';
 const DOMAIN = 'k8s.test';
@@ -32,6 +32,7 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
   let fake: FakeKube;
   let operator: FakeCnpg;
   let home: PgsHome;
+  let stop: (() => Promise<void>) | undefined;
   let port: number;
   let s3: S3rver;
   let s3dir: string;
@@ -57,24 +58,11 @@ describe('backups on the kubernetes runtime: the plugin\'s objects, backup, back
     s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3dir, configureBuckets: [{ name: 'pgs-backups' }] });
     endpoint = `http://127.0.0.1:${(await s3.run()).port}`;
     bucket = new S3Client({ bucket: 'pgs-backups', prefix: 'tenants', endpoint, region: 'us-east-1' }, { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
-    fake = await new FakeKube({ token }).start();
-    operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
-    home = await PgsHome.make({ PGS_ACTIVITY_INTERVAL: '1', PGS_READY_TIMEOUT: '20' });
-    const kubeconfig = path.join(home.home, 'kubeconfig');
-    writeFileSync(kubeconfig, JSON.stringify({
-      apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
-      clusters: [{ name: 'fake', cluster: { server: fake.url } }],
-      users: [{ name: 'pgs', user: { token } }],
-      contexts: [{ name: 'test', context: { cluster: 'fake', user: 'pgs', namespace: NS } }],
-    }), { mode: 0o600 });
-    home.env.KUBECONFIG = kubeconfig;
+    ({ fake, operator, home, stop } = await fakeClusterHome({ token, namespace: NS, env: { PGS_ACTIVITY_INTERVAL: '1' } }));
     port = await freePort();
   });
   after(async () => {
-    await home?.run(['stop']);
-    await operator?.stop();
-    await fake?.stop();
-    await home?.destroy();
+    await stop?.();
     await s3?.close();
     if (s3dir) rmSync(s3dir, { recursive: true, force: true });
   });

@@ -14,11 +14,11 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FakeCnpg } from '../helpers/fake-cnpg.js';
-import { FakeKube } from '../helpers/fake-kube.js';
-import { PGS_BIN, PgsHome, ROOT, freePort, psql, waitFor } from '../helpers/pgs.js';
+import { fakeClusterHome, type FakeCnpg } from '../helpers/fake-cnpg.js';
+import type { FakeKube } from '../helpers/fake-kube.js';
+import type { PgsHome } from '../helpers/pgs.js';
+import { PGS_BIN, ROOT, freePort, psql, waitFor } from '../helpers/pgs.js';
 import { parse as parseYaml } from 'yaml';
-import { startTlsPostgres } from '../helpers/tls-postgres.js';
 
 const NS = 'tenants';
 const DOMAIN = 'k8s.test';
@@ -56,6 +56,7 @@ describe('the kubernetes runtime through the CLI: setup, start and the README\'s
   let fake: FakeKube;
   let operator: FakeCnpg;
   let home: PgsHome;
+  let stop: (() => Promise<void>) | undefined;
   let port: number;
   const token = randomBytes(16).toString('hex');
   const cluster = (id: string) => fake.get(CNPG, 'v1', 'clusters', NS, id) as { metadata: { annotations: Record<string, string> }; spec: Record<string, unknown> } | undefined;
@@ -64,24 +65,11 @@ describe('the kubernetes runtime through the CLI: setup, start and the README\'s
     psql(`host=${await hostOf(id)} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${id} sslmode=require connect_timeout=20`, sql, password);
 
   before(async () => {
-    fake = await new FakeKube({ token }).start();
-    operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
-    home = await PgsHome.make({ PGS_ACTIVITY_INTERVAL: '1', PGS_READY_TIMEOUT: '20' });
-    const kubeconfig = path.join(home.home, 'kubeconfig');
-    writeFileSync(kubeconfig, JSON.stringify({
-      apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
-      clusters: [{ name: 'fake', cluster: { server: fake.url } }],
-      users: [{ name: 'pgs', user: { token } }],
-      contexts: [{ name: 'test', context: { cluster: 'fake', user: 'pgs', namespace: 'default' } }],
-    }), { mode: 0o600 });
-    home.env.KUBECONFIG = kubeconfig;
+    ({ fake, operator, home, stop } = await fakeClusterHome({ token, namespace: 'default', env: { PGS_ACTIVITY_INTERVAL: '1' } }));
     port = await freePort();
   });
   after(async () => {
-    await home?.run(['stop']);
-    await operator?.stop();
-    await fake?.stop();
-    await home?.destroy();
+    await stop?.();
   });
 
   it('setup is refused, and writes nothing, where CloudNativePG is not installed', async () => {
@@ -249,26 +237,14 @@ describe('the kubernetes runtime through the CLI: setup, start and the README\'s
 
 describe('the README\'s Kubernetes commands, as written, against the fake API server and operator', () => {
   let fake: FakeKube;
-  let operator: FakeCnpg;
   let home: PgsHome;
+  let stop: (() => Promise<void>) | undefined;
 
   before(async () => {
-    fake = await new FakeKube().start();
-    operator = new FakeCnpg(fake, { provision: (c) => startTlsPostgres({ servername: c.servername, database: c.database, ownerPassword: c.ownerPassword }) });
-    home = await PgsHome.make({ PGS_READY_TIMEOUT: '20' });
-    const kubeconfig = path.join(home.home, 'kubeconfig');
-    writeFileSync(kubeconfig, JSON.stringify({
-      apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
-      clusters: [{ name: 'fake', cluster: { server: fake.url } }], users: [{ name: 'pgs', user: {} }],
-      contexts: [{ name: 'test', context: { cluster: 'fake', user: 'pgs' } }],
-    }), { mode: 0o600 });
-    home.env.KUBECONFIG = kubeconfig;
+    ({ fake, home, stop } = await fakeClusterHome());
   });
   after(async () => {
-    await home?.run(['stop']);
-    await operator?.stop();
-    await fake?.stop();
-    await home?.destroy();
+    await stop?.();
   });
 
   it('each pgs line of the section works, and does what its comment says', async () => {
