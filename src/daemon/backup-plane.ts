@@ -61,6 +61,8 @@ export class BackupPlane {
   readonly backups: Backups;
   private readonly deps: BackupPlaneDeps;
   private readonly lastBackup = new Map<string, BackupMeta>();
+  /** Made before the API answers: an import folder older than this is a previous daemon's. */
+  private readonly bornAt = Date.now();
   private readonly lastChecked = new Map<string, number>();
   private readonly failures = new Map<string, { at: string; error: string }>();
   private readonly gaps = new Map<string, string>();
@@ -589,7 +591,13 @@ export class BackupPlane {
       const stat = await fs.stat(file).catch(() => undefined);
       if (stat && Date.now() - stat.mtimeMs > EXPORT_KEEP_MS) await fs.rm(file, { force: true });
     }
-    await fs.rm(path.join(this.dataRoot, 'imports'), { recursive: true, force: true });
+    // Uploads a daemon before this one left; not those of requests this one has taken already (the API answers before this runs).
+    const imports = path.join(this.dataRoot, 'imports');
+    for (const name of await fs.readdir(imports).catch(() => [] as string[])) {
+      const dir = path.join(imports, name);
+      const stat = await fs.stat(dir).catch(() => undefined);
+      if (stat && stat.mtimeMs < this.bornAt) await fs.rm(dir, { recursive: true, force: true });
+    }
   }
 
   /** A folder for an upload to be imported; deleted by `importFile`. */
