@@ -59,8 +59,11 @@ export class KubeBackends implements RouterBackends {
   private unsubscribe: (() => void) | undefined;
   /** Each cluster's CA, read at most once a minute (it changes only when the operator renews it). */
   private readonly cas = new Map<string, { ca: string; at: number }>();
-  /** Where each tenant's read-write service pointed at the last change of its slices. */
-  private readonly lastEndpoint = new Map<string, string>();
+  /** Service → where it points now, kept as its slices change. */
+  private readonly endpoints = new Map<string, { host: string; port: number }>();
+  /** Slice → its service (a deleted slice's event may not say). */
+  private readonly sliceServices = new Map<string, string>();
+  private readonly onMoved: ((id: string) => void) | undefined;
 
   constructor(client: KubeClient, tenants: KubeTenants, options: KubeBackendsOptions = {}) {
     this.client = client;
@@ -68,16 +71,26 @@ export class KubeBackends implements RouterBackends {
     this.wakeTimeoutMs = options.wakeTimeoutMs ?? 60_000;
     const onSecret = options.onSecret;
     this.secrets = new Informer<Secret>(client, RESOURCES.secrets, (name) => onSecret?.(name), { labelSelector: `${LABEL_MANAGED_BY}=pgs` });
-    const onMoved = options.onMoved;
-    this.slices = new Informer<EndpointSlice>(client, RESOURCES.endpointSlices, (_name, slice) => {
-      const service = slice?.metadata.labels?.[SERVICE_NAME_LABEL];
-      if (!onMoved || !service?.endsWith('-rw')) return;
-      const id = service.slice(0, -'-rw'.length);
-      const now = this.endpoint(service);
-      const key = now ? `${now.host}:${now.port}` : '';
-      if (this.lastEndpoint.has(id) && this.lastEndpoint.get(id) !== key) onMoved(id);
-      this.lastEndpoint.set(id, key);
-    });
+    this.onMoved = options.onMoved;
+    this.slices = new Informer<EndpointSlice>(client, RESOURCES.endpointSlices, (name, slice) => this.sliceChanged(name, slice));
+  }
+
+  /**
+   * A slice changed: its service's address is worked out once here, not at
+   * every connection; a read-write service that now points elsewhere is a
+   * failover (onMoved).
+   */
+  private sliceChanged(name: string, slice: EndpointSlice | undefined): void {
+    const service = slice?.metadata.labels?.[SERVICE_NAME_LABEL] ?? this.sliceServices.get(name);
+    if (slice && service) this.sliceServices.set(name, service);
+    else this.sliceServices.delete(name);
+    if (!service) return;
+    const before = this.endpoints.get(service);
+    const now = this.readyAddress(service);
+    if (now) this.endpoints.set(service, now);
+    else this.endpoints.delete(service);
+    const key = (a: { host: string; port: number } | undefined) => (a ? `${a.host}:${a.port}` : '');
+    if (service.endsWith('-rw') && before !== undefined && key(before) !== key(now)) this.onMoved?.(service.slice(0, -'-rw'.length));
   }
 
   /** Reads the tenants' Secrets and keeps watching them; follows the tenants' records. */
@@ -93,8 +106,12 @@ export class KubeBackends implements RouterBackends {
     this.slices.stop();
   }
 
-  /** The first ready address of the service's EndpointSlices, with its postgres port. */
+  /** Where the service points now: the first ready address of its EndpointSlices, with its postgres port. */
   endpoint(service: string): { host: string; port: number } | undefined {
+    return this.endpoints.get(service);
+  }
+
+  private readyAddress(service: string): { host: string; port: number } | undefined {
     for (const slice of this.slices.cache.values()) {
       if (slice.metadata.labels?.[SERVICE_NAME_LABEL] !== service) continue;
       const port = slice.ports?.find((p) => p.name === 'postgres')?.port ?? slice.ports?.[0]?.port ?? POSTGRES_PORT;
