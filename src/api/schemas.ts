@@ -80,6 +80,8 @@ export const Tenant = Type.Object({
   lastActiveAt: Type.Optional(Nullable(DateTime)),
   archiving: Archiving,
   archivingError: Type.Optional(Type.String()),
+  /** Only in the answer of a restore, branch or import: what pgs took from data it did not make (superuser roles, ALTER SYSTEM settings, C functions...), one line each. */
+  neutralized: Type.Optional(Type.Array(Type.String())),
 });
 export type TenantJson = Static<typeof Tenant>;
 

@@ -42,6 +42,12 @@ export interface BackupPlaneDeps {
   stopping(): boolean;
 }
 
+/** A tenant a restore, branch or import made (or remade), with what pgs took from data it did not make (see runtime/neutralize.ts). */
+export interface MadeTenant {
+  tenant: Tenant;
+  neutralized: string[];
+}
+
 export type ArchivingState = 'ok' | 'failing' | 'behind' | 'gap' | 'unknown' | 'off';
 
 /** Progress of a long operation, for the API's operations and the CLI. */
@@ -334,7 +340,7 @@ export class BackupPlane {
    * (listed and restorable), then puts the restored data in place of its
    * data and starts it. Its logins stay as they are now.
    */
-  restoreInPlace(id: string, choice: { backup?: string; time?: Date }, progress?: Progress): Promise<Tenant> {
+  restoreInPlace(id: string, choice: { backup?: string; time?: Date }, progress?: Progress): Promise<MadeTenant> {
     assertTenantId(id);
     return this.deps.serial(async () => {
       const tenant = findTenant(this.deps.catalog(), id);
@@ -374,13 +380,19 @@ export class BackupPlane {
           progress?.(`fetching backup ${plan.backup.id}`);
           await this.ensureLocal(plan);
           progress?.(`unpacking and checking backup ${plan.backup.id}`);
-          await this.runtime.materialize(staging, plan.backupDir, plan.backup.id, { finished: true });
+          const folder = await this.runtime.materialize(staging, plan.backupDir, plan.backup.id, { finished: true });
           const swap = await this.runtime.replaceData(id, staging);
+          let neutralized: string[];
           try {
             progress?.(plan.target === 'immediate' ? 'starting the restored server' : `replaying WAL to ${plan.target}`);
-            await recover(this.runtime, nextSpec, plan, extraWal);
-            await this.runtime.renameDatabase(id, plan.backup.tenant);
-            if (verifier !== null) await this.runtime.setPassword(id, verifier);
+            const taken = await recover(this.runtime, nextSpec, plan, {
+              extraWal, folder,
+              beforeOpen: async () => {
+                await this.runtime.renameDatabase(id, plan.backup.tenant);
+                if (verifier !== null) await this.runtime.setPassword(id, verifier);
+              },
+            });
+            neutralized = [...folder.dropped, ...taken];
             await writeGenerationMeta(this.runtime, this.dataRoot, next, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
             await this.deps.pgs.patch(id, { generation: next.generation });
             await this.deps.refresh();
@@ -392,11 +404,10 @@ export class BackupPlane {
           if (tenant.wanted !== 'running') await this.runtime.stop(id);
           else this.deps.supervisor.noteRunning(id);
           this.gaps.delete(id);
-          this.deps.events.emit('restored', id, { backup: plan.backup.id, target: plan.target });
-          this.deps.log.info('restored', { tenant: id, backup: plan.backup.id, target: plan.target });
+          this.emitRestored(id, plan, neutralized);
           const restored = findTenant(this.deps.catalog(), id);
           this.backupSoon(restored);
-          return restored;
+          return { tenant: restored, neutralized };
         } finally {
           if (extraWal !== undefined) await this.runtime.removeOwned(extraWal).catch(() => undefined);
         }
@@ -405,18 +416,19 @@ export class BackupPlane {
   }
 
   /** Restores a tenant whose data folder is gone into its place; its catalog entry stays as it is. Inside its hold. */
-  private async restoreMissing(tenant: Tenant, choice: { backup?: string; time?: Date }, progress?: Progress): Promise<Tenant> {
+  private async restoreMissing(tenant: Tenant, choice: { backup?: string; time?: Date }, progress?: Progress): Promise<MadeTenant> {
     const id = tenant.id;
     const plan = await this.backups.plan(id, choice, tenant.generation);
     const next: Tenant = { ...tenant, generation: newStamp() };
     progress?.(`fetching backup ${plan.backup.id}`);
     await this.ensureLocal(plan);
     progress?.(`unpacking and checking backup ${plan.backup.id}`);
-    await this.runtime.materialize(id, plan.backupDir, plan.backup.id, { finished: true });
+    const folder = await this.runtime.materialize(id, plan.backupDir, plan.backup.id, { finished: true });
+    let neutralized: string[];
     try {
       progress?.(plan.target === 'immediate' ? 'starting the restored server' : `replaying WAL to ${plan.target}`);
-      await recover(this.runtime, tenantServerSpec(this.dataRoot, next), plan);
-      await this.runtime.renameDatabase(id, plan.backup.tenant);
+      const taken = await recover(this.runtime, tenantServerSpec(this.dataRoot, next), plan, { folder, beforeOpen: () => this.runtime.renameDatabase(id, plan.backup.tenant) });
+      neutralized = [...folder.dropped, ...taken];
       await writeGenerationMeta(this.runtime, this.dataRoot, next, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
       await this.runtime.writeMeta(id, next);
       await this.deps.pgs.patch(id, { generation: next.generation });
@@ -427,11 +439,10 @@ export class BackupPlane {
     }
     if (tenant.wanted !== 'running') await this.runtime.stop(id);
     else this.deps.supervisor.noteRunning(id);
-    this.deps.events.emit('restored', id, { backup: plan.backup.id, target: plan.target });
-    this.deps.log.info('restored a tenant whose data was gone', { tenant: id, backup: plan.backup.id, target: plan.target });
+    this.emitRestored(id, plan, neutralized);
     const restored = findTenant(this.deps.catalog(), id);
     this.backupSoon(restored);
-    return restored;
+    return { tenant: restored, neutralized };
   }
 
   /**
@@ -439,7 +450,7 @@ export class BackupPlane {
    * tenant whose backups remain): at a time, from a backup, or at the latest
    * point. The source is not touched.
    */
-  async restoreAs(source: string, newId: string, choice: { backup?: string; time?: Date }, reason: string, progress?: Progress): Promise<Tenant> {
+  async restoreAs(source: string, newId: string, choice: { backup?: string; time?: Date }, reason: string, progress?: Progress): Promise<MadeTenant> {
     assertTenantId(source);
     assertTenantId(newId);
     const src = this.deps.catalog().tenants.find((t) => t.id === source);
@@ -474,7 +485,7 @@ export class BackupPlane {
    * BASE_BACKUP is streamed straight into the new folder (the source keeps running); a suspended
    * or stopped one's files are copied (reflinks where the file system has them) without waking it.
    */
-  async branch(source: string, newId: string, at: Date | undefined, progress?: Progress): Promise<Tenant> {
+  async branch(source: string, newId: string, at: Date | undefined, progress?: Progress): Promise<MadeTenant> {
     assertTenantId(source);
     assertTenantId(newId);
     const src = findTenant(this.deps.catalog(), source);
@@ -487,8 +498,10 @@ export class BackupPlane {
         // Held: not suspended while its backup streams, not woken while its files are copied.
         const { online } = await this.deps.supervisor.hold(source, () => this.runtime.clone(source, newId));
         progress?.('starting the new server');
-        if (online) await recover(this.runtime, spec, { walDir: '', target: 'immediate' });
-        else await this.runtime.start(spec);
+        if (online) return recover(this.runtime, spec, { walDir: '', target: 'immediate' }, { beforeOpen: () => this.runtime.renameDatabase(newId, source) });
+        await this.runtime.start(spec);
+        await this.runtime.renameDatabase(newId, source);
+        return [];
       });
     } finally {
       release();
@@ -496,12 +509,13 @@ export class BackupPlane {
   }
 
   /** Makes tenant `newId` from a plan (its folder, its server replayed, its catalog entry); nothing remains if it fails. */
-  private makeFrom(newId: string, plan: RestorePlan, from: Tenant, reason: string, extraWal: string | undefined, progress?: Progress): Promise<Tenant> {
+  private makeFrom(newId: string, plan: RestorePlan, from: Tenant, reason: string, extraWal: string | undefined, progress?: Progress): Promise<MadeTenant> {
     return this.makeTenant(newId, from, reason, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target }, async (spec) => {
       progress?.(`unpacking and checking backup ${plan.backup.id}`);
-      await this.runtime.materialize(newId, plan.backupDir, plan.backup.id, { finished: false });
+      const folder = await this.runtime.materialize(newId, plan.backupDir, plan.backup.id, { finished: false });
       progress?.(plan.target === 'immediate' ? 'starting the new server' : `replaying WAL to ${plan.target}`);
-      await recover(this.runtime, spec, plan, extraWal);
+      const taken = await recover(this.runtime, spec, plan, { extraWal, folder, beforeOpen: () => this.runtime.renameDatabase(newId, plan.backup.tenant) });
+      return [...folder.dropped, ...taken];
     });
   }
 
@@ -510,7 +524,7 @@ export class BackupPlane {
    * then its database gets its name, its generation a record, and the catalog the tenant.
    * Nothing remains if any step fails.
    */
-  private async makeTenant(newId: string, from: Tenant, reason: string, origin: { tenant: string; backup: string; target: string }, build: (spec: TenantServerSpec) => Promise<void>): Promise<Tenant> {
+  private async makeTenant(newId: string, from: Tenant, reason: string, origin: { tenant: string; backup: string; target: string }, build: (spec: TenantServerSpec) => Promise<string[]>): Promise<MadeTenant> {
     const entry: Omit<Tenant, 'suffix' | 'createdAt'> = {
       id: newId,
       access: 'enabled',
@@ -524,8 +538,7 @@ export class BackupPlane {
     };
     const spec = tenantServerSpec(this.dataRoot, { ...entry, suffix: 'aaaaaa', createdAt: new Date().toISOString() });
     try {
-      await build(spec);
-      await this.runtime.renameDatabase(newId, origin.tenant);
+      const neutralized = await build(spec);
       await writeGenerationMeta(this.runtime, this.dataRoot, entry, origin);
       const tenant = await this.deps.serial(async () => {
         if (this.deps.stopping()) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
@@ -534,13 +547,19 @@ export class BackupPlane {
         this.deps.supervisor.noteRunning(newId);
         return made;
       });
-      this.deps.events.emit('created', newId, { reason, from: origin.tenant, backup: origin.backup, target: origin.target });
-      this.deps.log.info('tenant made from another', { tenant: newId, reason, from: origin.tenant, backup: origin.backup, target: origin.target });
-      return tenant; // its first backup comes with the schedule, as a new tenant's does
+      this.deps.events.emit('created', newId, { reason, from: origin.tenant, backup: origin.backup, target: origin.target, ...(neutralized.length > 0 ? { neutralized } : {}) });
+      this.deps.log.info('tenant made from another', { tenant: newId, reason, from: origin.tenant, backup: origin.backup, target: origin.target, ...(neutralized.length > 0 ? { neutralized } : {}) });
+      return { tenant, neutralized }; // its first backup comes with the schedule, as a new tenant's does
     } catch (err) {
       if (!this.deps.catalog().tenants.some((t) => t.id === newId)) await this.runtime.remove(newId).catch(() => undefined);
       throw err;
     }
+  }
+
+  private emitRestored(id: string, plan: RestorePlan, neutralized: string[]): void {
+    const extra = neutralized.length > 0 ? { neutralized } : {};
+    this.deps.events.emit('restored', id, { backup: plan.backup.id, target: plan.target, ...extra });
+    this.deps.log.info('restored', { tenant: id, backup: plan.backup.id, target: plan.target, ...extra });
   }
 
   /** The first backup of a new generation, so that its restorable window starts now. */
@@ -608,7 +627,7 @@ export class BackupPlane {
   }
 
   /** Makes a tenant from an export file, checked whole before anything is made. */
-  async importFile(file: string, as: string | undefined, progress?: Progress): Promise<Tenant> {
+  async importFile(file: string, as: string | undefined, progress?: Progress): Promise<MadeTenant> {
     const dir = path.join(path.dirname(file), 'unpacked');
     try {
       await fs.mkdir(dir, { mode: 0o700 });

@@ -25,7 +25,7 @@ import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
 import { Logins } from './logins.js';
 import { DiskGuard } from './disk-guard.js';
-import { BackupPlane, type Progress } from './backup-plane.js';
+import { BackupPlane, type MadeTenant, type Progress } from './backup-plane.js';
 import type { TenantSample } from '../api/metrics.js';
 import { tenantServerSpec, type BackupMeta } from '../backup/layout.js';
 
@@ -728,12 +728,12 @@ export class Daemon implements ControlPlane {
     const tenant = target !== id || !exists
       ? await this.backupPlane.restoreAs(id, target, choice, 'restored', progress)
       : await this.backupPlane.restoreInPlace(id, choice, progress);
-    return this.view(tenant);
+    return this.madeView(tenant);
   }
 
   async branch(id: string, request: S.BranchRequest, progress?: Progress): Promise<S.TenantJson> {
     this.assertRunning();
-    return this.view(await this.backupPlane.branch(id, request.id, request.at !== undefined ? parseTime(request.at) : undefined, progress));
+    return this.madeView(await this.backupPlane.branch(id, request.id, request.at !== undefined ? parseTime(request.at) : undefined, progress));
   }
 
   async exportTenant(id: string, progress?: Progress): Promise<S.ExportJson> {
@@ -758,7 +758,13 @@ export class Daemon implements ControlPlane {
 
   async importFile(file: string, as: string | undefined, progress?: Progress): Promise<S.TenantJson> {
     this.assertRunning();
-    return this.view(await this.backupPlane.importFile(file, as, progress));
+    return this.madeView(await this.backupPlane.importFile(file, as, progress));
+  }
+
+  /** A tenant a restore, branch or import made, with what pgs took from its data. */
+  private async madeView(made: MadeTenant): Promise<S.TenantJson> {
+    const view = await this.view(made.tenant);
+    return made.neutralized.length > 0 ? { ...view, neutralized: made.neutralized } : view;
   }
 
   doctor(): Promise<DoctorReport> {

@@ -5,7 +5,7 @@ import {
   type ErrorFields,
 } from '../protocol/messages.js';
 import { SCRAM_SHA_256, ScramClient } from '../auth/scram-client.js';
-import { socketPath } from './server-config.js';
+import { ADMIN_ROLE, ADMIN_SESSION_SETTINGS, socketPath } from './server-config.js';
 
 /**
  * A minimal simple-query client for the admin role over a server's unix
@@ -64,7 +64,7 @@ export class AdminClient {
         socket.once('error', reject);
       });
       // replication=database: a walsender session that also takes replication commands (BASE_BACKUP).
-      await client.exchange(serializeStartup({ user, database, application_name: 'pgs', ...(options.replication ? { replication: 'database' } : {}) }));
+      await client.exchange(serializeStartup({ user, database, application_name: 'pgs', ...(user === ADMIN_ROLE ? ADMIN_SESSION_SETTINGS : {}), ...(options.replication ? { replication: 'database' } : {}) }));
     } finally {
       clearTimeout(timer);
     }

@@ -5,18 +5,20 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { fsyncDir, pathExists, tail } from '../core/files.js';
+import { fsyncDir, pathExists, tail, writeAtomic } from '../core/files.js';
 import { AdminClient, AdminQueryError } from './admin-client.js';
 import { Cgroups, type ResourceUsage } from './cgroups.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid, type PostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
-import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, LoginRole, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
+import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, LoginRole, MaterializedFolder, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
   ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER,
   TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
 } from './server-config.js';
 import { MANIFEST_FILE, buildManifest, parseManifest, verifyTree } from '../backup/manifest.js';
+import { CATALOG_FINGERPRINT_SQL, neutralize } from './neutralize.js';
+import { cleanRestoredFolder } from './restored-folder.js';
 import { readControl } from '../backup/control.js';
 import { tenantBackupsDir } from '../backup/layout.js';
 import { SEGMENT_NAME, formatLsn, segmentNumber } from '../backup/wal.js';
@@ -553,7 +555,7 @@ export class NativeRuntime implements TenantRuntime {
       lines.push(ARCHIVE_INCLUDE, '');
       await this.writeOwnedFile(dir, 'postgresql.conf', conf + lines.join('\n'));
     }
-    await this.writeAuthFiles(dir);
+    await this.writeAuthFiles(dir, spec.adminOnly === true);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
     await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery, spec.limits?.memoryBytes, spec.readOnly));
     if (spec.recovery) await this.writeOwnedFile(dir, 'recovery.signal', '');
@@ -564,9 +566,9 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** pg_hba.conf and pg_ident.conf as this version has them (a folder from an older template gets them before its start). Returns whether anything changed. */
-  private async writeAuthFiles(dir: string): Promise<boolean> {
+  private async writeAuthFiles(dir: string, adminOnly = false): Promise<boolean> {
     let changed = false;
-    for (const [name, text] of [['pg_hba.conf', hbaConfText()], ['pg_ident.conf', identConfText()]] as const) {
+    for (const [name, text] of [['pg_hba.conf', hbaConfText(adminOnly)], ['pg_ident.conf', identConfText()]] as const) {
       if ((await fs.readFile(path.join(dir, name), 'utf8').catch(() => '')) === text) continue;
       await this.writeOwnedFile(dir, name, text);
       changed = true;
@@ -695,7 +697,7 @@ export class NativeRuntime implements TenantRuntime {
     };
   }
 
-  async materialize(key: string, backupDir: string, backupName: string, options: { finished: boolean }): Promise<void> {
+  async materialize(key: string, backupDir: string, backupName: string, options: { finished: boolean }): Promise<MaterializedFolder> {
     const dest = this.tenantDir(key);
     if (await pathExists(dest)) throw new PgsError('TENANT_EXISTS', `a data folder for ${key} exists already (${dest})`);
     const manifest = parseManifest(await fs.readFile(path.join(backupDir, MANIFEST_FILE), 'utf8'), `the manifest of backup ${backupName}`);
@@ -712,9 +714,12 @@ export class NativeRuntime implements TenantRuntime {
       }
       await verifyTree(dest, manifest, backupName);
       await removeServerLeftovers(dest);
+      const dropped = await cleanRestoredFolder(dest, this.templateDir, this);
       if (!options.finished) await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'restore\n'); // the tar may hold a marker of its own
       else await fs.rm(path.join(dest, TEMPLATE_MARKER), { force: true });
       await this.run('sync', ['-f', '--', dest]);
+      // An online backup's folder has a backup_label: its replay must reach the backup's end. An offline one is a clean shutdown's files.
+      return { dropped, online: await pathExists(path.join(dest, 'backup_label')) };
     } catch (err) {
       await this.removeTree(dest).catch(() => undefined);
       throw err;
@@ -864,6 +869,43 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   beforeStop: ((id: string) => Promise<void>) | undefined;
+
+  /** Where setup keeps CATALOG_FINGERPRINT_SQL's answer on the template: what every restored cluster's built-ins must match. */
+  private get fingerprintFile(): string {
+    return path.join(this.dataRoot, 'template-catalog.md5');
+  }
+
+  async neutralize(id: string): Promise<string[]> {
+    const fingerprint = (await fs.readFile(this.fingerprintFile, 'utf8').catch(() => '')).trim();
+    if (fingerprint === '') throw new PgsError('NOT_SET_UP', `the template's catalog fingerprint (${this.fingerprintFile}) is missing: run "pgs setup" again`);
+    const sessions = new Map<string, AdminClient>();
+    try {
+      return await neutralize(async (database, sql) => {
+        let client = sessions.get(database);
+        if (!client) {
+          client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, database, { timeoutMs: 10_000 });
+          sessions.set(database, client);
+        }
+        return client.query(sql, { timeoutMs: 60_000 });
+      }, { fingerprint, modulePath: (extension) => this.extensionModule(extension) });
+    } catch (err) {
+      if (err instanceof AdminQueryError) throw new PgsError('BACKUP_DAMAGED', `not restored: pgs could not check its roles and functions: ${err.fields.M ?? err.message}`);
+      throw err;
+    } finally {
+      for (const client of sessions.values()) await client.close().catch(() => undefined);
+    }
+  }
+
+  /** An extension's library as its control file names it (module_pathname), from the binaries' share folder. */
+  private extensionModule(extension: string): string | undefined {
+    if (!/^[A-Za-z0-9_-]+$/.test(extension)) return undefined;
+    try {
+      const control = readFileSync(path.join(this.bin.binDir, '..', 'share', 'postgresql', 'extension', `${extension}.control`), 'utf8');
+      return /^\s*module_pathname\s*=\s*'([^']*)'/m.exec(control)?.[1];
+    } catch {
+      return undefined;
+    }
+  }
 
   async renameDatabase(id: string, from: string): Promise<void> {
     if (from === id) return;
@@ -1343,6 +1385,7 @@ export class NativeRuntime implements TenantRuntime {
     await fs.writeFile(path.join(build, 'pg_ident.conf'), identConfText());
     await this.spawnServer('', build, []);
     let walSegment: string | undefined;
+    let fingerprint: string | undefined;
     try {
       await this.withAdmin('', 'template1', async (client) => {
         await client.query(`CREATE ROLE ${quoteIdent(TENANT_ROLE)} NOLOGIN NOSUPERUSER CREATEDB CREATEROLE NOREPLICATION NOBYPASSRLS`);
@@ -1357,6 +1400,8 @@ export class NativeRuntime implements TenantRuntime {
         await client.query('VACUUM (FREEZE)');
       });
       await this.withAdmin('', ADMIN_DATABASE, async (client) => {
+        const [print] = await client.query(CATALOG_FINGERPRINT_SQL);
+        fingerprint = print?.[0] ?? undefined;
         await client.query('ALTER DATABASE template1 WITH ALLOW_CONNECTIONS false'); // not from inside template1
         await client.query('CHECKPOINT');
         const [row] = await client.query('SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
@@ -1381,6 +1426,8 @@ export class NativeRuntime implements TenantRuntime {
     if (walSegment) await trimWal(path.join(build, 'pg_wal'), walSegment);
     await this.run(this.bin.initdb, ['--sync-only', '-D', build], { as: this.serverIdentity() });
     await fs.writeFile(path.join(build, TEMPLATE_MARKER), `${this.templateMarker()}\n`);
+    if (fingerprint === undefined) throw new PgsError('PG_COMMAND_FAILED', 'the template server did not answer for its catalog fingerprint');
+    await writeAtomic(this.fingerprintFile, `${fingerprint}\n`, 0o644);
     await this.removeTree(this.templateDir);
     await fs.rename(build, this.templateDir);
     // Copies of the old template; running spares (.warm-*) are a daemon's: it replaces them itself.

@@ -21,6 +21,16 @@ export interface TenantServerSpec {
   archive?: ArchiveTarget;
   /** Start as a restore: replay archived WAL to the target, then become a primary. */
   recovery?: RecoverySettings;
+  /** Only pgs's admin role may log in (a restored server before its roles are checked); `updateAuthFiles` opens it. */
+  adminOnly?: boolean;
+}
+
+/** A data folder made from a backup, before its first start. */
+export interface MaterializedFolder {
+  /** Configuration and files the backup held that pgs dropped (see runtime/restored-folder.ts). */
+  dropped: string[];
+  /** It holds a backup_label (an online backup): replay must reach the backup's end. */
+  online: boolean;
 }
 
 /** What a base backup covers, as PostgreSQL reports it (WAL positions as "X/Y"). */
@@ -153,7 +163,13 @@ export interface TenantRuntime {
    * file against the manifest (BACKUP_DAMAGED names the first bad one), and marks it
    * unfinished (like a create's) unless `finished`. Nothing is left behind on failure.
    */
-  materialize(key: string, backupDir: string, backupName: string, options: { finished: boolean }): Promise<void>;
+  materialize(key: string, backupDir: string, backupName: string, options: { finished: boolean }): Promise<MaterializedFolder>;
+  /**
+   * Takes from the running server what no tenant may have (see runtime/neutralize.ts):
+   * superuser and replication roles, grants of predefined roles, settings that load code,
+   * C functions, untrusted extensions and languages, event triggers. Returns what it took.
+   */
+  neutralize(id: string): Promise<string[]>;
   /**
    * A new data folder for `key` (marked unfinished) with the data of `id`: from a running server,
    * its BASE_BACKUP streamed straight into the folder and checked against the manifest (the

@@ -1,3 +1,5 @@
+import { PgsError } from '../core/errors.js';
+
 /**
  * What every tenant server runs with. Sized for many small, mostly idle servers
  * on one host (see DESIGN.md "Runtime facts"): small shared memory, no network
@@ -24,7 +26,7 @@ export function socketPath(socketDir: string, port = SERVER_PORT): string {
   return `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}`;
 }
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 9;
+export const TEMPLATE_VERSION = 10;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 /** Connections only superusers (pgs's admin sessions: health checks, password changes) may use. */
@@ -110,6 +112,17 @@ export interface RecoverySettings {
 }
 
 export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby'): string {
+  // Whatever the values' source (the catalog, an imported file), nothing but a checked number or a quoted string reaches the file.
+  confInteger('max_connections', maxConnections, 1, 100_000);
+  if (memoryBytes !== undefined) confInteger('the memory limit', memoryBytes, 1, Number.MAX_SAFE_INTEGER);
+  if (archive) {
+    confInteger('archive_timeout', archive.timeoutSeconds, 1, 86_400);
+    confPath('the archive folder', archive.directory);
+  }
+  if (recovery) {
+    for (const dir of recovery.walDirs) confPath('a WAL folder', dir);
+    if (recovery.target !== 'immediate' && recovery.target !== 'latest' && Number.isNaN(Date.parse(recovery.target))) throw new PgsError('INVALID_SETTING', `invalid recovery target ${JSON.stringify(recovery.target)}`);
+  }
   const lines = ['# pgs: written before each start; changes here are lost.'];
   // The tenant's limit plus the slots only superusers (pgs's own sessions) may use.
   lines.push(`max_connections = ${maxConnections + SUPERUSER_RESERVED_CONNECTIONS}`);
@@ -155,6 +168,16 @@ export function memorySettings(memoryBytes: number, maxConnections: number): str
   ];
 }
 
+function confInteger(what: string, value: number, min: number, max: number): void {
+  if (!Number.isSafeInteger(value) || value < min || value > max) throw new PgsError('INVALID_SETTING', `refusing to write ${what} = ${JSON.stringify(value)} into ${ARCHIVE_CONF}: an integer from ${min} to ${max} is needed`);
+}
+
+/** Control characters (a newline above all) would end the quoted value and start a setting of their own. */
+function confPath(what: string, value: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (typeof value !== 'string' || !value.startsWith('/') || /[\x00-\x1f\x7f]/.test(value)) throw new PgsError('INVALID_SETTING', `refusing to write ${what} ${JSON.stringify(value)} into ${ARCHIVE_CONF}: an absolute path without control characters is needed`);
+}
+
 function shellQuote(value: string): string {
   return `'${value.replaceAll("'", "'\\''")}'`;
 }
@@ -169,14 +192,37 @@ function shellQuote(value: string): string {
  * path: dblink and postgres_fdw refuse a connection made without a password
  * to anyone but a superuser, and the tenant role is not one.
  */
-export function hbaConfText(): string {
+export function hbaConfText(adminOnly = false): string {
   return [
-    '# pgs: unix socket only; the router (after checking the password) and pgs itself come in here.',
-    'local all all peer map=pgs',
+    adminOnly
+      ? '# pgs: a restored server before pgs has checked its roles: pgs itself only, no client.'
+      : '# pgs: unix socket only; the router (after checking the password) and pgs itself come in here.',
+    adminOnly ? `local all ${ADMIN_ROLE} peer map=pgs` : 'local all all peer map=pgs',
     `local replication ${ADMIN_ROLE} peer map=pgs`,
     '',
   ].join('\n');
 }
+
+/**
+ * Settings every session of pgs's admin role sends in its start-up packet.
+ * They outrank `ALTER ROLE/DATABASE ... SET` (a client's setting wins over
+ * pg_db_role_setting), so data pgs did not make cannot steer pgs's own
+ * sessions: no library loaded at log-in, no `SET ROLE` to another role, no
+ * event trigger firing on pgs's DDL, no schema of the tenant's searched
+ * before pg_catalog, no time-out or read-only default breaking pgs's work.
+ */
+export const ADMIN_SESSION_SETTINGS: Readonly<Record<string, string>> = {
+  role: 'none',
+  search_path: 'pg_catalog, pg_temp',
+  session_preload_libraries: '',
+  local_preload_libraries: '',
+  event_triggers: 'off',
+  default_transaction_read_only: 'off',
+  statement_timeout: '0',
+  lock_timeout: '0',
+  idle_in_transaction_session_timeout: '0',
+  transaction_timeout: '0',
+};
 
 export function identConfText(): string {
   return ['# pgs: any OS user that can reach the 0700 socket folder (the server user, root) may be any role.', 'pgs /^(.*)$ all', ''].join('\n');

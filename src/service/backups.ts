@@ -10,7 +10,7 @@ import {
 } from '../backup/layout.js';
 import { MANIFEST_FILE, parseManifest, verifyTar } from '../backup/manifest.js';
 import { SEGMENT_NAME, firstGap, parseLsn, segmentName, segmentNumber } from '../backup/wal.js';
-import type { TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
+import type { MaterializedFolder, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 
 /**
  * A host's backups of its tenants: taking base backups into the local
@@ -256,17 +256,48 @@ const TARGET_NOT_REACHED = 'recovery ended before configured recovery target was
  * primary on a new timeline; then its settings lose the recovery part.
  * A time after the last commit the WAL holds means the WAL's end is that
  * time's state: PostgreSQL stops with an error there, and the replay then
- * goes on to the end.
+ * goes on to the end. An offline backup (a clean shutdown's files, no
+ * backup_label) is whole as it is: to its end means its own WAL and none of
+ * the archive's (PostgreSQL would call 'immediate' unreached, or replay past it).
+ *
+ * Until its roles and functions are checked (runtime.neutralize) only pgs may
+ * log in; then the server opens to clients. Returns what the check took away.
  */
-export async function recover(runtime: TenantRuntime, spec: TenantServerSpec, plan: Pick<RestorePlan, 'walDir' | 'target'>, extraWal?: string): Promise<void> {
+export interface RecoverOptions {
+  /** More WAL to replay after the archive's (a stopped server's own). */
+  extraWal?: string | undefined;
+  /** What materialize said of the folder. */
+  folder?: MaterializedFolder;
+  /** Runs after the check and before clients may log in (a database renamed, a password set back). */
+  beforeOpen?: () => Promise<void>;
+}
+
+export async function recover(runtime: TenantRuntime, spec: TenantServerSpec, plan: Pick<RestorePlan, 'walDir' | 'target'>, options: RecoverOptions = {}): Promise<string[]> {
+  const { extraWal, folder, beforeOpen } = options;
   // No folder at all: the WAL the backup carries in pg_wal is all there is to replay (a clone, an import).
-  const walDirs = [plan.walDir, extraWal].filter((d): d is string => d !== undefined && d !== '');
+  let walDirs = [plan.walDir, extraWal].filter((d): d is string => d !== undefined && d !== '');
+  let target = plan.target;
+  if (target === 'immediate' && folder?.online === false) {
+    walDirs = [];
+    target = 'latest';
+  }
+  const closed: TenantServerSpec = { ...spec, adminOnly: true };
   try {
-    await runtime.start({ ...spec, recovery: { walDirs, target: plan.target } });
+    await runtime.start({ ...closed, recovery: { walDirs, target } });
   } catch (err) {
-    if (!(isPgsError(err, 'PG_START_FAILED') && err.message.includes(TARGET_NOT_REACHED) && plan.target !== 'immediate' && plan.target !== 'latest')) throw err;
-    await runtime.start({ ...spec, recovery: { walDirs, target: 'latest' } });
+    if (!(isPgsError(err, 'PG_START_FAILED') && err.message.includes(TARGET_NOT_REACHED) && target !== 'immediate' && target !== 'latest')) throw err;
+    await runtime.start({ ...closed, recovery: { walDirs, target: 'latest' } });
+  }
+  let taken: string[];
+  try {
+    taken = await runtime.neutralize(spec.id);
+    await beforeOpen?.();
+  } catch (err) {
+    await runtime.stop(spec.id, { immediate: true }).catch(() => undefined);
+    throw err;
   }
   // The recovery settings are spent once it is a primary: the file loses them, unread until the next start.
   await runtime.configureArchive(spec, { reload: false });
+  await runtime.updateAuthFiles(spec.id);
+  return taken;
 }

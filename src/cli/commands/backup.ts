@@ -35,6 +35,12 @@ export function parsePointInTime(text: string, what: string): string {
   return at.toISOString();
 }
 
+/** What pgs took from data it did not make, as lines under the tenant's (nothing when it took nothing). */
+function neutralizedLines(t: TenantJson): string {
+  if (!t.neutralized || t.neutralized.length === 0) return '';
+  return `\npgs took away what no tenant may have (${t.neutralized.length}):\n${t.neutralized.map((line) => `  - ${line}`).join('\n')}`;
+}
+
 function tenantLine(verb: string, t: TenantJson): string {
   return `${verb} ${t.id}: ${t.hostname}, ${t.state}`;
 }
@@ -145,7 +151,7 @@ export const restore: Command = {
     if (values.json) printJson(tenant);
     else {
       const to = body.time ?? (body.backup !== undefined ? `the end of backup ${body.backup}` : 'the latest point');
-      console.log(tenantLine(body.as !== undefined && body.as !== id ? `Restored ${id} to ${to} as` : `Restored to ${to}:`, tenant));
+      console.log(tenantLine(body.as !== undefined && body.as !== id ? `Restored ${id} to ${to} as` : `Restored to ${to}:`, tenant) + neutralizedLines(tenant));
       if (body.as !== undefined && body.as !== id) console.log(`Its roles and passwords are those of ${id} at that point. URL: pgs url ${tenant.id}`);
     }
     return 0;
@@ -170,7 +176,7 @@ export const branch: Command = {
     const body = { id: newId as string, ...(values.at !== undefined ? { at: parsePointInTime(String(values.at), '--at') } : {}) };
     const tenant = await runOperation<TenantJson>(ctx.api, 'POST', tenantPath(src as string, '/branch'), { body, onStart: announceDaemon });
     if (values.json) printJson(tenant);
-    else console.log(`${tenantLine(`Branched ${src}${body.at ? ` at ${body.at}` : ''} into`, tenant)}\nIts roles and passwords are those of ${src}. URL: pgs url ${tenant.id}`);
+    else console.log(`${tenantLine(`Branched ${src}${body.at ? ` at ${body.at}` : ''} into`, tenant)}${neutralizedLines(tenant)}\nIts roles and passwords are those of ${src}. URL: pgs url ${tenant.id}`);
     return 0;
   },
 };
@@ -224,7 +230,7 @@ export const importCommand: Command = {
     const op = await upload<{ id: string; status: string }>(ctx, `/v1/import${query}`, file as string, stat.size);
     const tenant = await runOperation<TenantJson>(ctx.api, 'GET', `/v1/operations/${op.id}`);
     if (values.json) printJson(tenant);
-    else console.log(`${tenantLine('Imported', tenant)}\nIts roles and passwords are those in the file. URL: pgs url ${tenant.id}`);
+    else console.log(`${tenantLine('Imported', tenant)}${neutralizedLines(tenant)}\nIts roles and passwords are those in the file. URL: pgs url ${tenant.id}`);
     return 0;
   },
 };
