@@ -20,6 +20,10 @@ export interface PgsEvent {
   kind?: string;
   from?: string;
   target?: string;
+  /** For restores and imports: what pgs took from data it did not make (see runtime/neutralize.ts). */
+  neutralized?: string[];
+  /** For `restored`: a restore a stopped daemon left unfinished, undone (the tenant is as before it). */
+  undone?: boolean;
   /** For `disk` (state: warning, read-only, standby, ok): the tenant's size and quota. */
   usedBytes?: number;
   quotaBytes?: number;

@@ -9,10 +9,12 @@ import { DEFAULT_BACKUP_SCHEDULE } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { forEachLimit } from '../core/limit.js';
 import { readExport, writeExport } from '../backup/export-file.js';
-import { newStamp, tenantBackupsDir, tenantServerSpec, writeGenerationMeta, type BackupMeta } from '../backup/layout.js';
+import { generationDir, newStamp, tenantBackupsDir, tenantServerSpec, writeGenerationMeta, type BackupMeta } from '../backup/layout.js';
+import { crashPoint, crashPointSet } from '../core/crash.js';
+import { RestoreJournals } from './restore-journal.js';
 import type { RouterLog } from '../router/router.js';
 import type { ArchiverStatus, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
-import { Backups, recover, type BackupList, type RestorePlan } from '../service/backups.js';
+import { Backups, recover, type BackupList, type RecoverOptions, type RestorePlan } from '../service/backups.js';
 import { s3ClientFor } from '../backup/s3.js';
 import { Shipper } from './shipper.js';
 import { findTenant, type Pgs } from '../service/pgs.js';
@@ -72,6 +74,9 @@ export class BackupPlane {
   private readonly lastChecked = new Map<string, number>();
   private readonly failures = new Map<string, { at: string; error: string }>();
   private readonly gaps = new Map<string, string>();
+  private readonly journals: RestoreJournals;
+  /** Tenants whose restore settleRestores finished: each gets its first backup once the plane has started. */
+  private readonly settledRestores: string[] = [];
   /** Ids being made by a restore, branch or import: a create of the same id is refused meanwhile. */
   readonly reserved = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
@@ -84,6 +89,7 @@ export class BackupPlane {
   constructor(deps: BackupPlaneDeps) {
     this.deps = deps;
     this.backups = new Backups(deps.runtime, this.dataRoot);
+    this.journals = new RestoreJournals(this.dataRoot);
   }
 
   private get dataRoot(): string {
@@ -107,6 +113,11 @@ export class BackupPlane {
     }
     this.timer = setInterval(() => this.tick(), SCHEDULE_TICK_MS);
     this.timer.unref();
+    // A restore finished by settleRestores: its new generation's first backup, as after any restore.
+    for (const id of this.settledRestores.splice(0)) {
+      const tenant = this.deps.catalog().tenants.find((t) => t.id === id);
+      if (tenant) this.backupSoon(tenant);
+    }
   }
 
   /** Follows the settings' backup target (at start and at each reload). */
@@ -379,14 +390,19 @@ export class BackupPlane {
           const staging = `.restore-${id}`;
           progress?.(`fetching backup ${plan.backup.id}`);
           await this.ensureLocal(plan);
+          crashPoint('restore:download');
           progress?.(`unpacking and checking backup ${plan.backup.id}`);
           const folder = await this.runtime.materialize(staging, plan.backupDir, plan.backup.id, { finished: true });
+          crashPoint('restore:extract');
+          // From here to the catalog's commit a dead daemon's successor settles the restore (settleRestores).
+          await this.journals.write({ format: 1, tenant: id, generation: next.generation as string, hadFolder: true, backup: plan.backup.id, target: plan.target, startedAt: new Date().toISOString() });
           const swap = await this.runtime.replaceData(id, staging);
+          crashPoint('restore:swap');
           let neutralized: string[];
           try {
             progress?.(plan.target === 'immediate' ? 'starting the restored server' : `replaying WAL to ${plan.target}`);
             const taken = await recover(this.runtime, nextSpec, plan, {
-              extraWal, folder,
+              extraWal, folder, ...this.recoverCrashPoints(id),
               beforeOpen: async () => {
                 await this.runtime.renameDatabase(id, plan.backup.tenant);
                 if (verifier !== null) await this.runtime.setPassword(id, verifier);
@@ -394,13 +410,17 @@ export class BackupPlane {
             });
             neutralized = [...folder.dropped, ...taken];
             await writeGenerationMeta(this.runtime, this.dataRoot, next, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
-            await this.deps.pgs.patch(id, { generation: next.generation });
-            await this.deps.refresh();
+            await this.deps.pgs.patch(id, { generation: next.generation }); // the commit: last in this block
           } catch (err) {
             await swap.undo();
+            await this.forgetGeneration(id, next.generation as string);
+            await this.journals.remove(id);
             throw err;
           }
+          crashPoint('restore:commit');
+          await this.deps.refresh();
           await swap.commit();
+          await this.journals.remove(id);
           if (tenant.wanted !== 'running') await this.runtime.stop(id);
           else this.deps.supervisor.noteRunning(id);
           this.gaps.delete(id);
@@ -423,20 +443,25 @@ export class BackupPlane {
     progress?.(`fetching backup ${plan.backup.id}`);
     await this.ensureLocal(plan);
     progress?.(`unpacking and checking backup ${plan.backup.id}`);
-    const folder = await this.runtime.materialize(id, plan.backupDir, plan.backup.id, { finished: true });
+    await this.journals.write({ format: 1, tenant: id, generation: next.generation as string, hadFolder: false, backup: plan.backup.id, target: plan.target, startedAt: new Date().toISOString() });
     let neutralized: string[];
     try {
+      const folder = await this.runtime.materialize(id, plan.backupDir, plan.backup.id, { finished: true });
       progress?.(plan.target === 'immediate' ? 'starting the restored server' : `replaying WAL to ${plan.target}`);
-      const taken = await recover(this.runtime, tenantServerSpec(this.dataRoot, next), plan, { folder, beforeOpen: () => this.runtime.renameDatabase(id, plan.backup.tenant) });
+      const taken = await recover(this.runtime, tenantServerSpec(this.dataRoot, next), plan, { folder, ...this.recoverCrashPoints(id), beforeOpen: () => this.runtime.renameDatabase(id, plan.backup.tenant) });
       neutralized = [...folder.dropped, ...taken];
       await writeGenerationMeta(this.runtime, this.dataRoot, next, { tenant: plan.backup.tenant, backup: plan.backup.id, target: plan.target });
       await this.runtime.writeMeta(id, next);
-      await this.deps.pgs.patch(id, { generation: next.generation });
-      await this.deps.refresh();
+      await this.deps.pgs.patch(id, { generation: next.generation }); // the commit: last in this block
     } catch (err) {
       await this.runtime.remove(id).catch(() => undefined);
+      await this.forgetGeneration(id, next.generation as string);
+      await this.journals.remove(id);
       throw err;
     }
+    crashPoint('restore:commit');
+    await this.journals.remove(id);
+    await this.deps.refresh();
     if (tenant.wanted !== 'running') await this.runtime.stop(id);
     else this.deps.supervisor.noteRunning(id);
     this.emitRestored(id, plan, neutralized);
@@ -553,6 +578,55 @@ export class BackupPlane {
     } catch (err) {
       if (!this.deps.catalog().tenants.some((t) => t.id === newId)) await this.runtime.remove(newId).catch(() => undefined);
       throw err;
+    }
+  }
+
+  /** Crash points inside the restored server's start, for the kill -9 tests (core/crash.ts). */
+  private recoverCrashPoints(id: string): Pick<RecoverOptions, 'afterStart' | 'whileStarting'> {
+    return {
+      afterStart: () => crashPoint('restore:promote'),
+      whileStarting: () => {
+        if (!crashPointSet('restore:replay')) return;
+        // Once the recovering server has written its pid file, the daemon dies under it.
+        const pidFile = path.join(this.runtime.dataDir(id), 'postmaster.pid');
+        const look = () => void fs.access(pidFile).then(() => crashPoint('restore:replay'), () => setTimeout(look, 2));
+        look();
+      },
+    };
+  }
+
+  /** A generation no catalog will name (a restore that failed or was undone): its archive here and in the bucket goes. */
+  private async forgetGeneration(id: string, generation: string): Promise<void> {
+    await this.runtime.removeOwned(generationDir(this.dataRoot, id, generation)).catch(() => undefined);
+    await this.shipper?.forget([`${id}/${generation}`]).catch(() => undefined);
+  }
+
+  /**
+   * At daemon start, before the router listens: every in-place restore that a
+   * dead daemon left is finished (the catalog names its generation: only the
+   * folder from before goes) or undone (the tenant is as it was before it).
+   * What WAL folders restores borrowed (`.pgwal-*`) goes too.
+   */
+  async settleRestores(): Promise<void> {
+    for (const journal of await this.journals.list()) {
+      if ('damaged' in journal) {
+        this.deps.log.warn('a restore journal that does not parse is kept ("pgs doctor" lists it)', { file: journal.damaged });
+        continue;
+      }
+      const id = journal.tenant;
+      const tenant = this.deps.catalog().tenants.find((t) => t.id === id);
+      const committed = tenant !== undefined && tenant.generation === journal.generation;
+      const done = await this.runtime.settleRestore(id, committed ? 'restored' : 'previous', journal.hadFolder);
+      if (!committed) await this.forgetGeneration(id, journal.generation);
+      await this.journals.remove(id);
+      this.deps.events.emit('restored', id, { backup: journal.backup, target: journal.target, ...(committed ? {} : { undone: true, reason: 'the daemon stopped during the restore' }) });
+      this.deps.log.warn(committed ? 'finished a restore that a stopped daemon had committed' : 'undid a restore that a stopped daemon left unfinished', { tenant: id, backup: journal.backup, target: journal.target, done });
+      if (committed) this.settledRestores.push(id);
+    }
+    for (const id of await this.backups.tenantsWithBackups()) {
+      for (const name of await fs.readdir(tenantBackupsDir(this.dataRoot, id)).catch(() => [] as string[])) {
+        if (name.startsWith('.pgwal-')) await this.runtime.removeOwned(path.join(tenantBackupsDir(this.dataRoot, id), name)).catch(() => undefined);
+      }
     }
   }
 

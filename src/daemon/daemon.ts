@@ -180,6 +180,8 @@ export class Daemon implements ControlPlane {
       });
       // Before the API answers: a request for a tenant's backups may need the bucket at once.
       await this.backupPlane.configure();
+      // Before the router listens: a restore a dead daemon left is finished or undone, so no client meets it half made.
+      await this.backupPlane.settleRestores();
       // Servers an older pgs started still ask clients for their password: the router checks it now, and logs in by peer.
       await forEachLimit(this.catalog.tenants, 8, (t) => this.runtime.updateAuthFiles(t.id).catch(() => undefined));
       this.certExpires = certificateExpiry(cert);

@@ -835,6 +835,35 @@ export class NativeRuntime implements TenantRuntime {
     };
   }
 
+  async settleRestore(id: string, keep: 'restored' | 'previous', hadFolder: boolean): Promise<string[]> {
+    const live = this.tenantDir(id);
+    const old = this.tenantDir(`.prerestore-${id}`);
+    const done: string[] = [];
+    const trash = async (dir: string, what: string) => {
+      const bin = path.join(this.dataRoot, 'trash');
+      await this.mkdirShared(bin);
+      await fs.rename(dir, path.join(bin, `${id}-${what}-${randomBytes(4).toString('hex')}`));
+      done.push(`the ${what} folder of ${id} deleted`);
+    };
+    const restoredHere = hadFolder ? await pathExists(old) : true; // without .prerestore, the folder in place is the one from before
+    if (keep === 'restored') {
+      if (await pathExists(old)) await trash(old, 'pre-restore');
+    } else {
+      // The restored server may run (its daemon died under it): stopped before its folder goes.
+      if (restoredHere && (await pathExists(live))) {
+        await this.stop(id, { immediate: true });
+        await trash(live, 'half-restored');
+      }
+      if (hadFolder && (await pathExists(old))) {
+        await fs.rename(old, live);
+        done.push(`the folder of ${id} from before the restore put back`);
+      }
+    }
+    await fsyncDir(path.dirname(live));
+    this.emptyTrash();
+    return done;
+  }
+
   async adoptFile(file: string): Promise<void> {
     if (!this.user.switchTo) return;
     const folder = await fs.lstat(path.dirname(file));

@@ -179,6 +179,13 @@ export interface TenantRuntime {
   clone(id: string, key: string): Promise<{ online: boolean }>;
   /** Puts the folder of `stagingKey` in place of `id`'s; `undo` brings the old one back, `commit` discards it. */
   replaceData(id: string, stagingKey: string): Promise<{ undo(): Promise<void>; commit(): Promise<void> }>;
+  /**
+   * Ends an in-place restore that a dead daemon left (see the restore journal in daemon/restore-journal.ts):
+   * `restored` keeps the restored folder and deletes the one from before; `previous` stops the restored
+   * server and puts the folder from before back (`hadFolder` false: there was none, and none is left).
+   * A restore that never swapped the folders leaves nothing to undo. Returns what it did.
+   */
+  settleRestore(id: string, keep: 'restored' | 'previous', hadFolder: boolean): Promise<string[]>;
   /** Makes `dir` (and the folders above it, below the data root) the runtime's own. */
   mkdirOwnedPath(dir: string): Promise<void>;
   /** Writes a whole file into the runtime's storage (the backups tree), replacing it at once. */

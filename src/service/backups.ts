@@ -270,10 +270,13 @@ export interface RecoverOptions {
   folder?: MaterializedFolder;
   /** Runs after the check and before clients may log in (a database renamed, a password set back). */
   beforeOpen?: () => Promise<void>;
+  /** Called as the restored server starts, and once it is a primary (the kill -9 tests' crash points). */
+  whileStarting?: () => void;
+  afterStart?: () => void;
 }
 
 export async function recover(runtime: TenantRuntime, spec: TenantServerSpec, plan: Pick<RestorePlan, 'walDir' | 'target'>, options: RecoverOptions = {}): Promise<string[]> {
-  const { extraWal, folder, beforeOpen } = options;
+  const { extraWal, folder, beforeOpen, whileStarting, afterStart } = options;
   // No folder at all: the WAL the backup carries in pg_wal is all there is to replay (a clone, an import).
   let walDirs = [plan.walDir, extraWal].filter((d): d is string => d !== undefined && d !== '');
   let target = plan.target;
@@ -283,11 +286,14 @@ export async function recover(runtime: TenantRuntime, spec: TenantServerSpec, pl
   }
   const closed: TenantServerSpec = { ...spec, adminOnly: true };
   try {
-    await runtime.start({ ...closed, recovery: { walDirs, target } });
+    const started = runtime.start({ ...closed, recovery: { walDirs, target } });
+    whileStarting?.();
+    await started;
   } catch (err) {
     if (!(isPgsError(err, 'PG_START_FAILED') && err.message.includes(TARGET_NOT_REACHED) && target !== 'immediate' && target !== 'latest')) throw err;
     await runtime.start({ ...closed, recovery: { walDirs, target: 'latest' } });
   }
+  afterStart?.();
   let taken: string[];
   try {
     taken = await runtime.neutralize(spec.id);
