@@ -17,13 +17,13 @@ export const DEFAULT_POOL_SIZE = 10;
 export const DEFAULT_BACKUP_SCHEDULE = 'daily';
 export const DEFAULT_BACKUP_RETAIN = 7;
 
-export const AccessSchema = v.picklist(['enabled', 'disabled']);
+export const AccessSchema = v.picklist(['enabled', 'disabled'], 'must be enabled or disabled');
 export type Access = v.InferOutput<typeof AccessSchema>;
 
-export const BackupScheduleSchema = v.picklist(['hourly', 'daily', 'off']);
+export const BackupScheduleSchema = v.picklist(['hourly', 'daily', 'off'], 'must be hourly, daily or off');
 export type BackupSchedule = v.InferOutput<typeof BackupScheduleSchema>;
 
-export const WantedSchema = v.picklist(['running', 'stopped']);
+export const WantedSchema = v.picklist(['running', 'stopped'], 'must be running or stopped');
 export type Wanted = v.InferOutput<typeof WantedSchema>;
 
 /** The smallest memory limit: the server's shared buffers (16 MB) and a few sessions must fit. */
@@ -36,20 +36,31 @@ export const DISK_HARD_FACTOR = 1.1;
 /** At this share of its quota a tenant is warned. */
 export const DISK_WARN_FACTOR = 0.9;
 
-const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+/** Every issue names its field and says what the field must be (see schemaProblem). */
+export const int = (min: number, max: number) => {
+  const message = `must be an integer from ${min} to ${max}`;
+  return v.pipe(v.number(message), v.integer(message), v.minValue(min, message), v.maxValue(max, message));
+};
+/** A string of the pattern: no control character, no other text can pass. */
+export const matching = (pattern: RegExp, what: string) => v.pipe(v.string(`must be ${what}`), v.regex(pattern, `must be ${what}`));
+export const isoTime = v.pipe(v.string('must be a time (ISO 8601)'), v.isoTimestamp('must be a time (ISO 8601)'));
 const nonEmpty = v.pipe(v.string(), v.minLength(1));
+const RESERVED_IDS = new Set(['template0', 'template1', 'postgres']);
+const idText = 'a tenant id (a DNS label of at most 40 lower-case letters, digits and -)';
+export const TenantIdSchema = v.pipe(matching(TENANT_ID_PATTERN, idText), v.check((id) => !RESERVED_IDS.has(id), `must be ${idText}, not a reserved name`));
+export const StampSchema = matching(/^\d{8}-\d{6}-[0-9a-f]{4}$/, 'a stamp such as 20260101-120000-a3f9');
 
 export const TenantSchema = v.strictObject({
-  id: v.pipe(v.string(), v.regex(TENANT_ID_PATTERN)),
-  suffix: v.pipe(v.string(), v.regex(/^[a-z0-9]{6}$/)),
+  id: TenantIdSchema,
+  suffix: matching(/^[a-z0-9]{6}$/, 'six lower-case letters or digits'),
   access: AccessSchema,
   wanted: WantedSchema,
   maxConnections: int(5, 10000),
-  createdAt: v.pipe(v.string(), v.isoTimestamp()),
+  createdAt: isoTime,
   /** Seconds without connections before the daemon suspends the server; null: never; absent: the default (300). */
   autosuspendSeconds: v.optional(v.nullable(int(1, 31_536_000))),
   /** Its current WAL archive (backups/<id>/<generation>/); absent: made before archiving (the daemon gives it one). */
-  generation: v.optional(v.pipe(v.string(), v.regex(/^\d{8}-\d{6}-[0-9a-f]{4}$/))),
+  generation: v.optional(StampSchema),
   /** Seconds between forced WAL segment switches while it writes; absent: 60. */
   rpoSeconds: v.optional(int(1, 3600)),
   /** Base backups the daemon takes; absent: daily. */
@@ -59,20 +70,20 @@ export const TenantSchema = v.strictObject({
   /** Memory its server may use (a cgroup limit, as root); absent: no limit. */
   memoryBytes: v.optional(int(MIN_MEMORY_BYTES, 2 ** 50)),
   /** Cores its server may use (a cgroup CPU quota, as root); absent: no limit. */
-  cpus: v.optional(v.pipe(v.number(), v.minValue(0.01), v.maxValue(1024))),
+  cpus: v.optional(v.pipe(v.number('must be a number from 0.01 to 1024'), v.minValue(0.01, 'must be a number from 0.01 to 1024'), v.maxValue(1024, 'must be a number from 0.01 to 1024'))),
   /** Disk its data folder (data and WAL) may take; absent: no quota. */
   diskBytes: v.optional(int(MIN_DISK_BYTES, 2 ** 50)),
   /** How its clients share server sessions through the router; absent: session (one each). */
-  pool: v.optional(v.picklist(['session', 'transaction'])),
+  pool: v.optional(v.picklist(['session', 'transaction'], 'must be session or transaction')),
   /** In transaction mode, the server sessions its clients share; absent: DEFAULT_POOL_SIZE (never more than maxConnections). */
   poolSize: v.optional(int(1, 10000)),
   /** Client connections at once through the router; absent: maxConnections in session mode, the router's limit per tenant in transaction mode. */
   maxClientConnections: v.optional(int(1, 100000)),
   /** Set while the tenant is over its quota: read-only (it can lift it to clean up), or a standby (past the hard limit). */
-  diskState: v.optional(v.picklist(['read-only', 'standby'])),
+  diskState: v.optional(v.picklist(['read-only', 'standby'], 'must be read-only or standby')),
   /** The database's name on the server when it is not the tenant's id (a restore or branch on the kubernetes runtime keeps its source's); clients still ask for the id. */
-  database: v.optional(v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_]{0,62}$/))),
-});
+  database: v.optional(matching(/^[a-z][a-z0-9_]{0,62}$/, 'a database name (lower-case letters, digits and _)')),
+}, 'must be a tenant entry');
 export type Tenant = v.InferOutput<typeof TenantSchema>;
 
 export const SettingsSchema = v.strictObject({
@@ -129,6 +140,22 @@ export function catalogProblem(value: unknown): { catalog: Catalog } | { problem
   const result = v.safeParse(CatalogSchema, value);
   if (result.success) return { catalog: result.output };
   const issue = result.issues[0];
-  const where = issue?.path?.map((p) => String(p.key)).join('.') || 'top level';
-  return { problem: `${where}: ${issue?.message ?? 'does not match the schema'}` };
+  return { problem: issue ? describeIssue(issue, '', ': ') : 'top level: does not match the schema' };
+}
+
+/** The first issue of `value` against `schema` as "<prefix>.<field> must be ...", or undefined when it matches. */
+export function schemaProblem(schema: v.GenericSchema, value: unknown, prefix: string): string | undefined {
+  const result = v.safeParse(schema, value);
+  const issue = result.success ? undefined : result.issues[0];
+  return issue ? describeIssue(issue, prefix, ' ') : undefined;
+}
+
+function describeIssue(issue: v.BaseIssue<unknown>, prefix: string, between: string): string {
+  const where = [prefix, ...(issue.path ?? []).map((p) => String(p.key))].filter((p) => p !== '').join('.') || 'top level';
+  // An object's own issues are of three kinds, with one message: not an object, a missing field, an unknown one.
+  if (issue.type === 'strict_object' || issue.type === 'object') {
+    if (issue.expected === 'never') return `${where}${between}is not a field pgs knows`;
+    if (issue.received === 'undefined' && issue.path !== undefined) return `${where}${between}is missing`;
+  }
+  return `${where}${between}${issue.message}`;
 }
