@@ -1,11 +1,12 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
-import { pipeline } from 'node:stream/promises';
+import { createReadStream, promises as fs } from 'node:fs';
+import type { Readable } from 'node:stream';
 import type http from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { PgsError, codeWord, isPgsError } from '../core/errors.js';
+import { formatBytes } from '../core/size.js';
 import { registerDashboard } from './dashboard.js';
 import { sseFrame, type EventLog } from './events.js';
 import * as S from './schemas.js';
@@ -49,10 +50,15 @@ export interface ControlPlane {
   exportTenant(id: string, progress?: Progress): Promise<S.ExportJson>;
   /** The file of a finished export (NOT_FOUND for a name that is not one). */
   exportFile(name: string): string;
-  /** Where an upload to import is written first. */
-  importUploadFile(): Promise<string>;
+  /** The largest upload to import it takes now. */
+  importLimit(): Promise<ImportLimit>;
+  /** Writes an upload to import to disk (at most `limit` bytes) and returns its file; nothing remains when it fails. */
+  importUploadFile(body: Readable, limit: ImportLimit): Promise<string>;
   importFile(file: string, as: string | undefined, progress?: Progress): Promise<S.TenantJson>;
 }
+
+/** `why`: where the figure comes from (the setting, or what auto measured), for a refusal. */
+export interface ImportLimit { bytes: number; auto: boolean; why: string }
 
 /** Tells an operation what it does now. */
 export type Progress = (phase: string) => void;
@@ -278,15 +284,28 @@ function registerBackupRoutes(app: App, plane: ControlPlane, operations: Operati
     return reply.code(204).send(null);
   });
 
+  // The body is checked here before fastify reads a byte of it, then streamed to disk by the handler: only
+  // application/octet-stream has a parser that leaves it unread (JSON and text would be buffered whole).
+  const limits = new WeakMap<FastifyRequest, ImportLimit>();
   app.post('/v1/import', {
-    bodyLimit: 1024 ** 4,
     schema: {
-      tags: tags('backups'), summary: 'make a tenant from an export file (the request body), checked whole before the tenant exists',
+      tags: tags('backups'), summary: 'make a tenant from an export file (the request body, application/octet-stream, at most the import limit of GET /v1/status), checked whole before the tenant exists',
       querystring: S.ImportQuery, response: { 201: S.Tenant, ...async202, ...problems },
     },
+    onRequest: async (request) => {
+      const type = String(request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+      if (type !== 'application/octet-stream') {
+        throw new PgsError('UNSUPPORTED_MEDIA_TYPE', `an import is the export file as the body, with Content-Type: application/octet-stream${type === '' ? '' : `, not ${type}`}`);
+      }
+      const limit = await plane.importLimit();
+      const declared = Number(request.headers['content-length']);
+      if (declared > limit.bytes) throw new PgsError('UPLOAD_TOO_LARGE', `the upload is ${formatBytes(declared)}; imports take at most ${formatBytes(limit.bytes)} (${limit.why})`);
+      limits.set(request, limit);
+    },
   }, async (request, reply) => {
-    const file = await plane.importUploadFile();
-    await pipeline(request.body as NodeJS.ReadableStream, createWriteStream(file, { mode: 0o600, flags: 'wx' }));
+    const limit = limits.get(request);
+    if (!limit) throw new PgsError('INTERNAL', 'the import limit was not checked');
+    const file = await plane.importUploadFile(request.body as Readable, limit);
     const { as } = request.query as { as?: string };
     return run(request, reply, 'tenant.import', as ?? null, 201, (progress) => plane.importFile(file, as, progress));
   });

@@ -241,6 +241,8 @@ export const Status = Type.Object({
   /** Whether each tenant's server runs as an OS user of its own (pgs runs as root), and as whom they run. */
   serverUsers: Type.Object({ perTenant: Type.Boolean(), detail: Type.String() }),
   refusals: Type.Record(Type.String(), Type.Integer()),
+  /** The largest upload POST /v1/import takes now (pgs setup --import-limit; auto: measured from the data root's free space); null where there are no imports. */
+  importLimit: Nullable(Type.Object({ bytes: Type.Integer(), auto: Type.Boolean() })),
   /** Where backups are copied besides the data root; null: nowhere. */
   /** The data root's file system. */
   disk: Nullable(Type.Object({ path: Type.String(), freeBytes: Type.Integer(), totalBytes: Type.Integer() })),

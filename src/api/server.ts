@@ -150,7 +150,7 @@ const STATUS: Partial<Record<PgsErrorCode, number>> = {
   UNAUTHORIZED: 401, FORBIDDEN: 403,
   TENANT_NOT_FOUND: 404, TOKEN_NOT_FOUND: 404, OPERATION_NOT_FOUND: 404, NOT_FOUND: 404, BACKUP_NOT_FOUND: 404,
   TENANT_EXISTS: 409, TOKEN_EXISTS: 409, INVALID_STATE: 409, NOT_SET_UP: 409, ORPHAN_DATA: 409, OUT_OF_WINDOW: 422, BACKUP_DAMAGED: 422, ARCHIVE_GAP: 422,
-  PRECONDITION_FAILED: 412, RATE_LIMITED: 429,
+  PRECONDITION_FAILED: 412, UPLOAD_TOO_LARGE: 413, UNSUPPORTED_MEDIA_TYPE: 415, RATE_LIMITED: 429,
   CATALOG_LOCKED: 503, DAEMON_STOPPING: 503, KUBE_UNAVAILABLE: 503, DISK_FULL: 507, NOT_SUPPORTED: 501,
 };
 
@@ -160,11 +160,38 @@ export function problemStatus(code: PgsErrorCode): number {
 
 function sendProblem(reply: FastifyReply, error: PgsError, field?: string, statusOverride?: number): FastifyReply {
   const status = statusOverride ?? problemStatus(error.code);
+  if (!reply.request.raw.complete) drainThenClose(reply.request.raw);
   const word = codeWord(error.code);
   return reply
     .code(status)
     .type('application/problem+json')
     .send({ type: `urn:pgs:problem:${word}`, title: http.STATUS_CODES[status] ?? 'Error', status, code: word, detail: error.message, ...(field ? { field } : {}) });
+}
+
+/** What is read and dropped of a request answered before its body was read whole. */
+const DRAIN_MS = 2_000;
+const DRAIN_BYTES = 64 * 2 ** 20;
+
+/**
+ * A request answered before its body was read whole (a refused upload): the
+ * rest is read and dropped for a moment, so that a client still writing reads
+ * the answer instead of a broken pipe, then the connection closes. Closing at
+ * once loses the answer; reading on could mean gigabytes.
+ */
+function drainThenClose(req: http.IncomingMessage): void {
+  const socket = req.socket;
+  if (socket.destroyed) return;
+  let dropped = 0;
+  const close = () => socket.destroy();
+  const timer = setTimeout(close, DRAIN_MS);
+  timer.unref();
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > DRAIN_BYTES) close();
+  });
+  req.once('end', () => clearTimeout(timer)); // all read: the connection may serve another request
+  socket.once('close', () => clearTimeout(timer));
+  req.resume();
 }
 
 /** Serves the app on the unix socket (0600) and, unless `tcp` is null, on TCP. */

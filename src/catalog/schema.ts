@@ -35,6 +35,10 @@ export const MIN_DISK_BYTES = 128 * 2 ** 20;
 export const DISK_HARD_FACTOR = 1.1;
 /** At this share of its quota a tenant is warned. */
 export const DISK_WARN_FACTOR = 0.9;
+/** The smallest limit of an upload to import (`pgs setup --import-limit`). */
+export const MIN_IMPORT_BYTES = 2 ** 20;
+/** The most an upload to import may be when the limit is auto (what the disk allows otherwise). */
+export const AUTO_IMPORT_CAP_BYTES = 64 * 2 ** 30;
 
 /** Every issue names its field and says what the field must be (see schemaProblem). */
 export const int = (min: number, max: number) => {
@@ -122,6 +126,8 @@ export const SettingsSchema = v.strictObject({
   storageClass: v.optional(nonEmpty),
   /** The kubernetes runtime: instances per tenant cluster (absent: 1; 2 or 3 add streaming replicas and failover). */
   instances: v.optional(v.picklist([1, 2, 3])),
+  /** The largest upload POST /v1/import takes, in bytes; absent: auto (see daemon/uploads.ts). */
+  importMaxBytes: v.optional(int(MIN_IMPORT_BYTES, 2 ** 50)),
 });
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 

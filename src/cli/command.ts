@@ -68,12 +68,17 @@ export function parseDisk(text: string, what = '--disk'): number | null {
   return parseSize(text, what, 128, '10G or 500M');
 }
 
-function parseSize(text: string, what: string, minMiB: number, examples: string): number | null {
-  if (text === 'off') return null;
+/** The largest upload to import: as --disk, at least 1 MiB, or "auto" (null). */
+export function parseImportLimit(text: string, what = '--import-limit'): number | null {
+  return parseSize(text, what, 1, '20G or 500M', 'auto');
+}
+
+function parseSize(text: string, what: string, minMiB: number, examples: string, none = 'off'): number | null {
+  if (text === none) return null;
   const match = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
   const bytes = match ? Math.floor(Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toUpperCase()] ?? NaN)) : NaN;
   if (!Number.isSafeInteger(bytes) || bytes < minMiB * 2 ** 20 || bytes > 2 ** 50) {
-    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a size such as ${examples} (at least ${minMiB}M), or off`);
+    throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a size such as ${examples} (at least ${minMiB}M), or ${none}`);
   }
   return bytes;
 }

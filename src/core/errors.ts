@@ -47,7 +47,9 @@ export type PgsErrorCode =
   | 'BACKUP_NOT_FOUND'
   | 'OUT_OF_WINDOW'
   | 'ARCHIVE_GAP'
-  | 'DISK_FULL';
+  | 'DISK_FULL'
+  | 'UPLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE';
 
 const ALL_CODES: readonly PgsErrorCode[] = [
   'USAGE',
@@ -95,6 +97,8 @@ const ALL_CODES: readonly PgsErrorCode[] = [
   'OUT_OF_WINDOW',
   'ARCHIVE_GAP',
   'DISK_FULL',
+  'UPLOAD_TOO_LARGE',
+  'UNSUPPORTED_MEDIA_TYPE',
 ];
 
 export class PgsError extends Error {

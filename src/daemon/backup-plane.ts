@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import type { EventLog } from '../api/events.js';
 import type { DaemonMetrics } from '../api/metrics.js';
 import { assertTenantId } from '../catalog/ids.js';
@@ -17,6 +18,7 @@ import type { ArchiverStatus, TenantRuntime, TenantServerSpec } from '../runtime
 import { Backups, recover, type BackupList, type RecoverOptions, type RestorePlan } from '../service/backups.js';
 import { s3ClientFor } from '../backup/s3.js';
 import { Shipper } from './shipper.js';
+import { receiveUpload, type ImportLimit } from './uploads.js';
 import { findTenant, type Pgs } from '../service/pgs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 
@@ -693,11 +695,20 @@ export class BackupPlane {
     }
   }
 
-  /** A folder for an upload to be imported; deleted by `importFile`. */
-  async importUploadFile(): Promise<string> {
-    const dir = path.join(this.dataRoot, 'imports', newStamp());
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    return path.join(dir, 'upload.pgs');
+  /** Receives an upload to import into a folder of its own: deleted by `importFile`, or at once when the upload fails. */
+  async importUploadFile(body: Readable, limit: ImportLimit): Promise<string> {
+    const imports = path.join(this.dataRoot, 'imports');
+    await fs.mkdir(imports, { recursive: true, mode: 0o700 });
+    const dir = path.join(imports, newStamp());
+    await fs.mkdir(dir, { mode: 0o700 });
+    const file = path.join(dir, 'upload.pgs');
+    try {
+      await receiveUpload(body, file, limit);
+    } catch (err) {
+      await fs.rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return file;
   }
 
   /** Makes a tenant from an export file, checked whole before anything is made. */

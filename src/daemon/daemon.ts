@@ -1,6 +1,7 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { EventLog } from '../api/events.js';
 import { DaemonMetrics } from '../api/metrics.js';
 import type { ControlPlane } from '../api/routes.js';
@@ -26,6 +27,7 @@ import { CatalogBackends } from './backends.js';
 import { Logins } from './logins.js';
 import { DiskGuard } from './disk-guard.js';
 import { BackupPlane, type MadeTenant, type Progress } from './backup-plane.js';
+import { importLimit, type ImportLimit } from './uploads.js';
 import type { TenantSample } from '../api/metrics.js';
 import { tenantServerSpec, type BackupMeta } from '../backup/layout.js';
 
@@ -473,6 +475,7 @@ export class Daemon implements ControlPlane {
       limits: this.runtime.limitsSupport(),
       serverUsers: this.runtime.serverUsers(),
       refusals: Object.fromEntries(this.router.refusals),
+      importLimit: await this.importLimit().then(({ bytes, auto }) => ({ bytes, auto }), () => null),
       disk: await fs.statfs(this.catalog.settings.dataRoot).then((f) => ({ path: this.catalog.settings.dataRoot, freeBytes: f.bavail * f.bsize, totalBytes: f.blocks * f.bsize }), () => null),
       wakesLastHour: this.supervisor.recentWakes(),
       backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => t.id)),
@@ -753,9 +756,13 @@ export class Daemon implements ControlPlane {
     return this.backupPlane.exportFile(name);
   }
 
-  importUploadFile(): Promise<string> {
+  importLimit(): Promise<ImportLimit> {
+    return importLimit(this.catalog.settings);
+  }
+
+  importUploadFile(body: Readable, limit: ImportLimit): Promise<string> {
     this.assertRunning();
-    return this.backupPlane.importUploadFile();
+    return this.backupPlane.importUploadFile(body, limit);
   }
 
   async importFile(file: string, as: string | undefined, progress?: Progress): Promise<S.TenantJson> {

@@ -575,6 +575,7 @@ export class KubeDaemon implements ControlPlane {
       limits: { enforced: true, how: 'the pods\' resource limits' },
       serverUsers: { perTenant: true, detail: 'a pod of its own per instance' },
       refusals: Object.fromEntries(this.router.refusals),
+      importLimit: null,
       disk: null,
       wakesLastHour: { count: [...this.wakes.values()].reduce((a, b) => a + b, 0), p50Seconds: null, p95Seconds: null },
       backupTarget: this.catalog.settings.backupTarget ? { url: this.catalog.settings.backupTarget, pendingFiles: 0, failingSince: null } : null,
@@ -731,6 +732,10 @@ export class KubeDaemon implements ControlPlane {
 
   exportFile(): string {
     throw notHere('exports', 'pg_dump through the tenant\'s connection string');
+  }
+
+  importLimit(): Promise<never> {
+    return Promise.reject(notHere('pgs import', 'pg_restore through the tenant\'s connection string'));
   }
 
   importUploadFile(): Promise<string> {

@@ -49,6 +49,8 @@ export interface SetupOptions {
   s3Region?: string | null;
   /** Servers that may run at once; null: derived from memory. */
   maxRunning?: number | null;
+  /** The largest upload to import, in bytes; null: auto (from the data root's free space). */
+  importMaxBytes?: number | null;
   /** A new domain renames every tenant's host name: it must be confirmed when tenants exist. */
   confirmDomainChange?: boolean;
   runtime?: 'native' | 'docker' | 'kubernetes';
@@ -304,6 +306,7 @@ export class Pgs {
         ...(options.tenantMetrics !== undefined ? { tenantMetrics: options.tenantMetrics } : before?.tenantMetrics !== undefined ? { tenantMetrics: before.tenantMetrics } : {}),
         ...target,
         ...keep('maxRunning', options.maxRunning, before?.maxRunning),
+        ...keep('importMaxBytes', options.importMaxBytes, before?.importMaxBytes),
         ...runtimeSettings,
         ...(kubeNamespace !== undefined ? { namespace: kubeNamespace } : {}),
       };

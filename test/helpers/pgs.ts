@@ -236,3 +236,71 @@ export async function assertMemoryHogFailsAlone(hog: { url: string; password: st
   assert.equal((await psql(calm.url, 'SELECT 2', calm.password)).stdout, '2');
   await waitFor('the greedy tenant to answer again', async () => (await psql(hog.url, 'SELECT 3', hog.password)).stdout === '3', 60_000);
 }
+
+/**
+ * A request over the unix socket whose body is streamed from `chunks` (no
+ * Content-Length unless given: chunked). Writing stops when the answer comes,
+ * and the errors of a daemon that closes before the end are not failures.
+ * `abortAfter`: the client goes away once that many bytes are sent (resolves
+ * with status 0). `sent` is how much of the body went out.
+ */
+export function unixUpload<T>(
+  socketPath: string,
+  urlPath: string,
+  chunks: Iterable<Buffer> | AsyncIterable<Buffer>,
+  options: { headers?: Record<string, string | number>; abortAfter?: number } = {},
+): Promise<ApiResult<T> & { sent: number }> {
+  return new Promise((resolve, reject) => {
+    let sent = 0;
+    let answered = false;
+    const req = http.request({ socketPath, method: 'POST', path: urlPath, headers: options.headers ?? {} }, (res) => {
+      answered = true;
+      const got: Buffer[] = [];
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        const buffer = Buffer.concat(got);
+        const text = buffer.toString('utf8');
+        let body: unknown = text;
+        try {
+          body = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          // not JSON
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: body as T, text, buffer, sent });
+      };
+      res.on('data', (chunk: Buffer) => got.push(chunk));
+      res.on('end', finish);
+      res.on('close', finish);
+    });
+    req.on('error', (err) => { if (!answered) reject(err); });
+    void (async () => {
+      for await (const chunk of chunks) {
+        if (answered || req.destroyed) return;
+        if (options.abortAfter !== undefined && sent >= options.abortAfter) {
+          req.destroy();
+          resolve({ status: 0, headers: {}, body: undefined as T, text: '', buffer: Buffer.alloc(0), sent });
+          return;
+        }
+        sent += chunk.length;
+        if (!req.write(chunk)) {
+          await new Promise<void>((r) => {
+            const go = () => {
+              req.off('drain', go).off('close', go);
+              r();
+            };
+            req.on('drain', go).on('close', go);
+          });
+        }
+      }
+      if (!answered && !req.destroyed) req.end();
+    })().catch(reject);
+  });
+}
+
+/** `total` bytes of zeros in chunks of 1 MiB (one buffer, sent again and again). */
+export function* zeros(total: number, chunk = 1 << 20): Generator<Buffer> {
+  const block = Buffer.alloc(chunk);
+  for (let left = total; left > 0; left -= chunk) yield left >= chunk ? block : block.subarray(0, left);
+}

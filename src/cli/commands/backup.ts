@@ -254,13 +254,19 @@ function download(ctx: Context, urlPath: string, file: string): Promise<void> {
 
 function upload<T>(ctx: Context, urlPath: string, file: string, size: number): Promise<T> {
   return new Promise((resolve, reject) => {
+    // A refusal (413) may come before the whole file is sent; the daemon then closes, and the write fails.
+    let answered = false;
     const req = http.request({
       socketPath: daemonPaths(ctx.home).socket, method: 'POST', path: urlPath,
       headers: { 'content-type': 'application/octet-stream', 'content-length': size, prefer: 'respond-async' },
     }, (res) => {
+      answered = true;
       let text = '';
       res.setEncoding('utf8').on('data', (s: string) => { text += s; });
-      res.on('end', () => {
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
         let body: { code?: string; detail?: string } & Record<string, unknown> = {};
         try {
           body = JSON.parse(text) as typeof body;
@@ -269,9 +275,11 @@ function upload<T>(ctx: Context, urlPath: string, file: string, size: number): P
         }
         if ((res.statusCode ?? 500) >= 400) return reject(new PgsError(codeFromWord(body.code), body.detail ?? `the daemon answered ${res.statusCode}`));
         resolve(body as T);
-      });
+      };
+      res.on('end', finish);
+      res.on('close', finish);
     });
-    req.on('error', reject);
+    req.on('error', (err) => { if (!answered) reject(err); });
     const input = createReadStream(file);
     input.on('error', (err) => req.destroy(err));
     input.pipe(req);

@@ -1,5 +1,6 @@
 import { PgsError } from '../../core/errors.js';
-import { parseInteger, printJson, type Command } from '../command.js';
+import { AUTO_IMPORT_CAP_BYTES } from '../../catalog/schema.js';
+import { formatBytes, parseImportLimit, parseInteger, printJson, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 import { runningBudget } from '../../supervisor/budget.js';
 
@@ -7,6 +8,7 @@ export const setup: Command = {
   summary: 'write the config, make the server template and a TLS certificate (idempotent)',
   usage: 'pgs setup [--domain D [--yes]] [--port P] [--cert FILE --key FILE] [--api-listen ADDR:PORT|off] [--tenant-metrics on|off]\n' +
     '                 [--backup-target s3://BUCKET/PREFIX|local] [--s3-endpoint URL] [--s3-region R] [--max-running N|auto]\n' +
+    '                 [--import-limit SIZE|auto]\n' +
     '                 [--runtime native|docker|kubernetes] [--image REF] [--pg-bin-path DIR]\n' +
     '                 [--namespace N] [--storage-class C] [--instances 1|2|3] [--json]',
   details: [
@@ -30,6 +32,9 @@ export const setup: Command = {
     '                      memory / 64 MiB). Waking a tenant beyond it first suspends the idle tenant',
     '                      unused the longest; with none idle, its client waits up to 10 s, then gets',
     '                      FATAL 53300 "too many tenants running on this host".',
+    '  --import-limit SIZE the largest export file POST /v1/import (pgs import) takes, e.g. 20G; larger',
+    '                      uploads get 413. Default "auto": half of the data root\'s free space above the',
+    `                      5 % kept free, measured at each upload, at most ${formatBytes(AUTO_IMPORT_CAP_BYTES)}`,
     '  --runtime R         how tenant servers run: native (default; child processes of the daemon) or',
     '                      docker (a container each, pgs-<id>, from --image, with no network; the',
     '                      Docker engine at DOCKER_HOST=unix:///path or /var/run/docker.sock). Change it',
@@ -55,7 +60,7 @@ export const setup: Command = {
     domain: { type: 'string' }, port: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' },
     'api-listen': { type: 'string' }, 'tenant-metrics': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' },
     'backup-target': { type: 'string' }, 's3-endpoint': { type: 'string' }, 's3-region': { type: 'string' }, 'max-running': { type: 'string' },
-    runtime: { type: 'string' }, image: { type: 'string' }, 'pg-bin-path': { type: 'string' },
+    'import-limit': { type: 'string' }, runtime: { type: 'string' }, image: { type: 'string' }, 'pg-bin-path': { type: 'string' },
     namespace: { type: 'string' }, 'storage-class': { type: 'string' }, instances: { type: 'string' },
   },
   positionals: [0, 0],
@@ -64,6 +69,7 @@ export const setup: Command = {
     const listen = values['api-listen'] === undefined ? undefined : String(values['api-listen']);
     const metrics = values['tenant-metrics'];
     const maxRunning = values['max-running'] === undefined ? undefined : values['max-running'] === 'auto' ? null : parseInteger(String(values['max-running']), '--max-running', 1, 100000);
+    const importLimit = values['import-limit'] === undefined ? undefined : parseImportLimit(String(values['import-limit']));
     const runtime = values.runtime as string | undefined;
     if (runtime !== undefined && runtime !== 'native' && runtime !== 'docker' && runtime !== 'kubernetes') throw new PgsError('USAGE', `invalid --runtime ${JSON.stringify(runtime)}: native, docker or kubernetes`);
     const namespace = values.namespace as string | undefined;
@@ -84,6 +90,7 @@ export const setup: Command = {
       ...(values['s3-endpoint'] !== undefined ? { s3Endpoint: values['s3-endpoint'] === '' ? null : String(values['s3-endpoint']) } : {}),
       ...(values['s3-region'] !== undefined ? { s3Region: values['s3-region'] === '' ? null : String(values['s3-region']) } : {}),
       ...(maxRunning !== undefined ? { maxRunning } : {}),
+      ...(importLimit !== undefined ? { importMaxBytes: importLimit } : {}),
       confirmDomainChange: Boolean(values.yes),
       ...(runtime !== undefined ? { runtime } : {}),
       ...(values.image !== undefined ? { image: String(values.image) } : {}),
@@ -115,6 +122,7 @@ export const setup: Command = {
         ['servers run as', s.serverUser === null ? 'the user running pgs' : `a uid of its own per tenant (the template is built by ${s.serverUser})`],
         ['api', s.apiListen ?? 'unix socket only'],
         ['running at once', s.maxRunning === undefined ? `at most ${runningBudget(undefined)} servers (auto: memory / 64 MiB)` : `at most ${s.maxRunning} servers`],
+        ['imports', s.importMaxBytes === undefined ? `uploads up to half the free space of ${s.dataRoot} above 5 %, at most ${formatBytes(AUTO_IMPORT_CAP_BYTES)} (auto)` : `uploads up to ${formatBytes(s.importMaxBytes)}`],
         ['backups', `${s.dataRoot}/backups${s.backupTarget ? ` and ${s.backupTarget}${s.s3Endpoint ? ` at ${s.s3Endpoint}` : ''}` : ''}`],
       ]),
     ], { indent: '  ' }));

@@ -1,5 +1,5 @@
 import type { StatusJson } from '../../api/schemas.js';
-import { EXIT_NO_DAEMON, printJson, type Command } from '../command.js';
+import { EXIT_NO_DAEMON, formatBytes, printJson, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 
 export const status: Command = {
@@ -7,7 +7,8 @@ export const status: Command = {
   usage: 'pgs status [--json]',
   details: [
     '  --json         print GET /v1/status: {pid, version, startedAt, port, domain, api, connections,',
-    '                 certificateExpires, certificate, certificateSelfSigned, running, maxRunning, limits, refusals, tenants: [{id, state, pid,',
+    '                 certificateExpires, certificate, certificateSelfSigned, running, maxRunning, importLimit: {bytes, auto},',
+    '                 limits, refusals, tenants: [{id, state, pid,',
     '                 serverStartedAt, connections,',
     '                 health, healthCheckedAt, healthError?, restarts, wakes, lastError?, archiving?, archivingError?}],',
     '                 backupTarget: {url, pendingFiles, failingSince, error?} | null}',
@@ -43,6 +44,7 @@ export const status: Command = {
       ['tenants', [...byState].map(([state, n]) => `${n} ${state}`).join(', ') || 'none'],
       ['health', summarizeHealth(current.tenants)],
       ...(kubernetes ? [] : [['archiving', summarizeArchiving(current.tenants)]]),
+      ...(current.importLimit ? [['imports', `uploads up to ${formatBytes(current.importLimit.bytes)}${current.importLimit.auto ? ' (auto: half the free space above 5 %; pgs setup --import-limit)' : ' (pgs setup --import-limit)'}`]] : []),
       ['backups to', kubernetes
         ? (current.backupTarget ? `${current.backupTarget.url}, through the barman-cloud plugin` : 'none (pgs setup --backup-target s3://...)')
         : current.backupTarget
