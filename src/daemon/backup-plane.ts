@@ -569,14 +569,17 @@ export class BackupPlane {
       await writeGenerationMeta(this.runtime, this.dataRoot, entry, origin);
       const tenant = await this.deps.serial(async () => {
         if (this.deps.stopping()) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
-        const made = await this.deps.pgs.insert(entry);
+        // Back under its own id (a lost host, a removed tenant, a move): its host name too, so clients
+        // keep their connection strings. A host-name label holds the id, so no other tenant can have it.
+        const made = await this.deps.pgs.insert(from.id === newId ? { ...entry, suffix: from.suffix } : entry);
         await this.deps.refresh();
         this.deps.supervisor.noteRunning(newId);
         return made;
       });
       this.deps.events.emit('created', newId, { reason, from: origin.tenant, backup: origin.backup, target: origin.target, ...(neutralized.length > 0 ? { neutralized } : {}) });
       this.deps.log.info('tenant made from another', { tenant: newId, reason, from: origin.tenant, backup: origin.backup, target: origin.target, ...(neutralized.length > 0 ? { neutralized } : {}) });
-      return { tenant, neutralized }; // its first backup comes with the schedule, as a new tenant's does
+      this.backupSoon(tenant); // its restorable window starts now, not at the first scheduled backup
+      return { tenant, neutralized };
     } catch (err) {
       if (!this.deps.catalog().tenants.some((t) => t.id === newId)) await this.runtime.remove(newId).catch(() => undefined);
       throw err;

@@ -111,9 +111,17 @@ describe('point-in-time restore, in place and as a new tenant', () => {
   it('a removed tenant\'s backups stay: restore brings it back as it was when removed; --delete deletes them', async () => {
     await pgs.ok(['backup', 'shop-copy']);
     await sql(pgs, 'shop-copy', shop.password, 'INSERT INTO ledger VALUES (42)');
+    const hostname = (await pgs.json<TenantJson[]>(['list'])).find((t) => t.id === 'shop-copy')?.hostname;
     assert.match(await pgs.ok(['remove', 'shop-copy', '--yes']), /its backups, if it has any, stay/);
-    await pgs.ok(['restore', 'shop-copy']);
+    const restored = await pgs.json<TenantJson>(['restore', 'shop-copy']);
+    assert.equal(restored.hostname, hostname, 'back under its id, it keeps its host name');
     assert.equal(await sql(pgs, 'shop-copy', shop.password, 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ledger'), '1,2,42');
+    // Its new generation gets a backup of its own at once: the restorable window starts at the restore.
+    await waitFor('the restored tenant\'s first backup', async () => {
+      const list = await pgs.json<BackupList>(['backups', 'shop-copy']);
+      const current = list.ranges[list.ranges.length - 1]?.generation;
+      return list.backups.some((b) => b.generation === current && b.reason === 'first');
+    }, 30_000);
     assert.match(await fails(pgs, ['backups', 'shop-copy', '--delete', '--yes']), /tenant shop-copy exists/);
     await pgs.ok(['remove', 'shop-copy', '--yes']);
     assert.match(await fails(pgs, ['backups', 'shop-copy', '--delete']), /stdin is not a terminal, pass --yes/);
