@@ -18,6 +18,8 @@ export interface MetricsSource {
   tenants(): Promise<TenantSample[] | undefined>;
   /** Servers running now (spares included) and how many may. */
   running(): { running: number; budget: number };
+  /** What is not in the backup bucket yet (as GET /v1/status says); undefined without a bucket. */
+  backupPending?(): { files: number; bytes: number; oldestAt: string | null } | undefined;
 }
 
 export interface TenantSample {
@@ -114,6 +116,17 @@ export class DaemonMetrics implements RouterObserver {
     this.backups = new Counter({ name: 'pgs_backups_total', help: 'Base backups, by result (skipped: a scheduled one found nothing changed).', labelNames: ['result'], registers });
     for (const result of ['ok', 'failed', 'skipped']) this.backups.inc({ result }, 0);
     this.backupDuration = new Histogram({ name: 'pgs_backup_duration_seconds', help: 'Base backups that succeeded, from start to a listed backup.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600], registers });
+    const pendingGauge = (name: string, help: string, pick: (p: { files: number; bytes: number; oldestAt: string | null }) => number) => new Gauge({
+      name, help, registers,
+      collect() {
+        this.reset();
+        const pending = source.backupPending?.();
+        if (pending) this.set(pick(pending));
+      },
+    });
+    pendingGauge('pgs_backup_pending_files', 'Files of all tenants not in the backup bucket yet: not copied, not archived by their server yet, or a base backup being written; absent without a bucket.', (p) => p.files);
+    pendingGauge('pgs_backup_pending_bytes', 'Bytes of those files.', (p) => p.bytes);
+    pendingGauge('pgs_backup_oldest_pending_seconds', 'Age of the oldest of those files (0 when none waits).', (p) => (p.oldestAt === null ? 0 : Math.max(0, (Date.now() - Date.parse(p.oldestAt)) / 1000)));
     new Gauge({ name: 'pgs_build_info', help: 'pgs and PostgreSQL versions.', labelNames: ['version', 'postgres'], registers }).set(build, 1);
 
     // One sample of every tenant per scrape, shared by the five pgs_tenant_* series.

@@ -40,7 +40,8 @@ export interface ControlPlane {
   /** Removes unfinished creates and adopts orphan folders back into the catalog. */
   doctorFix(): Promise<S.DoctorFixJson>;
   /** Answers, then stops every server (recorded as stopped when `stopTenants`) and the daemon. */
-  shutdown(stopTenants: boolean): void;
+  /** Stops the daemon; `ship` false: without copying to the backup bucket first what is not there yet. */
+  shutdown(stopTenants: boolean, ship?: boolean): void;
   backup(id: string, progress?: Progress): Promise<S.BackupJson>;
   listBackups(id: string): Promise<S.BackupListJson>;
   /** Deletes the backups of a removed tenant. */
@@ -132,13 +133,13 @@ export function registerRoutes(app: App, options: ApiOptions): void {
   app.post('/v1/stop', {
     schema: {
       tags: tags('system'), summary: 'stop every server and the daemon',
-      querystring: { type: 'object', properties: { tenants: { type: 'string', enum: ['keep', 'stop'], default: 'stop' } }, additionalProperties: false },
+      querystring: { type: 'object', properties: { tenants: { type: 'string', enum: ['keep', 'stop'], default: 'stop' }, ship: { type: 'string', enum: ['yes', 'no'], default: 'yes' } }, additionalProperties: false },
       response: { 202: S.Ok, ...problems },
     },
   }, async (request, reply) => {
-    const { tenants: keep } = request.query as { tenants?: 'keep' | 'stop' };
+    const { tenants: keep, ship } = request.query as { tenants?: 'keep' | 'stop'; ship?: 'yes' | 'no' };
     reply.code(202);
-    plane.shutdown(keep !== 'keep');
+    plane.shutdown(keep !== 'keep', ship !== 'no');
     return { ok: true };
   });
 

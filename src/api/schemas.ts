@@ -80,8 +80,12 @@ export const Tenant = Type.Object({
   lastActiveAt: Type.Optional(Nullable(DateTime)),
   archiving: Archiving,
   archivingError: Type.Optional(Type.String()),
+  /** With a backup bucket: what of this tenant is not in it yet (files, bytes, when the oldest was written); null without one. */
+  backupPending: Type.Optional(Nullable(Type.Object({ files: Type.Integer(), bytes: Type.Integer(), oldestAt: Nullable(DateTime) }))),
   /** Only in the answer of a restore, branch or import: what pgs took from data it did not make (superuser roles, ALTER SYSTEM settings, C functions...), one line each. */
   neutralized: Type.Optional(Type.Array(Type.String())),
+  /** Only in the answer of a restore, branch or import: anything else to know of it (an archive in the bucket taken over from another host). */
+  notes: Type.Optional(Type.Array(Type.String())),
 });
 export type TenantJson = Static<typeof Tenant>;
 
@@ -214,6 +218,7 @@ export const TenantStatus = Type.Object({
   wakes: Type.Integer(),
   lastError: Type.Optional(Type.String()),
   archiving: Type.Optional(Archiving),
+  backupPending: Type.Optional(Nullable(Type.Object({ files: Type.Integer(), bytes: Type.Integer(), oldestAt: Nullable(DateTime) }))),
   archivingError: Type.Optional(Type.String()),
 });
 
@@ -250,11 +255,18 @@ export const Status = Type.Object({
   wakesLastHour: Type.Object({ count: Type.Integer(), p50Seconds: Nullable(Type.Number()), p95Seconds: Nullable(Type.Number()) }),
   backupTarget: Nullable(Type.Object({
     url: Type.String(),
-    /** Files not copied yet, over all tenants, as of the last pass. */
+    /** Files of all tenants not in the bucket yet: not copied yet, finished by a server and not archived yet, or a base backup being written. */
     pendingFiles: Type.Integer(),
+    pendingBytes: Type.Optional(Type.Integer()),
+    /** When the oldest of them was written; null when none waits. */
+    oldestPendingAt: Type.Optional(Nullable(DateTime)),
+    /** When a file last reached the bucket (since the daemon started). */
+    lastCopiedAt: Type.Optional(Nullable(DateTime)),
     failingSince: Nullable(DateTime),
     error: Type.Optional(Type.String()),
   })),
+  /** While the daemon stops: it copies what is not in the bucket yet (pgs stop waits for it). */
+  stopping: Type.Optional(Type.Object({ phase: Type.String(), pendingFiles: Type.Integer(), pendingBytes: Type.Integer(), error: Type.Optional(Type.String()) })),
   tenants: Type.Array(TenantStatus),
 });
 export type StatusJson = Static<typeof Status>;

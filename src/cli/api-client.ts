@@ -194,16 +194,46 @@ export async function startDaemonInBackground(home: string, env: NodeJS.ProcessE
   throw new PgsError('PG_START_FAILED', `the daemon did not answer within ${timeoutMs / 1000} s; see ${log}`);
 }
 
-/** Asks the daemon to stop (`tenants: keep` leaves their wanted state alone) and waits until its process is gone. False when none ran. */
-export async function stopDaemon(home: string, { keepTenants = false, timeoutMs = 180_000 } = {}): Promise<boolean> {
+/**
+ * Asks the daemon to stop (`tenants: keep` leaves their wanted state alone) and waits until its
+ * process is gone. False when none ran. With a backup bucket the daemon copies what is not there
+ * yet before it exits (unless `ship` is false); `progress` hears how much is left while it does,
+ * and a stop that left files only on this host throws BACKUP_FAILED saying which, once it is gone.
+ */
+export async function stopDaemon(home: string, { keepTenants = false, ship = true, timeoutMs = 300_000, progress }: { keepTenants?: boolean; ship?: boolean; timeoutMs?: number; progress?: (line: string) => void } = {}): Promise<boolean> {
   const client = new ApiClient(home);
   const status = await client.getIfRunning<{ pid: number }>('/v1/status');
   if (!status) return false;
-  await client.request('POST', `/v1/stop?tenants=${keepTenants ? 'keep' : 'stop'}`);
+  const asked = Date.now();
+  await client.request('POST', `/v1/stop?tenants=${keepTenants ? 'keep' : 'stop'}${ship ? '' : '&ship=no'}`);
   const deadline = Date.now() + timeoutMs;
+  let lastLine = 0;
   while (Date.now() < deadline) {
-    if ((await processState(status.pid)) !== 'alive') return true;
+    if ((await processState(status.pid)) !== 'alive') {
+      await reportLastStop(home, asked);
+      return true;
+    }
+    if (progress && Date.now() - lastLine > 2_000) {
+      const now = await client.getIfRunning<{ stopping?: { phase: string; pendingFiles: number; pendingBytes: number; error?: string } }>('/v1/status').catch(() => undefined);
+      if (now?.stopping && now.stopping.pendingFiles > 0) {
+        lastLine = Date.now();
+        progress(`${now.stopping.phase}: ${now.stopping.pendingFiles} files (${(now.stopping.pendingBytes / 2 ** 20).toFixed(1)} MiB) left${now.stopping.error ? ` (${now.stopping.error})` : ''} ...`);
+      }
+    }
     await sleep(20);
   }
   throw new PgsError('PG_STOP_FAILED', `the daemon (pid ${status.pid}) did not stop within ${timeoutMs / 1000} s`);
+}
+
+/** What the daemon wrote as it stopped: files it could not copy to the bucket are an error naming them. */
+async function reportLastStop(home: string, since: number): Promise<void> {
+  let report: { at?: string; left?: string[]; error?: string; skipped?: boolean };
+  try {
+    report = JSON.parse(await fs.readFile(daemonPaths(home).lastStop, 'utf8')) as typeof report;
+  } catch {
+    return; // an older daemon, or one that died: nothing to say
+  }
+  if (!report.at || Date.parse(report.at) < since - 1_000 || !report.left || report.left.length === 0) return;
+  const shown = report.left.slice(0, 5).join(', ');
+  throw new PgsError('BACKUP_FAILED', `the daemon stopped, but ${report.left.length} file${report.left.length === 1 ? ' is' : 's are'} only on this host, not in the backup bucket${report.error ? ` (${report.error})` : ''}: ${shown}${report.left.length > 5 ? ', ...' : ''}; the next "pgs start" copies them`);
 }

@@ -51,8 +51,10 @@ export interface DaemonPaths {
   socket: string;
   log: string;
   tokens: string;
+  /** What the last stop could not copy to the backup bucket (pgs stop reads it after the daemon exits). */
+  lastStop: string;
 }
 
 export function daemonPaths(home: string): DaemonPaths {
-  return { pidFile: path.join(home, 'daemon.pid'), socket: path.join(home, 'daemon.sock'), log: path.join(home, 'daemon.log'), tokens: path.join(home, 'tokens.json') };
+  return { pidFile: path.join(home, 'daemon.pid'), socket: path.join(home, 'daemon.sock'), log: path.join(home, 'daemon.log'), tokens: path.join(home, 'tokens.json'), lastStop: path.join(home, 'last-stop.json') };
 }

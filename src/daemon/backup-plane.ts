@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { promises as fs, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { EventLog } from '../api/events.js';
@@ -8,6 +9,7 @@ import { assertTenantId } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_BACKUP_SCHEDULE } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
+import { writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { readExport, writeExport } from '../backup/export-file.js';
 import { generationDir, newStamp, tenantBackupsDir, tenantServerSpec, writeGenerationMeta, type BackupMeta } from '../backup/layout.js';
@@ -17,7 +19,7 @@ import type { RouterLog } from '../router/router.js';
 import type { ArchiverStatus, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 import { Backups, recover, type BackupList, type RecoverOptions, type RestorePlan } from '../service/backups.js';
 import { s3ClientFor } from '../backup/s3.js';
-import { Shipper } from './shipper.js';
+import { Shipper, type Pending } from './shipper.js';
 import { receiveUpload, type ImportLimit } from './uploads.js';
 import { findTenant, type Pgs } from '../service/pgs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
@@ -50,6 +52,21 @@ export interface BackupPlaneDeps {
 export interface MadeTenant {
   tenant: Tenant;
   neutralized: string[];
+  /** Anything else the user should know of it (an archive in the bucket taken over from another host). */
+  notes?: string[];
+}
+
+/** The bucket as GET /v1/status shows it. */
+export interface S3TargetStatus {
+  url: string;
+  /** Files of every tenant not in the bucket yet (see pendingFor), their bytes, and when the oldest was written. */
+  pendingFiles: number;
+  pendingBytes: number;
+  oldestPendingAt: string | null;
+  /** When a file last reached the bucket (since the daemon started). */
+  lastCopiedAt: string | null;
+  failingSince: string | null;
+  error?: string;
 }
 
 export type ArchivingState = 'ok' | 'failing' | 'behind' | 'gap' | 'unknown' | 'off';
@@ -77,6 +94,8 @@ export class BackupPlane {
   private readonly failures = new Map<string, { at: string; error: string }>();
   private readonly gaps = new Map<string, string>();
   private readonly journals: RestoreJournals;
+  /** Base backups being written now, by tenant: their folder and start (what is not in the bucket yet). */
+  private readonly inFlight = new Map<string, { dir: string; startedMs: number }>();
   /** Tenants whose restore settleRestores finished: each gets its first backup once the plane has started. */
   private readonly settledRestores: string[] = [];
   /** Ids being made by a restore, branch or import: a create of the same id is refused meanwhile. */
@@ -134,7 +153,7 @@ export class BackupPlane {
     try {
       const client = s3ClientFor(settings, process.env);
       if (!client) return;
-      this.shipper = new Shipper({ client, dataRoot: this.dataRoot, runtime: this.runtime, log: this.deps.log });
+      this.shipper = new Shipper({ client, dataRoot: this.dataRoot, runtime: this.runtime, log: this.deps.log, hostId: await this.hostId() });
       this.shipper.start();
       this.deps.log.info('backups are copied to S3', { target: client.url });
     } catch (err) {
@@ -143,17 +162,71 @@ export class BackupPlane {
     }
   }
 
-  /** For GET /v1/status. */
-  targetStatus(ids: readonly string[]): { url: string; pendingFiles: number; failingSince: string | null; error?: string } | null {
+  /** This data root's id, made once: what the owner objects in the bucket name (see Shipper.claim). */
+  private async hostId(): Promise<string> {
+    const file = path.join(this.dataRoot, 'host-id');
+    const known = (await fs.readFile(file, 'utf8').catch(() => '')).trim();
+    if (/^[0-9a-f]{16}$/.test(known)) return known;
+    const made = randomBytes(8).toString('hex');
+    await writeAtomic(file, `${made}\n`, 0o644);
+    return made;
+  }
+
+  /**
+   * What of the tenant is not in the bucket yet: the files here the copier has
+   * not sent, the segments its server has finished and not archived yet, and
+   * a base backup being written. Null without a bucket.
+   */
+  pendingFor(id: string, status: ArchiverStatus | undefined): Pending | null {
+    if (!this.shipper && this.deps.catalog().settings.backupTarget === undefined) return null;
+    const shipping = this.shipper?.pending(id) ?? { files: 0, bytes: 0, oldestMs: null };
+    let { files, bytes, oldestMs } = shipping;
+    const older = (ms: number | null) => {
+      if (ms !== null && (oldestMs === null || ms < oldestMs)) oldestMs = ms;
+    };
+    if (status?.readyFiles) {
+      files += status.readyFiles;
+      bytes += status.readyBytes ?? 0;
+      older(status.oldestReadyAt ? Date.parse(status.oldestReadyAt) : null);
+    }
+    const flight = this.inFlight.get(id);
+    if (flight) {
+      files += 1;
+      bytes += (() => {
+        try {
+          return statSync(path.join(flight.dir, 'base.tar')).size;
+        } catch {
+          return 0;
+        }
+      })();
+      older(flight.startedMs);
+    }
+    return { files, bytes, oldestMs };
+  }
+
+  /** For GET /v1/status: the bucket, and what of every tenant is not in it yet. */
+  targetStatus(tenants: readonly { id: string; status: ArchiverStatus | undefined }[]): S3TargetStatus | null {
     const settings = this.deps.catalog().settings;
     if (settings.backupTarget === undefined) return null;
-    if (!this.shipper) return { url: settings.backupTarget, pendingFiles: 0, failingSince: null, ...(this.targetError ? { error: this.targetError } : {}) };
-    const failing = this.shipper.failing;
+    let files = 0;
+    let bytes = 0;
+    let oldestMs: number | null = null;
+    for (const t of tenants) {
+      const p = this.pendingFor(t.id, t.status);
+      if (!p) continue;
+      files += p.files;
+      bytes += p.bytes;
+      if (p.oldestMs !== null && (oldestMs === null || p.oldestMs < oldestMs)) oldestMs = p.oldestMs;
+    }
+    const failing = this.shipper?.failing;
     return {
-      url: this.shipper.client.url,
-      pendingFiles: ids.reduce((n, id) => n + (this.shipper?.pending(id) ?? 0), 0),
+      url: this.shipper?.client.url ?? settings.backupTarget,
+      pendingFiles: files,
+      pendingBytes: bytes,
+      oldestPendingAt: oldestMs === null ? null : new Date(oldestMs).toISOString(),
+      lastCopiedAt: this.shipper?.lastShippedAt ?? null,
       failingSince: failing?.since ?? null,
-      ...(failing ? { error: failing.error } : {}),
+      ...(this.targetError ? { error: this.targetError } : failing ? { error: failing.error } : {}),
     };
   }
 
@@ -163,9 +236,25 @@ export class BackupPlane {
     if (this.shipper?.failing) throw new PgsError('BACKUP_FAILED', `copying to ${this.shipper.client.url} fails: ${this.shipper.failing.error}`);
   }
 
+  /**
+   * Before a planned stop, once the servers have stopped (so their last segment
+   * is archived here): copies everything not in the bucket yet, retrying until
+   * `deadlineMs`. Returns what is still only on this host (empty: nothing).
+   */
+  async shipBeforeStop(deadlineMs: number, progress?: (left: Pending, error?: string) => void): Promise<{ left: string[]; error?: string }> {
+    if (this.targetError !== undefined) return { left: ['(every file: the backup target cannot be used)'], error: this.targetError };
+    if (!this.shipper) return { left: [] };
+    const left = await this.shipper.drain(deadlineMs, progress);
+    return { left, ...(this.shipper.failing ? { error: this.shipper.failing.error } : {}) };
+  }
+
+  /** Stops taking backups (a sweep in progress ends first); the copier keeps going until `stopShipping`. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.sweep;
+  }
+
+  async stopShipping(): Promise<void> {
     await this.shipper?.stop();
   }
 
@@ -206,9 +295,13 @@ export class BackupPlane {
   archiving(tenant: Tenant, status: ArchiverStatus | undefined): { state: ArchivingState; error?: string } {
     if (tenant.generation === undefined) return { state: 'off' };
     if (this.targetError !== undefined) return { state: 'failing', error: `the backup target cannot be used: ${this.targetError}` };
+    const owner = this.shipper?.claimedElsewhere(tenant.id);
+    if (owner) return { state: 'failing', error: `host ${owner.host} writes this tenant's archive in ${this.shipper?.client.url ?? 'S3'} since ${owner.at} (it restored it there): this host copies nothing of it; "pgs restore ${tenant.id} --as <new-id>" gives a copy an archive of its own` };
+    const pending = this.pendingFor(tenant.id, status);
     const shipping = this.shipper?.failing;
-    if (shipping) return { state: 'failing', error: `copying to ${this.shipper?.client.url ?? 'S3'} fails since ${shipping.since}: ${shipping.error}; the local archive keeps everything` };
-    if ((this.shipper?.pending(tenant.id) ?? 0) > BEHIND_SEGMENTS) return { state: 'behind', error: `${this.shipper?.pending(tenant.id) ?? 0} files wait to be copied to ${this.shipper?.client.url ?? 'S3'}` };
+    // A target that is down hurts only a tenant that has something to copy.
+    if (shipping && pending !== null && pending.files > 0) return { state: 'failing', error: `copying to ${this.shipper?.client.url ?? 'S3'} fails since ${shipping.since}: ${shipping.error}; ${pending.files} files wait, the local archive keeps everything` };
+    if ((this.shipper?.pending(tenant.id).files ?? 0) > BEHIND_SEGMENTS) return { state: 'behind', error: `${this.shipper?.pending(tenant.id).files ?? 0} files wait to be copied to ${this.shipper?.client.url ?? 'S3'}` };
     const gap = this.gaps.get(tenant.id);
     if (gap !== undefined) return { state: 'gap', error: `the WAL archive misses segment ${gap}: a restore cannot reach past it; the next backup starts a whole range again` };
     const failure = this.failures.get(tenant.id);
@@ -272,7 +365,7 @@ export class BackupPlane {
   private async take(tenant: Tenant, reason: string): Promise<BackupMeta> {
     const started = performance.now();
     try {
-      const meta = await this.backups.take(tenant, reason);
+      const meta = await this.backups.take(tenant, reason, (dir) => this.inFlight.set(tenant.id, { dir, startedMs: Date.now() })).finally(() => this.inFlight.delete(tenant.id));
       this.lastBackup.set(tenant.id, meta);
       this.failures.delete(tenant.id);
       this.deps.metrics.backups.inc({ result: 'ok' });
@@ -578,8 +671,20 @@ export class BackupPlane {
       });
       this.deps.events.emit('created', newId, { reason, from: origin.tenant, backup: origin.backup, target: origin.target, ...(neutralized.length > 0 ? { neutralized } : {}) });
       this.deps.log.info('tenant made from another', { tenant: newId, reason, from: origin.tenant, backup: origin.backup, target: origin.target, ...(neutralized.length > 0 ? { neutralized } : {}) });
+      const notes: string[] = [];
+      if (from.id === newId && this.shipper) {
+        // Back under its own id: this host is the one that writes its archive in the bucket from now on.
+        const previous = await this.shipper.claim(newId).catch((err: Error) => {
+          this.deps.log.warn('could not claim the tenant\'s archive in the bucket; the next copy tries again', { tenant: newId, error: err.message });
+          return undefined;
+        });
+        if (previous !== undefined) {
+          notes.push(`this host now writes ${newId}'s archive in ${this.shipper.client.url}: host ${previous}, which wrote it before, stops copying it`);
+          this.deps.log.warn('took over the tenant\'s archive in the bucket from another host', { tenant: newId, host: previous });
+        }
+      }
       this.backupSoon(tenant); // its restorable window starts now, not at the first scheduled backup
-      return { tenant, neutralized };
+      return { tenant, neutralized, ...(notes.length > 0 ? { notes } : {}) };
     } catch (err) {
       if (!this.deps.catalog().tenants.some((t) => t.id === newId)) await this.runtime.remove(newId).catch(() => undefined);
       throw err;

@@ -12,7 +12,7 @@ import { assertTenantId } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { tail } from '../core/files.js';
+import { tail, writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { History, type HistorySample } from './history.js';
 import { pidExists, processArgv } from '../core/proc.js';
@@ -52,6 +52,8 @@ export interface DaemonOptions {
   poolTimeoutMs?: number;
   /** How often each tenant's state, connections and transactions are sampled for the history (default 10 s; PGS_HISTORY_INTERVAL). */
   historyIntervalMs?: number;
+  /** How long a stop waits for the bucket to take what is not in it yet (default 120 s; PGS_STOP_SHIP_TIMEOUT). */
+  shipTimeoutMs?: number;
 }
 
 export type { Health, TenantStatus } from '../supervisor/supervisor.js';
@@ -97,6 +99,7 @@ export class Daemon implements ControlPlane {
   private readonly runningSpares: number;
   private readonly serverSessions: number | undefined;
   private readonly poolTimeoutMs: number | undefined;
+  private readonly shipTimeoutMs: number;
   private readonly samples: History;
   private historyTimer: NodeJS.Timeout | undefined;
 
@@ -107,6 +110,7 @@ export class Daemon implements ControlPlane {
     this.runningSpares = options.runningSpares ?? DEFAULT_RUNNING_SPARES;
     this.serverSessions = options.serverSessions;
     this.poolTimeoutMs = options.poolTimeoutMs;
+    this.shipTimeoutMs = options.shipTimeoutMs ?? 120_000;
     this.samples = new History(options.historyIntervalMs ?? 10_000);
     this.paths = daemonPaths(pgs.home);
     this.tokens = new TokenStore(this.paths.tokens);
@@ -139,6 +143,10 @@ export class Daemon implements ControlPlane {
         tenantStates: () => this.supervisor.tenantStates(),
         tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.withBackupSample(sample)),
         running: () => ({ running: this.supervisor.runningCount(), budget: this.supervisor.budget }),
+        backupPending: () => {
+          const target = this.backupPlane.targetStatus(this.catalog.tenants.map((t) => ({ id: t.id, status: this.supervisor.archiverStatus(t.id) })));
+          return target ? { files: target.pendingFiles, bytes: target.pendingBytes, oldestAt: target.oldestPendingAt } : undefined;
+        },
       }, { version: this.version, postgres: this.runtime.serverVersion() });
       this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], authSecret: this.logins.secret, log: this.log, observer: this.metrics,
         ...(this.serverSessions !== undefined ? { serverSessions: { keep: this.serverSessions } } : {}),
@@ -269,8 +277,15 @@ export class Daemon implements ControlPlane {
     return run;
   }
 
-  /** Stop accepting, close client connections, fast-shut-down every server, exit. */
-  stop(): Promise<void> {
+  /**
+   * Stop accepting, close client connections, fast-shut-down every server,
+   * then (unless `ship` is false) copy to the bucket what is not there yet,
+   * for at most `shipTimeoutMs`, and exit. The servers' shutdown archives
+   * their last segment here; a planned stop must not leave it only here.
+   * What could not be copied is logged, written to `last-stop.json` in the
+   * home for `pgs stop` to report, and makes `stopped` resolve with false.
+   */
+  stop(options: { ship?: boolean } = {}): Promise<void> {
     clearInterval(this.superviseTimer);
     clearInterval(this.historyTimer);
     this.stopping ??= this.serial(async () => {
@@ -285,14 +300,38 @@ export class Daemon implements ControlPlane {
       await forEachLimit(ids, PARALLEL_STOPS, (id) =>
         this.runtime.stop(id).catch((err: Error) => this.log.warn('stop failed', { tenant: id, error: err.message })));
       await this.runtime.stopWarm();
+      const report = options.ship === false ? { shipped: false, skipped: true, left: [] as string[] } : await this.shipBeforeStop();
+      await this.backupPlane.stopShipping();
       await this.tokens.flush().catch(() => undefined);
+      await writeAtomic(this.paths.lastStop, `${JSON.stringify({ at: new Date().toISOString(), pid: process.pid, ...report }, null, 2)}\n`).catch(() => undefined);
       await this.api?.close();
       await fs.rm(this.paths.pidFile, { force: true });
       this.log.info('daemon stopped');
+      this.cleanStop = report.left.length === 0;
     }).catch((err: Error) => {
       this.log.warn('stop failed', { error: err.message });
     }).finally(() => this.resolveStopped());
     return this.stopping;
+  }
+
+  /** Whether the last stop left nothing only on this host (false: see last-stop.json). */
+  cleanStop = true;
+
+  /** While a stop copies to the bucket: what is left, for GET /v1/status (pgs stop shows it). */
+  private stopProgress: { phase: string; pendingFiles: number; pendingBytes: number; error?: string } | undefined;
+
+  private async shipBeforeStop(): Promise<{ shipped: boolean; left: string[]; error?: string }> {
+    if (this.catalog.settings.backupTarget === undefined) return { shipped: false, left: [] };
+    const deadline = Date.now() + this.shipTimeoutMs;
+    this.stopProgress = { phase: 'copying to the bucket', pendingFiles: 0, pendingBytes: 0 };
+    const result = await this.backupPlane.shipBeforeStop(deadline, (left, error) => {
+      this.stopProgress = { phase: 'copying to the bucket', pendingFiles: left.files, pendingBytes: left.bytes, ...(error ? { error } : {}) };
+    });
+    this.stopProgress = undefined;
+    if (result.left.length > 0) {
+      this.log.warn('stopped with files not in the bucket: they are only on this host until the next start copies them', { files: result.left.length, left: result.left.slice(0, 50), ...(result.error ? { error: result.error } : {}) });
+    }
+    return { shipped: result.left.length === 0, ...result };
   }
 
   private get isStopping(): boolean {
@@ -437,10 +476,15 @@ export class Daemon implements ControlPlane {
   }
 
   /** What the supervisor sees of the tenant's server, with the state of its WAL archive. */
-  private async observeWithArchive(tenant: Tenant): Promise<Awaited<ReturnType<Supervisor['observe']>> & { archiving: S.TenantJson['archiving']; archivingError?: string }> {
+  private async observeWithArchive(tenant: Tenant): Promise<Awaited<ReturnType<Supervisor['observe']>> & { archiving: S.TenantJson['archiving']; archivingError?: string; backupPending: S.TenantJson['backupPending'] }> {
     const seen = await this.supervisor.observe(tenant, true);
-    const archiving = this.backupPlane.archiving(tenant, this.supervisor.archiverStatus(tenant.id));
-    return { ...seen, archiving: archiving.state, ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}) };
+    const status = this.supervisor.archiverStatus(tenant.id);
+    const archiving = this.backupPlane.archiving(tenant, status);
+    const pending = this.backupPlane.pendingFor(tenant.id, status);
+    return {
+      ...seen, archiving: archiving.state, ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}),
+      backupPending: pending === null ? null : { files: pending.files, bytes: pending.bytes, oldestAt: pending.oldestMs === null ? null : new Date(pending.oldestMs).toISOString() },
+    };
   }
 
   private withBackupSample(sample: Omit<TenantSample, 'lastBackup' | 'archiveFailing' | 'archivePending'>): TenantSample {
@@ -478,7 +522,8 @@ export class Daemon implements ControlPlane {
       importLimit: await this.importLimit().then(({ bytes, auto }) => ({ bytes, auto }), () => null),
       disk: await fs.statfs(this.catalog.settings.dataRoot).then((f) => ({ path: this.catalog.settings.dataRoot, freeBytes: f.bavail * f.bsize, totalBytes: f.blocks * f.bsize }), () => null),
       wakesLastHour: this.supervisor.recentWakes(),
-      backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => t.id)),
+      backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => ({ id: t.id, status: this.supervisor.archiverStatus(t.id) }))),
+      ...(this.stopProgress ? { stopping: this.stopProgress } : {}),
       tenants,
     };
   }
@@ -703,12 +748,12 @@ export class Daemon implements ControlPlane {
     });
   }
 
-  shutdown(stopTenants: boolean): void {
+  shutdown(stopTenants: boolean, ship = true): void {
     void (async () => {
       if (stopTenants && !this.isStopping) {
         await this.serial(() => this.pgs.recordWanted('stopped')).catch((err: Error) => this.log.warn('could not record the tenants as stopped', { error: err.message }));
       }
-      await this.stop();
+      await this.stop({ ship });
     })();
   }
 
@@ -773,7 +818,7 @@ export class Daemon implements ControlPlane {
   /** A tenant a restore, branch or import made, with what pgs took from its data. */
   private async madeView(made: MadeTenant): Promise<S.TenantJson> {
     const view = await this.view(made.tenant);
-    return made.neutralized.length > 0 ? { ...view, neutralized: made.neutralized } : view;
+    return { ...view, ...(made.neutralized.length > 0 ? { neutralized: made.neutralized } : {}), ...(made.notes ? { notes: made.notes } : {}) };
   }
 
   doctor(): Promise<DoctorReport> {

@@ -34,6 +34,7 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
     ...(serverSessions !== undefined ? { serverSessions } : {}),
     ...(poolTimeoutSeconds !== undefined ? { poolTimeoutMs: poolTimeoutSeconds * 1000 } : {}),
     ...(historySeconds !== undefined ? { historyIntervalMs: historySeconds * 1000 } : {}),
+    ...(envSeconds(env, 'PGS_STOP_SHIP_TIMEOUT') !== undefined ? { shipTimeoutMs: (envSeconds(env, 'PGS_STOP_SHIP_TIMEOUT') as number) * 1000 } : {}),
     version: await packageVersion(),
   });
   let signalled = false;
@@ -49,7 +50,8 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   started = true;
   if (signalled) void daemon.stop(); // a signal during start-up: stop as soon as there is something to stop
   await daemon.stopped;
-  return 0;
+  // A stop that left files only on this host (the bucket did not take them) is not a clean one.
+  return daemon instanceof Daemon && !daemon.cleanStop ? 1 : 0;
 }
 
 /** A whole number from 0 to `max` in environment variable `name`; undefined when unset or empty. */

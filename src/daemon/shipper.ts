@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BACKUP_META, GENERATION_META, STAMP_PATTERN, backupsRoot, type BackupMeta } from '../backup/layout.js';
-import type { S3Client } from '../backup/s3.js';
+import { S3Error, type S3Client } from '../backup/s3.js';
 import { SEGMENT_NAME } from '../backup/wal.js';
 import { pathExists } from '../core/files.js';
 import type { RouterLog } from '../router/router.js';
@@ -19,19 +19,40 @@ import type { TenantRuntime } from '../runtime/runtime.js';
  */
 const CYCLE_MS = 2_000;
 const MAX_BACKOFF_MS = 60_000;
+/** How often a host looks again at who owns a tenant's archive in the bucket (another host may have restored it). */
+const CLAIM_RECHECK_MS = 60_000;
+/** The object that names the one host writing a tenant's archive. */
+export const OWNER_OBJECT = 'pgs-owner.json';
 
 export interface ShipperDeps {
   client: S3Client;
   dataRoot: string;
   runtime: TenantRuntime;
   log: RouterLog;
+  /** This data root's id (see BackupPlane): what the owner objects name. */
+  hostId: string;
+}
+
+/** What waits to be copied: files, bytes, and when the oldest of them was written (ms since the epoch). */
+export interface Pending {
+  files: number;
+  bytes: number;
+  oldestMs: number | null;
+}
+
+interface Claim {
+  checkedAt: number;
+  /** Undefined: ours. Otherwise the host that writes it, and since when. */
+  other?: { host: string; at: string };
 }
 
 export class Shipper {
   readonly client: S3Client;
   private readonly deps: ShipperDeps;
   private readonly ledgers = new Map<string, Set<string>>();
-  private readonly pendingByTenant = new Map<string, number>();
+  private readonly pendingByTenant = new Map<string, Map<string, { bytes: number; mtimeMs: number }>>();
+  private readonly claims = new Map<string, Claim>();
+  private lastShipped: string | undefined;
   private failure: { since: string; error: string } | undefined;
   private backoffMs = 0;
   private nextAt = 0;
@@ -83,9 +104,95 @@ export class Shipper {
     return this.failure;
   }
 
-  /** Files of the tenant not in the bucket yet, as of the last cycle. */
-  pending(id: string): number {
-    return this.pendingByTenant.get(id) ?? 0;
+  /** Files of the tenant in the local tree that are not in the bucket yet (as of the last look, less what was copied since). */
+  pending(id: string): Pending {
+    const files = this.pendingByTenant.get(id);
+    if (!files || files.size === 0) return { files: 0, bytes: 0, oldestMs: null };
+    let bytes = 0;
+    let oldestMs = Infinity;
+    for (const f of files.values()) {
+      bytes += f.bytes;
+      oldestMs = Math.min(oldestMs, f.mtimeMs);
+    }
+    return { files: files.size, bytes, oldestMs };
+  }
+
+  /** When a file last reached the bucket (ISO), since this daemon started. */
+  get lastShippedAt(): string | undefined {
+    return this.lastShipped;
+  }
+
+  /** The host that writes the tenant's archive instead of this one, when another does (see claim). */
+  claimedElsewhere(id: string): { host: string; at: string } | undefined {
+    return this.claims.get(id)?.other;
+  }
+
+  /**
+   * Makes this host the one writer of the tenant's archive in the bucket: a
+   * restore from the bucket takes the archive over (the host it came from may
+   * be lost, or may not: either way only one writes from now on; the other
+   * sees the owner object change within CLAIM_RECHECK_MS and stops copying).
+   * Returns the host it took over from, if any.
+   */
+  async claim(id: string): Promise<string | undefined> {
+    const before = await this.readOwner(id);
+    await this.client.putText(this.client.key(`${id}/${OWNER_OBJECT}`), `${JSON.stringify({ host: this.deps.hostId, at: new Date().toISOString() })}\n`);
+    this.claims.set(id, { checkedAt: Date.now() });
+    return before && before.host !== this.deps.hostId ? before.host : undefined;
+  }
+
+  private async readOwner(id: string): Promise<{ host: string; at: string } | undefined> {
+    try {
+      const parsed = JSON.parse(await this.client.getText(this.client.key(`${id}/${OWNER_OBJECT}`))) as { host?: unknown; at?: unknown };
+      return typeof parsed.host === 'string' && typeof parsed.at === 'string' ? { host: parsed.host, at: parsed.at } : undefined;
+    } catch (err) {
+      if (err instanceof S3Error && (err.status === 404 || err.s3Code === 'NoSuchKey')) return undefined;
+      if (err instanceof SyntaxError) return undefined; // not an owner object pgs wrote: taken over by the next claim
+      throw err;
+    }
+  }
+
+  /** Whether this host may write the tenant's archive now: it owns it, or nobody does and it claims it. */
+  private async mayWrite(id: string): Promise<boolean> {
+    const known = this.claims.get(id);
+    if (known && Date.now() - known.checkedAt < CLAIM_RECHECK_MS) return known.other === undefined;
+    const owner = await this.readOwner(id);
+    if (owner === undefined) {
+      await this.claim(id);
+      return true;
+    }
+    const other = owner.host === this.deps.hostId ? undefined : owner;
+    if (other && !known?.other) this.deps.log.warn('another host now writes this tenant\'s archive in the bucket: this host stops copying it', { tenant: id, host: other.host, since: other.at });
+    this.claims.set(id, { checkedAt: Date.now(), ...(other ? { other } : {}) });
+    return other === undefined;
+  }
+
+  /**
+   * Copies until nothing is left or `deadlineMs` passes, retrying a failing
+   * target every second; `progress` hears how much is left after each try.
+   * Returns what is still not in the bucket (relative paths), empty when all is.
+   */
+  async drain(deadlineMs: number, progress?: (left: Pending, error?: string) => void): Promise<string[]> {
+    for (;;) {
+      await this.flush();
+      const left = this.leftover();
+      const total = [...this.pendingByTenant.keys()].reduce((sum, id) => {
+        const p = this.pending(id);
+        return { files: sum.files + p.files, bytes: sum.bytes + p.bytes, oldestMs: p.oldestMs === null ? sum.oldestMs : Math.min(sum.oldestMs ?? Infinity, p.oldestMs) };
+      }, { files: 0, bytes: 0, oldestMs: null as number | null });
+      if (left.length === 0 && !this.failure) return [];
+      progress?.(total, this.failure?.error);
+      if (Date.now() >= deadlineMs) return left;
+      await new Promise((r) => setTimeout(r, Math.min(1_000, Math.max(0, deadlineMs - Date.now()))));
+      this.nextAt = 0;
+    }
+  }
+
+  /** Every file not in the bucket, as `<tenant>/<generation>/<relative>`. */
+  private leftover(): string[] {
+    const out: string[] = [];
+    for (const [id, files] of this.pendingByTenant) for (const name of files.keys()) out.push(`${id}/${name}`);
+    return out.sort();
   }
 
   private async ledger(tenant: string, generation: string): Promise<Set<string>> {
@@ -108,14 +215,24 @@ export class Shipper {
 
   private async cycle(): Promise<void> {
     try {
+      let firstError: unknown;
       for (const tenant of await listDir(this.root, (n) => !n.startsWith('.'))) {
-        let pending = 0;
-        for (const generation of await listDir(path.join(this.root, tenant), (n) => STAMP_PATTERN.test(n))) {
-          if (this.stopped) return;
-          pending += await this.shipGeneration(tenant, generation);
-        }
+        const pending = new Map<string, { bytes: number; mtimeMs: number }>();
         this.pendingByTenant.set(tenant, pending);
+        const generations = await listDir(path.join(this.root, tenant), (n) => STAMP_PATTERN.test(n));
+        for (const generation of generations) await this.scanGeneration(tenant, generation, pending);
+        if (pending.size === 0) continue;
+        try {
+          if (!(await this.mayWrite(tenant))) continue;
+          for (const generation of generations) {
+            if (this.stopped) return;
+            await this.shipGeneration(tenant, generation, pending);
+          }
+        } catch (err) {
+          firstError ??= err; // one tenant's trouble (a file that cannot be read) does not stop the others
+        }
       }
+      if (firstError !== undefined) throw firstError;
       if (this.failure) this.deps.log.info('shipping to S3 works again', { target: this.client.url });
       this.failure = undefined;
       this.backoffMs = 0;
@@ -129,32 +246,34 @@ export class Shipper {
     }
   }
 
-  /** Ships what is new in one generation; returns how many files are still to go (0 when done). */
-  private async shipGeneration(tenant: string, generation: string): Promise<number> {
+  /** What of one generation is not in the bucket yet, in the order it goes (a backup's metadata last: with it, a backup in the bucket is whole). */
+  private async scanGeneration(tenant: string, generation: string, pending: Map<string, { bytes: number; mtimeMs: number }>): Promise<void> {
     const dir = path.join(this.root, tenant, generation);
     const shipped = await this.ledger(tenant, generation);
-    const todo: string[] = [];
-    if (!shipped.has(GENERATION_META) && (await pathExists(path.join(dir, GENERATION_META)))) todo.push(GENERATION_META);
-    for (const name of (await listDir(path.join(dir, 'wal'), (n) => SEGMENT_NAME.test(n.slice(0, 24)) || /^[0-9A-F]{8}\.history$/.test(n))).sort()) {
-      if (!shipped.has(`wal/${name}`)) todo.push(`wal/${name}`);
-    }
+    const todo: string[] = [GENERATION_META];
+    for (const name of (await listDir(path.join(dir, 'wal'), (n) => SEGMENT_NAME.test(n.slice(0, 24)) || /^[0-9A-F]{8}\.history$/.test(n))).sort()) todo.push(`wal/${name}`);
     for (const backup of await listDir(path.join(dir, 'base'), (n) => STAMP_PATTERN.test(n))) {
-      // Its metadata last: in the bucket, a backup with pgs-backup.json is whole.
-      for (const file of ['base.tar', 'backup_manifest', BACKUP_META]) {
-        if (!shipped.has(`base/${backup}/${file}`)) todo.push(`base/${backup}/${file}`);
-      }
+      for (const file of ['base.tar', 'backup_manifest', BACKUP_META]) todo.push(`base/${backup}/${file}`);
     }
-    let left = todo.length;
     for (const relative of todo) {
-      if (!(await pathExists(path.join(dir, relative)))) { // deleted meanwhile (retention), or only in the bucket
-        left--;
-        continue;
-      }
-      await this.client.putFile(this.client.key(`${tenant}/${generation}/${relative}`), path.join(dir, relative));
-      await this.record(tenant, generation, [relative]);
-      left--;
+      if (shipped.has(relative)) continue;
+      const stat = await fs.stat(path.join(dir, relative)).catch(() => undefined); // gone meanwhile (retention), or only in the bucket
+      if (stat?.isFile()) pending.set(`${generation}/${relative}`, { bytes: stat.size, mtimeMs: stat.mtimeMs });
     }
-    return left;
+  }
+
+  /** Ships what the scan found of one generation, in its order; each file leaves `pending` once in the bucket. */
+  private async shipGeneration(tenant: string, generation: string, pending: Map<string, { bytes: number; mtimeMs: number }>): Promise<void> {
+    const dir = path.join(this.root, tenant, generation);
+    for (const key of [...pending.keys()].filter((k) => k.startsWith(`${generation}/`))) {
+      const relative = key.slice(generation.length + 1);
+      if (await pathExists(path.join(dir, relative))) {
+        await this.client.putFile(this.client.key(`${tenant}/${key}`), path.join(dir, relative));
+        await this.record(tenant, generation, [relative]);
+        this.lastShipped = new Date().toISOString();
+      }
+      pending.delete(key);
+    }
   }
 
   /** Deletes from the bucket what retention deleted here (paths relative to the backups tree; a folder: everything under it). */

@@ -684,7 +684,19 @@ export class NativeRuntime implements TenantRuntime {
     const query = "SELECT archived_count, failed_count, last_archived_wal, last_archived_time, last_failed_wal, last_failed_time FROM pg_stat_archiver";
     const rows = session?.client.usable ? await session.client.query(query, { timeoutMs: 5_000 }) : await this.withAdmin(id, ADMIN_DATABASE, (c) => c.query(query, { timeoutMs: 5_000 }));
     const row = rows[0] ?? [];
-    const ready = await fs.readdir(path.join(this.tenantDir(id), 'pg_wal', 'archive_status')).catch(() => [] as string[]);
+    const statusDir = path.join(this.tenantDir(id), 'pg_wal', 'archive_status');
+    const ready = (await fs.readdir(statusDir).catch(() => [] as string[])).filter((n) => n.endsWith('.ready'));
+    // What the server has finished and not yet archived here: the segments' sizes, and when the oldest was marked.
+    let pendingBytes = 0;
+    let oldest = Infinity;
+    for (const name of ready) {
+      const [segment, marked] = await Promise.all([
+        fs.stat(path.join(this.tenantDir(id), 'pg_wal', name.slice(0, -'.ready'.length))).catch(() => undefined),
+        fs.stat(path.join(statusDir, name)).catch(() => undefined),
+      ]);
+      pendingBytes += segment?.size ?? 0;
+      if (marked) oldest = Math.min(oldest, marked.mtimeMs);
+    }
     const iso = (v: string | null | undefined) => (v ? new Date(v.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString() : null);
     return {
       archivedCount: Number(row[0] ?? 0),
@@ -693,7 +705,10 @@ export class NativeRuntime implements TenantRuntime {
       lastArchivedAt: iso(row[3]),
       lastFailedWal: row[4] ?? null,
       lastFailedAt: iso(row[5]),
-      pending: ready.filter((n) => n.endsWith('.ready') && !n.includes('.history')).length,
+      pending: ready.filter((n) => !n.includes('.history')).length,
+      readyFiles: ready.length,
+      readyBytes: pendingBytes,
+      oldestReadyAt: Number.isFinite(oldest) ? new Date(oldest).toISOString() : null,
     };
   }
 

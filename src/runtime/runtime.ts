@@ -53,6 +53,10 @@ export interface ArchiverStatus {
   lastFailedAt: string | null;
   /** Finished segments waiting to be archived. */
   pending: number;
+  /** Every file the server has marked ready and not yet archived (history files too), their bytes, and when the oldest was marked. */
+  readyFiles?: number;
+  readyBytes?: number;
+  oldestReadyAt?: string | null;
 }
 
 /** A role that may log in, as its server has it: its verifier (PostgreSQL's stored text) and expiry. */

@@ -59,7 +59,7 @@ export class Backups {
    * failed or was cut short (the daemon killed) is never listed; its
    * leftovers are deleted here on failure, and by `cleanup` at the next start.
    */
-  async take(tenant: Tenant, reason: string): Promise<BackupMeta> {
+  async take(tenant: Tenant, reason: string, onStart?: (dir: string) => void): Promise<BackupMeta> {
     if (tenant.generation === undefined) throw new PgsError('INVALID_STATE', `tenant ${tenant.id} has no WAL archive yet; the daemon gives it one when it starts`);
     const id = newStamp();
     const base = baseDir(this.dataRoot, tenant.id, tenant.generation);
@@ -67,6 +67,7 @@ export class Backups {
     const done = path.join(base, id);
     await this.runtime.mkdirOwnedPath(base);
     const startedAt = new Date().toISOString();
+    onStart?.(partial);
     try {
       const result = await this.runtime.backup(tenant.id, partial, `pgs ${tenant.id} ${id}`);
       // Checked before it is listed: every file the manifest names, in the tar, with its checksum.

@@ -126,6 +126,8 @@ export interface TenantView {
   /** The continuous archive: ok, failing, behind, gap, off (not yet set up), unknown (not looked at). */
   archiving: 'ok' | 'failing' | 'behind' | 'gap' | 'unknown' | 'off';
   archivingError?: string;
+  /** With a backup bucket: what of the tenant is not in it yet; null without one (absent: not known, no daemon). */
+  backupPending?: { files: number; bytes: number; oldestAt: string | null } | null;
 }
 
 /** What a running daemon knows of a tenant's server, which the files cannot tell. */
@@ -144,6 +146,7 @@ export interface ObservedTenant {
   lastActiveAt?: string | null;
   archiving?: TenantView['archiving'];
   archivingError?: string;
+  backupPending?: TenantView['backupPending'];
   usage?: { memoryBytes: number; cpuSeconds: number };
   limitsNotEnforced?: string;
   diskUsedBytes?: number;
@@ -701,6 +704,7 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     ...(seen.lastActiveAt !== undefined ? { lastActiveAt: seen.lastActiveAt } : {}),
     archiving: seen.archiving ?? (tenant.generation === undefined ? 'off' : 'unknown'),
     ...(seen.archivingError ? { archivingError: seen.archivingError } : {}),
+    ...(seen.backupPending !== undefined ? { backupPending: seen.backupPending } : {}),
   };
 }
 

@@ -37,8 +37,9 @@ export function parsePointInTime(text: string, what: string): string {
 
 /** What pgs took from data it did not make, as lines under the tenant's (nothing when it took nothing). */
 function neutralizedLines(t: TenantJson): string {
-  if (!t.neutralized || t.neutralized.length === 0) return '';
-  return `\npgs took away what no tenant may have (${t.neutralized.length}):\n${t.neutralized.map((line) => `  - ${line}`).join('\n')}`;
+  const notes = (t.notes ?? []).map((note) => `\n${note}`).join('');
+  if (!t.neutralized || t.neutralized.length === 0) return notes;
+  return `${notes}\npgs took away what no tenant may have (${t.neutralized.length}):\n${t.neutralized.map((line) => `  - ${line}`).join('\n')}`;
 }
 
 function tenantLine(verb: string, t: TenantJson): string {

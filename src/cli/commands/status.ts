@@ -11,7 +11,9 @@ export const status: Command = {
     '                 limits, refusals, tenants: [{id, state, pid,',
     '                 serverStartedAt, connections,',
     '                 health, healthCheckedAt, healthError?, restarts, wakes, lastError?, archiving?, archivingError?}],',
-    '                 backupTarget: {url, pendingFiles, failingSince, error?} | null}',
+    '                 backupTarget: {url, pendingFiles, pendingBytes, oldestPendingAt, lastCopiedAt, failingSince, error?} | null}',
+    '  "files to copy" counts everything not in the bucket yet: files not copied, WAL segments a server has',
+    '  finished but not archived, and a base backup being written.',
     '  Exit code 3 when no daemon runs.',
   ].join('\n'),
   options: { json: { type: 'boolean' } },
@@ -48,7 +50,7 @@ export const status: Command = {
       ['backups to', kubernetes
         ? (current.backupTarget ? `${current.backupTarget.url}, through the barman-cloud plugin` : 'none (pgs setup --backup-target s3://...)')
         : current.backupTarget
-          ? `${current.backupTarget.url}: ${current.backupTarget.failingSince ? `failing since ${current.backupTarget.failingSince} (${current.backupTarget.error ?? ''}), ` : ''}${current.backupTarget.pendingFiles} files to copy`
+          ? `${current.backupTarget.url}: ${current.backupTarget.failingSince ? `failing since ${current.backupTarget.failingSince} (${current.backupTarget.error ?? ''}), ` : ''}${pendingText(current.backupTarget)}`
           : 'the data folder only'],
     ]));
     return 0;
@@ -74,4 +76,12 @@ function summarizeHealth(tenants: readonly { id: string; state: string; health: 
   const failing = running.find((t) => t.health === 'failing');
   const summary = [...counts].map(([health, n]) => `${n} ${health}`).join(', ');
   return failing ? `${summary} (${failing.id}: ${failing.healthError ?? 'no answer'})` : summary;
+}
+
+/** "3 files (2.0 MiB) to copy, the oldest 12 s old; last copied 14:02:03Z", or "nothing to copy". */
+function pendingText(target: NonNullable<StatusJson['backupTarget']>): string {
+  const last = target.lastCopiedAt ? `; last copied ${target.lastCopiedAt}` : '';
+  if (target.pendingFiles === 0) return `nothing to copy${last}`;
+  const age = target.oldestPendingAt ? `, the oldest ${Math.max(0, Math.round((Date.now() - Date.parse(target.oldestPendingAt)) / 1000))} s old` : '';
+  return `${target.pendingFiles} files (${formatBytes(target.pendingBytes ?? 0)}) to copy${age}${last}`;
 }
