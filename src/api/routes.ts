@@ -7,6 +7,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import type { Static } from 'typebox';
 import { PgsError, codeWord, isPgsError } from '../core/errors.js';
 import { formatBytes } from '../core/size.js';
+import { parsePointInTime } from '../core/time.js';
 import { registerDashboard } from './dashboard.js';
 import { sseFrame, type EventLog } from './events.js';
 import * as S from './schemas.js';
@@ -230,6 +231,15 @@ export function registerRoutes(app: App, options: ApiOptions): void {
   registerDashboard(app);
 }
 
+/** A body's time in any form the CLI takes, made RFC 3339 in UTC before the handler (a bad one is a 400, never an operation). */
+function normaliseTime(field: 'time' | 'at') {
+  return async (request: FastifyRequest) => {
+    const body = request.body as Record<string, unknown> | undefined;
+    const text = body?.[field];
+    if (body && typeof text === 'string') body[field] = parsePointInTime(text, field, 'INVALID_REQUEST', field).iso;
+  };
+}
+
 /** Backups, restores, branches, exports and imports; each may run as an operation (Prefer: respond-async). */
 function registerBackupRoutes(app: App, plane: ControlPlane, operations: Operations): void {
   const run = async <T>(request: FastifyRequest, reply: FastifyReply, kind: string, tenant: string | null, code: number, work: (progress?: Progress) => Promise<T>) => {
@@ -258,10 +268,12 @@ function registerBackupRoutes(app: App, plane: ControlPlane, operations: Operati
       tags: tags('backups'), summary: 'restore to a backup or a point in time; in place (keeping a backup of the current state first) or `as` a new tenant',
       params: S.TenantParams, body: S.RestoreBody, response: { 200: S.Tenant, ...async202, ...problems },
     },
+    preHandler: normaliseTime('time'),
   }, async (request, reply) => run(request, reply, 'tenant.restore', request.params.id, 200, (progress) => plane.restore(request.params.id, request.body ?? {}, progress)));
 
   app.post('/v1/tenants/:id/branch', {
     schema: { tags: tags('backups'), summary: 'a new, independent tenant with this one\'s data now (online) or `at` a time', params: S.TenantParams, body: S.BranchBody, response: { 201: S.Tenant, ...async202, ...problems } },
+    preHandler: normaliseTime('at'),
   }, async (request, reply) => run(request, reply, 'tenant.branch', request.params.id, 201, (progress) => plane.branch(request.params.id, request.body, progress)));
 
   app.post('/v1/tenants/:id/export', {

@@ -359,15 +359,18 @@ export const BackupList = Type.Object({
   lastFailure: Nullable(Type.Object({ at: DateTime, error: Type.String() })),
 });
 
+/** Times in requests take what the CLI takes (the daemon's time zone for one without an offset). */
+const TIME_FORMS = 'RFC 3339 (2026-11-30T14:02:00Z, any offset: +05:30, +0530, +05), PostgreSQL\'s timestamptz output (2026-11-30 14:02:00.123456+00), or without an offset for the daemon\'s local time';
+
 export const RestoreBody = Type.Object({
   backup: Type.Optional(Type.String({ pattern: '^\\d{8}-\\d{6}-[0-9a-f]{4}$', description: 'restore this backup (to its end, or with `time` to that time)' })),
-  time: Type.Optional(Type.String({ format: 'date-time', description: 'restore to this point in time (replaying the WAL archive)' })),
+  time: Type.Optional(Type.String({ maxLength: 64, description: `restore to this point in time (replaying the WAL archive): ${TIME_FORMS}` })),
   as: Type.Optional(TenantId),
 }, { additionalProperties: false });
 
 export const BranchBody = Type.Object({
   id: TenantId,
-  at: Type.Optional(Type.String({ format: 'date-time', description: 'the source as it was then; default: now' })),
+  at: Type.Optional(Type.String({ maxLength: 64, description: `the source as it was then (${TIME_FORMS}); default: now` })),
 }, { additionalProperties: false });
 
 export const ExportResult = Type.Object({

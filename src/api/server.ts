@@ -123,7 +123,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   app.setNotFoundHandler(async (request, reply) => sendProblem(reply, new PgsError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)));
   app.setErrorHandler(async (error: FastifyError | PgsError | Error, request, reply) => {
-    if (error instanceof PgsError) return sendProblem(reply, error);
+    if (error instanceof PgsError) return sendProblem(reply, error, error.field);
     const fastifyError = error as FastifyError;
     if (fastifyError.validation) {
       const first = fastifyError.validation[0];

@@ -103,11 +103,14 @@ const ALL_CODES: readonly PgsErrorCode[] = [
 
 export class PgsError extends Error {
   readonly code: PgsErrorCode;
+  /** The request field at fault, when the error is about one (the API's problem names it). */
+  readonly field?: string;
 
-  constructor(code: PgsErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: PgsErrorCode, message: string, options?: { cause?: unknown; field?: string }) {
     super(message, options);
     this.name = 'PgsError';
     this.code = code;
+    if (options?.field !== undefined) this.field = options.field;
   }
 }
 

@@ -14,6 +14,7 @@ import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { tail, writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
+import { parsePointInTime } from '../core/time.js';
 import { History, type HistorySample } from './history.js';
 import { pidExists, processArgv } from '../core/proc.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
@@ -771,7 +772,7 @@ export class Daemon implements ControlPlane {
 
   async restore(id: string, request: S.RestoreRequest, progress?: Progress): Promise<S.TenantJson> {
     this.assertRunning();
-    const choice = { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(request.time !== undefined ? { time: parseTime(request.time) } : {}) };
+    const choice = { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(request.time !== undefined ? { time: parseTime(request.time, 'time') } : {}) };
     const exists = this.catalog.tenants.some((t) => t.id === id);
     const target = request.as ?? id;
     // A removed tenant whose backups remain comes back under its id (or another).
@@ -783,7 +784,7 @@ export class Daemon implements ControlPlane {
 
   async branch(id: string, request: S.BranchRequest, progress?: Progress): Promise<S.TenantJson> {
     this.assertRunning();
-    return this.madeView(await this.backupPlane.branch(id, request.id, request.at !== undefined ? parseTime(request.at) : undefined, progress));
+    return this.madeView(await this.backupPlane.branch(id, request.id, request.at !== undefined ? parseTime(request.at, 'at') : undefined, progress));
   }
 
   async exportTenant(id: string, progress?: Progress): Promise<S.ExportJson> {
@@ -857,11 +858,9 @@ function backupJson(meta: BackupMeta): S.BackupJson {
   return { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes };
 }
 
-/** An RFC 3339 time from a request (the schema checked its form). */
-function parseTime(text: string): Date {
-  const at = new Date(text);
-  if (Number.isNaN(at.getTime())) throw new PgsError('INVALID_REQUEST', `not a time: ${text} (use RFC 3339, e.g. 2026-11-30T14:02:00Z)`);
-  return at;
+/** A time from a request (the route made it RFC 3339; other callers may give any form the CLI takes). */
+function parseTime(text: string, field: 'time' | 'at'): Date {
+  return parsePointInTime(text, field, 'INVALID_REQUEST', field).date;
 }
 
 /** A strong ETag of a tenant's settings (what PATCH changes), not of its server's state. */

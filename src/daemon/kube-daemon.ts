@@ -24,6 +24,7 @@ import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { assertTenantId, newSuffix, tenantHostname } from '../catalog/ids.js';
 import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, type Catalog, type Tenant } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
+import { parsePointInTime } from '../core/time.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
 import { PodActivity, lastActivity } from '../runtime/kubernetes/activity.js';
@@ -687,8 +688,8 @@ export class KubeDaemon implements ControlPlane {
     }
     if (!existing && target !== id) throw new PgsError('INVALID_STATE', `tenant ${id} was removed: restore it under its own id first (pgs restore ${id})`);
     if (this.tenants.view(target)) throw new PgsError('TENANT_EXISTS', `tenant ${target} already exists`);
-    if (request.time !== undefined && Number.isNaN(Date.parse(request.time))) throw new PgsError('INVALID_REQUEST', `not a time: ${request.time}`);
-    const source = await backups.source(id, existing, { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(request.time !== undefined ? { time: new Date(request.time).toISOString() } : {}) });
+    const time = request.time !== undefined ? parsePointInTime(request.time, 'time', 'INVALID_REQUEST', 'time').date.toISOString() : undefined;
+    const source = await backups.source(id, existing, { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(time !== undefined ? { time } : {}) });
     // The login: a branch keeps its source's; a removed tenant's comes back from the Secret its removal kept.
     const kept = await this.client.get<KubeResource & { data?: Record<string, string> }>(RESOURCES.secrets, ownerSecretName(id));
     const clientVerifier = secretValue(kept, 'client-verifier');

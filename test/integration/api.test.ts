@@ -393,6 +393,19 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     const early = await unix<Problem>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { time: '2020-01-01T00:00:00Z' } });
     assert.equal(early.status, 422);
     assert.equal(early.body.code, 'out_of_window');
+    // Times as psql prints them are read too, and made UTC before the restore sees them.
+    const psqlForm = await unix<Problem>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { time: '2020-01-01 05:30:00.000001+05:30' } });
+    assert.equal(psqlForm.status, 422, psqlForm.text);
+    assert.match(psqlForm.body.detail, /^2020-01-01T00:00:00\.000Z is outside/);
+    // An impossible time is a 400 naming the field, before any operation starts.
+    const impossible = await unix<Problem>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { time: '2026-02-30 10:00:00+00' }, headers: { prefer: 'respond-async' } });
+    assert.equal(impossible.status, 400, impossible.text);
+    assert.equal(impossible.body.code, 'invalid_request');
+    assert.equal(impossible.body.field, 'time');
+    assert.match(impossible.body.detail, /February 2026 has no day 30/);
+    const badAt = await unix<Problem>('POST', '/v1/tenants/{id}/branch', '/v1/tenants/acme/branch', { body: { id: 'acme-then', at: '2026-11-30 25:00' } });
+    assert.equal(badAt.status, 400, badAt.text);
+    assert.equal(badAt.body.field, 'at');
     const unknown = await unix<Problem>('POST', '/v1/tenants/{id}/restore', '/v1/tenants/acme/restore', { body: { backup: '20200101-000000-abcd' } });
     assert.equal(unknown.status, 404);
     assert.equal(unknown.body.code, 'backup_not_found');

@@ -95,7 +95,9 @@ describe('point-in-time restore, in place and as a new tenant', () => {
   it('--as makes a new tenant at that time and leaves the source untouched', async () => {
     await sql(pgs, 'shop', shop.password, 'CREATE TABLE ledger (n int); INSERT INTO ledger VALUES (1), (2)');
     await sleep(1_100);
-    const noted = new Date().toISOString();
+    // Noted as psql prints it (2026-12-06 21:00:58.429273+00), which --time takes as it is.
+    const noted = await sql(pgs, 'shop', shop.password, 'SELECT now()');
+    assert.match(noted, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}(:\d{2})?$/);
     await sleep(1_100);
     await sql(pgs, 'shop', shop.password, 'INSERT INTO ledger VALUES (3)');
     const copy = await pgs.json<TenantJson>(['restore', 'shop', '--time', noted, '--as', 'shop-copy']);

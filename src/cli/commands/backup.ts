@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import type { BackupJson, BackupListJson, ExportJson, TenantJson } from '../../api/schemas.js';
 import { PgsError, codeFromWord, errnoCode } from '../../core/errors.js';
 import { daemonPaths } from '../../core/paths.js';
+import { parsePointInTime } from '../../core/time.js';
 import { Backups } from '../../service/backups.js';
 import { runOperation } from '../api-client.js';
 import { announceDaemon, confirm, printJson, tenantPath, type Command, type Context } from '../command.js';
@@ -22,17 +23,6 @@ export function formatBytes(bytes: number): string {
     unit++;
   }
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
-/**
- * A point in time as the user wrote it: RFC 3339 ("2026-11-30T14:02:00Z"),
- * the same with a space, or without a zone (then local time, as `date` shows it).
- */
-export function parsePointInTime(text: string, what: string): string {
-  const normal = text.trim().replace(/^(\d{4}-\d{2}-\d{2}) (\d)/, '$1T$2');
-  const at = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/i.test(normal) ? new Date(normal) : new Date(Number.NaN);
-  if (Number.isNaN(at.getTime())) throw new PgsError('USAGE', `invalid ${what} ${JSON.stringify(text)}: a time like 2026-11-30T14:02:00Z (or local time without the Z)`);
-  return at.toISOString();
 }
 
 /** What pgs took from data it did not make, as lines under the tenant's (nothing when it took nothing). */
@@ -129,7 +119,8 @@ export const restore: Command = {
   usage: 'pgs restore <id> [--backup B | --time T] [--as <new-id>] [--json]',
   details: [
     '  --time T      the tenant as it was at T (replays the WAL archive): 2026-11-30T14:02:00Z,',
-    '                or local time without the Z',
+    '                with any offset (+05:30, +0530, +05), as psql prints now() (2026-11-30',
+    '                14:02:00.123456+00), or without an offset (local time)',
     '  --backup B    from backup B (see "pgs backups <id>"), as it was when B ended; with --time, B is',
     '                where the replay starts',
     '                Neither: the latest point the backups and archive reach.',
@@ -145,7 +136,7 @@ export const restore: Command = {
   async run(ctx, [id], values) {
     const body = {
       ...(values.backup !== undefined ? { backup: String(values.backup) } : {}),
-      ...(values.time !== undefined ? { time: parsePointInTime(String(values.time), '--time') } : {}),
+      ...(values.time !== undefined ? { time: parsePointInTime(String(values.time), '--time').iso } : {}),
       ...(values.as !== undefined ? { as: String(values.as) } : {}),
     };
     const tenant = await runOperation<TenantJson>(ctx.api, 'POST', tenantPath(id as string, '/restore'), { body, onStart: announceDaemon });
@@ -166,7 +157,8 @@ export const branch: Command = {
     '  A new, independent tenant: changes to either do not reach the other. Without --at it has',
     '  <src>\'s data now: streamed from its running server (no downtime for <src>), or copied from a',
     '  suspended one\'s files without waking it (reflinks on XFS or btrfs). With --at T, as <src> was',
-    '  at T, from its backups and WAL archive.',
+    '  at T, from its backups and WAL archive. T as for "pgs restore --time": 2026-11-30T14:02:00Z,',
+    '  with any offset, as psql prints now() (2026-11-30 14:02:00.123456+00), or local time.',
     '  Its roles and passwords are <src>\'s; it gets its own host name.',
     '  --json   print the new tenant',
     'API: POST /v1/tenants/{src}/branch {"id": "<new-id>", "at"?} (Prefer: respond-async for an operation)',
@@ -174,7 +166,7 @@ export const branch: Command = {
   options: { at: { type: 'string' }, json: { type: 'boolean' } },
   positionals: [2, 2],
   async run(ctx, [src, newId], values) {
-    const body = { id: newId as string, ...(values.at !== undefined ? { at: parsePointInTime(String(values.at), '--at') } : {}) };
+    const body = { id: newId as string, ...(values.at !== undefined ? { at: parsePointInTime(String(values.at), '--at').iso } : {}) };
     const tenant = await runOperation<TenantJson>(ctx.api, 'POST', tenantPath(src as string, '/branch'), { body, onStart: announceDaemon });
     if (values.json) printJson(tenant);
     else console.log(`${tenantLine(`Branched ${src}${body.at ? ` at ${body.at}` : ''} into`, tenant)}${neutralizedLines(tenant)}\nIts roles and passwords are those of ${src}. URL: pgs url ${tenant.id}`);
