@@ -314,6 +314,8 @@ export const Problem = Type.Object({
 });
 export type ProblemJson = Static<typeof Problem>;
 
+const MetaValue = Type.Union([Type.String(), Type.Number(), Type.Null()]);
+
 export const DoctorReport = Type.Object({
   orphans: Type.Array(Type.Object({
     id: Type.String(),
@@ -325,10 +327,29 @@ export const DoctorReport = Type.Object({
   })),
   unfinished: Type.Array(Type.String()),
   missingData: Type.Array(Type.String()),
+  /** Tenants whose folder's own metadata (pgs-tenant.json) says otherwise than the catalog, say after catalog.json was restored from its backup. */
+  disagreements: Type.Array(Type.Object({
+    id: Type.String(),
+    newer: Type.Union([Type.Literal('catalog'), Type.Literal('folder'), Type.Literal('same')], { description: 'the side with more changes counted; same: as many on both (a fix takes the catalog\'s)' }),
+    catalogRev: Type.Integer({ description: 'changes counted in the catalog\'s entry' }),
+    folderRev: Nullable(Type.Integer({ description: 'changes counted in the folder\'s copy; null: the folder has no usable metadata file' })),
+    fields: Type.Array(Type.Object({
+      field: Type.String({ description: 'as in the tenant\'s JSON: hostname, access, wanted, generation, maxConnections, autosuspendSeconds, memoryBytes, ...' }),
+      catalog: MetaValue,
+      folder: MetaValue,
+    })),
+  })),
 });
 export const DoctorFix = Type.Object({
   adopted: Type.Array(Type.Object({ id: Type.String(), hostname: Type.String(), newHostname: Type.Boolean() })),
   removed: Type.Array(Type.String()),
+  /** Each disagreement settled the way the newer side has it: `updated` is the side rewritten (catalog: from the folder's copy; folder: its metadata from the catalog). */
+  settled: Type.Array(Type.Object({
+    id: Type.String(),
+    newer: Type.Union([Type.Literal('catalog'), Type.Literal('folder'), Type.Literal('same')]),
+    updated: Type.Union([Type.Literal('catalog'), Type.Literal('folder')]),
+    fields: Type.Array(Type.String()),
+  })),
   report: DoctorReport,
 });
 export type DoctorFixJson = Static<typeof DoctorFix>;

@@ -87,6 +87,8 @@ export const TenantSchema = v.strictObject({
   diskState: v.optional(v.picklist(['read-only', 'standby'], 'must be read-only or standby')),
   /** The database's name on the server when it is not the tenant's id (a restore or branch on the kubernetes runtime keeps its source's); clients still ask for the id. */
   database: v.optional(matching(/^[a-z][a-z0-9_]{0,62}$/, 'a database name (lower-case letters, digits and _)')),
+  /** Changes to this entry so far, also in its folder's pgs-tenant.json: the higher of the two is the newer; absent: 0 (written before pgs counted). */
+  rev: v.optional(int(0, Number.MAX_SAFE_INTEGER)),
 }, 'must be a tenant entry');
 export type Tenant = v.InferOutput<typeof TenantSchema>;
 

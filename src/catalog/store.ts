@@ -58,7 +58,8 @@ export class CatalogStore {
     return new PgsError(
       'CATALOG_CORRUPT',
       `the catalog ${catalog} is not valid (${detail}); nothing was changed. ` +
-        `The previous good version is ${catalogBackup}: inspect it and copy it over the broken file to restore it`,
+        `The previous good version is ${catalogBackup}: inspect it and copy it over the broken file to restore it, ` +
+        'then run "pgs doctor": the backup misses the last change, which the tenant\'s data folder keeps in its own metadata ("pgs doctor --fix" takes it back)',
     );
   }
 

@@ -22,7 +22,8 @@ import { Router, type RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
-import { assertPassword, connectionStrings, findTenant, setVerifier, tenantView, type DoctorReport, type Pgs } from '../service/pgs.js';
+import { assertPassword, connectionStrings, findTenant, setVerifier, tenantFromMeta, tenantView, type DoctorReport, type Pgs } from '../service/pgs.js';
+import { compareTenantMeta } from '../catalog/tenant-meta.js';
 import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
 import { Logins } from './logins.js';
@@ -407,8 +408,16 @@ export class Daemon implements ControlPlane {
       const tenant = known.get(id);
       if (tenant) {
         if (unfinished) await this.runtime.finishCreate(id);
-        // Folders made before they kept their own metadata get it now.
-        if (JSON.stringify(await this.runtime.readMeta(id)) !== JSON.stringify(tenant)) await this.runtime.writeMeta(id, tenant);
+        const meta = await this.runtime.readMeta(id);
+        if (JSON.stringify(meta) === JSON.stringify(tenant)) continue;
+        // A copy with more changes than the catalog's entry (a catalog restored from its backup) is left for pgs doctor.
+        const found = compareTenantMeta(tenant, tenantFromMeta(id, meta), catalog.settings.domain);
+        if (found?.newer === 'folder') {
+          this.log.warn('a tenant folder\'s metadata is newer than the catalog: "pgs doctor" shows the difference, "pgs doctor --fix" takes it', { tenant: id, fields: found.fields.map((f) => f.field).join(',') });
+          continue;
+        }
+        // Folders made before they kept their own metadata get it now, and a lost write is redone.
+        await this.runtime.writeMeta(id, tenant);
       } else if (unfinished) {
         await this.runtime.remove(id);
         this.log.info('removed an unfinished create', { tenant: id });
@@ -617,22 +626,27 @@ export class Daemon implements ControlPlane {
         }
       });
       await this.refresh();
-      if (after.access !== before.access) {
-        if (after.access === 'disabled') {
-          const closed = this.router.closeTenant(id, `access to tenant ${id} was disabled`);
-          if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
-        }
-        this.events.emit('access', id, { access: after.access });
-      }
-      if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
-      // Sessions kept for the other mode are of no use now (clients already connected keep their mode).
-      if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
-      // A running server reads its new archive_timeout at once (a reload); a stopped one at its next start.
-      if (after.rpoSeconds !== before.rpoSeconds) await this.runtime.configureArchive(tenantServerSpec(this.catalog.settings.dataRoot, after));
-      // Limits reach a running server at once: its control groups and the settings that follow memory.
-      if (after.memoryBytes !== before.memoryBytes || after.cpus !== before.cpus) await this.runtime.applyLimits(tenantServerSpec(this.catalog.settings.dataRoot, after));
+      await this.applyChange(id, before, after);
       return { tenant: await this.view(after), etag: etagOf(after) };
     });
+  }
+
+  /** What a changed catalog entry needs beyond the catalog (which the caller has written and refreshed). */
+  private async applyChange(id: string, before: Tenant, after: Tenant): Promise<void> {
+    if (after.access !== before.access) {
+      if (after.access === 'disabled') {
+        const closed = this.router.closeTenant(id, `access to tenant ${id} was disabled`);
+        if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
+      }
+      this.events.emit('access', id, { access: after.access });
+    }
+    if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
+    // Sessions kept for the other mode are of no use now (clients already connected keep their mode).
+    if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
+    // A running server reads its new archive_timeout (or archive) at once (a reload); a stopped one at its next start.
+    if (after.rpoSeconds !== before.rpoSeconds || after.generation !== before.generation) await this.runtime.configureArchive(tenantServerSpec(this.catalog.settings.dataRoot, after));
+    // Limits reach a running server at once: its control groups and the settings that follow memory.
+    if (after.memoryBytes !== before.memoryBytes || after.cpus !== before.cpus) await this.runtime.applyLimits(tenantServerSpec(this.catalog.settings.dataRoot, after));
   }
 
   running(): { running: number; maxRunning: number } {
@@ -841,8 +855,19 @@ export class Daemon implements ControlPlane {
         this.events.emit('created', a.id, { reason: 'adopted' });
         this.log.info('adopted an orphan data folder', { tenant: a.id, hostname: a.hostname, newHostname: a.newHostname });
       }
+      const settled = await this.pgs.settleMeta();
+      await this.refresh();
+      for (const s of settled) {
+        this.log.info(s.updated === 'catalog' ? 'took a tenant\'s newer settings from its folder\'s metadata' : 'wrote the catalog\'s settings to a tenant folder\'s metadata', { tenant: s.id, newer: s.newer, fields: s.fields.join(',') });
+        if (s.updated !== 'catalog') continue;
+        if (s.after.wanted === 'stopped' && s.before.wanted !== 'stopped') {
+          await this.endSessions(s.id, `tenant ${s.id} was stopped`);
+          await this.supervisor.stopWanted(s.id);
+        }
+        await this.applyChange(s.id, s.before, s.after);
+      }
       await this.supervisor.reconcile();
-      return { adopted, removed, report: await this.pgs.doctor() };
+      return { adopted, removed, settled: settled.map(({ id, newer, updated, fields }) => ({ id, newer, updated, fields })), report: await this.pgs.doctor() };
     });
   }
 

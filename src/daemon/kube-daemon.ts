@@ -628,11 +628,11 @@ export class KubeDaemon implements ControlPlane {
   }
 
   async doctor(): Promise<Static<typeof S.DoctorReport>> {
-    return { orphans: [], unfinished: [], missingData: this.tenants.list().filter((v) => v.problem !== undefined).map((v) => v.id) };
+    return { orphans: [], unfinished: [], missingData: this.tenants.list().filter((v) => v.problem !== undefined).map((v) => v.id), disagreements: [] };
   }
 
   async doctorFix(): Promise<S.DoctorFixJson> {
-    return { adopted: [], removed: [], report: await this.doctor() };
+    return { adopted: [], removed: [], settled: [], report: await this.doctor() };
   }
 
   /** Stops this pod's daemon only: the tenants are the cluster's, and the other pods keep serving them. */

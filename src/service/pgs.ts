@@ -4,8 +4,10 @@ import { TENANT_ID_PATTERN, assertTenantId, domainProblem, newSuffix, tenantHost
 import type { Access, BackupSchedule, Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
 import * as v from 'valibot';
 import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, DEFAULT_POOL_SIZE, TenantSchema } from '../catalog/schema.js';
+import { forEachLimit } from '../core/limit.js';
 import { parseListen } from '../core/listen.js';
 import { CatalogStore } from '../catalog/store.js';
+import { compareTenantMeta, sameEntry, type MetaDisagreement } from '../catalog/tenant-meta.js';
 import { pathExists, writeAtomic } from '../core/files.js';
 import { PgsError } from '../core/errors.js';
 import { defaultDataRoot, homePaths, isRoot, pgsHome } from '../core/paths.js';
@@ -376,7 +378,7 @@ export class Pgs {
     let runtime: TenantRuntime | undefined;
     let made = false;
     try {
-      return await this.store.update(async (current) => {
+      return await this.change(async (current) => {
         if (!current) throw notSetUp(this.home);
         if (current.tenants.some((t) => t.id === id)) {
           throw new PgsError('TENANT_EXISTS', `tenant ${id} already exists`);
@@ -406,7 +408,6 @@ export class Pgs {
         made = true;
         await writeGenerationMeta(runtime, current.settings.dataRoot, tenant);
         if (options.init !== undefined && options.init.trim() !== '') await runInit(runtime, id, password, options.init);
-        await runtime.writeMeta(id, tenant);
         const hostname = tenantHostname(id, tenant.suffix, current.settings.domain);
         const rt = runtime;
         return {
@@ -451,7 +452,7 @@ export class Pgs {
 
   async remove(id: string): Promise<void> {
     assertTenantId(id);
-    await this.store.update(async (current) => {
+    await this.change(async (current) => {
       if (!current) throw notSetUp(this.home);
       findTenant(current, id);
       const rt = this.runtimeFor(current.settings);
@@ -464,7 +465,7 @@ export class Pgs {
 
   /** Records every tenant as wanted running or stopped (`pgs start`, `pgs stop`); the daemon's supervisor acts on it. */
   async recordWanted(wanted: Wanted): Promise<void> {
-    await this.store.update(async (current) => {
+    await this.change(async (current) => {
       if (!current) throw notSetUp(this.home);
       return { next: { ...current, tenants: current.tenants.map((t) => ({ ...t, wanted })) }, result: undefined };
     });
@@ -481,7 +482,7 @@ export class Pgs {
     check?: (tenant: Tenant) => void,
   ): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
-    return this.store.update(async (current) => {
+    return this.change(async (current) => {
       if (!current) throw notSetUp(this.home);
       const before = findTenant(current, id);
       check?.(before);
@@ -492,13 +493,7 @@ export class Pgs {
         else (after as Record<string, unknown>)[key] = value;
       }
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
-      const runtime = this.runtimeFor(current.settings);
-      return {
-        next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? after : t)) },
-        result: { before, after },
-        // The folder's copy follows the catalog; a lost write is redone by the next daemon.
-        afterWrite: () => runtime.writeMeta(id, after).catch(() => undefined),
-      };
+      return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? after : t)) }, result: { before, after } };
     });
   }
 
@@ -509,13 +504,13 @@ export class Pgs {
    */
   async insert(entry: Omit<Tenant, 'suffix' | 'createdAt'> & { suffix?: string }): Promise<Tenant> {
     assertTenantId(entry.id);
-    return this.store.update(async (current) => {
+    return this.change(async (current) => {
       if (!current) throw notSetUp(this.home);
       if (current.tenants.some((t) => t.id === entry.id)) throw new PgsError('TENANT_EXISTS', `tenant ${entry.id} already exists`);
       const runtime = this.runtimeFor(current.settings);
-      const tenant: Tenant = { ...entry, suffix: entry.suffix ?? newSuffix(), createdAt: new Date().toISOString() };
+      // The entry a restored or copied folder came with is its source's: it counts afresh.
+      const tenant: Tenant = { ...entry, suffix: entry.suffix ?? newSuffix(), createdAt: new Date().toISOString(), rev: 0 };
       v.parse(TenantSchema, tenant);
-      await runtime.writeMeta(tenant.id, tenant);
       return {
         next: { ...current, tenants: [...current.tenants, tenant] },
         result: tenant,
@@ -548,10 +543,17 @@ export class Pgs {
         hostname: meta ? tenantHostname(folder.id, meta.suffix, catalog.settings.domain) : null,
       });
     }
+    const disagreements: MetaDisagreement[] = [];
+    for (const tenant of catalog.tenants) {
+      if (!onDisk.has(tenant.id)) continue;
+      const found = compareTenantMeta(tenant, tenantFromMeta(tenant.id, await runtime.readMeta(tenant.id)), catalog.settings.domain);
+      if (found) disagreements.push(found);
+    }
     return {
       orphans,
       unfinished: folders.filter((f) => f.unfinished && !known.has(f.id)).map((f) => f.id),
       missingData: catalog.tenants.filter((t) => !onDisk.has(t.id)).map((t) => t.id),
+      disagreements,
     };
   }
 
@@ -561,7 +563,7 @@ export class Pgs {
    * name. Returns what it adopted.
    */
   async adopt(ids: string[]): Promise<{ id: string; hostname: string; newHostname: boolean }[]> {
-    return this.store.update(async (current) => {
+    return this.change(async (current) => {
       if (!current) throw notSetUp(this.home);
       const runtime = this.runtimeFor(current.settings);
       const adopted: { id: string; hostname: string; newHostname: boolean }[] = [];
@@ -583,11 +585,71 @@ export class Pgs {
         adopted.push({ id, hostname: tenantHostname(id, tenant.suffix, current.settings.domain), newHostname: meta === undefined });
       }
       if (adopted.length === 0) return { result: adopted };
+      return { next: { ...current, tenants }, result: adopted };
+    });
+  }
+
+  /**
+   * Settles every disagreement between a catalog entry and its folder's
+   * metadata the way the newer of the two has it: a newer folder's entry
+   * replaces the catalog's; otherwise (the catalog newer, or as many changes
+   * on both) the catalog's is written to the folder. Returns what it did.
+   */
+  async settleMeta(): Promise<SettledMeta[]> {
+    return this.change(async (current) => {
+      if (!current) throw notSetUp(this.home);
+      const runtime = this.runtimeFor(current.settings);
+      const settled: SettledMeta[] = [];
+      const onDisk = new Set((await runtime.dataFolders()).map((f) => f.id));
+      const tenants: Tenant[] = [];
+      for (const tenant of current.tenants) {
+        const folder = onDisk.has(tenant.id) ? tenantFromMeta(tenant.id, await runtime.readMeta(tenant.id)) : undefined;
+        const found = onDisk.has(tenant.id) ? compareTenantMeta(tenant, folder, current.settings.domain) : undefined;
+        if (!found) {
+          tenants.push(tenant);
+          continue;
+        }
+        const fields = found.fields.map((f) => f.field);
+        if (found.newer === 'folder' && folder) {
+          tenants.push(folder);
+          settled.push({ id: tenant.id, newer: found.newer, updated: 'catalog', fields, before: tenant, after: folder });
+        } else {
+          await runtime.writeMeta(tenant.id, tenant);
+          tenants.push(tenant);
+          settled.push({ id: tenant.id, newer: found.newer, updated: 'folder', fields, before: tenant, after: tenant });
+        }
+      }
+      if (!settled.some((s) => s.updated === 'catalog')) return { result: settled };
+      return { next: { ...current, tenants }, result: settled };
+    });
+  }
+
+  /**
+   * store.update for every change that may touch tenants: an entry that changed
+   * counts one more change (its rev, past both its own and its folder's copy's), and
+   * its folder's pgs-tenant.json is rewritten once the catalog is written, before
+   * the change's own `afterWrite`. A lost write is redone by the next daemon.
+   */
+  private change<T>(fn: (current: Catalog | undefined) => Promise<{ next?: Catalog; result: T; afterWrite?: () => Promise<void> }>): Promise<T> {
+    return this.store.update(async (current) => {
+      const done = await fn(current);
+      if (done.next === undefined) return done;
+      const before = new Map((current?.tenants ?? []).map((t) => [t.id, t]));
+      const changed = done.next.tenants.filter((t) => {
+        const old = before.get(t.id);
+        return old === undefined || old.rev !== t.rev || !sameEntry(old, t);
+      });
+      if (changed.length === 0) return done;
+      // Counted in place: the entries the change returns (patch's `after`) carry the count the catalog gets.
+      for (const t of changed) t.rev = Math.max(before.get(t.id)?.rev ?? 0, t.rev ?? 0) + 1;
+      const runtime = this.runtimeFor(done.next.settings);
+      const own = done.afterWrite;
       return {
-        next: { ...current, tenants },
-        result: adopted,
+        ...done,
         afterWrite: async () => {
-          for (const a of adopted) await runtime.writeMeta(a.id, tenants.find((t) => t.id === a.id)).catch(() => undefined);
+          // pgs stop and start change every tenant: a few files at a time, each fsynced.
+          await forEachLimit(changed, 8, (t) => runtime.writeMeta(t.id, t));
+          if (own) await own();
         },
       };
     });
@@ -618,10 +680,22 @@ export interface DoctorReport {
   unfinished: string[];
   /** Catalog entries whose data folder is missing. */
   missingData: string[];
+  /** Catalog entries whose folder's metadata file says otherwise (or is missing), with which is newer. */
+  disagreements: MetaDisagreement[];
+}
+
+/** What settleMeta did for one tenant: `updated` is the side rewritten to match the newer one. */
+export interface SettledMeta {
+  id: string;
+  newer: MetaDisagreement['newer'];
+  updated: 'catalog' | 'folder';
+  fields: string[];
+  before: Tenant;
+  after: Tenant;
 }
 
 /** A tenant folder's metadata file, if it holds a valid catalog entry for this id. */
-function tenantFromMeta(id: string, meta: unknown): Tenant | undefined {
+export function tenantFromMeta(id: string, meta: unknown): Tenant | undefined {
   const parsed = v.safeParse(TenantSchema, meta);
   return parsed.success && parsed.output.id === id ? parsed.output : undefined;
 }

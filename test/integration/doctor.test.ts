@@ -102,3 +102,115 @@ describe('pgs doctor: data the catalog does not know, and its adoption', () => {
     }
   });
 });
+
+interface Entry { id: string; rev?: number; access: string; autosuspendSeconds?: number | null }
+interface Disagreement { id: string; newer: string; catalogRev: number; folderRev: number | null; fields: { field: string; catalog: unknown; folder: unknown }[] }
+
+/**
+ * Every change to a tenant is counted in the catalog and in its folder's own
+ * metadata, so a catalog restored from its backup (one change behind) is no
+ * silent step back: doctor names what differs and which side is newer.
+ */
+describe('pgs doctor: each tenant folder\'s metadata against the catalog', () => {
+  let pgs: PgsHome;
+  let port: number;
+  let meta: Created;
+  const conn = (t: Created) => `host=${t.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=${t.id} sslmode=require connect_timeout=10`;
+  const entries = async (): Promise<{ catalog: Entry; folder: Entry }> => {
+    const catalog = (JSON.parse(await pgs.catalogText()) as { tenants: Entry[] }).tenants.find((t) => t.id === 'meta');
+    const folder = JSON.parse(await fs.readFile(path.join(await pgs.dataRoot(), 'tenants', 'meta', 'pgs-tenant.json'), 'utf8')) as Entry;
+    assert.ok(catalog);
+    return { catalog, folder };
+  };
+
+  before(async () => {
+    pgs = await PgsHome.make();
+    port = await pgs.setup();
+    meta = await pgs.json<Created>(['create', 'meta', '--autosuspend', 'off']);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('every change counts once, in the catalog and in the folder alike', async () => {
+    const made = await entries();
+    assert.equal(made.catalog.rev, 1);
+    assert.deepEqual(made.folder, made.catalog);
+    await pgs.ok(['stop', 'meta']);
+    await pgs.ok(['start', 'meta']);
+    await pgs.ok(['config', 'meta', '--autosuspend', 'off']); // no change: not counted
+    const changed = await entries();
+    assert.equal(changed.catalog.rev, 3);
+    assert.deepEqual(changed.folder, changed.catalog);
+  });
+
+  it('a catalog restored from its backup with the daemon stopped: doctor says access differs and the folder is newer', async () => {
+    await pgs.ok(['disable-access', 'meta']);
+    const { catalog: disabled } = await entries();
+    await pgs.stopDaemonKeepingTenants();
+    await fs.copyFile(path.join(pgs.home, 'catalog.json.bak'), path.join(pgs.home, 'catalog.json'));
+    const restored = await entries();
+    assert.equal(restored.catalog.access, 'enabled');
+    assert.equal(restored.folder.rev, disabled.rev, 'the next daemon leaves the newer copy alone');
+
+    const result = await pgs.run(['doctor']);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(result.stdout, new RegExp(`^disagreement meta access: catalog enabled, folder disabled; the folder's is newer \\(${disabled.rev} changes against ${(disabled.rev ?? 0) - 1}\\)$`, 'm'));
+    assert.match(result.stdout, /"pgs doctor --fix" .*takes the newer side of each disagreement/);
+    assert.equal((await entries()).folder.access, 'disabled', 'doctor changes nothing');
+    const asJson = await pgs.run(['doctor', '--json']);
+    assert.equal(asJson.code, 1);
+    const report = JSON.parse(asJson.stdout) as { disagreements: Disagreement[] };
+    assert.deepEqual(report.disagreements, [{ id: 'meta', newer: 'folder', catalogRev: (disabled.rev ?? 0) - 1, folderRev: disabled.rev, fields: [{ field: 'access', catalog: 'enabled', folder: 'disabled' }] }]);
+    // The daemon runs what the catalog says until the fix.
+    assert.equal((await pgs.json<{ id: string; access: string }[]>(['list'])).find((t) => t.id === 'meta')?.access, 'enabled');
+    assert.equal((await psql(conn(meta), 'SELECT 1', meta.password)).stdout, '1');
+  });
+
+  it('doctor --fix takes the folder\'s: access is disabled again, and the tenant refuses connections', async () => {
+    const fixed = await pgs.run(['doctor', '--fix']);
+    assert.equal(fixed.code, 0, fixed.stderr);
+    assert.match(fixed.stdout, /^Updated the catalog's meta from its folder's newer metadata: access$/m);
+    assert.match(fixed.stdout, /All data folders and catalog entries match/);
+    assert.equal((await pgs.json<{ id: string; access: string }[]>(['list'])).find((t) => t.id === 'meta')?.access, 'disabled');
+    const refused = await psql(conn(meta), 'SELECT 1', meta.password);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /access to tenant meta is disabled/);
+    const after = await entries();
+    assert.deepEqual(after.folder, after.catalog);
+    assert.match(await pgs.ok(['doctor']), /All data folders and catalog entries match/);
+  });
+
+  it('the catalog newer (the folder\'s copy lost a change): --fix rewrites the folder\'s copy from the catalog', async () => {
+    const file = path.join(await pgs.dataRoot(), 'tenants', 'meta', 'pgs-tenant.json');
+    const old = await fs.readFile(file, 'utf8');
+    await pgs.ok(['config', 'meta', '--autosuspend', '10m']);
+    await fs.writeFile(file, old); // the folder's file as it was before the change
+    const { catalog } = await entries();
+    const result = await pgs.run(['doctor', '--json']);
+    assert.equal(result.code, 1);
+    assert.deepEqual((JSON.parse(result.stdout) as { disagreements: Disagreement[] }).disagreements, [
+      { id: 'meta', newer: 'catalog', catalogRev: catalog.rev, folderRev: (catalog.rev ?? 0) - 1, fields: [{ field: 'autosuspendSeconds', catalog: 600, folder: null }] },
+    ]);
+    assert.match((await pgs.run(['doctor'])).stdout, /^disagreement meta autosuspendSeconds: catalog 600, folder none; the catalog's is newer/m);
+    const fixed = await pgs.ok(['doctor', '--fix']);
+    assert.match(fixed, /^Rewrote meta's folder metadata from the catalog \(newer\): autosuspendSeconds$/m);
+    const after = await entries();
+    assert.deepEqual(after.folder, catalog);
+    assert.deepEqual(after.catalog, catalog, 'the catalog is as it was');
+    assert.equal((await fs.stat(file)).mode & 0o777, 0o600);
+    assert.match(await pgs.ok(['doctor']), /All data folders and catalog entries match/);
+  });
+
+  it('a broken catalog\'s error says to run pgs doctor after restoring the backup', async () => {
+    const good = await pgs.catalogText();
+    await fs.writeFile(path.join(pgs.home, 'catalog.json'), good.slice(0, 40));
+    try {
+      const result = await pgs.run(['list']);
+      assert.notEqual(result.code, 0);
+      assert.match(result.stderr, /catalog\.json\.bak: inspect it and copy it over the broken file to restore it, then run "pgs doctor"/);
+    } finally {
+      await fs.writeFile(path.join(pgs.home, 'catalog.json'), good);
+    }
+  });
+});

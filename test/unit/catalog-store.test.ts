@@ -175,6 +175,7 @@ describe('CatalogStore', () => {
           assert.equal(err.code, 'CATALOG_CORRUPT');
           assert.ok(err.message.includes(paths.catalog), `message names ${paths.catalog}: ${err.message}`);
           assert.ok(err.message.includes(paths.catalogBackup), `message names ${paths.catalogBackup}: ${err.message}`);
+          assert.match(err.message, /then run "pgs doctor"/, 'the backup misses the last change: doctor compares it with the folders');
           return true;
         };
         await assert.rejects(store.read(), corrupt);
@@ -191,6 +192,15 @@ describe('CatalogStore', () => {
         assert.deepEqual(await leftovers(), []);
       });
     }
+
+    it('entries with and without a change counter both load (catalogs written before it was kept)', async () => {
+      await fs.mkdir(paths.home, { recursive: true });
+      const counted = catalog([tenant('acme', { rev: 12 }), tenant('old')]);
+      await fs.writeFile(paths.catalog, JSON.stringify(counted));
+      assert.deepEqual(await store.read(), counted);
+      await fs.writeFile(paths.catalog, good.replace('"id": "acme"', '"id": "acme", "rev": -1'));
+      await assert.rejects(store.read(), isCode('CATALOG_CORRUPT'));
+    });
 
     it('the good file itself parses (the cases above differ from it only in the broken part)', async () => {
       await fs.mkdir(paths.home, { recursive: true });
