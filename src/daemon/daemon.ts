@@ -11,7 +11,7 @@ import { TokenStore } from '../api/tokens.js';
 import { assertTenantId } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
-import { PgsError, errnoCode } from '../core/errors.js';
+import { PgsError, errnoCode, isPgsError } from '../core/errors.js';
 import { tail, writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { parsePointInTime } from '../core/time.js';
@@ -791,7 +791,13 @@ export class Daemon implements ControlPlane {
     const target = request.as ?? id;
     // A removed tenant whose backups remain comes back under its id (or another).
     const tenant = target !== id || !exists
-      ? await this.backupPlane.restoreAs(id, target, choice, 'restored', progress)
+      ? await this.backupPlane.restoreAs(id, target, choice, 'restored', progress).catch(async (err: unknown) => {
+        // A tenant that is gone with nothing kept: "pgs backup <id>", which the plan suggests, would fail too.
+        if (!exists && isPgsError(err, 'BACKUP_NOT_FOUND') && (await this.backupPlane.list(id).then((l) => l.backups.length, () => 0)) === 0) {
+          throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id}, and no backup of one to restore it from: "pgs list" shows the tenants there are`);
+        }
+        throw err;
+      })
       : await this.backupPlane.restoreInPlace(id, choice, progress);
     return this.madeView(tenant);
   }

@@ -686,7 +686,11 @@ export class KubeDaemon implements ControlPlane {
     if (existing && target === id) {
       throw new PgsError('INVALID_STATE', `tenant ${id} exists: on the kubernetes runtime a restore makes a new cluster. Restore it as another tenant (pgs restore ${id} --as ${id}-restored), move its clients, then pgs remove ${id}`);
     }
-    if (!existing && target !== id) throw new PgsError('INVALID_STATE', `tenant ${id} was removed: restore it under its own id first (pgs restore ${id})`);
+    if (!existing && target !== id) {
+      // Only a removal with backups on keeps the login Secret: without it there is nothing to restore under the id either.
+      if (!(await this.client.get(RESOURCES.secrets, ownerSecretName(id)))) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id}, and no backups of one (see "pgs list")`);
+      throw new PgsError('INVALID_STATE', `tenant ${id} was removed: restore it under its own id first (pgs restore ${id})`);
+    }
     if (this.tenants.view(target)) throw new PgsError('TENANT_EXISTS', `tenant ${target} already exists`);
     const time = request.time !== undefined ? parsePointInTime(request.time, 'time', 'INVALID_REQUEST', 'time').date.toISOString() : undefined;
     const source = await backups.source(id, existing, { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(time !== undefined ? { time } : {}) });

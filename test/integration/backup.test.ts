@@ -114,7 +114,7 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     await pgs.ok(['backup', 'shop-copy']);
     await sql(pgs, 'shop-copy', shop.password, 'INSERT INTO ledger VALUES (42)');
     const hostname = (await pgs.json<TenantJson[]>(['list'])).find((t) => t.id === 'shop-copy')?.hostname;
-    assert.match(await pgs.ok(['remove', 'shop-copy', '--yes']), /its backups, if it has any, stay/);
+    assert.match(await pgs.ok(['remove', 'shop-copy', '--yes']), /^Removed tenant shop-copy; its backups stay \("pgs restore shop-copy" brings it back/m);
     const restored = await pgs.json<TenantJson>(['restore', 'shop-copy']);
     assert.equal(restored.hostname, hostname, 'back under its id, it keeps its host name');
     assert.equal(await sql(pgs, 'shop-copy', shop.password, 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ledger'), '1,2,42');
@@ -129,6 +129,17 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     assert.match(await fails(pgs, ['backups', 'shop-copy', '--delete']), /stdin is not a terminal, pass --yes/);
     assert.match(await pgs.ok(['backups', 'shop-copy', '--delete', '--yes']), /Deleted the backups of shop-copy/);
     assert.match(await fails(pgs, ['restore', 'shop-copy']), /no backup|no tenant/);
+  });
+
+  it('a tenant removed before its first backup: remove says nothing is kept, and restore names no command that would fail', async () => {
+    await pgs.json<Created>(['create', 't3']);
+    assert.match(await pgs.ok(['remove', 't3', '--yes']), /^Removed tenant t3; it had no backup, so nothing of it is kept$/m);
+    for (const args of [['restore', 't3'], ['restore', 't3', '--as', 't4'], ['restore', 't3', '--time', '2026-11-30 14:02:00+00']]) {
+      const refused = await fails(pgs, args);
+      assert.match(refused, /no tenant t3, and no backup of one to restore it from: "pgs list" shows the tenants there are/, refused);
+      assert.doesNotMatch(refused, /pgs backup t3/);
+    }
+    assert.match(await fails(pgs, ['backups', 't3']), /no tenant t3, and no backups of one/);
   });
 });
 

@@ -1,3 +1,5 @@
+import type { BackupListJson } from '../../api/schemas.js';
+import { isPgsError } from '../../core/errors.js';
 import { announceDaemon, confirm, tenantPath, type Command } from '../command.js';
 
 export const remove: Command = {
@@ -5,8 +7,9 @@ export const remove: Command = {
   usage: 'pgs remove <id> [--yes]',
   details: [
     '  --yes          do not ask; without it pgs asks on a terminal and refuses otherwise',
-    '  Its backups and WAL archive stay (if it has no backup yet, its archive goes too): "pgs restore',
-    '  <id>" brings the tenant back as it was when removed, "pgs backups <id> --delete" deletes them.',
+    '  Its backups and WAL archive stay: "pgs restore <id>" brings the tenant back as it was when',
+    '  removed, "pgs backups <id> --delete" deletes them. A tenant without a backup yet leaves',
+    '  nothing (its archive goes too), and pgs says so.',
     '',
     'API: DELETE /v1/tenants/{id}',
   ].join('\n'),
@@ -18,7 +21,10 @@ export const remove: Command = {
     await ctx.api.change('GET', tenantPath(tenant), {}, announceDaemon);
     if (!values.yes) await confirm(`Remove tenant ${tenant} and delete all its data? Type its id to confirm: `, tenant, `not removing ${tenant}`);
     await ctx.api.change('DELETE', tenantPath(tenant), {}, announceDaemon);
-    console.log(`Removed tenant ${tenant}; its backups, if it has any, stay ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
+    // Without a backup its archive went with it, and neither hint below would work.
+    const kept = await ctx.api.request<BackupListJson>('GET', tenantPath(tenant, '/backups'), { timeoutMs: 30_000 }).then((r) => r.body.backups.length, (err: unknown) => (isPgsError(err, 'TENANT_NOT_FOUND') ? 0 : undefined));
+    if (kept === 0) console.log(`Removed tenant ${tenant}; it had no backup, so nothing of it is kept`);
+    else console.log(`Removed tenant ${tenant}; its backups${kept === undefined ? ', if it has any,' : ''} stay ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
     return 0;
   },
 };
