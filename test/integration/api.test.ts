@@ -432,8 +432,11 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     const junk = await unix<Problem>('POST', '/v1/import', '/v1/import?as=junk', { body: Buffer.from('not an export') });
     assert.equal(junk.body.code, 'backup_damaged');
     assert.equal((await unix('POST', '/v1/tenants/{id}/backups', '/v1/tenants/acme-dev/backups')).status, 201);
+    // A tenant a restore made gets its first backup at once, in the background.
+    await waitFor('acme-copy\'s first backup', async () => ((await unix<{ backups: unknown[] }>('GET', '/v1/tenants/{id}/backups', '/v1/tenants/acme-copy/backups')).body.backups?.length ?? 0) > 0);
     for (const id of ['acme-copy', 'acme-dev', 'acme-moved']) assert.equal((await unix('DELETE', '/v1/tenants/{id}', `/v1/tenants/${id}`)).status, 204);
-    // acme-copy had no backup of its own: nothing restorable stayed behind.
+    // Its backups stay when it is removed, until deleted; then nothing of it is left.
+    assert.equal((await unix('DELETE', '/v1/tenants/{id}/backups', '/v1/tenants/acme-copy/backups')).status, 204);
     assert.equal((await unix<Problem>('GET', '/v1/tenants/{id}/backups', '/v1/tenants/acme-copy/backups')).body.code, 'tenant_not_found');
     // A removed tenant's backups stay until deleted; an existing tenant's cannot be deleted this way.
     assert.equal((await unix<Problem>('DELETE', '/v1/tenants/{id}/backups', '/v1/tenants/acme/backups')).body.code, 'invalid_state');
