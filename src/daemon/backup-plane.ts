@@ -301,7 +301,8 @@ export class BackupPlane {
     const shipping = this.shipper?.failing;
     // A target that is down hurts only a tenant that has something to copy.
     if (shipping && pending !== null && pending.files > 0) return { state: 'failing', error: `copying to ${this.shipper?.client.url ?? 'S3'} fails since ${shipping.since}: ${shipping.error}; ${pending.files} files wait, the local archive keeps everything` };
-    if ((this.shipper?.pending(tenant.id).files ?? 0) > BEHIND_SEGMENTS) return { state: 'behind', error: `${this.shipper?.pending(tenant.id).files ?? 0} files wait to be copied to ${this.shipper?.client.url ?? 'S3'}` };
+    const uncopied = this.shipper?.pending(tenant.id).files ?? 0;
+    if (uncopied > BEHIND_SEGMENTS) return { state: 'behind', error: `${uncopied} files wait to be copied to ${this.shipper?.client.url ?? 'S3'}` };
     const gap = this.gaps.get(tenant.id);
     if (gap !== undefined) return { state: 'gap', error: `the WAL archive misses segment ${gap}: a restore cannot reach past it; the next backup starts a whole range again` };
     const failure = this.failures.get(tenant.id);
