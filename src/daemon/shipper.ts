@@ -180,7 +180,9 @@ export class Shipper {
         const p = this.pending(id);
         return { files: sum.files + p.files, bytes: sum.bytes + p.bytes, oldestMs: p.oldestMs === null ? sum.oldestMs : Math.min(sum.oldestMs ?? Infinity, p.oldestMs) };
       }, { files: 0, bytes: 0, oldestMs: null as number | null });
-      if (left.length === 0 && !this.failure) return [];
+      // Files of a tenant another host now writes never go from here: reported, not waited for.
+      const waiting = left.filter((file) => this.claims.get(file.slice(0, file.indexOf('/')))?.other === undefined);
+      if (waiting.length === 0 && !this.failure) return left;
       progress?.(total, this.failure?.error);
       if (Date.now() >= deadlineMs) return left;
       await new Promise((r) => setTimeout(r, Math.min(1_000, Math.max(0, deadlineMs - Date.now()))));
