@@ -4,6 +4,7 @@ import { serializeErrorResponse, typed } from '../protocol/messages.js';
 import { DROP, MessageScanner, Output, PASS, WHOLE, type ScanHandler, type Verdict } from '../protocol/scanner.js';
 import type { ErrorFields } from '../protocol/messages.js';
 import { escapeLiteral, type ServerSession, TX_IDLE } from './server-sessions.js';
+import { type Change, classifySet, quoteIdent, splitStatements, type Statement } from './session-settings.js';
 
 /**
  * Transaction pooling: a tenant's clients share a few server sessions, each
@@ -11,11 +12,11 @@ import { escapeLiteral, type ServerSession, TX_IDLE } from './server-sessions.js
  * ReadyForQuery that says it is idle again. What a client believes of its
  * session is carried from one server session to the next:
  *
- * - the settings the server reports (ParameterStatus) that clients rely on
- *   (application_name, client_encoding, DateStyle, IntervalStyle, TimeZone,
- *   standard_conforming_strings, search_path), as the client last saw them,
- *   and its start-up settings, are set on each server session it gets when
- *   they differ there;
+ * - the settings the server reports (ParameterStatus) that a client may set,
+ *   as the client last saw them, its start-up settings, and the other
+ *   settings it changed with SET or RESET outside a transaction block (run on
+ *   the session it held then, so the server validated them, and recorded once
+ *   they succeeded), are set on each server session it gets where they differ;
  * - its named prepared statements (protocol level) live under names of the
  *   router's own, one per statement text, prepared on whichever server session
  *   runs them: a session that has one already is not asked again (the client
@@ -24,13 +25,20 @@ import { escapeLiteral, type ServerSession, TX_IDLE } from './server-sessions.js
  *
  * Session state that cannot be carried (LISTEN, SQL PREPARE, session advisory
  * locks, WITH HOLD cursors, temporary tables that outlive a transaction, SET
- * of other settings) is refused when a statement begins with it, with an
+ * ROLE) is refused when a statement begins with it, with an
  * error of the server's own (it runs `DO … RAISE`), so the transaction's state
  * stays what the server says.
  */
 
-/** Settings re-applied on each server session a client gets (when the server reports them). */
-const CARRIED = new Set(['application_name', 'client_encoding', 'datestyle', 'intervalstyle', 'timezone', 'standard_conforming_strings', 'search_path']);
+/** Settings the server reports that no client sets (the rest of what it reports is carried from session to session). */
+const NOT_CARRIED = new Set(['server_version', 'server_encoding', 'integer_datetimes', 'is_superuser', 'session_authorization', 'in_hot_standby']);
+const carried = (lower: string): boolean => !NOT_CARRIED.has(lower);
+
+/** How a client wants a setting the server does not report: a start-up value, or the SQL of the SET that set it. */
+export type Wanted = string | { sql: string };
+const wantedKey = (w: Wanted): string => (typeof w === 'string' ? `=${w}` : `;${w.sql}`);
+/** In PooledState.applied: a value the router no longer knows (set within a transaction block, or by a SET that failed). */
+const UNKNOWN = '\0?';
 
 /** Statements the router keeps prepared per server session; past it the least recently used is closed. */
 const MAX_PREPARED = 200;
@@ -39,11 +47,14 @@ const STATEMENT_PREFIX = 'pgs_';
 /** A server session of the transaction pool: the statements prepared on it, and the start-up settings set on it. */
 interface PooledState {
   prepared: Map<string, true>;
+  /** Settings the server does not report that differ from its defaults on this session, by name: wantedKey, or UNKNOWN. */
   applied: Map<string, string>;
-  /** Its session state is no longer what the router believes (DISCARD, DEALLOCATE, RESET): closed when given back. */
+  /** Its session state is no longer what the router believes (DISCARD, DEALLOCATE): closed when given back. */
   tainted: boolean;
   /** The settings key of the client that last had it set up or held it (see PooledClient.settings). */
   settings?: string | undefined;
+  /** What the server reported when the session opened (no client's settings), by lower-case name. */
+  defaults: Map<string, string>;
 }
 
 const states = new WeakMap<ServerSession, PooledState>();
@@ -51,7 +62,7 @@ const states = new WeakMap<ServerSession, PooledState>();
 function stateOf(session: ServerSession): PooledState {
   let state = states.get(session);
   if (!state) {
-    state = { prepared: new Map(), applied: new Map(), tainted: false };
+    state = { prepared: new Map(), applied: new Map(), tainted: false, defaults: new Map([...session.params].map(([k, v]) => [k.toLowerCase(), v])) };
     states.set(session, state);
   }
   return state;
@@ -245,7 +256,10 @@ export class TransactionPool {
 
   /** Opens a session in a slot already counted as busy. */
   private open(tenant: string, open: () => Promise<ServerSession>, handed: Handed): void {
-    open().then((session) => handed(undefined, session), (err: Error) => {
+    open().then((session) => {
+      stateOf(session); // its defaults, before any client changes them
+      handed(undefined, session);
+    }, (err: Error) => {
       const pool = this.poolOf(tenant);
       pool.busy--;
       this.serve(tenant, pool);
@@ -330,12 +344,16 @@ interface Pending {
   answer?: Buffer;
   /** P: the statement it prepares (forgotten if it is skipped after an error); C with skip: the statement it closes. */
   statement?: string;
+  /** Q, E: the changes to the session's settings it makes if it succeeds. */
+  changes?: Change[];
 }
 
 interface ClientStatement {
   server: string;
   /** The Parse message that prepares it under the server name. */
   parse: Buffer;
+  /** What executing it changes in the session's settings (a SET prepared by name). */
+  changes?: Change[] | undefined;
 }
 
 const PARSE_COMPLETE = typed(0x31, Buffer.alloc(0));
@@ -383,6 +401,16 @@ export class PooledClient {
   private waitingBytes = 0;
   /** What this client's settings come to, as one string (undefined: to be worked out again). */
   private settingsKey: string | undefined;
+  /** Settings the server does not report that the client changed with SET (by lower-case name; reported ones follow `seen`). */
+  private readonly sets = new Map<string, Wanted>();
+  /** Changes that succeeded since the last ReadyForQuery: recorded at the next one if it says idle and no error came. */
+  private tentative: Change[] = [];
+  private failed = false;
+  /** The held session's settings changed while held: its settings key is not this client's any more. */
+  private touched = false;
+  /** What the unnamed statement changes in the settings, and portals bound to a statement that changes them. */
+  private unnamedChanges: Change[] | undefined;
+  private readonly portalChanges = new Map<string, Change[]>();
 
   /**
    * `seen`: the ParameterStatus values the client was given; `fixed`: its start-up
@@ -435,12 +463,17 @@ export class PooledClient {
   private settings(): string {
     if (this.settingsKey === undefined) {
       const parts: string[] = [];
-      for (const [name, value] of this.seen) if (CARRIED.has(name.toLowerCase())) parts.push(name, value);
+      for (const [name, value] of this.seen) if (carried(name.toLowerCase())) parts.push(name, value);
       parts.push('\0');
-      for (const [name, value] of this.fixed) parts.push(name, value);
+      for (const [name, wanted] of this.wanted()) parts.push(name, wantedKey(wanted));
       this.settingsKey = parts.join('\0');
     }
     return this.settingsKey;
+  }
+
+  /** Its start-up settings, and over them what it SET since. */
+  private wanted(): Map<string, Wanted> {
+    return this.sets.size === 0 ? this.fixed : new Map<string, Wanted>([...this.fixed, ...this.sets]);
   }
 
   /** The client is gone (or is being closed): its session, if it holds one, is made clean and given back, or closed. */
@@ -492,7 +525,7 @@ export class PooledClient {
       this.begin(session);
       return;
     }
-    applySettings(session, this.seen, this.fixed, this.settings()).then(
+    applySettings(session, this.seen, this.wanted(), this.settings()).then(
       (error) => (error ? this.setupFailed(session, error) : this.begin(session)),
       (e: Error) => this.setupFailed(session, { C: '08006', M: `the server session of tenant ${this.host.tenantId} ended: ${e.message}` }),
     );
@@ -616,7 +649,8 @@ export class PooledClient {
   private release(session: ServerSession): void {
     session.reclaim();
     this.session = undefined;
-    (this.state as PooledState).settings = this.settings();
+    (this.state as PooledState).settings = this.touched ? undefined : this.settings();
+    this.touched = false;
     this.state = undefined;
     this.host.release(session, true);
   }
@@ -655,6 +689,7 @@ export class PooledClient {
           return PASS;
         case 0x45: // Execute
           this.unsynced = true;
+          if (this.portalChanges.size > 0) return WHOLE; // which portal it runs decides
           this.pending.push({ type });
           return PASS;
         case 0x46: // FunctionCall
@@ -674,6 +709,7 @@ export class PooledClient {
         case 0x44: return this.describe(payload, out);
         case 0x43: return this.closeMessage(payload);
         case 0x51: return this.query(payload, out);
+        case 0x45: return this.execute(payload);
         default: // Terminate: the server session outlives the client
           this.terminated = true;
           return false;
@@ -693,8 +729,9 @@ export class PooledClient {
     if (type === 0x51 || (type === 0x50 && head[0] === 0)) {
       const start = type === 0x50 ? 1 : 0;
       const end = head.indexOf(0, start);
-      const refusal = this.inspect(head.toString('utf8', start, end < 0 ? head.length : end));
+      const { refusal, changes } = this.inspect(head.toString('utf8', start, end < 0 ? head.length : end));
       this.pending.push({ type });
+      if (type === 0x50) this.unnamedChanges = changes;
       if (refusal === undefined) return 'pass';
       out.push(type === 0x51 ? typed(0x51, Buffer.from(`${refusal}\0`)) : typed(0x50, Buffer.from(`\0${refusal}\0\0\0`)));
       return 'drop';
@@ -708,10 +745,12 @@ export class PooledClient {
     const portalEnd = head.indexOf(0);
     const nameEnd = head.indexOf(0, portalEnd + 1);
     if (type !== 0x42 || portalEnd < 0 || nameEnd < 0 || nameEnd === portalEnd + 1) {
-      // An unnamed Bind as it is; a Describe or Close this long is malformed, and the server says so.
-      if (type === 0x42 || type === 0x44 || type === 0x43) this.pending.push({ type });
+      // An unnamed Bind as it is; a Describe, Close or Execute this long is malformed, and the server says so.
+      if (type === 0x42 && portalEnd >= 0) this.bound(head.toString('utf8', 0, portalEnd), '');
+      if (type === 0x42 || type === 0x44 || type === 0x43 || type === 0x45) this.pending.push({ type });
       return 'pass';
     }
+    this.bound(head.toString('utf8', 0, portalEnd), head.toString('utf8', portalEnd + 1, nameEnd));
     const server = this.statementOn(head.toString('utf8', portalEnd + 1, nameEnd), out);
     this.pending.push({ type: 0x42 });
     const rewritten = Buffer.concat([head.subarray(0, portalEnd + 1), Buffer.from(`${server}\0`), head.subarray(nameEnd + 1)]);
@@ -755,10 +794,14 @@ export class PooledClient {
     ended: (type: number, out: Output): void => {
       const head = this.pending[0];
       switch (type) {
+        case 0x5a: // ReadyForQuery
+          if (head?.type === 0x51 && head.changes) this.tentative.push(...head.changes);
+          this.settle();
+          this.pending.shift();
+          break;
         case 0x31: // ParseComplete
         case 0x32: // BindComplete
         case 0x33: // CloseComplete
-        case 0x5a: // ReadyForQuery
           this.pending.shift();
           break;
         case 0x54: // RowDescription
@@ -766,11 +809,15 @@ export class PooledClient {
           if (head?.type === 0x44) this.pending.shift();
           break;
         case 0x43: // CommandComplete
+          if (head?.type === 0x45 && head.changes) this.tentative.push(...head.changes);
+          if (head?.type === 0x45) this.pending.shift();
+          break;
         case 0x49: // EmptyQueryResponse
         case 0x73: // PortalSuspended
           if (head?.type === 0x45) this.pending.shift();
           break;
         case 0x45: // ErrorResponse: the server skips to the next Sync
+          this.failed = true;
           if (head && head.type !== 0x53 && head.type !== 0x51 && head.type !== 0x46) this.skipToSync();
           break;
       }
@@ -799,8 +846,9 @@ export class PooledClient {
       this.pending.push({ type: 0x50 });
       return true;
     }
-    const refusal = this.inspect(payload.toString('utf8', nameEnd + 1, queryEnd));
+    const { refusal, changes } = this.inspect(payload.toString('utf8', nameEnd + 1, queryEnd));
     if (nameEnd === 0) {
+      this.unnamedChanges = changes;
       this.pending.push({ type: 0x50 });
       if (refusal === undefined) return true;
       out.push(typed(0x50, Buffer.concat([Buffer.from(`\0${refusal}\0`), payload.subarray(queryEnd + 1)])));
@@ -814,7 +862,7 @@ export class PooledClient {
     }
     const server = `${STATEMENT_PREFIX}${createHash('sha1').update(body).digest('hex').slice(0, 24)}`;
     const parse = typed(0x50, Buffer.concat([Buffer.from(`${server}\0`), body]));
-    this.statements.set(name, { server, parse });
+    this.statements.set(name, { server, parse, changes });
     const prepared = (this.state as PooledState).prepared;
     if (prepared.has(server)) {
       prepared.delete(server);
@@ -859,9 +907,11 @@ export class PooledClient {
     const portalEnd = payload.indexOf(0);
     const nameEnd = payload.indexOf(0, portalEnd + 1);
     if (portalEnd < 0 || nameEnd < 0 || nameEnd === portalEnd + 1) {
+      if (portalEnd >= 0) this.bound(payload.toString('utf8', 0, portalEnd), '');
       this.pending.push({ type: 0x42 });
       return true;
     }
+    this.bound(payload.toString('utf8', 0, portalEnd), payload.toString('utf8', portalEnd + 1, nameEnd));
     const server = this.statementOn(payload.toString('utf8', portalEnd + 1, nameEnd), out);
     this.pending.push({ type: 0x42 });
     out.push(typed(0x42, Buffer.concat([payload.subarray(0, portalEnd + 1), Buffer.from(`${server}\0`), payload.subarray(nameEnd + 1)])));
@@ -891,8 +941,8 @@ export class PooledClient {
   }
 
   private query(payload: Buffer, out: Output): boolean {
-    const refusal = this.inspect(payload.toString('utf8', 0, Math.max(0, payload.length - 1)));
-    this.pending.push({ type: 0x51 });
+    const { refusal, changes } = this.inspect(payload.toString('utf8', 0, Math.max(0, payload.length - 1)));
+    this.pending.push(changes ? { type: 0x51, changes } : { type: 0x51 });
     if (refusal === undefined) return true;
     out.push(typed(0x51, Buffer.from(`${refusal}\0`)));
     return false;
@@ -904,26 +954,77 @@ export class PooledClient {
     this.discarding = true;
   }
 
+  /** Execute (read whole only while some portal was bound to a statement that changes settings). */
+  private execute(payload: Buffer): boolean {
+    const changes = this.portalChanges.get(payload.toString('utf8', 0, Math.max(0, payload.indexOf(0))));
+    this.pending.push(changes ? { type: 0x45, changes } : { type: 0x45 });
+    return true;
+  }
+
+  /** A Bind of `statement` (a client's name) to `portal`: Execute of the portal makes the statement's changes. */
+  private bound(portal: string, statement: string): void {
+    const changes = statement === '' ? this.unnamedChanges : this.statements.get(statement)?.changes;
+    if (changes) this.portalChanges.set(portal, changes);
+    else if (this.portalChanges.size > 0) this.portalChanges.delete(portal);
+  }
+
+  /**
+   * At a ReadyForQuery: the settings changed since the last one become the
+   * client's when it says idle and no error came (a SET outside a transaction
+   * block). Otherwise (inside a block, or rolled back) the server session's
+   * value is no longer known, and the next transaction on it sets it again.
+   */
+  private settle(): void {
+    const changes = this.tentative;
+    const kept = !this.failed && this.status === TX_IDLE;
+    this.tentative = [];
+    this.failed = false;
+    if (this.status === TX_IDLE && this.portalChanges.size > 0) this.portalChanges.clear();
+    const state = this.state;
+    if (changes.length === 0 || !state || !this.session) return;
+    this.touched = true;
+    this.settingsKey = undefined;
+    const params = this.session.params;
+    const reported = (name: string): boolean => [...params.keys()].some((k) => k.toLowerCase() === name);
+    for (const change of changes) {
+      if (change.kind === 'reset-all' || change.kind === 'discard-all') {
+        if (!kept) {
+          state.tainted = true;
+          continue;
+        }
+        this.sets.clear();
+        state.applied.clear();
+        if (change.kind === 'discard-all') this.statements.clear();
+      } else if (reported(change.name)) {
+        continue; // its ParameterStatus told the client (and `seen`)
+      } else if (!kept) {
+        state.applied.set(change.name, UNKNOWN);
+      } else if (change.kind === 'set') {
+        const wanted = { sql: change.sql };
+        this.sets.set(change.name, wanted);
+        state.applied.set(change.name, wantedKey(wanted));
+      } else {
+        this.sets.delete(change.name);
+        state.applied.delete(change.name);
+      }
+    }
+  }
+
   /**
    * Looks at a statement the client sends: one that would leave session state
-   * behind is replaced by a DO block that raises the error (returned); ones that
-   * make the router's view of the session wrong mark it to be closed after use.
+   * behind is replaced by a DO block that raises the error (`refusal`); ones
+   * that make the router's view of the session wrong mark it to be closed
+   * after use; `changes` are what it changes in the session's settings.
    */
-  private inspect(sql: string): string | undefined {
-    const use = sessionStateUse(sql, this.session?.params);
-    if (use === 'discard') {
-      if (this.state) this.state.tainted = true;
-      return undefined;
-    }
-    if (use === 'database') {
-      this.host.databaseStatement();
-      return undefined;
-    }
-    if (use === undefined) return undefined;
+  private inspect(sql: string): { refusal?: string | undefined; changes?: Change[] | undefined } {
+    const found = inspectStatements(sql);
+    if (found.taint && this.state) this.state.tainted = true;
+    if (found.database) this.host.databaseStatement();
+    if (found.refusal === undefined) return { changes: found.changes };
     const id = this.host.tenantId;
-    const message = `${use} is not supported with transaction pooling: the next transaction may run on another server session`;
+    const message = `${found.refusal} is not supported with transaction pooling: the next transaction may run on another server session`;
     const hint = `Use it within one transaction (SET LOCAL, pg_advisory_xact_lock, ON COMMIT DROP), or have tenant ${id} pool by session (pgs config ${id} --pool session).`;
-    return `DO $pgs$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = ${escapeLiteral(message)}, HINT = ${escapeLiteral(hint)}; END$pgs$`;
+    return { refusal: `DO $pgs$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = ${escapeLiteral(message)}, HINT = ${escapeLiteral(hint)}; END$pgs$` };
   }
 }
 
@@ -931,15 +1032,18 @@ export class PooledClient {
  * Sets `session` as a client expects it (see settingsSql); returns the
  * server's error, if any. Rejects when the session ends.
  */
-export async function applySettings(session: ServerSession, seen: Map<string, string>, fixed: Map<string, string>, key?: string): Promise<ErrorFields | undefined> {
+export async function applySettings(session: ServerSession, seen: ReadonlyMap<string, string>, wanted: ReadonlyMap<string, Wanted>, key?: string): Promise<ErrorFields | undefined> {
   const state = stateOf(session);
   if (key !== undefined && state.settings === key) return undefined;
-  const sql = settingsSql(session.params, state.applied, seen, fixed);
+  // A reported setting the client never gave goes back to the session's own value, not another client's.
+  const reported = new Map(state.defaults);
+  for (const [name, value] of seen) reported.set(name.toLowerCase(), value);
+  const sql = settingsSql(session.params, state.applied, reported, wanted);
   if (sql !== undefined) {
     const result = await session.query(sql);
     if (result.error) return result.error;
     if (result.status !== TX_IDLE) return { S: 'ERROR', C: '08P01', M: 'setting up the server session left a transaction open' };
-    state.applied = new Map(fixed);
+    state.applied = new Map([...wanted].map(([name, w]) => [name, wantedKey(w)]));
   }
   state.settings = key;
   return undefined;
@@ -947,88 +1051,118 @@ export async function applySettings(session: ServerSession, seen: Map<string, st
 
 /**
  * The SQL that sets a server session as the client expects it: the carried
- * settings the client last saw where the server's differ, and its start-up
- * settings where the session was given other ones (or RESET where it has
- * none). Undefined when nothing differs.
+ * settings the client last saw where the server's differ, and the others it
+ * wants (start-up values, SETs) where the session was given other ones (or
+ * RESET where it wants none). Undefined when nothing differs.
  */
-export function settingsSql(server: Map<string, string>, applied: Map<string, string>, seen: Map<string, string>, fixed: Map<string, string>): string | undefined {
-  const sets: string[] = [];
+export function settingsSql(server: ReadonlyMap<string, string>, applied: ReadonlyMap<string, string>, seen: ReadonlyMap<string, string>, wanted: ReadonlyMap<string, Wanted>): string | undefined {
+  const calls: string[] = [];
+  const statements: string[] = [];
   const resets: string[] = [];
   const serverLower = new Map<string, string>();
   for (const [name, value] of server) serverLower.set(name.toLowerCase(), value);
   for (const [name, value] of seen) {
     const lower = name.toLowerCase();
-    if (!CARRIED.has(lower) || fixed.has(lower)) continue;
-    if (serverLower.has(lower) && serverLower.get(lower) !== value) sets.push(`pg_catalog.set_config(${escapeLiteral(name)}, ${escapeLiteral(value)}, false)`);
+    if (!carried(lower) || wanted.has(lower)) continue;
+    if (serverLower.has(lower) && serverLower.get(lower) !== value) calls.push(`pg_catalog.set_config(${escapeLiteral(name)}, ${escapeLiteral(value)}, false)`);
   }
-  for (const [name, value] of fixed) {
-    if (applied.get(name) !== value) sets.push(`pg_catalog.set_config(${escapeLiteral(name)}, ${escapeLiteral(value)}, false)`);
+  for (const [name, w] of wanted) {
+    if (applied.get(name) === wantedKey(w)) continue;
+    if (typeof w === 'string') calls.push(`pg_catalog.set_config(${escapeLiteral(name)}, ${escapeLiteral(w)}, false)`);
+    else statements.push(w.sql);
   }
-  for (const name of applied.keys()) if (!fixed.has(name)) resets.push(`RESET ${quoteIdent(name)}`);
-  if (sets.length === 0 && resets.length === 0) return undefined;
-  return [...resets, ...(sets.length > 0 ? [`SELECT ${sets.join(', ')}`] : [])].join('; ');
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
+  for (const name of applied.keys()) if (!wanted.has(name)) resets.push(`RESET ${quoteIdent(name)}`);
+  if (calls.length === 0 && statements.length === 0 && resets.length === 0) return undefined;
+  return [...resets, ...statements, ...(calls.length > 0 ? [`SELECT ${calls.join(', ')}`] : [])].join('; ');
 }
 
 /** The client's start-up settings split: the carried ones the server reports (compared with what it reports) and the rest. Names in lower case. */
 export function splitSettings(settings: Map<string, string>, reported: Map<string, string>): { carried: Map<string, string>; fixed: Map<string, string> } {
-  const carried = new Map<string, string>();
+  const carriedOnes = new Map<string, string>();
   const fixed = new Map<string, string>();
   const names = new Set([...reported.keys()].map((k) => k.toLowerCase()));
   for (const [name, value] of settings) {
     const lower = name.toLowerCase();
-    (CARRIED.has(lower) && names.has(lower) ? carried : fixed).set(lower, value);
+    (carried(lower) && names.has(lower) ? carriedOnes : fixed).set(lower, value);
   }
-  return { carried, fixed };
+  return { carried: carriedOnes, fixed };
+}
+
+/** What the router makes of a client's statement (or statements, in a simple Query). */
+export interface Inspection {
+  /** Session state pooling cannot carry: the phrase for the error. */
+  refusal?: string;
+  /** What it changes in the session's settings, recorded once it succeeds outside a transaction block. */
+  changes?: Change[];
+  /** It makes the router's view of the server session wrong (DISCARD, DEALLOCATE): closed when given back. */
+  taint?: boolean;
+  /** It names DATABASE: the tenant's idle sessions go first. */
+  database?: boolean;
 }
 
 /**
- * What session state a statement's text would leave behind for the next
- * transaction on the same server session (a phrase for the error), `discard`
- * when it resets what the router set up, `database` when it names DATABASE, or
- * undefined. Only the statement's first words are looked at (and, for
- * advisory locks, the whole text).
+ * Looks at a query's statements (those in its first 64 KiB; the first words
+ * of each, and for advisory locks the whole text). SET, RESET and DISCARD ALL
+ * are tracked when they are the query's only statements.
  */
-export function sessionStateUse(sql: string, reported?: Map<string, string>): string | undefined {
-  if (ADVISORY_LOCK.test(sql)) return 'a session advisory lock';
-  const text = skipComments(sql);
-  let end = 0;
-  while (end < text.length && end < 12 && isLetter(text.charCodeAt(end))) end++;
-  const first = text.slice(0, end).toLowerCase();
-  if (!WATCHED.has(first)) return undefined;
-  const [, second = '', third = ''] = text.slice(0, 200).toLowerCase().split(/[\s(;=]+/);
+export function inspectStatements(sql: string): Inspection {
+  if (ADVISORY_LOCK.test(sql)) return { refusal: 'a session advisory lock' };
+  if (!sql.includes(';') && !WATCHED.has(firstWord(sql))) return {};
+  const { statements, more } = splitStatements(sql);
+  const found: Inspection = {};
+  const changes: Change[] = [];
+  let others = more ? 1 : 0;
+  for (const statement of statements) {
+    const first = statement.tokens[0]?.kind === 'word' ? statement.tokens[0].value : '';
+    if (first === 'set' || first === 'reset' || first === 'discard') {
+      const set = classifySet(statement.tokens);
+      if (set.kind === 'refused') return { refusal: set.what };
+      if (set.kind === 'change') {
+        changes.push(...set.changes);
+        if (set.changes.some((c) => c.kind === 'discard-all')) found.taint = true;
+        continue;
+      }
+    }
+    others++;
+    const use = statementUse(first, statement);
+    if (use === 'discard') found.taint = true;
+    else if (use === 'database') found.database = true;
+    else if (use !== undefined) return { refusal: use };
+  }
+  if (changes.length > 0) {
+    if (others > 0) return { refusal: 'SET or RESET in a query with other statements (send it as a query of its own)' };
+    found.changes = changes;
+  }
+  return found;
+}
+
+/** inspectStatements as one phrase (`discard`, `database`, a refusal), or undefined: for the tests. */
+export function sessionStateUse(sql: string): string | undefined {
+  const found = inspectStatements(sql);
+  return found.refusal ?? (found.taint ? 'discard' : found.database ? 'database' : undefined);
+}
+
+function statementUse(first: string, statement: Statement): string | undefined {
+  const text = statement.text;
+  const second = statement.tokens[1]?.kind === 'word' ? statement.tokens[1].value : '';
   switch (first) {
     case 'listen':
       return 'LISTEN';
     case 'prepare':
-      return 'PREPARE (prepared statements of the protocol work)';
+      return second === 'transaction' ? undefined : 'PREPARE (prepared statements of the protocol work)';
     case 'declare':
       return /\bwith\s+hold\b/i.test(text) ? 'a cursor WITH HOLD' : undefined;
     case 'create':
       if (/^create\s+(global\s+|local\s+)?(temp|temporary)\s/i.test(text) && !/\bon\s+commit\s+drop\b/i.test(text)) return 'a temporary table that outlives its transaction';
-      return /^create\s+database\b/i.test(text) ? 'database' : undefined;
+      return second === 'database' ? 'database' : undefined;
     case 'drop':
     case 'alter':
       return second === 'database' ? 'database' : undefined;
     case 'discard':
     case 'deallocate':
-    case 'reset':
       return 'discard';
     case 'load':
       return 'LOAD';
-    case 'set': {
-      if (second === 'local' || second === 'transaction' || second === 'constraints') return undefined;
-      let name = second === 'session' ? third : second;
-      if (name === 'characteristics' || name === 'authorization' || name === 'role') return `SET ${second === 'session' ? 'SESSION ' : ''}${name.toUpperCase()}`;
-      if (name === 'time') name = 'timezone';
-      if (name === 'names') name = 'client_encoding';
-      name = name.replace(/^"|"$/g, '');
-      const carried = CARRIED.has(name) && (reported === undefined || [...reported.keys()].some((k) => k.toLowerCase() === name));
-      return carried ? undefined : `SET ${name} (a setting of the session)`;
-    }
     default:
       return undefined;
   }
@@ -1037,6 +1171,14 @@ export function sessionStateUse(sql: string, reported?: Map<string, string>): st
 const ADVISORY_LOCK = /\bpg_(try_)?advisory_lock(_shared)?\s*\(/i;
 /** First words of statements that sessionStateUse looks at further. */
 const WATCHED = new Set(['listen', 'prepare', 'declare', 'create', 'drop', 'alter', 'discard', 'deallocate', 'reset', 'load', 'set']);
+
+/** The first word of a statement (after comments and spaces), lower-cased. */
+function firstWord(sql: string): string {
+  const text = skipComments(sql);
+  let end = 0;
+  while (end < text.length && end < 12 && isLetter(text.charCodeAt(end))) end++;
+  return text.slice(0, end).toLowerCase();
+}
 
 function isLetter(code: number): boolean {
   return (code >= 0x61 && code <= 0x7a) || (code >= 0x41 && code <= 0x5a);

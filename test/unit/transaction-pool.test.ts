@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { typed } from '../../src/protocol/messages.js';
 import { DROP, MessageScanner, Output, PASS, WHOLE, type Verdict } from '../../src/protocol/scanner.js';
-import { sessionStateUse, settingsSql, splitSettings } from '../../src/router/transaction-pool.js';
+import { inspectStatements, sessionStateUse, settingsSql, splitSettings } from '../../src/router/transaction-pool.js';
 
 /** Scans `stream` cut into the given chunks; returns the output and the message types seen ending. */
 function scanIn(chunks: Buffer[]): { bytes: Buffer; ended: string } {
@@ -117,7 +117,6 @@ describe('MessageScanner, messages too long to hold', () => {
 });
 
 describe('statements that would leave session state behind', () => {
-  const reported = new Map([['application_name', ''], ['TimeZone', 'UTC'], ['DateStyle', 'ISO, MDY'], ['client_encoding', 'UTF8']]);
   const cases: [string, string | undefined][] = [
     ['SELECT 1', undefined],
     ['  -- a comment\n/* another */ select pg_advisory_xact_lock(1)', undefined],
@@ -132,44 +131,58 @@ describe('statements that would leave session state behind', () => {
     ['CREATE TEMP TABLE t (x int)', 'a temporary table that outlives its transaction'],
     ['create temporary table t (x int) on commit drop', undefined],
     ['CREATE TABLE t (x int)', undefined],
-    ['SET work_mem = \'64MB\'', 'SET work_mem (a setting of the session)'],
-    ['SET SESSION statement_timeout TO 5', 'SET statement_timeout (a setting of the session)'],
+    ['SET work_mem = \'64MB\'', undefined],
+    ['SET SESSION statement_timeout TO 5', undefined],
+    ['SET work_mem = 1; SELECT 1', 'SET or RESET in a query with other statements (send it as a query of its own)'],
+    ['SET work_mem = 1; SET extra_float_digits = 3', undefined],
+    ['SELECT 1; LISTEN news', 'LISTEN'],
+    ["SELECT ';'; LISTEN news", 'LISTEN'],
+    ["SELECT $$; LISTEN news$$", undefined],
+    ['PREPARE TRANSACTION \'x\'', undefined],
     ['SET LOCAL work_mem = \'64MB\'', undefined],
     ['SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', undefined],
     ['SET TimeZone = \'Asia/Tokyo\'', undefined],
     ['SET TIME ZONE \'UTC\'', undefined],
     ['set application_name=x', undefined],
-    ['SET search_path = a', 'SET search_path (a setting of the session)'],
+    ['SET search_path = a', undefined],
     ['SET ROLE other', 'SET ROLE'],
     ['SET SESSION AUTHORIZATION other', 'SET SESSION AUTHORIZATION'],
     ['DISCARD ALL', 'discard'],
     ['DEALLOCATE ALL', 'discard'],
-    ['RESET work_mem', 'discard'],
+    ['RESET work_mem', undefined],
+    ['RESET ALL', undefined],
+    ['DISCARD PLANS', 'discard'],
     ['DROP DATABASE x', 'database'],
     ['CREATE DATABASE x', 'database'],
     ['DROP TABLE x', undefined],
   ];
   for (const [sql, expected] of cases) {
     it(`${JSON.stringify(sql)} → ${expected ?? 'nothing'}`, () => {
-      assert.equal(sessionStateUse(sql, reported), expected);
+      assert.equal(sessionStateUse(sql), expected);
     });
   }
-  it('search_path follows the client where the server reports it', () => {
-    assert.equal(sessionStateUse('SET search_path = a', new Map([...reported, ['search_path', '"$user", public']])), undefined);
+  it('SET, RESET and DISCARD ALL come back as changes to record', () => {
+    assert.deepEqual(inspectStatements('SET work_mem = 1; RESET statement_timeout').changes, [
+      { kind: 'set', name: 'work_mem', sql: 'SET "work_mem" TO 1' },
+      { kind: 'reset', name: 'statement_timeout' },
+    ]);
+    assert.deepEqual(inspectStatements('DISCARD ALL'), { taint: true, changes: [{ kind: 'discard-all' }] });
+    assert.equal(inspectStatements('SELECT 1').changes, undefined);
   });
 });
 
 describe('setting a server session as a client expects it', () => {
-  it('sets what differs, sets start-up settings the session lacks, and resets ones another client left', () => {
-    const server = new Map([['TimeZone', 'UTC'], ['application_name', 'other'], ['DateStyle', 'ISO, MDY']]);
-    const applied = new Map([['work_mem', '8MB'], ['statement_timeout', '5s']]);
+  it('sets what differs, sets start-up settings and SETs the session lacks, and resets ones another client left', () => {
+    const server = new Map([['TimeZone', 'UTC'], ['application_name', 'other'], ['DateStyle', 'ISO, MDY'], ['server_version', '17']]);
+    const applied = new Map([['work_mem', '=8MB'], ['statement_timeout', '=5s'], ['extra_float_digits', '\0?']]);
     const seen = new Map([['TimeZone', 'UTC'], ['application_name', 'mine'], ['DateStyle', 'ISO, MDY'], ['server_version', '18']]);
-    const fixed = new Map([['work_mem', '16MB']]);
+    const wanted = new Map<string, string | { sql: string }>([['work_mem', '16MB'], ['extra_float_digits', { sql: 'SET "extra_float_digits" TO 3' }]]);
     assert.equal(
-      settingsSql(server, applied, seen, fixed),
-      'RESET "statement_timeout"; SELECT pg_catalog.set_config(E\'application_name\', E\'mine\', false), pg_catalog.set_config(E\'work_mem\', E\'16MB\', false)',
+      settingsSql(server, applied, seen, wanted),
+      'RESET "statement_timeout"; SET "extra_float_digits" TO 3; SELECT pg_catalog.set_config(E\'application_name\', E\'mine\', false), pg_catalog.set_config(E\'work_mem\', E\'16MB\', false)',
     );
-    assert.equal(settingsSql(server, fixed, new Map(server), fixed), undefined);
+    const done = new Map([['work_mem', '=16MB'], ['extra_float_digits', ';SET "extra_float_digits" TO 3']]);
+    assert.equal(settingsSql(server, done, new Map(server), wanted), undefined);
   });
 
   it('splits start-up settings into those the server reports (compared) and the rest (set each time)', () => {
