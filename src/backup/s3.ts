@@ -5,7 +5,9 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { PgsError, errnoCode } from '../core/errors.js';
+import { childText, childrenNamed, parseXml, type XmlElement } from './xml.js';
 
 /**
  * A small S3 client: PUT, GET, LIST (v2) and DELETE of objects, signed with
@@ -88,17 +90,62 @@ function encode(text: string, keepSlash = false): string {
 
 const hmac = (key: Buffer | string, data: string) => createHmac('sha256', key).update(data).digest();
 
+/** How the client cuts large files and how it retries. */
+export interface S3Options {
+  /** Files larger than this go up as a multipart upload in parts of this size (S3 allows 5 MiB to 5 GiB). */
+  partSize?: number;
+  /** Tries of one request before its error is the answer (1: no retry). */
+  attempts?: number;
+  /** Back-off before the n-th retry: a random time up to retryBaseMs × 2^(n-1) ("full jitter"), at most retryMaxMs. */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+}
+
+const MiB = 1 << 20;
+export const MIN_PART_SIZE = 5 * MiB;
+export const MAX_PART_SIZE = 5 * 1024 * MiB;
+export const DEFAULT_PART_SIZE = 64 * MiB;
+/** S3's own limits: 10,000 parts to an upload, 5 TiB to an object. */
+export const MAX_PARTS = 10_000;
+export const MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB;
+/** An answer pgs reads into memory (a listing page, an error, metadata) is never larger than this. */
+const MAX_TEXT_ANSWER = 16 * MiB;
+
+/** Errors worth another try: the server is busy or failed, or the connection broke. */
+const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
+const RETRY_CODES = new Set(['SlowDown', 'InternalError', 'ServiceUnavailable', 'RequestTimeout', 'Throttling', 'ThrottlingException', 'RequestLimitExceeded']);
+const RETRY_ERRNO = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_PREMATURE_CLOSE']);
+
+/** Whether an error of a request to S3 is one that a later try of the same request may not have. */
+export function isRetryable(err: unknown): boolean {
+  // An answer that is not what S3 sends (InvalidResponse) is not retried: it is a wrong server, not a busy one.
+  if (err instanceof S3Error) return (err.status === 0 && err.s3Code !== 'InvalidResponse') || RETRY_STATUS.has(err.status) || RETRY_CODES.has(err.s3Code);
+  const code = errnoCode(err);
+  return code !== undefined && RETRY_ERRNO.has(code);
+}
+
 export class S3Client {
   readonly target: S3Target;
   private readonly credentials: S3Credentials;
   private readonly base: URL;
   private readonly pathStyle: boolean;
+  readonly partSize: number;
+  private readonly attempts: number;
+  private readonly retryBaseMs: number;
+  private readonly retryMaxMs: number;
 
-  constructor(target: S3Target, credentials: S3Credentials) {
+  constructor(target: S3Target, credentials: S3Credentials, options: S3Options = {}) {
     this.target = target;
     this.credentials = credentials;
     this.pathStyle = target.endpoint !== undefined;
     this.base = new URL(target.endpoint ?? `https://${target.bucket}.s3.${target.region}.amazonaws.com`);
+    this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
+    if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE || this.partSize > MAX_PART_SIZE) {
+      throw new PgsError('INVALID_SETTING', `invalid S3 part size ${this.partSize}: S3 takes parts of 5 MiB to 5 GiB`);
+    }
+    this.attempts = Math.max(1, options.attempts ?? 5);
+    this.retryBaseMs = options.retryBaseMs ?? 200;
+    this.retryMaxMs = options.retryMaxMs ?? 5_000;
   }
 
   /** The full key of a path under the target's prefix. */
@@ -111,45 +158,91 @@ export class S3Client {
     return `s3://${this.target.bucket}${this.target.prefix === '' ? '' : `/${this.target.prefix}`}`;
   }
 
+  /**
+   * Uploads a file: one PUT up to the part size, a multipart upload above it
+   * (parts grow past the part size when a file would need more than S3's
+   * 10,000). Every body is signed with its SHA-256, so a server that received
+   * other bytes than the file's refuses them, even without TLS.
+   */
   async putFile(key: string, file: string): Promise<void> {
     const { size } = await fs.stat(file);
-    // Small files (WAL segments, metadata) are signed with their hash; large ones stream unsigned (TLS protects them on AWS).
-    const hash = size <= 16 << 20 ? createHash('sha256').update(await fs.readFile(file)).digest('hex') : 'UNSIGNED-PAYLOAD';
-    await this.send('PUT', key, {}, { hash, length: size, body: () => createReadStream(file) });
-  }
-
-  async putText(key: string, text: string): Promise<void> {
-    const body = Buffer.from(text);
-    await this.send('PUT', key, {}, { hash: createHash('sha256').update(body).digest('hex'), length: body.length, body: () => body });
-  }
-
-  /** Downloads an object into `file` (written whole under a temporary name, then renamed). */
-  async getFile(key: string, file: string): Promise<void> {
-    // A new file under a random name, never through a symlink: the folder may be a tenant's, and pgs may be root.
-    const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
-    const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+    if (size > MAX_OBJECT_SIZE) throw new PgsError('BACKUP_FAILED', `${file} is ${size} bytes: S3 keeps objects of up to 5 TiB`);
+    if (size <= this.partSize) {
+      const hash = await sha256Of(file, 0, size);
+      await this.retrying(() => this.send('PUT', key, {}, { hash, length: size, body: () => createReadStream(file) }));
+      return;
+    }
+    const partSize = Math.max(this.partSize, Math.ceil(size / MAX_PARTS / MiB) * MiB);
+    const uploadId = await this.retrying(async () => {
+      const answer = await this.sendForXml('POST', key, { uploads: '' });
+      const id = answer.name === 'InitiateMultipartUploadResult' ? childText(answer, 'UploadId') : undefined;
+      if (!id) throw new S3Error(0, 'InvalidResponse', `${this.what('POST', key)}: the answer to starting a multipart upload has no UploadId`);
+      return id;
+    });
     try {
-      await this.send('GET', key, {}, undefined, async (res) => {
-        const handle = await fs.open(tmp, flags, 0o600);
-        await pipeline(res, handle.createWriteStream());
+      const parts: { number: number; etag: string }[] = [];
+      for (let start = 0; start < size; start += partSize) {
+        const number = parts.length + 1;
+        const length = Math.min(partSize, size - start);
+        const hash = await sha256Of(file, start, length);
+        const end = start + length - 1;
+        const headers = await this.retrying(() => this.send('PUT', key, { partNumber: String(number), uploadId }, { hash, length, body: () => createReadStream(file, { start, end }) }));
+        const etag = headers.etag;
+        if (typeof etag !== 'string' || etag === '' || /[<>&\r\n]/.test(etag)) throw new S3Error(0, 'InvalidResponse', `${this.what('PUT', key)}: part ${number} was answered without a usable ETag`);
+        parts.push({ number, etag });
+      }
+      const body = Buffer.from(`<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${parts.map((p) => `<Part><PartNumber>${p.number}</PartNumber><ETag>${p.etag}</ETag></Part>`).join('')}</CompleteMultipartUpload>`);
+      await this.retrying(async () => {
+        const answer = await this.sendForXml('POST', key, { uploadId }, { hash: createHash('sha256').update(body).digest('hex'), length: body.length, body: () => body });
+        // S3 may answer 200 and then an error in the body, once it has assembled the parts.
+        if (answer.name === 'Error') throw errorOf(200, answer, this.what('POST', key));
+        if (answer.name !== 'CompleteMultipartUploadResult') throw new S3Error(0, 'InvalidResponse', `${this.what('POST', key)}: completing the upload was answered with <${answer.name}>`);
       });
-      await fs.rename(tmp, file);
     } catch (err) {
-      await fs.rm(tmp, { force: true });
+      // Parts of an upload never completed are kept (and billed) until aborted.
+      await this.send('DELETE', key, { uploadId }).catch(() => undefined);
       throw err;
     }
   }
 
-  async getText(key: string): Promise<string> {
-    let text = '';
-    await this.send('GET', key, {}, undefined, async (res) => {
-      for await (const chunk of res) text += (chunk as Buffer).toString('utf8');
+  async putText(key: string, text: string): Promise<void> {
+    const body = Buffer.from(text);
+    const hash = createHash('sha256').update(body).digest('hex');
+    await this.retrying(() => this.send('PUT', key, {}, { hash, length: body.length, body: () => body }));
+  }
+
+  /** Downloads an object into `file` (written whole under a temporary name, then renamed). */
+  async getFile(key: string, file: string): Promise<void> {
+    await this.retrying(async () => {
+      // A new file under a random name, never through a symlink: the folder may be a tenant's, and pgs may be root.
+      const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
+      const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+      try {
+        await this.send('GET', key, {}, undefined, async (res) => {
+          const handle = await fs.open(tmp, flags, 0o600);
+          await pipeline(res, handle.createWriteStream());
+        });
+        await fs.rename(tmp, file);
+      } catch (err) {
+        await fs.rm(tmp, { force: true });
+        throw err;
+      }
     });
-    return text;
+  }
+
+  /** A small object's text (metadata pgs wrote); refused past 16 MiB, which no such object reaches. */
+  async getText(key: string): Promise<string> {
+    return this.retrying(async () => {
+      let text = '';
+      await this.send('GET', key, {}, undefined, async (res) => {
+        text = await readText(res, this.what('GET', key));
+      });
+      return text;
+    });
   }
 
   async delete(key: string): Promise<void> {
-    await this.send('DELETE', key, {});
+    await this.retrying(() => this.send('DELETE', key, {}));
   }
 
   /** Every object under `prefix` (ListObjectsV2, all pages). */
@@ -157,26 +250,59 @@ export class S3Client {
     const out: S3Object[] = [];
     let token: string | undefined;
     do {
-      let xml = '';
-      await this.send('GET', '', { 'list-type': '2', prefix, ...(token ? { 'continuation-token': token } : {}) }, undefined, async (res) => {
-        for await (const chunk of res) xml += (chunk as Buffer).toString('utf8');
-      });
-      for (const block of xml.match(/<Contents>[\s\S]*?<\/Contents>/g) ?? []) {
-        const field = (name: string) => unescapeXml(new RegExp(`<${name}>([\\s\\S]*?)</${name}>`).exec(block)?.[1] ?? '');
-        out.push({ key: field('Key'), size: Number(field('Size')), lastModified: new Date(field('LastModified')) });
+      const query = { 'list-type': '2', prefix, ...(token ? { 'continuation-token': token } : {}) };
+      const page = await this.retrying(() => this.sendForXml('GET', '', query));
+      const what = this.what('GET', `?list-type=2&prefix=${prefix}`);
+      if (page.name !== 'ListBucketResult') throw new S3Error(0, 'InvalidResponse', `${what}: a listing was answered with <${page.name}>`);
+      for (const entry of childrenNamed(page, 'Contents')) {
+        const key = childText(entry, 'Key');
+        const size = Number(childText(entry, 'Size'));
+        const lastModified = new Date(childText(entry, 'LastModified') ?? '');
+        if (key === undefined || key === '' || !Number.isSafeInteger(size) || size < 0 || Number.isNaN(lastModified.getTime())) {
+          throw new S3Error(0, 'InvalidResponse', `${what}: a listed object lacks a key, a size or a time`);
+        }
+        if (!key.startsWith(prefix)) throw new S3Error(0, 'InvalidResponse', `${what}: the listing names ${JSON.stringify(key)}, which is not under the prefix asked for`);
+        out.push({ key, size, lastModified });
       }
-      token = /<IsTruncated>true<\/IsTruncated>/.test(xml) ? unescapeXml(/<NextContinuationToken>([\s\S]*?)<\/NextContinuationToken>/.exec(xml)?.[1] ?? '') : undefined;
+      const truncated = childText(page, 'IsTruncated') === 'true';
+      const next = childText(page, 'NextContinuationToken');
+      if (truncated && (!next || next === token)) throw new S3Error(0, 'InvalidResponse', `${what}: a listing says it goes on but gives no new continuation token`);
+      token = truncated ? next : undefined;
     } while (token);
     return out;
   }
 
-  private send(
-    method: string,
-    key: string,
-    query: Record<string, string>,
-    payload?: { hash: string; length: number; body: () => Buffer | NodeJS.ReadableStream },
-    onBody?: (res: http.IncomingMessage) => Promise<void>,
-  ): Promise<void> {
+  /** Runs `op` until it succeeds, its error is not one to retry, or the tries are spent. */
+  private async retrying<T>(op: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (attempt >= this.attempts || !isRetryable(err)) throw err;
+        await sleep(Math.random() * Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
+  private what(method: string, key: string): string {
+    return `${method} ${this.url}/${key.startsWith(this.target.prefix) ? key.slice(this.target.prefix.length).replace(/^\//, '') : key}`;
+  }
+
+  /** A request whose answer is an XML document, parsed (a malformed one is an error, not a guess). */
+  private async sendForXml(method: string, key: string, query: Record<string, string>, payload?: Payload): Promise<XmlElement> {
+    let text = '';
+    await this.send(method, key, query, payload, async (res) => {
+      text = await readText(res, this.what(method, key));
+    });
+    try {
+      return parseXml(text);
+    } catch (err) {
+      throw new S3Error(0, 'InvalidResponse', `${this.what(method, key)}: the answer is not XML S3 would send (${(err as Error).message})`);
+    }
+  }
+
+  /** One request; resolves with the answer's headers once its body is consumed (by `onBody`, or dropped). */
+  private send(method: string, key: string, query: Record<string, string>, payload?: Payload, onBody?: (res: http.IncomingMessage) => Promise<void>): Promise<http.IncomingHttpHeaders> {
     const objectPath = key === '' ? '' : `/${encode(key, true)}`;
     const pathname = (this.pathStyle ? `${this.base.pathname.replace(/\/$/, '')}/${encode(this.target.bucket)}` : '') + (objectPath || '/');
     const canonicalQuery = canonicalQueryOf(query);
@@ -186,23 +312,25 @@ export class S3Client {
     if (payload) headers['content-length'] = String(payload.length);
     signV4({ method, pathname, canonicalQuery, headers, payloadHash: hash, region: this.target.region, credentials: this.credentials, now: new Date() });
     const transport = this.base.protocol === 'http:' ? http : https;
-    const what = `${method} ${this.url}/${key.startsWith(this.target.prefix) ? key.slice(this.target.prefix.length).replace(/^\//, '') : key}`;
-    return new Promise<void>((resolve, reject) => {
+    const what = this.what(method, key);
+    return new Promise<http.IncomingHttpHeaders>((resolve, reject) => {
       const req = transport.request({
         host: this.base.hostname, port: this.base.port || undefined, method, path: pathname + (canonicalQuery ? `?${canonicalQuery}` : ''), headers, timeout: 60_000,
       }, (res) => {
         const status = res.statusCode ?? 0;
         if (status >= 300) {
-          let text = '';
-          res.setEncoding('utf8').on('data', (s: string) => { text += s; });
-          res.on('end', () => {
-            const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1] ?? String(status);
-            const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1] ?? '';
-            reject(new S3Error(status, code, `${what}: ${status} ${code}${message ? ` (${unescapeXml(message)})` : ''}`));
-          });
+          readText(res, what).then((text) => {
+            let answer: XmlElement | undefined;
+            try {
+              answer = text.trim() === '' ? undefined : parseXml(text);
+            } catch {
+              // not XML (a proxy's page): the status says enough
+            }
+            reject(errorOf(status, answer?.name === 'Error' ? answer : undefined, what));
+          }, reject);
           return;
         }
-        (onBody ? onBody(res) : new Promise<void>((done) => { res.resume(); res.on('end', () => done()); })).then(resolve, reject);
+        (onBody ? onBody(res) : new Promise<void>((done, fail) => { res.resume(); res.on('end', () => done()); res.on('error', fail); })).then(() => resolve(res.headers), reject);
       });
       req.on('timeout', () => req.destroy(new Error('no answer within 60 s')));
       req.on('error', (err) => {
@@ -215,6 +343,39 @@ export class S3Client {
       else pipeline(body, req).catch((err: Error) => req.destroy(err));
     });
   }
+}
+
+interface Payload { hash: string; length: number; body: () => Buffer | NodeJS.ReadableStream }
+
+/** The S3Error an error answer stands for: its Code and Message when it has them. */
+function errorOf(status: number, answer: XmlElement | undefined, what: string): S3Error {
+  const given = answer ? childText(answer, 'Code') : undefined;
+  const code = given !== undefined && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : String(status);
+  const message = (answer && childText(answer, 'Message')) ?? '';
+  // eslint-disable-next-line no-control-regex -- control characters from the server are what is removed
+  return new S3Error(status, code, `${what}: ${status} ${code}${message ? ` (${message.replace(/[\0-\x1f\x7f]+/g, ' ').slice(0, 500)})` : ''}`);
+}
+
+/** A response body as text, refused past MAX_TEXT_ANSWER. */
+async function readText(res: http.IncomingMessage, what: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of res) {
+    length += (chunk as Buffer).length;
+    if (length > MAX_TEXT_ANSWER) {
+      res.destroy();
+      throw new S3Error(0, 'InvalidResponse', `${what}: the answer is larger than ${MAX_TEXT_ANSWER >> 20} MiB`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The SHA-256 of `length` bytes of a file from `start`, read as a stream (never whole in memory). */
+async function sha256Of(file: string, start: number, length: number): Promise<string> {
+  const hash = createHash('sha256');
+  if (length > 0) for await (const chunk of createReadStream(file, { start, end: start + length - 1 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 /**
@@ -260,16 +421,23 @@ export class S3Error extends PgsError {
   }
 }
 
-function unescapeXml(text: string): string {
-  return text.replace(/&(lt|gt|quot|apos|amp);/g, (_m, e: string) => ({ lt: '<', gt: '>', quot: '"', apos: "'", amp: '&' })[e] ?? '');
-}
-
 /** The client for the settings' backup target, or undefined when there is none. */
 export function s3ClientFor(settings: { backupTarget?: string; s3Endpoint?: string; s3Region?: string }, env: NodeJS.ProcessEnv = process.env): S3Client | undefined {
   if (settings.backupTarget === undefined) return undefined;
   const { bucket, prefix } = parseS3Url(settings.backupTarget);
   const region = settings.s3Region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1';
-  return new S3Client({ bucket, prefix, region, ...(settings.s3Endpoint !== undefined ? { endpoint: settings.s3Endpoint } : {}) }, loadCredentials(env));
+  const partSize = env.PGS_S3_PART_SIZE ? parsePartSize(env.PGS_S3_PART_SIZE) : undefined;
+  return new S3Client({ bucket, prefix, region, ...(settings.s3Endpoint !== undefined ? { endpoint: settings.s3Endpoint } : {}) }, loadCredentials(env), partSize !== undefined ? { partSize } : {});
+}
+
+/** PGS_S3_PART_SIZE: bytes, or a number of MiB or GiB ("16MiB"), within S3's 5 MiB to 5 GiB. */
+export function parsePartSize(text: string): number {
+  const match = /^\s*(\d+)\s*(MiB|GiB)?\s*$/.exec(text);
+  const size = match ? Number(match[1]) * (match[2] === 'GiB' ? 1024 * MiB : match[2] === 'MiB' ? MiB : 1) : NaN;
+  if (!Number.isSafeInteger(size) || size < MIN_PART_SIZE || size > MAX_PART_SIZE) {
+    throw new PgsError('INVALID_SETTING', `invalid PGS_S3_PART_SIZE ${JSON.stringify(text)}: a size of 5MiB to 5GiB (bytes, or a number with MiB or GiB)`);
+  }
+  return size;
 }
 
 /** Writes and deletes a small object: the target exists and these credentials may write to it. */

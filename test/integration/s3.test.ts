@@ -16,7 +16,8 @@ import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
 interface Created { id: string; password: string }
 interface Status { backupTarget: { url: string; pendingFiles: number; failingSince: string | null; error?: string } | null; tenants: { id: string; archiving?: string; archivingError?: string }[] }
 
-const CREDENTIALS = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' };
+// Parts of S3's smallest size: a tenant's base backup goes up as a multipart upload and comes back whole.
+const CREDENTIALS = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', PGS_S3_PART_SIZE: '5MiB' };
 
 async function sql(pgs: PgsHome, id: string, password: string, text: string): Promise<string> {
   const url = (await pgs.ok(['url', id, '--local'])).trim();
@@ -91,9 +92,11 @@ describe('backups in S3', () => {
       return local.every((n) => remote.has(n));
     }, 30_000);
     await waitFor('everything copied to S3', () => shipped(first), 30_000);
-    const keys = (await bucket.list(bucket.key('shop/'))).map((o) => o.key);
+    const objects = await bucket.list(bucket.key('shop/'));
+    const keys = objects.map((o) => o.key);
     assert.ok(keys.some((k) => k.endsWith('/pgs-backup.json')), keys.join('\n'));
-    assert.ok(keys.some((k) => k.endsWith('/base.tar')));
+    // Larger than PGS_S3_PART_SIZE: it went up in parts (and comes back whole in the restores below).
+    assert.ok(objects.some((o) => o.key.endsWith('/base.tar') && o.size > 5 << 20), JSON.stringify(objects.filter((o) => o.key.endsWith('/base.tar'))));
     assert.ok(keys.some((k) => /\/wal\/[0-9A-F]{24}$/.test(k)));
     const noted = new Date().toISOString();
 
