@@ -3,7 +3,8 @@ import { constants as fsConstants, createReadStream, createWriteStream, promises
 import path from 'node:path';
 import * as v from 'valibot';
 import { PgsError } from '../core/errors.js';
-import { StampSchema, TenantIdSchema, TenantSchema, int, isoTime, matching, schemaProblem, type Tenant } from '../catalog/schema.js';
+import { TenantSchema, isoTime, matching, schemaProblem, type Tenant } from '../catalog/schema.js';
+import { BackupMetaSchema, label } from './records.js';
 import type { BackupMeta } from './layout.js';
 
 /**
@@ -86,27 +87,7 @@ export async function writeExport(file: string, backupDir: string, meta: Omit<Ex
 
 /** pgs writes pgs-export.json at a few KiB; anything near this is not one of its files. */
 const MAX_META_BYTES = 1 << 20;
-const LSN = matching(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/, 'an LSN such as 0/3000028');
 const SHA256 = matching(/^[0-9a-f]{64}$/, 'a SHA-256 in hex');
-/** Printable text without control characters. */
-const label = (max: number) => matching(new RegExp(`^[\\x20-\\x7e]{1,${max}}$`), `printable text of at most ${max} characters`);
-
-const BackupMetaSchema = v.strictObject({
-  format: v.literal(1, 'must be 1'),
-  id: StampSchema,
-  tenant: TenantIdSchema,
-  generation: StampSchema,
-  kind: v.picklist(['online', 'offline'], 'must be online or offline'),
-  reason: label(100),
-  startedAt: isoTime,
-  finishedAt: isoTime,
-  startLsn: LSN,
-  endLsn: LSN,
-  timeline: int(1, 2 ** 31 - 1),
-  afterLsn: LSN,
-  bytes: int(0, Number.MAX_SAFE_INTEGER),
-  tenantEntry: TenantSchema,
-}, 'must be a backup record');
 
 const ExportMetaSchema = v.strictObject({
   format: v.literal(EXPORT_FORMAT, `must be ${EXPORT_FORMAT}`),

@@ -202,3 +202,68 @@ export async function verifyTar(tarFile: string, manifest: Manifest, backupName:
     if (!seen.has(name)) throw damaged(`backup ${backupName} is damaged: ${name} is missing from base.tar`);
   }
 }
+
+/**
+ * Walks a base.tar's headers (seeking past each member's data) before
+ * anything is unpacked: an untrusted tar (from a bucket or an export) is
+ * refused unless every member is a regular file or a directory with a
+ * relative name that stays inside the folder, every header's checksum holds
+ * and every member lies within the file. Links, devices and FIFOs are
+ * refused here, before tar could make them.
+ */
+export async function checkTarMembers(tarFile: string, backupName: string): Promise<number> {
+  const handle = await fs.open(tarFile, 'r');
+  try {
+    const { size: fileSize } = await handle.stat();
+    const header = Buffer.alloc(512);
+    let at = 0;
+    let longName: string | undefined;
+    let members = 0;
+    const refuse = (what: string) => damaged(`backup ${backupName} is refused: ${what}`);
+    for (;;) {
+      if (at + 512 > fileSize) {
+        if (at === fileSize && longName === undefined) return members; // an end without the two zero blocks: tar reads it so too
+        throw refuse(`base.tar ends inside a header at byte ${at}`);
+      }
+      await handle.read(header, 0, 512, at);
+      if (header.every((b) => b === 0)) return members;
+      let sum = 0;
+      for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : (header[i] ?? 0);
+      const stored = Number.parseInt(header.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').trim(), 8);
+      if (stored !== sum) throw refuse(`the tar header at byte ${at} is damaged (checksum)`);
+      const sizeField = header.toString('latin1', 124, 136).replace(/[\0 ]+$/, '').trim();
+      if (!/^[0-7]{0,11}$/.test(sizeField)) throw refuse(`the tar header at byte ${at} has no valid size`);
+      const size = sizeField === '' ? 0 : Number.parseInt(sizeField, 8);
+      const dataEnd = at + 512 + Math.ceil(size / 512) * 512;
+      if (at + 512 + size > fileSize) throw refuse(`base.tar ends inside a member at byte ${at}`);
+      const type = String.fromCharCode(header[156] ?? 0);
+      if (type === 'L') {
+        if (size > 4096 || longName !== undefined) throw refuse(`a long-name record at byte ${at} is not one tar writes`);
+        const data = Buffer.alloc(size);
+        await handle.read(data, 0, size, at + 512);
+        longName = data.toString('utf8').replace(/\0+$/, '');
+        at = dataEnd;
+        continue;
+      }
+      const field = (from: number, to: number) => header.toString('utf8', from, to).replace(/\0.*$/s, '');
+      const magic = header.toString('latin1', 257, 262);
+      const prefix = magic === 'ustar' ? field(345, 500) : '';
+      const name = longName ?? ((prefix ? `${prefix}/` : '') + field(0, 100));
+      longName = undefined;
+      const shown = JSON.stringify(name.slice(0, 200));
+      if (type !== '0' && type !== '\0' && type !== '5') {
+        const kinds: Record<string, string> = { 1: 'a hard link', 2: 'a symbolic link', 3: 'a character device', 4: 'a block device', 6: 'a FIFO', x: 'a pax header', g: 'a pax header', K: 'a long link name' };
+        throw refuse(`member ${shown} is ${kinds[type] ?? `of tar type ${JSON.stringify(type)}`}; a backup holds only files and folders`);
+      }
+      // eslint-disable-next-line no-control-regex -- control characters in a name are what is refused
+      if (name === '' || name.startsWith('/') || /[\0-\x1f\x7f\\]/.test(name) || name.split('/').some((part) => part === '..')) {
+        throw refuse(`member ${shown} is not a relative name inside the data folder`);
+      }
+      if (type === '5' && size !== 0) throw refuse(`folder ${shown} has data`);
+      members++;
+      at = dataEnd;
+    }
+  } finally {
+    await handle.close();
+  }
+}

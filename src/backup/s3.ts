@@ -211,8 +211,13 @@ export class S3Client {
     await this.retrying(() => this.send('PUT', key, {}, { hash, length: body.length, body: () => body }));
   }
 
-  /** Downloads an object into `file` (written whole under a temporary name, then renamed). */
-  async getFile(key: string, file: string): Promise<void> {
+  /**
+   * Downloads an object into `file` (written whole under a temporary name,
+   * then renamed). `bytes`: the object must be exactly that long; `maxBytes`:
+   * no longer than that. A server that sends more is cut off, not believed.
+   */
+  async getFile(key: string, file: string, size: { bytes?: number; maxBytes?: number } = {}): Promise<void> {
+    const limit = size.bytes ?? size.maxBytes ?? Number.MAX_SAFE_INTEGER;
     await this.retrying(async () => {
       // A new file under a random name, never through a symlink: the folder may be a tenant's, and pgs may be root.
       const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
@@ -220,7 +225,16 @@ export class S3Client {
       try {
         await this.send('GET', key, {}, undefined, async (res) => {
           const handle = await fs.open(tmp, flags, 0o600);
-          await pipeline(res, handle.createWriteStream());
+          let received = 0;
+          const counted = async function* (source: AsyncIterable<Buffer>) {
+            for await (const chunk of source) {
+              received += chunk.length;
+              if (received > limit) throw new S3Error(0, 'InvalidResponse', `GET ${key}: the object is larger than the ${limit} bytes it should have`);
+              yield chunk;
+            }
+          };
+          await pipeline(res, counted, handle.createWriteStream());
+          if (size.bytes !== undefined && received !== size.bytes) throw new S3Error(0, 'InvalidResponse', `GET ${key}: the object has ${received} bytes, not the ${size.bytes} it should have`);
         });
         await fs.rename(tmp, file);
       } catch (err) {

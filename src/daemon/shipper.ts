@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BACKUP_META, GENERATION_META, STAMP_PATTERN, backupsRoot, type BackupMeta } from '../backup/layout.js';
+import { MAX_RECORD_BYTES, parseBackupMeta, parseGenerationMeta } from '../backup/records.js';
 import { S3Error, type S3Client } from '../backup/s3.js';
 import { SEGMENT_NAME } from '../backup/wal.js';
 import { pathExists } from '../core/files.js';
@@ -309,23 +310,48 @@ export class Shipper {
   async hydrate(tenant: string): Promise<number> {
     const prefix = this.client.key(`${tenant}/`);
     let fetched = 0;
+    const refused: string[] = [];
     for (const object of await this.client.list(prefix)) {
       const relative = object.key.slice(prefix.length);
-      const [generation, ...rest] = relative.split('/');
-      const inner = rest.join('/');
-      if (!generation || !STAMP_PATTERN.test(generation) || inner === '') continue;
-      if (/^base\/[^/]+\/(base\.tar|backup_manifest)$/.test(inner)) {
+      if (relative === OWNER_OBJECT) continue;
+      // The bucket is not trusted: only names pgs writes, of sizes pgs writes, become local files.
+      const kind = bucketObjectKind(relative, object.size);
+      if (kind === undefined) {
+        refused.push(`${relative} (${object.size} bytes)`);
+        continue;
+      }
+      const [generation = ''] = relative.split('/');
+      const inner = relative.slice(generation.length + 1);
+      if (kind === 'large') {
         await this.record(tenant, generation, [inner]); // in the bucket: fetched when a restore needs it
         continue;
       }
       const local = path.join(this.root, tenant, generation, inner);
       if (await pathExists(local)) continue;
-      await this.deps.runtime.mkdirOwnedPath(path.dirname(local));
-      await this.client.getFile(object.key, local);
+      if (kind === 'record') {
+        // A record is read and checked whole before it is written here: it names paths and the tenant's settings.
+        const text = await this.client.getText(object.key);
+        const where = `${this.client.url}/${relative}`;
+        try {
+          if (inner === GENERATION_META) parseGenerationMeta(text, where, { tenant, generation });
+          else parseBackupMeta(text, where, { tenant, generation, id: inner.split('/')[1] ?? '' });
+        } catch (err) {
+          refused.push(`${relative} (${(err as Error).message})`);
+          continue;
+        }
+        await this.deps.runtime.mkdirOwnedPath(path.dirname(local));
+        await this.deps.runtime.writeOwnedFile(path.dirname(local), path.basename(local), text);
+      } else {
+        await this.deps.runtime.mkdirOwnedPath(path.dirname(local));
+        await this.client.getFile(object.key, local, { bytes: object.size });
+      }
       await fs.utimes(local, object.lastModified, object.lastModified); // the restorable window reads archive times
       await this.deps.runtime.adoptFile(local);
       await this.record(tenant, generation, [inner]);
       fetched++;
+    }
+    if (refused.length > 0) {
+      this.deps.log.warn('objects in the bucket that pgs does not write were left there, not used', { tenant, target: this.client.url, count: refused.length, first: refused.slice(0, 5).join('; ') });
     }
     return fetched;
   }
@@ -334,9 +360,36 @@ export class Shipper {
   async fetchBackup(meta: BackupMeta, dir: string): Promise<void> {
     for (const file of ['backup_manifest', 'base.tar']) {
       if (await pathExists(path.join(dir, file))) continue;
-      await this.client.getFile(this.client.key(`${meta.tenant}/${meta.generation}/base/${meta.id}/${file}`), path.join(dir, file));
+      // base.tar must be the size its record says; a manifest is at most MAX_MANIFEST_BYTES (both are checked again, byte for byte, before use).
+      await this.client.getFile(this.client.key(`${meta.tenant}/${meta.generation}/base/${meta.id}/${file}`), path.join(dir, file), file === 'base.tar' ? { bytes: meta.bytes } : { maxBytes: MAX_MANIFEST_BYTES });
     }
   }
+}
+
+/** The largest WAL segment (PostgreSQL's largest wal_segment_size) or history file pgs takes from a bucket. */
+const MAX_WAL_OBJECT = 1 << 30;
+const MAX_MANIFEST_BYTES = 1 << 30;
+
+/**
+ * What an object under a tenant's prefix is, from its name (relative to the
+ * prefix) and size: a record (read and checked), a WAL file, a large backup
+ * file (fetched when a restore needs it), or undefined: nothing pgs writes.
+ */
+export function bucketObjectKind(relative: string, size: number): 'record' | 'wal' | 'large' | undefined {
+  const parts = relative.split('/');
+  const [generation = '', ...rest] = parts;
+  if (!STAMP_PATTERN.test(generation)) return undefined;
+  if (rest.length === 1 && rest[0] === GENERATION_META) return size <= MAX_RECORD_BYTES ? 'record' : undefined;
+  if (rest.length === 2 && rest[0] === 'wal') {
+    const name = rest[1] ?? '';
+    const wal = (SEGMENT_NAME.test(name.slice(0, 24)) && (name.length === 24 || name.slice(24) === '.partial')) || /^[0-9A-F]{8}\.history$/.test(name);
+    return wal && size <= MAX_WAL_OBJECT ? 'wal' : undefined;
+  }
+  if (rest.length === 3 && rest[0] === 'base' && STAMP_PATTERN.test(rest[1] ?? '')) {
+    if (rest[2] === BACKUP_META) return size <= MAX_RECORD_BYTES ? 'record' : undefined;
+    if (rest[2] === 'base.tar' || rest[2] === 'backup_manifest') return 'large';
+  }
+  return undefined;
 }
 
 async function listDir(dir: string, keep: (name: string) => boolean): Promise<string[]> {

@@ -16,7 +16,7 @@ import {
   ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER,
   TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
 } from './server-config.js';
-import { MANIFEST_FILE, buildManifest, parseManifest, verifyTree } from '../backup/manifest.js';
+import { MANIFEST_FILE, buildManifest, checkTarMembers, parseManifest, verifyTree } from '../backup/manifest.js';
 import { CATALOG_FINGERPRINT_SQL, neutralize } from './neutralize.js';
 import { cleanRestoredFolder } from './restored-folder.js';
 import { readControl } from '../backup/control.js';
@@ -720,6 +720,7 @@ export class NativeRuntime implements TenantRuntime {
     await this.mkdirOwned(dest, owner);
     try {
       if (!options.finished) await this.writeOwnedFile(dest, TEMPLATE_MARKER, 'restore\n');
+      await checkTarMembers(path.join(backupDir, 'base.tar'), backupName); // before tar makes anything of an untrusted file
       try {
         // Read here, unpacked by tar as the tenant's uid: the backup's files need not be readable by
         // that uid, and an imported (untrusted) tar never writes anything as root.

@@ -9,6 +9,7 @@ import {
   type BackupMeta, type GenerationMeta,
 } from '../backup/layout.js';
 import { MANIFEST_FILE, parseManifest, verifyTar } from '../backup/manifest.js';
+import { parseBackupMeta, parseGenerationMeta } from '../backup/records.js';
 import { SEGMENT_NAME, firstGap, parseLsn, segmentName, segmentNumber } from '../backup/wal.js';
 import type { MaterializedFolder, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 
@@ -114,7 +115,8 @@ export class Backups {
 
   async generationMeta(id: string, generation: string): Promise<GenerationMeta | undefined> {
     try {
-      return JSON.parse(await fs.readFile(path.join(generationDir(this.dataRoot, id, generation), GENERATION_META), 'utf8')) as GenerationMeta;
+      const file = path.join(generationDir(this.dataRoot, id, generation), GENERATION_META);
+      return parseGenerationMeta(await fs.readFile(file, 'utf8'), file, { tenant: id, generation });
     } catch {
       return undefined;
     }
@@ -128,9 +130,10 @@ export class Backups {
       for (const name of await fs.readdir(base).catch(() => [] as string[])) {
         if (!STAMP_PATTERN.test(name)) continue;
         try {
-          out.push(JSON.parse(await fs.readFile(path.join(base, name, BACKUP_META), 'utf8')) as BackupMeta);
+          const file = path.join(base, name, BACKUP_META);
+          out.push(parseBackupMeta(await fs.readFile(file, 'utf8'), file, { tenant: id, generation, id: name }));
         } catch {
-          // Not whole (no metadata): never listed, never restored from.
+          // Not whole (no metadata), or a record that is not pgs's (from a bucket): never listed, never restored from.
         }
       }
     }

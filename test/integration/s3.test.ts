@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -113,6 +114,60 @@ describe('backups in S3', () => {
       assert.equal(await sql(second, 'shop', shop.password, 'SELECT count(*) FROM orders'), '500');
     } finally {
       await second.destroy();
+    }
+  });
+
+  it('a bucket is not trusted: objects pgs does not write are left there, a record that names another place is not listed, a tar with a link is refused before it is unpacked', async () => {
+    // A copy of shop's archive under another prefix, then made hostile the ways someone with write access to the bucket could.
+    const evil = new S3Client({ ...bucket.target, prefix: 'hosts/evil' }, { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
+    const work = await fs.mkdtemp(path.join(dir, 'evil-'));
+    const backupKeys: string[] = [];
+    for (const o of await bucket.list(bucket.key('shop/'))) {
+      const relative = o.key.slice(bucket.key('shop/').length);
+      const local = path.join(work, 'copy');
+      await bucket.getFile(o.key, local);
+      await evil.putFile(evil.key(`shop/${relative}`), local);
+      await fs.rm(local);
+      if (relative.endsWith('/pgs-backup.json')) backupKeys.push(relative);
+    }
+    const [generation] = (backupKeys[0] ?? '').split('/');
+    const ids = backupKeys.map((k) => k.split('/')[2] ?? '').sort();
+    // Every base.tar: a symbolic link to a host file, with its record's size made to match.
+    await fs.mkdir(path.join(work, 'tree'));
+    await fs.writeFile(path.join(work, 'tree', 'PG_VERSION'), '18\n');
+    await fs.symlink('/etc/passwd', path.join(work, 'tree', 'pg_hba.conf'));
+    const tar = path.join(work, 'base.tar');
+    const made = spawnSync('tar', ['--format=ustar', '-cf', tar, '-C', path.join(work, 'tree'), '.']);
+    assert.equal(made.status, 0, String(made.stderr));
+    let record: { id: string; bytes: number } = { id: '', bytes: 0 };
+    for (const key of backupKeys) {
+      await evil.putFile(evil.key(`shop/${path.dirname(key)}/base.tar`), tar);
+      record = JSON.parse(await evil.getText(evil.key(`shop/${key}`))) as { id: string; bytes: number };
+      record.bytes = (await fs.stat(tar)).size;
+      await evil.putText(evil.key(`shop/${key}`), JSON.stringify(record));
+    }
+    // A second backup whose record names a path outside its folder, a file pgs never writes, an oversized "segment".
+    const other = `${generation}/base/20200101-000000-abcd/pgs-backup.json`;
+    await evil.putText(evil.key(`shop/${other}`), JSON.stringify({ ...record, id: '../../../../tmp/pgs-evil' }));
+    await evil.putText(evil.key(`shop/${generation}/wal/run-me.sh`), '#!/bin/sh\nid\n');
+    await evil.putText(evil.key(`shop/${generation}/notes.txt`), 'hello');
+
+    const fourth = await PgsHome.make(CREDENTIALS);
+    try {
+      await fourth.setup(['--backup-target', 's3://pgs-backups/hosts/evil', '--s3-endpoint', `http://127.0.0.1:${port}`]);
+      const listed = await fourth.json<{ backups: { id: string }[] }>(['backups', 'shop']);
+      assert.deepEqual(listed.backups.map((b) => b.id).sort(), ids, 'only the records that name their own place are listed');
+      const refused = await fourth.run(['restore', 'shop']);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /backup \S+ is refused: member "\.\/pg_hba\.conf" is a symbolic link; a backup holds only files and folders/);
+      assert.equal((await fourth.json<{ id: string }[]>(['list'])).length, 0, 'nothing is made');
+      const dataRoot = await fourth.dataRoot();
+      const kept = await fs.readdir(path.join(dataRoot, 'backups', 'shop', generation ?? '', 'wal'));
+      assert.ok(!kept.includes('run-me.sh'), kept.join(' '));
+      assert.equal(await fs.stat(path.join(dataRoot, 'backups', 'shop', generation ?? '', 'notes.txt')).catch(() => undefined), undefined);
+      assert.equal(await fs.stat('/tmp/pgs-evil').catch(() => undefined), undefined);
+    } finally {
+      await fourth.destroy();
     }
   });
 
