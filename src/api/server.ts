@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -8,6 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { PgsError, codeWord, type PgsErrorCode } from '../core/errors.js';
 import { isLoopback, parseListen } from '../core/listen.js';
+import { AuthFailures } from './auth-limit.js';
 import type { TokenScope, TokenStore } from './tokens.js';
 import type { EventLog } from './events.js';
 import type { DaemonMetrics } from './metrics.js';
@@ -39,7 +39,7 @@ export interface ListenedApi {
 const VIA_UNIX = Symbol('pgs.viaUnix');
 type Tagged = http.IncomingMessage & { [VIA_UNIX]?: true };
 
-/** Different wrong tokens from one address within a minute before it gets 429. */
+/** Different wrong tokens within a minute from one address, network or token prefix before further wrong ones get 429. */
 const AUTH_FAILURES_PER_MINUTE = 10;
 const AUTH_WINDOW_MS = 60_000;
 
@@ -75,9 +75,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     },
   });
 
-  // Wrong tokens from one address within the last minute, each counted once: guessing is trying
-  // many, while a client that keeps sending one revoked token (a dashboard tab, a cron job) is not.
-  const failures = new Map<string, { at: number; token: string }[]>();
+  // A valid token is served whatever else is guessed: only wrong tokens are counted and refused.
+  const failures = new AuthFailures({ limit: AUTH_FAILURES_PER_MINUTE, windowMs: AUTH_WINDOW_MS });
   app.addHook('onRequest', async (request, reply) => {
     if ((request.raw as Tagged)[VIA_UNIX]) {
       request.principal = { kind: 'unix' };
@@ -88,24 +87,16 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       request.principal = { kind: 'public' };
       return;
     }
-    const address = request.ip;
-    const now = Date.now();
-    const recent = (failures.get(address) ?? []).filter((f) => now - f.at < AUTH_WINDOW_MS);
-    if (recent.length >= AUTH_FAILURES_PER_MINUTE) {
-      failures.set(address, recent);
-      const retry = Math.max(1, Math.ceil((recent[0]!.at + AUTH_WINDOW_MS - now) / 1000));
-      reply.header('retry-after', String(retry));
-      throw new PgsError('RATE_LIMITED', `too many failed authentications from ${address}: try again in ${retry} s`);
-    }
     const header = request.headers.authorization ?? '';
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     const found = match?.[1] ? options.tokens.verify(match[1]) : undefined;
     if (!found) {
       if (header !== '') {
-        const token = createHash('sha256').update(header).digest('base64url').slice(0, 16);
-        if (!recent.some((f) => f.token === token)) recent.push({ at: now, token });
-        failures.set(address, recent);
-        if (failures.size > 10_000) failures.clear(); // bounded memory under a spray of addresses
+        const refused = failures.fail(request.ip, match?.[1] ?? header);
+        if (refused) {
+          reply.header('retry-after', String(refused.retryAfterSeconds));
+          throw new PgsError('RATE_LIMITED', `too many failed authentications ${refused.what}: try again in ${refused.retryAfterSeconds} s`);
+        }
       }
       reply.header('www-authenticate', 'Bearer realm="pgs"');
       throw new PgsError('UNAUTHORIZED', header === '' ? 'an API token is required: Authorization: Bearer pgs_...' : 'the API token is not valid (revoked or mistyped)');

@@ -454,15 +454,17 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     assert.equal((await tcp('GET', '/v1/status', '/v1/status', { token: reader })).status, 401);
   });
 
-  it('ten failed attempts in a minute from one address: 429 with Retry-After, even for a good token', async () => {
+  it('ten different wrong tokens in a minute from one address: further wrong ones get 429 with Retry-After, a good token is still served', async () => {
     // One wrong (say, revoked) token sent many times is not guessing: it counts once.
     for (let i = 0; i < 15; i++) assert.equal((await tcp('GET', '/v1/status', '/v1/status', { token: 'pgs_revoked' })).status, 401);
     assert.equal((await tcp('GET', '/v1/status', '/v1/status', { token: admin })).status, 200);
-    for (let i = 0; i < 9; i++) await tcp('GET', '/v1/status', '/v1/status', { token: `pgs_wrong${i}` });
-    const limited = await tcp<Problem>('GET', '/v1/status', '/v1/status', { token: admin });
+    // Earlier tests sent some wrong (revoked) tokens too: at most ten more reach the limit.
+    let limited = await tcp<Problem>('GET', '/v1/status', '/v1/status', { token: 'pgs_wrong0' });
+    for (let i = 1; i <= 10 && limited.status === 401; i++) limited = await tcp<Problem>('GET', '/v1/status', '/v1/status', { token: `pgs_wrong${i}` });
     assert.equal(limited.status, 429);
     assert.equal(limited.body.code, 'rate_limited');
     assert.ok(Number(limited.headers['retry-after']) >= 1);
+    assert.equal((await tcp('GET', '/v1/status', '/v1/status', { token: admin })).status, 200);
     // The unix socket is not limited (it has no address to blame, and only the owner can open it).
     assert.equal((await unix('GET', '/v1/status', '/v1/status')).status, 200);
   });
