@@ -23,8 +23,15 @@ export function defaultDataRoot(home: string, env: NodeJS.ProcessEnv = process.e
   if (!isRoot()) return path.join(home, 'data');
   const isDefaultHome = home === path.resolve(path.join(homedir(), '.sysnee-config'));
   if (isDefaultHome) return '/var/lib/pgs';
-  const tag = createHash('sha256').update(home).digest('hex').slice(0, 10);
-  return path.join('/var/lib/pgs/homes', tag);
+  return path.join('/var/lib/pgs/homes', homeTag(home));
+}
+
+/**
+ * A short, stable name for a pgs home (its resolved path's hash), for what
+ * the host shares between homes: data folders, control groups, container names.
+ */
+export function homeTag(home: string): string {
+  return createHash('sha256').update(path.resolve(home)).digest('hex').slice(0, 10);
 }
 
 export interface HomePaths {

@@ -138,6 +138,10 @@ export class Daemon implements ControlPlane {
       this.backends.wake = (id) => this.supervisor.wake(id);
       // A server that dies is restarted now, not at the next tick.
       this.runtime.onServerExit = () => this.reconcileSoon();
+      // Before anything looks for a server under its name: groups and containers an older pgs named by id alone.
+      const moved = await this.runtime.moveToHomeNames?.(this.catalog.tenants.map((t) => tenantServerSpec(settings.dataRoot, t)))
+        .catch((err: Error) => { this.log.warn('could not move servers to their home\'s names', { error: err.message }); return []; });
+      for (const what of moved ?? []) this.log.info('took the home\'s name', { what });
       this.metrics = new DaemonMetrics({
         connections: () => this.router.connectionCount(),
         liveBytes: () => this.router.liveBytes(),

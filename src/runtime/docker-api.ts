@@ -115,6 +115,12 @@ export class DockerApi {
     await this.request('DELETE', `/containers/${encodeURIComponent(name)}?force=true&v=true`, undefined, { ok: [404] });
   }
 
+  /** Renames a container (running or not); false when there is none of that name. */
+  async rename(name: string, newName: string): Promise<boolean> {
+    const r = await this.request('POST', `/containers/${encodeURIComponent(name)}/rename?name=${encodeURIComponent(newName)}`, undefined, { ok: [404] });
+    return r.status !== 404;
+  }
+
   async update(name: string, resources: unknown): Promise<void> {
     await this.request('POST', `/containers/${encodeURIComponent(name)}/update`, resources, { ok: [404] });
   }

@@ -1,6 +1,6 @@
 /**
  * The docker runtime: each tenant's postmaster runs in a container of its own
- * (`pgs-<id>`, no network, its limits as the container's), everything else is
+ * (`pgs-<home tag>-<id>`, no network, its limits as the container's), everything else is
  * the native runtime's. The tenant's data folder, its archive and its log are
  * host folders bind-mounted at the same paths, so backups, archiving, restores,
  * branches and the router's unix socket work on the files exactly as natively;
@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PgsError } from '../core/errors.js';
@@ -37,11 +38,15 @@ export interface DockerRuntimeOptions extends NativeRuntimeOptions {
   docker: DockerApi;
   image: string;
   pgBinPath: string;
-  /** pgs's home: containers are labelled with it, so that two pgs homes on one engine never take each other's. */
-  home: string;
 }
 
-export function containerName(id: string): string {
+/** A tenant's container: named by its home's tag (core/paths.ts homeTag) and its id, so that two homes' tenants of one id never meet. */
+export function containerName(tag: string, id: string): string {
+  return `pgs-${tag}-${id}`;
+}
+
+/** The name an older pgs gave a tenant's container, by id alone. */
+export function untaggedContainerName(id: string): string {
   return `pgs-${id}`;
 }
 
@@ -69,6 +74,7 @@ export class DockerRuntime extends NativeRuntime {
   private readonly docker: DockerApi;
   private readonly image: string;
   private readonly pgBinPath: string;
+  /** Containers are labelled with it, so that two pgs homes on one engine never take each other's. */
   private readonly home: string;
   private readonly specs = new Map<string, TenantServerSpec>();
   private events: { stop(): void } | undefined;
@@ -98,7 +104,7 @@ export class DockerRuntime extends NativeRuntime {
 
   override serverUsers(): { perTenant: boolean; detail: string } {
     const own = super.serverUsers();
-    return { perTenant: own.perTenant, detail: `${own.perTenant ? 'a uid of its own per tenant' : own.detail}, in container ${containerName('<id>')}` };
+    return { perTenant: own.perTenant, detail: `${own.perTenant ? 'a uid of its own per tenant' : own.detail}, in container ${containerName(this.homeTag, '<id>')}` };
   }
 
   override describe(): string {
@@ -125,12 +131,12 @@ export class DockerRuntime extends NativeRuntime {
   override async applyLimits(spec: TenantServerSpec): Promise<void> {
     this.specs.set(spec.id, spec);
     await super.applyLimits(spec);
-    const c = await this.docker.inspect(containerName(spec.id));
-    if (c?.State.Running) await this.docker.update(containerName(spec.id), this.resources(spec));
+    const c = await this.docker.inspect(this.nameOf(spec.id));
+    if (c?.State.Running) await this.docker.update(this.nameOf(spec.id), this.liftedResources(spec));
   }
 
   override async resourceUsage(id: string): Promise<ResourceUsage | undefined> {
-    const stats = await this.docker.stats(containerName(id)).catch(() => undefined);
+    const stats = await this.docker.stats(this.nameOf(id)).catch(() => undefined);
     if (!stats?.memory_stats?.usage) return undefined;
     const cache = stats.memory_stats.stats?.inactive_file ?? stats.memory_stats.stats?.cache ?? 0;
     return { memoryBytes: stats.memory_stats.usage - cache, cpuSeconds: (stats.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1e9 };
@@ -138,7 +144,7 @@ export class DockerRuntime extends NativeRuntime {
 
   override async remove(id: string): Promise<void> {
     await super.remove(id);
-    await this.docker.remove(containerName(id));
+    await this.docker.remove(this.nameOf(id));
     this.specs.delete(id);
   }
 
@@ -155,8 +161,48 @@ export class DockerRuntime extends NativeRuntime {
     this.watchEvents();
     const file = await readPostmasterPid(dir);
     if (!file) return undefined;
-    const c = await this.docker.inspect(containerName(id)).catch(() => undefined);
+    const c = await this.docker.inspect(this.nameOf(id)).catch(() => undefined);
     return { ...file, pid: c?.State.Running && this.ours(c) ? c.State.Pid : -1 };
+  }
+
+  private nameOf(id: string): string {
+    return containerName(this.homeTag, id);
+  }
+
+  /**
+   * Containers of this home that an older pgs named by tenant id alone take
+   * their tagged names; a running one keeps running. Another home's keep theirs.
+   */
+  override async moveToHomeNames(): Promise<string[]> {
+    const done: string[] = [];
+    for (const c of await this.docker.list(`${LABEL_HOME}=${this.home}`)) {
+      const id = c.Labels[LABEL_TENANT];
+      if (!id || !c.Names.includes(`/${untaggedContainerName(id)}`)) continue;
+      try {
+        if (await this.takeTaggedName(id)) done.push(`${id}: renamed container ${untaggedContainerName(id)} to ${this.nameOf(id)}`);
+      } catch (err) {
+        done.push(`${id}: container ${untaggedContainerName(id)} not renamed: ${(err as Error).message}`);
+      }
+    }
+    return done;
+  }
+
+  /**
+   * Renames this home's untagged container of `id`, if there is one. A stopped
+   * container already under the tagged name gives way to it; a running one
+   * beside it would be two servers on one folder, which is refused.
+   */
+  private async takeTaggedName(id: string): Promise<boolean> {
+    const old = await this.docker.inspect(untaggedContainerName(id));
+    if (!old || !this.ours(old) || old.Config.Labels?.[LABEL_TENANT] !== id) return false;
+    const name = this.nameOf(id);
+    const current = await this.docker.inspect(name);
+    if (current) {
+      if (current.State.Running && old.State.Running) throw new PgsError('INVALID_STATE', `tenant ${id} has two running containers, ${untaggedContainerName(id)} and ${name}: stop one ("docker stop")`);
+      if (current.State.Running) return false;
+      await this.docker.remove(name);
+    }
+    return this.docker.rename(old.Id, name);
   }
 
   private ours(c: ContainerInspect): boolean {
@@ -171,6 +217,18 @@ export class DockerRuntime extends NativeRuntime {
       NanoCpus: limits.cpus !== undefined ? Math.round(limits.cpus * 1e9) : 0,
       PidsLimit: spec.maxConnections + SUPERUSER_RESERVED_CONNECTIONS + 32,
     };
+  }
+
+  /**
+   * For an update: the engine takes 0 as "unchanged" and refuses -1, so a lifted
+   * limit is one no server reaches (2^53 bytes, every core of the host); the next
+   * start recreates the container without it (its spec hash differs).
+   */
+  private liftedResources(spec: TenantServerSpec): Record<string, number> {
+    const r = this.resources(spec);
+    if (r.Memory === 0) r.Memory = r.MemorySwap = 2 ** 53;
+    if (r.NanoCpus === 0) r.NanoCpus = availableParallelism() * 1e9;
+    return r;
   }
 
   /**
@@ -220,7 +278,9 @@ export class DockerRuntime extends NativeRuntime {
       },
     };
     const key = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
-    const name = containerName(id);
+    // Had the start-time rename failed, a container of the old name might still run this folder.
+    await this.takeTaggedName(id);
+    const name = this.nameOf(id);
     const existing = await this.docker.inspect(name);
     if (existing?.State.Running && !this.ours(existing)) {
       throw new PgsError('INVALID_STATE', `a container named ${name} runs that another pgs home (${existing.Config.Labels?.[LABEL_HOME] ?? 'none'}) made`);

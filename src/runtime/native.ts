@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { fsyncDir, pathExists, tail, writeAtomic } from '../core/files.js';
+import { homeTag } from '../core/paths.js';
 import { AdminClient, AdminQueryError } from './admin-client.js';
 import { Cgroups, type ResourceUsage } from './cgroups.js';
 import type { PgBinaries } from './binaries.js';
@@ -53,6 +54,8 @@ const SPARE_COPY_STALE_MS = 10 * 60_000;
 export interface NativeRuntimeOptions {
   /** Holds `template/`, `tenants/<id>/` (data + socket) and `logs/<id>.log`. */
   dataRoot: string;
+  /** pgs's home: what this runtime names on the host (control groups, containers) carries its tag. */
+  home: string;
   serverUser: ServerUser;
   binaries: PgBinaries;
   /** How long a server may take to accept connections (crash recovery included). Default 60 s. */
@@ -66,6 +69,8 @@ export interface NativeRuntimeOptions {
 export class NativeRuntime implements TenantRuntime {
   readonly kind: string = 'native';
   protected readonly dataRoot: string;
+  /** The home's tag (see core/paths.ts homeTag). */
+  protected readonly homeTag: string;
   private readonly user: ServerUser;
   protected readonly bin: PgBinaries;
   protected readonly startTimeoutMs: number;
@@ -101,6 +106,7 @@ export class NativeRuntime implements TenantRuntime {
 
   constructor(options: NativeRuntimeOptions) {
     this.dataRoot = options.dataRoot;
+    this.homeTag = homeTag(options.home);
     this.user = options.serverUser;
     this.uids = new UidAllocator(options.dataRoot);
     this.bin = options.binaries;
@@ -299,7 +305,7 @@ export class NativeRuntime implements TenantRuntime {
   private cgroupsState: Cgroups | string | undefined;
 
   private get cgroups(): Cgroups | undefined {
-    this.cgroupsState ??= Cgroups.detect();
+    this.cgroupsState ??= Cgroups.detect(this.homeTag);
     return typeof this.cgroupsState === 'string' ? undefined : this.cgroupsState;
   }
 
@@ -358,6 +364,30 @@ export class NativeRuntime implements TenantRuntime {
     if (this.limited.has(spec.id)) this.attachServer(spec.id, pidFile.pid);
     else await this.cgroups?.apply(spec.id, {}).catch(() => undefined); // lifted: no limit for processes already in the group
     this.signal(pidFile.pid, 'SIGHUP'); // work_mem and the rest follow the memory limit
+  }
+
+  /**
+   * Control groups an older pgs made without the home's tag (pgs/<id>): a running
+   * server's processes in one move to its tagged group (with its limits, or none),
+   * then the untagged group goes unless another home's processes are left in it.
+   */
+  async moveToHomeNames(specs: TenantServerSpec[]): Promise<string[]> {
+    const cgroups = this.cgroups;
+    if (!cgroups) return [];
+    const done: string[] = [];
+    for (const spec of specs) {
+      if ((await cgroups.untaggedGroups(spec.id)).length === 0) continue;
+      const pidFile = await this.postmasterOf(spec.id).catch(() => undefined);
+      const pid = pidFile && (await isPostgresProcess(pidFile.pid)) ? pidFile.pid : undefined;
+      const inside = pid !== undefined && (await cgroups.inUntagged(spec.id, pid));
+      if (inside) {
+        await this.limitGroups(spec);
+        if (!this.limited.has(spec.id)) await cgroups.apply(spec.id, {});
+      }
+      const removed = await cgroups.leaveUntagged(spec.id, inside ? pid : undefined);
+      if (inside || removed.length > 0) done.push(`${spec.id}: ${inside ? 'moved its server into its home\'s control group' : 'removed its old control group'}${removed.length === 0 ? ' (the old one stays: another home\'s processes are in it)' : ''}`);
+    }
+    return done;
   }
 
   async resourceUsage(id: string): Promise<ResourceUsage | undefined> {

@@ -210,6 +210,12 @@ export interface TenantRuntime {
   describe(): string;
   /** Writes the server's limits and the settings that follow them; a running server gets them at once. */
   applyLimits(spec: TenantServerSpec): Promise<void>;
+  /**
+   * At the daemon's start: what an older pgs named on the host by tenant id alone (control groups,
+   * containers) takes the names that carry the home's tag; running servers are moved, not restarted.
+   * Returns what it did.
+   */
+  moveToHomeNames?(specs: TenantServerSpec[]): Promise<string[]>;
   /** What the tenant's server uses now, from its control group; undefined without one. */
   resourceUsage(id: string): Promise<ResourceUsage | undefined>;
   /** Spare servers running now (they count against the running budget). */

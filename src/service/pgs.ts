@@ -189,6 +189,7 @@ export class Pgs {
     if (this.runtime?.key !== key) {
       const native = {
         dataRoot: settings.dataRoot,
+        home: this.home,
         serverUser: resolveServerUser(settings.serverUser),
         binaries: installedBinaries(settings.dataRoot, this.env),
       };
@@ -200,7 +201,6 @@ export class Pgs {
             docker: new DockerApi(dockerSocket(this.env)),
             image: settings.image ?? DEFAULT_IMAGE,
             pgBinPath: settings.pgBinPath ?? DEFAULT_PG_BIN_PATH,
-            home: this.home,
           })
           : new NativeRuntime(native),
       };

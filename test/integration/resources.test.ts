@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { homeTag } from '../../src/core/paths.js';
 import { PgsHome, assertMemoryHogFailsAlone, psql } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
@@ -40,7 +41,7 @@ describe('per-tenant memory and CPU limits', { skip: isRoot ? false : 'cgroups n
   it('a limited tenant\'s server and its sessions run in its own control group, with its limits', async () => {
     const pid = await pidOf('hog');
     const memory = await cgroupOf(pid, 'memory');
-    assert.match(memory ?? '', /\/pgs\/hog$/);
+    assert.ok((memory ?? '').endsWith(`/pgs/${homeTag(pgs.home)}/hog`), memory);
     const limitFile = (await fs.readFile(path.join(memory as string, 'memory.max'), 'utf8').catch(() => undefined))
       ?? (await fs.readFile(path.join(memory as string, 'memory.limit_in_bytes'), 'utf8'));
     assert.equal(limitFile.trim(), String(128 * 2 ** 20));

@@ -10,6 +10,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { homeTag } from '../../src/core/paths.js';
+import { containerName } from '../../src/runtime/docker.js';
 import { PgsHome, assertMemoryHogFailsAlone, psql, runCommand, waitFor } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
@@ -88,7 +90,7 @@ for (const runtime of ['native', 'docker'] as const) {
       const before = (await state())?.pid ?? 0;
       assert.ok(before > 1);
       if (runtime === 'docker') {
-        const killed = await runCommand('docker', ['kill', 'pgs-acme'], process.env);
+        const killed = await runCommand('docker', ['kill', containerName(homeTag(pgs.home), 'acme')], process.env);
         assert.equal(killed.code, 0, killed.stderr);
       } else {
         process.kill(before, 'SIGKILL');
@@ -111,7 +113,7 @@ for (const runtime of ['native', 'docker'] as const) {
       assert.equal((await q('SELECT count(*) FROM notes')).stdout, '300');
       if (runtime === 'docker') {
         const ps = await runCommand('docker', ['ps', '-a', '--filter', 'label=pgs.tenant=acme', '--format', '{{.Names}}'], process.env);
-        assert.equal(ps.stdout, 'pgs-acme');
+        assert.equal(ps.stdout, containerName(homeTag(pgs.home), 'acme'));
       }
     });
 
@@ -138,7 +140,7 @@ for (const runtime of ['native', 'docker'] as const) {
       await pgs.ok(['remove', 'acme', '--yes']);
       assert.equal((await pgs.json<Listed[]>(['list'])).length, 0);
       if (runtime === 'docker') {
-        const ps = await runCommand('docker', ['ps', '-a', '--filter', 'name=pgs-acme', '--format', '{{.Names}}'], process.env);
+        const ps = await runCommand('docker', ['ps', '-a', '--filter', `name=${containerName(homeTag(pgs.home), 'acme')}`, '--format', '{{.Names}}'], process.env);
         assert.equal(ps.stdout, '');
       }
     });
@@ -156,6 +158,7 @@ describe('the docker runtime\'s containers: no network, limits, a health check; 
     assert.equal(r.code, 0, r.stderr);
     return r.stdout;
   };
+  const named = (id: string) => containerName(homeTag(pgs.home), id);
 
   before(async () => {
     const built = await runCommand('bash', [path.join(ROOT, 'test/docker/build-image.sh'), IMAGE], process.env);
@@ -172,15 +175,15 @@ describe('the docker runtime\'s containers: no network, limits, a health check; 
   });
 
   it('each tenant\'s container has no network, no capabilities, its tenant\'s uid and its limits; a change applies to the running container', async () => {
-    assert.equal(await inspect('pgs-hog', '{{.HostConfig.NetworkMode}} {{.HostConfig.CapDrop}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}'), `none [ALL] ${128 * 2 ** 20} ${128 * 2 ** 20}`);
-    assert.equal(await inspect('pgs-calm', '{{.HostConfig.Memory}}'), '0');
+    assert.equal(await inspect(named('hog'), '{{.HostConfig.NetworkMode}} {{.HostConfig.CapDrop}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}'), `none [ALL] ${128 * 2 ** 20} ${128 * 2 ** 20}`);
+    assert.equal(await inspect(named('calm'), '{{.HostConfig.Memory}}'), '0');
     const owner = (await fs.stat(path.join(await pgs.dataRoot(), 'tenants', 'hog'))).uid;
-    assert.equal((await inspect('pgs-hog', '{{.Config.User}}')).split(':')[0], String(owner));
+    assert.equal((await inspect(named('hog'), '{{.Config.User}}')).split(':')[0], String(owner));
     assert.notEqual(owner, 0);
-    const pid = Number(await inspect('pgs-calm', '{{.State.Pid}}'));
+    const pid = Number(await inspect(named('calm'), '{{.State.Pid}}'));
     await pgs.ok(['config', 'calm', '--memory', '256M', '--cpus', '0.5']);
-    assert.equal(await inspect('pgs-calm', '{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}'), `${256 * 2 ** 20} 500000000`);
-    assert.equal(Number(await inspect('pgs-calm', '{{.State.Pid}}')), pid, 'changed in place, not restarted');
+    assert.equal(await inspect(named('calm'), '{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}'), `${256 * 2 ** 20} 500000000`);
+    assert.equal(Number(await inspect(named('calm'), '{{.State.Pid}}')), pid, 'changed in place, not restarted');
     const shown = await pgs.json<{ memoryBytes: number; usage?: { memoryBytes: number } }>(['config', 'calm']);
     assert.ok((shown.usage?.memoryBytes ?? 0) > 0, JSON.stringify(shown));
     const status = await pgs.ok(['status']);
@@ -197,7 +200,7 @@ describe('the docker runtime\'s containers: no network, limits, a health check; 
   });
 
   it('the container\'s health check reports a running server healthy', async () => {
-    await waitFor('pgs-calm healthy', async () => (await inspect('pgs-calm', '{{.State.Health.Status}}')) === 'healthy', 60_000);
+    await waitFor('the calm container healthy', async () => (await inspect(named('calm'), '{{.State.Health.Status}}')) === 'healthy', 60_000);
   });
 
   it('back to the native runtime: refused while servers run; then the containers go and the tenants run natively with their data', async () => {

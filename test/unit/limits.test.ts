@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -46,20 +46,33 @@ describe('limit values', () => {
 });
 
 describe('Cgroups.detect', () => {
-  it('says why when no controller is mounted, or a v2 hierarchy lacks one', { skip: process.getuid?.() === 0 ? false : 'as root only (else it says "not root" first)' }, () => {
+  it('says why when no controller is mounted, or a v2 hierarchy lacks one', { skip: process.getuid?.() === 0 ? false : 'as root only (else it says "not root" first)' }, async () => {
     const root = mkdtempSync(path.join(tmpdir(), 'pgs-cgroup-'));
     try {
-      assert.match(String(Cgroups.detect(root)), /no cgroup memory controller is mounted/);
+      assert.match(String(Cgroups.detect('0123456789', root)), /no cgroup memory controller is mounted/);
       writeFileSync(path.join(root, 'cgroup.controllers'), 'cpuset cpu io pids\n');
-      assert.equal(Cgroups.detect(root), 'the cgroup v2 hierarchy lacks the memory controller');
+      assert.equal(Cgroups.detect('0123456789', root), 'the cgroup v2 hierarchy lacks the memory controller');
       rmSync(path.join(root, 'cgroup.controllers'));
       for (const c of ['memory', 'cpu', 'pids', 'cpuacct']) {
         mkdirSync(path.join(root, c));
         writeFileSync(path.join(root, c, 'cgroup.procs'), '');
       }
-      const found = Cgroups.detect(root);
+      const found = Cgroups.detect('0123456789', root);
       assert.ok(typeof found !== 'string', String(found));
       assert.equal(found.version, 1);
+      // Every hierarchy names the tenant's group by the home's tag, then the id.
+      await found.apply('acme', { memoryBytes: 2 ** 30, cpus: 1 });
+      assert.equal(readFileSync(path.join(root, 'memory/pgs/0123456789/acme/memory.limit_in_bytes'), 'utf8'), String(2 ** 30));
+      assert.equal(readFileSync(path.join(root, 'cpu/pgs/0123456789/acme/cpu.cfs_quota_us'), 'utf8'), '100000');
+      assert.deepEqual(found.groupDirs('acme'), ['memory', 'cpu', 'pids', 'cpuacct'].map((c) => path.join(root, c, 'pgs/0123456789/acme')));
+      // The group an older pgs made (pgs/<id>) is found; a home's folder of that name is not a tenant's group.
+      mkdirSync(path.join(root, 'memory/pgs/acme'));
+      mkdirSync(path.join(root, 'memory/pgs/beta/child'), { recursive: true });
+      assert.deepEqual(await found.untaggedGroups('acme'), [path.join(root, 'memory/pgs/acme')]);
+      assert.deepEqual(await found.untaggedGroups('beta'), []);
+      const other = Cgroups.detect('abcdefabcd', root);
+      assert.ok(typeof other !== 'string');
+      assert.notDeepEqual(other.groupDirs('acme'), found.groupDirs('acme'));
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

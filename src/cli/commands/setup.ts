@@ -36,7 +36,7 @@ export const setup: Command = {
     '                      uploads get 413. Default "auto": half of the data root\'s free space above the',
     `                      5 % kept free, measured at each upload, at most ${formatBytes(AUTO_IMPORT_CAP_BYTES)}`,
     '  --runtime R         how tenant servers run: native (default; child processes of the daemon) or',
-    '                      docker (a container each, pgs-<id>, from --image, with no network; the',
+    '                      docker (a container each, pgs-<home tag>-<id>, from --image, with no network; the',
     '                      Docker engine at DOCKER_HOST=unix:///path or /var/run/docker.sock). Change it',
     '                      with pgs stopped: the data folders are the same on both.',
     '                      kubernetes: each tenant is a CloudNativePG Cluster in --namespace, reached',
