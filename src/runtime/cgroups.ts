@@ -146,7 +146,7 @@ export class Cgroups {
   /** Makes the tenant's groups (if missing) and writes its limits; an absent limit is lifted. */
   async apply(id: string, limits: ResourceLimits): Promise<void> {
     const d = this.dirs(id);
-    for (const dir of unique(d)) await fs.mkdir(dir, { recursive: true });
+    for (const dir of unique(d)) await this.makeGroup(dir);
     const quota = limits.cpus === undefined ? undefined : Math.max(1_000, Math.round(limits.cpus * CPU_PERIOD_US));
     if (this.version === 2) {
       await fs.writeFile(path.join(d.memory, 'memory.max'), limits.memoryBytes === undefined ? 'max' : String(limits.memoryBytes));
@@ -192,11 +192,45 @@ export class Cgroups {
     return { memoryBytes: Number(memory), cpuSeconds: Number(cpu) / 1e9 };
   }
 
-  /** Removes the tenant's groups once no process is in them (a stopped or removed tenant). */
+  /**
+   * Makes a tenant's group, and its home's folder above it (`remove` takes that
+   * one away once empty; on v2 it passes the controllers on again). A folder
+   * removed meanwhile by another tenant's `remove` is made again.
+   */
+  private async makeGroup(dir: string): Promise<void> {
+    const home = path.dirname(dir);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await fs.mkdir(home, { recursive: true });
+        if (this.version === 2) await fs.writeFile(path.join(home, 'cgroup.subtree_control'), '+memory +cpu +pids');
+        await fs.mkdir(dir);
+        return;
+      } catch (err) {
+        if (errnoCode(err) === 'EEXIST') return;
+        if (errnoCode(err) !== 'ENOENT' || attempt >= 5) throw err;
+      }
+    }
+  }
+
+  /**
+   * Removes the tenant's groups once no process is in them (a stopped or removed
+   * tenant), then its home's folder if no other tenant's group is left in it.
+   */
   async remove(id: string): Promise<void> {
     for (const dir of unique(this.dirs(id))) {
       if (!(await rmdirWhenEmpty(dir, 20))) throw new Error(`the control group ${dir} still has processes`);
     }
+    await this.removeHomeIfEmpty();
+  }
+
+  /** Removes the home's folder (pgs/<tag>) in each hierarchy where no tenant's group is left in it. */
+  async removeHomeIfEmpty(): Promise<void> {
+    for (const dir of new Set(unique(this.dirs('-')).map((d) => path.dirname(d)))) await rmdirIfEmpty(dir);
+  }
+
+  /** A removed tenant's untagged groups (pgs/<id>, from an older pgs) go too, if no process is left in them. */
+  async removeUntagged(id: string): Promise<void> {
+    for (const dir of await this.untaggedGroups(id)) await rmdirIfEmpty(dir);
   }
 }
 
@@ -236,6 +270,15 @@ async function rmdirWhenEmpty(dir: string, attempts: number): Promise<boolean> {
       }
       await sleep(50);
     }
+  }
+}
+
+/** Removes a group unless processes or groups are in it (EBUSY; ENOTEMPTY off cgroupfs), or it is gone already. */
+async function rmdirIfEmpty(dir: string): Promise<void> {
+  try {
+    await fs.rmdir(dir);
+  } catch (err) {
+    if (!['EBUSY', 'ENOENT', 'ENOTEMPTY'].includes(errnoCode(err) ?? '')) throw err;
   }
 }
 

@@ -387,6 +387,8 @@ export class NativeRuntime implements TenantRuntime {
       const removed = await cgroups.leaveUntagged(spec.id, inside ? pid : undefined);
       if (inside || removed.length > 0) done.push(`${spec.id}: ${inside ? 'moved its server into its home\'s control group' : 'removed its old control group'}${removed.length === 0 ? ' (the old one stays: another home\'s processes are in it)' : ''}`);
     }
+    // detect made the home's folder; it stays only while a tenant's group is in it (apply makes it again).
+    await cgroups.removeHomeIfEmpty().catch(() => undefined);
     return done;
   }
 
@@ -1046,7 +1048,10 @@ export class NativeRuntime implements TenantRuntime {
   async remove(id: string): Promise<void> {
     await this.stop(id, { immediate: true }); // its data is deleted next: no checkpoint worth waiting for
     await fs.rm(this.logFile(id), { force: true });
-    if (typeof this.cgroupsState === 'object') await this.cgroupsState.remove(id).catch(() => undefined);
+    if (typeof this.cgroupsState === 'object') {
+      await this.cgroupsState.remove(id).catch(() => undefined);
+      await this.cgroupsState.removeUntagged(id).catch(() => undefined);
+    }
     this.limited.delete(id);
     try {
       await this.toTrash(this.tenantDir(id), id);

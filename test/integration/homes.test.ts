@@ -125,6 +125,23 @@ describe('native: two homes, one tenant id, each its own control group', { skip:
     await restartDaemon(a, 'acme');
     for (const c of CONTROLLERS) assert.equal(existsSync(path.join('/sys/fs/cgroup', c, 'pgs/acme')), false, `${c}: the empty untagged group is removed`);
   });
+
+  it('a removed tenant\'s groups go: its own, an empty untagged one and its home\'s folder; the other home\'s stay', async () => {
+    const pb = await pidOf(b, 'acme');
+    for (const c of CONTROLLERS) await fs.mkdir(path.join('/sys/fs/cgroup', c, 'pgs/acme'));
+    await a.ok(['remove', 'acme', '--yes']);
+    for (const c of CONTROLLERS) {
+      for (const dir of [`pgs/${homeTag(a.home)}/acme`, `pgs/${homeTag(a.home)}`, 'pgs/acme']) {
+        assert.equal(existsSync(path.join('/sys/fs/cgroup', c, dir)), false, `${c}: ${dir} is removed`);
+      }
+      assert.ok((await groupOf(pb, c)).endsWith(`/pgs/${homeTag(b.home)}/acme`), await groupOf(pb, c));
+    }
+    // A daemon start with no tenant's group leaves no folder of its home either.
+    await a.ok(['stop']);
+    await a.ok(['start']);
+    await a.api('GET', '/v1/status');
+    for (const c of CONTROLLERS) assert.equal(existsSync(path.join('/sys/fs/cgroup', c, `pgs/${homeTag(a.home)}`)), false, `${c}: the home's empty folder is removed at start`);
+  });
 });
 
 describe('docker: two homes, one tenant id, each its own container', { skip: dockerHere && isRoot ? false : `no Docker engine here (${dockerSocket}), or not root` }, () => {

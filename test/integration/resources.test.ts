@@ -107,4 +107,15 @@ describe('per-tenant memory and CPU limits', { skip: isRoot ? false : 'cgroups n
     assert.equal(await cgroupOf(await pidOf('hog'), 'memory'), memory);
     assert.equal((await psql(conn(t.hog as Created), 'SELECT 1', (t.hog as Created).password)).stdout, '1');
   });
+
+  it('a removed tenant\'s control groups go, and its home\'s folder with the last group in it', async () => {
+    const hog = [await cgroupOf(await pidOf('hog'), 'memory'), await cgroupOf(await pidOf('hog'), 'cpu')] as string[];
+    const homes = [...new Set(hog.map((dir) => path.dirname(dir)))];
+    await pgs.ok(['remove', 'hog', '--yes']);
+    for (const dir of hog) await assert.rejects(fs.access(dir), `${dir} is removed with the tenant`);
+    // spin's server stayed in its group when its limit was lifted.
+    for (const dir of homes) await fs.access(dir);
+    await pgs.ok(['remove', 'spin', '--yes']);
+    for (const dir of homes) await assert.rejects(fs.access(dir), `${dir} is removed with its last group`);
+  });
 });
