@@ -2,12 +2,15 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PGS_BIN, PgsHome, ROOT, shell, type Result } from '../helpers/pgs.js';
+import { PgsHome, ROOT, shell, type Result } from '../helpers/pgs.js';
+import { pgsShim, readReadme, readmeBlocks } from '../helpers/readme.js';
 
 /**
  * The README's examples, run as written against a real daemon: the curl
  * calls, the psql lines and the node-postgres snippet. Only the example host
  * name, port, API address and certificate path are replaced by this run's.
+ * The "Disaster recovery" block needs an S3 server and a lost host: it is run
+ * by test/integration/disaster.test.ts, with the same block finder.
  */
 interface Created { hostname: string }
 
@@ -24,18 +27,13 @@ describe('the README\'s examples work as written', () => {
     return shell(text, { ...pgs.env, PATH: `${shims}:${process.env.PATH ?? ''}`, ...env });
   };
 
-  /** The fenced blocks of a kind under a heading. */
-  const blocks = (heading: string, lang: string): string[] => {
-    const section = readme.slice(readme.indexOf(heading), readme.indexOf('\n## ', readme.indexOf(heading) + heading.length));
-    return [...section.matchAll(new RegExp(`\`\`\`${lang}\\n([\\s\\S]*?)\`\`\``, 'g'))].map((m) => m[1] ?? '');
-  };
+  const blocks = (heading: string, lang: string): string[] => readmeBlocks(readme, heading, lang);
 
   before(async () => {
-    readme = await fs.readFile(path.join(ROOT, 'README.md'), 'utf8');
+    readme = await readReadme();
     pgs = await PgsHome.make();
     port = await pgs.setup();
-    shims = await fs.mkdtemp(path.join(pgs.home, 'bin-'));
-    await fs.writeFile(path.join(shims, 'pgs'), `#!/bin/sh\nexec "${process.execPath}" "${PGS_BIN}" "$@"\n`, { mode: 0o755 });
+    shims = await pgsShim(pgs.home);
     await pgs.ok(['start']);
     const status = JSON.parse(await pgs.ok(['status', '--json'])) as { api: string; certificate: string };
     substitutions = [
