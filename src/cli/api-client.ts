@@ -227,7 +227,7 @@ export async function stopDaemon(home: string, { keepTenants = false, ship = tru
 
 /** What the daemon wrote as it stopped: files it could not copy to the bucket are an error naming them. */
 async function reportLastStop(home: string, since: number): Promise<void> {
-  let report: { at?: string; left?: string[]; error?: string; skipped?: boolean };
+  let report: { at?: string; left?: string[]; error?: string; skipped?: boolean; writtenElsewhere?: Record<string, string> };
   try {
     report = JSON.parse(await fs.readFile(daemonPaths(home).lastStop, 'utf8')) as typeof report;
   } catch {
@@ -235,5 +235,12 @@ async function reportLastStop(home: string, since: number): Promise<void> {
   }
   if (!report.at || Date.parse(report.at) < since - 1_000 || !report.left || report.left.length === 0) return;
   const shown = report.left.slice(0, 5).join(', ');
-  throw new PgsError('BACKUP_FAILED', `the daemon stopped, but ${report.left.length} file${report.left.length === 1 ? ' is' : 's are'} only on this host, not in the backup bucket${report.error ? ` (${report.error})` : ''}: ${shown}${report.left.length > 5 ? ', ...' : ''}; the next "pgs start" copies them`);
+  const elsewhere = Object.entries(report.writtenElsewhere ?? {});
+  const ownLeft = report.left.filter((file) => !Object.hasOwn(report.writtenElsewhere ?? {}, file.slice(0, file.indexOf('/')))).length;
+  const after = [
+    ...(ownLeft > 0 ? [`the next "pgs start" copies ${ownLeft === report.left.length ? 'them' : `the ${ownLeft} of this host's tenants`}`] : []),
+    ...(elsewhere.length > 0 ? [`${elsewhere.map(([id, host]) => `${id}'s archive is now written by host ${host}`).join(', ')}: this host never copies ${elsewhere.length === 1 ? 'its' : 'their'} files`] : []),
+  ];
+  const files = `${report.left.length} file${report.left.length === 1 ? ' is' : 's are'}`;
+  throw new PgsError('BACKUP_FAILED', `the daemon stopped, but ${files} only on this host, not in the backup bucket${report.error ? ` (${report.error})` : ''}: ${shown}${report.left.length > 5 ? ', ...' : ''}; ${after.join('; ')}`);
 }

@@ -241,11 +241,18 @@ export class BackupPlane {
    * is archived here): copies everything not in the bucket yet, retrying until
    * `deadlineMs`. Returns what is still only on this host (empty: nothing).
    */
-  async shipBeforeStop(deadlineMs: number, progress?: (left: Pending, error?: string) => void): Promise<{ left: string[]; error?: string }> {
+  async shipBeforeStop(deadlineMs: number, progress?: (left: Pending, error?: string) => void): Promise<{ left: string[]; error?: string; writtenElsewhere?: Record<string, string> }> {
     if (this.targetError !== undefined) return { left: ['(every file: the backup target cannot be used)'], error: this.targetError };
     if (!this.shipper) return { left: [] };
     const left = await this.shipper.drain(deadlineMs, progress);
-    return { left, ...(this.shipper.failing ? { error: this.shipper.failing.error } : {}) };
+    // Tenants whose archive another host now writes: their files here are never copied (a start will not either).
+    const elsewhere: Record<string, string> = {};
+    for (const file of left) {
+      const id = file.slice(0, file.indexOf('/'));
+      const other = this.shipper.claimedElsewhere(id);
+      if (other) elsewhere[id] = other.host;
+    }
+    return { left, ...(this.shipper.failing ? { error: this.shipper.failing.error } : {}), ...(Object.keys(elsewhere).length > 0 ? { writtenElsewhere: elsewhere } : {}) };
   }
 
   /** Stops taking backups (a sweep in progress ends first); the copier keeps going until `stopShipping`. */
@@ -646,9 +653,11 @@ export class BackupPlane {
    * Nothing remains if any step fails.
    */
   private async makeTenant(newId: string, from: Tenant, reason: string, origin: { tenant: string; backup: string; target: string }, build: (spec: TenantServerSpec) => Promise<string[]>): Promise<MadeTenant> {
+    // Its settings come along: how clients share it, its limits, its backups. Access too when it comes back
+    // under its own id (a disabled tenant stays disabled); a copy under a new id starts enabled.
     const entry: Omit<Tenant, 'suffix' | 'createdAt'> = {
       id: newId,
-      access: 'enabled',
+      access: from.id === newId ? from.access : 'enabled',
       wanted: 'running',
       maxConnections: from.maxConnections,
       generation: newStamp(),
@@ -656,6 +665,12 @@ export class BackupPlane {
       ...(from.rpoSeconds !== undefined ? { rpoSeconds: from.rpoSeconds } : {}),
       ...(from.backupSchedule !== undefined ? { backupSchedule: from.backupSchedule } : {}),
       ...(from.backupRetain !== undefined ? { backupRetain: from.backupRetain } : {}),
+      ...(from.pool !== undefined ? { pool: from.pool } : {}),
+      ...(from.poolSize !== undefined ? { poolSize: from.poolSize } : {}),
+      ...(from.maxClientConnections !== undefined ? { maxClientConnections: from.maxClientConnections } : {}),
+      ...(from.memoryBytes !== undefined ? { memoryBytes: from.memoryBytes } : {}),
+      ...(from.cpus !== undefined ? { cpus: from.cpus } : {}),
+      ...(from.diskBytes !== undefined ? { diskBytes: from.diskBytes } : {}),
     };
     const spec = tenantServerSpec(this.dataRoot, { ...entry, suffix: 'aaaaaa', createdAt: new Date().toISOString() });
     try {

@@ -326,7 +326,7 @@ export class Daemon implements ControlPlane {
   /** While a stop copies to the bucket: what is left, for GET /v1/status (pgs stop shows it). */
   private stopProgress: { phase: string; pendingFiles: number; pendingBytes: number; error?: string } | undefined;
 
-  private async shipBeforeStop(): Promise<{ shipped: boolean; left: string[]; error?: string }> {
+  private async shipBeforeStop(): Promise<{ shipped: boolean; left: string[]; error?: string; writtenElsewhere?: Record<string, string> }> {
     if (this.catalog.settings.backupTarget === undefined) return { shipped: false, left: [] };
     const deadline = Date.now() + this.shipTimeoutMs;
     this.stopProgress = { phase: 'copying to the bucket', pendingFiles: 0, pendingBytes: 0 };

@@ -145,7 +145,8 @@ export class Shipper {
   private async readOwner(id: string): Promise<{ host: string; at: string } | undefined> {
     try {
       const parsed = JSON.parse(await this.client.getText(this.client.key(`${id}/${OWNER_OBJECT}`))) as { host?: unknown; at?: unknown };
-      return typeof parsed.host === 'string' && typeof parsed.at === 'string' ? { host: parsed.host, at: parsed.at } : undefined;
+      // From the bucket: only a host id and a time as pgs writes them count; anything else is taken over by the next claim.
+      return typeof parsed.host === 'string' && /^[0-9a-f]{16}$/.test(parsed.host) && typeof parsed.at === 'string' && !Number.isNaN(Date.parse(parsed.at)) ? { host: parsed.host, at: parsed.at.slice(0, 40) } : undefined;
     } catch (err) {
       if (err instanceof S3Error && (err.status === 404 || err.s3Code === 'NoSuchKey')) return undefined;
       if (err instanceof SyntaxError) return undefined; // not an owner object pgs wrote: taken over by the next claim
@@ -281,9 +282,23 @@ export class Shipper {
 
   /** Deletes from the bucket what retention deleted here (paths relative to the backups tree; a folder: everything under it). */
   async forget(relatives: string[]): Promise<void> {
+    const owners = new Map<string, { host: string } | undefined>();
     for (const relative of relatives) {
       const [tenant, generation, ...rest] = relative.split('/');
       if (!tenant) continue;
+      // Only the host that writes a tenant's archive deletes in it: another host may have restored the
+      // tenant from the bucket and write there now (asked afresh, not from the claim's cache).
+      if (!owners.has(tenant)) owners.set(tenant, await this.readOwner(tenant));
+      const owner = owners.get(tenant);
+      if (owner && owner.host !== this.deps.hostId) {
+        this.deps.log.warn('left in the bucket: another host writes this tenant\'s archive there now', { tenant, host: owner.host, kept: relative });
+        if (!generation) { // this host forgets the tenant; the bucket keeps it
+          for (const key of [...this.ledgers.keys()]) if (key.startsWith(`${tenant}/`)) this.ledgers.delete(key);
+          this.pendingByTenant.delete(tenant);
+          await fs.rm(path.join(this.ledgerRoot, tenant), { recursive: true, force: true });
+        }
+        continue;
+      }
       if (!generation) { // a whole tenant
         for (const o of await this.client.list(this.client.key(`${tenant}/`))) await this.client.delete(o.key);
         for (const key of [...this.ledgers.keys()]) if (key.startsWith(`${tenant}/`)) this.ledgers.delete(key);

@@ -134,6 +134,8 @@ describe('disaster recovery from the bucket', () => {
     dr1 = await first.json<Created>(['create', 'dr1']);
     assert.match(dr1.hostname, new RegExp(`^dr1-[a-z0-9]{6}\\.${DOMAIN.replaceAll('.', '\\.')}$`));
     await sql(first, 'dr1', dr1.password, 'CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000)');
+    // Settings a restore brings back with the data.
+    await first.ok(['config', 'dr1', '--pool', 'transaction', '--pool-size', '4', '--max-client-conn', '77', '--max-connections', '30']);
     // A restore starts from a base backup (a new tenant's first comes after five minutes).
     await first.ok(['backup', 'dr1']);
     // These rows are in no backup: only in the WAL, which the stop must get to the bucket.
@@ -185,6 +187,9 @@ describe('disaster recovery from the bucket', () => {
     const conn = `${(await second.ok(['url', 'dr1', '--format', 'psql'])).trim()} sslmode=verify-full sslrootcert=${path.join(kept, 'server.crt')}`;
     const rows = await psql(conn, 'SELECT count(*), max(n) FROM t', dr1.password);
     assert.equal(rows.stdout, '1100|1100', `${conn}: ${rows.stderr}`);
+    const settings = await second.json<{ pool: string; poolSize: number; maxConnections: number }>(['config', 'dr1']);
+    assert.deepEqual({ pool: settings.pool, poolSize: settings.poolSize, maxConnections: settings.maxConnections }, { pool: 'transaction', poolSize: 4, maxConnections: 30 });
+    assert.equal((await second.json<{ maxClientConnections: number }>(['config', 'dr1'])).maxClientConnections, 77);
     // The bucket's owner object names the new host.
     const owner = JSON.parse(await bucket.getText(bucket.key('dr1/pgs-owner.json'))) as { host: string };
     assert.equal(owner.host, await hostId(second));
@@ -329,12 +334,14 @@ describe('disaster recovery from the bucket', () => {
     await waitFor(`${newest} archived on the first host`, async () => (await localSegments(one, 'dup', oldGeneration)).includes(newest), 30_000);
     assert.ok(!(await remoteKeys(`dup/${oldGeneration}/wal/`)).has(`dup/${oldGeneration}/wal/${newest}`), `${newest} of the first host is not in the bucket`);
 
-    // Its stop does not wait for them (the default wait is 2 min): it names them as left on this host
-    // (the message still ends "the next pgs start copies them", which no start of this host does).
+    // Its stop does not wait for them (the default wait is 2 min): it names them as left on this host,
+    // and says that no start of this host copies them.
     const { value: stopped, ms } = await timed(() => one.run(['stop']));
     assert.ok(ms < 30_000, `the stop took ${ms} ms`);
     assert.equal(stopped.code, 1, stopped.stderr);
     assert.match(stopped.stderr, /^pgs stop: the daemon stopped, but \d+ files? (?:is|are) only on this host, not in the backup bucket: dup\//m);
+    assert.match(stopped.stderr, new RegExp(`; dup's archive is now written by host ${twoHost}: this host never copies its files$`, 'm'));
+    assert.doesNotMatch(stopped.stderr, /next "pgs start" copies/);
     const report = await lastStop(one);
     assert.ok(report.left.length > 0);
     for (const file of report.left) assert.match(file, new RegExp(`^dup/${oldGeneration}/`), report.left.join('\n'));
@@ -342,5 +349,14 @@ describe('disaster recovery from the bucket', () => {
     assert.equal(report.error, undefined, 'nothing failed: the files are another host\'s to write');
     assert.ok(!(await remoteKeys(`dup/${oldGeneration}/wal/`)).has(`dup/${oldGeneration}/wal/${newest}`));
     assert.equal((JSON.parse(await bucket.getText(bucket.key('dup/pgs-owner.json'))) as { host: string }).host, twoHost);
+
+    // The first host gives dup up and deletes its backups: what the other host writes stays in the bucket.
+    await one.ok(['start']);
+    await one.ok(['remove', 'dup', '--yes']);
+    await one.ok(['backups', 'dup', '--delete', '--yes']);
+    const keptKeys = await remoteKeys('dup/');
+    assert.ok(keptKeys.has('dup/pgs-owner.json'), [...keptKeys].join('\n'));
+    assert.ok([...keptKeys].some((k) => k.startsWith(`dup/${newGeneration}/base/`) && k.endsWith('/pgs-backup.json')), [...keptKeys].join('\n'));
+    assert.equal(await sql(two, 'dup', dup.password, 'SELECT count(*) FROM t'), '50');
   });
 });
