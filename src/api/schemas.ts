@@ -339,6 +339,13 @@ export const DoctorReport = Type.Object({
       folder: MetaValue,
     })),
   })),
+  /** What pgs's own work left beside the tenants' folders (a restore's working folders, the trash, journals): reported with what removes it, never touched by a fix. */
+  leftovers: Type.Array(Type.Object({
+    path: Type.String(),
+    kind: Type.Union([Type.Literal('partial-copy'), Type.Literal('restore-staging'), Type.Literal('pre-restore'), Type.Literal('trash'), Type.Literal('restore-journal'), Type.Literal('borrowed-wal')]),
+    bytes: Type.Integer(),
+    note: Type.String(),
+  })),
 });
 export const DoctorFix = Type.Object({
   adopted: Type.Array(Type.Object({ id: Type.String(), hostname: Type.String(), newHostname: Type.Boolean() })),

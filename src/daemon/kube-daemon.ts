@@ -628,7 +628,7 @@ export class KubeDaemon implements ControlPlane {
   }
 
   async doctor(): Promise<Static<typeof S.DoctorReport>> {
-    return { orphans: [], unfinished: [], missingData: this.tenants.list().filter((v) => v.problem !== undefined).map((v) => v.id), disagreements: [] };
+    return { orphans: [], unfinished: [], missingData: this.tenants.list().filter((v) => v.problem !== undefined).map((v) => v.id), disagreements: [], leftovers: [] };
   }
 
   async doctorFix(): Promise<S.DoctorFixJson> {

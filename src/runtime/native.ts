@@ -12,7 +12,7 @@ import { Cgroups, type ResourceUsage } from './cgroups.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid, type PostmasterPid } from './postmaster.js';
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
-import type { ArchiverStatus, BackupResult, HealthCheckOptions, LocalEndpoint, LoginRole, MaterializedFolder, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
+import type { ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
   ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER,
   TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
@@ -481,16 +481,43 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   /** Also deletes the partial copies (`.tmp-*`) of creates that died while copying. */
-  async dataFolders(): Promise<{ id: string; unfinished: boolean }[]> {
+  async dataFolders(options: { tidy?: boolean } = {}): Promise<{ id: string; unfinished: boolean }[]> {
     let names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
-    for (const name of names.filter((n) => n.startsWith('.tmp-') || n.startsWith(RESTORE_PREFIX))) await this.removeTree(path.join(this.dataRoot, 'tenants', name));
-    // An in-place restore that died between its two renames: the tenant's old folder goes back.
-    for (const name of names.filter((n) => n.startsWith('.prerestore-'))) {
-      const id = name.slice('.prerestore-'.length);
-      if (!(await pathExists(this.tenantDir(id)))) await fs.rename(path.join(this.dataRoot, 'tenants', name), this.tenantDir(id));
+    if (options.tidy !== false) {
+      for (const name of names.filter((n) => n.startsWith('.tmp-') || n.startsWith(RESTORE_PREFIX))) await this.removeTree(path.join(this.dataRoot, 'tenants', name));
+      // An in-place restore that died between its two renames: the tenant's old folder goes back.
+      for (const name of names.filter((n) => n.startsWith('.prerestore-'))) {
+        const id = name.slice('.prerestore-'.length);
+        if (!(await pathExists(this.tenantDir(id)))) await fs.rename(path.join(this.dataRoot, 'tenants', name), this.tenantDir(id));
+      }
+      names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
     }
-    names = await fs.readdir(path.join(this.dataRoot, 'tenants')).catch(() => [] as string[]);
     return Promise.all(names.filter((n) => !n.startsWith('.')).map(async (id) => ({ id, unfinished: await pathExists(path.join(this.tenantDir(id), TEMPLATE_MARKER)) })));
+  }
+
+  async leftovers(): Promise<Leftover[]> {
+    const out: Leftover[] = [];
+    const add = async (file: string, kind: Leftover['kind'], note: string) => out.push({ path: file, kind, bytes: await treeBytes(file), note });
+    const tenants = path.join(this.dataRoot, 'tenants');
+    for (const name of (await fs.readdir(tenants).catch(() => [] as string[])).sort()) {
+      const file = path.join(tenants, name);
+      if (name.startsWith('.tmp-')) await add(file, 'partial-copy', 'a create, branch or clone that did not finish copying: the daemon deletes it at its next start');
+      else if (name.startsWith(RESTORE_PREFIX)) await add(file, 'restore-staging', `an in-place restore's new folder for ${name.slice(RESTORE_PREFIX.length)}: it becomes the tenant's when the restore commits; one a dead daemon left is finished or undone by the next start`);
+      else if (name.startsWith('.prerestore-')) await add(file, 'pre-restore', `${name.slice('.prerestore-'.length)}'s folder from before an in-place restore: deleted once the restore commits, put back by the next start if it did not`);
+    }
+    const trash = path.join(this.dataRoot, 'trash');
+    for (const name of (await fs.readdir(trash).catch(() => [] as string[])).sort()) await add(path.join(trash, name), 'trash', 'deleted (a removed tenant, a restore\'s old folder): the daemon empties the trash in the background and at its start');
+    const journals = path.join(this.dataRoot, 'restores');
+    for (const name of (await fs.readdir(journals).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).sort()) {
+      await add(path.join(journals, name), 'restore-journal', `the journal of an in-place restore of ${name.slice(0, -'.json'.length)}: removed when it ends; the next daemon start finishes or undoes one a dead daemon left`);
+    }
+    const backups = path.join(this.dataRoot, 'backups');
+    for (const id of (await fs.readdir(backups).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort()) {
+      for (const name of (await fs.readdir(path.join(backups, id)).catch(() => [] as string[])).filter((n) => n.startsWith('.pgwal-')).sort()) {
+        await add(path.join(backups, id, name), 'borrowed-wal', `WAL a restore of ${id} borrowed from its server: removed when the restore ends, or at the next daemon start`);
+      }
+    }
+    return out;
   }
 
   async start(spec: TenantServerSpec): Promise<void> {
@@ -1688,3 +1715,20 @@ export async function trimWal(walDir: string, current: string): Promise<void> {
   }
 }
 
+/** Bytes of a file or of everything under a folder (links not followed); stops counting past 100,000 entries. */
+async function treeBytes(file: string): Promise<number> {
+  let total = 0;
+  let seen = 0;
+  const walk = async (at: string): Promise<void> => {
+    if (++seen > 100_000) return;
+    const stat = await fs.lstat(at).catch(() => undefined);
+    if (!stat) return;
+    if (!stat.isDirectory()) {
+      total += stat.size;
+      return;
+    }
+    for (const name of await fs.readdir(at).catch(() => [] as string[])) await walk(path.join(at, name));
+  };
+  await walk(file);
+  return total;
+}

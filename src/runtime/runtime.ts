@@ -109,8 +109,14 @@ export interface TenantRuntime {
   finishCreate(id: string): Promise<void>;
   /** Whether a tenant folder exists for this id, and whether it is an unfinished create. */
   folderState(id: string): Promise<'none' | 'unfinished' | 'finished'>;
-  /** Every tenant folder on disk; `unfinished`: made by a create that never reached finishCreate. */
-  dataFolders(): Promise<{ id: string; unfinished: boolean }[]>;
+  /**
+   * Every tenant folder on disk; `unfinished`: made by a create that never reached finishCreate.
+   * With `tidy` (the default; a daemon's start), partial copies go and a swap a dead restore left
+   * half done is put back first; without it (pgs doctor) nothing is touched.
+   */
+  dataFolders(options?: { tidy?: boolean }): Promise<{ id: string; unfinished: boolean }[]>;
+  /** What pgs's own work left on disk beside the tenants' folders (see Leftover); nothing is changed. */
+  leftovers(): Promise<Leftover[]>;
   start(spec: TenantServerSpec): Promise<void>;
   /**
    * Fast shutdown: clients are disconnected, everything committed is kept.
@@ -228,4 +234,17 @@ export interface TenantRuntime {
   beforeStop: ((id: string) => Promise<void>) | undefined;
   /** Renames the tenant database `from` to `id` (a restored copy of another tenant). */
   renameDatabase(id: string, from: string): Promise<void>;
+}
+
+/**
+ * A file or folder pgs's own work leaves for a while (a restore's working
+ * folders, a create's partial copy, deleted folders waiting in the trash, a
+ * restore's journal): what it is, how large, and what removes it.
+ */
+export interface Leftover {
+  path: string;
+  kind: 'partial-copy' | 'restore-staging' | 'pre-restore' | 'trash' | 'restore-journal' | 'borrowed-wal';
+  bytes: number;
+  /** What becomes of it: who removes or settles it, and when. */
+  note: string;
 }

@@ -15,7 +15,7 @@ import { installDistribution, installedBinaries } from '../runtime/distribution.
 import { DockerApi, dockerSocket } from '../runtime/docker-api.js';
 import { DEFAULT_IMAGE, DEFAULT_PG_BIN_PATH, DockerRuntime } from '../runtime/docker.js';
 import { NativeRuntime } from '../runtime/native.js';
-import type { ServerState, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
+import type { Leftover, ServerState, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 import { newStamp, tenantServerSpec, writeGenerationMeta } from '../backup/layout.js';
 import { parseS3Url, probeTarget, s3ClientFor } from '../backup/s3.js';
 import { generatePassword, scramVerifier } from '../auth/scram.js';
@@ -527,7 +527,8 @@ export class Pgs {
   async doctor(read?: Catalog): Promise<DoctorReport> {
     const catalog = read ?? (await this.store.read());
     const runtime = this.runtimeFor(catalog.settings);
-    const folders = await runtime.dataFolders();
+    // Looks only: a restore may be running, whose working folders are not this call's to tidy.
+    const folders = await runtime.dataFolders({ tidy: false });
     const onDisk = new Set(folders.map((f) => f.id));
     const known = new Set(catalog.tenants.map((t) => t.id));
     const orphans: DoctorReport['orphans'] = [];
@@ -554,6 +555,7 @@ export class Pgs {
       unfinished: folders.filter((f) => f.unfinished && !known.has(f.id)).map((f) => f.id),
       missingData: catalog.tenants.filter((t) => !onDisk.has(t.id)).map((t) => t.id),
       disagreements,
+      leftovers: await runtime.leftovers(),
     };
   }
 
@@ -600,7 +602,7 @@ export class Pgs {
       if (!current) throw notSetUp(this.home);
       const runtime = this.runtimeFor(current.settings);
       const settled: SettledMeta[] = [];
-      const onDisk = new Set((await runtime.dataFolders()).map((f) => f.id));
+      const onDisk = new Set((await runtime.dataFolders({ tidy: false })).map((f) => f.id));
       const tenants: Tenant[] = [];
       for (const tenant of current.tenants) {
         const folder = onDisk.has(tenant.id) ? tenantFromMeta(tenant.id, await runtime.readMeta(tenant.id)) : undefined;
@@ -682,6 +684,8 @@ export interface DoctorReport {
   missingData: string[];
   /** Catalog entries whose folder's metadata file says otherwise (or is missing), with which is newer. */
   disagreements: MetaDisagreement[];
+  /** What pgs's own work left beside the tenants' folders, with what removes it (doctor --fix does not). */
+  leftovers: Leftover[];
 }
 
 /** What settleMeta did for one tenant: `updated` is the side rewritten to match the newer one. */

@@ -214,3 +214,39 @@ describe('pgs doctor: each tenant folder\'s metadata against the catalog', () =>
     }
   });
 });
+
+describe('pgs doctor: leftovers of pgs\'s own work', () => {
+  let pgs: PgsHome;
+  before(async () => {
+    pgs = await PgsHome.make();
+    await pgs.setup();
+    await pgs.ok(['create', 'lo']);
+  });
+  after(async () => {
+    await pgs.destroy();
+  });
+
+  it('leftovers of pgs\'s own work are listed with what removes them, untouched; the next start removes them', async () => {
+    const dataRoot = await pgs.dataRoot();
+    const partial = path.join(dataRoot, 'tenants', '.tmp-lo-0000');
+    await fs.mkdir(partial);
+    await fs.writeFile(path.join(partial, 'PG_VERSION'), '18\n');
+    const borrowed = path.join(dataRoot, 'backups', 'lo', '.pgwal-20260101-000000-abcd');
+    await fs.mkdir(borrowed, { recursive: true });
+    await fs.writeFile(path.join(borrowed, '000000010000000000000001'), Buffer.alloc(1000));
+    const result = await pgs.run(['doctor']);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(result.stdout, new RegExp(`^leftover ${partial.replaceAll('.', '\\.')} \\(3 B\\): a create, branch or clone that did not finish copying: the daemon deletes it at its next start$`, 'm'));
+    assert.match(result.stdout, /^leftover \S+\.pgwal-20260101-000000-abcd \(1000 B\): WAL a restore of lo borrowed/m);
+    const report = JSON.parse((await pgs.run(['doctor', '--json'])).stdout) as { leftovers: { kind: string; bytes: number }[] };
+    assert.deepEqual(report.leftovers.map((l) => [l.kind, l.bytes]), [['partial-copy', 3], ['borrowed-wal', 1000]]);
+    // Doctor only looked, and --fix does not touch them either.
+    await pgs.ok(['doctor', '--fix']);
+    assert.ok(await fs.stat(partial).then(() => true, () => false));
+    await pgs.ok(['stop']);
+    await pgs.ok(['start']);
+    assert.match(await pgs.ok(['doctor']), /All data folders and catalog entries match/);
+    assert.equal(await fs.stat(partial).catch(() => undefined), undefined);
+    assert.equal(await fs.stat(borrowed).catch(() => undefined), undefined);
+  });
+});

@@ -1,5 +1,6 @@
 import type { DoctorFixJson } from '../../api/schemas.js';
 import { announceDaemon, printJson, type Command } from '../command.js';
+import { formatBytes } from '../../core/size.js';
 
 type Report = DoctorFixJson['report'];
 
@@ -64,6 +65,7 @@ function printReport(report: Report, hint: boolean): void {
     const newer = d.newer === 'same' ? `as many changes on both (${d.catalogRev}): the catalog's is taken` : `the ${d.newer}'s is newer (${d.newer === 'folder' ? d.folderRev : d.catalogRev} changes against ${d.newer === 'folder' ? d.catalogRev : d.folderRev})`;
     for (const f of d.fields) console.log(`disagreement ${d.id} ${f.field}: catalog ${show(f.catalog)}, folder ${show(f.folder)}; ${newer}`);
   }
+  for (const l of report.leftovers) console.log(`leftover ${l.path} (${formatBytes(l.bytes)}): ${l.note}`);
   if (problemCount(report) === 0) console.log('All data folders and catalog entries match');
   else if (hint && report.orphans.length + report.unfinished.length + report.disagreements.length > 0) {
     console.log('"pgs doctor --fix" adopts the orphans, removes unfinished creates and takes the newer side of each disagreement');
@@ -71,7 +73,7 @@ function printReport(report: Report, hint: boolean): void {
 }
 
 function problemCount(report: Report): number {
-  return report.orphans.length + report.unfinished.length + report.missingData.length + report.disagreements.length;
+  return report.orphans.length + report.unfinished.length + report.missingData.length + report.disagreements.length + report.leftovers.filter((l) => l.kind !== 'trash').length; // the trash empties itself
 }
 
 function show(value: string | number | null): string {
