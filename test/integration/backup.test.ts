@@ -114,7 +114,7 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     await pgs.ok(['backup', 'shop-copy']);
     await sql(pgs, 'shop-copy', shop.password, 'INSERT INTO ledger VALUES (42)');
     const hostname = (await pgs.json<TenantJson[]>(['list'])).find((t) => t.id === 'shop-copy')?.hostname;
-    assert.match(await pgs.ok(['remove', 'shop-copy', '--yes']), /^Removed tenant shop-copy; its backups stay \("pgs restore shop-copy" brings it back/m);
+    assert.match(await pgs.ok(['remove', 'shop-copy', '--yes']), /^Removed tenant shop-copy; its (backup|\d+ backups) and its WAL archive stay \("pgs restore shop-copy" brings it back/m);
     const restored = await pgs.json<TenantJson>(['restore', 'shop-copy']);
     assert.equal(restored.hostname, hostname, 'back under its id, it keeps its host name');
     assert.equal(await sql(pgs, 'shop-copy', shop.password, 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ledger'), '1,2,42');

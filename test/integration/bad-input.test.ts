@@ -29,6 +29,9 @@ describe('bad input: one clear error line, and nothing changes', () => {
       const result = await pgs.run(args);
       assertOneLineError(result, /is not set up in .*: run "pgs setup" first/);
     }
+    const status = await pgs.run(['status']);
+    assert.equal(status.code, 3);
+    assert.match(status.stdout, /^No daemon runs, and pgs is not set up in \S+: "pgs setup" sets it up, then "pgs start" starts it$/m);
     await assert.rejects(fs.access(path.join(pgs.home, 'catalog.json')));
   });
 
@@ -86,7 +89,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
     assertOneLineError(await pgs.run(['frobnicate']), /unknown command "frobnicate"/, 2);
     assertOneLineError(await pgs.run(['create']), /missing argument; usage: pgs create <id>/, 2);
     assertOneLineError(await pgs.run(['create', 'a', 'b']), /unexpected argument "b"/, 2);
-    assertOneLineError(await pgs.run(['list', '--bogus']), /Unknown option '--bogus'/, 2);
+    assertOneLineError(await pgs.run(['list', '--bogus']), /^pgs list: unknown option --bogus; usage: pgs list/, 2);
     assert.equal(await pgs.catalogText(), catalogBefore);
   });
 

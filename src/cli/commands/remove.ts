@@ -24,7 +24,10 @@ export const remove: Command = {
     // Without a backup its archive went with it, and neither hint below would work.
     const kept = await ctx.api.request<BackupListJson>('GET', tenantPath(tenant, '/backups'), { timeoutMs: 30_000 }).then((r) => r.body.backups.length, (err: unknown) => (isPgsError(err, 'TENANT_NOT_FOUND') ? 0 : undefined));
     if (kept === 0) console.log(`Removed tenant ${tenant}; it had no backup, so nothing of it is kept`);
-    else console.log(`Removed tenant ${tenant}; its backups${kept === undefined ? ', if it has any,' : ''} stay ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
+    else {
+      const what = kept === undefined ? 'its backups, if it has any, and its WAL archive stay' : `its ${kept === 1 ? 'backup' : `${kept} backups`} and its WAL archive stay`;
+      console.log(`Removed tenant ${tenant}; ${what} ("pgs restore ${tenant}" brings it back, "pgs backups ${tenant} --delete" deletes them)`);
+    }
     return 0;
   },
 };

@@ -19,14 +19,14 @@ export const status: Command = {
   options: { json: { type: 'boolean' } },
   positionals: [0, 0],
   async run(ctx, _args, values) {
-    await ctx.pgs().store.readIfExists(); // a broken catalog is reported; no setup yet is "no daemon"
+    const catalog = await ctx.pgs().store.readIfExists(); // a broken catalog is reported; no setup yet is "no daemon"
     const current = await ctx.api.getIfRunning<StatusJson>('/v1/status');
     if (values.json) {
       printJson(current ?? null);
       return current ? 0 : EXIT_NO_DAEMON;
     }
     if (!current) {
-      console.log('No daemon runs: "pgs start" starts it');
+      console.log(catalog ? 'No daemon runs: "pgs start" starts it' : `No daemon runs, and pgs is not set up in ${ctx.home}: "pgs setup" sets it up, then "pgs start" starts it`);
       return EXIT_NO_DAEMON;
     }
     const byState = new Map<string, number>();
