@@ -35,6 +35,8 @@ describe('the README\'s examples work as written', () => {
     port = await pgs.setup();
     shims = await pgsShim(pgs.home);
     await pgs.ok(['start']);
+    // What the README's earlier steps made: acme, which its later examples connect to.
+    await pgs.ok(['create', 'acme']);
     const status = JSON.parse(await pgs.ok(['status', '--json'])) as { api: string; certificate: string };
     substitutions = [
       ['127.0.0.1:5480', status.api],
@@ -55,14 +57,15 @@ describe('the README\'s examples work as written', () => {
     assert.equal(result.code, 0, result.stderr);
     const answers = result.stdout.split('\n');
     assert.match(answers[0] ?? '', /^\{"items":\[/);
-    assert.match(answers[1] ?? '', /^\{"id":"acme","hostname":"acme-[a-z0-9]{6}\.pgs\.localhost","password":"[A-Za-z0-9]{32}"/);
+    // Its own id: acme, which the README's earlier steps made, would be a 409.
+    assert.match(answers[1] ?? '', /^\{"id":"billing","hostname":"billing-[a-z0-9]{6}\.pgs\.localhost","password":"[A-Za-z0-9]{32}"/);
     assert.match(answers[2] ?? '', /"state":"suspended"/);
     assert.match(answers[3] ?? '', /^\{"openapi":"3\.1\.0"/);
   });
 
   it('the Connecting section\'s psql lines and env export reach the tenant (and verify it)', async () => {
     const { password } = JSON.parse(await pgs.ok(['passwd', 'acme', '--json'])) as { password: string };
-    const [acme] = JSON.parse(await pgs.ok(['list', '--json'])) as Created[];
+    const acme = (JSON.parse(await pgs.ok(['list', '--json'])) as (Created & { id: string })[]).find((t) => t.id === 'acme');
     substitutions.push(['acme-x7k2q9.pgs.localhost', acme?.hostname ?? ''], ['acme-x7k2q9', (acme?.hostname ?? '').split('.')[0] ?? '']);
     const lines = blocks('## Connecting', 'sh').flatMap((b) => b.split('\n')).filter((l) => l.startsWith('psql "host=') || l.startsWith('export $(pgs url'));
     assert.ok(lines.length >= 3, `found ${lines.length} lines`);
