@@ -67,6 +67,13 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     const list = await pgs.json<BackupList>(['backups', 'shop']);
     assert.ok(list.backups.some((b) => b.reason === 'pre-restore'), JSON.stringify(list.backups));
     assert.ok(list.window && list.window.earliest <= first.finishedAt);
+    // The table tells them apart: the pre-restore backup is of the generation before the restore, on its timeline.
+    const table = await pgs.ok(['backups', 'shop']);
+    assert.match(table, /^ID +KIND +REASON +FINISHED +SIZE +GENERATION +TL +WAL$/m);
+    const pre = / pre-restore .* (\d{8}-\d{6}-[0-9a-f]{4}) +(\d+) +[0-9A-F]+\//.exec(table);
+    assert.ok(pre, table);
+    assert.equal(pre[1], list.backups.find((b) => b.reason === 'pre-restore')?.generation);
+    assert.equal(pre[2], '1', 'taken on the timeline before the restore');
   });
 
   it('the state before a restore is itself restorable: the DROP comes back with its pre-restore backup', async () => {

@@ -92,8 +92,9 @@ export const backups: Command = {
     if (list.backups.length === 0) console.log(`No backups of ${id} yet ("pgs backup ${id}" takes one).`);
     else {
       console.log(formatTable([
-        ['ID', 'KIND', 'REASON', 'FINISHED', 'SIZE', 'WAL'],
-        ...list.backups.map((b) => [b.id, b.kind, b.reason, b.finishedAt.replace(/\.\d+Z$/, 'Z'), formatBytes(b.bytes), `${b.startLsn}-${b.endLsn}`]),
+        // The generation (one unbroken line of WAL) and timeline tell a backup from before a restore from the first one after it.
+        ['ID', 'KIND', 'REASON', 'FINISHED', 'SIZE', 'GENERATION', 'TL', 'WAL'],
+        ...list.backups.map((b) => [b.id, b.kind, b.reason, b.finishedAt.replace(/\.\d+Z$/, 'Z'), formatBytes(b.bytes), b.generation, String(b.timeline), `${b.startLsn}-${b.endLsn}`]),
       ]));
     }
     if (list.window) console.log(`\nRestorable from ${list.window.earliest} to ${list.window.latest}`);
