@@ -118,9 +118,22 @@ export class AdminClient {
     }, ms);
   }
 
-  async close(): Promise<void> {
+  /**
+   * Says Terminate and waits (at most `graceMs`) for the server to close the connection:
+   * PostgreSQL keeps it open until the backend has exited, so that the connection slot it
+   * used is free again when this resolves (the tenant's slots are counted on that).
+   */
+  async close(graceMs = 2_000): Promise<void> {
     if (this.socket.destroyed) return;
-    await new Promise<void>((resolve) => this.socket.end(serializeTerminate(), resolve));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, graceMs);
+      this.socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.socket.resume();
+      this.socket.end(serializeTerminate());
+    });
     this.socket.destroy();
   }
 

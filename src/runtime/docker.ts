@@ -24,7 +24,7 @@ import { POSTMASTER_PID_FILE, readPostmasterPid, type PostmasterPid } from './po
 import { tenantBackupsDir } from '../backup/layout.js';
 import type { ResourceUsage } from './cgroups.js';
 import type { TenantServerSpec } from './runtime.js';
-import { SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS } from './server-config.js';
+import { SERVER_PORT, serverMaxConnections } from './server-config.js';
 
 export const DEFAULT_IMAGE = 'postgres:18';
 /** Where the official image has PostgreSQL 18's server binary. */
@@ -215,7 +215,7 @@ export class DockerRuntime extends NativeRuntime {
       Memory: limits.memoryBytes ?? 0,
       MemorySwap: limits.memoryBytes !== undefined ? limits.memoryBytes : 0,
       NanoCpus: limits.cpus !== undefined ? Math.round(limits.cpus * 1e9) : 0,
-      PidsLimit: spec.maxConnections + SUPERUSER_RESERVED_CONNECTIONS + 32,
+      PidsLimit: serverMaxConnections(spec.maxConnections) + 32,
     };
   }
 

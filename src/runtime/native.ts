@@ -14,7 +14,7 @@ import { isPostgresProcess, readPostmasterPid, type PostmasterPid } from './post
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
 import type { ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
-  ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, SUPERUSER_RESERVED_CONNECTIONS, TEMPLATE_DATABASE, TEMPLATE_MARKER,
+  ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, serverMaxConnections, TEMPLATE_DATABASE, TEMPLATE_MARKER,
   TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
 } from './server-config.js';
 import { MANIFEST_FILE, buildManifest, checkTarMembers, parseManifest, verifyTree } from '../backup/manifest.js';
@@ -334,7 +334,7 @@ export class NativeRuntime implements TenantRuntime {
       return;
     }
     // Processes too: the postmaster, its workers, one per session (max_connections), and some room.
-    await cgroups.apply(spec.id, { ...limits, pids: spec.maxConnections + SUPERUSER_RESERVED_CONNECTIONS + 32 });
+    await cgroups.apply(spec.id, { ...limits, pids: serverMaxConnections(spec.maxConnections) + 32 });
     this.limited.add(spec.id);
   }
 

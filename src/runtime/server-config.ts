@@ -29,8 +29,28 @@ export function socketPath(socketDir: string, port = SERVER_PORT): string {
 export const TEMPLATE_VERSION = 10;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
-/** Connections only superusers (pgs's admin sessions: health checks, password changes) may use. */
+/**
+ * Connections only superusers may use: PostgreSQL refuses a tenant role's session
+ * once no more than these are free (whoever holds the rest, pgs's own admin
+ * sessions included), so they are counted on top of PGS_SESSION_SLOTS.
+ */
 export const SUPERUSER_RESERVED_CONNECTIONS = 2;
+/**
+ * Slots for pgs's own sessions (the admin role's: the health check's kept session,
+ * one for a statement such as a password change or a login lookup, and one to spare
+ * while another is closing), so that they never take one of the tenant's.
+ */
+export const PGS_SESSION_SLOTS = 3;
+
+/**
+ * The server's max_connections for a tenant limited to `limit` sessions: the tenant's,
+ * pgs's own and the superusers' reserve. The router opens at most `limit` sessions of the
+ * tenant role there (router/server-slots.ts), so a client over the limit is refused by
+ * pgs (53300 naming it), never by PostgreSQL.
+ */
+export function serverMaxConnections(limit: number): number {
+  return limit + PGS_SESSION_SLOTS + SUPERUSER_RESERVED_CONNECTIONS;
+}
 
 export const SERVER_SETTINGS: Readonly<Record<string, string>> = {
   listen_addresses: "''",
@@ -124,8 +144,8 @@ export function archiveConfText(maxConnections: number, archive: ArchiveTarget |
     if (recovery.target !== 'immediate' && recovery.target !== 'latest' && Number.isNaN(Date.parse(recovery.target))) throw new PgsError('INVALID_SETTING', `invalid recovery target ${JSON.stringify(recovery.target)}`);
   }
   const lines = ['# pgs: written before each start; changes here are lost.'];
-  // The tenant's limit plus the slots only superusers (pgs's own sessions) may use.
-  lines.push(`max_connections = ${maxConnections + SUPERUSER_RESERVED_CONNECTIONS}`);
+  // The tenant's limit plus pgs's own sessions' slots and the superusers' reserve.
+  lines.push(`max_connections = ${serverMaxConnections(maxConnections)}`);
   if (memoryBytes !== undefined) lines.push(...memorySettings(memoryBytes, maxConnections));
   // Over the disk quota: writes need a session to say SET default_transaction_read_only = off first.
   if (readOnly === 'soft') lines.push('default_transaction_read_only = on');

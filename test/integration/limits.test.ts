@@ -37,7 +37,7 @@ describe('the router enforces a tenant\'s connection limit with its own error', 
       const viaPsql = await psql(`host=${lim.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=lim sslmode=require`, 'SELECT 1', lim.password);
       assert.match(viaPsql.stderr, /FATAL: {2}too many connections for tenant lim \(limit 5\)/);
       assert.match(viaPsql.stderr, /HINT: {2}pgs config lim --max-connections N raises it/);
-      // pgs's admin sessions keep the server's two superuser slots, even with the tenant at its limit.
+      // pgs's admin sessions have slots of their own, even with the tenant at its limit.
       const status = await pgs.api<{ tenants: { id: string }[] }>('GET', '/v1/status');
       assert.equal(status.status, 200);
       const { password } = await pgs.json<{ password: string }>(['passwd', 'lim']);
@@ -46,7 +46,7 @@ describe('the router enforces a tenant\'s connection limit with its own error', 
       await Promise.all(open.map((c) => c.end()));
     }
     const url = (await pgs.ok(['url', 'lim', '--local'])).trim();
-    assert.equal((await psql(url, 'SHOW max_connections', lim.password)).stdout, '7', 'the tenant\'s 5 and pgs\'s 2');
+    assert.equal((await psql(url, 'SHOW max_connections', lim.password)).stdout, '10', 'the tenant\'s 5, pgs\'s own 3 and the superusers\' 2');
     const again = client();
     await again.connect();
     await again.end();
