@@ -4,11 +4,12 @@ import tls from 'node:tls';
 import type { ScramVerifier } from '../auth/scram.js';
 import { ScramError, ScramServer, certificateHash as channelBindingHash, mockSalt } from '../auth/scram-server.js';
 import { AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, BackendMessage, FrontendMessage, PROTOCOL_3_0 } from '../protocol/constants.js';
-import { MessageReader, serializeErrorResponse, serializeNoticeResponse, typed, type ErrorFields, type Message } from '../protocol/messages.js';
+import { MessageReader, parseErrorFields, serializeErrorResponse, serializeNoticeResponse, typed, type ErrorFields, type Message } from '../protocol/messages.js';
 import { MessageBoundaries } from '../protocol/boundary.js';
 import { refusalBytes, type Refusal, type RefusalReason } from '../protocol/refusals.js';
 import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket } from '../protocol/startup.js';
-import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, escapeLiteral, isRemote, poolKey, recycle, sameServer, type BackendAddress } from './server-sessions.js';
+import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, closeServerSocket, escapeLiteral, isRemote, poolKey, recycle, sameServer, type BackendAddress } from './server-sessions.js';
+import { ServerFull, ServerSlots, SlotTimeout, serverHasNoSlot } from './server-slots.js';
 import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings, type Handed } from './transaction-pool.js';
 
 /**
@@ -117,6 +118,12 @@ export interface RouterOptions {
   serverSessions?: { keep?: number; idleMs?: number };
   /** Transaction pooling: how long a client waits for a free server session before it is refused with 53300 (default 30 s). */
   poolTimeoutMs?: number;
+  /**
+   * How long opening a server session waits for a connection slot of the tenant's server
+   * (sessions just closed still exiting, idle kept ones being closed) before the client is
+   * refused with pgs's 53300 naming the limit (default 10 s). See server-slots.ts.
+   */
+  slotTimeoutMs?: number;
   log?: RouterLog;
   observer?: RouterObserver;
 }
@@ -164,6 +171,9 @@ export class Router {
   /** The server sessions of tenants that pool by transaction. */
   readonly transactions: TransactionPool;
   readonly poolTimeoutMs: number;
+  /** The connection slots of each tenant's server (on this host) that the router's sessions hold. */
+  readonly slots = new ServerSlots();
+  readonly slotTimeoutMs: number;
 
   constructor(backends: RouterBackends, options: RouterOptions) {
     this.backends = backends;
@@ -187,6 +197,49 @@ export class Router {
     this.remotePool = this.pool ?? new ServerSessionPool({ keep: 0, idleMs });
     this.transactions = new TransactionPool({ idleMs });
     this.poolTimeoutMs = options.poolTimeoutMs ?? 30_000;
+    this.slotTimeoutMs = options.slotTimeoutMs ?? 10_000;
+  }
+
+  /** Closes one idle server session the router keeps for the tenant (its server needs the slot); false when it keeps none. */
+  private evictIdle(id: string): boolean {
+    return (this.pool?.dropOldest(id) ?? false) || this.transactions.dropOldest(id);
+  }
+
+  /**
+   * A slot of the tenant's server for one more session of the router's (server-slots.ts):
+   * resolves with its release once the server has one free for the tenant role (idle kept
+   * sessions are closed to make room); throws ServerFull when none is free in time.
+   */
+  async serverSlot(tenant: TenantRoute, deadline: number): Promise<() => void> {
+    const limit = tenant.maxConnections ?? Infinity;
+    try {
+      return await this.slots.acquire(tenant.id, limit, deadline - Date.now(), () => this.evictIdle(tenant.id));
+    } catch (err) {
+      if (err instanceof SlotTimeout) throw new ServerFull(tenant.id, limit);
+      throw err;
+    }
+  }
+
+  /**
+   * Opens a server session for `role` in `database` into a slot of the server's (on this host):
+   * should the server still refuse for want of a slot (a backend closed by someone else is
+   * still exiting), it is asked again until the slot wait's end, then pgs refuses (ServerFull).
+   */
+  async openServerSession(tenant: TenantRoute, address: BackendAddress, role: string, database: string): Promise<ServerSession> {
+    if (isRemote(address)) return ServerSession.open(address, tenant.id, role, database, this.authTimeoutMs);
+    const deadline = Date.now() + this.slotTimeoutMs;
+    for (;;) {
+      const release = await this.serverSlot(tenant, deadline);
+      try {
+        return await ServerSession.open(address, tenant.id, role, database, this.authTimeoutMs, (socket) => this.slots.bind(socket, release));
+      } catch (err) {
+        // Its slot is given back when its socket closes (the refused backend holds one until it exits).
+        if (!(err instanceof ServerSessionError) || !serverHasNoSlot(err.fields)) throw err;
+        if (Date.now() >= deadline) throw new ServerFull(tenant.id, tenant.maxConnections ?? 0);
+        this.log.info('the server has no free slot yet; trying again', { tenant: tenant.id, error: err.message });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
   }
 
   /** Idle server sessions the router keeps for the tenant (its server counts them as sessions; they are no activity). */
@@ -642,7 +695,10 @@ class ClientConnection {
     } else {
       // A query still running would run on (PostgreSQL notices a gone client only when it writes): cancel it.
       if (session && state && state.pending > 0) session.cancel();
-      this.backend?.destroy();
+      // The server's slot is free again only once its backend exited: let go when the server does.
+      if (session) session.destroy();
+      else if (this.backend && this.backendLocal) closeServerSocket(this.backend);
+      else this.backend?.destroy();
     }
     this.pooled?.close();
     this.router.forget(this);
@@ -885,7 +941,7 @@ class ClientConnection {
         return;
       }
       this.router.observer?.serverSession?.('own');
-      this.connectBackend(address, Buffer.concat([encodeStartup(version, params), login.rest]));
+      void this.connectOwnBackend(tenant, address, Buffer.concat([encodeStartup(version, params), login.rest]));
     };
     const settings = version === PROTOCOL_3_0 ? clientSettings(params) : undefined;
     const database = params.get('database') || user;
@@ -910,7 +966,7 @@ class ClientConnection {
     const size = tenant.poolSize ?? 10;
     const open = async (): Promise<ServerSession> => {
       const { address } = await this.router.backend(tenant.id);
-      return ServerSession.open(address, tenant.id, user, database, this.router.authTimeoutMs);
+      return this.router.openServerSession(tenant, address, user, database);
     };
     const acquire = (handed: Handed): void => pools.acquire(tenant.id, key, size, this.router.poolTimeoutMs, open, () => this.done, handed);
     let session: ServerSession;
@@ -918,7 +974,8 @@ class ClientConnection {
       session = await new Promise<ServerSession>((resolve, reject) => acquire((err, s) => (err || !s ? reject(err) : resolve(s))));
     } catch (err) {
       if (this.done) return;
-      if (err instanceof ServerSessionError) this.refuseAsServer(err.fields);
+      if (err instanceof ServerFull) this.refuse({ reason: 'too_many_connections', message: err.message, hint: err.hint });
+      else if (err instanceof ServerSessionError) this.refuseAsServer(err.fields);
       else if (err instanceof PoolTimeout) this.refuse({ reason: 'too_many_connections', message: `${err.message} for tenant ${tenant.id} (its transaction pool is full)`, hint: `pgs config ${tenant.id} --pool-size N allows more server sessions` });
       else {
         this.router.log.warn('backend connection failed', { tenant: tenant.id, error: (err as Error).message });
@@ -1005,12 +1062,15 @@ class ClientConnection {
     }
     this.router.observer?.serverSession?.(session ? 'reused' : 'opened');
     if (!session) {
-      // The server counts idle kept sessions against its connection limit: make room first.
-      if (this.router.connectionCount(tenant.id) + pool.idleCount(tenant.id) > (tenant.maxConnections ?? Infinity)) pool.dropOldest(tenant.id);
+      // The server counts idle kept sessions against its connection limit: they are closed to make room (server-slots.ts).
       try {
-        session = await ServerSession.open(address, tenant.id, user, database, this.router.authTimeoutMs);
+        session = await this.router.openServerSession(tenant, address, user, database);
       } catch (err) {
         if (this.done) return;
+        if (err instanceof ServerFull) {
+          this.refuse({ reason: 'too_many_connections', message: err.message, hint: err.hint });
+          return;
+        }
         if (err instanceof ServerSessionError) {
           this.refuseAsServer(err.fields);
           return;
@@ -1158,17 +1218,66 @@ class ClientConnection {
 
   // --- phase 4: authentication relay, phase 5: pipe ---
 
-  private connectBackend(socketPath: string, first: Buffer): void {
+  /** Whether `backend` is a connection to a server on this host (closed by closeServerSocket, its slot counted). */
+  private backendLocal = false;
+
+  /**
+   * A backend of the client's own, its start-up (`first`) relayed, into a slot of the server's
+   * (server-slots.ts). Should the server still refuse for want of a slot before it said anything
+   * else, it is asked again until the slot wait's end; then pgs refuses (53300 naming the limit).
+   */
+  private async connectOwnBackend(tenant: TenantRoute, socketPath: string, first: Buffer): Promise<void> {
+    const deadline = Date.now() + this.router.slotTimeoutMs;
+    for (;;) {
+      let release: () => void;
+      try {
+        release = await this.router.serverSlot(tenant, deadline);
+      } catch (err) {
+        if (err instanceof ServerFull) this.refuse({ reason: 'too_many_connections', message: err.message, hint: err.hint });
+        else this.destroy();
+        return;
+      }
+      if (this.done) {
+        release();
+        return;
+      }
+      const noSlot = await new Promise<boolean>((resolve) => this.connectBackend(socketPath, first, release, resolve));
+      if (!noSlot || this.done) return;
+      if (Date.now() >= deadline) {
+        const full = new ServerFull(tenant.id, tenant.maxConnections ?? 0);
+        this.refuse({ reason: 'too_many_connections', message: full.message, hint: full.hint });
+        return;
+      }
+      this.router.log.info('the server has no free slot yet; trying again', { tenant: tenant.id });
+      await new Promise((r) => setTimeout(r, 20));
+      if (this.done) return;
+    }
+  }
+
+  /**
+   * Connects, relays the start-up, then pipes. `started(true)`: the server's first answer was a
+   * refusal for want of a slot (nothing of it reached the client; the connection is being
+   * closed), `started(false)`: anything else.
+   */
+  private connectBackend(socketPath: string, first: Buffer, release: () => void, started: (noSlot: boolean) => void): void {
     const backend = net.connect(socketPath);
+    this.router.slots.bind(backend, release);
     this.backend = backend;
+    this.backendLocal = true;
     const reader = new MessageReader();
+    let answered = false;
+    const answer = (noSlot: boolean): void => {
+      if (answered) return;
+      answered = true;
+      started(noSlot);
+    };
     backend.once('connect', () => {
       if (this.backendAsked) this.router.observer?.backendConnect((performance.now() - this.backendAsked.began) / 1000, this.backendAsked.woke);
       backend.write(first);
-      this.socket.on('data', this.onClientDataDuringAuth);
-      this.socket.resume();
     });
     backend.on('error', (err) => {
+      answer(false);
+      if (this.backend !== backend) return; // one given up (the server had no slot), being closed
       if (!this.readyForQuery) {
         this.router.log.warn('backend connection failed', { tenant: this.tenantId, error: err.message });
         this.refuse({ reason: 'tenant_unavailable', message: `the server of tenant ${this.tenantId} is not available` });
@@ -1177,7 +1286,8 @@ class ClientConnection {
       }
     });
     backend.on('close', () => {
-      if (this.readyForQuery || this.done) return;
+      answer(false);
+      if (this.readyForQuery || this.done || this.backend !== backend) return;
       if (!this.forwarded) {
         this.refuse({ reason: 'tenant_unavailable', message: `the server of tenant ${this.tenantId} closed the connection during start-up` });
         return;
@@ -1188,9 +1298,24 @@ class ClientConnection {
     });
     const onBackendData = (chunk: Buffer): void => {
       reader.push(chunk);
-      this.forwarded = true;
       try {
         for (let message = reader.next(); message; message = reader.next()) {
+          if (!this.forwarded) {
+            if (message.type === BackendMessage.ErrorResponse && serverHasNoSlot(parseErrorFields(message.payload))) {
+              // Not the client's to see: pgs asks again (or refuses with its own limit).
+              backend.off('data', onBackendData);
+              this.backend = undefined;
+              this.backendLocal = false;
+              closeServerSocket(backend);
+              answer(true);
+              return;
+            }
+            // The client's bytes go to the server from its first answer on (the router did the authentication: the server's start-up needs none of them).
+            this.forwarded = true;
+            answer(false);
+            this.socket.on('data', this.onClientDataDuringAuth);
+            this.socket.resume();
+          }
           if (message.type === BackendMessage.BackendKeyData) {
             this.socket.write(this.rewriteKey(socketPath, message.payload));
           } else if (message.type === BackendMessage.ReadyForQuery && this.loginNotice !== undefined) {
@@ -1211,6 +1336,7 @@ class ClientConnection {
           }
         }
       } catch (err) {
+        answer(false);
         this.router.log.warn('backend protocol error', { tenant: this.tenantId, error: (err as Error).message });
         this.destroy();
       }

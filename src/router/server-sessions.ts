@@ -59,7 +59,7 @@ export class ServerSession {
    * first ReadyForQuery. Over the network the router logs in as the address's
    * own role (the database's owner) whatever the client's role is.
    */
-  static async open(address: BackendAddress, tenant: string, role: string, database: string, timeoutMs: number): Promise<ServerSession> {
+  static async open(address: BackendAddress, tenant: string, role: string, database: string, timeoutMs: number, onSocket?: (socket: net.Socket) => void): Promise<ServerSession> {
     if (isRemote(address)) {
       let remote;
       try {
@@ -75,6 +75,7 @@ export class ServerSession {
       return session;
     }
     const socket = net.connect(address);
+    onSocket?.(socket);
     const session = new ServerSession(socket, poolKey(tenant, database, role), tenant, address);
     const timer = setTimeout(() => session.fail(`the server did not answer within ${timeoutMs} ms`), timeoutMs);
     try {
@@ -145,9 +146,24 @@ export class ServerSession {
     if (this.socket.isPaused()) this.socket.resume();
   }
 
+  /**
+   * Closes the session. On this host the server is told (end of stream) and the socket stays
+   * open until the server closes its side, that is until its backend has exited and given
+   * back its connection slot (server-slots.ts counts the slot until then).
+   */
   destroy(): void {
+    if (this.closed) {
+      if (isRemote(this.address)) this.socket.destroy();
+      return;
+    }
     this.closed = true;
-    this.socket.destroy();
+    if (isRemote(this.address)) {
+      this.socket.destroy();
+      return;
+    }
+    closeServerSocket(this.socket);
+    // As a destroyed socket would: whoever waits on the session learns at once that it is gone.
+    setImmediate(() => this.settle('the connection was closed by pgs'));
   }
 
   /** Where a cancel request for this backend goes, once its key is known. */
@@ -174,6 +190,13 @@ export class ServerSession {
     if (!this.closed) this.closeReason = reason;
     this.closed = true;
     this.socket.destroy();
+    this.settle(reason);
+  }
+
+  /** Rejects the reader waiting, tells the client the session was lent to. */
+  private settle(reason: string): void {
+    if (!this.closed) this.closeReason = reason;
+    this.closed = true;
     this.waiter?.reject(new Error(this.closeReason));
     const gone = this.onLentGone;
     this.onLentGone = undefined;
@@ -190,7 +213,9 @@ export class ServerSession {
         } else if (m.type === BackendMessage.ErrorResponse) {
           error ??= parseErrorFields(m.payload);
           if (error.S === 'FATAL' || error.S === 'PANIC') {
-            this.fail(error.M ?? 'the server ended the session');
+            // The server ends the session: its socket closes when its backend is gone (and its slot free).
+            this.closeReason = error.M ?? 'the server ended the session';
+            this.destroy();
             return error;
           }
         }
@@ -212,6 +237,26 @@ export class ServerSession {
     for (const [name, value] of this.params) parts.push(typed(BackendMessage.ParameterStatus, Buffer.from(`${name}\0${value}\0`)));
     return Buffer.concat(parts);
   }
+}
+
+/**
+ * Ends a connection to a server on this host without letting go of it first:
+ * what the server still sends is read and dropped, the stream is ended (the
+ * backend exits at end of stream, or once its query is cancelled), and the
+ * socket closes when the server closes its side: PostgreSQL keeps it open
+ * until its backend is gone, so that its slot is free again by then. A server
+ * that does not close within `graceMs` is cut off.
+ */
+export function closeServerSocket(socket: net.Socket, graceMs = 10_000): void {
+  if (socket.destroyed) return;
+  socket.removeAllListeners('data');
+  socket.on('data', () => undefined);
+  socket.on('error', () => socket.destroy());
+  if (socket.isPaused()) socket.resume();
+  const timer = setTimeout(() => socket.destroy(), graceMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.end();
 }
 
 /** The server refused the session at start-up (no such database, too many connections…): its own ErrorResponse. */
@@ -311,10 +356,11 @@ export class ServerSessionPool {
     return list.length;
   }
 
-  /** Closes the tenant's idle session that waited longest (its server needs the connection slot). */
-  dropOldest(tenant: string): void {
+  /** Closes the tenant's idle session that waited longest (its server needs the connection slot); false when it has none. */
+  dropOldest(tenant: string): boolean {
     const oldest = this.idle.get(tenant)?.[0];
     if (oldest) this.remove(oldest.session);
+    return oldest !== undefined;
   }
 
   closeAll(): void {

@@ -4,6 +4,7 @@ import { serializeErrorResponse, typed } from '../protocol/messages.js';
 import { DROP, MessageScanner, Output, PASS, WHOLE, type ScanHandler, type Verdict } from '../protocol/scanner.js';
 import type { ErrorFields } from '../protocol/messages.js';
 import { escapeLiteral, type ServerSession, TX_IDLE } from './server-sessions.js';
+import { ServerFull } from './server-slots.js';
 import { type Change, classifySet, quoteIdent, splitStatements, type Statement } from './session-settings.js';
 
 /**
@@ -200,6 +201,16 @@ export class TransactionPool {
 
   idleCount(tenant: string): number {
     return this.tenants.get(tenant)?.idle.length ?? 0;
+  }
+
+  /** Closes the tenant's idle session that waited longest (its server needs the connection slot); false when it has none. */
+  dropOldest(tenant: string): boolean {
+    const pool = this.tenants.get(tenant);
+    const oldest = pool?.idle.shift();
+    if (!pool || !oldest) return false;
+    oldest.session.destroy();
+    this.forgetIfEmpty(tenant, pool);
+    return true;
   }
 
   /** Closes the tenant's idle sessions; returns how many. */
@@ -511,6 +522,8 @@ export class PooledClient {
       this.closed = true;
       if (err instanceof PoolTimeout) {
         this.host.fail({ S: 'FATAL', V: 'FATAL', C: '53300', M: `${err.message} for tenant ${this.host.tenantId} (its transaction pool is full)`, H: `pgs config ${this.host.tenantId} --pool-size N allows more server sessions` });
+      } else if (err instanceof ServerFull) {
+        this.host.fail(err.fields);
       } else {
         this.host.fail({ S: 'FATAL', V: 'FATAL', C: '57P03', M: `the server of tenant ${this.host.tenantId} is not available: ${err?.message ?? 'no session'}` });
       }
