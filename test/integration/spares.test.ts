@@ -77,7 +77,7 @@ describe('running spares: a create takes a server that is already up', () => {
     assert.deepEqual(await warm(), before, 'no running spare was taken');
     const url = (await pgs.ok(['url', 'big', '--local'])).trim();
     const { password } = await pgs.json<{ password: string }>(['passwd', 'big']);
-    assert.equal((await psql(url, 'SHOW max_connections', password)).stdout, '42', 'its 40 and pgs\'s 2 superuser slots');
+    assert.equal((await psql(url, 'SHOW max_connections', password)).stdout, '45', 'its 40, pgs\'s own 3 and the superusers\' 2');
   });
 
   it('the daemon stops its spares with it; the next one (even after a kill -9) starts them again', async () => {
