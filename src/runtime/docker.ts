@@ -24,7 +24,7 @@ import { POSTMASTER_PID_FILE, readPostmasterPid, type PostmasterPid } from './po
 import { tenantBackupsDir } from '../backup/layout.js';
 import type { ResourceUsage } from './cgroups.js';
 import type { TenantServerSpec } from './runtime.js';
-import { SERVER_PORT, serverMaxConnections } from './server-config.js';
+import { SERVER_PORT, SOCKET_SUBDIR, serverMaxConnections, socketDirOf } from './server-config.js';
 
 export const DEFAULT_IMAGE = 'postgres:18';
 /** Where the official image has PostgreSQL 18's server binary. */
@@ -61,7 +61,7 @@ const SECOND_NS = 1e9;
 export function healthcheck(): Record<string, unknown> {
   // It runs in the container's working folder, the tenant's data folder: no path to quote.
   const check = [
-    `if command -v pg_isready >/dev/null 2>&1; then exec pg_isready -q -h "$PWD" -p ${SERVER_PORT}; fi`,
+    `if command -v pg_isready >/dev/null 2>&1; then exec pg_isready -q -h "$PWD/${SOCKET_SUBDIR}" -p ${SERVER_PORT}; fi`,
     'n=0',
     `while IFS= read -r line; do n=$((n+1)); if [ $n -eq 8 ]; then case "$line" in ready*) exit 0;; esac; exit 1; fi; done < ${POSTMASTER_PID_FILE}`,
     'exit 1',
@@ -253,6 +253,7 @@ export class DockerRuntime extends NativeRuntime {
     this.watchEvents();
     const spec = this.specs.get(id) ?? { id, maxConnections: 20 };
     const identity = await this.identityOf(dir);
+    await this.ensureSocketDir(dir, identity);
     const logFile = this.logFile(id);
     const fd = await fs.open(logFile, 'a', 0o600);
     await fd.close();
@@ -263,7 +264,7 @@ export class DockerRuntime extends NativeRuntime {
       User: identity ? `${identity.uid}:${identity.gid}` : undefined,
       WorkingDir: dir,
       Entrypoint: ['/bin/sh', '-c', 'exec "$@" >>/var/log/pgs/server.log 2>&1', 'sh'],
-      Cmd: [path.posix.join(this.pgBinPath, 'postgres'), '-D', dir, '-k', dir],
+      Cmd: [path.posix.join(this.pgBinPath, 'postgres'), '-D', dir, '-k', socketDirOf(dir)],
       Labels: { [LABEL_TENANT]: id, [LABEL_HOME]: this.home },
       StopSignal: 'SIGINT',
       Healthcheck: healthcheck(),

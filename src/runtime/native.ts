@@ -14,8 +14,8 @@ import { isPostgresProcess, readPostmasterPid, type PostmasterPid } from './post
 import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
 import type { ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
-  ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, SERVER_PORT, serverMaxConnections, TEMPLATE_DATABASE, TEMPLATE_MARKER,
-  TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, serverConfText, socketPath,
+  ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, RECOVERY_CONF, SERVER_PORT, SOCKET_SUBDIR, serverMaxConnections, TEMPLATE_DATABASE, TEMPLATE_MARKER,
+  TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, recoveryConfText, serverConfText, socketDirOf, socketPath,
 } from './server-config.js';
 import { MANIFEST_FILE, buildManifest, checkTarMembers, parseManifest, verifyTree } from '../backup/manifest.js';
 import { CATALOG_FINGERPRINT_SQL, neutralize } from './neutralize.js';
@@ -141,12 +141,17 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   localEndpoint(id: string): LocalEndpoint {
-    return { host: this.tenantDir(id), port: SERVER_PORT };
+    return { host: this.socketDir(id), port: SERVER_PORT };
+  }
+
+  /** The folder of the server's socket (see SOCKET_SUBDIR). */
+  socketDir(id: string): string {
+    return socketDirOf(this.tenantDir(id));
   }
 
   async prepare(): Promise<string[]> {
     const done: string[] = [];
-    const longest = socketPath(this.tenantDir('x'.repeat(MAX_TENANT_ID)));
+    const longest = socketPath(this.socketDir('x'.repeat(MAX_TENANT_ID)));
     if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
       throw new PgsError('PATH_TOO_LONG', `the data folder ${this.dataRoot} is too long for unix socket paths (${Buffer.byteLength(longest)} > ${MAX_SOCKET_PATH} bytes): set PGS_DATA to a shorter folder and run "pgs setup" again`);
     }
@@ -456,11 +461,12 @@ export class NativeRuntime implements TenantRuntime {
       }
       await this.refillSpares();
     }
-    await this.writeOwnedFile(this.tenantDir(key), ARCHIVE_CONF, archiveConfText(this.warmMaxConnections, undefined));
+    await this.writeOwnedFile(this.tenantDir(key), ARCHIVE_CONF, archiveConfText(this.warmMaxConnections, 'spare'));
+    await this.writeOwnedFile(this.tenantDir(key), RECOVERY_CONF, recoveryConfText(undefined));
     await this.spawnServer(key, this.tenantDir(key), []);
     const pid = this.children.get(key)?.pid;
     if (pid === undefined) throw new Error('the running spare exited at once');
-    const session = await AdminClient.connect(this.tenantDir(key), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs: 10_000 });
+    const session = await AdminClient.connect(this.socketDir(key), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs: 10_000 });
     if (this.warmClosed) {
       session.destroy();
       await this.stop(key);
@@ -617,6 +623,7 @@ export class NativeRuntime implements TenantRuntime {
     await this.writeAuthFiles(dir, spec.adminOnly === true);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
     await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery, spec.limits?.memoryBytes, spec.readOnly));
+    await this.writeOwnedFile(dir, RECOVERY_CONF, recoveryConfText(spec.recovery));
     if (spec.recovery) await this.writeOwnedFile(dir, 'recovery.signal', '');
     // Past its hard disk limit a tenant runs as a standby with no WAL source: reads work, nothing is written.
     // Leaving it (the quota was raised) is a start without the file: the same timeline goes on.
@@ -667,7 +674,7 @@ export class NativeRuntime implements TenantRuntime {
 
   private async onlineBackup(id: string, targetDir: string, label: string): Promise<BackupResult> {
     await this.mkdirOwnedPath(path.dirname(targetDir)); // the server makes targetDir itself
-    const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { replication: true, timeoutMs: 10_000 });
+    const client = await AdminClient.connect(this.socketDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { replication: true, timeoutMs: 10_000 });
     try {
       const rows = await client.query(
         `BASE_BACKUP (LABEL ${quoteLiteral(label)}, TARGET 'server', TARGET_DETAIL ${quoteLiteral(targetDir)}, CHECKPOINT 'fast', ` +
@@ -853,7 +860,7 @@ export class NativeRuntime implements TenantRuntime {
     tar.stdin?.on('error', () => undefined); // tar's own exit says why
     const manifest: Buffer[] = [];
     let part: 'none' | 'archive' | 'manifest' = 'none';
-    const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { replication: true, timeoutMs: 10_000 });
+    const client = await AdminClient.connect(this.socketDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { replication: true, timeoutMs: 10_000 });
     try {
       await client.copyOut(
         // No checksums: the copy goes from the server straight into the folder over a local socket,
@@ -979,7 +986,7 @@ export class NativeRuntime implements TenantRuntime {
       return await neutralize(async (database, sql) => {
         let client = sessions.get(database);
         if (!client) {
-          client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, database, { timeoutMs: 10_000 });
+          client = await AdminClient.connect(this.socketDir(id), SERVER_PORT, ADMIN_ROLE, database, { timeoutMs: 10_000 });
           sessions.set(database, client);
         }
         return client.query(sql, { timeoutMs: 60_000 });
@@ -1194,7 +1201,7 @@ export class NativeRuntime implements TenantRuntime {
       session = undefined;
     }
     if (!session) {
-      const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs });
+      const client = await AdminClient.connect(this.socketDir(id), SERVER_PORT, ADMIN_ROLE, ADMIN_DATABASE, { timeoutMs });
       session = this.keepHealthSession(id, server.pid, client);
     }
     try {
@@ -1239,7 +1246,7 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   async runScript(id: string, password: string, sql: string, timeoutMs: number): Promise<void> {
-    const client = await AdminClient.connect(this.tenantDir(id), SERVER_PORT, TENANT_ROLE, id, { password, timeoutMs: 10_000 });
+    const client = await AdminClient.connect(this.socketDir(id), SERVER_PORT, TENANT_ROLE, id, { password, timeoutMs: 10_000 });
     try {
       await client.query(sql, { timeoutMs });
     } finally {
@@ -1269,6 +1276,7 @@ export class NativeRuntime implements TenantRuntime {
     const logFile = id === '' ? path.join(this.dataRoot, 'logs', 'template.log') : this.logFile(id);
     // As the folder's owner: a tenant's own uid (the template's: the server user).
     const identity = await this.identityOf(dir);
+    await this.ensureSocketDir(dir, identity);
     const logFd = openSync(logFile, 'a', 0o600);
     let child: ChildProcess;
     try {
@@ -1277,7 +1285,7 @@ export class NativeRuntime implements TenantRuntime {
       // at every checkpoint, the settings at a reload, the socket at shutdown). A running spare taken
       // by a create is renamed to its tenant's folder; through the working directory, which moves
       // with the folder, every later path still leads to it.
-      child = spawn(this.bin.postgres, ['-D', CWD, '-k', CWD, ...extraArgs], {
+      child = spawn(this.bin.postgres, ['-D', CWD, '-k', `${CWD}/${SOCKET_SUBDIR}`, ...extraArgs], {
         cwd: dir,
         detached: true,
         stdio: ['ignore', logFd, logFd],
@@ -1337,6 +1345,16 @@ export class NativeRuntime implements TenantRuntime {
     child.unref();
   }
 
+  /** initdb makes the socket's folder; a folder that lacks it (made otherwise, or emptied by hand) gets it, the server's. */
+  protected async ensureSocketDir(dir: string, owner: Identity | undefined): Promise<void> {
+    const socketDir = socketDirOf(dir);
+    const stat = await fs.lstat(socketDir).catch(() => undefined);
+    if (stat?.isDirectory()) return;
+    if (stat) throw new PgsError('PG_START_FAILED', `${socketDir} is not a folder: the server's socket goes there`);
+    await fs.mkdir(socketDir, { mode: 0o700 });
+    if (this.user.switchTo && owner) await fs.chown(socketDir, owner.uid, owner.gid);
+  }
+
   private async waitForExit(id: string, pid: number, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
@@ -1358,7 +1376,7 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   private async withAdmin<T>(id: string, database: string, fn: (client: AdminClient) => Promise<T>): Promise<T> {
-    const host = id === '' ? this.templateBuildDir : this.tenantDir(id);
+    const host = id === '' ? socketDirOf(this.templateBuildDir) : this.socketDir(id);
     const client = await AdminClient.connect(host, SERVER_PORT, ADMIN_ROLE, database);
     try {
       return await fn(client);
@@ -1528,6 +1546,10 @@ export class NativeRuntime implements TenantRuntime {
     // tenant's database once the tenant uses it.
     await fs.rm(path.join(build, 'pg_stat', 'pgstat.stat'), { force: true });
     if (walSegment) await trimWal(path.join(build, 'pg_wal'), walSegment);
+    // The build's own segments' marks (.ready, as it had no archive): a copy whose archiver found
+    // them would warn of each as an orphan (its segment trimmed) or of an unconfigured archive.
+    const statusDir = path.join(build, 'pg_wal', 'archive_status');
+    for (const name of await fs.readdir(statusDir).catch(() => [] as string[])) await fs.rm(path.join(statusDir, name), { force: true });
     await this.run(this.bin.initdb, ['--sync-only', '-D', build], { as: this.serverIdentity() });
     await fs.writeFile(path.join(build, TEMPLATE_MARKER), `${this.templateMarker()}\n`);
     if (fingerprint === undefined) throw new PgsError('PG_COMMAND_FAILED', 'the template server did not answer for its catalog fingerprint');
@@ -1693,10 +1715,10 @@ function spawnAs(identity: Identity | undefined): { uid?: number; gid?: number }
 
 /** What belonged to the server a folder was copied from: its pid file, its socket's lock file, its settings, its recovery state. */
 async function removeServerLeftovers(dir: string): Promise<void> {
-  const socketLocks = (await fs.readdir(dir)).filter((n) => n.startsWith('.s.PGSQL.'));
-  for (const stale of ['postmaster.pid', 'postmaster.opts', 'recovery.signal', 'standby.signal', ARCHIVE_CONF, ...socketLocks]) {
-    await fs.rm(path.join(dir, stale), { force: true });
-  }
+  // In the socket's folder, and in the top level where an older pgs had it.
+  const socketLocks = async (at: string) => (await fs.readdir(at).catch(() => [] as string[])).filter((n) => n.startsWith('.s.PGSQL.')).map((n) => path.join(at, n));
+  const stale = ['postmaster.pid', 'postmaster.opts', 'recovery.signal', 'standby.signal', ARCHIVE_CONF, RECOVERY_CONF].map((n) => path.join(dir, n));
+  for (const file of [...stale, ...(await socketLocks(dir)), ...(await socketLocks(socketDirOf(dir)))]) await fs.rm(file, { force: true });
 }
 
 /**

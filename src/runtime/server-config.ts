@@ -19,6 +19,20 @@ export const TEMPLATE_DATABASE = 'pgs_tenant';
 export const ADMIN_DATABASE = 'pgs_admin';
 /** Every server listens on `<socketDir>/.s.PGSQL.5432` only. */
 export const SERVER_PORT = 5432;
+/**
+ * The folder of a server's socket, inside its data folder (so that the socket
+ * moves with the folder when a running spare becomes a tenant). BASE_BACKUP
+ * leaves out the contents of pg_stat_tmp (a folder PostgreSQL keeps for
+ * temporary files and never empties at a start), so the socket and its lock
+ * file are never in a backup: in the data folder's top level, every backup
+ * logged "skipping special file".
+ */
+export const SOCKET_SUBDIR = 'pg_stat_tmp';
+
+/** The socket folder of the server whose data folder is `dataDir`. */
+export function socketDirOf(dataDir: string): string {
+  return `${dataDir.replace(/\/$/, '')}/${SOCKET_SUBDIR}`;
+}
 export const SOCKET_FILE = `.s.PGSQL.${SERVER_PORT}`;
 
 /** The unix socket a server listening in `socketDir` on `port` has (libpq's naming). The one place that builds it. */
@@ -26,7 +40,7 @@ export function socketPath(socketDir: string, port = SERVER_PORT): string {
   return `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}`;
 }
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 10;
+export const TEMPLATE_VERSION = 11;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 /**
@@ -101,11 +115,32 @@ export function serverConfText(): string {
  * reload) into the data folder, included last by postgresql.conf. A copy of a
  * data folder (a restore, a branch, an import) therefore never archives into
  * its source's archive: the file it inherits is replaced before its first
- * start. A server without an archive (a spare) has archiving on but not
- * configured: it keeps its WAL until it becomes a tenant and gets one.
+ * start. A server without an archive (a spare) archives to nowhere (see
+ * SPARE_ARCHIVE_SETTINGS) until it becomes a tenant and gets one.
  */
 export const ARCHIVE_CONF = 'pgs.conf';
 export const ARCHIVE_INCLUDE = `include_if_exists = '${ARCHIVE_CONF}'`;
+/**
+ * A restore's recovery settings, written before the start that replays and
+ * emptied before any other start. Most of them take effect only at a start:
+ * kept while the promoted server runs, a reload of pgs.conf (a new RPO, a
+ * memory limit) finds them as the server has them instead of reporting each
+ * as one it cannot change and the configuration as containing errors.
+ */
+export const RECOVERY_CONF = 'pgs-recovery.conf';
+
+/**
+ * A running spare is nobody's yet: it must not keep its WAL for an archive it
+ * does not have (archiving enabled but unconfigured warns at every segment),
+ * nor write it into anyone's. Its finished segments are marked done by a
+ * command that does nothing; a restore never needs them (it starts from a
+ * backup, and a tenant's first is taken after it got its archive).
+ * archive_library and archive_command change at a reload, archive_mode does not.
+ */
+export const SPARE_ARCHIVE_SETTINGS: Readonly<Record<string, string>> = {
+  archive_library: "''",
+  archive_command: "'true'",
+};
 
 /** Settings a server made from an older template lacks: added to its postgresql.conf before its next start. */
 export const ARCHIVE_MIGRATION: Readonly<Record<string, string>> = {
@@ -131,17 +166,13 @@ export interface RecoverySettings {
   target: string;
 }
 
-export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby'): string {
+export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined | 'spare', recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby'): string {
   // Whatever the values' source (the catalog, an imported file), nothing but a checked number or a quoted string reaches the file.
   confInteger('max_connections', maxConnections, 1, 100_000);
   if (memoryBytes !== undefined) confInteger('the memory limit', memoryBytes, 1, Number.MAX_SAFE_INTEGER);
-  if (archive) {
+  if (archive && archive !== 'spare') {
     confInteger('archive_timeout', archive.timeoutSeconds, 1, 86_400);
     confPath('the archive folder', archive.directory);
-  }
-  if (recovery) {
-    for (const dir of recovery.walDirs) confPath('a WAL folder', dir);
-    if (recovery.target !== 'immediate' && recovery.target !== 'latest' && Number.isNaN(Date.parse(recovery.target))) throw new PgsError('INVALID_SETTING', `invalid recovery target ${JSON.stringify(recovery.target)}`);
   }
   const lines = ['# pgs: written before each start; changes here are lost.'];
   // The tenant's limit plus pgs's own sessions' slots and the superusers' reserve.
@@ -150,24 +181,38 @@ export function archiveConfText(maxConnections: number, archive: ArchiveTarget |
   // Over the disk quota: writes need a session to say SET default_transaction_read_only = off first.
   if (readOnly === 'soft') lines.push('default_transaction_read_only = on');
   if (readOnly === 'standby' && !recovery) lines.push('hot_standby = on');
-  if (archive) {
+  if (archive === 'spare') {
+    for (const [name, value] of Object.entries(SPARE_ARCHIVE_SETTINGS)) lines.push(`${name} = ${value}`);
+  } else if (archive) {
     lines.push(`basic_archive.archive_directory = ${quoteLiteral(archive.directory)}`, `archive_timeout = ${archive.timeoutSeconds}`);
   }
-  if (recovery) {
-    // %f is a segment name PostgreSQL makes ([0-9A-F.a-z]); the folders are pgs's, quoted for the shell.
-    // A file that is there but cannot be copied (unreadable, a full disk) ends the recovery with an
-    // error (an exit status above 125 is fatal to PostgreSQL) instead of passing for the archive's end.
-    const dirs = recovery.walDirs.map((dir) => shellQuote(`${dir}/`)).join(' ');
-    const command = `for d in ${dirs}; do if [ -e "\${d}%f" ]; then cp -- "\${d}%f" "%p" && exit 0; exit 126; fi; done; exit 1`;
-    lines.push(`restore_command = ${quoteLiteral(recovery.walDirs.length > 0 ? command : 'false')}`);
-    lines.push("recovery_target_timeline = 'latest'");
-    // No sessions until the replay is over: the server reads as ready (postmaster.pid) only once it is a primary.
-    lines.push('hot_standby = off');
-    if (recovery.target === 'immediate') lines.push("recovery_target = 'immediate'");
-    // PostgreSQL's timestamptz input: "2026-11-30 14:02:00.123+00".
-    else if (recovery.target !== 'latest') lines.push(`recovery_target_time = ${quoteLiteral(`${new Date(recovery.target).toISOString().replace('T', ' ').replace('Z', '')}+00`)}`);
-    if (recovery.target !== 'latest') lines.push("recovery_target_action = 'promote'");
-  }
+  // Last: what the server was started with for a restore outranks the lines above until its next start.
+  lines.push(`include_if_exists = '${RECOVERY_CONF}'`);
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * RECOVERY_CONF: for a restore's start, replay from the WAL folders to the target, then promote;
+ * for any other start, nothing (the file is there all the same: a missing include is logged).
+ */
+export function recoveryConfText(recovery: RecoverySettings | undefined): string {
+  if (!recovery) return '# pgs: the settings of a restore\'s start go here; this start is not one.\n';
+  for (const dir of recovery.walDirs) confPath('a WAL folder', dir);
+  if (recovery.target !== 'immediate' && recovery.target !== 'latest' && Number.isNaN(Date.parse(recovery.target))) throw new PgsError('INVALID_SETTING', `invalid recovery target ${JSON.stringify(recovery.target)}`);
+  const lines = ['# pgs: written before a restore\'s start, removed before the next start.'];
+  // %f is a segment name PostgreSQL makes ([0-9A-F.a-z]); the folders are pgs's, quoted for the shell.
+  // A file that is there but cannot be copied (unreadable, a full disk) ends the recovery with an
+  // error (an exit status above 125 is fatal to PostgreSQL) instead of passing for the archive's end.
+  const dirs = recovery.walDirs.map((dir) => shellQuote(`${dir}/`)).join(' ');
+  const command = `for d in ${dirs}; do if [ -e "\${d}%f" ]; then cp -- "\${d}%f" "%p" && exit 0; exit 126; fi; done; exit 1`;
+  lines.push(`restore_command = ${quoteLiteral(recovery.walDirs.length > 0 ? command : 'false')}`);
+  lines.push("recovery_target_timeline = 'latest'");
+  // No sessions until the replay is over: the server reads as ready (postmaster.pid) only once it is a primary.
+  lines.push('hot_standby = off');
+  if (recovery.target === 'immediate') lines.push("recovery_target = 'immediate'");
+  // PostgreSQL's timestamptz input: "2026-11-30 14:02:00.123+00".
+  else if (recovery.target !== 'latest') lines.push(`recovery_target_time = ${quoteLiteral(`${new Date(recovery.target).toISOString().replace('T', ' ').replace('Z', '')}+00`)}`);
+  if (recovery.target !== 'latest') lines.push("recovery_target_action = 'promote'");
   return `${lines.join('\n')}\n`;
 }
 

@@ -148,6 +148,32 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     }
     assert.match(await fails(pgs, ['backups', 't3']), /no tenant t3, and no backups of one/);
   });
+
+  it('a new tenant\'s server log stays free of warnings through create (from a running spare), backup, restore in place and a new RPO', async () => {
+    const spares = path.join(await pgs.dataRoot(), 'spares');
+    const readySpare = async () => {
+      for (const name of (await fs.readdir(spares)).filter((n) => n.startsWith('.warm-'))) {
+        const pidFile = await fs.readFile(path.join(spares, name, 'postmaster.pid'), 'utf8').catch(() => '');
+        if (pidFile.split('\n')[7]?.trim() === 'ready') return true;
+      }
+      return false;
+    };
+    await waitFor('a running spare', readySpare, 60_000);
+    const calm = await pgs.json<Created>(['create', 'calm']);
+    await sql(pgs, 'calm', calm.password, 'CREATE TABLE notes (n int); INSERT INTO notes VALUES (1)');
+    const backup = await pgs.json<Backup>(['backup', 'calm']);
+    await pgs.ok(['restore', 'calm', '--backup', backup.id]);
+    assert.equal(await sql(pgs, 'calm', calm.password, 'SELECT count(*) FROM notes'), '1');
+    await pgs.ok(['config', 'calm', '--rpo', '10s']);
+    // The reload that the new RPO asks for has been read when the server says so.
+    await waitFor('the new archive_timeout to be read', async () => /parameter "archive_timeout" changed to "10"/.test(await pgs.ok(['logs', 'calm', '-n', '2000'])), 10_000);
+    const log = await pgs.ok(['logs', 'calm', '-n', '2000']);
+    assert.match(log, /database system is ready to accept connections/, 'the log is the server\'s');
+    // Nothing here is the client's doing (its statements all succeeded): every such line would be pgs's own.
+    const alarming = log.split('\n').filter((line) => /\b(WARNING|ERROR|FATAL|PANIC):/.test(line));
+    assert.deepEqual(alarming, [], log);
+    assert.doesNotMatch(log, /contains errors|cannot be changed without restarting/, log);
+  });
 });
 
 describe('branches', () => {

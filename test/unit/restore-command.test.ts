@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { archiveConfText } from '../../src/runtime/server-config.js';
+import { recoveryConfText } from '../../src/runtime/server-config.js';
 
 /**
  * The restore_command pgs writes, run by /bin/sh the way PostgreSQL runs it
@@ -24,7 +24,7 @@ describe('restore_command', () => {
   });
 
   function run(name: string, target: string): number | null {
-    const conf = archiveConfText(10, undefined, { walDirs: [path.join(dir, 'first'), path.join(dir, 'second')], target: 'latest' });
+    const conf = recoveryConfText({ walDirs: [path.join(dir, 'first'), path.join(dir, 'second')], target: 'latest' });
     const quoted = /^restore_command = '(.*)'$/m.exec(conf)?.[1];
     assert.ok(quoted, conf);
     const command = quoted.replaceAll("''", "'").replaceAll('%f', name).replaceAll('%p', target);
