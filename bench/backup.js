@@ -36,7 +36,7 @@ try {
   // No scheduled backup in the middle of a measurement (a new tenant's first comes after 5 minutes).
   pgs('config', 'big', '--backup-schedule', 'off');
   const dataRoot = JSON.parse(readFileSync(path.join(b.home, 'catalog.json'), 'utf8')).settings.dataRoot;
-  const local = (id) => ({ host: path.join(dataRoot, 'tenants', id), db: id });
+  const local = (id) => ({ host: path.join(dataRoot, 'tenants', id, 'pg_stat_tmp'), db: id });
   const psql = (id, sqlText) => sh('psql', ['-h', local(id).host, '-U', 'postgres', '-d', local(id).db, '-Atc', sqlText], { PGPASSWORD: big.password }).trim();
   const pgbench = (id, args) => sh('pgbench', ['-h', local(id).host, '-U', 'postgres', ...args, local(id).db], { PGPASSWORD: big.password });
 

@@ -295,7 +295,8 @@ export class NativeRuntime implements TenantRuntime {
         `ALTER ROLE ${quoteIdent(TENANT_ROLE)} WITH LOGIN PASSWORD ${quoteLiteral(passwordVerifier)}`,
       { timeoutMs: 30_000 },
     );
-    // The spare ran with archiving unconfigured (it kept its WAL): from now on it archives as this tenant.
+    // The spare ran with archiving unconfigured (it kept its WAL, though an idle one finishes no
+    // segment): from now on it archives as this tenant, from the first segment it kept.
     await this.configureArchive(spec);
     this.keepHealthSession(id, warm.pid, warm.session);
   }
@@ -461,7 +462,7 @@ export class NativeRuntime implements TenantRuntime {
       }
       await this.refillSpares();
     }
-    await this.writeOwnedFile(this.tenantDir(key), ARCHIVE_CONF, archiveConfText(this.warmMaxConnections, 'spare'));
+    await this.writeOwnedFile(this.tenantDir(key), ARCHIVE_CONF, archiveConfText(this.warmMaxConnections, undefined));
     await this.writeOwnedFile(this.tenantDir(key), RECOVERY_CONF, recoveryConfText(undefined));
     await this.spawnServer(key, this.tenantDir(key), []);
     const pid = this.children.get(key)?.pid;

@@ -115,8 +115,13 @@ export function serverConfText(): string {
  * reload) into the data folder, included last by postgresql.conf. A copy of a
  * data folder (a restore, a branch, an import) therefore never archives into
  * its source's archive: the file it inherits is replaced before its first
- * start. A server without an archive (a spare) archives to nowhere (see
- * SPARE_ARCHIVE_SETTINGS) until it becomes a tenant and gets one.
+ * start. A server without an archive (a spare) has archiving on but not
+ * configured: it keeps its WAL until it becomes a tenant and gets one. (It
+ * would warn at every segment it finished; an idle spare finishes none, and
+ * the template it is copied from has no segment marked for archiving.)
+ * Archiving to nowhere instead would race: the reload that gives a taken
+ * spare its archive reaches the archiver in its own time, and the archiver
+ * restarts for a new library at most every 10 s.
  */
 export const ARCHIVE_CONF = 'pgs.conf';
 export const ARCHIVE_INCLUDE = `include_if_exists = '${ARCHIVE_CONF}'`;
@@ -129,18 +134,6 @@ export const ARCHIVE_INCLUDE = `include_if_exists = '${ARCHIVE_CONF}'`;
  */
 export const RECOVERY_CONF = 'pgs-recovery.conf';
 
-/**
- * A running spare is nobody's yet: it must not keep its WAL for an archive it
- * does not have (archiving enabled but unconfigured warns at every segment),
- * nor write it into anyone's. Its finished segments are marked done by a
- * command that does nothing; a restore never needs them (it starts from a
- * backup, and a tenant's first is taken after it got its archive).
- * archive_library and archive_command change at a reload, archive_mode does not.
- */
-export const SPARE_ARCHIVE_SETTINGS: Readonly<Record<string, string>> = {
-  archive_library: "''",
-  archive_command: "'true'",
-};
 
 /** Settings a server made from an older template lacks: added to its postgresql.conf before its next start. */
 export const ARCHIVE_MIGRATION: Readonly<Record<string, string>> = {
@@ -166,11 +159,11 @@ export interface RecoverySettings {
   target: string;
 }
 
-export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined | 'spare', recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby'): string {
+export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby'): string {
   // Whatever the values' source (the catalog, an imported file), nothing but a checked number or a quoted string reaches the file.
   confInteger('max_connections', maxConnections, 1, 100_000);
   if (memoryBytes !== undefined) confInteger('the memory limit', memoryBytes, 1, Number.MAX_SAFE_INTEGER);
-  if (archive && archive !== 'spare') {
+  if (archive) {
     confInteger('archive_timeout', archive.timeoutSeconds, 1, 86_400);
     confPath('the archive folder', archive.directory);
   }
@@ -181,9 +174,7 @@ export function archiveConfText(maxConnections: number, archive: ArchiveTarget |
   // Over the disk quota: writes need a session to say SET default_transaction_read_only = off first.
   if (readOnly === 'soft') lines.push('default_transaction_read_only = on');
   if (readOnly === 'standby' && !recovery) lines.push('hot_standby = on');
-  if (archive === 'spare') {
-    for (const [name, value] of Object.entries(SPARE_ARCHIVE_SETTINGS)) lines.push(`${name} = ${value}`);
-  } else if (archive) {
+  if (archive) {
     lines.push(`basic_archive.archive_directory = ${quoteLiteral(archive.directory)}`, `archive_timeout = ${archive.timeoutSeconds}`);
   }
   // Last: what the server was started with for a restore outranks the lines above until its next start.

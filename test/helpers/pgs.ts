@@ -6,6 +6,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { socketDirOf } from '../../src/runtime/server-config.js';
 
 /** Runs the built CLI (bin/pgs.js) as a subprocess against its own PGS_HOME. */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -154,6 +155,11 @@ export function unixRequest<T>(socketPath: string, method: string, urlPath: stri
     req.on('error', reject);
     req.end(payload);
   });
+}
+
+/** The folder of a tenant server's unix socket, as a libpq host (pgs's admin role logs in there by peer authentication). */
+export function socketDir(dataRoot: string, id: string): string {
+  return socketDirOf(path.join(dataRoot, 'tenants', id));
 }
 
 /** Runs a program and collects its output, trimmed. */

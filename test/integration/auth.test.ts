@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { PgsHome, psql, runCommand, waitFor } from '../helpers/pgs.js';
+import { PgsHome, psql, runCommand, socketDir, waitFor } from '../helpers/pgs.js';
 import { libpq18Env } from '../helpers/router.js';
 
 interface Created { id: string; hostname: string; password: string }
@@ -22,7 +22,7 @@ describe('authentication before wake', () => {
   const suspended = (id: string) => waitFor(`${id} to be suspended`, async () => (await stateOf(id))?.state === 'suspended');
   const local = async (t: Created, sql: string) => {
     // As pgs's admin role over the server's own socket (root reaches it, as pgs does).
-    const host = path.join(await pgs.dataRoot(), 'tenants', t.id);
+    const host = socketDir(await pgs.dataRoot(), t.id);
     return runCommand('psql', ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', host, '-U', 'pgs_admin', '-d', t.id, '-c', sql], process.env);
   };
   const metric = async (line: RegExp) => Number(line.exec((await pgs.api('GET', '/metrics')).text)?.[1] ?? NaN);
@@ -129,16 +129,16 @@ describe('authentication before wake', () => {
     }
     // Installed by the host's admin, they still refuse a connection that used no password.
     assert.equal((await local(aa, 'CREATE EXTENSION dblink; CREATE EXTENSION postgres_fdw; GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO postgres')).code, 0);
-    const socketDir = path.join(await pgs.dataRoot(), 'tenants', 'aa');
+    const socket = socketDir(await pgs.dataRoot(), 'aa');
     // As root the server's own uid has no name, so peer authentication refuses it before dblink's own check.
     const refused = /password or GSSAPI delegated credentials required|Peer authentication failed/;
     for (const user of ['pgs_admin', 'postgres']) {
-      const r = await psql(conn(aa), `SELECT dblink_connect('host=${socketDir} user=${user} dbname=aa')`, aa.password);
+      const r = await psql(conn(aa), `SELECT dblink_connect('host=${socket} user=${user} dbname=aa')`, aa.password);
       assert.match(r.stderr, refused, `dblink as ${user}`);
-      const withPassword = await psql(conn(aa), `SELECT dblink_connect('host=${socketDir} user=${user} dbname=aa password=${aa.password}')`, aa.password);
+      const withPassword = await psql(conn(aa), `SELECT dblink_connect('host=${socket} user=${user} dbname=aa password=${aa.password}')`, aa.password);
       assert.match(withPassword.stderr, refused, `dblink as ${user}, password given but unused`);
     }
-    const fdw = await psql(conn(aa), `CREATE SERVER self FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '${socketDir}', dbname 'aa');
+    const fdw = await psql(conn(aa), `CREATE SERVER self FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '${socket}', dbname 'aa');
       CREATE USER MAPPING FOR postgres SERVER self OPTIONS (user 'pgs_admin', password 'x');
       CREATE FOREIGN TABLE far (rolname name) SERVER self OPTIONS (schema_name 'pg_catalog', table_name 'pg_authid');
       SELECT * FROM far`, aa.password);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import S3rver from 's3rver';
 import { S3Client } from '../../src/backup/s3.js';
-import { PgsHome, psql, shell, waitFor } from '../helpers/pgs.js';
+import { PgsHome, psql, shell, socketDir, waitFor } from '../helpers/pgs.js';
 import { pgsShim, readReadme, readmeBlocks } from '../helpers/readme.js';
 
 /**
@@ -40,8 +40,7 @@ async function sql(pgs: PgsHome, id: string, password: string, text: string): Pr
 
 /** Finishes the tenant's current WAL segment (as pgs's superuser, over the socket) and returns its name. */
 async function switchWal(pgs: PgsHome, id: string): Promise<string> {
-  const socketDir = path.join(await pgs.dataRoot(), 'tenants', id);
-  const switched = await psql(`host=${socketDir} user=pgs_admin dbname=pgs_admin`, 'SELECT pg_walfile_name(pg_switch_wal())', '');
+  const switched = await psql(`host=${socketDir(await pgs.dataRoot(), id)} user=pgs_admin dbname=pgs_admin`, 'SELECT pg_walfile_name(pg_switch_wal())', '');
   assert.equal(switched.code, 0, switched.stderr);
   return switched.stdout;
 }

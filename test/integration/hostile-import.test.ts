@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
+import { PgsHome, psql, socketDir, waitFor } from '../helpers/pgs.js';
 
 /**
  * An export is a file that travels: whoever had root on the host it came from
@@ -31,7 +31,7 @@ describe('a hostile export', () => {
 
   /** Each statement on its own (ALTER SYSTEM takes no transaction block), as the superuser, over the server's socket. */
   const admin = async (pgs: PgsHome, id: string, database: string, sql: string | string[]) => {
-    const dir = path.join(await pgs.dataRoot(), 'tenants', id);
+    const dir = socketDir(await pgs.dataRoot(), id);
     let out = '';
     for (const statement of typeof sql === 'string' ? [sql] : sql) {
       const result = await psql(`host=${dir} user=pgs_admin dbname=${database}`, statement, '');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
+import { PgsHome, psql, socketDir, waitFor } from '../helpers/pgs.js';
 
 /**
  * A restore in place is all or nothing across a kill -9 of the daemon, in
@@ -28,7 +28,7 @@ describe('kill -9 of the daemon in every phase of a restore', () => {
     return result.stdout.trim();
   };
   const admin = async (text: string) => {
-    const result = await psql(`host=${path.join(dataRoot, 'tenants', 'k')} user=pgs_admin dbname=pgs_admin`, text, '');
+    const result = await psql(`host=${socketDir(dataRoot, 'k')} user=pgs_admin dbname=pgs_admin`, text, '');
     if (result.code !== 0) throw new Error(`psql as pgs_admin on k: ${result.stderr}`);
     return result.stdout.trim();
   };

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import S3rver from 's3rver';
-import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
+import { PgsHome, psql, socketDir, waitFor } from '../helpers/pgs.js';
 
 /**
  * Every kind of backup restores every way. Kinds: online (the server runs),
@@ -78,8 +78,7 @@ describe('the restore matrix: each kind of backup, each way', () => {
     // and more after all of them: 400 rows now
     await insert(301, 400);
     // The segment with the last rows finished (as pgs's superuser, over the socket), archived, then copied.
-    const socketDir = path.join(await pgs.dataRoot(), 'tenants', 'm');
-    const switched = await psql(`host=${socketDir} user=pgs_admin dbname=pgs_admin`, 'SELECT pg_walfile_name(pg_switch_wal())', '');
+    const switched = await psql(`host=${socketDir(await pgs.dataRoot(), 'm')} user=pgs_admin dbname=pgs_admin`, 'SELECT pg_walfile_name(pg_switch_wal())', '');
     assert.equal(switched.code, 0, switched.stderr);
     await waitFor('the last segment archived', async () => {
       const archived = await psql(`host=${socketDir} user=pgs_admin dbname=pgs_admin`, 'SELECT last_archived_wal FROM pg_stat_archiver', '');
