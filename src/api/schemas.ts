@@ -71,8 +71,8 @@ export const Tenant = Type.Object({
   diskUsedBytes: Nullable(Type.Integer()),
   /** With a quota: ok, warning (90 %), read-only (at the quota), standby (10 % past it: nothing can be written). */
   disk: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('warning'), Type.Literal('read-only'), Type.Literal('standby')])),
-  /** What its server uses now, from its control group (only where limits are enforced and it runs). */
-  usage: Type.Optional(Type.Object({ memoryBytes: Type.Integer(), cpuSeconds: Type.Number() })),
+  /** What its server uses now (with limits, while it runs): memory from its control group, or the sum of its processes' PSS (memorySource). */
+  usage: Type.Optional(Type.Object({ memoryBytes: Type.Integer(), cpuSeconds: Type.Number(), memorySource: Type.Union([Type.Literal('cgroup'), Type.Literal('pss')]) })),
   /** Present when the tenant has a limit this host cannot enforce: why. */
   limitsNotEnforced: Type.Optional(Type.String()),
   lastBackupAt: Nullable(DateTime),

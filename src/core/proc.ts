@@ -72,3 +72,37 @@ export async function someProcessWorksIn(dir: string): Promise<boolean> {
   }
   return false;
 }
+
+/** The pids of a process's direct children (a postmaster's are its workers and sessions). */
+export async function childPids(pid: number): Promise<number[]> {
+  const text = await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  return text.trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+/**
+ * A process's proportional set size: its private memory plus its share of
+ * what it shares (a server's shared buffers are counted once across its
+ * processes). From the kernel's summary, /proc/<pid>/smaps_rollup (Linux 4.14+).
+ */
+export async function pssBytes(pid: number): Promise<number | undefined> {
+  const text = await fs.readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => undefined);
+  const kib = text === undefined ? undefined : /^Pss:\s+(\d+) kB$/m.exec(text)?.[1];
+  return kib === undefined ? undefined : Number(kib) * 1024;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's times: USER_HZ, 100 on every Linux architecture pgs runs on. */
+const USER_HZ = 100;
+
+/**
+ * CPU seconds a process used, with those of its children that it has
+ * waited for (a postmaster waits for every worker and session that ended):
+ * utime, stime, cutime and cstime of /proc/<pid>/stat (fields 14 to 17).
+ */
+export async function cpuSeconds(pid: number, withReapedChildren: boolean): Promise<number | undefined> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'latin1').catch(() => undefined);
+  if (stat === undefined) return undefined;
+  // Fields after "pid (comm)": the state is field 3, so utime (14) is the 12th from there.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = fields.slice(11, withReapedChildren ? 15 : 13).reduce((sum, f) => sum + Number(f), 0);
+  return ticks / USER_HZ;
+}

@@ -525,7 +525,7 @@ export class BackupPlane {
           await swap.commit();
           await this.journals.remove(id);
           if (tenant.wanted !== 'running') await this.runtime.stop(id);
-          else this.deps.supervisor.noteRunning(id);
+          else await this.deps.supervisor.noteRunning(id);
           this.gaps.delete(id);
           this.emitRestored(id, plan, neutralized);
           const restored = findTenant(this.deps.catalog(), id);
@@ -566,7 +566,7 @@ export class BackupPlane {
     await this.journals.remove(id);
     await this.deps.refresh();
     if (tenant.wanted !== 'running') await this.runtime.stop(id);
-    else this.deps.supervisor.noteRunning(id);
+    else await this.deps.supervisor.noteRunning(id);
     this.emitRestored(id, plan, neutralized);
     const restored = findTenant(this.deps.catalog(), id);
     this.backupSoon(restored);
@@ -682,7 +682,7 @@ export class BackupPlane {
         // keep their connection strings. A host-name label holds the id, so no other tenant can have it.
         const made = await this.deps.pgs.insert(from.id === newId ? { ...entry, suffix: from.suffix } : entry);
         await this.deps.refresh();
-        this.deps.supervisor.noteRunning(newId);
+        await this.deps.supervisor.noteRunning(newId);
         return made;
       });
       this.deps.events.emit('created', newId, { reason, from: origin.tenant, backup: origin.backup, target: origin.target, ...(neutralized.length > 0 ? { neutralized } : {}) });

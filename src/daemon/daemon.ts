@@ -20,6 +20,7 @@ import { pidExists, processArgv } from '../core/proc.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
+import type { ResourceUsage } from '../runtime/cgroups.js';
 import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
 import { assertPassword, connectionStrings, findTenant, setVerifier, tenantFromMeta, tenantView, type DoctorReport, type Pgs } from '../service/pgs.js';
@@ -453,7 +454,7 @@ export class Daemon implements ControlPlane {
       const tenant = findTenant(await this.pgs.store.read(), id);
       if (this.supervisor.isSuspended(id)) await this.supervisor.wake(id);
       await setVerifier(this.runtime, tenantServerSpec(this.catalog.settings.dataRoot, tenant), verifier, { keepStarted: tenant.wanted === 'running' });
-      if (tenant.wanted === 'running') this.supervisor.noteRunning(id);
+      if (tenant.wanted === 'running') await this.supervisor.noteRunning(id);
     });
   }
 
@@ -481,12 +482,11 @@ export class Daemon implements ControlPlane {
   }
 
   /** What a tenant with limits uses now, or why its limits are not enforced. */
-  private async limitsSeen(tenant: Tenant): Promise<{ usage?: { memoryBytes: number; cpuSeconds: number }; limitsNotEnforced?: string }> {
+  private async limitsSeen(tenant: Tenant): Promise<{ usage?: ResourceUsage; limitsNotEnforced?: string }> {
     if (tenant.memoryBytes === undefined && tenant.cpus === undefined) return {};
     const support = this.runtime.limitsSupport();
-    if (!support.enforced) return { limitsNotEnforced: `memory and CPU limits are not enforced: ${support.why}` };
     const usage = await this.runtime.resourceUsage(tenant.id).catch(() => undefined);
-    return usage ? { usage } : {};
+    return { ...(usage ? { usage } : {}), ...(support.enforced ? {} : { limitsNotEnforced: `memory and CPU limits are not enforced: ${support.why}` }) };
   }
 
   /** What the supervisor sees of the tenant's server, with the state of its WAL archive. */
@@ -589,7 +589,7 @@ export class Daemon implements ControlPlane {
       if (made && (made.memoryBytes !== undefined || made.cpus !== undefined)) {
         await this.runtime.applyLimits(tenantServerSpec(this.catalog.settings.dataRoot, made)).catch((err: Error) => this.log.warn('could not apply limits', { tenant: request.id, error: err.message }));
       }
-      this.supervisor.noteRunning(request.id);
+      await this.supervisor.noteRunning(request.id);
       this.events.emit('created', request.id);
       this.events.emit('state', request.id, { state: 'running' });
       return created;

@@ -12,10 +12,16 @@ export interface ResourceLimits {
   pids?: number;
 }
 
-/** Measured from the tenant's control group. */
+/** What a tenant's server uses now. */
 export interface ResourceUsage {
   memoryBytes: number;
   cpuSeconds: number;
+  /**
+   * Where memoryBytes comes from: the tenant's control group (what its limit
+   * is held against), or the sum of its processes' PSS where it has none or
+   * the group does not hold all of the server's memory.
+   */
+  memorySource: 'cgroup' | 'pss';
 }
 
 const ROOT = '/sys/fs/cgroup';
@@ -177,7 +183,7 @@ export class Cgroups {
     for (const dir of unique(this.dirs(id))) moveInto(dir, pids);
   }
 
-  async usage(id: string): Promise<ResourceUsage | undefined> {
+  async usage(id: string): Promise<Omit<ResourceUsage, 'memorySource'> | undefined> {
     const d = this.dirs(id);
     if (this.version === 2) {
       const memory = readText(path.join(d.memory, 'memory.current'));

@@ -139,7 +139,7 @@ export class DockerRuntime extends NativeRuntime {
     const stats = await this.docker.stats(this.nameOf(id)).catch(() => undefined);
     if (!stats?.memory_stats?.usage) return undefined;
     const cache = stats.memory_stats.stats?.inactive_file ?? stats.memory_stats.stats?.cache ?? 0;
-    return { memoryBytes: stats.memory_stats.usage - cache, cpuSeconds: (stats.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1e9 };
+    return { memoryBytes: stats.memory_stats.usage - cache, cpuSeconds: (stats.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1e9, memorySource: 'cgroup' };
   }
 
   override async remove(id: string): Promise<void> {

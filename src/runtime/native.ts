@@ -11,7 +11,7 @@ import { AdminClient, AdminQueryError } from './admin-client.js';
 import { Cgroups, type ResourceUsage } from './cgroups.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid, type PostmasterPid } from './postmaster.js';
-import { isLiveProcessNamed, processState, someProcessWorksIn } from '../core/proc.js';
+import { childPids, cpuSeconds, isLiveProcessNamed, pssBytes, processState, someProcessWorksIn } from '../core/proc.js';
 import type { ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
   ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, RECOVERY_CONF, SERVER_PORT, SOCKET_SUBDIR, serverMaxConnections, TEMPLATE_DATABASE, TEMPLATE_MARKER,
@@ -308,6 +308,8 @@ export class NativeRuntime implements TenantRuntime {
 
   /** Tenants whose servers go into control groups (they have limits). */
   protected readonly limited = new Set<string>();
+  /** The postmaster pid of each server that went into its control groups as it started (so they hold all its memory). */
+  private readonly groupedFromStart = new Map<string, number>();
   private cgroupsState: Cgroups | string | undefined;
 
   private get cgroups(): Cgroups | undefined {
@@ -398,8 +400,26 @@ export class NativeRuntime implements TenantRuntime {
     return done;
   }
 
+  /**
+   * Memory in use: its control group's count when the server has been in its
+   * group since its start. One moved in while it ran (a running spare that a
+   * create took, limits set later) was charged elsewhere for what it had
+   * touched before (cgroups do not move charges), so its group reads a few
+   * hundred KiB: then, as for a server without a group, the sum of its
+   * processes' PSS, and CPU from /proc.
+   */
   async resourceUsage(id: string): Promise<ResourceUsage | undefined> {
-    return this.cgroups?.usage(id);
+    const pidFile = await this.postmasterOf(id).catch(() => undefined);
+    const pid = pidFile && (await isPostgresProcess(pidFile.pid)) ? pidFile.pid : undefined;
+    if (pid === undefined) return undefined;
+    const group = this.groupedFromStart.get(id) === pid ? await this.cgroups?.usage(id) : undefined;
+    if (group) return { ...group, memorySource: 'cgroup' };
+    const children = await childPids(pid);
+    const pss = await Promise.all([pid, ...children].map((p) => pssBytes(p)));
+    const cpu = await Promise.all([cpuSeconds(pid, true), ...children.map((p) => cpuSeconds(p, false))]);
+    const sum = (xs: (number | undefined)[]) => xs.reduce<number>((a, x) => a + (x ?? 0), 0);
+    if (pss[0] === undefined) return undefined; // exited, or not ours to read
+    return { memoryBytes: sum(pss), cpuSeconds: Math.round(sum(cpu) * 100) / 100, memorySource: 'pss' };
   }
 
   runningSpares(): number {
@@ -1297,7 +1317,10 @@ export class NativeRuntime implements TenantRuntime {
       closeSync(logFd);
     }
     // Into the tenant's control groups at once, before the postmaster forks its first worker.
-    if (child.pid !== undefined && this.limited.has(id)) this.attachServer(id, child.pid);
+    if (child.pid !== undefined && this.limited.has(id)) {
+      this.attachServer(id, child.pid);
+      this.groupedFromStart.set(id, child.pid);
+    }
     const exited = new Promise<string>((resolve) => {
       child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
       child.once('error', (err) => resolve(`could not be spawned: ${err.message}`));

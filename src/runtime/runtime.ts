@@ -222,7 +222,7 @@ export interface TenantRuntime {
    * Returns what it did.
    */
   moveToHomeNames?(specs: TenantServerSpec[]): Promise<string[]>;
-  /** What the tenant's server uses now, from its control group; undefined without one. */
+  /** What the tenant's server uses now (its control group's count, or its processes' PSS); undefined when it does not run. */
   resourceUsage(id: string): Promise<ResourceUsage | undefined>;
   /** Spare servers running now (they count against the running budget). */
   runningSpares(): number;

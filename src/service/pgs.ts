@@ -119,7 +119,7 @@ export interface TenantView {
   /** Client connections at once through the router; null: the default for its pool mode. */
   maxClientConnections: number | null;
   disk?: 'ok' | 'warning' | 'read-only' | 'standby';
-  usage?: { memoryBytes: number; cpuSeconds: number };
+  usage?: { memoryBytes: number; cpuSeconds: number; memorySource: 'cgroup' | 'pss' };
   limitsNotEnforced?: string;
   /** When the newest backup finished; null: none, or no daemon runs. */
   lastBackupAt: string | null;
@@ -149,7 +149,7 @@ export interface ObservedTenant {
   archiving?: TenantView['archiving'];
   archivingError?: string;
   backupPending?: TenantView['backupPending'];
-  usage?: { memoryBytes: number; cpuSeconds: number };
+  usage?: { memoryBytes: number; cpuSeconds: number; memorySource: 'cgroup' | 'pss' };
   limitsNotEnforced?: string;
   diskUsedBytes?: number;
   disk?: 'ok' | 'warning' | 'read-only' | 'standby';
@@ -741,6 +741,17 @@ function localUrl(endpoint: { host: string; port: number }, database: string): s
   return `postgresql://${TENANT_ROLE}@/${database}?host=${encodeURIComponent(endpoint.host)}&port=${endpoint.port}`;
 }
 
+/**
+ * How long the server has run as this tenant's: since its start, or since the
+ * tenant was created when its server ran before that (a running spare, which a
+ * create takes over). Its start time has one-second resolution.
+ */
+export function uptimeSeconds(tenant: Pick<Tenant, 'createdAt'>, serverStartedAt: string | null, now = Date.now()): number | null {
+  if (serverStartedAt === null) return null;
+  const since = Math.max(Date.parse(serverStartedAt), Date.parse(tenant.createdAt) || 0);
+  return Math.max(0, Math.round((now - since) / 1000));
+}
+
 /** A tenant as the API and `--json` show it: the catalog's settings with what is seen of its server. */
 export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<ObservedTenant, 'connections'> & { connections: number | null }, now = Date.now()): TenantView {
   return {
@@ -757,7 +768,7 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     autosuspendSeconds: tenant.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : tenant.autosuspendSeconds,
     createdAt: tenant.createdAt,
     serverStartedAt: seen.serverStartedAt,
-    uptimeSeconds: seen.serverStartedAt === null ? null : Math.max(0, Math.round((now - Date.parse(seen.serverStartedAt)) / 1000)),
+    uptimeSeconds: uptimeSeconds(tenant, seen.serverStartedAt, now),
     connections: seen.connections,
     health: seen.health,
     healthCheckedAt: seen.healthCheckedAt,

@@ -127,6 +127,7 @@ export class Supervisor {
   private readonly suspending = new Map<string, Promise<void>>();
   private readonly health = new Map<string, HealthRecord>();
   private readonly nextCheck = new Map<string, number>();
+  private readonly checking = new Map<string, Promise<void>>();
   private healthSweep: Promise<void> | undefined;
   private readonly wakes = new Map<string, number>();
   /** Last moment (ms) each tenant had a client connection through the router, as seen each second. */
@@ -170,10 +171,11 @@ export class Supervisor {
     return this.suspended.has(id);
   }
 
-  /** The tenant's server runs because a person made it so (create, password change). */
-  noteRunning(id: string): void {
+  /** The tenant's server runs because a person made it so (create, restore, password change); its health is checked at once. */
+  async noteRunning(id: string): Promise<void> {
     this.seenRunning.add(id);
     this.suspended.delete(id);
+    await this.checkStarted(id);
   }
 
   /** Its autosuspend changed: the idle time counts afresh. */
@@ -283,6 +285,7 @@ export class Supervisor {
       this.seenRunning.add(tenant.id);
       backoff.failures = 0;
       backoff.lastError = undefined;
+      await this.checkStarted(tenant.id);
       this.events.emit('state', tenant.id, { state: 'running' });
     } catch (err) {
       backoff.failures++;
@@ -308,7 +311,26 @@ export class Supervisor {
     this.healthSweep = forEachLimit(due, PARALLEL_CHECKS, (t) => this.checkHealth(t.id)).finally(() => { this.healthSweep = undefined; });
   }
 
-  private async checkHealth(id: string): Promise<void> {
+  /**
+   * A server just started (a new process: the last check was of another) is
+   * checked now rather than at its turn, which can be up to an interval away:
+   * until then it would read as unknown.
+   */
+  private async checkStarted(id: string): Promise<void> {
+    this.nextCheck.delete(id);
+    await this.checkHealth(id).catch(() => undefined);
+  }
+
+  /** One check at a time per server: a second caller waits for the one in flight (one kept session each). */
+  private checkHealth(id: string): Promise<void> {
+    const inFlight = this.checking.get(id);
+    if (inFlight) return inFlight;
+    const check = this.checkHealthOnce(id).finally(() => this.checking.delete(id));
+    this.checking.set(id, check);
+    return check;
+  }
+
+  private async checkHealthOnce(id: string): Promise<void> {
     const before = await this.runtime.status(id);
     if (before.state !== 'running' || before.pid === undefined || this.isStopping) return;
     const spread = this.healthIntervalMs * (0.9 + 0.2 * Math.random());
@@ -484,6 +506,7 @@ export class Supervisor {
       this.wakeTimes.push({ at: Date.now(), seconds });
       if (this.wakeTimes.length > WAKE_TIMES_KEPT) this.wakeTimes.splice(0, this.wakeTimes.length - WAKE_TIMES_KEPT);
       this.log.info('woke', { tenant: id, ms: Math.round(seconds * 1000) });
+      void this.checkStarted(id); // not in the waiting client's way
       this.events.emit('state', id, { state: 'running', reason: 'woken' });
       return true;
     })().finally(() => this.waking.delete(id));

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
-interface Tenant { id: string; state: string; serverStartedAt: string | null; pid: number | null; health: string }
+interface Tenant { id: string; state: string; serverStartedAt: string | null; pid: number | null; health: string; uptimeSeconds: number | null }
 
 /**
  * The daemon keeps spare servers running; a create takes one: its folder is
@@ -38,15 +38,20 @@ describe('running spares: a create takes a server that is already up', () => {
   });
 
   it('the server of a new tenant was running before the request; it works through the router like any other', async () => {
-    await new Promise((r) => setTimeout(r, 1_100)); // start times have one-second resolution
+    await new Promise((r) => setTimeout(r, 4_100)); // the spares are a few seconds old (start times have one-second resolution)
     const asked = Date.now();
     const created = await pgs.json<Created>(['create', 'quick']);
     const [tenant] = (await pgs.api<{ items: Tenant[] }>('GET', '/v1/tenants')).body.items;
     assert.equal(tenant?.state, 'running');
     assert.ok(Date.parse(tenant?.serverStartedAt ?? '') < asked - 1_000, `started ${tenant?.serverStartedAt}, asked ${new Date(asked).toISOString()}`);
+    // Its uptime is the tenant's, counted from the create, not the spare's: less than the spare's age.
+    const spareAge = (Date.now() - Date.parse(tenant?.serverStartedAt ?? '')) / 1000;
+    assert.ok(tenant?.uptimeSeconds !== null && tenant?.uptimeSeconds !== undefined && tenant.uptimeSeconds < spareAge - 2, `uptime ${tenant?.uptimeSeconds} s, the spare ran ${spareAge.toFixed(1)} s`);
+    assert.match(await pgs.ok(['list']), /^quick .* running +[01]s /m);
+    // Checked right as it became the tenant's: its health is known at once.
+    assert.equal(tenant?.health, 'ok', JSON.stringify(tenant));
     const result = await psql(`host=${created.hostname} hostaddr=127.0.0.1 port=${port} user=postgres dbname=quick sslmode=require`, 'SELECT current_database(), current_user', created.password);
     assert.equal(result.stdout, 'quick|postgres', result.stderr);
-    await waitFor('the health check on the kept session', async () => (await pgs.json<Tenant[]>(['list']))[0]?.health === 'ok');
     assert.deepEqual(await fs.readdir(path.join(await pgs.dataRoot(), 'tenants')), ['quick']);
     // It archives into its own WAL archive, though it ran as a spare (renamed, settings reloaded) before.
     await pgs.ok(['backup', 'quick']); // a backup ends its segment
@@ -63,6 +68,7 @@ describe('running spares: a create takes a server that is already up', () => {
     await pgs.ok(['start', 'quick']);
     const [tenant] = await pgs.json<Tenant[]>(['list']);
     assert.equal(tenant?.state, 'running');
+    assert.equal(tenant?.health, 'ok', 'checked right after its start');
     process.kill(tenant?.pid ?? 0, 'SIGKILL');
     await waitFor('the restart', async () => {
       const [now] = await pgs.json<Tenant[]>(['list']);

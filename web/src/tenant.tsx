@@ -204,7 +204,7 @@ export function TenantPage(props: { id: string }) {
         <Fact label="Size">{bytes(t.diskUsedBytes)}{t.diskBytes !== null ? ` of ${bytes(t.diskBytes)}${t.disk && t.disk !== 'ok' ? ` (${t.disk})` : ''}` : ''}</Fact>
         <Fact label="Wakes / restarts">{t.wakes} / {t.restarts}</Fact>
         <Fact label="Autosuspend">{autosuspend(t.autosuspendSeconds)}</Fact>
-        <Fact label="Limits">{`memory ${t.memoryBytes === null ? 'none' : bytes(t.memoryBytes)} · cpus ${t.cpus ?? 'none'} · max connections ${t.maxConnections}`}{t.usage ? ` · using ${bytes(t.usage.memoryBytes)}` : ''}</Fact>
+        <Fact label="Limits">{`memory ${t.memoryBytes === null ? 'none' : bytes(t.memoryBytes)} · cpus ${t.cpus ?? 'none'} · max connections ${t.maxConnections}`}{t.usage ? ` · using ${bytes(t.usage.memoryBytes)} (${t.usage.memorySource === 'cgroup' ? 'cgroup' : 'PSS'})` : ''}</Fact>
         <Fact label="Pooling">{t.pool === 'transaction' ? `transaction, ${t.poolSize} server sessions` : 'session'}</Fact>
         <Fact label="Backups">{`${t.backupSchedule}, keep ${t.backupRetain} · last ${t.lastBackupAt ? ago(t.lastBackupAt) : 'never'} · archiving ${t.archiving}`}</Fact>
       </dl>

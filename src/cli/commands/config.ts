@@ -120,7 +120,7 @@ export const config: Command = {
       ['backup schedule', shown.backupSchedule],
       ['backups kept', String(shown.backupRetain)],
       ['rpo', `${shown.rpoSeconds}s`],
-      ['memory', shown.memoryBytes === null ? 'no limit' : `${formatBytes(shown.memoryBytes)}${shown.usage ? ` (using ${formatBytes(shown.usage.memoryBytes)})` : ''}`],
+      ['memory', shown.memoryBytes === null ? 'no limit' : `${formatBytes(shown.memoryBytes)}${shown.usage ? `, using ${formatBytes(shown.usage.memoryBytes)} (${shown.usage.memorySource === 'cgroup' ? 'cgroup' : 'PSS'})` : ''}`],
       ['cpus', shown.cpus === null ? 'no limit' : `${shown.cpus}${shown.usage ? ` (${shown.usage.cpuSeconds.toFixed(1)} s of CPU used so far)` : ''}`],
       ['disk', shown.diskBytes === null ? 'no quota' : `${formatBytes(shown.diskBytes)}${shown.diskUsedBytes !== null ? ` (using ${formatBytes(shown.diskUsedBytes)})` : ''}${shown.disk && shown.disk !== 'ok' ? `: ${shown.disk}` : ''}`],
     ]));
