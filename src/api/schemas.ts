@@ -376,6 +376,7 @@ export const Backup = Type.Object({
   endLsn: Type.String(),
   timeline: Type.Integer(),
   bytes: Type.Integer(),
+  note: Type.Optional(Type.String({ description: 'what it was taken for, where its reason does not say all: a pre-restore backup says "before restore to backup <id>", "before restore to <time>" or "before restore to the latest point"' })),
 });
 export type BackupJson = Static<typeof Backup>;
 

@@ -76,6 +76,8 @@ export interface BackupMeta {
   afterLsn: string;
   /** Bytes of base.tar. */
   bytes: number;
+  /** What it was taken for, when its reason does not say all: "before restore to backup <id>" (or to a time, or to the latest point). */
+  note?: string;
   /** The tenant's catalog entry when the backup was taken (no secret in it). */
   tenantEntry: Tenant;
 }

@@ -32,6 +32,7 @@ export const BackupMetaSchema = v.strictObject({
   timeline: int(1, 2 ** 31 - 1),
   afterLsn: LSN,
   bytes: int(0, Number.MAX_SAFE_INTEGER),
+  note: v.optional(label(1000)),
   tenantEntry: TenantSchema,
 }, 'must be a backup record');
 

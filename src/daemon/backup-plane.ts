@@ -370,10 +370,10 @@ export class BackupPlane {
   }
 
   /** Must run inside a hold of the tenant. */
-  private async take(tenant: Tenant, reason: string): Promise<BackupMeta> {
+  private async take(tenant: Tenant, reason: string, note?: string): Promise<BackupMeta> {
     const started = performance.now();
     try {
-      const meta = await this.backups.take(tenant, reason, (dir) => this.inFlight.set(tenant.id, { dir, startedMs: Date.now() })).finally(() => this.inFlight.delete(tenant.id));
+      const meta = await this.backups.take(tenant, reason, (dir) => this.inFlight.set(tenant.id, { dir, startedMs: Date.now() }), note).finally(() => this.inFlight.delete(tenant.id));
       this.lastBackup.set(tenant.id, meta);
       this.failures.delete(tenant.id);
       this.deps.metrics.backups.inc({ result: 'ok' });
@@ -476,7 +476,7 @@ export class BackupPlane {
         let verifier: string | null = null;
         let extraWal: string | undefined;
         progress?.('backing up the current state');
-        await this.take(tenant, 'pre-restore');
+        await this.take(tenant, 'pre-restore', preRestoreNote(choice));
         if (running) {
           verifier = await this.runtime.tenantVerifier(id);
           await this.runtime.flushArchive(id, FLUSH_TIMEOUT_MS).catch((err: Error) => this.deps.log.warn('could not archive the last WAL before the restore', { tenant: id, error: err.message }));
@@ -881,4 +881,11 @@ export function backupDue(
   if (!last) return now - Date.parse(tenant.createdAt) >= FIRST_BACKUP_DELAY_MS + fraction * 60_000 && now - (lastChecked ?? 0) >= FIRST_BACKUP_DELAY_MS;
   const since = Math.max(Date.parse(last.finishedAt), lastChecked ?? 0);
   return now - since >= period + fraction * period * 0.1;
+}
+
+/** What a pre-restore backup was taken before: the restore's target as it was asked for. */
+export function preRestoreNote(choice: { backup?: string; time?: Date }): string {
+  if (choice.time !== undefined) return `before restore to ${choice.time.toISOString()}${choice.backup !== undefined ? ` (from backup ${choice.backup})` : ''}`;
+  if (choice.backup !== undefined) return `before restore to backup ${choice.backup}`;
+  return 'before restore to the latest point';
 }

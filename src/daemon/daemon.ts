@@ -889,8 +889,8 @@ export class Daemon implements ControlPlane {
 }
 
 function backupJson(meta: BackupMeta): S.BackupJson {
-  const { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes } = meta;
-  return { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes };
+  const { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes, note } = meta;
+  return { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes, ...(note !== undefined ? { note } : {}) };
 }
 
 /** A time from a request (the route made it RFC 3339; other callers may give any form the CLI takes). */

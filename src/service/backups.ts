@@ -60,7 +60,7 @@ export class Backups {
    * failed or was cut short (the daemon killed) is never listed; its
    * leftovers are deleted here on failure, and by `cleanup` at the next start.
    */
-  async take(tenant: Tenant, reason: string, onStart?: (dir: string) => void): Promise<BackupMeta> {
+  async take(tenant: Tenant, reason: string, onStart?: (dir: string) => void, note?: string): Promise<BackupMeta> {
     if (tenant.generation === undefined) throw new PgsError('INVALID_STATE', `tenant ${tenant.id} has no WAL archive yet; the daemon gives it one when it starts`);
     const id = newStamp();
     const base = baseDir(this.dataRoot, tenant.id, tenant.generation);
@@ -79,7 +79,7 @@ export class Backups {
         format: 1, id, tenant: tenant.id, generation: tenant.generation, kind: result.kind, reason,
         startedAt, finishedAt: new Date().toISOString(),
         startLsn: result.startLsn, endLsn: result.endLsn, timeline: result.timeline, afterLsn: result.afterLsn,
-        bytes, tenantEntry: tenant,
+        bytes, ...(note !== undefined ? { note } : {}), tenantEntry: tenant,
       };
       await this.runtime.writeOwnedFile(partial, BACKUP_META, `${JSON.stringify(meta, null, 2)}\n`);
       await fs.rename(partial, done);

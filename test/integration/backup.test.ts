@@ -10,7 +10,7 @@ import { PgsHome, psql, runCommand, waitFor } from '../helpers/pgs.js';
  * WAL archives, real psql. The source tenant is never harmed by a failure.
  */
 interface Created { id: string; hostname: string; password: string }
-interface Backup { id: string; kind: string; reason: string; generation: string; finishedAt: string; startLsn: string; bytes: number }
+interface Backup { id: string; kind: string; reason: string; generation: string; finishedAt: string; startLsn: string; endLsn: string; timeline: number; bytes: number; note?: string }
 interface BackupList { backups: Backup[]; window: { earliest: string; latest: string } | null; ranges: { generation: string; from: string; to: string; gap?: string }[]; lastFailure: { error: string } | null }
 interface TenantJson { id: string; state: string; hostname: string; lastBackupAt: string | null; archiving: string; wakes: number }
 
@@ -69,11 +69,19 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     assert.ok(list.window && list.window.earliest <= first.finishedAt);
     // The table tells them apart: the pre-restore backup is of the generation before the restore, on its timeline.
     const table = await pgs.ok(['backups', 'shop']);
-    assert.match(table, /^ID +KIND +REASON +FINISHED +SIZE +GENERATION +TL +WAL$/m);
-    const pre = / pre-restore .* (\d{8}-\d{6}-[0-9a-f]{4}) +(\d+) +[0-9A-F]+\//.exec(table);
+    assert.match(table, /^ID +KIND +REASON +FINISHED +SIZE +GENERATION +TL +WAL +NOTE$/m);
+    const pre = / pre-restore .* (\d{8}-\d{6}-[0-9a-f]{4}) +(\d+) +([0-9A-F]{24})-([0-9A-F]{24}) +(.+)$/m.exec(table);
     assert.ok(pre, table);
-    assert.equal(pre[1], list.backups.find((b) => b.reason === 'pre-restore')?.generation);
+    const preBackup = list.backups.find((b) => b.reason === 'pre-restore');
+    assert.equal(pre[1], preBackup?.generation);
     assert.equal(pre[2], '1', 'taken on the timeline before the restore');
+    assert.equal(pre[3]?.slice(0, 8), '00000001', 'its WAL segments name its timeline');
+    // It says what it was taken before, in the table, in --json and in the API.
+    assert.equal(pre[5], `before restore to ${noted}`);
+    assert.equal(preBackup?.note, `before restore to ${noted}`);
+    const viaApi = await pgs.api<{ backups: Backup[] }>('GET', '/v1/tenants/shop/backups');
+    assert.equal(viaApi.body.backups.find((b) => b.id === preBackup?.id)?.note, `before restore to ${noted}`);
+    assert.equal(viaApi.body.backups.find((b) => b.id === first.id)?.note, undefined, 'a manual backup has no note');
   });
 
   it('the state before a restore is itself restorable: the DROP comes back with its pre-restore backup', async () => {
@@ -81,6 +89,28 @@ describe('point-in-time restore, in place and as a new tenant', () => {
     const pre = list.backups.find((b) => b.reason === 'pre-restore');
     assert.ok(pre);
     await pgs.ok(['restore', 'shop', '--backup', pre.id]);
+    // Each generation's first backup is taken soon after its restore; wait for the one this restore made.
+    let after: BackupList | undefined;
+    const pres = () => after?.backups.filter((b) => b.reason === 'pre-restore') ?? [];
+    const firstAfter = (b: Backup | undefined) => after?.backups.find((x) => x.reason === 'first' && b !== undefined && x.finishedAt > b.finishedAt);
+    await waitFor('the restored generation\'s first backup', async () => {
+      after = await pgs.json<BackupList>(['backups', 'shop']);
+      return firstAfter(pres().pop()) !== undefined;
+    }, 30_000);
+    const [pre1, pre2] = pres();
+    assert.equal(pre2?.note, `before restore to backup ${pre.id}`);
+    // The first restore went back in the WAL: its generation's first backup may start at the very LSN the
+    // pre-restore backup did, but on the next timeline; the WAL column (segment names hold the timeline) tells them apart.
+    const first1 = firstAfter(pre1);
+    assert.ok(pre1 && first1, JSON.stringify(after));
+    assert.equal(first1.timeline, pre1.timeline + 1);
+    const table = await pgs.ok(['backups', 'shop']);
+    const walOf = (b: Backup) => new RegExp(`^${b.id} .* ([0-9A-F]{24}-[0-9A-F]{24})`, 'm').exec(table)?.[1];
+    assert.notEqual(walOf(first1), walOf(pre1), table);
+    assert.equal(walOf(first1)?.slice(0, 8), first1.timeline.toString(16).toUpperCase().padStart(8, '0'), table);
+    // Within a generation no two backups share WAL: each row's generation and WAL are its own.
+    const rows = (after?.backups ?? []).map((b) => `${b.generation} ${walOf(b) ?? ''}`);
+    assert.equal(new Set(rows).size, rows.length, table);
     const gone = await runCommand('psql', [(await pgs.ok(['url', 'shop', '--local'])).trim(), '-Atc', 'SELECT count(*) FROM orders'], { ...process.env, PGPASSWORD: shop.password });
     assert.match(gone.stderr, /relation "orders" does not exist/);
   });

@@ -6,6 +6,7 @@ import type { BackupJson, BackupListJson, ExportJson, TenantJson } from '../../a
 import { PgsError, codeFromWord, errnoCode } from '../../core/errors.js';
 import { daemonPaths } from '../../core/paths.js';
 import { parsePointInTime } from '../../core/time.js';
+import { parseLsn, segmentName } from '../../backup/wal.js';
 import { Backups } from '../../service/backups.js';
 import { runOperation } from '../api-client.js';
 import { announceDaemon, confirm, printJson, tenantPath, type Command, type Context } from '../command.js';
@@ -63,8 +64,10 @@ export const backups: Command = {
   summary: 'list a tenant\'s backups and how far back it can be restored',
   usage: 'pgs backups <id> [--json] | pgs backups <id> --delete [--yes]',
   details: [
-    '  Each backup with its WAL range, and the restorable window: the earliest and latest points',
-    '  in time "pgs restore --time" can reach. Also lists a removed tenant\'s backups, which stay',
+    '  Each backup with its timeline, its WAL (first and last segment; their names hold the timeline)',
+    '  and, for a pre-restore backup, what restore it was taken before ("before restore to backup B",',
+    '  or to a time). Then the restorable window: the earliest and latest points in time',
+    '  "pgs restore --time" can reach. Also lists a removed tenant\'s backups, which stay',
     '  until deleted: "pgs restore <id>" brings such a tenant back.',
     '  --json     print {tenant, backups: [...], window: {earliest, latest}, ranges, lastFailure}',
     '  --delete   delete every backup and the WAL archive of a removed tenant (asks on a terminal;',
@@ -93,8 +96,13 @@ export const backups: Command = {
     else {
       console.log(formatTable([
         // The generation (one unbroken line of WAL) and timeline tell a backup from before a restore from the first one after it.
-        ['ID', 'KIND', 'REASON', 'FINISHED', 'SIZE', 'GENERATION', 'TL', 'WAL'],
-        ...list.backups.map((b) => [b.id, b.kind, b.reason, b.finishedAt.replace(/\.\d+Z$/, 'Z'), formatBytes(b.bytes), b.generation, String(b.timeline), `${b.startLsn}-${b.endLsn}`]),
+        // A restore goes back in the WAL: the first backup after it can start at the very position (LSN) one
+        // before it did, on another timeline. Segment names hold the timeline, so each backup's WAL reads as its own.
+        ['ID', 'KIND', 'REASON', 'FINISHED', 'SIZE', 'GENERATION', 'TL', 'WAL', 'NOTE'],
+        ...list.backups.map((b) => [
+          b.id, b.kind, b.reason, b.finishedAt.replace(/\.\d+Z$/, 'Z'), formatBytes(b.bytes), b.generation, String(b.timeline),
+          `${segmentName(b.timeline, parseLsn(b.startLsn))}-${segmentName(b.timeline, parseLsn(b.endLsn))}`, b.note ?? '',
+        ]),
       ]));
     }
     if (list.window) console.log(`\nRestorable from ${list.window.earliest} to ${list.window.latest}`);
@@ -110,8 +118,8 @@ async function readBackups(ctx: Context, id: string): Promise<BackupListJson> {
   const tenant = catalog.tenants.find((t) => t.id === id);
   const list = await new Backups(ctx.pgs().runtimeFor(catalog.settings), catalog.settings.dataRoot).describe(id);
   if (!tenant && list.backups.length === 0) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id}, and no backups of one (see "pgs list")`);
-  const strip = ({ id: bid, tenant: t, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes }: BackupJson) =>
-    ({ id: bid, tenant: t, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes });
+  const strip = ({ id: bid, tenant: t, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes, note }: BackupJson) =>
+    ({ id: bid, tenant: t, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes, ...(note !== undefined ? { note } : {}) });
   return { tenant: id, backups: list.backups.map(strip), window: list.window, ranges: list.ranges, lastFailure: null };
 }
 
