@@ -3,7 +3,8 @@ export function formatTable(rows: string[][], options: { indent?: string } = {})
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length); });
   return rows
-    .map((row) => (options.indent ?? '') + row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  '))
+    // An empty last cell (a note most rows lack) leaves no trailing blanks.
+    .map((row) => ((options.indent ?? '') + row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ')).trimEnd())
     .join('\n');
 }
 
