@@ -78,10 +78,11 @@ describe('the restore matrix: each kind of backup, each way', () => {
     // and more after all of them: 400 rows now
     await insert(301, 400);
     // The segment with the last rows finished (as pgs's superuser, over the socket), archived, then copied.
-    const switched = await psql(`host=${socketDir(await pgs.dataRoot(), 'm')} user=pgs_admin dbname=pgs_admin`, 'SELECT pg_walfile_name(pg_switch_wal())', '');
+    const socket = socketDir(await pgs.dataRoot(), 'm');
+    const switched = await psql(`host=${socket} user=pgs_admin dbname=pgs_admin`, 'SELECT pg_walfile_name(pg_switch_wal())', '');
     assert.equal(switched.code, 0, switched.stderr);
     await waitFor('the last segment archived', async () => {
-      const archived = await psql(`host=${socketDir} user=pgs_admin dbname=pgs_admin`, 'SELECT last_archived_wal FROM pg_stat_archiver', '');
+      const archived = await psql(`host=${socket} user=pgs_admin dbname=pgs_admin`, 'SELECT last_archived_wal FROM pg_stat_archiver', '');
       return archived.stdout >= switched.stdout;
     }, 30_000);
     await waitFor('everything copied to the bucket', async () => {
