@@ -52,6 +52,8 @@ export interface DaemonOptions {
   serverSessions?: number;
   /** Transaction pooling: how long a client waits for a free server session (default 30 s). */
   poolTimeoutMs?: number;
+  /** Connections still starting up from one address at once (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
+  maxStartupsPerAddress?: number;
   /** How often each tenant's state, connections and transactions are sampled for the history (default 10 s; PGS_HISTORY_INTERVAL). */
   historyIntervalMs?: number;
   /** How long a stop waits for the bucket to take what is not in it yet (default 120 s; PGS_STOP_SHIP_TIMEOUT). */
@@ -101,6 +103,7 @@ export class Daemon implements ControlPlane {
   private readonly runningSpares: number;
   private readonly serverSessions: number | undefined;
   private readonly poolTimeoutMs: number | undefined;
+  private readonly maxStartupsPerAddress: number | undefined;
   private readonly shipTimeoutMs: number;
   private readonly samples: History;
   private historyTimer: NodeJS.Timeout | undefined;
@@ -112,6 +115,7 @@ export class Daemon implements ControlPlane {
     this.runningSpares = options.runningSpares ?? DEFAULT_RUNNING_SPARES;
     this.serverSessions = options.serverSessions;
     this.poolTimeoutMs = options.poolTimeoutMs;
+    this.maxStartupsPerAddress = options.maxStartupsPerAddress;
     this.shipTimeoutMs = options.shipTimeoutMs ?? 120_000;
     this.samples = new History(options.historyIntervalMs ?? 10_000);
     this.paths = daemonPaths(pgs.home);
@@ -146,6 +150,7 @@ export class Daemon implements ControlPlane {
         connections: () => this.router.connectionCount(),
         liveBytes: () => this.router.liveBytes(),
         refusals: () => this.router.refusals,
+        pendingStartups: () => this.router.startups.size,
         tenantStates: () => this.supervisor.tenantStates(),
         tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.withBackupSample(sample)),
         running: () => ({ running: this.supervisor.runningCount(), budget: this.supervisor.budget }),
@@ -156,7 +161,8 @@ export class Daemon implements ControlPlane {
       }, { version: this.version, postgres: this.runtime.serverVersion() });
       this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], authSecret: this.logins.secret, log: this.log, observer: this.metrics,
         ...(this.serverSessions !== undefined ? { serverSessions: { keep: this.serverSessions } } : {}),
-        ...(this.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.poolTimeoutMs } : {}) });
+        ...(this.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.poolTimeoutMs } : {}),
+        ...(this.maxStartupsPerAddress !== undefined ? { maxStartupsPerAddress: this.maxStartupsPerAddress } : {}) });
       this.supervisor = new Supervisor({
         runtime: this.runtime,
         router: this.router,

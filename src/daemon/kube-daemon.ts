@@ -53,6 +53,8 @@ export interface KubeDaemonOptions {
   historyIntervalMs?: number;
   serverSessions?: number;
   poolTimeoutMs?: number;
+  /** Connections still starting up from one address at once (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
+  maxStartupsPerAddress?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -158,6 +160,7 @@ export class KubeDaemon implements ControlPlane {
         connections: () => this.router.connectionCount(),
         liveBytes: () => this.router.liveBytes(),
         refusals: () => this.router.refusals,
+        pendingStartups: () => this.router.startups.size,
         tenantStates: async () => {
           const counts = new Map<string, number>();
           for (const view of this.tenants.list()) counts.set(stateOf(view), (counts.get(stateOf(view)) ?? 0) + 1);
@@ -173,6 +176,7 @@ export class KubeDaemon implements ControlPlane {
         domain: settings.domain, cert, key, authSecret: randomBytes(32), log: this.log, observer: this.metrics,
         ...(this.options.serverSessions !== undefined ? { serverSessions: { keep: this.options.serverSessions } } : {}),
         ...(this.options.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.options.poolTimeoutMs } : {}),
+        ...(this.options.maxStartupsPerAddress !== undefined ? { maxStartupsPerAddress: this.options.maxStartupsPerAddress } : {}),
       });
       this.tenants.onChange((id, view) => this.changed(id, view));
       for (const view of this.tenants.list()) if (view.tenant) this.seen.set(view.id, view.tenant);

@@ -286,19 +286,46 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     }
   });
 
-  it('connections still in start-up are bounded and do not count against tenants', async () => {
+  it('connections still in start-up are bounded: when all are taken the oldest goes, and they do not count against tenants', async () => {
     const { router: bounded, port: boundedPort } = await startRouter(pgs, { maxPendingStartups: 2, maxConnections: 1 });
+    const idle = [net.connect(boundedPort, '127.0.0.1'), net.connect(boundedPort, '127.0.0.1')];
+    let third: net.Socket | undefined;
+    try {
+      await Promise.all(idle.map((socket) => new Promise((r) => socket.once('connect', r))));
+      await new Promise((r) => setTimeout(r, 100));
+      const firstClosed = new Promise((r) => idle[0]?.once('close', r));
+      const comer = net.connect(boundedPort, '127.0.0.1');
+      third = comer;
+      comer.on('error', () => undefined);
+      await new Promise((r) => comer.once('connect', r));
+      await firstClosed; // the oldest of the network with the most makes room; the new one is let in
+      assert.equal(bounded.startups.size, 2);
+      for (const socket of [...idle, comer]) socket.destroy();
+      await new Promise((r) => setTimeout(r, 100));
+      // The global cap (1) counts admitted connections only: one real client gets in.
+      const result = await psql(conn(alpha).replace(`port=${port}`, `port=${boundedPort}`), 'SELECT 1', alpha.password);
+      assert.equal(result.stdout, '1', result.stderr);
+    } finally {
+      for (const socket of [...idle, third]) socket?.destroy();
+      await bounded.close();
+    }
+  });
+
+  it('connections still in start-up from one address are bounded: the next is closed at once, other addresses come in', async () => {
+    const { router: bounded, port: boundedPort } = await startRouter(pgs, { maxStartupsPerAddress: 2 });
     const idle = [net.connect(boundedPort, '127.0.0.1'), net.connect(boundedPort, '127.0.0.1')];
     try {
       await Promise.all(idle.map((socket) => new Promise((r) => socket.once('connect', r))));
       await new Promise((r) => setTimeout(r, 100));
       const third = await rawExchange(boundedPort);
-      assert.equal(third.length, 0, 'a third connection in start-up is closed at once');
-      for (const socket of idle) socket.destroy();
+      assert.equal(third.length, 0, 'a third connection from 127.0.0.1 is closed at once');
+      const other = net.connect({ port: boundedPort, host: '127.0.0.1', localAddress: '127.0.0.2' });
+      other.on('error', () => undefined);
+      await new Promise((r) => other.once('connect', r));
       await new Promise((r) => setTimeout(r, 100));
-      // The global cap (1) counts admitted connections only: one real client gets in.
-      const result = await psql(conn(alpha).replace(`port=${port}`, `port=${boundedPort}`), 'SELECT 1', alpha.password);
-      assert.equal(result.stdout, '1', result.stderr);
+      assert.equal(other.destroyed, false, 'one from 127.0.0.2 stays');
+      assert.equal(bounded.startups.size, 3);
+      other.destroy();
     } finally {
       for (const socket of idle) socket.destroy();
       await bounded.close();
