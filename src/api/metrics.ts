@@ -99,9 +99,9 @@ export class DaemonMetrics implements RouterObserver {
       name: 'pgs_router_server_sessions_total', help: 'How logged-in clients got their server session: reused (one the router kept), opened (a new one it will keep), own (a backend of the client\'s own start-up), pooled (transaction pooling: one per transaction).', labelNames: ['how'], registers,
     });
     for (const how of ['reused', 'opened', 'own', 'pooled']) this.serverSessions.inc({ how }, 0);
-    new Gauge({ name: 'pgs_router_startups_pending', help: 'Client connections still starting up (TLS handshake, start-up packet, the router\'s password check).', registers, collect() { this.set(source.pendingStartups?.() ?? 0); } });
+    new Gauge({ name: 'pgs_router_startups_pending', help: 'Client connections still starting up (TLS handshake, start-up packet, the router\'s password check), or waiting to: their address had PGS_MAX_STARTUPS_PER_ADDRESS starting up.', registers, collect() { this.set(source.pendingStartups?.() ?? 0); } });
     this.shed = new Counter({
-      name: 'pgs_router_startups_shed_total', help: 'Connections still starting up that the router closed for admission: address_limit (a new one, its address at PGS_MAX_STARTUPS_PER_ADDRESS), global_limit (the oldest of the network with the most, all start-up slots taken).', labelNames: ['why'], registers,
+      name: 'pgs_router_startups_shed_total', help: 'Connections still starting up that the router closed for admission: address_limit (one that waited its deadline behind PGS_MAX_STARTUPS_PER_ADDRESS others from its address), global_limit (the oldest of the network with the most, all start-up slots taken).', labelNames: ['why'], registers,
     });
     for (const why of ['address_limit', 'global_limit'] as const) this.shed.inc({ why }, 0);
     this.shedNetworks = new Gauge({ name: 'pgs_router_startups_shed_networks', help: 'The networks (/24, /64) shed most in the last interval of the router\'s (10 s), at most 5, with how many connections each; none when nothing was.', labelNames: ['network'], registers });

@@ -52,7 +52,7 @@ export interface DaemonOptions {
   serverSessions?: number;
   /** Transaction pooling: how long a client waits for a free server session (default 30 s). */
   poolTimeoutMs?: number;
-  /** Connections still starting up from one address at once (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
+  /** Connections still starting up from one address at once, more wait their turn (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
   maxStartupsPerAddress?: number;
   /** How often each tenant's state, connections and transactions are sampled for the history (default 10 s; PGS_HISTORY_INTERVAL). */
   historyIntervalMs?: number;

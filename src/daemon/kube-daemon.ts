@@ -53,7 +53,7 @@ export interface KubeDaemonOptions {
   historyIntervalMs?: number;
   serverSessions?: number;
   poolTimeoutMs?: number;
-  /** Connections still starting up from one address at once (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
+  /** Connections still starting up from one address at once, more wait their turn (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
   maxStartupsPerAddress?: number;
   env?: NodeJS.ProcessEnv;
 }

@@ -6,13 +6,16 @@ import { addressNetwork, plainAddress } from '../core/address.js';
  * /64; loopback split like any other), so that no one source can keep the
  * others out:
  *
- * - an address with `maxPerAddress` start-ups already gets its next
- *   connection closed on arrival;
- * - when `maxPending` start-ups are open, the network holding the most loses
- *   its oldest one to make room for the new one, which is never refused for it.
+ * - at most `maxPerAddress` start-ups from one address run at once; the next
+ *   ones wait, their bytes unread, and start in arrival order as those end
+ *   (a burst from one application host is served, a few at a time; one that
+ *   waits past its deadline is closed, `address_limit`);
+ * - when `maxPending` connections are starting up or waiting, the network
+ *   holding the most loses its oldest one to make room for the new one,
+ *   which is never refused for it (`global_limit`).
  *
  * A logged-in client is no longer counted here and is never shed. What was
- * refused and shed is told once per interval (`onInterval`), not per connection.
+ * closed is told once per interval (`onInterval`), not per connection.
  */
 export interface Starting {
   readonly address: string;
@@ -21,9 +24,12 @@ export interface Starting {
 
 export type ShedWhy = 'address_limit' | 'global_limit';
 
+/** What `admit` says of a new connection: start it now, or queue it behind its address's other start-ups (`wait`). */
+export type Admission = 'start' | 'wait';
+
 export interface ShedInterval {
   seconds: number;
-  /** New connections closed on arrival, their address at its limit. */
+  /** Connections closed after waiting their deadline behind their address's other start-ups. */
   addressLimit: number;
   /** Start-ups closed to make room, all start-up slots taken. */
   globalLimit: number;
@@ -36,30 +42,41 @@ export interface ShedInterval {
 export class Startups<T extends Starting> {
   readonly maxPending: number;
   readonly maxPerAddress: number;
+  /** Start-ups running, by address. */
   private readonly byAddress = new Map<string, number>();
-  /** Each network's start-ups in arrival order: the first is its oldest. */
+  /** Connections waiting for their address's turn, by address, in arrival order. */
+  private readonly queues = new Map<string, T[]>();
+  private readonly waiting = new Set<T>();
+  /** Each network's start-ups and waiting connections in arrival order: the first is its oldest. */
   private readonly byNetwork = new Map<string, Set<T>>();
   private count = 0;
   private readonly intervalMs: number;
   private readonly onShed: (why: ShedWhy) => void;
   private readonly onInterval: (summary: ShedInterval) => void;
+  private readonly onTurn: (waiting: T) => void;
   private interval: { since: number; addressLimit: number; globalLimit: number; networks: Map<string, number> } | undefined;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(options: { maxPending: number; maxPerAddress: number; intervalMs?: number; onShed?: (why: ShedWhy) => void; onInterval?: (summary: ShedInterval) => void }) {
+  constructor(options: { maxPending: number; maxPerAddress: number; intervalMs?: number; onShed?: (why: ShedWhy) => void; onInterval?: (summary: ShedInterval) => void; onTurn?: (waiting: T) => void }) {
     this.maxPending = options.maxPending;
     this.maxPerAddress = options.maxPerAddress;
     this.intervalMs = options.intervalMs ?? 10_000;
     this.onShed = options.onShed ?? (() => undefined);
     this.onInterval = options.onInterval ?? (() => undefined);
+    this.onTurn = options.onTurn ?? (() => undefined);
   }
 
-  /** Start-ups open now. */
+  /** Connections starting up or waiting to, now. */
   get size(): number {
     return this.count;
   }
 
-  /** Open start-ups from `address` (as `source` gives it). */
+  /** Of them, those waiting for their address's turn. */
+  get waitingCount(): number {
+    return this.waiting.size;
+  }
+
+  /** Start-ups running from `address` (as `source` gives it). */
   fromAddress(address: string): number {
     return this.byAddress.get(address) ?? 0;
   }
@@ -70,16 +87,12 @@ export class Startups<T extends Starting> {
   }
 
   /**
-   * Whether a new connection from `source` may start up: false when its
-   * address is at its limit (close it). When all slots are taken, the
-   * network with the most start-ups loses its oldest, closed by `shed`
-   * (which must call `remove` on it).
+   * Whether a new connection from `source` may start up now (`start`: then
+   * `add` it) or must wait for its address's turn (`wait`: then `wait` it).
+   * When all slots are taken, the network with the most loses its oldest,
+   * closed by `shed` (which must call `remove` on it).
    */
-  admit(source: { address: string; network: string }, shed: (victim: T, network: string) => void): boolean {
-    if (this.maxPerAddress > 0 && this.fromAddress(source.address) >= this.maxPerAddress) {
-      this.note('address_limit', source.network);
-      return false;
-    }
+  admit(source: { address: string; network: string }, shed: (victim: T, network: string) => void): Admission {
     for (let tries = 0; this.count >= this.maxPending && tries < 16; tries++) {
       const victim = this.oldestOfLargest();
       if (!victim) break;
@@ -87,36 +100,76 @@ export class Startups<T extends Starting> {
       shed(victim, victim.network);
       this.remove(victim); // in case `shed` did not
     }
-    return true;
+    const atLimit = this.maxPerAddress > 0 && this.fromAddress(source.address) >= this.maxPerAddress;
+    return atLimit || this.queues.has(source.address) ? 'wait' : 'start';
   }
 
+  /** A start-up begins. */
   add(connection: T): void {
-    let set = this.byNetwork.get(connection.network);
-    if (!set) {
-      set = new Set();
-      this.byNetwork.set(connection.network, set);
-    }
-    if (set.has(connection)) return;
-    set.add(connection);
+    if (!this.join(connection)) return;
     this.byAddress.set(connection.address, (this.byAddress.get(connection.address) ?? 0) + 1);
-    this.count++;
   }
 
-  /** It logged in, or closed. Does nothing for one not counted. */
+  /** A connection waits for its address's turn: `onTurn` is called with it when it comes. */
+  wait(connection: T): void {
+    if (!this.join(connection)) return;
+    this.waiting.add(connection);
+    const queue = this.queues.get(connection.address);
+    if (queue) queue.push(connection);
+    else this.queues.set(connection.address, [connection]);
+  }
+
+  /** A waiting connection waited too long: it is no longer counted, and told in the interval's `address_limit`. */
+  timedOut(connection: T): void {
+    if (!this.waiting.has(connection)) return;
+    this.note('address_limit', connection.network);
+    this.remove(connection);
+  }
+
+  /** It logged in, or closed, or its wait ended. Does nothing for one not counted. */
   remove(connection: T): void {
     const set = this.byNetwork.get(connection.network);
     if (!set?.delete(connection)) return;
     if (set.size === 0) this.byNetwork.delete(connection.network);
+    this.count--;
+    if (this.waiting.delete(connection)) {
+      const queue = this.queues.get(connection.address) ?? [];
+      queue.splice(queue.indexOf(connection), 1);
+      if (queue.length === 0) this.queues.delete(connection.address);
+      return;
+    }
     const left = (this.byAddress.get(connection.address) ?? 1) - 1;
     if (left > 0) this.byAddress.set(connection.address, left);
     else this.byAddress.delete(connection.address);
-    this.count--;
+    this.next(connection.address);
   }
 
   /** Stops the interval's timer (the router closes). */
   close(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  /** Counts a connection in its network; false if it already was. */
+  private join(connection: T): boolean {
+    let set = this.byNetwork.get(connection.network);
+    if (!set) {
+      set = new Set();
+      this.byNetwork.set(connection.network, set);
+    }
+    if (set.has(connection)) return false;
+    set.add(connection);
+    this.count++;
+    return true;
+  }
+
+  /** The first waiting connection of `address` starts, if its address has room. */
+  private next(address: string): void {
+    const queue = this.queues.get(address);
+    const first = queue?.[0];
+    if (!first || (this.maxPerAddress > 0 && this.fromAddress(address) >= this.maxPerAddress)) return;
+    this.remove(first);
+    this.onTurn(first); // it calls `add` when it starts
   }
 
   private oldestOfLargest(): T | undefined {

@@ -13,6 +13,9 @@ import { ServerFull, ServerSlots, SlotTimeout, serverHasNoSlot } from './server-
 import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings, type Handed } from './transaction-pool.js';
 import { Startups, type ShedInterval, type ShedWhy } from './admission.js';
 
+/** A connection or one waiting for its address's turn to start up: either can be shed. */
+type Starting = ClientConnection | WaitingSocket;
+
 /**
  * The PostgreSQL wire protocol up to the end of start-up, then a byte pipe.
  * It owns TLS, routing by SNI host name, authentication (SCRAM-SHA-256 with
@@ -114,7 +117,7 @@ export interface RouterOptions {
    * connection is let in and the network (/24, /64) with the most start-ups loses its oldest. Default 1,000.
    */
   maxPendingStartups?: number;
-  /** Connections still starting up from one source address at once; more are closed on arrival. Default 64; 0: no limit. */
+  /** Connections still starting up from one source address at once; more wait their turn (at most the handshake deadline). Default 64; 0: no limit. */
   maxStartupsPerAddress?: number;
   /** How often sheds are logged and told to `observer` (at most once per interval). Default 10 s. */
   shedIntervalMs?: number;
@@ -165,7 +168,7 @@ export class Router {
   readonly startupPacketTimeoutMs: number;
   readonly authTimeoutMs: number;
   /** Connections still starting up, by address and network (admission.ts). */
-  readonly startups: Startups<ClientConnection>;
+  readonly startups: Startups<Starting>;
   private admitted = 0;
   private readonly maxConnections: number;
   private readonly maxPerTenant: number;
@@ -178,6 +181,8 @@ export class Router {
   readonly failures: AuthFailures;
   private server: net.Server;
   private readonly clients = new Set<ClientConnection>();
+  /** Connections waiting for their address's turn to start up (admission.ts). */
+  readonly waiting = new Set<WaitingSocket>();
   private readonly byTenant = new Map<string, Set<ClientConnection>>();
   private readonly cancelKeys = new Map<string, CancelRoute>();
   readonly refusals = new Map<RefusalReason, number>();
@@ -205,7 +210,7 @@ export class Router {
     this.reservedUsers = new Set(options.reservedUsers ?? []);
     this.log = options.log ?? QUIET;
     this.observer = options.observer;
-    this.startups = new Startups<ClientConnection>({
+    this.startups = new Startups<Starting>({
       maxPending: options.maxPendingStartups ?? 1_000,
       maxPerAddress: options.maxStartupsPerAddress ?? 64,
       ...(options.shedIntervalMs !== undefined ? { intervalMs: options.shedIntervalMs } : {}),
@@ -224,6 +229,9 @@ export class Router {
           });
         }
         this.observer?.startupsShedInterval?.(summary);
+      },
+      onTurn: (waiting) => {
+        if (waiting instanceof WaitingSocket) waiting.start();
       },
     });
     this.secureContext = makeSecureContext(options.cert, options.key);
@@ -407,6 +415,7 @@ export class Router {
     this.pool?.closeAll();
     this.transactions.closeAll();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const waiting of [...this.waiting]) waiting.shed();
     for (const client of [...this.clients]) client.closeWith({ reason: 'shutting_down', message: 'pgs is shutting down' });
     await closed;
   }
@@ -516,13 +525,70 @@ export class Router {
       return;
     }
     const source = Startups.source(remote);
-    if (!this.startups.admit(source, (victim, network) => victim.shed(network))) {
-      socket.destroy(); // nothing was said yet: no TLS to say it in
+    const admission = this.startups.admit(source, (victim, network) => victim.shed(network));
+    if (admission === 'wait') {
+      const waiting = new WaitingSocket(this, socket, source, this.handshakeTimeoutMs);
+      this.waiting.add(waiting);
+      this.startups.wait(waiting);
+    }
+    else this.startClient(socket, source);
+  }
+
+  /** A connection's start-up begins: TLS, the start-up packet, the password. */
+  startClient(socket: net.Socket, source: { address: string; network: string }): void {
+    if (this.closing || socket.destroyed) {
+      socket.destroy();
       return;
     }
     const client = new ClientConnection(this, socket, source, this.handshakeTimeoutMs);
     this.clients.add(client);
     this.startups.add(client);
+  }
+}
+
+/**
+ * A connection whose address already has its limit of start-ups running: its
+ * bytes stay unread (the kernel and the socket's buffer keep them) until one of
+ * those ends (then `start`), it closes, or its deadline passes (closed, nothing said).
+ */
+class WaitingSocket {
+  readonly address: string;
+  readonly network: string;
+  private readonly router: Router;
+  private readonly socket: net.Socket;
+  private readonly timer: NodeJS.Timeout;
+  private readonly onGone = (): void => this.shed();
+
+  constructor(router: Router, socket: net.Socket, source: { address: string; network: string }, deadlineMs: number) {
+    this.router = router;
+    this.socket = socket;
+    this.address = source.address;
+    this.network = source.network;
+    socket.pause();
+    socket.on('error', this.onGone);
+    socket.on('close', this.onGone);
+    this.timer = setTimeout(() => {
+      this.router.startups.timedOut(this);
+      this.shed();
+    }, deadlineMs);
+  }
+
+  /** Its turn: the start-up begins where nothing was read yet. */
+  start(): void {
+    clearTimeout(this.timer);
+    this.router.waiting.delete(this);
+    this.socket.off('error', this.onGone);
+    this.socket.off('close', this.onGone);
+    this.router.startClient(this.socket, this);
+    this.socket.resume(); // after the client's reader is on: nothing buffered is lost
+  }
+
+  /** Closed, nothing said (no TLS yet to say it in). */
+  shed(): void {
+    clearTimeout(this.timer);
+    this.router.waiting.delete(this);
+    this.router.startups.remove(this);
+    this.socket.destroy();
   }
 }
 

@@ -17,14 +17,47 @@ describe('admission of start-ups', () => {
     assert.equal(plainAddress('fe80::1%eth0'), 'fe80::1');
   });
 
-  it('an address at its limit is refused; others are not', () => {
-    const s = new Startups<Conn>({ maxPending: 100, maxPerAddress: 2 });
-    for (const c of [conn('10.0.0.1', 'a'), conn('10.0.0.1', 'b')]) {
-      assert.ok(s.admit(c, () => assert.fail('nothing is shed')));
-      s.add(c);
+  it('an address at its limit waits its turn, in arrival order; others start at once', () => {
+    const started: string[] = [];
+    const s = new Startups<Conn>({ maxPending: 100, maxPerAddress: 2, onTurn: (c) => { started.push(c.name); s.add(c); } });
+    const [a, b, c, d] = [conn('10.0.0.1', 'a'), conn('10.0.0.1', 'b'), conn('::ffff:10.0.0.1', 'c'), conn('10.0.0.1', 'd')];
+    for (const x of [a, b]) {
+      assert.equal(s.admit(x, () => assert.fail('nothing is shed')), 'start');
+      s.add(x);
     }
-    assert.equal(s.admit(conn('::ffff:10.0.0.1'), () => assert.fail('nothing is shed')), false);
-    assert.ok(s.admit(conn('10.0.0.2'), () => assert.fail('nothing is shed')));
+    for (const x of [c, d]) {
+      assert.equal(s.admit(x, () => assert.fail('nothing is shed')), 'wait');
+      s.wait(x);
+    }
+    assert.equal(s.admit(conn('10.0.0.2'), () => assert.fail('nothing is shed')), 'start');
+    assert.equal(s.size, 4);
+    assert.equal(s.waitingCount, 2);
+    s.remove(a); // logged in
+    assert.deepEqual(started, ['c']);
+    assert.equal(s.admit(conn('10.0.0.1', 'e'), () => assert.fail('nothing is shed')), 'wait', 'd still waits: no one overtakes it');
+    s.remove(d); // gave up while waiting
+    s.remove(b);
+    s.remove(c);
+    assert.deepEqual(started, ['c']);
+    assert.equal(s.size, 0);
+    assert.equal(s.admit(conn('10.0.0.1'), () => assert.fail('nothing is shed')), 'start');
+    s.close();
+  });
+
+  it('all slots taken: a waiting connection is shed like any other, and a shed start-up lets the next of its address in', () => {
+    const started: string[] = [];
+    const s = new Startups<Conn>({ maxPending: 3, maxPerAddress: 1, onTurn: (c) => { started.push(c.name); s.add(c); } });
+    const [x1, x2, x3] = [conn('10.0.1.1', 'x1'), conn('10.0.1.1', 'x2'), conn('10.0.1.1', 'x3')];
+    s.add(x1);
+    s.wait(x2);
+    s.wait(x3);
+    const shed: string[] = [];
+    const real = conn('10.0.0.1', 'real');
+    assert.equal(s.admit(real, (victim) => { shed.push(victim.name); s.remove(victim); }), 'start');
+    s.add(real);
+    assert.deepEqual(shed, ['x1'], 'the oldest of the network with the most');
+    assert.deepEqual(started, ['x2'], 'the next of its address starts in its place');
+    assert.equal(s.size, 3);
     s.close();
   });
 
@@ -34,7 +67,7 @@ describe('admission of start-ups', () => {
     for (const c of all) { s.admit(c, () => assert.fail()); s.add(c); }
     const shed: string[] = [];
     const comer = conn('10.0.0.1', 'real2');
-    assert.ok(s.admit(comer, (victim, network) => { shed.push(`${victim.name} ${network}`); s.remove(victim); }));
+    assert.equal(s.admit(comer, (victim, network) => { shed.push(`${victim.name} ${network}`); s.remove(victim); }), 'start');
     s.add(comer);
     assert.deepEqual(shed, ['x1 10.0.1.0/24']);
     assert.equal(s.size, 4);
@@ -46,10 +79,15 @@ describe('admission of start-ups', () => {
     const told: ShedInterval[] = [];
     const s = new Startups<Conn>({ maxPending: 1000, maxPerAddress: 1, intervalMs: 50, onInterval: (summary) => told.push(summary) });
     const first = conn('10.0.1.1');
-    s.admit(first, () => undefined);
+    assert.equal(s.admit(first, () => undefined), 'start');
     s.add(first);
-    for (let i = 0; i < 20; i++) s.admit(conn('10.0.1.1'), () => undefined);
-    s.admit(conn('10.0.2.1'), () => undefined);
+    for (let i = 0; i < 20; i++) {
+      const waiting = conn('10.0.1.1');
+      assert.equal(s.admit(waiting, () => undefined), 'wait');
+      s.wait(waiting);
+      s.timedOut(waiting); // waited its deadline
+    }
+    s.timedOut(first); // not waiting: not counted as such
     await new Promise((r) => setTimeout(r, 180));
     assert.equal(told.length, 2);
     assert.equal(told[0]?.addressLimit, 20);
