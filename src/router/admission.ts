@@ -11,8 +11,10 @@ import { addressNetwork, plainAddress } from '../core/address.js';
  *   (a burst from one application host is served, a few at a time; one that
  *   waits past its deadline is closed, `address_limit`);
  * - when `maxPending` connections are starting up or waiting, the network
- *   holding the most loses its oldest one to make room for the new one,
- *   which is never refused for it (`global_limit`).
+ *   holding the most pays (`global_limit`): a newcomer from it is closed on
+ *   arrival, before its TLS handshake costs anything; a newcomer from
+ *   another network is let in and the busiest network's oldest connection
+ *   is closed to make room.
  *
  * A logged-in client is no longer counted here and is never shed. What was
  * closed is told once per interval (`onInterval`), not per connection.
@@ -24,8 +26,12 @@ export interface Starting {
 
 export type ShedWhy = 'address_limit' | 'global_limit';
 
-/** What `admit` says of a new connection: start it now, or queue it behind its address's other start-ups (`wait`). */
-export type Admission = 'start' | 'wait';
+/**
+ * What `admit` says of a new connection: start it now, queue it behind its
+ * address's other start-ups (`wait`), or close it at once (`refuse`: all
+ * slots are taken and its own network holds the most).
+ */
+export type Admission = 'start' | 'wait' | 'refuse';
 
 export interface ShedInterval {
   seconds: number;
@@ -94,7 +100,14 @@ export class Startups<T extends Starting> {
    */
   admit(source: { address: string; network: string }, shed: (victim: T, network: string) => void): Admission {
     for (let tries = 0; this.count >= this.maxPending && tries < 16; tries++) {
-      const victim = this.oldestOfLargest();
+      const largest = this.largest();
+      if (!largest) break;
+      if ((this.byNetwork.get(source.network)?.size ?? 0) >= largest.size) {
+        // The newcomer's own network holds the most: it is the one closed, before it costs a TLS handshake.
+        this.note('global_limit', source.network);
+        return 'refuse';
+      }
+      const victim = largest.values().next().value;
       if (!victim) break;
       this.note('global_limit', victim.network);
       shed(victim, victim.network);
@@ -172,10 +185,10 @@ export class Startups<T extends Starting> {
     this.onTurn(first); // it calls `add` when it starts
   }
 
-  private oldestOfLargest(): T | undefined {
+  private largest(): Set<T> | undefined {
     let largest: Set<T> | undefined;
     for (const set of this.byNetwork.values()) if (!largest || set.size > largest.size) largest = set;
-    return largest?.values().next().value;
+    return largest;
   }
 
   private note(why: ShedWhy, network: string): void {

@@ -526,7 +526,8 @@ export class Router {
     }
     const source = Startups.source(remote);
     const admission = this.startups.admit(source, (victim, network) => victim.shed(network));
-    if (admission === 'wait') {
+    if (admission === 'refuse') socket.destroy(); // nothing was said yet: no TLS to say it in
+    else if (admission === 'wait') {
       const waiting = new WaitingSocket(this, socket, source, this.handshakeTimeoutMs);
       this.waiting.add(waiting);
       this.startups.wait(waiting);

@@ -75,6 +75,14 @@ describe('admission of start-ups', () => {
     s.close();
   });
 
+  it('all slots taken and the newcomer from the network with the most: it is the one closed, nothing else is', () => {
+    const s = new Startups<Conn>({ maxPending: 3, maxPerAddress: 0 });
+    for (const c of [conn('10.0.1.1', 'x1'), conn('10.0.1.2', 'x2'), conn('10.0.0.1', 'real')]) { s.admit(c, () => assert.fail()); s.add(c); }
+    assert.equal(s.admit(conn('10.0.1.3', 'x3'), () => assert.fail('nothing already in is shed')), 'refuse');
+    assert.equal(s.size, 3);
+    s.close();
+  });
+
   it('sheds are told once per interval, then once more with none', async () => {
     const told: ShedInterval[] = [];
     const s = new Startups<Conn>({ maxPending: 1000, maxPerAddress: 1, intervalMs: 50, onInterval: (summary) => told.push(summary) });
