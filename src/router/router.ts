@@ -38,6 +38,13 @@ export interface TenantRoute {
   poolSize?: number;
   /** Client connections at once through the router; default: `maxConnections` in session mode, the router's limit per tenant in transaction mode. */
   maxClientConnections?: number;
+  /** The source addresses that may connect; absent: any. Checked before authentication: a refused address wakes nothing. */
+  allow?: AddressAllowList;
+}
+
+/** Whether a client's address (as its socket reports it) may connect (core/cidr.ts AllowList). */
+export interface AddressAllowList {
+  allows(address: string): boolean;
 }
 
 export interface RouterBackends {
@@ -354,6 +361,19 @@ export class Router {
     if (!set) return 0;
     const count = set.size;
     for (const client of [...set]) client.closeWith({ reason: 'terminated', message });
+    return count;
+  }
+
+  /** Ends, as closeTenant does, the tenant's sessions from addresses `allow` does not let in (its allow-list changed). Returns how many. */
+  closeUnallowed(id: string, allow: AddressAllowList): number {
+    const set = this.byTenant.get(id);
+    if (!set) return 0;
+    let count = 0;
+    for (const client of [...set]) {
+      if (allow.allows(client.address)) continue;
+      count++;
+      client.closeWith({ reason: 'terminated', message: `connections from ${client.address} are no longer allowed for tenant ${id}` });
+    }
     return count;
   }
 
@@ -1036,6 +1056,11 @@ class ClientConnection {
     }
     this.routed = tenant.id;
     this.loginNotice = tenant.notice;
+    // The tenant's allow-list first: an address it leaves out learns nothing more, costs no password check and wakes nothing.
+    if (tenant.allow && !tenant.allow.allows(this.address)) {
+      this.refuse({ reason: 'address_not_allowed', message: `connections from ${this.address} are not allowed for tenant ${tenant.id}` });
+      return;
+    }
     if (tenant.access === 'disabled') {
       this.refuse({ reason: 'access_disabled', message: `access to tenant ${tenant.id} is disabled`, hint: `pgs enable-access ${tenant.id} allows it again` });
       return;
