@@ -35,6 +35,11 @@ export const Pool = Type.Union([Type.Literal('session'), Type.Literal('transacti
 export const PoolSize = Type.Integer({ minimum: 1, maximum: 10_000 });
 export const MaxClientConnections = Nullable(Type.Integer({ minimum: 1, maximum: 100_000 }));
 export const Cpus = Nullable(Type.Number({ minimum: 0.01, maximum: 1024 }));
+/** The source addresses the router lets connect (IPv4 and IPv6 CIDR blocks, a bare address is one); null: any. */
+export const Allow = Nullable(Type.Array(Type.String({ maxLength: 64 }), {
+  maxItems: 100,
+  description: 'source addresses the router lets connect to the tenant, as CIDR blocks (203.0.113.0/24, 2001:db8::/32; a bare address is its /32 or /128), normalised; null: any address',
+}));
 
 export const Tenant = Type.Object({
   id: Type.String(),
@@ -67,6 +72,7 @@ export const Tenant = Type.Object({
   pool: Type.Union([Pool], { description: 'how its clients share server sessions: session (one each) or transaction (poolSize shared, one per transaction)' }),
   poolSize: Type.Integer({ description: 'server sessions shared in transaction mode (at most maxConnections)' }),
   maxClientConnections: Nullable(Type.Integer({ description: 'client connections at once through the router; null: maxConnections in session mode, 1000 in transaction mode' })),
+  allow: Allow,
   /** Its data folder's size at the last measurement (measured from disk soon after the daemon starts and after its server ran, at most every 10 min; with a quota every 10 s while it runs); null: not measured yet. */
   diskUsedBytes: Nullable(Type.Integer()),
   /** With a quota: ok, warning (90 %), read-only (at the quota), standby (10 % past it: nothing can be written). */
@@ -139,6 +145,7 @@ export const PatchTenantBody = Type.Object({
   pool: Type.Optional(Pool),
   poolSize: Type.Optional(PoolSize),
   maxClientConnections: Type.Optional(MaxClientConnections),
+  allow: Type.Optional(Allow),
 }, { additionalProperties: false, minProperties: 1 });
 export type PatchTenantRequest = Static<typeof PatchTenantBody>;
 

@@ -12,6 +12,7 @@ import { assertTenantId } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
 import { PgsError, errnoCode, isPgsError } from '../core/errors.js';
+import { AllowList, requestedAllow } from '../core/cidr.js';
 import { tail, writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { parsePointInTime } from '../core/time.js';
@@ -626,6 +627,7 @@ export class Daemon implements ControlPlane {
         ...(patch.pool !== undefined ? { pool: patch.pool } : {}),
         ...(patch.poolSize !== undefined ? { poolSize: patch.poolSize } : {}),
         ...(patch.maxClientConnections !== undefined ? { maxClientConnections: patch.maxClientConnections } : {}),
+        ...(patch.allow !== undefined ? { allow: requestedAllow(patch.allow) } : {}),
       }, (current) => {
         if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
           throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
@@ -649,6 +651,11 @@ export class Daemon implements ControlPlane {
         if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
       }
       this.events.emit('access', id, { access: after.access });
+    }
+    if (after.allow !== undefined && after.allow.join(',') !== (before.allow ?? []).join(',')) {
+      // Sessions from addresses the new list leaves out end, as when access is disabled.
+      const closed = this.router.closeUnallowed(id, new AllowList(after.allow));
+      if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'address no longer allowed' });
     }
     if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
     // Sessions kept for the other mode are of no use now (clients already connected keep their mode).

@@ -24,6 +24,7 @@ import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { assertTenantId, newSuffix, tenantHostname } from '../catalog/ids.js';
 import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, type Catalog, type Tenant } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
+import { AllowList, requestedAllow } from '../core/cidr.js';
 import { parsePointInTime } from '../core/time.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
@@ -241,6 +242,10 @@ export class KubeDaemon implements ControlPlane {
       if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
     }
     if (after.access !== before.access) this.events.emit('access', id, { access: after.access });
+    if (after.allow !== undefined && after.allow.join(',') !== (before.allow ?? []).join(',')) {
+      const closed = this.router.closeUnallowed(id, new AllowList(after.allow));
+      if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'address no longer allowed' });
+    }
     if (after.wanted === 'stopped' && before.wanted !== 'stopped') this.router.closeTenant(id, `tenant ${id} was stopped`);
     if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
   }
@@ -474,6 +479,7 @@ export class KubeDaemon implements ControlPlane {
       set('pool', patch.pool);
       set('poolSize', patch.poolSize);
       set('maxClientConnections', patch.maxClientConnections);
+      set('allow', requestedAllow(patch.allow));
       return next as Tenant;
     });
     if (patch.autosuspend !== undefined) this.servingSince.delete(id);

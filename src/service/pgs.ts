@@ -118,6 +118,8 @@ export interface TenantView {
   poolSize: number;
   /** Client connections at once through the router; null: the default for its pool mode. */
   maxClientConnections: number | null;
+  /** Source addresses the router lets connect (CIDR blocks); null: any. */
+  allow: string[] | null;
   disk?: 'ok' | 'warning' | 'read-only' | 'standby';
   usage?: { memoryBytes: number; cpuSeconds: number };
   limitsNotEnforced?: string;
@@ -478,7 +480,7 @@ export class Pgs {
   async patch(
     id: string,
     changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain' | 'pool' | 'poolSize'>>
-      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null; maxClientConnections?: number | null },
+      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null; maxClientConnections?: number | null; allow?: string[] | null },
     check?: (tenant: Tenant) => void,
   ): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
@@ -489,7 +491,7 @@ export class Pgs {
       const after: Tenant = { ...before };
       for (const [key, value] of Object.entries(changes)) {
         // null lifts a limit: the key goes.
-        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState' || key === 'maxClientConnections')) delete (after as Record<string, unknown>)[key];
+        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState' || key === 'maxClientConnections' || key === 'allow')) delete (after as Record<string, unknown>)[key];
         else (after as Record<string, unknown>)[key] = value;
       }
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
@@ -775,6 +777,7 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     pool: tenant.pool ?? 'session',
     poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections),
     maxClientConnections: tenant.maxClientConnections ?? null,
+    allow: tenant.allow ?? null,
     ...(tenant.diskBytes !== undefined ? { disk: seen.disk ?? tenant.diskState ?? 'ok' } : {}),
     ...(seen.usage ? { usage: seen.usage } : {}),
     ...(seen.limitsNotEnforced ? { limitsNotEnforced: seen.limitsNotEnforced } : {}),
