@@ -36,10 +36,11 @@ export const PoolSize = Type.Integer({ minimum: 1, maximum: 10_000 });
 export const MaxClientConnections = Nullable(Type.Integer({ minimum: 1, maximum: 100_000 }));
 export const Cpus = Nullable(Type.Number({ minimum: 0.01, maximum: 1024 }));
 /** The source addresses the router lets connect (IPv4 and IPv6 CIDR blocks, a bare address is one); null: any. */
-export const Allow = Nullable(Type.Array(Type.String({ maxLength: 64 }), {
-  maxItems: 100,
-  description: 'source addresses the router lets connect to the tenant, as CIDR blocks (203.0.113.0/24, 2001:db8::/32; a bare address is its /32 or /128), normalised; null: any address',
-}));
+// null first, and as a const: the API coerces types (coerceTypes: array), and would make null [""] and "" null.
+export const Allow = Type.Union([
+  Type.Unsafe<null>({ const: null }),
+  Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100 }),
+], { description: 'source addresses the router lets connect to the tenant, as CIDR blocks (203.0.113.0/24, 2001:db8::/32; a bare address is its /32 or /128), normalised; null: any address' });
 
 export const Tenant = Type.Object({
   id: Type.String(),
