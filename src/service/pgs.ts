@@ -194,6 +194,7 @@ export class Pgs {
         home: this.home,
         serverUser: resolveServerUser(settings.serverUser),
         binaries: installedBinaries(settings.dataRoot, this.env),
+        queryStats: queryStatsSetting(this.env),
       };
       this.runtime = {
         key,
@@ -850,4 +851,12 @@ export function assertPassword(password: string): void {
 export function remoteUrl(hostname: string, port: number, database: string, password?: string): string {
   const auth = password === undefined ? TENANT_ROLE : `${TENANT_ROLE}:${encodeURIComponent(password)}`;
   return `postgresql://${auth}@${hostname}:${port}/${database}?sslmode=require`;
+}
+
+/** PGS_QUERY_STATS: on (the default) loads pg_stat_statements into every tenant server; off does not. */
+export function queryStatsSetting(env: NodeJS.ProcessEnv): boolean {
+  const value = env.PGS_QUERY_STATS;
+  if (value === undefined || value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new PgsError('INVALID_SETTING', `invalid PGS_QUERY_STATS ${JSON.stringify(value)}: on or off`);
 }
