@@ -204,6 +204,28 @@ export const History = Type.Object({
 export type HistoryJson = Static<typeof History>;
 export type HistoryField = 'state' | 'connections' | 'tps' | 'wakes';
 
+export const QueryOrder = Type.Union([Type.Literal('total'), Type.Literal('mean'), Type.Literal('calls')]);
+export const QueriesQuery = Type.Object({
+  order: Type.Optional(Type.Union([QueryOrder], { default: 'total', description: 'total: the most time in all (default); mean: the slowest on average; calls: the most often run' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+}, { additionalProperties: false });
+export const QueryStat = Type.Object({
+  queryId: Type.String({ description: 'pg_stat_statements\' queryid' }),
+  query: Type.String({ description: 'the statement, normalised: constants are $1, $2...' }),
+  calls: Type.Integer(),
+  totalMs: Type.Number({ description: 'execution time of all its calls, in milliseconds' }),
+  meanMs: Type.Number(),
+  rows: Type.Integer({ description: 'rows returned or changed by all its calls' }),
+});
+export const Queries = Type.Object({
+  tenant: Type.String(),
+  order: QueryOrder,
+  sample: Type.Boolean({ description: 'false: read from the running server now; true: the last sample, kept because the server is suspended or stopped (it was not woken)' }),
+  sampledAt: Type.Union([DateTime, Type.Null()], { description: 'when these were read from the server; null: never (no sample yet)' }),
+  items: Type.Array(QueryStat, { description: 'the tenant role\'s statements in its database since the last reset (pgs\'s own never), the first `limit` in `order`' }),
+});
+export type QueriesJson = Static<typeof Queries>;
+
 export const LogsQuery = Type.Object({ lines: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, default: 50 })) });
 export const WhoAmI = Type.Object({
   kind: Type.Union([Type.Literal('token'), Type.Literal('unix')], { description: 'token: a bearer token over TCP; unix: the daemon\'s socket (full rights)' }),

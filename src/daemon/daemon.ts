@@ -28,6 +28,7 @@ import { compareTenantMeta } from '../catalog/tenant-meta.js';
 import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
 import { Logins } from './logins.js';
+import { QUERIES_LIMIT, QuerySamples, type QueryOrder } from './query-stats.js';
 import { DiskGuard } from './disk-guard.js';
 import { BackupPlane, type MadeTenant, type Progress } from './backup-plane.js';
 import { importLimit, type ImportLimit } from './uploads.js';
@@ -83,6 +84,7 @@ export class Daemon implements ControlPlane {
   private runtime!: TenantRuntime;
   private backends!: CatalogBackends;
   private logins!: Logins;
+  private querySamples!: QuerySamples;
   private disk!: DiskGuard;
   private router!: Router;
   private api: ListenedApi | undefined;
@@ -138,7 +140,13 @@ export class Daemon implements ControlPlane {
       await this.logins.open();
       this.logins.wake = (id) => this.supervisor.wake(id);
       // Just before any server of a tenant stops: a copy of its login roles, to check its clients while it is down.
-      this.runtime.beforeStop = (id) => (this.catalog.tenants.some((t) => t.id === id) ? this.logins.snapshot(id) : Promise.resolve());
+      this.querySamples = new QuerySamples(path.join(settings.dataRoot, 'queries'), this.runtime, this.log);
+      await this.querySamples.open();
+      // Just before any server of a tenant stops: a copy of its login roles, to check its clients while it is down,
+      // and a sample of its query statistics, to show them without waking it.
+      this.runtime.beforeStop = (id) => (this.catalog.tenants.some((t) => t.id === id)
+        ? Promise.all([this.logins.snapshot(id), this.querySamples.snapshot(id).catch(() => undefined)]).then(() => undefined)
+        : Promise.resolve());
       this.backends = new CatalogBackends(this.runtime, this.logins, this.catalog);
       this.backends.wake = (id) => this.supervisor.wake(id);
       // A server that dies is restarted now, not at the next tick.
@@ -684,6 +692,7 @@ export class Daemon implements ControlPlane {
       await this.supervisor.stopWanted(id);
       await this.pgs.remove(id);
       await this.logins.forget(id);
+      await this.querySamples.forget(id);
       this.disk.forget(id);
       this.samples.forget(id);
       await this.refresh();
@@ -752,6 +761,24 @@ export class Daemon implements ControlPlane {
   async connection(id: string): Promise<S.ConnectionJson> {
     assertTenantId(id);
     return connectionStrings(this.catalog.settings, findTenant(this.catalog, id), this.runtime);
+  }
+
+  async queries(id: string, order: QueryOrder, limit: number): Promise<S.QueriesJson> {
+    assertTenantId(id);
+    findTenant(this.catalog, id);
+    if (!Number.isInteger(limit) || limit < 1 || limit > QUERIES_LIMIT) throw new PgsError('INVALID_REQUEST', `invalid limit ${limit}: from 1 to ${QUERIES_LIMIT}`, { field: 'limit' });
+    // Never a wake: a suspended (or suspending) tenant is answered from its last sample.
+    const running = !this.supervisor.isSuspended(id) && (await this.runtime.status(id, { fresh: true })).state === 'running';
+    const answer = await this.querySamples.read(id, running, order, limit);
+    return { tenant: id, order, ...answer };
+  }
+
+  async resetQueries(id: string): Promise<S.QueriesJson> {
+    assertTenantId(id);
+    findTenant(this.catalog, id);
+    await this.runtime.resetQueryStats(id);
+    await this.querySamples.emptied(id);
+    return this.queries(id, 'total', QUERIES_LIMIT);
   }
 
   async logs(id: string, lines: number): Promise<string[]> {

@@ -564,6 +564,16 @@ export class KubeDaemon implements ControlPlane {
     throw notHere('pgs logs', `the server's log is its pod's: kubectl -n ${this.client.namespace} logs -l cnpg.io/cluster=${id}`);
   }
 
+  async queries(id: string): Promise<S.QueriesJson> {
+    this.held(id);
+    throw notHere('query statistics (pgs queries)', `read pg_stat_statements in the tenant's database, if its cluster loads it: kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql -c 'SELECT * FROM pg_stat_statements'`);
+  }
+
+  async resetQueries(id: string): Promise<S.QueriesJson> {
+    this.held(id);
+    throw notHere('resetting query statistics (pgs config --reset-queries)', `run SELECT pg_stat_statements_reset() in the tenant's cluster as a superuser`);
+  }
+
   history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson {
     return { range, ...this.samples.series(range, ids, fields) };
   }

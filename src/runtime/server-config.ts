@@ -259,6 +259,8 @@ export const ADMIN_SESSION_SETTINGS: Readonly<Record<string, string>> = {
   lock_timeout: '0',
   idle_in_transaction_session_timeout: '0',
   transaction_timeout: '0',
+  // pgs's own statements (health checks, password verifiers, reads of the statistics) are never counted.
+  'pg_stat_statements.track': 'none',
 };
 
 export function identConfText(): string {
