@@ -9,6 +9,7 @@ import { doctor } from './commands/doctor.js';
 import { exportCompose } from './commands/export-compose.js';
 import { list } from './commands/list.js';
 import { logs } from './commands/logs.js';
+import { queries } from './commands/queries.js';
 import { passwd } from './commands/passwd.js';
 import { reload } from './commands/reload.js';
 import { remove } from './commands/remove.js';
@@ -30,7 +31,7 @@ const COMMANDS: Record<string, Command> = {
   setup, create, list, remove, start, stop, status, reload,
   'enable-access': accessCommand('enabled'),
   'disable-access': accessCommand('disabled'),
-  config, logs, url, passwd, token, doctor,
+  config, logs, queries, url, passwd, token, doctor,
   backup, backups, restore, branch, export: exportCommand, import: importCommand,
   'export-compose': exportCompose,
 };

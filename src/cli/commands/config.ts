@@ -10,7 +10,7 @@ export const config: Command = {
   summary: 'show or change a tenant\'s settings (autosuspend, connections and pooling, limits, backups, allowed addresses)',
   usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE|off] [--cpus N|off] [--disk SIZE|off]\n' +
     '                  [--pool session|transaction] [--pool-size N] [--max-client-conn N|default]\n' +
-    '                  [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--allow CIDR[,CIDR...]|any] [--json]',
+    '                  [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--allow CIDR[,CIDR...]|any] [--reset-queries] [--json]',
   details: [
     '  --autosuspend D      stop the server after D without connections through the router (default 5m);',
     '                       the next connection wakes it. "off" keeps it running.',
@@ -56,6 +56,8 @@ export const config: Command = {
     '                       daemon\'s own connections to the servers do not go through the router.',
     '                       pgs export-compose writes it as a Traefik ipAllowList, which closes a refused',
     '                       connection without a PostgreSQL error.',
+    '  --reset-queries      empty its statement statistics ("pgs queries <id>"; pg_stat_statements_reset()),',
+    '                       without waking a suspended tenant',
     '  --json               print {id, autosuspendSeconds, maxConnections, pool, poolSize,',
     '                       maxClientConnections, access, allow, backupSchedule, backupRetain, rpoSeconds,',
     '                       memoryBytes, cpus, diskBytes, diskUsedBytes, disk?, usage?, limitsNotEnforced?}',
@@ -64,11 +66,13 @@ export const config: Command = {
     '     "poolSize": 10, "maxClientConnections": 500, "backupSchedule": "hourly", "backupRetain": 7,',
     '     "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5, "diskBytes": 10737418240,',
     '     "allow": ["203.0.113.0/24"]}',
-    '     (null lifts a limit, or for maxClientConnections goes back to the default; allow null: any address)',
+    '     (null lifts a limit, or for maxClientConnections goes back to the default; allow null: any address);',
+    '     POST /v1/tenants/{id}/queries/reset',
   ].join('\n'),
   options: {
     autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, pool: { type: 'string' }, 'pool-size': { type: 'string' }, 'max-client-conn': { type: 'string' }, 'backup-schedule': { type: 'string' }, retain: { type: 'string' }, rpo: { type: 'string' },
     memory: { type: 'string' }, cpus: { type: 'string' }, disk: { type: 'string' }, allow: { type: 'string' },
+    'reset-queries': { type: 'boolean' },
     json: { type: 'boolean' },
   },
   positionals: [1, 1],
@@ -89,6 +93,10 @@ export const config: Command = {
       ...(values.disk !== undefined ? { diskBytes: parseDisk(String(values.disk)) } : {}),
       ...(values.allow !== undefined ? { allow: parseAllow(String(values.allow)) } : {}),
     };
+    if (values['reset-queries']) {
+      await ctx.api.change('POST', tenantPath(id as string, '/queries/reset'), {}, announceDaemon);
+      if (!values.json) console.log(`reset the query statistics of ${id as string}`);
+    }
     let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'pool' | 'poolSize' | 'maxClientConnections' | 'access' | 'allow' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced' | 'diskBytes' | 'diskUsedBytes' | 'disk'>;
     if (Object.keys(patch).length > 0) {
       const { body } = await ctx.api.change<TenantJson>('PATCH', tenantPath(id as string), { body: patch }, announceDaemon);
