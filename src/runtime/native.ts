@@ -20,6 +20,7 @@ import {
 import { MANIFEST_FILE, buildManifest, checkTarMembers, parseManifest, verifyTree } from '../backup/manifest.js';
 import { CATALOG_FINGERPRINT_SQL, neutralize } from './neutralize.js';
 import { cleanRestoredFolder } from './restored-folder.js';
+import { redactSecrets } from './redact.js';
 import { readControl } from '../backup/control.js';
 import { tenantBackupsDir } from '../backup/layout.js';
 import { SEGMENT_NAME, formatLsn, segmentNumber } from '../backup/wal.js';
@@ -982,7 +983,7 @@ export class NativeRuntime implements TenantRuntime {
     const rows = await this.onQueryStats(id, sql);
     return rows.map((row) => ({
       queryId: row[0] ?? '',
-      query: row[1] ?? '',
+      query: redactSecrets(row[1] ?? ''),
       calls: Number(row[2] ?? 0),
       totalMs: Number(row[3] ?? 0),
       meanMs: Number(row[4] ?? 0),
