@@ -248,6 +248,28 @@ describe('dashboard in a browser', () => {
     await page.getByRole('cell', { name: manual.id }).waitFor();
   });
 
+  it('shows a statement the tenant ran in its Queries panel, ordered by calls, and resets them', async () => {
+    const client = await connect(shop, shop.password);
+    try {
+      for (let i = 0; i < 3; i++) await client.query('SELECT $1::text AS dashboard_marker', [String(i)]);
+    } finally {
+      await client.end();
+    }
+    const panel = page.locator('.panel.queries');
+    await panel.getByRole('button', { name: 'Calls' }).click();
+    assert.equal(await panel.getByRole('button', { name: 'Calls' }).getAttribute('aria-pressed'), 'true');
+    const row = panel.getByRole('row', { name: /dashboard_marker/ });
+    await row.waitFor({ timeout: 30_000 });
+    assert.match(await row.locator('td').first().innerText(), /SELECT \$1::text AS dashboard_marker/);
+    assert.equal(await row.locator('td').nth(1).innerText(), '3');
+    await accessible('tenant page with queries');
+    await panel.screenshot({ path: path.join(SHOTS, 'tenant-queries.png') });
+    await panel.getByRole('button', { name: 'Reset statistics' }).click();
+    await panel.getByText('Query statistics reset.').waitFor();
+    await row.waitFor({ state: 'detached' });
+    await panel.getByText(`pgs config webshop --reset-queries`, { exact: true }).waitFor();
+  });
+
   it('keeps a suspended tenant suspended while its page polls', async () => {
     await pgs.json<Created>(['create', 'sleepy', '--autosuspend', '2s']);
     await waitFor('sleepy to be suspended', async () => (await list()).find((t) => t.id === 'sleepy')?.state === 'suspended', 30_000);
@@ -307,6 +329,8 @@ describe('dashboard in a browser', () => {
     await p.getByText('Server log').waitFor();
     assert.equal(await p.getByRole('button', { name: 'Stop' }).count(), 0);
     assert.equal(await p.getByRole('button', { name: /Delete/ }).count(), 0);
+    await p.getByRole('heading', { name: 'Queries' }).waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Reset statistics' }).count(), 0);
     // Revoked: the next load draws from what it knew, checks the token again, and logs out with the daemon's reason.
     await pgs.ok(['token', 'revoke', 'viewer']);
     expected = { status: 401, path: '*' }; // every request of that load is refused until the page logs out

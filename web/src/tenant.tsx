@@ -7,6 +7,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, type BackupList, type Connection, type History, type Patch, type Tenant } from './api';
 import { TimeChart, type Marker } from './chart';
 import { equivalent, type Equivalent } from './commands';
+import { QueriesPanel } from './queries';
 import { ago, autosuspend, bytes, clock, number, parseDuration, parseSize, seconds, sizeArg } from './format';
 import { CopyLine, Equivalents, ErrorLine, Notice, StateBadge, useShared, usePoll } from './ui';
 
@@ -220,6 +221,8 @@ export function TenantPage(props: { id: string }) {
           <TimeChart span={range === '1h' ? 3600 : 86400} title="Transactions per second (a gap: not running)" times={h.times} lines={[{ label: 'TPS', values: series.tps ?? [], color: '--series-3', unit: 'tx/s' }]} markers={markers} />
         </div>
       ) : h ? <p class="muted">No samples yet: the daemon samples every {h.intervalSeconds} s.</p> : null}
+
+      <QueriesPanel id={id} admin={admin} live={live} />
 
       {admin ? (
         <div class="panel actions-panel">
