@@ -139,7 +139,6 @@ export class Daemon implements ControlPlane {
       this.logins = new Logins(path.join(settings.dataRoot, 'logins'), this.runtime, this.log);
       await this.logins.open();
       this.logins.wake = (id) => this.supervisor.wake(id);
-      // Just before any server of a tenant stops: a copy of its login roles, to check its clients while it is down.
       this.querySamples = new QuerySamples(path.join(settings.dataRoot, 'queries'), this.runtime, this.log);
       await this.querySamples.open();
       // Just before any server of a tenant stops: a copy of its login roles, to check its clients while it is down,

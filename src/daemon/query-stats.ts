@@ -92,8 +92,10 @@ export class QuerySamples {
   }
 
   private async take(id: string): Promise<QuerySample> {
+    // The time the read began: one that began before a reset is older than the reset's empty sample.
+    const takenAt = new Date().toISOString();
     const items = await this.runtime.queryStats(id, QUERIES_LIMIT);
-    const sample = { takenAt: new Date().toISOString(), items };
+    const sample = { takenAt, items };
     await this.save(id, sample);
     return sample;
   }
@@ -112,9 +114,23 @@ export class QuerySamples {
     return sample;
   }
 
-  private async save(id: string, sample: QuerySample): Promise<void> {
-    await writeAtomic(this.file(id), `${JSON.stringify(sample)}\n`, 0o600);
-    this.cache.set(id, sample);
+  /** Writes of one tenant's file, one at a time (reads at the same moment share writeAtomic's temporary file). */
+  private readonly writes = new Map<string, Promise<void>>();
+
+  private save(id: string, sample: QuerySample): Promise<void> {
+    const write = (this.writes.get(id) ?? Promise.resolve()).then(async () => {
+      // A sample taken earlier never replaces a newer one that was written first.
+      const current = this.cache.get(id);
+      if (current && current.takenAt > sample.takenAt) return;
+      await writeAtomic(this.file(id), `${JSON.stringify(sample)}\n`, 0o600);
+      this.cache.set(id, sample);
+    });
+    const settled = write.catch(() => undefined);
+    this.writes.set(id, settled);
+    void settled.then(() => {
+      if (this.writes.get(id) === settled) this.writes.delete(id);
+    });
+    return write;
   }
 
   private file(id: string): string {
