@@ -173,6 +173,7 @@ export const Connection = Type.Object({
   database: Type.String(),
   user: Type.String(),
   sslrootcert: Nullable(Type.String({ description: 'the self-signed certificate pgs made (its own CA) on the daemon\'s host: sslmode=verify-full sslrootcert=<it>' })),
+  hostaddr: Nullable(Type.String({ description: '127.0.0.1 when the host name does not resolve on the daemon\'s host (*.localhost often does not): libpq\'s hostaddr, which pgs url --format psql|env adds there; null when it resolves' })),
 });
 
 export type ConnectionJson = Static<typeof Connection>;

@@ -13,6 +13,7 @@ import { queries } from './commands/queries.js';
 import { passwd } from './commands/passwd.js';
 import { reload } from './commands/reload.js';
 import { remove } from './commands/remove.js';
+import { restart } from './commands/restart.js';
 import { setup } from './commands/setup.js';
 import { start } from './commands/start.js';
 import { status } from './commands/status.js';
@@ -28,7 +29,7 @@ import { url } from './commands/url.js';
 const debug = debuglog('pgs');
 
 const COMMANDS: Record<string, Command> = {
-  setup, create, list, remove, start, stop, status, reload,
+  setup, create, list, remove, start, stop, restart, status, reload,
   'enable-access': accessCommand('enabled'),
   'disable-access': accessCommand('disabled'),
   config, logs, queries, url, passwd, token, doctor,

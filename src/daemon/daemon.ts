@@ -13,6 +13,7 @@ import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
 import { PgsError, errnoCode, isPgsError } from '../core/errors.js';
 import { AllowList, requestedAllow } from '../core/cidr.js';
+import { localHostaddr } from '../core/hostaddr.js';
 import { tail, writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { parsePointInTime } from '../core/time.js';
@@ -759,7 +760,9 @@ export class Daemon implements ControlPlane {
 
   async connection(id: string): Promise<S.ConnectionJson> {
     assertTenantId(id);
-    return connectionStrings(this.catalog.settings, findTenant(this.catalog, id), this.runtime);
+    const strings = connectionStrings(this.catalog.settings, findTenant(this.catalog, id), this.runtime);
+    // Clients on this host (the dashboard's reader, most often) connect to loopback: what pgs url adds here.
+    return { ...strings, hostaddr: await localHostaddr(strings.hostname) };
   }
 
   async queries(id: string, order: QueryOrder, limit: number): Promise<S.QueriesJson> {

@@ -556,7 +556,8 @@ export class KubeDaemon implements ControlPlane {
   async connection(id: string): Promise<S.ConnectionJson> {
     const t = this.held(id).tenant;
     // Administration goes through the operator's pod, not a socket on this host.
-    return connectionStrings(this.catalog.settings, t, { local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}` });
+    // Clients reach the router through the cluster's service, never this pod's loopback: no hostaddr.
+    return { ...connectionStrings(this.catalog.settings, t, { local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}` }), hostaddr: null };
   }
 
   async logs(id: string): Promise<string[]> {

@@ -8,6 +8,7 @@ import { api, ApiError, type BackupList, type Connection, type History, type Pat
 import { TimeChart, type Marker } from './chart';
 import { equivalent, type Equivalent } from './commands';
 import { QueriesPanel } from './queries';
+import { formatConnection } from '../../src/core/connect-strings.js';
 import { ago, autosuspend, bytes, clock, number, parseDuration, parseSize, seconds, sizeArg } from './format';
 import { CopyLine, Equivalents, ErrorLine, Notice, StateBadge, useShared, usePoll } from './ui';
 
@@ -230,7 +231,7 @@ export function TenantPage(props: { id: string }) {
           <div class="actions" role="group" aria-label="Server actions">
             {action('start', 'Start', `pgs start ${id}`, t.state === 'stopped' || t.state === 'crashed')}
             {action('stop', 'Stop', `pgs stop ${id}`, t.state !== 'stopped')}
-            {action('restart', 'Restart', null, t.state === 'running')}
+            {action('restart', 'Restart', `pgs restart ${id}`, t.state === 'running')}
             {action('suspend', 'Suspend', null, t.state === 'running')}
             {action('wake', 'Wake', `pgs start ${id}`, t.state === 'suspended')}
             <button type="button" disabled={busy !== null} onFocus={() => setEq(accessEq)} onMouseEnter={() => setEq(accessEq)} onClick={() => run(t.access === 'enabled' ? 'Disable access' : 'Enable access', accessEq, () => api('PATCH', `/v1/tenants/${id}`, { access: nextAccess }))}>{t.access === 'enabled' ? 'Disable access' : 'Enable access'}</button>
@@ -284,7 +285,7 @@ export function TenantPage(props: { id: string }) {
       {conn ? (
         <div class="connect">
           <CopyLine label="URI" text={conn.uri} />
-          <CopyLine label="psql" text={conn.psql} />
+          <CopyLine label="psql" text={formatConnection(conn, 'psql', { hostaddr: conn.hostaddr })} />
           <CopyLine label="JDBC" text={conn.jdbc} />
           <p class="muted">The password is not part of these: use the one given at creation or the last rotation.{conn.sslrootcert ? ` The certificate is self-signed: for verify-full, give clients ${conn.sslrootcert}.` : ''}</p>
         </div>
