@@ -9,6 +9,7 @@ import { TimeChart, type Marker } from './chart';
 import { equivalent, type Equivalent } from './commands';
 import { QueriesPanel } from './queries';
 import { formatConnection } from '../../src/core/connect-strings.js';
+import { RecoveryPanel } from './recovery';
 import { ago, autosuspend, bytes, clock, number, parseDuration, parseSize, seconds, sizeArg } from './format';
 import { CopyLine, Equivalents, ErrorLine, Notice, StateBadge, useShared, usePoll } from './ui';
 
@@ -186,6 +187,7 @@ export function TenantPage(props: { id: string }) {
   const h = history.data;
   const series = h?.tenants[id];
   const markers = h ? markersOf(h, id) : [];
+  const firstSample = Math.max(0, series?.state?.findIndex((state) => state !== null) ?? 0); // the tenant's first, when made after the daemon started
   const reason = t.healthError ?? t.lastError ?? t.archivingError ?? t.limitsNotEnforced;
   const mine = events.filter((e) => e.tenant === id).slice(0, 10);
   const conn = connection.data;
@@ -218,8 +220,8 @@ export function TenantPage(props: { id: string }) {
       <ErrorLine error={history.error} />
       {h && series ? (
         <div class="charts">
-          <TimeChart span={range === '1h' ? 3600 : 86400} title="Connections" times={h.times} lines={[{ label: 'connections', values: series.connections ?? [], color: '--series-1' }]} markers={markers} />
-          <TimeChart span={range === '1h' ? 3600 : 86400} title="Transactions per second (a gap: not running)" times={h.times} lines={[{ label: 'TPS', values: series.tps ?? [], color: '--series-3', unit: 'tx/s' }]} markers={markers} />
+          <TimeChart title="Connections" first={firstSample} times={h.times} lines={[{ label: 'connections', values: series.connections ?? [], color: '--series-1', unit: 'connections' }]} markers={markers} />
+          <TimeChart title="Transactions per second" first={firstSample} times={h.times} lines={[{ label: 'TPS', values: series.tps ?? [], color: '--series-3', unit: 'tx/s' }]} markers={markers} />
         </div>
       ) : h ? <p class="muted">No samples yet: the daemon samples every {h.intervalSeconds} s.</p> : null}
 
@@ -277,6 +279,7 @@ export function TenantPage(props: { id: string }) {
               <button type="button" disabled={busy !== null} onFocus={() => setEq(backupEq)} onMouseEnter={() => setEq(backupEq)} onClick={() => run('Back up now', backupEq, () => api('POST', `/v1/tenants/${id}/backups`), () => { setNotice('Back up now: done'); backups.reload(); })}>{busy === 'Back up now' ? 'Backing up…' : 'Back up now'}</button>
             </div>
           ) : null}
+          {admin ? <RecoveryPanel id={id} backups={backups.data} disabled={busy !== null} onChanged={() => { backups.reload(); tenant.reload(); }} /> : null}
         </div>
       ) : null}
 
