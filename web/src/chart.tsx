@@ -12,8 +12,9 @@ export interface Line {
   values: (number | null)[];
   /** A CSS custom property holding the colour, e.g. --series-1. */
   color: string;
-  /** What the number counts, in a sentence: "3 connections", "12.5 tx/s". */
+  /** What the number counts, in a sentence: "3 connections", "12.5 tx/s"; `one` for 1 when it differs. */
   unit: string;
+  one?: string;
 }
 
 export interface Marker {
@@ -22,8 +23,8 @@ export interface Marker {
   kind: 'wake' | 'suspend';
 }
 
-/** The shortest time axis: a first sample is drawn at the left of a minute, not alone in the middle. */
-const MIN_SPAN_SECONDS = 60;
+/** The shortest time axis, in samples: the first ones span the width as they come, from the left. */
+const MIN_SPAN_SAMPLES = 3;
 
 function cssVar(name: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888';
@@ -57,13 +58,17 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
-/** "now 3 connections, peak 5", "not running now, peak 40 tx/s", "no samples of TPS yet". */
+function counted(line: Line, v: number): string {
+  return `${number(v, 2)} ${v === 1 && line.one ? line.one : line.unit}`;
+}
+
+/** "now 3 connections, peak 5", "not running now, peak 40 tx/s", "no connections yet". */
 function lineSentence(line: Line, from: number): string {
   const values = line.values.slice(from).filter((v): v is number => v !== null);
   if (values.length === 0) return `no ${line.unit} yet`;
   const last = line.values[line.values.length - 1];
-  const peak = `peak ${number(Math.max(...values), 2)}`;
-  return last === null || last === undefined ? `not running now, ${peak} ${line.unit}` : `now ${number(last, 2)} ${line.unit}, ${peak}`;
+  const peak = Math.max(...values);
+  return last === null || last === undefined ? `not running now, peak ${counted(line, peak)}` : `now ${counted(line, last)}, peak ${number(peak, 2)}`;
 }
 
 /** Whether the line stops and starts again after `from`: a gap while the server did not run. */
@@ -100,6 +105,9 @@ export function TimeChart(props: ChartProps) {
   const first = Math.min(Math.max(0, props.first ?? 0), Math.max(0, props.times.length - 1));
   const start = useRef<number | null>(null);
   start.current = props.times.length > 0 ? (props.times[first] as number) / 1000 : null;
+  const n = props.times.length;
+  const minSpan = useRef(30);
+  minSpan.current = MIN_SPAN_SAMPLES * (n >= 2 ? ((props.times[n - 1] as number) - (props.times[0] as number)) / (n - 1) / 1000 : 10);
   const key = props.lines.map((l) => l.label).join('|');
 
   useEffect(() => {
@@ -111,11 +119,11 @@ export function TimeChart(props: ChartProps) {
       legend: { show: false }, // the sentences below say it
       cursor: { drag: { x: false, y: false } },
       scales: {
-        // From the first sample to the newest, at least a minute.
+        // From the first sample to the newest (at least a few samples' time).
         x: { time: true, range: (_u, min, max) => {
           const end = Number.isFinite(max) ? max : Date.now() / 1000;
-          const from = start.current ?? (Number.isFinite(min) ? min : end - MIN_SPAN_SECONDS);
-          return [from, Math.max(end, from + MIN_SPAN_SECONDS)];
+          const from = start.current ?? (Number.isFinite(min) ? min : end - minSpan.current);
+          return [from, Math.max(end, from + minSpan.current)];
         } },
         y: { range: (_u, min, max) => [Math.min(0, min), Math.max(1, max * 1.1)] } },
       axes: [
@@ -146,7 +154,7 @@ export function TimeChart(props: ChartProps) {
           }
           const parts = lines.current.map((l, k) => {
             const v = u.data[k + 1]?.[i];
-            return v === null || v === undefined ? `${l.label} not running` : `${number(v, 2)} ${l.unit}`;
+            return v === null || v === undefined ? `${l.label} not running` : counted(l, v);
           });
           out.textContent = `At ${clock(at * 1000)}: ${parts.join(', ')}`;
         }],

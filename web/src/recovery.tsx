@@ -17,7 +17,9 @@ function validId(id: string): boolean {
 
 export function RecoveryPanel(props: { id: string; backups: BackupList; disabled: boolean; onChanged: () => void }) {
   const { id, backups } = props;
-  const [eq, setEq] = useState<Equivalent | null>(null);
+  /** Which form's pgs command and curl calls show (worked out from what is typed now). */
+  const [shown, setShown] = useState<'restore' | 'branch' | 'export' | null>(null);
+  const [exportName, setExportName] = useState<string | undefined>(undefined);
   const [busy, setBusy] = useState<string | null>(null);
   const [phase, setPhase] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -59,14 +61,14 @@ export function RecoveryPanel(props: { id: string; backups: BackupList; disabled
   };
   const branchBody = () => ({ id: branchId, ...(branchAt.trim() ? { at: branchAt.trim() } : {}) });
   const branchEq = () => equivalent(`pgs branch ${id} ${branchId}${branchAt.trim() ? ` --at ${shellQuote(branchAt.trim())}` : ''}`, 'POST', `/v1/tenants/${id}/branch`, branchBody());
-  const exportEq = (name = '<name>'): Equivalent => ({
+  const exportEq = (name = '<name from the answer>'): Equivalent => ({
     ...equivalent(`pgs export ${id}`, 'POST', `/v1/tenants/${id}/export`),
     then: [curl('GET', `/v1/exports/${name}`, undefined, name), curl('DELETE', `/v1/exports/${name}`)],
   });
-  const show = (e: Equivalent | null) => { if (e) setEq(e); };
+  const eq = shown === 'restore' ? restoreEq() : shown === 'branch' ? branchEq() : shown === 'export' ? exportEq(exportName) : null;
 
-  const run = async (label: string, e: Equivalent, work: () => Promise<string>) => {
-    setEq(e);
+  const run = async (label: string, kind: NonNullable<typeof shown>, work: () => Promise<string>) => {
+    setShown(kind);
     setBusy(label);
     setPhase(null);
     setError(null);
@@ -89,14 +91,12 @@ export function RecoveryPanel(props: { id: string; backups: BackupList; disabled
     <div class="panel recovery">
       <h2>Restore, branch, export</h2>
 
-      <form class="recovery-form" aria-label="Restore" onFocusIn={() => show(restoreEq())} onSubmit={(e) => {
+      <form class="recovery-form" aria-label="Restore" onFocusIn={() => setShown('restore')} onSubmit={(e) => {
         e.preventDefault();
         const r = restoreRequest();
         if (typeof r === 'string') return setError(`Restore: ${r}`);
         if (!inPlaceConfirmed) return setError(`Restore: type ${id} to replace its data`);
-        const eqNow = restoreEq();
-        if (!eqNow) return undefined;
-        void run('Restore', eqNow, async () => {
+        void run('Restore', 'restore', async () => {
           const t = await operation<Tenant>('POST', `/v1/tenants/${id}/restore`, r.body, setPhase);
           setConfirm('');
           if (r.body.as) {
@@ -152,11 +152,11 @@ export function RecoveryPanel(props: { id: string; backups: BackupList; disabled
         <button type="submit" class={asNew ? undefined : 'destructive'} disabled={off || !inPlaceConfirmed}>{busy === 'Restore' ? 'Restoring…' : asNew ? 'Restore as new tenant' : `Restore ${id} in place`}</button>
       </form>
 
-      <form class="recovery-form" aria-label="Branch" onFocusIn={() => show(branchEq())} onSubmit={(e) => {
+      <form class="recovery-form" aria-label="Branch" onFocusIn={() => setShown('branch')} onSubmit={(e) => {
         e.preventDefault();
         if (!validId(branchId)) return setError('Branch: the new tenant\'s id: a lower-case letter, then letters, digits and -, at most 40');
         const body = branchBody();
-        void run('Branch', branchEq(), async () => {
+        void run('Branch', 'branch', async () => {
           const t = await operation<Tenant>('POST', `/v1/tenants/${id}/branch`, body, setPhase);
           setMade(t.id);
           return `Branched ${id} as ${t.id} (${t.state})`;
@@ -178,9 +178,9 @@ export function RecoveryPanel(props: { id: string; backups: BackupList; disabled
       <div class="recovery-form" role="group" aria-label="Export">
         <h3>Export</h3>
         <p class="muted">One checksummed file (a fresh backup and the settings) to import on another host with <code>pgs import</code>. Passwords are inside as SCRAM verifiers: guard it like the data.</p>
-        <button type="button" disabled={off} onFocus={() => show(exportEq())} onMouseEnter={() => show(exportEq())} onClick={() => run('Export', exportEq(), async () => {
+        <button type="button" disabled={off} onFocus={() => setShown('export')} onMouseEnter={() => setShown('export')} onClick={() => run('Export', 'export', async () => {
           const made = await operation<Export>('POST', `/v1/tenants/${id}/export`, undefined, setPhase);
-          setEq(exportEq(made.name));
+          setExportName(made.name);
           try {
             await download(made.download, made.name);
           } finally {

@@ -220,7 +220,7 @@ export function TenantPage(props: { id: string }) {
       <ErrorLine error={history.error} />
       {h && series ? (
         <div class="charts">
-          <TimeChart title="Connections" first={firstSample} times={h.times} lines={[{ label: 'connections', values: series.connections ?? [], color: '--series-1', unit: 'connections' }]} markers={markers} />
+          <TimeChart title="Connections" first={firstSample} times={h.times} lines={[{ label: 'connections', values: series.connections ?? [], color: '--series-1', unit: 'connections', one: 'connection' }]} markers={markers} />
           <TimeChart title="Transactions per second" first={firstSample} times={h.times} lines={[{ label: 'TPS', values: series.tps ?? [], color: '--series-3', unit: 'tx/s' }]} markers={markers} />
         </div>
       ) : h ? <p class="muted">No samples yet: the daemon samples every {h.intervalSeconds} s.</p> : null}
