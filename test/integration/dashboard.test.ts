@@ -231,6 +231,11 @@ describe('dashboard in a browser', () => {
       assert.ok(canvas && canvas.width > 100 && canvas.height > 100);
       const connections = page.locator('figure', { hasText: 'Connections' }).first();
       await waitFor('the connections chart to show the client', async () => /peak [1-9]/.test(await connections.locator('.chart-summary').innerText()), 15_000);
+      // Some seconds of traffic for the picture (samples are 1 s apart here).
+      await waitFor('15 samples of traffic', async () => {
+        for (let i = 0; i < 100; i++) await client.query('SELECT 1');
+        return Number(await tps.getAttribute('data-points')) >= 15;
+      }, 60_000);
       // Titles name what is drawn; the sentences read as such (no uPlot legend of dashes).
       assert.deepEqual(await page.locator('figure.chart figcaption').allInnerTexts(), ['Connections', 'Transactions per second']);
       assert.equal(await page.locator('.u-legend').count(), 0);

@@ -25,6 +25,7 @@ export interface Marker {
 
 /** The shortest time axis, in samples: the first ones span the width as they come, from the left. */
 const MIN_SPAN_SAMPLES = 3;
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
 
 function cssVar(name: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888';
@@ -127,7 +128,8 @@ export function TimeChart(props: ChartProps) {
         } },
         y: { range: (_u, min, max) => [Math.min(0, min), Math.max(1, max * 1.1)] } },
       axes: [
-        { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid') }, ticks: { stroke: cssVar('--grid') } },
+        // Ticks on whole seconds at least: samples are seconds apart.
+        { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid') }, ticks: { stroke: cssVar('--grid') }, incrs: TIME_STEPS },
         { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid') }, ticks: { stroke: cssVar('--grid') }, size: 48 },
       ],
       series: [

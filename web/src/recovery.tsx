@@ -149,7 +149,7 @@ export function RecoveryPanel(props: { id: string; backups: BackupList; disabled
             <span id="restore-confirm-help" class="muted">its sessions end; the state before is kept as a backup</span>
           </div>
         )}
-        <button type="submit" class={asNew ? undefined : 'destructive'} disabled={off || !inPlaceConfirmed}>{busy === 'Restore' ? 'Restoring…' : asNew ? 'Restore as new tenant' : `Restore ${id} in place`}</button>
+        <button type="submit" class={asNew ? undefined : 'destructive'} disabled={off || !inPlaceConfirmed || backups.window === null}>{busy === 'Restore' ? 'Restoring…' : asNew ? 'Restore as new tenant' : `Restore ${id} in place`}</button>
       </form>
 
       <form class="recovery-form" aria-label="Branch" onFocusIn={() => setShown('branch')} onSubmit={(e) => {
