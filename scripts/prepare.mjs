@@ -39,7 +39,7 @@ const last = await builtAt();
 let latest = 0;
 for (const input of inputs) latest = Math.max(latest, await newest(path.join(root, input)));
 if (last > 0 && latest < last) {
-  console.log('pgs: dist is up to date with src, web and test; not building again (npm run build forces it)');
+  console.log('pgs: dist is newer than its sources; not building again (npm run build always builds)');
 } else {
   const started = Date.now();
   const result = spawnSync('npm', ['run', 'build'], { cwd: root, stdio: 'inherit' });
