@@ -242,10 +242,17 @@ describe('dashboard in a browser', () => {
       assert.match(await connections.locator('.chart-summary').innerText(), /^Now (1 connection|\d+ connections), peak [1-9]\d* since \d\d?:\d\d:\d\d( [AP]M)?\. \d+ wakes? \(solid lines?\), \d+ suspends? \(dashed\)\.$/);
       assert.match(await tps.locator('.chart-summary').innerText(), /^Now [\d,.]+ tx\/s, peak [\d,.]+ since /);
       // The point under the pointer, as a sentence.
-      const plotBox = await connections.locator('.plot').boundingBox();
-      assert.ok(plotBox);
-      await page.mouse.move(plotBox.x + plotBox.width * 0.8, plotBox.y + plotBox.height / 2);
-      await waitFor('the readout under the pointer', async () => /^At \d\d?:\d\d:\d\d( [AP]M)?: (1 connection|[\d,.]+ connections)$/.test(await connections.locator('.chart-readout').innerText()), 5_000);
+      await connections.locator('.plot').scrollIntoViewIfNeeded();
+      // Moved at each try: a poll's new data can redraw the chart between the move and the read.
+      let nudge = 0;
+      let readout = '';
+      await waitFor('the readout under the pointer', async () => {
+        const plotBox = await connections.locator('.plot').boundingBox(); // where it is in the viewport now
+        assert.ok(plotBox);
+        await page.mouse.move(plotBox.x + plotBox.width * (0.8 - (nudge++ % 5) * 0.02), plotBox.y + plotBox.height / 2);
+        readout = await connections.locator('.chart-readout').innerText();
+        return /^At \d\d?:\d\d:\d\d( [AP]M)?: (1 connection|[\d,.]+ connections)$/.test(readout);
+      }, 10_000).catch((err: Error) => assert.fail(`${err.message}; it reads ${JSON.stringify(readout)}`));
       // The time axis runs from webshop's first sample (made after the daemon started), not over a whole hour.
       const history = (await pgs.api<{ times: number[]; tenants: Record<string, { state: (string | null)[] }> }>('GET', '/v1/history?range=1h&tenant=webshop')).body;
       const first = history.times[history.tenants.webshop?.state.findIndex((state) => state !== null) ?? -1];
