@@ -19,7 +19,7 @@ export default tseslint.config(
     rules: { 'no-console': 'off' },
   },
   {
-    files: ['bin/**/*.js', 'bench/**/*.js', 'web/*.mjs'],
+    files: ['bin/**/*.js', 'bench/**/*.js', 'web/*.mjs', 'scripts/*.mjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
 );

@@ -6,7 +6,8 @@
 // their short-lived children such as health-check backends, and the daemon) and
 // of the whole machine, `pgs list` / `pgs status` latency, a connection through
 // the router, the disk per tenant, and `pgs stop` of everything.
-// Usage: node bench/density.js [--count 1000] [--parallel 2] [--settle 120] [--window 60] [--profile-list DIR]
+// --query-stats off: the servers run without pg_stat_statements (PGS_QUERY_STATS=off), to see what it costs.
+// Usage: node bench/density.js [--count 1000] [--parallel 2] [--settle 120] [--window 60] [--query-stats on|off] [--profile-list DIR]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     parallel: { type: 'string', default: '2' },
     settle: { type: 'string', default: '120' },
     window: { type: 'string', default: '60' },
+    'query-stats': { type: 'string', default: 'on' },
     // Write a V8 CPU profile of one `pgs list` into this folder (read it with bench/cpuprofile-top.js).
     'profile-list': { type: 'string' },
   },
@@ -35,7 +37,8 @@ const windowS = Number(values.window);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'pgs.js');
 const home = mkdtempSync(path.join(tmpdir(), 'pgs-density-'));
-const env = { ...process.env, PGS_HOME: home };
+if (!['on', 'off'].includes(values['query-stats'])) throw new Error('--query-stats: on or off');
+const env = { ...process.env, PGS_HOME: home, PGS_QUERY_STATS: values['query-stats'] };
 const CLK_TCK = 100;
 const cores = cpus().length;
 
@@ -219,7 +222,7 @@ try {
   const stopMs = timed(() => pgsSync('stop'));
 
   say(`machine: ${cores} x ${cpus()[0]?.model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
-  say(`tenants: ${count}, all running (autosuspend off), created ${parallel} at a time`);
+  say(`tenants: ${count}, all running (autosuspend off), created ${parallel} at a time; pg_stat_statements ${values['query-stats']}`);
   say(`create all: ${createAllS.toFixed(0)} s (${(count / createAllS).toFixed(1)} tenants/s); one create: median ${ms(quantile(createMs, 0.5))}, p95 ${ms(quantile(createMs, 0.95))}`);
   say(`processes: ${live.length - 1} server processes (${((live.length - 1) / count).toFixed(1)} per tenant) + the daemon`);
   say(`memory: RSS sum ${gib(rss)}, PSS sum ${gib(pss)} (${mib((pss - daemonMem.pss) / count)} PSS per idle server); daemon RSS ${mib(daemonMem.rss)}; MemAvailable fell by ${gib(memBefore - memAfter)} (${mib((memBefore - memAfter) / count)} per tenant)`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import net from 'node:net';
+import { addressNetwork } from '../core/address.js';
 import { TOKEN_PREFIX } from './tokens.js';
 
 /**
@@ -72,31 +72,5 @@ function failureKeys(address: string, token: string): { key: string; what: strin
  * bind any of them).
  */
 export function sourceNetwork(address: string): string {
-  const plain = address.replace(/%.*$/, '');
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(plain)?.[1];
-  const v4 = mapped ?? (net.isIPv4(plain) ? plain : undefined);
-  if (v4 !== undefined) {
-    if (v4.startsWith('127.')) return 'loopback';
-    return `${v4.split('.').slice(0, 3).join('.')}.0/24`;
-  }
-  if (!net.isIPv6(plain)) return address;
-  const groups = expandIPv6(plain);
-  if (groups.every((g, i) => g === (i === 7 ? 1 : 0))) return 'loopback';
-  return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`;
-}
-
-function expandIPv6(address: string): number[] {
-  const toGroups = (part: string): number[] => {
-    if (part === '') return [];
-    return part.split(':').flatMap((g) => {
-      if (!g.includes('.')) return [parseInt(g, 16)];
-      const [a, b, c, d] = g.split('.').map(Number) as [number, number, number, number];
-      return [(a << 8) | b, (c << 8) | d];
-    });
-  };
-  const [head, tail] = address.split('::') as [string, string | undefined];
-  const front = toGroups(head);
-  if (tail === undefined) return front;
-  const back = toGroups(tail);
-  return [...front, ...new Array<number>(8 - front.length - back.length).fill(0), ...back];
+  return addressNetwork(address, { loopbackWhole: true });
 }

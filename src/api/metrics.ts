@@ -1,10 +1,12 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AuthResult, ConnectionResult, RouterObserver } from '../router/router.js';
+import type { ShedInterval, ShedWhy } from '../router/admission.js';
 
 /**
  * The daemon's Prometheus metrics (text format at GET /metrics). Labels are
  * bounded: results, reasons, states, routes as templates, and one `tenant`
- * label per tenant on the pgs_tenant_* series (a setting turns those off).
+ * label per tenant on the pgs_tenant_* series (a setting turns those off),
+ * and at most 5 `network` labels: those shed most in the last interval.
  * Values that the daemon already holds (states, connections, refusals) are
  * read at scrape time; nothing here wakes a server or reads its files.
  */
@@ -12,6 +14,8 @@ export interface MetricsSource {
   connections(): number;
   liveBytes(): { in: number; out: number };
   refusals(): ReadonlyMap<string, number>;
+  /** Connections still starting up now (TLS, start-up packet, password check). */
+  pendingStartups?(): number;
   /** Tenants by state, as the daemon last saw them. */
   tenantStates(): Promise<ReadonlyMap<string, number>>;
   /** Per tenant, or undefined when per-tenant series are off. */
@@ -50,6 +54,8 @@ export class DaemonMetrics implements RouterObserver {
   private readonly authentications: Counter<'result'>;
   private readonly serverSessions: Counter<'how'>;
   private readonly authSeconds: Histogram<'result'>;
+  private readonly shed: Counter<'why'>;
+  private readonly shedNetworks: Gauge<'network'>;
   private readonly closedBytes = { in: 0, out: 0 };
   readonly wakes: Counter;
   readonly wakeDuration: Histogram;
@@ -93,6 +99,12 @@ export class DaemonMetrics implements RouterObserver {
       name: 'pgs_router_server_sessions_total', help: 'How logged-in clients got their server session: reused (one the router kept), opened (a new one it will keep), own (a backend of the client\'s own start-up), pooled (transaction pooling: one per transaction).', labelNames: ['how'], registers,
     });
     for (const how of ['reused', 'opened', 'own', 'pooled']) this.serverSessions.inc({ how }, 0);
+    new Gauge({ name: 'pgs_router_startups_pending', help: 'Client connections still starting up (TLS handshake, start-up packet, the router\'s password check), or waiting to: their address had PGS_MAX_STARTUPS_PER_ADDRESS starting up.', registers, collect() { this.set(source.pendingStartups?.() ?? 0); } });
+    this.shed = new Counter({
+      name: 'pgs_router_startups_shed_total', help: 'Connections still starting up that the router closed for admission: address_limit (one that waited its deadline behind PGS_MAX_STARTUPS_PER_ADDRESS others from its address), global_limit (the oldest of the network with the most, all start-up slots taken).', labelNames: ['why'], registers,
+    });
+    for (const why of ['address_limit', 'global_limit'] as const) this.shed.inc({ why }, 0);
+    this.shedNetworks = new Gauge({ name: 'pgs_router_startups_shed_networks', help: 'The networks (/24, /64) shed most in the last interval of the router\'s (10 s), at most 5, with how many connections each; none when nothing was.', labelNames: ['network'], registers });
     this.cancels = new Counter({ name: 'pgs_router_cancel_requests_total', help: 'Cancel requests, by outcome.', labelNames: ['outcome'], registers });
     for (const outcome of ['forwarded', 'unknown_key']) this.cancels.inc({ outcome }, 0);
 
@@ -183,6 +195,15 @@ export class DaemonMetrics implements RouterObserver {
 
   serverSession(how: 'reused' | 'opened' | 'own'): void {
     this.serverSessions.inc({ how });
+  }
+
+  startupShed(why: ShedWhy): void {
+    this.shed.inc({ why });
+  }
+
+  startupsShedInterval(summary: ShedInterval): void {
+    this.shedNetworks.reset();
+    for (const { network, count } of summary.networks) this.shedNetworks.set({ network }, count);
   }
 
   authentication(result: AuthResult, seconds: number): void {

@@ -30,6 +30,10 @@ export interface ControlPlane {
   setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }>;
   connection(id: string): Promise<Static<typeof S.Connection>>;
   logs(id: string, lines: number): Promise<string[]>;
+  /** The tenant's top statements (pg_stat_statements): from its running server, else its last sample, never waking it. */
+  queries(id: string, order: 'total' | 'mean' | 'calls', limit: number): Promise<S.QueriesJson>;
+  /** pg_stat_statements_reset() on the tenant's server (a stopped one's saved statistics are deleted); answers the empty list. */
+  resetQueries(id: string): Promise<S.QueriesJson>;
   /** Each tenant's state, connections and TPS over the last hour or day (null: no point). */
   history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson;
   status(): Promise<S.StatusJson>;
@@ -215,6 +219,14 @@ export function registerRoutes(app: App, options: ApiOptions): void {
 
   app.get('/v1/tenants/:id/logs', { schema: { tags: tags('tenants'), summary: 'the last lines of the server\'s log', params: S.TenantParams, querystring: S.LogsQuery, response: { 200: S.Logs, ...problems } } },
     async (request) => ({ lines: await plane.logs(request.params.id, request.query.lines ?? 50) }));
+
+  app.get('/v1/tenants/:id/queries', {
+    schema: { tags: tags('tenants'), summary: 'the tenant\'s top statements (pg_stat_statements) by total time, mean time or calls; a suspended tenant from its last sample, without waking it', params: S.TenantParams, querystring: S.QueriesQuery, response: { 200: S.Queries, ...problems } },
+  }, async (request) => plane.queries(request.params.id, request.query.order ?? 'total', request.query.limit ?? 20));
+
+  app.post('/v1/tenants/:id/queries/reset', {
+    schema: { tags: tags('tenants'), summary: 'empty the tenant\'s statement statistics (pg_stat_statements_reset())', params: S.TenantParams, response: { 200: S.Queries, ...problems } },
+  }, async (request) => plane.resetQueries(request.params.id));
 
   app.get('/v1/operations/:id', { schema: { tags: tags('operations'), summary: 'a long-running operation', params: S.OperationParams, response: { 200: S.Operation, ...problems } } },
     async (request) => operations.get(request.params.id));

@@ -35,6 +35,12 @@ export const Pool = Type.Union([Type.Literal('session'), Type.Literal('transacti
 export const PoolSize = Type.Integer({ minimum: 1, maximum: 10_000 });
 export const MaxClientConnections = Nullable(Type.Integer({ minimum: 1, maximum: 100_000 }));
 export const Cpus = Nullable(Type.Number({ minimum: 0.01, maximum: 1024 }));
+/** The source addresses the router lets connect (IPv4 and IPv6 CIDR blocks, a bare address is one); null: any. */
+// null first, and as a const: the API coerces types (coerceTypes: array), and would make null [""] and "" null.
+export const Allow = Type.Union([
+  Type.Unsafe<null>({ const: null }),
+  Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100 }),
+], { description: 'source addresses the router lets connect to the tenant, as CIDR blocks (203.0.113.0/24, 2001:db8::/32; a bare address is its /32 or /128), normalised; null: any address' });
 
 export const Tenant = Type.Object({
   id: Type.String(),
@@ -67,6 +73,7 @@ export const Tenant = Type.Object({
   pool: Type.Union([Pool], { description: 'how its clients share server sessions: session (one each) or transaction (poolSize shared, one per transaction)' }),
   poolSize: Type.Integer({ description: 'server sessions shared in transaction mode (at most maxConnections)' }),
   maxClientConnections: Nullable(Type.Integer({ description: 'client connections at once through the router; null: maxConnections in session mode, 1000 in transaction mode' })),
+  allow: Allow,
   /** Its data folder's size at the last measurement (measured from disk soon after the daemon starts and after its server ran, at most every 10 min; with a quota every 10 s while it runs); null: not measured yet. */
   diskUsedBytes: Nullable(Type.Integer()),
   /** With a quota: ok, warning (90 %), read-only (at the quota), standby (10 % past it: nothing can be written). */
@@ -139,6 +146,7 @@ export const PatchTenantBody = Type.Object({
   pool: Type.Optional(Pool),
   poolSize: Type.Optional(PoolSize),
   maxClientConnections: Type.Optional(MaxClientConnections),
+  allow: Type.Optional(Allow),
 }, { additionalProperties: false, minProperties: 1 });
 export type PatchTenantRequest = Static<typeof PatchTenantBody>;
 
@@ -165,6 +173,7 @@ export const Connection = Type.Object({
   database: Type.String(),
   user: Type.String(),
   sslrootcert: Nullable(Type.String({ description: 'the self-signed certificate pgs made (its own CA) on the daemon\'s host: sslmode=verify-full sslrootcert=<it>' })),
+  hostaddr: Nullable(Type.String({ description: '127.0.0.1 when the host name does not resolve on the daemon\'s host (*.localhost often does not): libpq\'s hostaddr, which pgs url --format psql|env adds there; null when it resolves' })),
 });
 
 export type ConnectionJson = Static<typeof Connection>;
@@ -195,6 +204,28 @@ export const History = Type.Object({
 });
 export type HistoryJson = Static<typeof History>;
 export type HistoryField = 'state' | 'connections' | 'tps' | 'wakes';
+
+export const QueryOrder = Type.Union([Type.Literal('total'), Type.Literal('mean'), Type.Literal('calls')]);
+export const QueriesQuery = Type.Object({
+  order: Type.Optional(Type.Union([QueryOrder], { default: 'total', description: 'total: the most time in all (default); mean: the slowest on average; calls: the most often run' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+}, { additionalProperties: false });
+export const QueryStat = Type.Object({
+  queryId: Type.String({ description: 'pg_stat_statements\' queryid' }),
+  query: Type.String({ description: 'the statement, normalised: constants are $1, $2...' }),
+  calls: Type.Integer(),
+  totalMs: Type.Number({ description: 'execution time of all its calls, in milliseconds' }),
+  meanMs: Type.Number(),
+  rows: Type.Integer({ description: 'rows returned or changed by all its calls' }),
+});
+export const Queries = Type.Object({
+  tenant: Type.String(),
+  order: QueryOrder,
+  sample: Type.Boolean({ description: 'false: read from the running server now; true: the last sample, kept because the server is suspended or stopped (it was not woken)' }),
+  sampledAt: Type.Union([DateTime, Type.Null()], { description: 'when these were read from the server; null: never (no sample yet)' }),
+  items: Type.Array(QueryStat, { description: 'the tenant role\'s statements in its database since the last reset (pgs\'s own never), the first `limit` in `order`' }),
+});
+export type QueriesJson = Static<typeof Queries>;
 
 export const LogsQuery = Type.Object({ lines: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, default: 50 })) });
 export const WhoAmI = Type.Object({

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { MAX_ALLOW_ENTRIES, isNormalCidr } from '../core/cidr.js';
 import { TENANT_ID_PATTERN } from './ids.js';
 
 /**
@@ -54,6 +55,15 @@ const idText = 'a tenant id (a DNS label of at most 40 lower-case letters, digit
 export const TenantIdSchema = v.pipe(matching(TENANT_ID_PATTERN, idText), v.check((id) => !RESERVED_IDS.has(id), `must be ${idText}, not a reserved name`));
 export const StampSchema = matching(/^\d{8}-\d{6}-[0-9a-f]{4}$/, 'a stamp such as 20260101-120000-a3f9');
 
+const cidrText = 'a CIDR block in normal form such as 203.0.113.0/24 or 2001:db8::/32';
+/** A tenant's network allow-list as the catalog keeps it: normal blocks (core/cidr.ts), no duplicate, 1 to MAX_ALLOW_ENTRIES. */
+export const AllowSchema = v.pipe(
+  v.array(v.pipe(v.string(`must be ${cidrText}`), v.check(isNormalCidr, `must be ${cidrText}`)), 'must be a list of CIDR blocks'),
+  v.minLength(1, 'must name at least one CIDR block (absent: any address)'),
+  v.maxLength(MAX_ALLOW_ENTRIES, `must have at most ${MAX_ALLOW_ENTRIES} CIDR blocks`),
+  v.check((list) => new Set(list).size === list.length, 'must not name a CIDR block twice'),
+);
+
 export const TenantSchema = v.strictObject({
   id: TenantIdSchema,
   suffix: matching(/^[a-z0-9]{6}$/, 'six lower-case letters or digits'),
@@ -87,6 +97,8 @@ export const TenantSchema = v.strictObject({
   diskState: v.optional(v.picklist(['read-only', 'standby'], 'must be read-only or standby')),
   /** The database's name on the server when it is not the tenant's id (a restore or branch on the kubernetes runtime keeps its source's); clients still ask for the id. */
   database: v.optional(matching(/^[a-z][a-z0-9_]{0,62}$/, 'a database name (lower-case letters, digits and _)')),
+  /** The source addresses the router lets connect to it (CIDR blocks); absent: any. */
+  allow: v.optional(AllowSchema),
   /** Changes to this entry so far, also in its folder's pgs-tenant.json: the higher of the two is the newer; absent: 0 (written before pgs counted). */
   rev: v.optional(int(0, Number.MAX_SAFE_INTEGER)),
 }, 'must be a tenant entry');

@@ -43,6 +43,7 @@ const FIELDS: readonly (readonly [string, (t: Tenant, domain: string) => MetaVal
   ['pool', (t) => t.pool ?? 'session'],
   ['poolSize', (t) => t.poolSize ?? DEFAULT_POOL_SIZE],
   ['maxClientConnections', (t) => t.maxClientConnections ?? null],
+  ['allow', (t) => (t.allow === undefined ? null : t.allow.join(','))],
   ['backupSchedule', (t) => t.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE],
   ['backupRetain', (t) => t.backupRetain ?? DEFAULT_BACKUP_RETAIN],
   ['rpoSeconds', (t) => t.rpoSeconds ?? DEFAULT_RPO_SECONDS],

@@ -9,9 +9,11 @@ import { doctor } from './commands/doctor.js';
 import { exportCompose } from './commands/export-compose.js';
 import { list } from './commands/list.js';
 import { logs } from './commands/logs.js';
+import { queries } from './commands/queries.js';
 import { passwd } from './commands/passwd.js';
 import { reload } from './commands/reload.js';
 import { remove } from './commands/remove.js';
+import { restart } from './commands/restart.js';
 import { setup } from './commands/setup.js';
 import { start } from './commands/start.js';
 import { status } from './commands/status.js';
@@ -27,10 +29,10 @@ import { url } from './commands/url.js';
 const debug = debuglog('pgs');
 
 const COMMANDS: Record<string, Command> = {
-  setup, create, list, remove, start, stop, status, reload,
+  setup, create, list, remove, start, stop, restart, status, reload,
   'enable-access': accessCommand('enabled'),
   'disable-access': accessCommand('disabled'),
-  config, logs, url, passwd, token, doctor,
+  config, logs, queries, url, passwd, token, doctor,
   backup, backups, restore, branch, export: exportCommand, import: importCommand,
   'export-compose': exportCompose,
 };

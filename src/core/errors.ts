@@ -49,7 +49,8 @@ export type PgsErrorCode =
   | 'ARCHIVE_GAP'
   | 'DISK_FULL'
   | 'UPLOAD_TOO_LARGE'
-  | 'UNSUPPORTED_MEDIA_TYPE';
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'QUERY_STATS_UNAVAILABLE';
 
 const ALL_CODES: readonly PgsErrorCode[] = [
   'USAGE',
@@ -99,6 +100,7 @@ const ALL_CODES: readonly PgsErrorCode[] = [
   'DISK_FULL',
   'UPLOAD_TOO_LARGE',
   'UNSUPPORTED_MEDIA_TYPE',
+  'QUERY_STATS_UNAVAILABLE',
 ];
 
 export class PgsError extends Error {

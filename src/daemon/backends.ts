@@ -1,3 +1,4 @@
+import { AllowList } from '../core/cidr.js';
 import type { ScramVerifier } from '../auth/scram.js';
 import { DEFAULT_POOL_SIZE, type Catalog, type Tenant } from '../catalog/schema.js';
 import { formatBytes } from '../core/size.js';
@@ -44,6 +45,7 @@ export class CatalogBackends implements RouterBackends {
         ...(notice ? { notice } : {}),
         ...(tenant.pool === 'transaction' ? { pool: 'transaction', poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections) } : {}),
         ...(tenant.maxClientConnections !== undefined ? { maxClientConnections: tenant.maxClientConnections } : {}),
+      ...(tenant.allow !== undefined ? { allow: new AllowList(tenant.allow) } : {}),
       });
     }
     this.routes = routes;

@@ -668,6 +668,8 @@ export class BackupPlane {
       ...(from.pool !== undefined ? { pool: from.pool } : {}),
       ...(from.poolSize !== undefined ? { poolSize: from.poolSize } : {}),
       ...(from.maxClientConnections !== undefined ? { maxClientConnections: from.maxClientConnections } : {}),
+      // Its allow-list too, under any id: a copy is reached from no more addresses than its source.
+      ...(from.allow !== undefined ? { allow: [...from.allow] } : {}),
       ...(from.memoryBytes !== undefined ? { memoryBytes: from.memoryBytes } : {}),
       ...(from.cpus !== undefined ? { cpus: from.cpus } : {}),
       ...(from.diskBytes !== undefined ? { diskBytes: from.diskBytes } : {}),

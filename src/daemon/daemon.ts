@@ -12,6 +12,8 @@ import { assertTenantId } from '../catalog/ids.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
 import { PgsError, errnoCode, isPgsError } from '../core/errors.js';
+import { AllowList, requestedAllow } from '../core/cidr.js';
+import { localHostaddr } from '../core/hostaddr.js';
 import { tail, writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { parsePointInTime } from '../core/time.js';
@@ -28,6 +30,7 @@ import { compareTenantMeta } from '../catalog/tenant-meta.js';
 import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
 import { Logins } from './logins.js';
+import { QUERIES_LIMIT, QuerySamples, type QueryOrder } from './query-stats.js';
 import { DiskGuard } from './disk-guard.js';
 import { BackupPlane, type MadeTenant, type Progress } from './backup-plane.js';
 import { importLimit, type ImportLimit } from './uploads.js';
@@ -53,6 +56,8 @@ export interface DaemonOptions {
   serverSessions?: number;
   /** Transaction pooling: how long a client waits for a free server session (default 30 s). */
   poolTimeoutMs?: number;
+  /** Connections still starting up from one address at once, more wait their turn (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
+  maxStartupsPerAddress?: number;
   /** How often each tenant's state, connections and transactions are sampled for the history (default 10 s; PGS_HISTORY_INTERVAL). */
   historyIntervalMs?: number;
   /** How long a stop waits for the bucket to take what is not in it yet (default 120 s; PGS_STOP_SHIP_TIMEOUT). */
@@ -81,6 +86,7 @@ export class Daemon implements ControlPlane {
   private runtime!: TenantRuntime;
   private backends!: CatalogBackends;
   private logins!: Logins;
+  private querySamples!: QuerySamples;
   private disk!: DiskGuard;
   private router!: Router;
   private api: ListenedApi | undefined;
@@ -102,6 +108,7 @@ export class Daemon implements ControlPlane {
   private readonly runningSpares: number;
   private readonly serverSessions: number | undefined;
   private readonly poolTimeoutMs: number | undefined;
+  private readonly maxStartupsPerAddress: number | undefined;
   private readonly shipTimeoutMs: number;
   private readonly samples: History;
   private historyTimer: NodeJS.Timeout | undefined;
@@ -113,6 +120,7 @@ export class Daemon implements ControlPlane {
     this.runningSpares = options.runningSpares ?? DEFAULT_RUNNING_SPARES;
     this.serverSessions = options.serverSessions;
     this.poolTimeoutMs = options.poolTimeoutMs;
+    this.maxStartupsPerAddress = options.maxStartupsPerAddress;
     this.shipTimeoutMs = options.shipTimeoutMs ?? 120_000;
     this.samples = new History(options.historyIntervalMs ?? 10_000);
     this.paths = daemonPaths(pgs.home);
@@ -133,8 +141,13 @@ export class Daemon implements ControlPlane {
       this.logins = new Logins(path.join(settings.dataRoot, 'logins'), this.runtime, this.log);
       await this.logins.open();
       this.logins.wake = (id) => this.supervisor.wake(id);
-      // Just before any server of a tenant stops: a copy of its login roles, to check its clients while it is down.
-      this.runtime.beforeStop = (id) => (this.catalog.tenants.some((t) => t.id === id) ? this.logins.snapshot(id) : Promise.resolve());
+      this.querySamples = new QuerySamples(path.join(settings.dataRoot, 'queries'), this.runtime, this.log);
+      await this.querySamples.open();
+      // Just before any server of a tenant stops: a copy of its login roles, to check its clients while it is down,
+      // and a sample of its query statistics, to show them without waking it.
+      this.runtime.beforeStop = (id) => (this.catalog.tenants.some((t) => t.id === id)
+        ? Promise.all([this.logins.snapshot(id), this.querySamples.snapshot(id).catch(() => undefined)]).then(() => undefined)
+        : Promise.resolve());
       this.backends = new CatalogBackends(this.runtime, this.logins, this.catalog);
       this.backends.wake = (id) => this.supervisor.wake(id);
       // A server that dies is restarted now, not at the next tick.
@@ -147,6 +160,7 @@ export class Daemon implements ControlPlane {
         connections: () => this.router.connectionCount(),
         liveBytes: () => this.router.liveBytes(),
         refusals: () => this.router.refusals,
+        pendingStartups: () => this.router.startups.size,
         tenantStates: () => this.supervisor.tenantStates(),
         tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.withBackupSample(sample)),
         running: () => ({ running: this.supervisor.runningCount(), budget: this.supervisor.budget }),
@@ -157,7 +171,8 @@ export class Daemon implements ControlPlane {
       }, { version: this.version, postgres: this.runtime.serverVersion() });
       this.router = new Router(this.backends, { domain: settings.domain, cert, key, reservedUsers: [ADMIN_ROLE], authSecret: this.logins.secret, log: this.log, observer: this.metrics,
         ...(this.serverSessions !== undefined ? { serverSessions: { keep: this.serverSessions } } : {}),
-        ...(this.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.poolTimeoutMs } : {}) });
+        ...(this.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.poolTimeoutMs } : {}),
+        ...(this.maxStartupsPerAddress !== undefined ? { maxStartupsPerAddress: this.maxStartupsPerAddress } : {}) });
       this.supervisor = new Supervisor({
         runtime: this.runtime,
         router: this.router,
@@ -620,6 +635,7 @@ export class Daemon implements ControlPlane {
         ...(patch.pool !== undefined ? { pool: patch.pool } : {}),
         ...(patch.poolSize !== undefined ? { poolSize: patch.poolSize } : {}),
         ...(patch.maxClientConnections !== undefined ? { maxClientConnections: patch.maxClientConnections } : {}),
+        ...(patch.allow !== undefined ? { allow: requestedAllow(patch.allow) } : {}),
       }, (current) => {
         if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
           throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
@@ -643,6 +659,11 @@ export class Daemon implements ControlPlane {
         if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
       }
       this.events.emit('access', id, { access: after.access });
+    }
+    if (after.allow !== undefined && after.allow.join(',') !== (before.allow ?? []).join(',')) {
+      // Sessions from addresses the new list leaves out end, as when access is disabled.
+      const closed = this.router.closeUnallowed(id, new AllowList(after.allow));
+      if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'address no longer allowed' });
     }
     if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
     // Sessions kept for the other mode are of no use now (clients already connected keep their mode).
@@ -671,6 +692,7 @@ export class Daemon implements ControlPlane {
       await this.supervisor.stopWanted(id);
       await this.pgs.remove(id);
       await this.logins.forget(id);
+      await this.querySamples.forget(id);
       this.disk.forget(id);
       this.samples.forget(id);
       await this.refresh();
@@ -738,7 +760,27 @@ export class Daemon implements ControlPlane {
 
   async connection(id: string): Promise<S.ConnectionJson> {
     assertTenantId(id);
-    return connectionStrings(this.catalog.settings, findTenant(this.catalog, id), this.runtime);
+    const strings = connectionStrings(this.catalog.settings, findTenant(this.catalog, id), this.runtime);
+    // Clients on this host (the dashboard's reader, most often) connect to loopback: what pgs url adds here.
+    return { ...strings, hostaddr: await localHostaddr(strings.hostname) };
+  }
+
+  async queries(id: string, order: QueryOrder, limit: number): Promise<S.QueriesJson> {
+    assertTenantId(id);
+    findTenant(this.catalog, id);
+    if (!Number.isInteger(limit) || limit < 1 || limit > QUERIES_LIMIT) throw new PgsError('INVALID_REQUEST', `invalid limit ${limit}: from 1 to ${QUERIES_LIMIT}`, { field: 'limit' });
+    // Never a wake: a suspended (or suspending) tenant is answered from its last sample.
+    const running = !this.supervisor.isSuspended(id) && (await this.runtime.status(id, { fresh: true })).state === 'running';
+    const answer = await this.querySamples.read(id, running, order, limit);
+    return { tenant: id, order, ...answer };
+  }
+
+  async resetQueries(id: string): Promise<S.QueriesJson> {
+    assertTenantId(id);
+    findTenant(this.catalog, id);
+    await this.runtime.resetQueryStats(id);
+    await this.querySamples.emptied(id);
+    return this.queries(id, 'total', QUERIES_LIMIT);
   }
 
   async logs(id: string, lines: number): Promise<string[]> {

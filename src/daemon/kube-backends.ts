@@ -1,3 +1,4 @@
+import { AllowList } from '../core/cidr.js';
 /**
  * The router's view of tenants that are CloudNativePG clusters: host-name
  * label → tenant from each Cluster's record, the login checked against the
@@ -140,6 +141,7 @@ export class KubeBackends implements RouterBackends {
       maxConnections: t.maxConnections,
       ...(t.pool === 'transaction' ? { pool: 'transaction' as const, poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections) } : {}),
       ...(t.maxClientConnections !== undefined ? { maxClientConnections: t.maxClientConnections } : {}),
+      ...(t.allow !== undefined ? { allow: new AllowList(t.allow) } : {}),
     });
   }
 

@@ -24,6 +24,7 @@ import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { assertTenantId, newSuffix, tenantHostname } from '../catalog/ids.js';
 import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, type Catalog, type Tenant } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
+import { AllowList, requestedAllow } from '../core/cidr.js';
 import { parsePointInTime } from '../core/time.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router, type RouterLog } from '../router/router.js';
@@ -53,6 +54,8 @@ export interface KubeDaemonOptions {
   historyIntervalMs?: number;
   serverSessions?: number;
   poolTimeoutMs?: number;
+  /** Connections still starting up from one address at once, more wait their turn (default 64; 0: no limit; PGS_MAX_STARTUPS_PER_ADDRESS). */
+  maxStartupsPerAddress?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -158,6 +161,7 @@ export class KubeDaemon implements ControlPlane {
         connections: () => this.router.connectionCount(),
         liveBytes: () => this.router.liveBytes(),
         refusals: () => this.router.refusals,
+        pendingStartups: () => this.router.startups.size,
         tenantStates: async () => {
           const counts = new Map<string, number>();
           for (const view of this.tenants.list()) counts.set(stateOf(view), (counts.get(stateOf(view)) ?? 0) + 1);
@@ -173,6 +177,7 @@ export class KubeDaemon implements ControlPlane {
         domain: settings.domain, cert, key, authSecret: randomBytes(32), log: this.log, observer: this.metrics,
         ...(this.options.serverSessions !== undefined ? { serverSessions: { keep: this.options.serverSessions } } : {}),
         ...(this.options.poolTimeoutMs !== undefined ? { poolTimeoutMs: this.options.poolTimeoutMs } : {}),
+        ...(this.options.maxStartupsPerAddress !== undefined ? { maxStartupsPerAddress: this.options.maxStartupsPerAddress } : {}),
       });
       this.tenants.onChange((id, view) => this.changed(id, view));
       for (const view of this.tenants.list()) if (view.tenant) this.seen.set(view.id, view.tenant);
@@ -237,6 +242,10 @@ export class KubeDaemon implements ControlPlane {
       if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
     }
     if (after.access !== before.access) this.events.emit('access', id, { access: after.access });
+    if (after.allow !== undefined && after.allow.join(',') !== (before.allow ?? []).join(',')) {
+      const closed = this.router.closeUnallowed(id, new AllowList(after.allow));
+      if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'address no longer allowed' });
+    }
     if (after.wanted === 'stopped' && before.wanted !== 'stopped') this.router.closeTenant(id, `tenant ${id} was stopped`);
     if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
   }
@@ -470,6 +479,7 @@ export class KubeDaemon implements ControlPlane {
       set('pool', patch.pool);
       set('poolSize', patch.poolSize);
       set('maxClientConnections', patch.maxClientConnections);
+      set('allow', requestedAllow(patch.allow));
       return next as Tenant;
     });
     if (patch.autosuspend !== undefined) this.servingSince.delete(id);
@@ -546,12 +556,23 @@ export class KubeDaemon implements ControlPlane {
   async connection(id: string): Promise<S.ConnectionJson> {
     const t = this.held(id).tenant;
     // Administration goes through the operator's pod, not a socket on this host.
-    return connectionStrings(this.catalog.settings, t, { local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}` });
+    // Clients reach the router through the cluster's service, never this pod's loopback: no hostaddr.
+    return { ...connectionStrings(this.catalog.settings, t, { local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}` }), hostaddr: null };
   }
 
   async logs(id: string): Promise<string[]> {
     this.held(id);
     throw notHere('pgs logs', `the server's log is its pod's: kubectl -n ${this.client.namespace} logs -l cnpg.io/cluster=${id}`);
+  }
+
+  async queries(id: string): Promise<S.QueriesJson> {
+    this.held(id);
+    throw notHere('query statistics (pgs queries)', `read pg_stat_statements in the tenant's database, if its cluster loads it: kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql -c 'SELECT * FROM pg_stat_statements'`);
+  }
+
+  async resetQueries(id: string): Promise<S.QueriesJson> {
+    this.held(id);
+    throw notHere('resetting query statistics (pgs config --reset-queries)', `run SELECT pg_stat_statements_reset() in the tenant's cluster as a superuser`);
   }
 
   history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson {

@@ -12,6 +12,7 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
   const healthSeconds = interval === undefined || interval === '' ? undefined : parseSeconds(interval, 'PGS_HEALTH_INTERVAL');
   const runningSpares = envCount(env, 'PGS_RUNNING_SPARES', 50);
   const serverSessions = envCount(env, 'PGS_SERVER_SESSIONS', 100);
+  const maxStartupsPerAddress = envCount(env, 'PGS_MAX_STARTUPS_PER_ADDRESS', 100_000);
   const historyInterval = env.PGS_HISTORY_INTERVAL;
   const historySeconds = historyInterval === undefined || historyInterval === '' ? undefined : parseSeconds(historyInterval, 'PGS_HISTORY_INTERVAL');
   const poolTimeout = env.PGS_POOL_TIMEOUT;
@@ -24,6 +25,7 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
     env,
     ...(env.PGS_POD ? { pod: env.PGS_POD } : {}),
     ...(serverSessions !== undefined ? { serverSessions } : {}),
+    ...(maxStartupsPerAddress !== undefined ? { maxStartupsPerAddress } : {}),
     ...(poolTimeoutSeconds !== undefined ? { poolTimeoutMs: poolTimeoutSeconds * 1000 } : {}),
     ...(historySeconds !== undefined ? { historyIntervalMs: historySeconds * 1000 } : {}),
     ...(envSeconds(env, 'PGS_READY_TIMEOUT') !== undefined ? { readyTimeoutMs: (envSeconds(env, 'PGS_READY_TIMEOUT') as number) * 1000 } : {}),
@@ -32,6 +34,7 @@ export async function runForeground(pgs: Pgs, env: NodeJS.ProcessEnv = process.e
     ...(healthSeconds ? { healthIntervalMs: healthSeconds * 1000 } : {}),
     ...(runningSpares !== undefined ? { runningSpares } : {}),
     ...(serverSessions !== undefined ? { serverSessions } : {}),
+    ...(maxStartupsPerAddress !== undefined ? { maxStartupsPerAddress } : {}),
     ...(poolTimeoutSeconds !== undefined ? { poolTimeoutMs: poolTimeoutSeconds * 1000 } : {}),
     ...(historySeconds !== undefined ? { historyIntervalMs: historySeconds * 1000 } : {}),
     ...(envSeconds(env, 'PGS_STOP_SHIP_TIMEOUT') !== undefined ? { shipTimeoutMs: (envSeconds(env, 'PGS_STOP_SHIP_TIMEOUT') as number) * 1000 } : {}),

@@ -13,6 +13,8 @@ export type RefusalReason =
   | 'no_host'
   | 'host_mismatch'
   | 'access_disabled'
+  /** The client's source address is not in the tenant's allow-list. */
+  | 'address_not_allowed'
   | 'reserved_role'
   /** A wrong password, a role that does not exist or cannot log in: PostgreSQL's one message for all. */
   | 'auth_failed'
@@ -32,6 +34,7 @@ const SQLSTATE: Record<RefusalReason, string> = {
   no_host: '08004',
   host_mismatch: '08004',
   access_disabled: '28000',
+  address_not_allowed: '28000', // invalid_authorization_specification, as a pg_hba.conf miss
   reserved_role: '28000',
   auth_failed: '28P01', // invalid_password
   too_many_connections: '53300',

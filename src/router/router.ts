@@ -11,6 +11,10 @@ import { decodeFirstPacket, encodeStartup, takeEndpointOption, type FirstPacket 
 import { ServerSession, ServerSessionError, ServerSessionPool, SessionState, TX_IDLE, cancelOn, clientSettings, closeServerSocket, escapeLiteral, isRemote, poolKey, recycle, sameServer, type BackendAddress } from './server-sessions.js';
 import { ServerFull, ServerSlots, SlotTimeout, serverHasNoSlot } from './server-slots.js';
 import { PoolTimeout, PooledClient, TransactionPool, applySettings, splitSettings, type Handed } from './transaction-pool.js';
+import { Startups, type ShedInterval, type ShedWhy } from './admission.js';
+
+/** A connection or one waiting for its address's turn to start up: either can be shed. */
+type Starting = ClientConnection | WaitingSocket;
 
 /**
  * The PostgreSQL wire protocol up to the end of start-up, then a byte pipe.
@@ -34,6 +38,13 @@ export interface TenantRoute {
   poolSize?: number;
   /** Client connections at once through the router; default: `maxConnections` in session mode, the router's limit per tenant in transaction mode. */
   maxClientConnections?: number;
+  /** The source addresses that may connect; absent: any. Checked before authentication: a refused address wakes nothing. */
+  allow?: AddressAllowList;
+}
+
+/** Whether a client's address (as its socket reports it) may connect (core/cidr.ts AllowList). */
+export interface AddressAllowList {
+  allows(address: string): boolean;
 }
 
 export interface RouterBackends {
@@ -70,6 +81,10 @@ export interface RouterObserver {
   authentication(result: AuthResult, seconds: number): void;
   /** How a logged-in client got its server session: a kept one (`reused`), a new one to keep (`opened`), one of its own start-up (`own`), or one per transaction (`pooled`). */
   serverSession?(how: 'reused' | 'opened' | 'own' | 'pooled'): void;
+  /** A connection still starting up was closed for admission: a new one over its address's limit, or the oldest of the busiest network when all start-up slots were taken. */
+  startupShed?(why: ShedWhy): void;
+  /** Once per interval after some were shed (then once with none): what was, and from which networks most. */
+  startupsShedInterval?(summary: ShedInterval): void;
 }
 
 /** Thrown by `RouterBackends.backend`: its message is shown to the client. */
@@ -94,15 +109,26 @@ export interface RouterOptions {
   /** PEM certificate (chain) and key for `*.<domain>`. */
   cert: string | Buffer;
   key: string | Buffer;
-  /** TLS and the first packet must arrive within this. Default 10 s. */
+  /** The default of `handshakeTimeoutMs` and `startupPacketTimeoutMs`. Default 10 s. */
   startupTimeoutMs?: number;
+  /** From the TCP connection to the end of the TLS handshake (an SSLRequest included). Default `startupTimeoutMs`. */
+  handshakeTimeoutMs?: number;
+  /** From the end of the TLS handshake to the whole start-up packet. Default `startupTimeoutMs`. */
+  startupPacketTimeoutMs?: number;
   /** Client connections at once, all tenants. Default 10,000. */
   maxConnections?: number;
   /** Client connections at once to one tenant. Default 1,000. */
   maxConnectionsPerTenant?: number;
-  /** Connections still in TLS or start-up at once; more are closed on arrival. Default 1,000. */
+  /**
+   * Connections still starting up (TLS, start-up packet, password check) at once. When all are taken, a new
+   * connection is let in and the network (/24, /64) with the most start-ups loses its oldest. Default 1,000.
+   */
   maxPendingStartups?: number;
-  /** After routing, authentication must reach ReadyForQuery within this. Default 60 s (PostgreSQL's authentication_timeout). */
+  /** Connections still starting up from one source address at once; more wait their turn (at most the handshake deadline). Default 64; 0: no limit. */
+  maxStartupsPerAddress?: number;
+  /** How often sheds are logged and told to `observer` (at most once per interval). Default 10 s. */
+  shedIntervalMs?: number;
+  /** From the start-up packet, authentication must reach ReadyForQuery within this (a wake included). Default 60 s (PostgreSQL's authentication_timeout). */
   authTimeoutMs?: number;
   /** Roles no client may log in as through the router (the admin role authenticates by peer). */
   reservedUsers?: string[];
@@ -145,9 +171,11 @@ const QUIET: RouterLog = { info: () => undefined, warn: () => undefined };
 export class Router {
   private readonly backends: RouterBackends;
   private domainSuffix: string;
-  private readonly startupTimeoutMs: number;
+  private readonly handshakeTimeoutMs: number;
+  readonly startupPacketTimeoutMs: number;
   readonly authTimeoutMs: number;
-  private readonly maxPending: number;
+  /** Connections still starting up, by address and network (admission.ts). */
+  readonly startups: Startups<Starting>;
   private admitted = 0;
   private readonly maxConnections: number;
   private readonly maxPerTenant: number;
@@ -160,6 +188,8 @@ export class Router {
   readonly failures: AuthFailures;
   private server: net.Server;
   private readonly clients = new Set<ClientConnection>();
+  /** Connections waiting for their address's turn to start up (admission.ts). */
+  readonly waiting = new Set<WaitingSocket>();
   private readonly byTenant = new Map<string, Set<ClientConnection>>();
   private readonly cancelKeys = new Map<string, CancelRoute>();
   readonly refusals = new Map<RefusalReason, number>();
@@ -178,14 +208,39 @@ export class Router {
   constructor(backends: RouterBackends, options: RouterOptions) {
     this.backends = backends;
     this.domainSuffix = `.${options.domain.toLowerCase()}`;
-    this.startupTimeoutMs = options.startupTimeoutMs ?? 10_000;
+    const startupTimeoutMs = options.startupTimeoutMs ?? 10_000;
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? startupTimeoutMs;
+    this.startupPacketTimeoutMs = options.startupPacketTimeoutMs ?? startupTimeoutMs;
     this.authTimeoutMs = options.authTimeoutMs ?? 60_000;
-    this.maxPending = options.maxPendingStartups ?? 1_000;
     this.maxConnections = options.maxConnections ?? 10_000;
     this.maxPerTenant = options.maxConnectionsPerTenant ?? 1_000;
     this.reservedUsers = new Set(options.reservedUsers ?? []);
     this.log = options.log ?? QUIET;
     this.observer = options.observer;
+    this.startups = new Startups<Starting>({
+      maxPending: options.maxPendingStartups ?? 1_000,
+      maxPerAddress: options.maxStartupsPerAddress ?? 64,
+      ...(options.shedIntervalMs !== undefined ? { intervalMs: options.shedIntervalMs } : {}),
+      onShed: (why) => {
+        this.countRefusal('too_many_connections');
+        this.observer?.startupShed?.(why);
+      },
+      onInterval: (summary) => {
+        if (summary.addressLimit + summary.globalLimit > 0) {
+          this.log.warn('start-ups shed', {
+            seconds: summary.seconds,
+            atAddressLimit: summary.addressLimit,
+            atGlobalLimit: summary.globalLimit,
+            networks: Object.fromEntries(summary.networks.map((n) => [n.network, n.count])),
+            pending: summary.pending,
+          });
+        }
+        this.observer?.startupsShedInterval?.(summary);
+      },
+      onTurn: (waiting) => {
+        if (waiting instanceof WaitingSocket) waiting.start();
+      },
+    });
     this.secureContext = makeSecureContext(options.cert, options.key);
     this.certHash = leafHash(options.cert);
     this.authSecret = options.authSecret;
@@ -309,6 +364,19 @@ export class Router {
     return count;
   }
 
+  /** Ends, as closeTenant does, the tenant's sessions from addresses `allow` does not let in (its allow-list changed). Returns how many. */
+  closeUnallowed(id: string, allow: AddressAllowList): number {
+    const set = this.byTenant.get(id);
+    if (!set) return 0;
+    let count = 0;
+    for (const client of [...set]) {
+      if (allow.allows(client.address)) continue;
+      count++;
+      client.closeWith({ reason: 'terminated', message: `connections from ${client.address} are no longer allowed for tenant ${id}` });
+    }
+    return count;
+  }
+
   /** Sends every open session of a tenant a WARNING (a NoticeResponse), between two of the server's messages. Returns how many. */
   noticeTenant(id: string, message: string): number {
     const set = this.byTenant.get(id);
@@ -363,9 +431,11 @@ export class Router {
   /** Stops accepting, closes every client connection, resolves when the listener is closed. */
   async close(): Promise<void> {
     this.closing = true;
+    this.startups.close();
     this.pool?.closeAll();
     this.transactions.closeAll();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const waiting of [...this.waiting]) waiting.shed();
     for (const client of [...this.clients]) client.closeWith({ reason: 'shutting_down', message: 'pgs is shutting down' });
     await closed;
   }
@@ -427,6 +497,7 @@ export class Router {
     this.lastUse.set(tenantId, Date.now());
     this.admitted++;
     client.tenantId = tenantId;
+    this.startups.remove(client); // logged in: never shed
     return undefined;
   }
 
@@ -455,6 +526,7 @@ export class Router {
 
   forget(client: ClientConnection): void {
     this.clients.delete(client);
+    this.startups.remove(client);
     if (client.tenantId !== undefined) {
       this.lastUse.set(client.tenantId, Date.now());
       this.admitted--;
@@ -466,14 +538,78 @@ export class Router {
   }
 
   private onConnection(socket: net.Socket): void {
-    // Connections not yet admitted to a tenant cost memory and a timer each: bound them.
-    if (this.closing || this.clients.size - this.admitted >= this.maxPending) {
-      if (!this.closing) this.countRefusal('too_many_connections');
+    // Connections still starting up cost memory and a timer each: bound them, per address and in all, fairly (admission.ts).
+    const remote = socket.remoteAddress;
+    if (this.closing || remote === undefined) {
       socket.destroy();
       return;
     }
-    const client = new ClientConnection(this, socket, this.startupTimeoutMs);
+    const source = Startups.source(remote);
+    const admission = this.startups.admit(source, (victim, network) => victim.shed(network));
+    if (admission === 'refuse') socket.destroy(); // nothing was said yet: no TLS to say it in
+    else if (admission === 'wait') {
+      const waiting = new WaitingSocket(this, socket, source, this.handshakeTimeoutMs);
+      this.waiting.add(waiting);
+      this.startups.wait(waiting);
+    }
+    else this.startClient(socket, source);
+  }
+
+  /** A connection's start-up begins: TLS, the start-up packet, the password. */
+  startClient(socket: net.Socket, source: { address: string; network: string }): void {
+    if (this.closing || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const client = new ClientConnection(this, socket, source, this.handshakeTimeoutMs);
     this.clients.add(client);
+    this.startups.add(client);
+  }
+}
+
+/**
+ * A connection whose address already has its limit of start-ups running: its
+ * bytes stay unread (the kernel and the socket's buffer keep them) until one of
+ * those ends (then `start`), it closes, or its deadline passes (closed, nothing said).
+ */
+class WaitingSocket {
+  readonly address: string;
+  readonly network: string;
+  private readonly router: Router;
+  private readonly socket: net.Socket;
+  private readonly timer: NodeJS.Timeout;
+  private readonly onGone = (): void => this.shed();
+
+  constructor(router: Router, socket: net.Socket, source: { address: string; network: string }, deadlineMs: number) {
+    this.router = router;
+    this.socket = socket;
+    this.address = source.address;
+    this.network = source.network;
+    socket.pause();
+    socket.on('error', this.onGone);
+    socket.on('close', this.onGone);
+    this.timer = setTimeout(() => {
+      this.router.startups.timedOut(this);
+      this.shed();
+    }, deadlineMs);
+  }
+
+  /** Its turn: the start-up begins where nothing was read yet. */
+  start(): void {
+    clearTimeout(this.timer);
+    this.router.waiting.delete(this);
+    this.socket.off('error', this.onGone);
+    this.socket.off('close', this.onGone);
+    this.router.startClient(this.socket, this);
+    this.socket.resume(); // after the client's reader is on: nothing buffered is lost
+  }
+
+  /** Closed, nothing said (no TLS yet to say it in). */
+  shed(): void {
+    clearTimeout(this.timer);
+    this.router.waiting.delete(this);
+    this.router.startups.remove(this);
+    this.socket.destroy();
   }
 }
 
@@ -659,12 +795,17 @@ class ClientConnection {
   /** A warning for the client, sent at the next boundary between the server's messages. */
   private pendingNotice: string | undefined;
   cancelKey: string | undefined;
+  /** Where it comes from (admission.ts counts its start-up by these). */
+  readonly address: string;
+  readonly network: string;
 
-  constructor(router: Router, socket: net.Socket, startupTimeoutMs: number) {
+  constructor(router: Router, socket: net.Socket, source: { address: string; network: string }, handshakeTimeoutMs: number) {
     this.router = router;
     this.raw = socket;
     this.socket = socket;
-    this.timer = setTimeout(() => this.onStartupTimeout(), startupTimeoutMs);
+    this.address = source.address;
+    this.network = source.network;
+    this.timer = setTimeout(() => this.onStartupTimeout(), handshakeTimeoutMs);
     socket.on('error', () => this.destroy());
     socket.on('close', () => this.destroy());
     socket.on('data', this.onPlainData);
@@ -703,6 +844,24 @@ class ClientConnection {
     this.pooled?.close();
     this.router.forget(this);
     this.router.observer?.connectionClosed(this.result, this.raw.bytesRead, this.raw.bytesWritten);
+  }
+
+  /**
+   * Closed to make room for another start-up (admission.ts): with a FATAL 53300 once TLS is up (the client
+   * can read it), else at once. Not logged one by one: the router tells sheds once per interval.
+   */
+  shed(network: string): void {
+    if (this.done) return;
+    this.result = 'refused';
+    clearTimeout(this.timer);
+    const socket = this.socket;
+    if (this.secured && socket.writable) {
+      socket.end(refusalBytes({ reason: 'too_many_connections', message: `too many connections starting up from ${network}` }), () => this.destroy());
+      setTimeout(() => this.destroy(), 1_000).unref();
+      this.router.startups.remove(this); // its slot is free now, not once the goodbye is written
+    } else {
+      this.destroy();
+    }
   }
 
   private onStartupTimeout(): void {
@@ -810,6 +969,9 @@ class ClientConnection {
     secure.once('secure', () => {
       this.secured = true;
       this.router.observer?.tlsHandshake((performance.now() - began) / 1000);
+      // Each phase has its own deadline: the start-up packet's starts now.
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.refuse({ reason: 'startup_timeout', message: 'start-up took too long: no start-up packet after the TLS handshake' }), this.router.startupPacketTimeoutMs);
       // Direct TLS has no SSLRequest to say "this is PostgreSQL": ALPN must (PostgreSQL 17 requires the same).
       if (direct && secure.alpnProtocol !== ALPN_POSTGRESQL) {
         this.router.countRefusal('protocol_violation');
@@ -894,6 +1056,11 @@ class ClientConnection {
     }
     this.routed = tenant.id;
     this.loginNotice = tenant.notice;
+    // The tenant's allow-list first: an address it leaves out learns nothing more, costs no password check and wakes nothing.
+    if (tenant.allow && !tenant.allow.allows(this.address)) {
+      this.refuse({ reason: 'address_not_allowed', message: `connections from ${this.address} are not allowed for tenant ${tenant.id}` });
+      return;
+    }
     if (tenant.access === 'disabled') {
       this.refuse({ reason: 'access_disabled', message: `access to tenant ${tenant.id} is disabled`, hint: `pgs enable-access ${tenant.id} allows it again` });
       return;
@@ -913,7 +1080,7 @@ class ClientConnection {
     }
     // The password is checked here, before anything is woken or admitted: a failed login costs no server and no slot.
     const login = await this.authenticate(tenant.id, user, rest);
-    if (!login) return;
+    if (!login || this.result === 'refused') return; // refused meanwhile: shed, or timed out
     const full = this.router.admit(this, tenant);
     if (full) {
       this.refuse(full);
@@ -1167,7 +1334,7 @@ class ClientConnection {
     // logged in under another, so a longer name can never log in (the mock exchange runs for it).
     const role = Buffer.byteLength(user, 'utf8') > MAX_NAME_BYTES ? undefined : user;
     const found = role === undefined ? { verifier: undefined, live: false } : await this.router.verifier(tenantId, role);
-    if (this.done) return undefined;
+    if (this.done || this.result === 'refused') return undefined;
     const scram = new ScramServer({ verifier: found.verifier, mockSalt: mockSalt(this.router.authSecret, tenantId, user), certificateHash: this.certificateHash });
     const messages = new ClientMessages(this.socket, rest);
     try {

@@ -12,14 +12,15 @@ import { Cgroups, type ResourceUsage } from './cgroups.js';
 import type { PgBinaries } from './binaries.js';
 import { isPostgresProcess, readPostmasterPid, type PostmasterPid } from './postmaster.js';
 import { childPids, cpuSeconds, isLiveProcessNamed, pssBytes, processState, someProcessWorksIn } from '../core/proc.js';
-import type { ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
+import type { ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, QueryStat, ServerStatus, TenantRuntime, TenantServerSpec } from './runtime.js';
 import {
   ADMIN_DATABASE, ADMIN_ROLE, ARCHIVE_CONF, ARCHIVE_INCLUDE, ARCHIVE_MIGRATION, RECOVERY_CONF, SERVER_PORT, SOCKET_SUBDIR, serverMaxConnections, TEMPLATE_DATABASE, TEMPLATE_MARKER,
-  TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, recoveryConfText, serverConfText, socketDirOf, socketPath,
+  QUERY_STATS_EXTENSION, QUERY_STATS_SCHEMA, TEMPLATE_VERSION, TENANT_ROLE, archiveConfText, hbaConfText, identConfText, quoteIdent, quoteLiteral, recoveryConfText, serverConfText, socketDirOf, socketPath,
 } from './server-config.js';
 import { MANIFEST_FILE, buildManifest, checkTarMembers, parseManifest, verifyTree } from '../backup/manifest.js';
 import { CATALOG_FINGERPRINT_SQL, neutralize } from './neutralize.js';
 import { cleanRestoredFolder } from './restored-folder.js';
+import { redactSecrets } from './redact.js';
 import { readControl } from '../backup/control.js';
 import { tenantBackupsDir } from '../backup/layout.js';
 import { SEGMENT_NAME, formatLsn, segmentNumber } from '../backup/wal.js';
@@ -64,6 +65,8 @@ export interface NativeRuntimeOptions {
   stopTimeoutMs?: number;
   /** Ready copies of the template kept in spares/ so that create need not copy. Default 2; 0 turns the pool off. */
   spareServers?: number;
+  /** Load pg_stat_statements into every server at its start (default true; PGS_QUERY_STATS=off turns it off). */
+  queryStats?: boolean;
 }
 
 export class NativeRuntime implements TenantRuntime {
@@ -76,6 +79,7 @@ export class NativeRuntime implements TenantRuntime {
   protected readonly startTimeoutMs: number;
   protected readonly stopTimeoutMs: number;
   private readonly spareServers: number;
+  protected readonly queryStatsOn: boolean;
   /** Servers this process spawned: their exit is observed directly (no zombie is mistaken for a live server). */
   private readonly children = new Map<string, ChildProcess>();
   /**
@@ -113,6 +117,7 @@ export class NativeRuntime implements TenantRuntime {
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
     this.stopTimeoutMs = options.stopTimeoutMs ?? 60_000;
     this.spareServers = options.spareServers ?? 2;
+    this.queryStatsOn = options.queryStats ?? true;
   }
 
   private get templateDir(): string {
@@ -364,7 +369,7 @@ export class NativeRuntime implements TenantRuntime {
   async applyLimits(spec: TenantServerSpec): Promise<void> {
     const dir = this.tenantDir(spec.id);
     if (!(await pathExists(dir))) return;
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly, this.queryStatsOn));
     const pidFile = await this.postmasterOf(spec.id, dir);
     if (!pidFile || !(await isPostgresProcess(pidFile.pid))) {
       // Not running: its groups are made at its next start (start applies the spec), none linger meanwhile.
@@ -485,7 +490,7 @@ export class NativeRuntime implements TenantRuntime {
       }
       await this.refillSpares();
     }
-    await this.writeOwnedFile(this.tenantDir(key), ARCHIVE_CONF, archiveConfText(this.warmMaxConnections, undefined));
+    await this.writeOwnedFile(this.tenantDir(key), ARCHIVE_CONF, archiveConfText(this.warmMaxConnections, undefined, undefined, undefined, undefined, this.queryStatsOn));
     await this.writeOwnedFile(this.tenantDir(key), RECOVERY_CONF, recoveryConfText(undefined));
     await this.spawnServer(key, this.tenantDir(key), []);
     const pid = this.children.get(key)?.pid;
@@ -646,7 +651,7 @@ export class NativeRuntime implements TenantRuntime {
     }
     await this.writeAuthFiles(dir, spec.adminOnly === true);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery, spec.limits?.memoryBytes, spec.readOnly));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, spec.recovery, spec.limits?.memoryBytes, spec.readOnly, this.queryStatsOn));
     await this.writeOwnedFile(dir, RECOVERY_CONF, recoveryConfText(spec.recovery));
     if (spec.recovery) await this.writeOwnedFile(dir, 'recovery.signal', '');
     // Past its hard disk limit a tenant runs as a standby with no WAL source: reads work, nothing is written.
@@ -676,7 +681,7 @@ export class NativeRuntime implements TenantRuntime {
   async configureArchive(spec: TenantServerSpec, { reload = true }: { reload?: boolean } = {}): Promise<void> {
     const dir = this.tenantDir(spec.id);
     if (spec.archive) await this.mkdirOwnedPath(spec.archive.directory);
-    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly));
+    await this.writeOwnedFile(dir, ARCHIVE_CONF, archiveConfText(spec.maxConnections, spec.archive, undefined, spec.limits?.memoryBytes, spec.readOnly, this.queryStatsOn));
     if (!reload) return;
     const pidFile = await this.postmasterOf(spec.id, dir);
     // SIGHUP: the server (its archiver too) reads its settings again.
@@ -996,6 +1001,70 @@ export class NativeRuntime implements TenantRuntime {
   }
 
   beforeStop: ((id: string) => Promise<void>) | undefined;
+
+  async queryStats(id: string, limit: number): Promise<QueryStat[]> {
+    this.assertQueryStats(id);
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new PgsError('INVALID_REQUEST', `invalid limit ${limit}`);
+    const stats = `${quoteIdent(QUERY_STATS_SCHEMA)}.pg_stat_statements(true)`;
+    const sql = 'SELECT queryid::text, query, calls, total_exec_time, mean_exec_time, rows FROM (' +
+      'SELECT s.*, row_number() OVER (ORDER BY total_exec_time DESC) AS by_total, row_number() OVER (ORDER BY mean_exec_time DESC) AS by_mean, row_number() OVER (ORDER BY calls DESC) AS by_calls ' +
+      `FROM ${stats} s WHERE s.toplevel AND s.userid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ${quoteLiteral(TENANT_ROLE)}) ` +
+      `AND s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = ${quoteLiteral(id)})) t ` +
+      `WHERE by_total <= ${limit} OR by_mean <= ${limit} OR by_calls <= ${limit} ORDER BY total_exec_time DESC`;
+    const rows = await this.onQueryStats(id, sql);
+    return rows.map((row) => ({
+      queryId: row[0] ?? '',
+      query: redactSecrets(row[1] ?? ''),
+      calls: Number(row[2] ?? 0),
+      totalMs: Number(row[3] ?? 0),
+      meanMs: Number(row[4] ?? 0),
+      rows: Number(row[5] ?? 0),
+    }));
+  }
+
+  async resetQueryStats(id: string): Promise<void> {
+    this.assertQueryStats(id);
+    const dir = this.tenantDir(id);
+    const pidFile = await this.postmasterOf(id, dir);
+    if (pidFile && (await isPostgresProcess(pidFile.pid))) {
+      await this.onQueryStats(id, `SELECT ${quoteIdent(QUERY_STATS_SCHEMA)}.pg_stat_statements_reset()`);
+      return;
+    }
+    // A stopped server keeps its statistics in this file (written at its clean shutdown, read at its next start).
+    await fs.rm(path.join(dir, 'pg_stat', 'pg_stat_statements.stat'), { force: true });
+  }
+
+  private assertQueryStats(id: string): void {
+    if (!this.queryStatsOn) throw new PgsError('QUERY_STATS_UNAVAILABLE', `query statistics are off on this host (PGS_QUERY_STATS=off): tenant ${id}'s server runs without pg_stat_statements`);
+  }
+
+  /**
+   * A statement on pgs's copy of pg_stat_statements in pgs_admin, over the health check's open
+   * session where there is one. A server from an older template has no copy yet: it is made
+   * (in a schema of its own, see neutralize.ts remakeQueryStats) and the statement tried again.
+   */
+  private async onQueryStats(id: string, sql: string): Promise<(string | null)[][]> {
+    const run = async (client: AdminClient) => {
+      try {
+        return await client.query(sql, { timeoutMs: 10_000 });
+      } catch (err) {
+        if (!(err instanceof AdminQueryError)) throw err;
+        if (err.fields.C === '3F000' || err.fields.C === '42883' || err.fields.C === '42P01') {
+          const [exists] = await client.query(`SELECT count(*) FROM pg_catalog.pg_extension WHERE extname = ${quoteLiteral(QUERY_STATS_EXTENSION)}`);
+          if (exists?.[0] !== '0') throw err; // there, somewhere else: not pgs's to move
+          await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(QUERY_STATS_SCHEMA)}`);
+          await client.query(`CREATE EXTENSION ${quoteIdent(QUERY_STATS_EXTENSION)} SCHEMA ${quoteIdent(QUERY_STATS_SCHEMA)}`);
+          return client.query(sql, { timeoutMs: 10_000 });
+        }
+        // 55000: "pg_stat_statements must be loaded via shared_preload_libraries".
+        if (err.fields.C === '55000') throw new PgsError('QUERY_STATS_UNAVAILABLE', `tenant ${id}'s server was started without pg_stat_statements (by an older pgs, or with PGS_QUERY_STATS=off): it counts statements after its next restart`);
+        throw err;
+      }
+    };
+    const session = this.healthSessions.get(id);
+    if (session?.client.usable) return run(session.client);
+    return this.withAdmin(id, ADMIN_DATABASE, run);
+  }
 
   /** Where setup keeps CATALOG_FINGERPRINT_SQL's answer on the template: what every restored cluster's built-ins must match. */
   private get fingerprintFile(): string {
@@ -1552,7 +1621,13 @@ export class NativeRuntime implements TenantRuntime {
         // it needs no anti-wraparound vacuum for ~200 million transactions.
         await client.query('VACUUM (FREEZE)');
       });
+      // Query statistics: the tenant's own view in its database, and pgs's copy, which it reads as superuser, in a schema of its own.
+      await this.withAdmin('', TEMPLATE_DATABASE, async (client) => {
+        await client.query(`CREATE EXTENSION ${quoteIdent(QUERY_STATS_EXTENSION)} SCHEMA public`);
+      });
       await this.withAdmin('', ADMIN_DATABASE, async (client) => {
+        await client.query(`CREATE SCHEMA ${quoteIdent(QUERY_STATS_SCHEMA)}`);
+        await client.query(`CREATE EXTENSION ${quoteIdent(QUERY_STATS_EXTENSION)} SCHEMA ${quoteIdent(QUERY_STATS_SCHEMA)}`);
         const [print] = await client.query(CATALOG_FINGERPRINT_SQL);
         fingerprint = print?.[0] ?? undefined;
         await client.query('ALTER DATABASE template1 WITH ALLOW_CONNECTIONS false'); // not from inside template1

@@ -1,5 +1,5 @@
 import { PgsError } from '../core/errors.js';
-import { ADMIN_DATABASE, ADMIN_ROLE, quoteIdent, quoteLiteral } from './server-config.js';
+import { ADMIN_DATABASE, ADMIN_ROLE, QUERY_STATS_EXTENSION, QUERY_STATS_SCHEMA, quoteIdent, quoteLiteral } from './server-config.js';
 
 /**
  * What a restored cluster may not keep, taken away before its first client.
@@ -71,6 +71,7 @@ export async function neutralize(query: AdminQuery, options: NeutralizeOptions):
     if (closed) await query(ADMIN_DATABASE, `ALTER DATABASE ${quoteIdent(db)} WITH ALLOW_CONNECTIONS true`);
     try {
       for (const line of await neutralizeDatabase((sql) => query(db, sql), options)) taken.push(`database ${db}: ${line}`);
+      for (const line of await remakeQueryStats((sql) => query(db, sql), db === ADMIN_DATABASE)) taken.push(`database ${db}: ${line}`);
     } finally {
       if (closed) await query(ADMIN_DATABASE, `ALTER DATABASE ${quoteIdent(db)} WITH ALLOW_CONNECTIONS false`);
     }
@@ -86,6 +87,33 @@ export async function neutralize(query: AdminQuery, options: NeutralizeOptions):
     if (open?.[0] === 't') await query(ADMIN_DATABASE, `ALTER DATABASE ${template} WITH ALLOW_CONNECTIONS false`);
   }
   return taken;
+}
+
+/**
+ * pg_stat_statements as this host's PostgreSQL makes it, whatever the data held: dropped (with
+ * whatever a superuser of another host may have added to it) and created again, in pgs's own
+ * database in a schema pgs makes afresh (pgs reads the statistics there as superuser, so nothing
+ * of the data may be found on the way), in another database where it was. Its script resolves
+ * nothing a tenant could have planted: an object of its own name that is already there fails it.
+ */
+async function remakeQueryStats(run: (sql: string) => Promise<(string | null)[][]>, admin: boolean): Promise<string[]> {
+  const [had] = await run(`SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ${quoteLiteral(QUERY_STATS_EXTENSION)}`);
+  if (!admin && !had) return [];
+  await run(`DROP EXTENSION IF EXISTS ${quoteIdent(QUERY_STATS_EXTENSION)} CASCADE`);
+  let schema = had?.[0] ?? 'public';
+  if (admin) {
+    await run(`DROP SCHEMA IF EXISTS ${quoteIdent(QUERY_STATS_SCHEMA)} CASCADE`);
+    await run(`CREATE SCHEMA ${quoteIdent(QUERY_STATS_SCHEMA)}`);
+    schema = QUERY_STATS_SCHEMA;
+  } else if (/^pg_/.test(schema) || schema === 'information_schema') {
+    schema = 'public';
+  }
+  try {
+    await run(`CREATE EXTENSION ${quoteIdent(QUERY_STATS_EXTENSION)} SCHEMA ${quoteIdent(schema)}`);
+    return [];
+  } catch (err) {
+    return [`extension ${QUERY_STATS_EXTENSION} dropped (pgs could not make it again: ${err instanceof Error ? err.message : String(err)})`];
+  }
 }
 
 /** Role and database settings: a tenant may keep what any user may SET; nothing stays on pgs's role or database. */
@@ -136,7 +164,8 @@ async function neutralizeDatabase(run: (sql: string) => Promise<(string | null)[
   for (const row of await run(
     'SELECT e.extname, coalesce((SELECT v.trusted FROM pg_catalog.pg_available_extension_versions v WHERE v.name = e.extname AND v.version = e.extversion), false) ' +
     `FROM pg_catalog.pg_extension e WHERE e.oid >= ${FIRST_NORMAL_OBJECT_ID} ORDER BY 1`)) {
-    if (row[1] === 't' || keep.has(name(row, 0))) continue;
+    // pg_stat_statements is pgs's own (in every server): made again from this host's files below.
+    if (row[1] === 't' || keep.has(name(row, 0)) || name(row, 0) === QUERY_STATS_EXTENSION) continue;
     await run(`DROP EXTENSION ${quoteIdent(name(row, 0))} CASCADE`);
     taken.push(`extension ${name(row, 0)} dropped (only a superuser can make it)`);
   }

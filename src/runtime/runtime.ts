@@ -77,6 +77,16 @@ export interface ServerStatus {
   startedAt?: Date;
 }
 
+/** One normalised statement, as pg_stat_statements counts it since the last reset (times in milliseconds). */
+export interface QueryStat {
+  queryId: string;
+  query: string;
+  calls: number;
+  totalMs: number;
+  meanMs: number;
+  rows: number;
+}
+
 /** Where a local superuser-free client reaches the server: a libpq host (socket folder) and port. */
 export interface LocalEndpoint {
   host: string;
@@ -232,6 +242,14 @@ export interface TenantRuntime {
   loginRoles(id: string, role?: string): Promise<LoginRole[]>;
   /** Called before a running tenant's server is stopped, however (pgs keeps a copy of its login roles then); at most 5 s, errors ignored. */
   beforeStop: ((id: string) => Promise<void>) | undefined;
+  /**
+   * The running server's statistics of the tenant role's statements in the tenant's database
+   * (never pgs's own), read as pgs's admin role: the first `limit` by total time, by mean time
+   * and by calls, together. QUERY_STATS_UNAVAILABLE when the server runs without pg_stat_statements.
+   */
+  queryStats(id: string, limit: number): Promise<QueryStat[]>;
+  /** Empties the server's statistics (pg_stat_statements_reset()); a stopped server's saved ones are deleted, without starting it. */
+  resetQueryStats(id: string): Promise<void>;
   /** Renames the tenant database `from` to `id` (a restored copy of another tenant). */
   renameDatabase(id: string, from: string): Promise<void>;
 }

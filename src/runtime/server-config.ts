@@ -40,7 +40,7 @@ export function socketPath(socketDir: string, port = SERVER_PORT): string {
   return `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}`;
 }
 /** Bumped when the template's contents change, so that `pgs setup` rebuilds it. */
-export const TEMPLATE_VERSION = 11;
+export const TEMPLATE_VERSION = 12;
 export const TEMPLATE_MARKER = 'PGS_TEMPLATE';
 
 /**
@@ -159,7 +159,23 @@ export interface RecoverySettings {
   target: string;
 }
 
-export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby'): string {
+/**
+ * Query statistics (pg_stat_statements): loaded at every server's start, so that
+ * each tenant's top statements can be shown (pgs queries, GET /v1/tenants/{id}/queries).
+ * 1,000 distinct statements per server (PostgreSQL's default is 5,000): the hash
+ * table is shared memory of every server, idle or not. Saved at a clean shutdown
+ * (pg_stat/pg_stat_statements.stat), so a suspended tenant's counts survive its wake.
+ */
+export const QUERY_STATS_EXTENSION = 'pg_stat_statements';
+export const QUERY_STATS_SETTINGS: readonly string[] = [
+  `shared_preload_libraries = '${QUERY_STATS_EXTENSION}'`,
+  'pg_stat_statements.max = 1000',
+  "pg_stat_statements.track = 'top'",
+];
+/** Where the extension lives in pgs's own database (a schema pgs makes; see NativeRuntime.queryStats). */
+export const QUERY_STATS_SCHEMA = 'pgs_stats';
+
+export function archiveConfText(maxConnections: number, archive: ArchiveTarget | undefined, recovery?: RecoverySettings, memoryBytes?: number, readOnly?: 'soft' | 'standby', queryStats = true): string {
   // Whatever the values' source (the catalog, an imported file), nothing but a checked number or a quoted string reaches the file.
   confInteger('max_connections', maxConnections, 1, 100_000);
   if (memoryBytes !== undefined) confInteger('the memory limit', memoryBytes, 1, Number.MAX_SAFE_INTEGER);
@@ -170,6 +186,7 @@ export function archiveConfText(maxConnections: number, archive: ArchiveTarget |
   const lines = ['# pgs: written before each start; changes here are lost.'];
   // The tenant's limit plus pgs's own sessions' slots and the superusers' reserve.
   lines.push(`max_connections = ${serverMaxConnections(maxConnections)}`);
+  if (queryStats) lines.push(...QUERY_STATS_SETTINGS);
   if (memoryBytes !== undefined) lines.push(...memorySettings(memoryBytes, maxConnections));
   // Over the disk quota: writes need a session to say SET default_transaction_read_only = off first.
   if (readOnly === 'soft') lines.push('default_transaction_read_only = on');
@@ -278,6 +295,8 @@ export const ADMIN_SESSION_SETTINGS: Readonly<Record<string, string>> = {
   lock_timeout: '0',
   idle_in_transaction_session_timeout: '0',
   transaction_timeout: '0',
+  // pgs's own statements (health checks, password verifiers, reads of the statistics) are never counted.
+  'pg_stat_statements.track': 'none',
 };
 
 export function identConfText(): string {

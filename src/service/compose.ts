@@ -102,8 +102,13 @@ export function composeProject(catalog: Catalog, now = new Date()): ComposeProje
         entryPoints: ['postgres'],
         rule: `HostSNI(\`${tenantHostname(t.id, t.suffix, settings.domain)}\`)`,
         service: `pgs-${t.id}`,
+        // A tenant's allow-list (pgs config --allow); Traefik closes a refused connection without a PostgreSQL error.
+        ...(t.allow !== undefined ? { middlewares: [`pgs-${t.id}-allow`] } : {}),
         tls: {},
       }])),
+      ...(routed.some((t) => t.allow !== undefined)
+        ? { middlewares: Object.fromEntries(routed.filter((t) => t.allow !== undefined).map((t) => [`pgs-${t.id}-allow`, { ipAllowList: { sourceRange: [...(t.allow ?? [])] } }])) }
+        : {}),
       services: Object.fromEntries(routed.map((t) => [`pgs-${t.id}`, { loadBalancer: { servers: [{ address: `pgs-${t.id}:5432` }] } }])),
     },
     tls: {

@@ -118,6 +118,8 @@ export interface TenantView {
   poolSize: number;
   /** Client connections at once through the router; null: the default for its pool mode. */
   maxClientConnections: number | null;
+  /** Source addresses the router lets connect (CIDR blocks); null: any. */
+  allow: string[] | null;
   disk?: 'ok' | 'warning' | 'read-only' | 'standby';
   usage?: { memoryBytes: number; cpuSeconds: number; memorySource: 'cgroup' | 'pss' };
   limitsNotEnforced?: string;
@@ -192,6 +194,7 @@ export class Pgs {
         home: this.home,
         serverUser: resolveServerUser(settings.serverUser),
         binaries: installedBinaries(settings.dataRoot, this.env),
+        queryStats: queryStatsSetting(this.env),
       };
       this.runtime = {
         key,
@@ -478,7 +481,7 @@ export class Pgs {
   async patch(
     id: string,
     changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain' | 'pool' | 'poolSize'>>
-      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null; maxClientConnections?: number | null },
+      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null; maxClientConnections?: number | null; allow?: string[] | null },
     check?: (tenant: Tenant) => void,
   ): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
@@ -489,7 +492,7 @@ export class Pgs {
       const after: Tenant = { ...before };
       for (const [key, value] of Object.entries(changes)) {
         // null lifts a limit: the key goes.
-        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState' || key === 'maxClientConnections')) delete (after as Record<string, unknown>)[key];
+        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState' || key === 'maxClientConnections' || key === 'allow')) delete (after as Record<string, unknown>)[key];
         else (after as Record<string, unknown>)[key] = value;
       }
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
@@ -786,6 +789,7 @@ export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<Observ
     pool: tenant.pool ?? 'session',
     poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections),
     maxClientConnections: tenant.maxClientConnections ?? null,
+    allow: tenant.allow ?? null,
     ...(tenant.diskBytes !== undefined ? { disk: seen.disk ?? tenant.diskState ?? 'ok' } : {}),
     ...(seen.usage ? { usage: seen.usage } : {}),
     ...(seen.limitsNotEnforced ? { limitsNotEnforced: seen.limitsNotEnforced } : {}),
@@ -858,4 +862,12 @@ export function assertPassword(password: string): void {
 export function remoteUrl(hostname: string, port: number, database: string, password?: string): string {
   const auth = password === undefined ? TENANT_ROLE : `${TENANT_ROLE}:${encodeURIComponent(password)}`;
   return `postgresql://${auth}@${hostname}:${port}/${database}?sslmode=require`;
+}
+
+/** PGS_QUERY_STATS: on (the default) loads pg_stat_statements into every tenant server; off does not. */
+export function queryStatsSetting(env: NodeJS.ProcessEnv): boolean {
+  const value = env.PGS_QUERY_STATS;
+  if (value === undefined || value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new PgsError('INVALID_SETTING', `invalid PGS_QUERY_STATS ${JSON.stringify(value)}: on or off`);
 }

@@ -70,7 +70,7 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     const routes = checker.routes();
     for (const route of [
       'GET /v1/tenants', 'POST /v1/tenants', 'GET /v1/tenants/{id}', 'PATCH /v1/tenants/{id}', 'DELETE /v1/tenants/{id}',
-      'POST /v1/tenants/{id}/{action}', 'POST /v1/tenants/{id}/password', 'GET /v1/tenants/{id}/connection', 'GET /v1/tenants/{id}/logs',
+      'POST /v1/tenants/{id}/{action}', 'POST /v1/tenants/{id}/password', 'GET /v1/tenants/{id}/connection', 'GET /v1/tenants/{id}/logs', 'GET /v1/tenants/{id}/queries', 'POST /v1/tenants/{id}/queries/reset',
       'GET /v1/status', 'GET /v1/events', 'GET /healthz', 'GET /metrics', 'GET /openapi.json', 'GET /v1/operations/{id}',
     ]) assert.ok(routes.includes(route), `${route} is documented`);
     assert.equal((checker.doc as unknown as { openapi: string }).openapi, '3.1.0');
@@ -159,6 +159,9 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
       ['POST', '/v1/tenants/{id}/password', '/v1/tenants/ghost/password', {}, 404, 'tenant_not_found'],
       ['GET', '/v1/tenants/{id}/connection', '/v1/tenants/ghost/connection', undefined, 404, 'tenant_not_found'],
       ['GET', '/v1/tenants/{id}/logs', '/v1/tenants/acme/logs?lines=-1', undefined, 400, 'invalid_request'],
+      ['GET', '/v1/tenants/{id}/queries', '/v1/tenants/acme/queries?order=slowest', undefined, 400, 'invalid_request'],
+      ['GET', '/v1/tenants/{id}/queries', '/v1/tenants/acme/queries?limit=101', undefined, 400, 'invalid_request'],
+      ['POST', '/v1/tenants/{id}/queries/reset', '/v1/tenants/ghost/queries/reset', undefined, 404, 'tenant_not_found'],
       ['GET', '/v1/operations/{id}', '/v1/operations/op_0000', undefined, 404, 'operation_not_found'],
       ['DELETE', '/v1/tokens/{name}', '/v1/tokens/ghost', undefined, 404, 'token_not_found'],
       ['POST', '/v1/tokens', '/v1/tokens', { name: 'ops', scope: 'admin' }, 409, 'token_exists'],
@@ -225,6 +228,14 @@ describe('the REST API: one control plane on the unix socket and on TCP with tok
     const viaPsql = await psql(`${conn.body.psql} hostaddr=127.0.0.1`, 'SELECT current_user', changed.body.password);
     assert.equal(viaPsql.stdout, 'postgres', viaPsql.stderr);
     acme.password = changed.body.password;
+    // Query statistics: a read token reads them, only an admin token resets them (their figures are tested in queries.test.ts).
+    const queries = await tcp<{ tenant: string; sample: boolean; items: { query: string }[] }>('GET', '/v1/tenants/{id}/queries', '/v1/tenants/acme/queries?order=calls&limit=5', { token: reader });
+    assert.equal(queries.status, 200, queries.text);
+    assert.equal(queries.body.tenant, 'acme');
+    assert.equal((await tcp<Problem>('POST', '/v1/tenants/{id}/queries/reset', '/v1/tenants/acme/queries/reset', { token: reader })).status, 403);
+    const reset = await tcp<{ items: unknown[] }>('POST', '/v1/tenants/{id}/queries/reset', '/v1/tenants/acme/queries/reset', { token: admin });
+    assert.equal(reset.status, 200, reset.text);
+    assert.deepEqual(reset.body.items, []);
     const logs = await tcp<{ lines: string[] }>('GET', '/v1/tenants/{id}/logs', '/v1/tenants/acme/logs?lines=5', { token: reader });
     assert.ok(logs.body.lines.length > 0 && logs.body.lines.length <= 5);
     assert.ok(!logs.text.includes(changed.body.password), 'no password in the log');

@@ -72,7 +72,7 @@ describe('bad input: one clear error line, and nothing changes', () => {
     await assert.rejects(fs.access(path.join(await pgs.dataRoot(), 'tenants', 'weak')));
   });
 
-  for (const args of [['remove', 'ghost', '--yes'], ['start', 'ghost'], ['stop', 'ghost'], ['enable-access', 'ghost'], ['disable-access', 'ghost'], ['url', 'ghost'], ['passwd', 'ghost'], ['logs', 'ghost']]) {
+  for (const args of [['remove', 'ghost', '--yes'], ['start', 'ghost'], ['stop', 'ghost'], ['restart', 'ghost'], ['enable-access', 'ghost'], ['disable-access', 'ghost'], ['url', 'ghost'], ['passwd', 'ghost'], ['logs', 'ghost']]) {
     it(`${args[0]} of an unknown tenant fails`, async () => {
       assertOneLineError(await pgs.run(args), /no tenant ghost \(see "pgs list"\)/);
       assert.equal(await pgs.catalogText(), catalogBefore);

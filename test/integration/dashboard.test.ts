@@ -52,7 +52,10 @@ describe('dashboard in a browser', () => {
       const url = new URL(response.url());
       if (response.status() < 400) return;
       if (expected && expected.status === response.status() && (expected.path === '*' || url.pathname === expected.path)) return;
-      problems.push(`answer ${response.status()}: ${response.request().method()} ${url.pathname}${url.search}`);
+      const what = `answer ${response.status()}: ${response.request().method()} ${url.pathname}${url.search}`;
+      problems.push(what);
+      // The daemon's reason, beside it (read after the fact).
+      void response.text().then((text) => problems.push(`${what}: ${text.slice(0, 300)}`), () => undefined);
     });
   };
 
@@ -228,9 +231,40 @@ describe('dashboard in a browser', () => {
       assert.ok(canvas && canvas.width > 100 && canvas.height > 100);
       const connections = page.locator('figure', { hasText: 'Connections' }).first();
       await waitFor('the connections chart to show the client', async () => /peak [1-9]/.test(await connections.locator('.chart-summary').innerText()), 15_000);
+      // Some seconds of traffic for the picture (samples are 1 s apart here).
+      await waitFor('15 samples of traffic', async () => {
+        for (let i = 0; i < 100; i++) await client.query('SELECT 1');
+        return Number(await tps.getAttribute('data-points')) >= 15;
+      }, 60_000);
+      // Titles name what is drawn; the sentences read as such (no uPlot legend of dashes).
+      assert.deepEqual(await page.locator('figure.chart figcaption').allInnerTexts(), ['Connections', 'Transactions per second']);
+      assert.equal(await page.locator('.u-legend').count(), 0);
+      assert.match(await connections.locator('.chart-summary').innerText(), /^Now (1 connection|\d+ connections), peak [1-9]\d* since \d\d?:\d\d:\d\d( [AP]M)?\. \d+ wakes? \(solid lines?\), \d+ suspends? \(dashed\)\.$/);
+      assert.match(await tps.locator('.chart-summary').innerText(), /^Now [\d,.]+ tx\/s, peak [\d,.]+ since /);
+      // The point under the pointer, as a sentence.
+      await connections.locator('.plot').scrollIntoViewIfNeeded();
+      // Moved at each try: a poll's new data can redraw the chart between the move and the read.
+      let nudge = 0;
+      let readout = '';
+      await waitFor('the readout under the pointer', async () => {
+        const plotBox = await connections.locator('.plot').boundingBox(); // where it is in the viewport now
+        assert.ok(plotBox);
+        await page.mouse.move(plotBox.x + plotBox.width * (0.8 - (nudge++ % 5) * 0.02), plotBox.y + plotBox.height / 2);
+        readout = await connections.locator('.chart-readout').innerText();
+        return /^At \d\d?:\d\d:\d\d( [AP]M)?: (1 connection|[\d,.]+ connections)$/.test(readout);
+      }, 10_000).catch((err: Error) => assert.fail(`${err.message}; it reads ${JSON.stringify(readout)}`));
+      // The time axis runs from webshop's first sample (made after the daemon started), not over a whole hour.
+      const history = (await pgs.api<{ times: number[]; tenants: Record<string, { state: (string | null)[] }> }>('GET', '/v1/history?range=1h&tenant=webshop')).body;
+      const first = history.times[history.tenants.webshop?.state.findIndex((state) => state !== null) ?? -1];
+      assert.ok(first !== undefined, JSON.stringify(history).slice(0, 200));
+      const from = Number(await connections.getAttribute('data-from'));
+      const to = Number(await connections.getAttribute('data-to'));
+      assert.ok(Math.abs(from - first) <= 1, `the axis starts at ${from}, the first sample is ${first}`);
+      assert.ok(to - from < 3_600_000 / 2, `the axis spans ${(to - from) / 1000} s of a fresh daemon, not an hour`);
     } finally {
       await client.end();
     }
+    await page.mouse.move(0, 0);
     await shot('tenant');
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: path.join(SHOTS, 'tenant-top.png') }); // the README's picture
@@ -238,6 +272,9 @@ describe('dashboard in a browser', () => {
   });
 
   it('takes a backup from the page and lists it with the restorable window', async () => {
+    const client = await connect(shop, shop.password);
+    await client.query('CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)');
+    await client.end();
     await page.getByRole('button', { name: 'Back up now' }).click();
     await page.getByText('Back up now: done').waitFor({ timeout: 60_000 });
     await page.getByText(/^Restorable from /).waitFor();
@@ -246,6 +283,116 @@ describe('dashboard in a browser', () => {
     const manual = listed.backups.find((b) => b.reason === 'manual');
     assert.ok(manual, JSON.stringify(listed));
     await page.getByRole('cell', { name: manual.id }).waitFor();
+  });
+
+  it('shows a statement the tenant ran in its Queries panel, ordered by calls, and resets them', async () => {
+    const client = await connect(shop, shop.password);
+    try {
+      for (let i = 0; i < 3; i++) await client.query('SELECT $1::text AS dashboard_marker', [String(i)]);
+    } finally {
+      await client.end();
+    }
+    const panel = page.locator('.panel.queries');
+    await panel.getByRole('button', { name: 'Calls' }).click();
+    assert.equal(await panel.getByRole('button', { name: 'Calls' }).getAttribute('aria-pressed'), 'true');
+    const row = panel.getByRole('row', { name: /dashboard_marker/ });
+    await row.waitFor({ timeout: 30_000 });
+    assert.match(await row.locator('td').first().innerText(), /SELECT \$1::text AS dashboard_marker/);
+    assert.equal(await row.locator('td').nth(1).innerText(), '3');
+    await accessible('tenant page with queries');
+    await panel.screenshot({ path: path.join(SHOTS, 'tenant-queries.png') });
+    await panel.getByRole('button', { name: 'Reset statistics' }).click();
+    await panel.getByText('Query statistics reset.').waitFor();
+    await row.waitFor({ state: 'detached' });
+    await panel.getByText(`pgs config webshop --reset-queries`, { exact: true }).waitFor();
+  });
+
+  it('shows the connection strings pgs url prints, and pgs restart for Restart', async () => {
+    const psqlLine = (await pgs.ok(['url', 'webshop', '--format', 'psql'])).trim();
+    assert.match(psqlLine, /hostaddr=127\.0\.0\.1/, 'the names resolve nowhere here, so pgs url adds hostaddr');
+    assert.equal(await page.locator('code[data-copy="psql"]').innerText(), psqlLine);
+    assert.equal(await page.locator('code[data-copy="URI"]').innerText(), (await pgs.ok(['url', 'webshop'])).trim());
+    const connected = await psql(psqlLine, 'SELECT 1', shop.password); // no PGHOSTADDR: the line connects as shown
+    assert.equal(connected.code, 0, connected.stderr);
+    await page.getByRole('button', { name: 'Restart' }).hover();
+    await page.locator('code[data-copy="pgs"]', { hasText: 'pgs restart webshop' }).waitFor();
+    const before = (await pgs.json<{ id: string; pid: number }[]>(['list'])).find((t) => t.id === 'webshop')?.pid;
+    assert.equal((await pgs.ok(['restart', 'webshop'])).trim(), 'Restarted webshop');
+    const after = (await pgs.json<{ id: string; pid: number; state: string }[]>(['list'])).find((t) => t.id === 'webshop');
+    assert.equal(after?.state, 'running');
+    assert.notEqual(after?.pid, before, 'a new postmaster');
+  });
+
+  it('restores as a new tenant, branches and exports from the page', async () => {
+    const client = await connect(shop, shop.password);
+    await client.query('INSERT INTO orders VALUES (2)'); // after the backup: only what reaches now has it
+    await client.end();
+    const count = async (id: string) => {
+      const hostname = (await pgs.json<{ id: string; hostname: string }[]>(['list'])).find((t) => t.id === id)?.hostname;
+      assert.ok(hostname, `${id} is listed`);
+      const c = await connect({ id, hostname }, shop.password); // same roles and passwords
+      try {
+        return Number((await c.query('SELECT count(*) AS n FROM orders')).rows[0].n);
+      } finally {
+        await c.end();
+      }
+    };
+    const manual = (await pgs.json<{ backups: { id: string; reason: string }[] }>(['backups', 'webshop'])).backups.find((b) => b.reason === 'manual');
+    assert.ok(manual);
+    const restore = page.getByRole('form', { name: 'Restore' });
+    const shown = page.locator('.recovery code[data-copy="pgs"]');
+
+    // In place replaces the data: only once the id is typed.
+    await restore.getByLabel('To').selectOption('backup');
+    await restore.getByLabel('Backup').selectOption(manual.id);
+    await restore.getByLabel('Where').selectOption('in-place');
+    const inPlace = restore.getByRole('button', { name: 'Restore webshop in place' });
+    assert.equal(await inPlace.isDisabled(), true);
+    await restore.getByLabel('Type webshop to replace its data').fill('webshop');
+    assert.equal(await inPlace.isDisabled(), false);
+    await page.locator('.recovery code[data-copy="pgs"]', { hasText: `pgs restore webshop --backup ${manual.id}` }).waitFor();
+    assert.equal(await shown.innerText(), `pgs restore webshop --backup ${manual.id}`);
+
+    // --as: a new tenant with the backup's data; webshop untouched.
+    await restore.getByLabel('Where').selectOption('as');
+    await restore.getByLabel('New tenant id').fill('webshop-old');
+    await restore.getByLabel('New tenant id').focus();
+    await page.locator('.recovery code[data-copy="pgs"]', { hasText: `pgs restore webshop --backup ${manual.id} --as webshop-old` }).waitFor();
+    const restoreCurl = await page.locator('.recovery code[data-copy="curl"]').innerText();
+    assert.ok(restoreCurl.startsWith('curl -X POST ') && restoreCurl.includes(`-d '{"backup":"${manual.id}","as":"webshop-old"}'`) && restoreCurl.endsWith('/v1/tenants/webshop/restore'), restoreCurl);
+    await restore.getByRole('button', { name: 'Restore as new tenant' }).click();
+    await page.getByText(/^Restored webshop as webshop-old \(running\)$/).waitFor({ timeout: 120_000 });
+    await page.getByRole('link', { name: 'Open webshop-old' }).waitFor();
+    assert.equal(await count('webshop-old'), 1);
+    assert.equal(await count('webshop'), 2);
+
+    // Branch: webshop's data now.
+    const branch = page.getByRole('form', { name: 'Branch' });
+    await branch.getByLabel('New tenant id').fill('webshop-dev');
+    await branch.getByLabel('New tenant id').focus();
+    await page.locator('.recovery code[data-copy="pgs"]', { hasText: 'pgs branch webshop webshop-dev' }).waitFor();
+    await branch.getByRole('button', { name: 'Branch' }).click();
+    await page.getByText(/^Branched webshop as webshop-dev \(running\)$/).waitFor({ timeout: 120_000 });
+    assert.equal(await count('webshop-dev'), 2);
+
+    // Export: a download that pgs import takes.
+    const exportButton = page.getByRole('button', { name: 'Export and download' });
+    await exportButton.hover();
+    await page.locator('.recovery code[data-copy="pgs"]', { hasText: 'pgs export webshop' }).waitFor();
+    const downloading = page.waitForEvent('download', { timeout: 120_000 });
+    await exportButton.click();
+    const file = await downloading;
+    await page.getByText(/^Exported webshop to \S+\.pgs \(sha256 [0-9a-f]{64}\)$/).waitFor({ timeout: 60_000 });
+    const name = file.suggestedFilename();
+    assert.match(name, /^webshop-.*\.pgs$/);
+    assert.match(await page.locator('.recovery code[data-copy="then 1"]').innerText(), new RegExp(`^curl -o ${name.replace(/\./g, '\\.')} .*/v1/exports/${name.replace(/\./g, '\\.')}'?$`));
+    const saved = path.join(await fs.mkdtemp(path.join(pgs.home, 'download-')), name);
+    await file.saveAs(saved);
+    await pgs.ok(['import', saved, '--as', 'webshop-copy']);
+    assert.equal(await count('webshop-copy'), 2);
+    // The daemon keeps no copy once downloaded.
+    assert.equal((await pgs.api('GET', `/v1/exports/${name}`)).status, 404);
+    await page.evaluate(() => window.scrollTo(0, 0));
   });
 
   it('keeps a suspended tenant suspended while its page polls', async () => {
@@ -263,7 +410,7 @@ describe('dashboard in a browser', () => {
     const now = (await list()).find((t) => t.id === 'sleepy');
     assert.equal(now?.state, 'suspended');
     assert.equal(now?.wakes, wakes);
-    await page.getByText(/TPS: now not running/).waitFor();
+    await page.getByText(/^Not running now, peak [\d,.]+ tx\/s since /).waitFor();
     await shot('tenant-suspended');
   });
 
@@ -307,6 +454,8 @@ describe('dashboard in a browser', () => {
     await p.getByText('Server log').waitFor();
     assert.equal(await p.getByRole('button', { name: 'Stop' }).count(), 0);
     assert.equal(await p.getByRole('button', { name: /Delete/ }).count(), 0);
+    await p.getByRole('heading', { name: 'Queries' }).waitFor();
+    assert.equal(await p.getByRole('button', { name: 'Reset statistics' }).count(), 0);
     // Revoked: the next load draws from what it knew, checks the token again, and logs out with the daemon's reason.
     await pgs.ok(['token', 'revoke', 'viewer']);
     expected = { status: 401, path: '*' }; // every request of that load is refused until the page logs out

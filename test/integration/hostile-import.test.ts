@@ -143,7 +143,13 @@ describe('a hostile export', () => {
 
   it('its server runs pgs\'s configuration: no archive command runs, WAL goes to pgs\'s archive', async () => {
     assert.equal(await admin(target, 'victim', 'pgs_admin', 'SHOW archive_command'), '');
-    assert.equal(await admin(target, 'victim', 'pgs_admin', 'SHOW shared_preload_libraries'), '');
+    // pgs's own library (query statistics, from its pgs.conf), not the export's auto_explain.
+    assert.equal(await admin(target, 'victim', 'pgs_admin', 'SHOW shared_preload_libraries'), 'pg_stat_statements');
+    // pg_stat_statements was made again from this host's files: in pgs's own schema in pgs_admin, where the tenant's database had it.
+    assert.equal(await admin(target, 'victim', 'pgs_admin', "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'"), 'pgs_stats');
+    assert.equal(await admin(target, 'victim', 'victim', "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'"), 'public');
+    const queries = await target.api<{ items: unknown[] }>('GET', '/v1/tenants/victim/queries');
+    assert.equal(queries.status, 200, queries.text);
     assert.equal(await admin(target, 'victim', 'pgs_admin', "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%auto.conf' OR sourcefile LIKE '%extra.conf'"), '0');
     const before = Number(await admin(target, 'victim', 'pgs_admin', 'SELECT archived_count FROM pg_stat_archiver'));
     await admin(target, 'victim', 'pgs_admin', ['SELECT pg_current_xact_id()', 'SELECT pg_switch_wal()']);

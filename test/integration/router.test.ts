@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
 import type { Router } from '../../src/router/router.js';
-import { PgsHome, psql } from '../helpers/pgs.js';
+import { PgsHome, psql, waitFor } from '../helpers/pgs.js';
 import { assertCancels, libpq18Env, startRouter } from '../helpers/router.js';
 
 interface Created { id: string; hostname: string; password: string }
@@ -286,21 +286,62 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     }
   });
 
-  it('connections still in start-up are bounded and do not count against tenants', async () => {
+  it('connections still in start-up are bounded: when all are taken the busiest network pays, and they do not count against tenants', async () => {
     const { router: bounded, port: boundedPort } = await startRouter(pgs, { maxPendingStartups: 2, maxConnections: 1 });
-    const idle = [net.connect(boundedPort, '127.0.0.1'), net.connect(boundedPort, '127.0.0.1')];
+    const flood = (address: string) => net.connect({ port: boundedPort, host: '127.0.0.1', localAddress: address });
+    const idle = [flood('127.0.1.1'), flood('127.0.1.2')];
+    const others: net.Socket[] = [];
     try {
+      for (const socket of idle) socket.on('error', () => undefined);
       await Promise.all(idle.map((socket) => new Promise((r) => socket.once('connect', r))));
-      await new Promise((r) => setTimeout(r, 100));
-      const third = await rawExchange(boundedPort);
-      assert.equal(third.length, 0, 'a third connection in start-up is closed at once');
-      for (const socket of idle) socket.destroy();
-      await new Promise((r) => setTimeout(r, 100));
+      await waitFor('both to start up', async () => bounded.startups.size === 2);
+      // A newcomer of the network with the most (127.0.1.0/24) is the one closed, before any TLS.
+      const same = flood('127.0.1.3');
+      others.push(same);
+      same.on('error', () => undefined);
+      await new Promise((r) => same.once('close', r));
+      assert.equal(idle[0]?.destroyed, false, 'the oldest stays for a newcomer of its own network');
+      // One of another network (127.0.0.0/24) is let in: the oldest of 127.0.1.0/24 makes room.
+      const firstClosed = new Promise((r) => idle[0]?.once('close', r));
+      const comer = net.connect(boundedPort, '127.0.0.1');
+      others.push(comer);
+      comer.on('error', () => undefined);
+      await new Promise((r) => comer.once('connect', r));
+      await firstClosed;
+      assert.equal(bounded.startups.size, 2);
+      for (const socket of [...idle, ...others]) socket.destroy();
+      await waitFor('the start-ups to end', async () => bounded.startups.size === 0);
       // The global cap (1) counts admitted connections only: one real client gets in.
       const result = await psql(conn(alpha).replace(`port=${port}`, `port=${boundedPort}`), 'SELECT 1', alpha.password);
       assert.equal(result.stdout, '1', result.stderr);
     } finally {
-      for (const socket of idle) socket.destroy();
+      for (const socket of [...idle, ...others]) socket.destroy();
+      await bounded.close();
+    }
+  });
+
+  it('connections still in start-up from one address are bounded: the next waits its turn, unread; other addresses come in', async () => {
+    const { router: bounded, port: boundedPort } = await startRouter(pgs, { maxStartupsPerAddress: 2 });
+    const idle = [net.connect(boundedPort, '127.0.0.1'), net.connect(boundedPort, '127.0.0.1')];
+    const third = net.connect(boundedPort, '127.0.0.1');
+    const other = net.connect({ port: boundedPort, host: '127.0.0.1', localAddress: '127.0.0.2' });
+    try {
+      for (const socket of [...idle, third, other]) socket.on('error', () => undefined);
+      await Promise.all([...idle, third, other].map((socket) => new Promise((r) => socket.once('connect', r))));
+      let answer = Buffer.alloc(0);
+      third.on('data', (chunk: Buffer) => { answer = Buffer.concat([answer, chunk]); });
+      third.write(SSL_REQUEST);
+      await waitFor('the third to wait and the other to start', async () => bounded.startups.waitingCount === 1 && bounded.startups.size === 4);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(answer.length, 0, 'the third from 127.0.0.1 is not answered while two start up');
+      assert.equal(third.destroyed, false, 'nor closed');
+      assert.equal(other.destroyed, false, 'one from 127.0.0.2 stays');
+      idle[0]?.destroy();
+      await waitFor('the third to be answered', async () => answer.length > 0);
+      assert.equal(answer.toString('latin1'), 'S', 'its SSLRequest, sent while it waited, is read and answered once its turn comes');
+      assert.equal(bounded.startups.waitingCount, 0);
+    } finally {
+      for (const socket of [...idle, third, other]) socket.destroy();
       await bounded.close();
     }
   });
@@ -315,6 +356,9 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     }
   });
 });
+
+/** SSLRequest: length 8, code 80877103. */
+const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]);
 
 /** Writes each buffer (in turn) on a raw TCP connection and collects all bytes until the router closes it. */
 function rawExchange(port: number, ...writes: Buffer[]): Promise<Buffer> {

@@ -99,4 +99,14 @@ describe('composeProject: the original deployment from the catalog', () => {
     assert.equal(traefik.entryPoints.postgres.address, ':5432');
     assert.equal(traefik.providers.file.filename, '/etc/traefik/dynamic.yml');
   });
+
+  it('a tenant\'s allow-list becomes a Traefik ipAllowList middleware on its router; no list, no middleware', () => {
+    assert.equal(file('traefik/dynamic.yml').tcp.middlewares, undefined);
+    const listed = composeProject(catalog([{ id: 'acme', allow: ['203.0.113.0/24', '2001:db8::/32'] }, { id: 'open' }]));
+    const dynamic = parse(listed.files.find((f) => f.path === 'traefik/dynamic.yml')?.content ?? '') as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    assert.deepEqual(dynamic.tcp.routers['pgs-acme'].middlewares, ['pgs-acme-allow']);
+    assert.deepEqual(dynamic.tcp.middlewares['pgs-acme-allow'], { ipAllowList: { sourceRange: ['203.0.113.0/24', '2001:db8::/32'] } });
+    assert.equal(dynamic.tcp.routers['pgs-open'].middlewares, undefined);
+    assert.deepEqual(Object.keys(dynamic.tcp.middlewares), ['pgs-acme-allow']);
+  });
 });

@@ -307,7 +307,7 @@ describe('takeEndpointOption', () => {
 
 describe('refusalBytes and sqlstateOf', () => {
   const reasons: RefusalReason[] = [
-    'tls_required', 'protocol_violation', 'unknown_host', 'no_host', 'host_mismatch', 'access_disabled',
+    'tls_required', 'protocol_violation', 'unknown_host', 'no_host', 'host_mismatch', 'access_disabled', 'address_not_allowed',
     'reserved_role', 'too_many_connections', 'tenant_unavailable', 'startup_timeout', 'shutting_down',
   ];
 

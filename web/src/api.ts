@@ -1,11 +1,12 @@
 // The daemon's REST API as the page uses it: the token from session storage
 // as a bearer token, problem+json errors as ApiError, events as a stream.
 import type { PgsEvent } from '../../src/api/events.js';
-import type { WhoAmIJson } from '../../src/api/schemas.js';
+import type { OperationJson as Operation, WhoAmIJson } from '../../src/api/schemas.js';
 
 export type {
   TenantJson as Tenant, StatusJson as Status, HistoryJson as History, ConnectionJson as Connection,
   CreatedTenantJson as Created, WhoAmIJson as WhoAmI, PatchTenantRequest as Patch, BackupListJson as BackupList,
+  OperationJson as Operation, ExportJson as Export,
 } from '../../src/api/schemas.js';
 
 const KEY = 'pgs.token';
@@ -47,8 +48,8 @@ export function savedWho(): WhoAmIJson | null {
   }
 }
 
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { authorization: `Bearer ${token() ?? ''}` };
+export async function api<T>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
+  const headers: Record<string, string> = { ...extra, authorization: `Bearer ${token() ?? ''}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(path, { method, headers, body: body === undefined ? null : JSON.stringify(body), cache: 'no-store' });
   if (res.status === 204) return undefined as T;
@@ -66,6 +67,43 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
     throw error;
   }
   return data as T;
+}
+
+/**
+ * Long work (restore, branch, export) as an operation: asked with Prefer:
+ * respond-async, then GET /v1/operations/{id} each second until it ends;
+ * its phase goes to `onPhase`. Answers what the synchronous request would
+ * have, or throws the operation's error.
+ */
+export async function operation<T>(method: string, path: string, body: unknown, onPhase: (phase: string) => void = () => undefined): Promise<T> {
+  let op = await api<Operation>(method, path, body, { prefer: 'respond-async' });
+  while (op.status === 'running') {
+    if (op.phase) onPhase(op.phase);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    op = await api<Operation>('GET', `/v1/operations/${op.id}`);
+  }
+  if (op.status === 'failed') throw new ApiError(500, op.error?.code ?? 'error', op.error?.detail ?? 'the operation failed');
+  return op.result as T;
+}
+
+/** Fetches a file the API serves (with the token, which a plain link cannot send) and saves it as `name`. */
+export async function download(path: string, name: string): Promise<void> {
+  const res = await fetch(path, { headers: { authorization: `Bearer ${token() ?? ''}` }, cache: 'no-store' });
+  if (!res.ok) {
+    const problem = (await res.json().catch(() => ({}))) as { code?: string; detail?: string };
+    throw new ApiError(res.status, problem.code ?? 'error', problem.detail ?? `${res.status} ${res.statusText}`);
+  }
+  const url = URL.createObjectURL(await res.blob());
+  try {
+    const link = document.createElement('a');
+    link.href = url;
+    link.download = name;
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } finally {
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  }
 }
 
 /** Checks a token without keeping it: who it is, or the daemon's reason for refusing it. */

@@ -5,6 +5,8 @@ export interface Equivalent {
   /** The pgs command, or null when only the API does it. */
   pgs: string | null;
   curl: string;
+  /** Further calls that finish the job (an export's download), in order. */
+  then?: string[];
 }
 
 let caCert: string | null = null;
@@ -14,12 +16,14 @@ export function setCaCert(file: string | null): void {
   caCert = file;
 }
 
-function shellQuote(s: string): string {
+export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-export function curl(method: string, path: string, body?: unknown): string {
+/** `output`: the file curl writes (-o), for a download. */
+export function curl(method: string, path: string, body?: unknown, output?: string): string {
   const parts = ['curl'];
+  if (output !== undefined) parts.push('-o', shellQuote(output));
   if (location.protocol === 'https:' && caCert) parts.push('--cacert', shellQuote(caCert));
   if (method !== 'GET') parts.push('-X', method);
   parts.push('-H', '"Authorization: Bearer $PGS_TOKEN"');

@@ -50,12 +50,12 @@ export function Overview() {
         <Card label="Disk free" value={disk ? bytes(disk.freeBytes) : '—'} detail={disk ? `of ${bytes(disk.totalBytes)} at ${disk.path}` : undefined} warn={diskLow} />
       </div>
       <div class="charts">
-        <TimeChart span={3600} title="Connections and running servers, last hour" times={history.times} lines={[
-          { label: 'connections', values: history.host.connections, color: '--series-1' },
-          { label: 'running', values: history.host.running, color: '--series-2' },
+        <TimeChart title="Connections and running servers" times={history.times} lines={[
+          { label: 'connections', values: history.host.connections, color: '--series-1', unit: 'connections', one: 'connection' },
+          { label: 'running', values: history.host.running, color: '--series-2', unit: 'servers running', one: 'server running' },
         ]} />
-        <TimeChart span={3600} title="Transactions per second, last hour" times={history.times} lines={[{ label: 'TPS', values: history.host.tps, color: '--series-3', unit: 'tx/s' }]} />
-        <TimeChart span={3600} title={`Wakes per ${history.intervalSeconds} s, last hour`} times={history.times} lines={[{ label: 'wakes', values: history.host.wakes, color: '--series-4' }]} />
+        <TimeChart title="Transactions per second" times={history.times} lines={[{ label: 'TPS', values: history.host.tps, color: '--series-3', unit: 'tx/s' }]} />
+        <TimeChart title={`Wakes per ${history.intervalSeconds} s`} times={history.times} lines={[{ label: 'wakes', values: history.host.wakes, color: '--series-4', unit: 'wakes', one: 'wake' }]} />
       </div>
       <h2>Events</h2>
       {events.length === 0 ? <p class="muted">Nothing has happened since the daemon started. Tenants created, started, suspended, woken or changed show up here as it happens.</p> : (

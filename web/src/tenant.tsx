@@ -7,6 +7,9 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, type BackupList, type Connection, type History, type Patch, type Tenant } from './api';
 import { TimeChart, type Marker } from './chart';
 import { equivalent, type Equivalent } from './commands';
+import { QueriesPanel } from './queries';
+import { formatConnection } from '../../src/core/connect-strings.js';
+import { RecoveryPanel } from './recovery';
 import { ago, autosuspend, bytes, clock, number, parseDuration, parseSize, seconds, sizeArg } from './format';
 import { CopyLine, Equivalents, ErrorLine, Notice, StateBadge, useShared, usePoll } from './ui';
 
@@ -184,6 +187,7 @@ export function TenantPage(props: { id: string }) {
   const h = history.data;
   const series = h?.tenants[id];
   const markers = h ? markersOf(h, id) : [];
+  const firstSample = Math.max(0, series?.state?.findIndex((state) => state !== null) ?? 0); // the tenant's first, when made after the daemon started
   const reason = t.healthError ?? t.lastError ?? t.archivingError ?? t.limitsNotEnforced;
   const mine = events.filter((e) => e.tenant === id).slice(0, 10);
   const conn = connection.data;
@@ -216,10 +220,12 @@ export function TenantPage(props: { id: string }) {
       <ErrorLine error={history.error} />
       {h && series ? (
         <div class="charts">
-          <TimeChart span={range === '1h' ? 3600 : 86400} title="Connections" times={h.times} lines={[{ label: 'connections', values: series.connections ?? [], color: '--series-1' }]} markers={markers} />
-          <TimeChart span={range === '1h' ? 3600 : 86400} title="Transactions per second (a gap: not running)" times={h.times} lines={[{ label: 'TPS', values: series.tps ?? [], color: '--series-3', unit: 'tx/s' }]} markers={markers} />
+          <TimeChart title="Connections" first={firstSample} times={h.times} lines={[{ label: 'connections', values: series.connections ?? [], color: '--series-1', unit: 'connections', one: 'connection' }]} markers={markers} />
+          <TimeChart title="Transactions per second" first={firstSample} times={h.times} lines={[{ label: 'TPS', values: series.tps ?? [], color: '--series-3', unit: 'tx/s' }]} markers={markers} />
         </div>
       ) : h ? <p class="muted">No samples yet: the daemon samples every {h.intervalSeconds} s.</p> : null}
+
+      <QueriesPanel id={id} admin={admin} live={live} />
 
       {admin ? (
         <div class="panel actions-panel">
@@ -227,7 +233,7 @@ export function TenantPage(props: { id: string }) {
           <div class="actions" role="group" aria-label="Server actions">
             {action('start', 'Start', `pgs start ${id}`, t.state === 'stopped' || t.state === 'crashed')}
             {action('stop', 'Stop', `pgs stop ${id}`, t.state !== 'stopped')}
-            {action('restart', 'Restart', null, t.state === 'running')}
+            {action('restart', 'Restart', `pgs restart ${id}`, t.state === 'running')}
             {action('suspend', 'Suspend', null, t.state === 'running')}
             {action('wake', 'Wake', `pgs start ${id}`, t.state === 'suspended')}
             <button type="button" disabled={busy !== null} onFocus={() => setEq(accessEq)} onMouseEnter={() => setEq(accessEq)} onClick={() => run(t.access === 'enabled' ? 'Disable access' : 'Enable access', accessEq, () => api('PATCH', `/v1/tenants/${id}`, { access: nextAccess }))}>{t.access === 'enabled' ? 'Disable access' : 'Enable access'}</button>
@@ -273,6 +279,7 @@ export function TenantPage(props: { id: string }) {
               <button type="button" disabled={busy !== null} onFocus={() => setEq(backupEq)} onMouseEnter={() => setEq(backupEq)} onClick={() => run('Back up now', backupEq, () => api('POST', `/v1/tenants/${id}/backups`), () => { setNotice('Back up now: done'); backups.reload(); })}>{busy === 'Back up now' ? 'Backing up…' : 'Back up now'}</button>
             </div>
           ) : null}
+          {admin ? <RecoveryPanel id={id} backups={backups.data} disabled={busy !== null} onChanged={() => { backups.reload(); tenant.reload(); }} /> : null}
         </div>
       ) : null}
 
@@ -281,7 +288,7 @@ export function TenantPage(props: { id: string }) {
       {conn ? (
         <div class="connect">
           <CopyLine label="URI" text={conn.uri} />
-          <CopyLine label="psql" text={conn.psql} />
+          <CopyLine label="psql" text={formatConnection(conn, 'psql', { hostaddr: conn.hostaddr })} />
           <CopyLine label="JDBC" text={conn.jdbc} />
           <p class="muted">The password is not part of these: use the one given at creation or the last rotation.{conn.sslrootcert ? ` The certificate is self-signed: for verify-full, give clients ${conn.sslrootcert}.` : ''}</p>
         </div>

@@ -101,6 +101,7 @@ export function Equivalents(props: { title: string; eq: Equivalent | null }) {
       <p class="muted">{props.title}, from a shell:</p>
       {props.eq.pgs ? <CopyLine label="pgs" text={props.eq.pgs} /> : <p class="muted">No pgs command for this one: use the API.</p>}
       <CopyLine label="curl" text={props.eq.curl} />
+      {(props.eq.then ?? []).map((line, i) => <CopyLine key={line} label={`then ${i + 1}`} text={line} />)}
     </div>
   );
 }

@@ -1,15 +1,16 @@
 import type { TenantJson } from '../../api/schemas.js';
 import { DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_POOL_SIZE, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, type BackupSchedule } from '../../catalog/schema.js';
+import { MAX_ALLOW_ENTRIES, normalizeAllowList } from '../../core/cidr.js';
 import { PgsError } from '../../core/errors.js';
 import { parseSeconds } from '../../core/duration.js';
 import { announceDaemon, formatBytes, parseCpus, parseDisk, parseDuration, parseInteger, parseMemory, printJson, tenantPath, type Command } from '../command.js';
 import { formatTable } from '../table.js';
 
 export const config: Command = {
-  summary: 'show or change a tenant\'s settings (autosuspend, connections and pooling, limits, backups)',
+  summary: 'show or change a tenant\'s settings (autosuspend, connections and pooling, limits, backups, allowed addresses)',
   usage: 'pgs config <id> [--autosuspend 30s|5m|1h|off] [--max-connections N] [--memory SIZE|off] [--cpus N|off] [--disk SIZE|off]\n' +
     '                  [--pool session|transaction] [--pool-size N] [--max-client-conn N|default]\n' +
-    '                  [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--json]',
+    '                  [--backup-schedule hourly|daily|off] [--retain N] [--rpo D] [--allow CIDR[,CIDR...]|any] [--reset-queries] [--json]',
   details: [
     '  --autosuspend D      stop the server after D without connections through the router (default 5m);',
     '                       the next connection wakes it. "off" keeps it running.',
@@ -43,17 +44,35 @@ export const config: Command = {
     '                       need are deleted',
     '  --rpo D              at most D of writes (default 60s, 1s to 1h) wait before their WAL is',
     '                       archived: what losing the disk can cost',
+    '  --allow LIST         the source addresses the router lets connect: IPv4 and IPv6 CIDR blocks',
+    `                       separated by commas (203.0.113.0/24,2001:db8::/32; a bare address is its /32 or`,
+    `                       /128; at most ${MAX_ALLOW_ENTRIES}), or "any" (the default). Others get FATAL 28000 right after`,
+    '                       their start-up packet: no password is checked, a suspended tenant is not woken.',
+    '                       Open sessions from addresses a new list leaves out are closed. It is the',
+    '                       router\'s check, the same on every runtime, and it sees the address of the TCP',
+    '                       connection that reaches it: behind a proxy or load balancer that does not keep',
+    '                       it (kubernetes: a Service without externalTrafficPolicy: Local) that is the',
+    '                       proxy\'s, not the client\'s (the router reads no PROXY protocol header). The',
+    '                       daemon\'s own connections to the servers do not go through the router.',
+    '                       pgs export-compose writes it as a Traefik ipAllowList, which closes a refused',
+    '                       connection without a PostgreSQL error.',
+    '  --reset-queries      empty its statement statistics ("pgs queries <id>"; pg_stat_statements_reset()),',
+    '                       without waking a suspended tenant',
     '  --json               print {id, autosuspendSeconds, maxConnections, pool, poolSize,',
-    '                       maxClientConnections, access, backupSchedule, backupRetain, rpoSeconds,',
+    '                       maxClientConnections, access, allow, backupSchedule, backupRetain, rpoSeconds,',
     '                       memoryBytes, cpus, diskBytes, diskUsedBytes, disk?, usage?, limitsNotEnforced?}',
+    '                       (allow: a list of CIDR blocks, or null for any address)',
     'API: PATCH /v1/tenants/{id} {"autosuspend": 300, "maxConnections": 20, "pool": "transaction",',
     '     "poolSize": 10, "maxClientConnections": 500, "backupSchedule": "hourly", "backupRetain": 7,',
-    '     "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5, "diskBytes": 10737418240}',
-    '     (null lifts a limit, or for maxClientConnections goes back to the default)',
+    '     "rpoSeconds": 60, "memoryBytes": 536870912, "cpus": 0.5, "diskBytes": 10737418240,',
+    '     "allow": ["203.0.113.0/24"]}',
+    '     (null lifts a limit, or for maxClientConnections goes back to the default; allow null: any address);',
+    '     POST /v1/tenants/{id}/queries/reset',
   ].join('\n'),
   options: {
     autosuspend: { type: 'string' }, 'max-connections': { type: 'string' }, pool: { type: 'string' }, 'pool-size': { type: 'string' }, 'max-client-conn': { type: 'string' }, 'backup-schedule': { type: 'string' }, retain: { type: 'string' }, rpo: { type: 'string' },
-    memory: { type: 'string' }, cpus: { type: 'string' }, disk: { type: 'string' },
+    memory: { type: 'string' }, cpus: { type: 'string' }, disk: { type: 'string' }, allow: { type: 'string' },
+    'reset-queries': { type: 'boolean' },
     json: { type: 'boolean' },
   },
   positionals: [1, 1],
@@ -72,8 +91,13 @@ export const config: Command = {
       ...(values.memory !== undefined ? { memoryBytes: parseMemory(String(values.memory)) } : {}),
       ...(values.cpus !== undefined ? { cpus: parseCpus(String(values.cpus)) } : {}),
       ...(values.disk !== undefined ? { diskBytes: parseDisk(String(values.disk)) } : {}),
+      ...(values.allow !== undefined ? { allow: parseAllow(String(values.allow)) } : {}),
     };
-    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'pool' | 'poolSize' | 'maxClientConnections' | 'access' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced' | 'diskBytes' | 'diskUsedBytes' | 'disk'>;
+    if (values['reset-queries']) {
+      await ctx.api.change('POST', tenantPath(id as string, '/queries/reset'), {}, announceDaemon);
+      if (!values.json) console.log(`reset the query statistics of ${id as string}`);
+    }
+    let shown: Pick<TenantJson, 'id' | 'autosuspendSeconds' | 'maxConnections' | 'pool' | 'poolSize' | 'maxClientConnections' | 'access' | 'allow' | 'backupSchedule' | 'backupRetain' | 'rpoSeconds' | 'memoryBytes' | 'cpus' | 'usage' | 'limitsNotEnforced' | 'diskBytes' | 'diskUsedBytes' | 'disk'>;
     if (Object.keys(patch).length > 0) {
       const { body } = await ctx.api.change<TenantJson>('PATCH', tenantPath(id as string), { body: patch }, announceDaemon);
       shown = body;
@@ -92,6 +116,7 @@ export const config: Command = {
           pool: tenant.pool ?? 'session',
           poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections),
           maxClientConnections: tenant.maxClientConnections ?? null,
+          allow: tenant.allow ?? null,
           memoryBytes: tenant.memoryBytes ?? null,
           cpus: tenant.cpus ?? null,
           diskBytes: tenant.diskBytes ?? null,
@@ -102,7 +127,7 @@ export const config: Command = {
     if (values.json) {
       printJson({
         id: shown.id, autosuspendSeconds: shown.autosuspendSeconds, maxConnections: shown.maxConnections,
-        pool: shown.pool, poolSize: shown.poolSize, maxClientConnections: shown.maxClientConnections, access: shown.access,
+        pool: shown.pool, poolSize: shown.poolSize, maxClientConnections: shown.maxClientConnections, access: shown.access, allow: shown.allow,
         backupSchedule: shown.backupSchedule, backupRetain: shown.backupRetain, rpoSeconds: shown.rpoSeconds,
         memoryBytes: shown.memoryBytes, cpus: shown.cpus, diskBytes: shown.diskBytes, diskUsedBytes: shown.diskUsedBytes,
         ...(shown.disk ? { disk: shown.disk } : {}),
@@ -117,6 +142,7 @@ export const config: Command = {
       ['pool', shown.pool === 'transaction' ? `transaction (${shown.poolSize} server sessions)` : 'session'],
       ['max client connections', shown.maxClientConnections === null ? `${shown.pool === 'transaction' ? 1000 : shown.maxConnections} (default)` : String(shown.maxClientConnections)],
       ['access', shown.access],
+      ['allow', shown.allow === null ? 'any address' : shown.allow.join(', ')],
       ['backup schedule', shown.backupSchedule],
       ['backups kept', String(shown.backupRetain)],
       ['rpo', `${shown.rpoSeconds}s`],
@@ -143,4 +169,15 @@ function parseRpo(text: string): number {
   const seconds = parseSeconds(text, '--rpo');
   if (seconds < 1 || seconds > 3600) throw new PgsError('USAGE', `invalid --rpo ${JSON.stringify(text)}: from 1s to 1h`);
   return seconds;
+}
+
+/** "any" (null: every address), or CIDR blocks separated by commas, normalised. */
+function parseAllow(text: string): string[] | null {
+  if (text.trim().toLowerCase() === 'any') return null;
+  const entries = text.split(',').map((e) => e.trim());
+  if (entries.some((e) => e === '')) throw new PgsError('USAGE', `invalid --allow ${JSON.stringify(text)}: CIDR blocks separated by commas, or any`);
+  const result = normalizeAllowList(entries, '--allow');
+  // "--allow.1 ..." names the entry by its place; the CLI names it by its text, which the problem already quotes.
+  if ('problem' in result) throw new PgsError('USAGE', `invalid ${result.problem.replace(/^--allow\.\d+ /, '--allow: ')}`);
+  return result.allow;
 }

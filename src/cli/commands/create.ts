@@ -3,7 +3,7 @@ import { PgsError } from '../../core/errors.js';
 import type { CreatedTenantJson } from '../../api/schemas.js';
 import { announceDaemon, parseCpus, parseDisk, parseDuration, parseInteger, parseMemory, printJson, type Command } from '../command.js';
 import { formatTable } from '../table.js';
-import { resolves } from '../connect-strings.js';
+import { resolves } from '../../core/hostaddr.js';
 
 export const create: Command = {
   summary: 'make a tenant with its own running PostgreSQL 18 server',

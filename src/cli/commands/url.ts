@@ -1,7 +1,8 @@
 import type { ConnectionJson } from '../../api/schemas.js';
 import { PgsError } from '../../core/errors.js';
 import { tenantPath, type Command } from '../command.js';
-import { CONNECTION_FORMATS, formatConnection, localHostaddr, type ConnectionFormat } from '../connect-strings.js';
+import { CONNECTION_FORMATS, formatConnection, type ConnectionFormat } from '../../core/connect-strings.js';
+import { localHostaddr } from '../../core/hostaddr.js';
 
 export const url: Command = {
   summary: 'print a tenant\'s connection string (without the password)',
@@ -25,8 +26,9 @@ export const url: Command = {
       console.log(strings.local);
       return 0;
     }
-    const hostaddr = format === 'psql' || format === 'env' ? await localHostaddr(strings) : undefined;
-    console.log(formatConnection(strings, format, { ...(hostaddr ? { hostaddr } : {}) }));
+    // Resolved here, where the string is used (the daemon's hostaddr field is for its own host).
+    const hostaddr = format === 'psql' || format === 'env' ? await localHostaddr(strings.hostname) : null;
+    console.log(formatConnection(strings, format, { hostaddr }));
     return 0;
   },
 };
