@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// bench/history.js: the daemon's history (src/daemon/history.ts) at 1,000 tenants:
+// bench/history.js: the daemon's history (src/telemetry/history.ts) at 1,000 tenants:
 // memory once both rings are full, the time one sample of every tenant takes to
 // record, and the size and build time of GET /v1/history's answer.
 // Usage: npm run build && node --expose-gc bench/history.js [--tenants 1000]
 import { performance } from 'node:perf_hooks';
-import { History } from '../dist/src/daemon/history.js';
+import { History } from '../dist/src/telemetry/history.js';
 
 const arg = (name, fallback) => {
   const at = process.argv.indexOf(`--${name}`);

@@ -9,10 +9,10 @@ import { PgsError, codeWord, isPgsError } from '../core/errors.js';
 import { formatBytes } from '../core/size.js';
 import { parsePointInTime } from '../core/time.js';
 import { registerDashboard } from './dashboard.js';
-import { sseFrame, type EventLog } from './events.js';
+import { sseFrame, type EventLog } from '../telemetry/events.js';
 import * as S from './schemas.js';
-import type { ApiOptions } from './server.js';
 import type { TokenStore } from './tokens.js';
+import type { DaemonMetrics } from '../telemetry/metrics.js';
 
 /**
  * What the API asks of the daemon. Every change goes through here: the
@@ -102,6 +102,16 @@ class Operations {
 
 function wantsAsync(request: FastifyRequest): boolean {
   return /\brespond-async\b/i.test(String(request.headers.prefer ?? ''));
+}
+
+/** What the API is built from: the control plane it serves, its tokens, events and metrics. */
+export interface ApiOptions {
+  plane: ControlPlane;
+  tokens: TokenStore;
+  events: EventLog;
+  metrics: DaemonMetrics;
+  version: string;
+  log: { warn(message: string, fields?: Record<string, unknown>): void };
 }
 
 export function registerRoutes(app: App, options: ApiOptions): void {

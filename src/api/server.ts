@@ -8,10 +8,10 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } f
 import { PgsError, codeWord, type PgsErrorCode } from '../core/errors.js';
 import { isLoopback, parseListen } from '../core/listen.js';
 import { AuthFailures } from './auth-limit.js';
-import type { TokenScope, TokenStore } from './tokens.js';
-import type { EventLog } from './events.js';
-import type { DaemonMetrics } from './metrics.js';
-import { registerRoutes, type ControlPlane } from './routes.js';
+import type { TokenScope } from './tokens.js';
+import { registerRoutes, type ApiOptions } from './routes.js';
+
+export type { ApiOptions } from './routes.js';
 
 /**
  * The daemon's REST API (v1): one fastify app served on two listeners. The
@@ -20,15 +20,6 @@ import { registerRoutes, type ControlPlane } from './routes.js';
  * takes bearer tokens; any address but loopback is served over TLS with the
  * router's certificate. Errors are application/problem+json with a stable code.
  */
-export interface ApiOptions {
-  plane: ControlPlane;
-  tokens: TokenStore;
-  events: EventLog;
-  metrics: DaemonMetrics;
-  version: string;
-  log: { warn(message: string, fields?: Record<string, unknown>): void };
-}
-
 export interface ListenedApi {
   /** `host:port` the TCP listener is bound to, or null when off. */
   tcpAddress: string | null;

@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Tenant } from '../catalog/schema.js';
-import { DEFAULT_RPO_SECONDS } from '../catalog/schema.js';
-import type { TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
+/** Writing files and folders that the tenant servers' user owns (the runtime does it). */
+export interface OwnedFiles {
+  mkdirOwnedPath(dir: string): Promise<void>;
+  writeOwnedFile(dir: string, name: string, content: string): Promise<void>;
+}
 
 /**
  * Where backups live on the host: `<dataRoot>/backups/<tenant>/<generation>/`
@@ -45,20 +48,6 @@ export function newStamp(at = new Date()): string {
   return `${iso.slice(0, 10).replaceAll('-', '')}-${iso.slice(11, 19).replaceAll(':', '')}-${randomBytes(2).toString('hex')}`;
 }
 
-/** How the server of `tenant` is started: its connection limit and where it archives. */
-export function tenantServerSpec(dataRoot: string, tenant: Tenant): TenantServerSpec {
-  return {
-    id: tenant.id,
-    maxConnections: tenant.maxConnections,
-    ...(tenant.memoryBytes !== undefined || tenant.cpus !== undefined
-      ? { limits: { ...(tenant.memoryBytes !== undefined ? { memoryBytes: tenant.memoryBytes } : {}), ...(tenant.cpus !== undefined ? { cpus: tenant.cpus } : {}) } }
-      : {}),
-    ...(tenant.diskState === 'read-only' ? { readOnly: 'soft' as const } : tenant.diskState === 'standby' ? { readOnly: 'standby' as const } : {}),
-    ...(tenant.generation !== undefined
-      ? { archive: { directory: walDir(dataRoot, tenant.id, tenant.generation), timeoutSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS } }
-      : {}),
-  };
-}
 
 export interface BackupMeta {
   format: 1;
@@ -93,7 +82,7 @@ export interface GenerationMeta {
 
 /** Records which tenant a generation belongs to (and where it came from) in the generation's folder. */
 export async function writeGenerationMeta(
-  runtime: Pick<TenantRuntime, 'mkdirOwnedPath' | 'writeOwnedFile'>,
+  runtime: OwnedFiles,
   dataRoot: string,
   tenant: Pick<Tenant, 'id' | 'generation'>,
   origin?: GenerationMeta['origin'],

@@ -1,5 +1,3 @@
-import type { ConnectionJson } from '../api/schemas.js';
-
 /**
  * Connection strings that work where they are printed, one source for the
  * CLI (`pgs url`) and the dashboard. `*.localhost` names resolve only where
@@ -13,7 +11,15 @@ export type ConnectionFormat = 'uri' | 'psql' | 'jdbc' | 'env';
 export const CONNECTION_FORMATS: readonly ConnectionFormat[] = ['uri', 'psql', 'jdbc', 'env'];
 
 /** What the strings are made of: the API's connection answer, with or without its hostaddr. */
-export type ConnectionParts = Pick<ConnectionJson, 'uri' | 'psql' | 'jdbc' | 'env' | 'hostname' | 'user'>;
+/** The parts of a tenant's connection (the API's ConnectionJson has them, and more) that the formats are made of. */
+export interface ConnectionParts {
+  uri: string;
+  psql: string;
+  jdbc: string;
+  env: string;
+  hostname: string;
+  user: string;
+}
 
 /** `password` is added only when given (create prints it once). */
 export function formatConnection(c: ConnectionParts, format: ConnectionFormat, options: { hostaddr?: string | null; password?: string } = {}): string {

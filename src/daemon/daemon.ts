@@ -1,9 +1,10 @@
+import type { Log } from '../core/log.js';
 import { X509Certificate, createHash } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { EventLog } from '../api/events.js';
-import { DaemonMetrics } from '../api/metrics.js';
+import { EventLog } from '../telemetry/events.js';
+import { DaemonMetrics } from '../telemetry/metrics.js';
 import type { ControlPlane } from '../api/routes.js';
 import type * as S from '../api/schemas.js';
 import { buildApi, listenApi, type ListenedApi } from '../api/server.js';
@@ -17,10 +18,10 @@ import { localHostaddr } from '../core/hostaddr.js';
 import { tail, writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
 import { parsePointInTime } from '../core/time.js';
-import { History, type HistorySample } from './history.js';
+import { History, type HistorySample } from '../telemetry/history.js';
 import { pidExists, processArgv } from '../core/proc.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
-import { Router, type RouterLog } from '../router/router.js';
+import { Router } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import type { ResourceUsage } from '../runtime/cgroups.js';
 import { generatePassword, scramVerifier } from '../auth/scram.js';
@@ -34,8 +35,9 @@ import { QUERIES_LIMIT, QuerySamples, type QueryOrder } from './query-stats.js';
 import { DiskGuard } from './disk-guard.js';
 import { BackupPlane, type MadeTenant, type Progress } from './backup-plane.js';
 import { importLimit, type ImportLimit } from './uploads.js';
-import type { TenantSample } from '../api/metrics.js';
-import { tenantServerSpec, type BackupMeta } from '../backup/layout.js';
+import type { TenantSample } from '../telemetry/metrics.js';
+import { type BackupMeta } from '../backup/layout.js';
+import { tenantServerSpec } from '../runtime/server-spec.js';
 
 /**
  * The pgs daemon: the one control plane. It owns the router and the tenant
@@ -72,7 +74,7 @@ const PARALLEL_STOPS = 16;
 const DEFAULT_RUNNING_SPARES = 2;
 
 /** JSON lines: one object per event, for the log file or stderr. */
-export function jsonLog(write: (line: string) => void): RouterLog {
+export function jsonLog(write: (line: string) => void): Log {
   const emit = (level: string) => (message: string, fields: Record<string, unknown> = {}) =>
     write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
   return { info: emit('info'), warn: emit('warn') };
@@ -81,7 +83,7 @@ export function jsonLog(write: (line: string) => void): RouterLog {
 export class Daemon implements ControlPlane {
   private readonly pgs: Pgs;
   private readonly paths: DaemonPaths;
-  private readonly log: RouterLog;
+  private readonly log: Log;
   private readonly version: string;
   private runtime!: TenantRuntime;
   private backends!: CatalogBackends;
@@ -113,7 +115,7 @@ export class Daemon implements ControlPlane {
   private readonly samples: History;
   private historyTimer: NodeJS.Timeout | undefined;
 
-  constructor(pgs: Pgs, log: RouterLog, options: DaemonOptions = {}) {
+  constructor(pgs: Pgs, log: Log, options: DaemonOptions = {}) {
     this.pgs = pgs;
     this.healthIntervalMs = options.healthIntervalMs ?? HEALTH_INTERVAL_MS;
     this.version = options.version ?? 'unknown';

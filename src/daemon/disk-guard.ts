@@ -1,10 +1,11 @@
+import type { Log } from '../core/log.js';
 import { promises as fs } from 'node:fs';
-import type { EventLog } from '../api/events.js';
-import { tenantServerSpec } from '../backup/layout.js';
+import type { EventLog } from '../telemetry/events.js';
+import { tenantServerSpec } from '../runtime/server-spec.js';
 import { DISK_HARD_FACTOR, DISK_WARN_FACTOR, type Catalog, type Tenant } from '../catalog/schema.js';
 import { dirBytes } from '../core/files.js';
 import { formatBytes } from '../core/size.js';
-import type { Router, RouterLog } from '../router/router.js';
+import type { Router } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 import type { Pgs } from '../service/pgs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
@@ -21,7 +22,7 @@ export interface DiskGuardDeps {
   supervisor: Supervisor;
   router: Router;
   events: EventLog;
-  log: RouterLog;
+  log: Log;
   catalog(): Catalog;
   refresh(): Promise<void>;
   serial<T>(task: () => Promise<T>): Promise<T>;

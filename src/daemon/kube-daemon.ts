@@ -1,3 +1,4 @@
+import type { Log } from '../core/log.js';
 /**
  * The daemon on the kubernetes runtime: the same REST API and router as on
  * one host, over tenants that are CloudNativePG clusters. Nothing of a
@@ -13,8 +14,8 @@
 import { promises as fs } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { EventLog } from '../api/events.js';
-import { DaemonMetrics, type TenantSample } from '../api/metrics.js';
+import { EventLog } from '../telemetry/events.js';
+import { DaemonMetrics, type TenantSample } from '../telemetry/metrics.js';
 import type { ControlPlane } from '../api/routes.js';
 import type * as S from '../api/schemas.js';
 import type { Static } from 'typebox';
@@ -27,7 +28,7 @@ import { PgsError, errnoCode } from '../core/errors.js';
 import { AllowList, requestedAllow } from '../core/cidr.js';
 import { parsePointInTime } from '../core/time.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
-import { Router, type RouterLog } from '../router/router.js';
+import { Router } from '../router/router.js';
 import { PodActivity, lastActivity } from '../runtime/kubernetes/activity.js';
 import { KubeClient, RESOURCES, loadConnection, type KubeResource } from '../runtime/kubernetes/client.js';
 import { LeaderLease } from '../runtime/kubernetes/lease.js';
@@ -37,7 +38,7 @@ import { KubeTenants, type KubeTenantView } from '../runtime/kubernetes/tenants.
 import { TENANT_ROLE } from '../runtime/server-config.js';
 import { assertPassword, connectionStrings, remoteUrl, tenantView, type Pgs } from '../service/pgs.js';
 import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
-import { History, type HistorySample } from './history.js';
+import { History, type HistorySample } from '../telemetry/history.js';
 import { KubeBackends, secretValue } from './kube-backends.js';
 import { KubeBackups, backupJson } from './kube-backups.js';
 import { S3_SECRET } from '../runtime/kubernetes/probe.js';
@@ -63,7 +64,7 @@ const notHere = (what: string, instead: string) => new PgsError('NOT_SUPPORTED',
 
 export class KubeDaemon implements ControlPlane {
   private readonly pgs: Pgs;
-  private readonly log: RouterLog;
+  private readonly log: Log;
   private readonly paths: DaemonPaths;
   private readonly version: string;
   private readonly pod: string;
@@ -99,7 +100,7 @@ export class KubeDaemon implements ControlPlane {
   readonly stopped: Promise<void>;
   private resolveStopped!: () => void;
 
-  constructor(pgs: Pgs, log: RouterLog, options: KubeDaemonOptions = {}) {
+  constructor(pgs: Pgs, log: Log, options: KubeDaemonOptions = {}) {
     this.pgs = pgs;
     this.log = log;
     this.options = options;

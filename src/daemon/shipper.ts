@@ -1,3 +1,4 @@
+import type { Log } from '../core/log.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BACKUP_META, GENERATION_META, STAMP_PATTERN, backupsRoot, type BackupMeta } from '../backup/layout.js';
@@ -5,7 +6,6 @@ import { MAX_RECORD_BYTES, parseBackupMeta, parseGenerationMeta } from '../backu
 import { S3Error, type S3Client } from '../backup/s3.js';
 import { SEGMENT_NAME } from '../backup/wal.js';
 import { pathExists } from '../core/files.js';
-import type { RouterLog } from '../router/router.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
 
 /**
@@ -29,7 +29,7 @@ export interface ShipperDeps {
   client: S3Client;
   dataRoot: string;
   runtime: TenantRuntime;
-  log: RouterLog;
+  log: Log;
   /** This data root's id (see BackupPlane): what the owner objects name. */
   hostId: string;
 }

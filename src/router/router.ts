@@ -1,4 +1,5 @@
 import { X509Certificate, randomBytes, randomInt } from 'node:crypto';
+import { QUIET_LOG, type Log } from '../core/log.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ScramVerifier } from '../auth/scram.js';
@@ -98,10 +99,8 @@ export class BackendUnavailable extends Error {
   }
 }
 
-export interface RouterLog {
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-}
+/** The router's log is the general one (core/log.ts). */
+export type RouterLog = Log;
 
 export interface RouterOptions {
   /** Tenants are `<label>.<domain>`. */
@@ -166,7 +165,7 @@ type CancelRoute = CancelTarget | (() => CancelTarget | undefined);
 const SSL_ACCEPT = Buffer.from('S');
 const GSSENC_REFUSE = Buffer.from('N');
 const ALPN_POSTGRESQL = 'postgresql';
-const QUIET: RouterLog = { info: () => undefined, warn: () => undefined };
+const QUIET: Log = QUIET_LOG;
 
 export class Router {
   private readonly backends: RouterBackends;

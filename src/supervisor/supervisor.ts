@@ -1,14 +1,15 @@
-import type { DaemonMetrics, TenantSample } from '../api/metrics.js';
-import type { EventLog } from '../api/events.js';
-import type * as S from '../api/schemas.js';
+import type { Log } from '../core/log.js';
+import type { DaemonMetrics, TenantSample } from '../telemetry/metrics.js';
+import type { EventLog } from '../telemetry/events.js';
+import type { SampledState } from '../telemetry/history.js';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
 import { PgsError } from '../core/errors.js';
 import { dirBytes } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
-import { BackendUnavailable, type RouterLog } from '../router/router.js';
+import { BackendUnavailable } from '../router/router.js';
 import type { ArchiverStatus, TenantRuntime } from '../runtime/runtime.js';
-import { tenantServerSpec } from '../backup/layout.js';
+import { tenantServerSpec } from '../runtime/server-spec.js';
 import { runningBudget } from './budget.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -23,7 +24,7 @@ export type Health = 'ok' | 'failing' | 'unknown';
 
 export interface TenantStatus {
   id: string;
-  state: S.TenantJson['state'];
+  state: SampledState;
   /** The postmaster's pid, null when no server runs. */
   pid: number | null;
   /** When the running server started (ISO), null when none runs. */
@@ -73,7 +74,7 @@ export interface SupervisorDeps {
   router: RouterView;
   metrics: DaemonMetrics;
   events: EventLog;
-  log: RouterLog;
+  log: Log;
   /** The catalog as the daemon has it now. */
   catalog: () => Catalog;
   /** True once the daemon is stopping: nothing new is started. */
@@ -115,7 +116,7 @@ export class Supervisor {
   private readonly router: RouterView;
   private readonly metrics: DaemonMetrics;
   private readonly events: EventLog;
-  private readonly log: RouterLog;
+  private readonly log: Log;
   private readonly deps: SupervisorDeps;
   private readonly healthIntervalMs: number;
   private readonly backoff = new Map<string, Backoff>();

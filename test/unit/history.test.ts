@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { History, type HistorySample } from '../../src/daemon/history.js';
+import { History, type HistorySample } from '../../src/telemetry/history.js';
 
 const running = (connections: number, xacts: number, wakes = 0): HistorySample => ({ state: 'running', connections, xacts, wakes });
 

@@ -1,6 +1,6 @@
 // The daemon's REST API as the page uses it: the token from session storage
 // as a bearer token, problem+json errors as ApiError, events as a stream.
-import type { PgsEvent } from '../../src/api/events.js';
+import type { PgsEvent } from '../../src/telemetry/events.js';
 import type { OperationJson as Operation, WhoAmIJson } from '../../src/api/schemas.js';
 
 export type {
@@ -114,7 +114,7 @@ export async function checkToken(candidate: string): Promise<WhoAmIJson> {
   return data;
 }
 
-export type { PgsEvent } from '../../src/api/events.js';
+export type { PgsEvent } from '../../src/telemetry/events.js';
 
 /**
  * Follows GET /v1/events (Server-Sent Events, read with fetch so that the
