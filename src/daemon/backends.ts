@@ -67,9 +67,14 @@ export class CatalogBackends implements RouterBackends {
     const woke = this.wake !== undefined && (await this.wake(id));
     if (!woke) {
       const status = await this.runtime.status(id, { fresh: true });
-      if (status.state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${status.state})`);
+      if (status.state !== 'running') throw notRunning(id, status.state);
     }
     const endpoint = this.runtime.localEndpoint(id);
     return { address: socketPath(endpoint.host, endpoint.port), woke };
   }
+}
+
+/** A tenant whose server is not running: a stopped one (pgs stop <id>, or pgs stop of everything) says how to start it. */
+function notRunning(id: string, state: string): BackendUnavailable {
+  return new BackendUnavailable(`tenant ${id} is not running (${state})`, 'tenant_unavailable', state === 'stopped' ? `pgs start ${id} starts it` : undefined);
 }

@@ -76,7 +76,7 @@ export class Logins {
     // No copy: the server last stopped under a pgs that kept none. Ask the server itself, once.
     if (!(this.wake && (await this.wake(id)))) {
       const { state } = await this.runtime.status(id, { fresh: true });
-      if (state !== 'running') throw new BackendUnavailable(`tenant ${id} is not running (${state})`);
+      if (state !== 'running') throw notRunning(id, state);
     }
     await this.snapshot(id);
     const [found] = await this.runtime.loginRoles(id, role);
@@ -170,4 +170,9 @@ function usable(role: { verifier: string | null; validUntil: number | null } | u
   if (!role) return undefined;
   if (role.validUntil !== null && role.validUntil < Date.now()) return undefined; // VALID UNTIL passed: PostgreSQL refuses too
   return parseVerifier(role.verifier);
+}
+
+/** A tenant whose server is not running: a stopped one (pgs stop <id>, or pgs stop of everything) says how to start it. */
+function notRunning(id: string, state: string): BackendUnavailable {
+  return new BackendUnavailable(`tenant ${id} is not running (${state})`, 'tenant_unavailable', state === 'stopped' ? `pgs start ${id} starts it` : undefined);
 }

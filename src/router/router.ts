@@ -92,10 +92,13 @@ export interface RouterObserver {
 export class BackendUnavailable extends Error {
   /** How the client is refused: 57P03 (tenant_unavailable) unless said otherwise. */
   readonly reason: RefusalReason;
-  constructor(message: string, reason: RefusalReason = 'tenant_unavailable') {
+  /** What the client is told to do about it (the ErrorResponse's HINT), if anything. */
+  readonly hint: string | undefined;
+  constructor(message: string, reason: RefusalReason = 'tenant_unavailable', hint?: string) {
     super(message);
     this.name = 'BackendUnavailable';
     this.reason = reason;
+    this.hint = hint;
   }
 }
 
@@ -1011,7 +1014,8 @@ class ClientConnection {
     } catch (err) {
       this.router.log.warn('routing failed', { tenant: this.tenantId ?? this.routed, error: (err as Error).message });
       const message = err instanceof BackendUnavailable ? err.message : `the server of tenant ${this.tenantId ?? this.routed ?? ''} is not available`;
-      this.refuse({ reason: err instanceof BackendUnavailable ? err.reason : 'tenant_unavailable', message });
+      const hint = err instanceof BackendUnavailable ? err.hint : undefined;
+      this.refuse({ reason: err instanceof BackendUnavailable ? err.reason : 'tenant_unavailable', message, ...(hint !== undefined ? { hint } : {}) });
     }
   }
 

@@ -346,11 +346,12 @@ describe('the router: one TLS port, tenants chosen by SNI host name', () => {
     }
   });
 
-  it('a stopped tenant is refused with 57P03', async () => {
+  it('a stopped tenant is refused with 57P03, and told how to start it', async () => {
     await pgs.ok(['stop', 'beta']);
     try {
       const result = await psql(conn(beta), 'SELECT 1', beta.password);
       assert.match(result.stderr, /FATAL: {2}tenant beta is not running \(stopped\)/);
+      assert.match(result.stderr, /HINT: {2}pgs start beta starts it/);
     } finally {
       await pgs.ok(['start', 'beta']);
     }
