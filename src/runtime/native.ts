@@ -1143,7 +1143,8 @@ export class NativeRuntime implements TenantRuntime {
   async stop(id: string, options: { immediate?: boolean } = {}): Promise<void> {
     if (this.beforeStop && !options.immediate && !id.startsWith(WARM_PREFIX) && (await this.status(id)).state === 'running') {
       const hook = this.beforeStop(id).catch(() => undefined);
-      await Promise.race([hook, sleep(5_000)]);
+      // At most 5 s; the timer is unref'd so that it never keeps a stopping daemon alive.
+      await Promise.race([hook, sleep(5_000, undefined, { ref: false })]);
     }
     await this.shutdown(id, options);
   }
