@@ -53,6 +53,7 @@ export function ensureSystemUser(name: string): boolean {
     { encoding: 'utf8' },
   );
   if (result.error || result.status !== 0) {
+    if (lookupUser(name)) return false; // another pgs setup made it at the same moment
     const why = result.error ? result.error.message : result.stderr.trim();
     throw new PgsError('SYSTEM_USER', `could not create the system user ${name} with useradd (${why}); create it yourself or set PGS_SERVER_USER to an existing unprivileged user`);
   }
