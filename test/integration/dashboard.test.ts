@@ -404,7 +404,8 @@ describe('dashboard in a browser', () => {
     const asked: string[] = [];
     const count = (r: { url(): string }) => { if (r.url().includes('sleepy')) asked.push(r.url()); };
     page.on('request', count);
-    await new Promise((r) => setTimeout(r, 30_000)); // 30 polls at the 1 s sample interval
+    // Its polls (each sample interval, 1 s) must not wake it: wait for 20 of them, however long they take.
+    await waitFor('20 polls of the suspended tenant\'s page', async () => asked.length >= 20, 60_000);
     page.off('request', count);
     assert.ok(asked.length >= 20, `the page kept asking (${asked.length} requests)`);
     const now = (await list()).find((t) => t.id === 'sleepy');
