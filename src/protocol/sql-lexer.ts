@@ -1,8 +1,8 @@
 /**
- * Session settings under transaction pooling, the pure part: a lexer that
- * splits a query's text into statements (quotes, dollar quotes and comments
- * respected), and a classifier of SET, RESET and DISCARD ALL statements into
- * the changes a client makes to its session's settings.
+ * SQL text, the little the router reads of it: a lexer that splits a query's
+ * text into statements and tokens (quotes, dollar quotes and nested comments
+ * respected), the first word of a statement, and quoting for the SQL the
+ * router writes itself. Pure.
  */
 
 export interface Token {
@@ -18,24 +18,6 @@ export interface Statement {
   /** Its text as written (comments included). */
   text: string;
 }
-
-/** A change a client makes to its session's settings. `sql` sets it again on another server session. */
-export type Change =
-  | { kind: 'set'; name: string; sql: string }
-  | { kind: 'reset'; name: string }
-  | { kind: 'reset-all' }
-  /** DISCARD ALL: RESET ALL, and the session's prepared statements gone. */
-  | { kind: 'discard-all' };
-
-export type SetStatement =
-  /** SET, RESET, SET … TO DEFAULT, RESET ALL, DISCARD ALL, SET SESSION CHARACTERISTICS. */
-  | { kind: 'change'; changes: Change[] }
-  /** SET LOCAL, SET TRANSACTION, SET CONSTRAINTS, SET transaction_isolation: they end with the transaction. */
-  | { kind: 'transaction' }
-  /** What pooling cannot carry: SET ROLE, SET SESSION AUTHORIZATION. */
-  | { kind: 'refused'; what: string }
-  /** Not one of those, or one the server will refuse (its error is the answer). */
-  | { kind: 'other' };
 
 const WORD = /[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*/y;
 const NUMBER = /(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?|0[xXoObB][0-9A-Fa-f_]+/y;
@@ -154,105 +136,38 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-/** GUCs a SET changes for the current transaction only. */
-const TRANSACTION_SETTINGS = new Set(['transaction_isolation', 'transaction_read_only', 'transaction_deferrable']);
-const ROLE_SETTINGS = new Set(['role', 'session_authorization']);
-
-/** Classifies a statement (from splitStatements) that may change the session's settings. */
-export function classifySet(tokens: readonly Token[]): SetStatement {
-  const word = (i: number): string | undefined => (tokens[i]?.kind === 'word' ? tokens[i]?.value : undefined);
-  const change = (...changes: Change[]): SetStatement => ({ kind: 'change', changes });
-  const first = word(0);
-  if (first === 'discard') return tokens.length === 2 && word(1) === 'all' ? change({ kind: 'discard-all' }) : { kind: 'other' };
-  if (first === 'reset') {
-    if (tokens.length === 2 && word(1) === 'all') return change({ kind: 'reset-all' });
-    if (tokens.length === 3 && word(1) === 'time' && word(2) === 'zone') return change({ kind: 'reset', name: 'timezone' });
-    const named = nameAt(tokens, 1);
-    if (!named || named.end !== tokens.length || ROLE_SETTINGS.has(named.name)) return { kind: 'other' }; // RESET ROLE: the role was never set
-    return TRANSACTION_SETTINGS.has(named.name) ? { kind: 'transaction' } : change({ kind: 'reset', name: named.name });
-  }
-  if (first !== 'set') return { kind: 'other' };
-  let at = 1;
-  if (word(1) === 'local') return { kind: 'transaction' };
-  if (word(1) === 'session') {
-    if (word(2) === 'authorization') return { kind: 'refused', what: 'SET SESSION AUTHORIZATION' };
-    if (word(2) === 'characteristics') return characteristics(tokens);
-    at = 2;
-  }
-  const key = word(at);
-  if (key === 'transaction' || key === 'constraints') return { kind: 'transaction' };
-  if (key === 'role') return { kind: 'refused', what: 'SET ROLE' };
-  const rest = (from: number): string => tokens.slice(from).map((t) => t.text).join(' ');
-  const isDefault = (from: number): boolean => tokens.length === from + 1 && word(from) === 'default';
-  if (key === 'time' && word(at + 1) === 'zone') {
-    if (tokens.length <= at + 2) return { kind: 'other' };
-    if (isDefault(at + 2) || (tokens.length === at + 3 && word(at + 2) === 'local')) return change({ kind: 'reset', name: 'timezone' });
-    return change({ kind: 'set', name: 'timezone', sql: `SET TIME ZONE ${rest(at + 2)}` });
-  }
-  if (key === 'names') {
-    if (tokens.length === at + 1 || isDefault(at + 1)) return change({ kind: 'reset', name: 'client_encoding' });
-    return change({ kind: 'set', name: 'client_encoding', sql: `SET NAMES ${rest(at + 1)}` });
-  }
-  if (key === 'schema' && tokens.length === at + 2 && tokens[at + 1]?.kind === 'string') return change({ kind: 'set', name: 'search_path', sql: `SET SCHEMA ${rest(at + 1)}` });
-  if (key === 'xml' && word(at + 1) === 'option' && tokens.length === at + 3) return change({ kind: 'set', name: 'xmloption', sql: `SET XML OPTION ${rest(at + 2)}` });
-  const named = nameAt(tokens, at);
-  if (!named) return { kind: 'other' };
-  const to = tokens[named.end];
-  if (!to || !((to.kind === 'word' && to.value === 'to') || (to.kind === 'op' && to.value === '=')) || tokens.length <= named.end + 1) return { kind: 'other' };
-  if (ROLE_SETTINGS.has(named.name)) return { kind: 'refused', what: named.name === 'role' ? 'SET ROLE' : 'SET SESSION AUTHORIZATION' };
-  if (TRANSACTION_SETTINGS.has(named.name)) return { kind: 'transaction' };
-  if (isDefault(named.end + 1)) return change({ kind: 'reset', name: named.name });
-  return change({ kind: 'set', name: named.name, sql: `SET ${quoteIdent(named.name)} TO ${rest(named.end + 1)}` });
+/** A string literal that reads the same whatever standard_conforming_strings says. */
+export function escapeLiteral(value: string): string {
+  return `E'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
-/** A setting's name at `at` (`a`, `"A"`, `a.b`), lower-cased: GUC names are case-insensitive. */
-function nameAt(tokens: readonly Token[], at: number): { name: string; end: number } | undefined {
-  const parts: string[] = [];
-  let i = at;
+/** The first word of a statement (after comments and spaces, at most 12 letters), lower-cased. */
+export function firstWord(sql: string): string {
+  const text = skipComments(sql);
+  let end = 0;
+  while (end < text.length && end < 12 && isLetter(text.charCodeAt(end))) end++;
+  return text.slice(0, end).toLowerCase();
+}
+
+function isLetter(code: number): boolean {
+  return (code >= 0x61 && code <= 0x7a) || (code >= 0x41 && code <= 0x5a);
+}
+
+/** The text from its first character that is neither a space nor in a comment. */
+function skipComments(sql: string): string {
+  let at = 0;
   for (;;) {
-    const t = tokens[i];
-    if (!t || (t.kind !== 'word' && t.kind !== 'ident')) return undefined;
-    parts.push(t.value.toLowerCase());
-    i++;
-    if (tokens[i]?.kind !== 'op' || tokens[i]?.value !== '.') break;
-    i++;
-  }
-  return { name: parts.join('.'), end: i };
-}
-
-/** SET SESSION CHARACTERISTICS AS TRANSACTION …: the default_transaction_* settings it stands for. */
-function characteristics(tokens: readonly Token[]): SetStatement {
-  const words = tokens.map((t) => (t.kind === 'word' ? t.value : t.kind === 'op' && t.value === ',' ? ',' : '\0'));
-  if (words.slice(0, 5).join(' ') !== 'set session characteristics as transaction') return { kind: 'other' };
-  const changes: Change[] = [];
-  const set = (name: string, value: string): void => {
-    changes.push({ kind: 'set', name, sql: `SET ${name} TO '${value}'` });
-  };
-  const levels = ['serializable', 'repeatable read', 'read committed', 'read uncommitted'];
-  let i = 5;
-  while (i < words.length) {
-    if (words[i] === ',') {
-      i++;
-      continue;
-    }
-    const two = words.slice(i, i + 2).join(' ');
-    if (two === 'isolation level') {
-      const level = levels.find((l) => words.slice(i + 2, i + 2 + l.split(' ').length).join(' ') === l);
-      if (!level) return { kind: 'refused', what: 'SET SESSION CHARACTERISTICS' };
-      set('default_transaction_isolation', level);
-      i += 2 + level.split(' ').length;
-    } else if (two === 'read only' || two === 'read write') {
-      set('default_transaction_read_only', two === 'read only' ? 'on' : 'off');
-      i += 2;
-    } else if (two === 'not deferrable') {
-      set('default_transaction_deferrable', 'off');
-      i += 2;
-    } else if (words[i] === 'deferrable') {
-      set('default_transaction_deferrable', 'on');
-      i++;
+    while (at < sql.length && (sql.charCodeAt(at) <= 0x20 || sql.charCodeAt(at) === 0xa0)) at++;
+    if (sql.startsWith('--', at)) {
+      const end = sql.indexOf('\n', at);
+      if (end < 0) return '';
+      at = end + 1;
+    } else if (sql.startsWith('/*', at)) {
+      const end = sql.indexOf('*/', at + 2);
+      if (end < 0) return '';
+      at = end + 2;
     } else {
-      return { kind: 'refused', what: 'SET SESSION CHARACTERISTICS' };
+      return sql.slice(at);
     }
   }
-  return changes.length > 0 ? { kind: 'change', changes } : { kind: 'other' };
 }
