@@ -15,27 +15,8 @@ export const GSSENC_REQUEST_CODE = 80877104;
 export const MIN_STARTUP_PACKET = 8;
 export const MAX_STARTUP_PACKET = 10_000;
 
-/** Backend message type bytes. */
-export const BackendMessage = {
-  Authentication: 0x52, // 'R'
-  BackendKeyData: 0x4b, // 'K'
-  CommandComplete: 0x43, // 'C'
-  DataRow: 0x44, // 'D'
-  EmptyQueryResponse: 0x49, // 'I'
-  ErrorResponse: 0x45, // 'E'
-  NoticeResponse: 0x4e, // 'N'
-  ParameterStatus: 0x53, // 'S'
-  ReadyForQuery: 0x5a, // 'Z'
-  RowDescription: 0x54, // 'T'
-} as const;
-
-/** Frontend message type bytes (after start-up). */
-export const FrontendMessage = {
-  Query: 0x51, // 'Q'
-  /** SASLInitialResponse and SASLResponse share the byte (PasswordMessage's). */
-  SASLResponse: 0x70, // 'p'
-  Terminate: 0x58, // 'X'
-} as const;
+/** The message type bytes under their earlier names (protocol/codes.ts has them all). */
+export { Backend as BackendMessage, Frontend as FrontendMessage } from './codes.js';
 
 /** Authentication request codes carried in an 'R' message. */
 export const AUTH_OK = 0;

@@ -1,4 +1,5 @@
-import { CANCEL_REQUEST_CODE, FrontendMessage, PROTOCOL_3_0, SSL_REQUEST_CODE } from './constants.js';
+import { Backend, Frontend } from './codes.js';
+import { CANCEL_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE } from './constants.js';
 import { encodeStartup } from './startup.js';
 
 /**
@@ -27,7 +28,7 @@ export function serializeCancelRequest(pid: number, secret: Buffer): Buffer {
 }
 
 export function serializeQuery(sql: string): Buffer {
-  return typed(FrontendMessage.Query, Buffer.from(`${sql}\0`, 'utf8'));
+  return typed(Frontend.Query, Buffer.from(`${sql}\0`, 'utf8'));
 }
 
 /** SASLInitialResponse ('p'): mechanism name, Int32 length of the data, the data. */
@@ -36,16 +37,16 @@ export function serializeSASLInitialResponse(mechanism: string, data: string): B
   const body = Buffer.from(data, 'utf8');
   const length = Buffer.allocUnsafe(4);
   length.writeInt32BE(body.length, 0);
-  return typed(FrontendMessage.SASLResponse, Buffer.concat([name, length, body]));
+  return typed(Frontend.SASLResponse, Buffer.concat([name, length, body]));
 }
 
 /** SASLResponse ('p'): the data alone. */
 export function serializeSASLResponse(data: string): Buffer {
-  return typed(FrontendMessage.SASLResponse, Buffer.from(data, 'utf8'));
+  return typed(Frontend.SASLResponse, Buffer.from(data, 'utf8'));
 }
 
 export function serializeTerminate(): Buffer {
-  return typed(FrontendMessage.Terminate, Buffer.alloc(0));
+  return typed(Frontend.Terminate, Buffer.alloc(0));
 }
 
 /** A typed message: 1 type byte, Int32 length (counting itself), payload. */
@@ -78,12 +79,12 @@ export function parseErrorFields(payload: Buffer): ErrorFields {
 }
 
 export function serializeErrorResponse(fields: ErrorFields): Buffer {
-  return serializeFields(0x45, fields);
+  return serializeFields(Backend.ErrorResponse, fields);
 }
 
 /** NoticeResponse ('N'): a warning a client shows (psql prints it) without ending anything. */
 export function serializeNoticeResponse(fields: ErrorFields): Buffer {
-  return serializeFields(0x4e, fields);
+  return serializeFields(Backend.NoticeResponse, fields);
 }
 
 function serializeFields(type: number, fields: ErrorFields): Buffer {

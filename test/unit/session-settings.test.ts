@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type SetStatement, classifySet, splitStatements } from '../../src/router/session-settings.js';
+import { splitStatements } from '../../src/protocol/sql-lexer.js';
+import { type SetStatement, classifySet } from '../../src/protocol/sql-statements.js';
 
 const classify = (sql: string): SetStatement => {
   const { statements } = splitStatements(sql);

@@ -1,23 +1,12 @@
 /**
- * Session settings under transaction pooling, the pure part: a lexer that
- * splits a query's text into statements (quotes, dollar quotes and comments
- * respected), and a classifier of SET, RESET and DISCARD ALL statements into
- * the changes a client makes to its session's settings.
+ * What a client's statements do to its session, as far as transaction
+ * pooling needs to know: SET, RESET and DISCARD ALL classified into the
+ * changes they make to the session's settings, and the statements that leave
+ * state behind that another server session would not have (LISTEN, SQL
+ * PREPARE, session advisory locks, WITH HOLD cursors, temporary tables,
+ * SET ROLE), or that name a DATABASE. Pure: text in, verdicts out.
  */
-
-export interface Token {
-  kind: 'word' | 'ident' | 'string' | 'number' | 'op';
-  /** The token as written. */
-  text: string;
-  /** Words lower-cased, quoted identifiers unquoted; otherwise the text. */
-  value: string;
-}
-
-export interface Statement {
-  tokens: Token[];
-  /** Its text as written (comments included). */
-  text: string;
-}
+import { firstWord, quoteIdent, splitStatements, type Statement, type Token } from './sql-lexer.js';
 
 /** A change a client makes to its session's settings. `sql` sets it again on another server session. */
 export type Change =
@@ -36,123 +25,6 @@ export type SetStatement =
   | { kind: 'refused'; what: string }
   /** Not one of those, or one the server will refuse (its error is the answer). */
   | { kind: 'other' };
-
-const WORD = /[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*/y;
-const NUMBER = /(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?|0[xXoObB][0-9A-Fa-f_]+/y;
-const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
-
-/** The index after a quoted run that began at `at` (its opening quote), doubled quotes inside; backslashes escape when `backslash`. */
-function quotedEnd(sql: string, at: number, quote: string, backslash: boolean): number {
-  let i = at + 1;
-  while (i < sql.length) {
-    const c = sql[i];
-    if (backslash && c === '\\') i += 2;
-    else if (c === quote) {
-      if (sql[i + 1] === quote) i += 2;
-      else return i + 1;
-    } else i++;
-  }
-  return sql.length;
-}
-
-/**
- * The statements of a query's text, split at semicolons outside quotes and
- * comments. Only the first `limit` characters are read; `more` says the text
- * goes on past them.
- */
-export function splitStatements(sql: string, limit = 64 * 1024): { statements: Statement[]; more: boolean } {
-  const end = Math.min(sql.length, limit);
-  const statements: Statement[] = [];
-  let tokens: Token[] = [];
-  let start = -1;
-  let last = 0;
-  const finish = (): void => {
-    if (tokens.length > 0) statements.push({ tokens, text: sql.slice(start, last) });
-    tokens = [];
-    start = -1;
-  };
-  let at = 0;
-  while (at < end) {
-    const c = sql.charCodeAt(at);
-    if (c <= 0x20 || c === 0xa0) {
-      at++;
-      continue;
-    }
-    const ch = sql[at] as string;
-    if (sql.startsWith('--', at)) {
-      const nl = sql.indexOf('\n', at);
-      at = nl < 0 ? sql.length : nl + 1;
-      continue;
-    }
-    if (sql.startsWith('/*', at)) {
-      let depth = 1;
-      let i = at + 2;
-      while (i < sql.length && depth > 0) {
-        if (sql.startsWith('/*', i)) { depth++; i += 2; } else if (sql.startsWith('*/', i)) { depth--; i += 2; } else i++;
-      }
-      at = i;
-      continue;
-    }
-    if (ch === ';') {
-      finish();
-      at++;
-      continue;
-    }
-    let next: number;
-    let token: Token;
-    if (ch === "'") {
-      next = quotedEnd(sql, at, "'", false);
-      token = { kind: 'string', text: sql.slice(at, next), value: sql.slice(at + 1, next - 1).replace(/''/g, "'") };
-    } else if (ch === '"') {
-      next = quotedEnd(sql, at, '"', false);
-      token = { kind: 'ident', text: sql.slice(at, next), value: sql.slice(at + 1, next - 1).replace(/""/g, '"') };
-    } else if (ch === '$') {
-      DOLLAR_TAG.lastIndex = at;
-      const tag = DOLLAR_TAG.exec(sql);
-      if (tag) {
-        const close = sql.indexOf(tag[0], at + tag[0].length);
-        next = close < 0 ? sql.length : close + tag[0].length;
-        token = { kind: 'string', text: sql.slice(at, next), value: sql.slice(at + tag[0].length, close < 0 ? sql.length : close) };
-      } else {
-        next = at + 1;
-        while (next < sql.length && /[0-9]/.test(sql[next] as string)) next++;
-        token = { kind: 'op', text: sql.slice(at, next), value: sql.slice(at, next) };
-      }
-    } else if (/[0-9.]/.test(ch) && (NUMBER.lastIndex = at, NUMBER.test(sql))) {
-      next = NUMBER.lastIndex;
-      token = { kind: 'number', text: sql.slice(at, next), value: sql.slice(at, next) };
-    } else if ((WORD.lastIndex = at, WORD.test(sql))) {
-      next = WORD.lastIndex;
-      const word = sql.slice(at, next);
-      const lower = word.toLowerCase();
-      // E'…' (backslash escapes), B'…', X'…', N'…', U&'…' and U&"…".
-      if (sql[next] === "'" && ['e', 'b', 'x', 'n'].includes(lower)) {
-        next = quotedEnd(sql, next, "'", lower === 'e');
-        token = { kind: 'string', text: sql.slice(at, next), value: sql.slice(at + 2, next - 1) };
-      } else if (lower === 'u' && sql[next] === '&' && (sql[next + 1] === "'" || sql[next + 1] === '"')) {
-        const quote = sql[next + 1] as string;
-        next = quotedEnd(sql, next + 1, quote, false);
-        token = { kind: quote === "'" ? 'string' : 'ident', text: sql.slice(at, next), value: sql.slice(at + 3, next - 1) };
-      } else {
-        token = { kind: 'word', text: word, value: lower };
-      }
-    } else {
-      next = at + 1;
-      token = { kind: 'op', text: ch, value: ch };
-    }
-    if (start < 0) start = at;
-    tokens.push(token);
-    last = next;
-    at = next;
-  }
-  finish();
-  return { statements, more: end < sql.length && sql.slice(end).trim() !== '' };
-}
-
-/** A name in double quotes, as PostgreSQL reads it back. */
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
 
 /** GUCs a SET changes for the current transaction only. */
 const TRANSACTION_SETTINGS = new Set(['transaction_isolation', 'transaction_read_only', 'transaction_deferrable']);
@@ -256,3 +128,97 @@ function characteristics(tokens: readonly Token[]): SetStatement {
   }
   return changes.length > 0 ? { kind: 'change', changes } : { kind: 'other' };
 }
+
+/** What the router makes of a client's statement (or statements, in a simple Query). */
+export interface Inspection {
+  /** Session state pooling cannot carry: the phrase for the error. */
+  refusal?: string;
+  /** What it changes in the session's settings, recorded once it succeeds outside a transaction block. */
+  changes?: Change[];
+  /** It makes the router's view of the server session wrong (DISCARD, DEALLOCATE): closed when given back. */
+  taint?: boolean;
+  /** It names DATABASE: the tenant's idle sessions go first. */
+  database?: boolean;
+}
+
+/**
+ * Looks at a query's statements (those in its first 64 KiB; the first words
+ * of each, and for advisory locks the whole text). SET, RESET and DISCARD ALL
+ * are tracked when they are the query's only statements.
+ */
+export function inspectStatements(sql: string): Inspection {
+  if (ADVISORY_LOCK.test(sql)) return { refusal: 'a session advisory lock' };
+  if (!sql.includes(';') && !WATCHED.has(firstWord(sql))) return {};
+  const { statements, more } = splitStatements(sql);
+  const found: Inspection = {};
+  const changes: Change[] = [];
+  let others = more ? 1 : 0;
+  for (const statement of statements) {
+    const first = statement.tokens[0]?.kind === 'word' ? statement.tokens[0].value : '';
+    if (first === 'set' || first === 'reset' || first === 'discard') {
+      const set = classifySet(statement.tokens);
+      if (set.kind === 'refused') return { refusal: set.what };
+      if (set.kind === 'change') {
+        changes.push(...set.changes);
+        if (set.changes.some((c) => c.kind === 'discard-all')) found.taint = true;
+        continue;
+      }
+    }
+    others++;
+    const use = statementUse(first, statement);
+    if (use === 'discard') found.taint = true;
+    else if (use === 'database') found.database = true;
+    else if (use !== undefined) return { refusal: use };
+  }
+  if (changes.length > 0) {
+    if (others > 0) return { refusal: 'SET or RESET in a query with other statements (send it as a query of its own)' };
+    found.changes = changes;
+  }
+  return found;
+}
+
+/** inspectStatements as one phrase (`discard`, `database`, a refusal), or undefined: for the tests. */
+export function sessionStateUse(sql: string): string | undefined {
+  const found = inspectStatements(sql);
+  return found.refusal ?? (found.taint ? 'discard' : found.database ? 'database' : undefined);
+}
+
+/**
+ * The quick test of session pooling, on the bytes of a Query or Parse as they
+ * come (maybe only their start): does the text name DATABASE in any usual
+ * case? CREATE, ALTER and DROP DATABASE fail while other sessions are
+ * connected to that database, so a yes closes the tenant's idle ones first.
+ */
+export function mentionsDatabase(sql: Buffer): boolean {
+  return sql.indexOf('DATABASE') >= 0 || sql.indexOf('database') >= 0 || sql.indexOf('Database') >= 0;
+}
+
+function statementUse(first: string, statement: Statement): string | undefined {
+  const text = statement.text;
+  const second = statement.tokens[1]?.kind === 'word' ? statement.tokens[1].value : '';
+  switch (first) {
+    case 'listen':
+      return 'LISTEN';
+    case 'prepare':
+      return second === 'transaction' ? undefined : 'PREPARE (prepared statements of the protocol work)';
+    case 'declare':
+      return /\bwith\s+hold\b/i.test(text) ? 'a cursor WITH HOLD' : undefined;
+    case 'create':
+      if (/^create\s+(global\s+|local\s+)?(temp|temporary)\s/i.test(text) && !/\bon\s+commit\s+drop\b/i.test(text)) return 'a temporary table that outlives its transaction';
+      return second === 'database' ? 'database' : undefined;
+    case 'drop':
+    case 'alter':
+      return second === 'database' ? 'database' : undefined;
+    case 'discard':
+    case 'deallocate':
+      return 'discard';
+    case 'load':
+      return 'LOAD';
+    default:
+      return undefined;
+  }
+}
+
+const ADVISORY_LOCK = /\bpg_(try_)?advisory_lock(_shared)?\s*\(/i;
+/** First words of statements that inspectStatements looks at further. */
+const WATCHED = new Set(['listen', 'prepare', 'declare', 'create', 'drop', 'alter', 'discard', 'deallocate', 'reset', 'load', 'set']);
