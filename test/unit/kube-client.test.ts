@@ -163,10 +163,10 @@ describe('connecting: over TLS with the cluster\'s CA, from a kubeconfig or from
     client.close();
   });
 
-  it('what pgs cannot use is said in one line: no kubeconfig, no current context, credentials from a program', async () => {
+  it('what pgs cannot use is said in one line: no kubeconfig, no current context, a credential program it cannot run', async () => {
     await assert.rejects(loadConnection({ env: { KUBECONFIG: path.join(dir, 'missing') } }), /no Kubernetes API to talk to: not in a pod, and no kubeconfig at .*missing \(ENOENT\); set KUBECONFIG/);
     await assert.rejects(parseKubeconfig('apiVersion: v1\nkind: Config\n', 'k'), /kubeconfig k: no current-context/);
-    await assert.rejects(parseKubeconfig('current-context: a\ncontexts: [{name: a, context: {cluster: c, user: u}}]\nclusters: [{name: c, cluster: {server: "https://x"}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\n', 'k'), /credentials from a program \(exec\)/);
+    await assert.rejects(parseKubeconfig('current-context: a\ncontexts: [{name: a, context: {cluster: c, user: u}}]\nclusters: [{name: c, cluster: {server: "https://x"}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\n', 'k'), /kubeconfig k: user u's exec: apiVersion null is not one pgs speaks/);
     await assert.rejects(loadConnection({ env: { KUBERNETES_SERVICE_HOST: '127.0.0.1' }, serviceAccountDir: path.join(dir, 'none') }), /inside a pod .* the service account's files cannot be read/);
   });
 });
