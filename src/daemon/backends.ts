@@ -1,6 +1,7 @@
 import { AllowList } from '../core/cidr.js';
 import type { ScramVerifier } from '../auth/scram.js';
-import { DEFAULT_POOL_SIZE, type Catalog, type Tenant } from '../catalog/schema.js';
+import type { Catalog, Tenant } from '../catalog/schema.js';
+import { effectivePoolSize } from '../service/tenant-rules.js';
 import { formatBytes } from '../core/size.js';
 import type { Logins } from './logins.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
@@ -43,7 +44,7 @@ export class CatalogBackends implements RouterBackends {
         access: tenant.access,
         maxConnections: tenant.maxConnections,
         ...(notice ? { notice } : {}),
-        ...(tenant.pool === 'transaction' ? { pool: 'transaction', poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections) } : {}),
+        ...(tenant.pool === 'transaction' ? { pool: 'transaction', poolSize: effectivePoolSize(tenant) } : {}),
         ...(tenant.maxClientConnections !== undefined ? { maxClientConnections: tenant.maxClientConnections } : {}),
       ...(tenant.allow !== undefined ? { allow: new AllowList(tenant.allow) } : {}),
       });

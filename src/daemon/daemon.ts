@@ -1,47 +1,44 @@
 import type { Log } from '../core/log.js';
-import { X509Certificate, createHash } from 'node:crypto';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { EventLog } from '../telemetry/events.js';
 import { DaemonMetrics } from '../telemetry/metrics.js';
-import type { ControlPlane } from '../api/routes.js';
 import type * as S from '../api/schemas.js';
 import { buildApi, listenApi, type ListenedApi } from '../api/server.js';
 import { TokenStore } from '../api/tokens.js';
-import { assertTenantId } from '../catalog/ids.js';
-import type { Catalog, Tenant } from '../catalog/schema.js';
+import type { Catalog } from '../catalog/schema.js';
 import { DEFAULT_API_LISTEN } from '../catalog/schema.js';
-import { PgsError, errnoCode, isPgsError } from '../core/errors.js';
-import { AllowList, requestedAllow } from '../core/cidr.js';
-import { localHostaddr } from '../core/hostaddr.js';
-import { tail, writeAtomic } from '../core/files.js';
+import { PgsError, errnoCode } from '../core/errors.js';
+import { writeAtomic } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
-import { parsePointInTime } from '../core/time.js';
 import { History, type HistorySample } from '../telemetry/history.js';
-import { pidExists, processArgv } from '../core/proc.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router } from '../router/router.js';
+import { certificateExpiry, claimPidFile, readCertificate } from './daemon-files.js';
+
+export { jsonLog } from './daemon-files.js';
 import type { TenantRuntime } from '../runtime/runtime.js';
-import type { ResourceUsage } from '../runtime/cgroups.js';
-import { generatePassword, scramVerifier } from '../auth/scram.js';
 import { ADMIN_ROLE } from '../runtime/server-config.js';
-import { assertPassword, connectionStrings, findTenant, setVerifier, tenantFromMeta, tenantView, type DoctorReport, type Pgs } from '../service/pgs.js';
+import type { Pgs } from '../service/pgs.js';
+import { tenantFromMeta } from '../service/doctor.js';
 import { compareTenantMeta } from '../catalog/tenant-meta.js';
 import { HEALTH_INTERVAL_MS, Supervisor } from '../supervisor/supervisor.js';
 import { CatalogBackends } from './backends.js';
 import { Logins } from './logins.js';
-import { QUERIES_LIMIT, QuerySamples, type QueryOrder } from './query-stats.js';
+import { QuerySamples } from './query-stats.js';
 import { DiskGuard } from './disk-guard.js';
-import { BackupPlane, type MadeTenant, type Progress } from './backup-plane.js';
-import { importLimit, type ImportLimit } from './uploads.js';
-import type { TenantSample } from '../telemetry/metrics.js';
-import { type BackupMeta } from '../backup/layout.js';
+import { BackupPlane } from './backup-plane.js';
 import { tenantServerSpec } from '../runtime/server-spec.js';
+import { CatalogRecords } from './catalog-records.js';
+import { TenantPlane } from './control-plane.js';
+import { SerialQueue } from './coordination.js';
+import { NativeBackups } from './native-backups.js';
+import { NativeServers, endSessions } from './native-servers.js';
 
 /**
- * The pgs daemon: the one control plane. It owns the router and the tenant
- * servers, and is the only writer of the catalog (but for `pgs setup`). The CLI
+ * The pgs daemon of one host (native or docker runtime). It owns the router
+ * and the tenant servers, and is the only writer of the catalog (but for
+ * `pgs setup`). The CLI
  * and automation talk to it through the REST API (api/): the unix socket in
  * PGS_HOME (0600) and TCP with tokens.
  */
@@ -73,14 +70,8 @@ const PARALLEL_STOPS = 16;
 /** Spare servers kept running: two cover a burst of creates while the next ones start. */
 const DEFAULT_RUNNING_SPARES = 2;
 
-/** JSON lines: one object per event, for the log file or stderr. */
-export function jsonLog(write: (line: string) => void): Log {
-  const emit = (level: string) => (message: string, fields: Record<string, unknown> = {}) =>
-    write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
-  return { info: emit('info'), warn: emit('warn') };
-}
-
-export class Daemon implements ControlPlane {
+/** One host's daemon: builds the parts (catalog, servers, backups, coordination), joins them in the control plane, runs them. */
+export class Daemon {
   private readonly pgs: Pgs;
   private readonly paths: DaemonPaths;
   private readonly log: Log;
@@ -101,6 +92,10 @@ export class Daemon implements ControlPlane {
   private metrics!: DaemonMetrics;
   private supervisor!: Supervisor;
   private backupPlane!: BackupPlane;
+  private servers!: NativeServers;
+  /** The one control plane the API serves. */
+  plane!: TenantPlane;
+  private readonly coordination = new SerialQueue();
   private readonly tokens: TokenStore;
   /** Resolves when the daemon has stopped. */
   readonly stopped: Promise<void>;
@@ -164,7 +159,7 @@ export class Daemon implements ControlPlane {
         refusals: () => this.router.refusals,
         pendingStartups: () => this.router.startups.size,
         tenantStates: () => this.supervisor.tenantStates(),
-        tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.withBackupSample(sample)),
+        tenants: async () => (await this.supervisor.tenantSamples())?.map((sample) => this.servers.withBackupSample(sample)),
         running: () => ({ running: this.supervisor.runningCount(), budget: this.supervisor.budget }),
         backupPending: () => {
           const target = this.backupPlane.targetStatus(this.catalog.tenants.map((t) => ({ id: t.id, status: this.supervisor.archiverStatus(t.id) })));
@@ -209,7 +204,7 @@ export class Daemon implements ControlPlane {
         catalog: () => this.catalog,
         refresh: () => this.refresh(),
         serial: (task) => this.serial(task),
-        endSessions: (id, why) => this.endSessions(id, why),
+        endSessions: (id, why) => endSessions(this.router, id, why),
         stopping: () => this.isStopping,
       });
       // Before the API answers: a request for a tenant's backups may need the bucket at once.
@@ -226,7 +221,24 @@ export class Daemon implements ControlPlane {
         if (errnoCode(err) === 'EACCES') throw new PgsError('INVALID_SETTING', `no permission to listen on port ${settings.port}: ports below 1024 need root`);
         throw err;
       }
-      const app = await buildApi({ plane: this, tokens: this.tokens, events: this.events, metrics: this.metrics, version: this.version, log: this.log });
+      this.servers = new NativeServers({
+        pgs: this.pgs, runtime: this.runtime, supervisor: this.supervisor, router: this.router, disk: this.disk, backupPlane: this.backupPlane,
+        logins: this.logins, querySamples: this.querySamples, events: this.events, log: this.log,
+        catalog: () => this.catalog, refresh: () => this.refresh(), stopProgress: () => this.stopProgress,
+      });
+      this.plane = new TenantPlane({
+        records: new CatalogRecords(this.pgs, () => this.catalog, () => this.refresh()),
+        servers: this.servers,
+        backups: new NativeBackups(this.backupPlane, () => this.catalog),
+        coordination: this.coordination,
+        daemon: {
+          version: this.version, startedAt: this.startedAt, history: this.samples,
+          stopping: () => this.isStopping, port: () => this.router.port, api: () => this.api?.tcpAddress ?? null,
+          connections: () => this.router.connectionCount(), refusals: () => Object.fromEntries(this.router.refusals), certificateExpires: () => this.certExpires,
+          reload: () => this.reload(), shutdown: (stopTenants, ship) => this.shutdown(stopTenants, ship),
+        },
+      });
+      const app = await buildApi({ plane: this.plane, tokens: this.tokens, events: this.events, metrics: this.metrics, version: this.version, log: this.log });
       this.api = await listenApi(app, this.paths.socket, settings.apiListen === undefined ? DEFAULT_API_LISTEN : settings.apiListen, { cert, key });
     } catch (err) {
       await this.router?.close().catch(() => undefined);
@@ -287,18 +299,18 @@ export class Daemon implements ControlPlane {
     void this.serial(() => this.supervisor.reconcile()).finally(() => { this.reconcileQueued = false; });
   }
 
-  /**
-   * Every change, reload, reconcile and stop runs one at a time, in order: an
-   * older reload can never finish after a newer one (and bring back access
-   * that was disabled), no supervisor decision interleaves with a person's
-   * request, and nothing starts a server once stop has begun.
-   */
-  private queue: Promise<unknown> = Promise.resolve();
-
   private serial<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(task);
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.coordination.serial(task);
+  }
+
+  /** Answers, then (when `stopTenants`) records every tenant as stopped, and stops. */
+  shutdown(stopTenants: boolean, ship = true): void {
+    void (async () => {
+      if (stopTenants && !this.isStopping) {
+        await this.serial(() => this.pgs.recordWanted('stopped')).catch((err: Error) => this.log.warn('could not record the tenants as stopped', { error: err.message }));
+      }
+      await this.stop({ ship });
+    })();
   }
 
   /**
@@ -360,10 +372,6 @@ export class Daemon implements ControlPlane {
 
   private get isStopping(): boolean {
     return this.stopping !== undefined;
-  }
-
-  private assertRunning(): void {
-    if (this.isStopping) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
   }
 
   /** Re-reads the catalog (and the certificate) and makes the router and the servers match it. */
@@ -459,532 +467,5 @@ export class Daemon implements ControlPlane {
     this.applyCatalog(await this.pgs.store.read());
   }
 
-  /**
-   * Sets the tenant role's password verifier. A running server gets it at once;
-   * a suspended one is woken for it (and suspended again when idle); one that
-   * is wanted running but down is started; one stopped on purpose is started
-   * for the change and stopped again.
-   */
-  private setVerifier(id: string, verifier: string): Promise<void> {
-    return this.serial(async () => {
-      this.assertRunning();
-      const tenant = findTenant(await this.pgs.store.read(), id);
-      if (this.supervisor.isSuspended(id)) await this.supervisor.wake(id);
-      await setVerifier(this.runtime, tenantServerSpec(this.catalog.settings.dataRoot, tenant), verifier, { keepStarted: tenant.wanted === 'running' });
-      if (tenant.wanted === 'running') await this.supervisor.noteRunning(id);
-    });
-  }
-
-
-
-
-
-
-
-
-
-
-
-  private async view(tenant: Tenant): Promise<S.TenantJson> {
-    const diskUsed = this.disk.usedBytes(tenant.id) ?? this.supervisor.measuredBytes(tenant.id);
-    const disk = this.disk.level(tenant);
-    return tenantView(this.catalog.settings, tenant, {
-      ...(await this.observeWithArchive(tenant)),
-      ...(await this.limitsSeen(tenant)),
-      ...(diskUsed !== undefined ? { diskUsedBytes: diskUsed } : {}),
-      ...(disk !== undefined ? { disk } : {}),
-      lastBackupAt: this.backupPlane.lastBackupAt(tenant.id),
-      lastActiveAt: this.supervisor.lastActiveAt(tenant.id),
-    });
-  }
-
-  /** What a tenant with limits uses now, or why its limits are not enforced. */
-  private async limitsSeen(tenant: Tenant): Promise<{ usage?: ResourceUsage; limitsNotEnforced?: string }> {
-    if (tenant.memoryBytes === undefined && tenant.cpus === undefined) return {};
-    const support = this.runtime.limitsSupport();
-    const usage = await this.runtime.resourceUsage(tenant.id).catch(() => undefined);
-    return { ...(usage ? { usage } : {}), ...(support.enforced ? {} : { limitsNotEnforced: `memory and CPU limits are not enforced: ${support.why}` }) };
-  }
-
-  /** What the supervisor sees of the tenant's server, with the state of its WAL archive. */
-  private async observeWithArchive(tenant: Tenant): Promise<Awaited<ReturnType<Supervisor['observe']>> & { archiving: S.TenantJson['archiving']; archivingError?: string; backupPending: S.TenantJson['backupPending'] }> {
-    const seen = await this.supervisor.observe(tenant, true);
-    const status = this.supervisor.archiverStatus(tenant.id);
-    const archiving = this.backupPlane.archiving(tenant, status);
-    const pending = this.backupPlane.pendingFor(tenant.id, status);
-    return {
-      ...seen, archiving: archiving.state, ...(archiving.error !== undefined ? { archivingError: archiving.error } : {}),
-      backupPending: pending === null ? null : { files: pending.files, bytes: pending.bytes, oldestAt: pending.oldestMs === null ? null : new Date(pending.oldestMs).toISOString() },
-    };
-  }
-
-  private withBackupSample(sample: Omit<TenantSample, 'lastBackup' | 'archiveFailing' | 'archivePending'>): TenantSample {
-    const tenant = this.catalog.tenants.find((t) => t.id === sample.id);
-    const status = this.supervisor.archiverStatus(sample.id);
-    const last = this.backupPlane.lastBackupAt(sample.id);
-    const state = tenant ? this.backupPlane.archiving(tenant, status).state : 'unknown';
-    return {
-      ...sample,
-      lastBackup: last === null ? null : Math.floor(Date.parse(last) / 1000),
-      archiveFailing: state === 'failing' || state === 'gap' ? 1 : state === 'ok' || state === 'behind' ? 0 : null,
-      archivePending: status?.pending ?? null,
-    };
-  }
-
-  async status(): Promise<DaemonStatus> {
-    // A person asked: look at the servers now (1,000 /proc reads cost ~25 ms), not at the last sighting.
-    const tenants = await Promise.all(this.catalog.tenants.map((t) => this.observeWithArchive(t)));
-    return {
-      pid: process.pid,
-      version: this.version,
-      startedAt: this.startedAt.toISOString(),
-      port: this.router.port, // the one it listens on, whatever the catalog says
-      domain: this.catalog.settings.domain,
-      api: this.api?.tcpAddress ?? null,
-      connections: this.router.connectionCount(),
-      certificateExpires: this.certExpires,
-      certificate: this.catalog.settings.certFile,
-      certificateSelfSigned: this.catalog.settings.certSelfSigned,
-      ...this.running(),
-      runtime: this.runtime.describe(),
-      limits: this.runtime.limitsSupport(),
-      serverUsers: this.runtime.serverUsers(),
-      refusals: Object.fromEntries(this.router.refusals),
-      importLimit: await this.importLimit().then(({ bytes, auto }) => ({ bytes, auto }), () => null),
-      disk: await fs.statfs(this.catalog.settings.dataRoot).then((f) => ({ path: this.catalog.settings.dataRoot, freeBytes: f.bavail * f.bsize, totalBytes: f.blocks * f.bsize }), () => null),
-      wakesLastHour: this.supervisor.recentWakes(),
-      backupTarget: this.backupPlane.targetStatus(this.catalog.tenants.map((t) => ({ id: t.id, status: this.supervisor.archiverStatus(t.id) }))),
-      ...(this.stopProgress ? { stopping: this.stopProgress } : {}),
-      tenants,
-    };
-  }
-
-  // --- the control plane (api/routes.ts) ---
-
-  history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson {
-    return { range, ...this.samples.series(range, ids, fields) };
-  }
-
-  async listTenants(): Promise<S.TenantJson[]> {
-    const tenants = [...this.catalog.tenants].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    return Promise.all(tenants.map((t) => this.view(t)));
-  }
-
-  async getTenant(id: string): Promise<{ tenant: S.TenantJson; etag: string }> {
-    assertTenantId(id);
-    const tenant = findTenant(this.catalog, id);
-    return { tenant: await this.view(tenant), etag: etagOf(tenant) };
-  }
-
-  createTenant(request: S.CreateTenantRequest): Promise<S.CreatedTenantJson> {
-    assertTenantId(request.id);
-    if (request.password !== undefined) assertPassword(request.password);
-    const done = this.createSerially(request);
-    // Its folder is measured at once when it has a quota.
-    if (request.diskBytes !== undefined && request.diskBytes !== null) void done.then(() => this.disk.check(request.id), () => undefined);
-    return done;
-  }
-
-  private createSerially(request: S.CreateTenantRequest): Promise<S.CreatedTenantJson> {
-    return this.serial(async () => {
-      this.assertRunning();
-      if (this.backupPlane.reserved.has(request.id)) throw new PgsError('TENANT_EXISTS', `tenant ${request.id} is being made from a backup`);
-      const full = await this.disk.hostProblem();
-      if (full) throw new PgsError('DISK_FULL', full);
-      const created = await this.pgs.create(request.id, {
-        password: request.password,
-        ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
-        ...(request.maxConnections !== undefined ? { maxConnections: request.maxConnections } : {}),
-        ...(request.init !== undefined ? { init: request.init } : {}),
-        ...(request.memoryBytes !== undefined && request.memoryBytes !== null ? { memoryBytes: request.memoryBytes } : {}),
-        ...(request.cpus !== undefined && request.cpus !== null ? { cpus: request.cpus } : {}),
-        ...(request.diskBytes !== undefined && request.diskBytes !== null ? { diskBytes: request.diskBytes } : {}),
-      });
-      await this.refresh();
-      // A create may take a spare server that already runs: it joins the tenant's control groups now.
-      const made = this.catalog.tenants.find((t) => t.id === request.id);
-      if (made && (made.memoryBytes !== undefined || made.cpus !== undefined)) {
-        await this.runtime.applyLimits(tenantServerSpec(this.catalog.settings.dataRoot, made)).catch((err: Error) => this.log.warn('could not apply limits', { tenant: request.id, error: err.message }));
-      }
-      await this.supervisor.noteRunning(request.id);
-      this.events.emit('created', request.id);
-      this.events.emit('state', request.id, { state: 'running' });
-      return created;
-    });
-  }
-
-  patchTenant(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
-    assertTenantId(id);
-    const done = this.patchSerially(id, patch, ifMatch);
-    // A new quota is checked at once (after the change, outside the queue that the check's own change joins).
-    if (patch.diskBytes !== undefined) void done.then(() => this.disk.check(id), () => undefined);
-    return done;
-  }
-
-  private patchSerially(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
-    return this.serial(async () => {
-      this.assertRunning();
-      const { before, after } = await this.pgs.patch(id, {
-        ...(patch.access !== undefined ? { access: patch.access } : {}),
-        ...(patch.autosuspend !== undefined ? { autosuspendSeconds: patch.autosuspend } : {}),
-        ...(patch.maxConnections !== undefined ? { maxConnections: patch.maxConnections } : {}),
-        ...(patch.backupSchedule !== undefined ? { backupSchedule: patch.backupSchedule } : {}),
-        ...(patch.backupRetain !== undefined ? { backupRetain: patch.backupRetain } : {}),
-        ...(patch.rpoSeconds !== undefined ? { rpoSeconds: patch.rpoSeconds } : {}),
-        ...(patch.memoryBytes !== undefined ? { memoryBytes: patch.memoryBytes } : {}),
-        ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
-        ...(patch.diskBytes !== undefined ? { diskBytes: patch.diskBytes } : {}),
-        ...(patch.pool !== undefined ? { pool: patch.pool } : {}),
-        ...(patch.poolSize !== undefined ? { poolSize: patch.poolSize } : {}),
-        ...(patch.maxClientConnections !== undefined ? { maxClientConnections: patch.maxClientConnections } : {}),
-        ...(patch.allow !== undefined ? { allow: requestedAllow(patch.allow) } : {}),
-      }, (current) => {
-        if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
-          throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
-        }
-        const maxConnections = patch.maxConnections ?? current.maxConnections;
-        if (patch.poolSize !== undefined && patch.poolSize > maxConnections) {
-          throw new PgsError('USAGE', `a pool of ${patch.poolSize} server sessions is more than tenant ${id}'s max connections (${maxConnections}): raise --max-connections first`);
-        }
-      });
-      await this.refresh();
-      await this.applyChange(id, before, after);
-      return { tenant: await this.view(after), etag: etagOf(after) };
-    });
-  }
-
-  /** What a changed catalog entry needs beyond the catalog (which the caller has written and refreshed). */
-  private async applyChange(id: string, before: Tenant, after: Tenant): Promise<void> {
-    if (after.access !== before.access) {
-      if (after.access === 'disabled') {
-        const closed = this.router.closeTenant(id, `access to tenant ${id} was disabled`);
-        if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'access disabled' });
-      }
-      this.events.emit('access', id, { access: after.access });
-    }
-    if (after.allow !== undefined && after.allow.join(',') !== (before.allow ?? []).join(',')) {
-      // Sessions from addresses the new list leaves out end, as when access is disabled.
-      const closed = this.router.closeUnallowed(id, new AllowList(after.allow));
-      if (closed > 0) this.log.info('closed connections', { tenant: id, count: closed, why: 'address no longer allowed' });
-    }
-    if (after.autosuspendSeconds !== before.autosuspendSeconds) this.supervisor.resetIdle(id);
-    // Sessions kept for the other mode are of no use now (clients already connected keep their mode).
-    if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
-    // A running server reads its new archive_timeout (or archive) at once (a reload); a stopped one at its next start.
-    if (after.rpoSeconds !== before.rpoSeconds || after.generation !== before.generation) await this.runtime.configureArchive(tenantServerSpec(this.catalog.settings.dataRoot, after));
-    // Limits reach a running server at once: its control groups and the settings that follow memory.
-    if (after.memoryBytes !== before.memoryBytes || after.cpus !== before.cpus) await this.runtime.applyLimits(tenantServerSpec(this.catalog.settings.dataRoot, after));
-  }
-
-  running(): { running: number; maxRunning: number } {
-    return { running: this.supervisor.runningCount(), maxRunning: this.supervisor.budget };
-  }
-
-  removeTenant(id: string): Promise<void> {
-    assertTenantId(id);
-    return this.serial(async () => {
-      this.assertRunning();
-      findTenant(this.catalog, id);
-      // Its sessions are told why; then the server stops, so that nothing restarts it while its files go.
-      await this.endSessions(id, `tenant ${id} was removed`);
-      // Its backups stay: the WAL up to now goes to the archive first, so that a restore brings back all of it.
-      if ((await this.runtime.status(id, { fresh: true })).state === 'running') {
-        await this.runtime.flushArchive(id, 30_000).catch((err: Error) => this.log.warn('could not archive the last WAL before the removal', { tenant: id, error: err.message }));
-      }
-      await this.supervisor.stopWanted(id);
-      await this.pgs.remove(id);
-      await this.logins.forget(id);
-      await this.querySamples.forget(id);
-      this.disk.forget(id);
-      this.samples.forget(id);
-      await this.refresh();
-      await this.backupPlane.forgetIfEmpty(id).catch((err: Error) => this.log.warn('could not delete an archive without backups', { tenant: id, error: err.message }));
-      this.events.emit('removed', id);
-    });
-  }
-
-  act(id: string, action: S.TenantActionName): Promise<S.TenantJson> {
-    assertTenantId(id);
-    return this.serial(async () => {
-      this.assertRunning();
-      let tenant = findTenant(this.catalog, id);
-      const wantRunning = action !== 'stop';
-      if (!wantRunning || action === 'start' || action === 'restart') {
-        tenant = (await this.pgs.patch(id, { wanted: wantRunning ? 'running' : 'stopped' })).after;
-        await this.refresh();
-      }
-      this.supervisor.retryNow(id);
-      switch (action) {
-        case 'stop':
-          await this.endSessions(id, `tenant ${id} was stopped`);
-          await this.supervisor.stopWanted(id);
-          this.events.emit('state', id, { state: 'stopped' });
-          break;
-        case 'restart':
-          await this.endSessions(id, `tenant ${id} is restarting`);
-          await this.supervisor.stopWanted(id);
-          await this.supervisor.startNow(tenant);
-          break;
-        case 'suspend': {
-          if (tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: there is nothing to suspend`);
-          await this.supervisor.settle(id);
-          if (this.supervisor.isSuspended(id)) break;
-          this.router.closeTenant(id, `tenant ${id} was suspended`);
-          await this.supervisor.suspendNow(id, 'requested');
-          break;
-        }
-        case 'wake':
-        case 'start':
-          if (tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: "pgs start ${id}" starts it`);
-          // Waking a tenant that is down for another reason (crashed, say) starts it.
-          if (this.supervisor.isSuspended(id)) await this.supervisor.wake(id);
-          else if ((await this.runtime.status(id, { fresh: true })).state !== 'running') await this.supervisor.startNow(tenant);
-          break;
-      }
-      return this.view(tenant);
-    });
-  }
-
-
-  /** Ends the tenant's sessions with a FATAL saying why, before its server goes (which would only say "administrator command"). */
-  private async endSessions(id: string, why: string): Promise<void> {
-    if (this.router.closeTenant(id, why) > 0) await this.router.drained(id);
-  }
-
-  async setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }> {
-    assertTenantId(id);
-    if (password !== undefined) assertPassword(password);
-    findTenant(this.catalog, id);
-    const chosen = password ?? generatePassword();
-    await this.setVerifier(id, scramVerifier(chosen));
-    return { id, password: chosen };
-  }
-
-  async connection(id: string): Promise<S.ConnectionJson> {
-    assertTenantId(id);
-    const strings = connectionStrings(this.catalog.settings, findTenant(this.catalog, id), this.runtime);
-    // Clients on this host (the dashboard's reader, most often) connect to loopback: what pgs url adds here.
-    return { ...strings, hostaddr: await localHostaddr(strings.hostname) };
-  }
-
-  async queries(id: string, order: QueryOrder, limit: number): Promise<S.QueriesJson> {
-    assertTenantId(id);
-    findTenant(this.catalog, id);
-    if (!Number.isInteger(limit) || limit < 1 || limit > QUERIES_LIMIT) throw new PgsError('INVALID_REQUEST', `invalid limit ${limit}: from 1 to ${QUERIES_LIMIT}`, { field: 'limit' });
-    // Never a wake: a suspended (or suspending) tenant is answered from its last sample.
-    const running = !this.supervisor.isSuspended(id) && (await this.runtime.status(id, { fresh: true })).state === 'running';
-    const answer = await this.querySamples.read(id, running, order, limit);
-    return { tenant: id, order, ...answer };
-  }
-
-  async resetQueries(id: string): Promise<S.QueriesJson> {
-    assertTenantId(id);
-    findTenant(this.catalog, id);
-    await this.runtime.resetQueryStats(id);
-    await this.querySamples.emptied(id);
-    return this.queries(id, 'total', QUERIES_LIMIT);
-  }
-
-  async logs(id: string, lines: number): Promise<string[]> {
-    assertTenantId(id);
-    findTenant(this.catalog, id);
-    if (lines === 0) return [];
-    const text = await tail(this.runtime.logFile(id), lines).catch(() => '');
-    return text === '' ? [] : text.replace(/\n$/, '').split('\n');
-  }
-
-  startAll(): Promise<S.BulkJson> {
-    return this.serial(async () => {
-      this.assertRunning();
-      await this.pgs.recordWanted('running');
-      await this.refresh();
-      this.supervisor.retryNow();
-      await this.supervisor.reconcile();
-      const done: string[] = [];
-      const failed: { id: string; error: string }[] = [];
-      for (const t of this.catalog.tenants) {
-        const seen = await this.supervisor.observe(t, true);
-        if (seen.state === 'running' || seen.state === 'suspended') done.push(t.id);
-        else failed.push({ id: t.id, error: seen.lastError ?? `the server is ${seen.state}` });
-      }
-      return { done, failed };
-    });
-  }
-
-  shutdown(stopTenants: boolean, ship = true): void {
-    void (async () => {
-      if (stopTenants && !this.isStopping) {
-        await this.serial(() => this.pgs.recordWanted('stopped')).catch((err: Error) => this.log.warn('could not record the tenants as stopped', { error: err.message }));
-      }
-      await this.stop({ ship });
-    })();
-  }
-
-  // --- backups (daemon/backup-plane.ts) ---
-
-  async backup(id: string, progress?: Progress): Promise<S.BackupJson> {
-    this.assertRunning();
-    return backupJson(await this.backupPlane.backupNow(id, 'manual', progress));
-  }
-
-  async listBackups(id: string): Promise<S.BackupListJson> {
-    const list = await this.backupPlane.list(id);
-    return { tenant: id, backups: list.backups.map(backupJson), window: list.window, ranges: list.ranges, lastFailure: list.lastFailure };
-  }
-
-  async restore(id: string, request: S.RestoreRequest, progress?: Progress): Promise<S.TenantJson> {
-    this.assertRunning();
-    const choice = { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(request.time !== undefined ? { time: parseTime(request.time, 'time') } : {}) };
-    const exists = this.catalog.tenants.some((t) => t.id === id);
-    const target = request.as ?? id;
-    // A removed tenant whose backups remain comes back under its id (or another).
-    const tenant = target !== id || !exists
-      ? await this.backupPlane.restoreAs(id, target, choice, 'restored', progress).catch(async (err: unknown) => {
-        // A tenant that is gone with nothing kept: "pgs backup <id>", which the plan suggests, would fail too.
-        if (!exists && isPgsError(err, 'BACKUP_NOT_FOUND') && (await this.backupPlane.list(id).then((l) => l.backups.length, () => 0)) === 0) {
-          throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id}, and no backup of one to restore it from: "pgs list" shows the tenants there are`);
-        }
-        throw err;
-      })
-      : await this.backupPlane.restoreInPlace(id, choice, progress);
-    return this.madeView(tenant);
-  }
-
-  async branch(id: string, request: S.BranchRequest, progress?: Progress): Promise<S.TenantJson> {
-    this.assertRunning();
-    return this.madeView(await this.backupPlane.branch(id, request.id, request.at !== undefined ? parseTime(request.at, 'at') : undefined, progress));
-  }
-
-  async exportTenant(id: string, progress?: Progress): Promise<S.ExportJson> {
-    this.assertRunning();
-    const made = await this.backupPlane.exportTenant(id, progress);
-    return { ...made, download: `/v1/exports/${made.name}` };
-  }
-
-  async deleteBackups(id: string): Promise<void> {
-    this.assertRunning();
-    await this.backupPlane.deleteAll(id);
-  }
-
-  exportFile(name: string): string {
-    return this.backupPlane.exportFile(name);
-  }
-
-  importLimit(): Promise<ImportLimit> {
-    return importLimit(this.catalog.settings);
-  }
-
-  importUploadFile(body: Readable, limit: ImportLimit): Promise<string> {
-    this.assertRunning();
-    return this.backupPlane.importUploadFile(body, limit);
-  }
-
-  async importFile(file: string, as: string | undefined, progress?: Progress): Promise<S.TenantJson> {
-    this.assertRunning();
-    return this.madeView(await this.backupPlane.importFile(file, as, progress));
-  }
-
-  /** A tenant a restore, branch or import made, with what pgs took from its data. */
-  private async madeView(made: MadeTenant): Promise<S.TenantJson> {
-    const view = await this.view(made.tenant);
-    return { ...view, ...(made.neutralized.length > 0 ? { neutralized: made.neutralized } : {}), ...(made.notes ? { notes: made.notes } : {}) };
-  }
-
-  doctor(): Promise<DoctorReport> {
-    return this.serial(() => this.pgs.doctor());
-  }
-
-  doctorFix(): Promise<S.DoctorFixJson> {
-    return this.serial(async () => {
-      this.assertRunning();
-      const before = await this.pgs.doctor();
-      const removed: string[] = [];
-      for (const id of before.unfinished) {
-        await this.runtime.remove(id);
-        removed.push(id);
-      }
-      const adopted = await this.pgs.adopt(before.orphans.map((o) => o.id));
-      await this.refresh();
-      for (const a of adopted) {
-        this.events.emit('created', a.id, { reason: 'adopted' });
-        this.log.info('adopted an orphan data folder', { tenant: a.id, hostname: a.hostname, newHostname: a.newHostname });
-      }
-      const settled = await this.pgs.settleMeta();
-      await this.refresh();
-      for (const s of settled) {
-        this.log.info(s.updated === 'catalog' ? 'took a tenant\'s newer settings from its folder\'s metadata' : 'wrote the catalog\'s settings to a tenant folder\'s metadata', { tenant: s.id, newer: s.newer, fields: s.fields.join(',') });
-        if (s.updated !== 'catalog') continue;
-        if (s.after.wanted === 'stopped' && s.before.wanted !== 'stopped') {
-          await this.endSessions(s.id, `tenant ${s.id} was stopped`);
-          await this.supervisor.stopWanted(s.id);
-        }
-        await this.applyChange(s.id, s.before, s.after);
-      }
-      await this.supervisor.reconcile();
-      return { adopted, removed, settled: settled.map(({ id, newer, updated, fields }) => ({ id, newer, updated, fields })), report: await this.pgs.doctor() };
-    });
-  }
-
-
-
-
-
-
 }
 
-function backupJson(meta: BackupMeta): S.BackupJson {
-  const { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes, note } = meta;
-  return { id, tenant, generation, kind, reason, startedAt, finishedAt, startLsn, endLsn, timeline, bytes, ...(note !== undefined ? { note } : {}) };
-}
-
-/** A time from a request (the route made it RFC 3339; other callers may give any form the CLI takes). */
-function parseTime(text: string, field: 'time' | 'at'): Date {
-  return parsePointInTime(text, field, 'INVALID_REQUEST', field).date;
-}
-
-/** A strong ETag of a tenant's settings (what PATCH changes), not of its server's state. */
-export function etagOf(tenant: Tenant): string {
-  return `"${createHash('sha256').update(JSON.stringify(tenant)).digest('base64url').slice(0, 22)}"`;
-}
-
-export function etagMatches(ifMatch: string, etag: string): boolean {
-  return ifMatch.split(',').map((s) => s.trim().replace(/^W\//, '')).some((candidate) => candidate === '*' || candidate === etag);
-}
-
-export function readCertificate(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
-  try {
-    return { cert: readFileSync(certFile), key: readFileSync(keyFile) };
-  } catch (err) {
-    throw new PgsError('CERT_INVALID', `cannot read the certificate or key (${(err as Error).message}); run "pgs setup" to make or check them`);
-  }
-}
-
-export function certificateExpiry(cert: Buffer): string | null {
-  try {
-    return new Date(new X509Certificate(cert).validTo).toISOString();
-  } catch {
-    return null;
-  }
-}
-
-async function isPgsProcess(pid: number): Promise<boolean> {
-  return (await processArgv(pid)).some((arg) => arg.includes('pgs'));
-}
-
-/** Writes the daemon's pid file, or says which daemon already runs for this home. */
-export async function claimPidFile(paths: DaemonPaths, home: string): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await fs.writeFile(paths.pidFile, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-      return;
-    } catch (err) {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-    }
-    const pid = Number.parseInt(await fs.readFile(paths.pidFile, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidExists(pid) && (await isPgsProcess(pid))) {
-      throw new PgsError('USAGE', `a pgs daemon already runs for ${home} (pid ${pid}); "pgs stop" stops it`);
-    }
-    await fs.rm(paths.pidFile, { force: true }); // left by a daemon that died
-  }
-  throw new PgsError('USAGE', `cannot claim ${paths.pidFile}`);
-}

@@ -14,7 +14,8 @@ import { AllowList } from '../core/cidr.js';
  * Without a ready endpoint in the slice it dials the name.
  */
 import { parseVerifier, type ScramVerifier } from '../auth/scram.js';
-import { DEFAULT_POOL_SIZE, type Tenant } from '../catalog/schema.js';
+import type { Tenant } from '../catalog/schema.js';
+import { effectivePoolSize } from '../service/tenant-rules.js';
 import { BackendUnavailable, type RouterBackends, type TenantRoute } from '../router/router.js';
 import type { RemoteAddress } from '../router/server-sessions.js';
 import { Informer, RESOURCES, type KubeClient, type KubeResource } from '../runtime/kubernetes/client.js';
@@ -139,7 +140,7 @@ export class KubeBackends implements RouterBackends {
       id: t.id,
       access: t.access,
       maxConnections: t.maxConnections,
-      ...(t.pool === 'transaction' ? { pool: 'transaction' as const, poolSize: Math.min(t.poolSize ?? DEFAULT_POOL_SIZE, t.maxConnections) } : {}),
+      ...(t.pool === 'transaction' ? { pool: 'transaction' as const, poolSize: effectivePoolSize(t) } : {}),
       ...(t.maxClientConnections !== undefined ? { maxClientConnections: t.maxClientConnections } : {}),
       ...(t.allow !== undefined ? { allow: new AllowList(t.allow) } : {}),
     });

@@ -22,10 +22,10 @@ import type { Static } from 'typebox';
 import { buildApi, listenApi, type ListenedApi } from '../api/server.js';
 import { TokenStore } from '../api/tokens.js';
 import { generatePassword, scramVerifier } from '../auth/scram.js';
-import { assertTenantId, newSuffix, tenantHostname } from '../catalog/ids.js';
-import { DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, type Catalog, type Tenant } from '../catalog/schema.js';
+import { assertTenantId, newSuffix } from '../catalog/ids.js';
+import { DEFAULT_API_LISTEN, type Catalog, type Tenant } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
-import { AllowList, requestedAllow } from '../core/cidr.js';
+import { AllowList } from '../core/cidr.js';
 import { parsePointInTime } from '../core/time.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router } from '../router/router.js';
@@ -35,9 +35,11 @@ import { LeaderLease } from '../runtime/kubernetes/lease.js';
 import { DATABASE_ANNOTATION, DEFAULT_STORAGE_BYTES, ownerSecretName, type KubernetesSettings } from '../runtime/kubernetes/objects.js';
 import { newStamp } from '../backup/layout.js';
 import { KubeTenants, type KubeTenantView } from '../runtime/kubernetes/tenants.js';
-import { TENANT_ROLE } from '../runtime/server-config.js';
-import { assertPassword, connectionStrings, remoteUrl, tenantView, type Pgs } from '../service/pgs.js';
-import { claimPidFile, certificateExpiry, etagMatches, etagOf, readCertificate } from './daemon.js';
+import type { Pgs } from '../service/pgs.js';
+import { connectionStrings, createdAnswer } from '../service/connection.js';
+import { applyChanges, assertPassword, assertWantedRunning, checkPatch, etagOf, idleLongEnough, newTenantEntry, notSupported, patchChanges } from '../service/tenant-rules.js';
+import { tenantView } from '../service/tenant-view.js';
+import { claimPidFile, certificateExpiry, readCertificate } from './daemon-files.js';
 import { History, type HistorySample } from '../telemetry/history.js';
 import { KubeBackends, secretValue } from './kube-backends.js';
 import { KubeBackups, backupJson } from './kube-backups.js';
@@ -60,7 +62,7 @@ export interface KubeDaemonOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-const notHere = (what: string, instead: string) => new PgsError('NOT_SUPPORTED', `${what} is not available on the kubernetes runtime yet: ${instead}`);
+const notHere = (what: string, instead: string) => notSupported('kubernetes', what, instead);
 
 export class KubeDaemon implements ControlPlane {
   private readonly pgs: Pgs;
@@ -293,9 +295,8 @@ export class KubeDaemon implements ControlPlane {
       }
       const since = this.servingSince.get(view.id) ?? now;
       this.servingSince.set(view.id, since);
-      const seconds = t.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : t.autosuspendSeconds;
       const last = Math.max(since, active.get(view.id) ?? 0);
-      if (seconds === null || t.wanted !== 'running' || now - last < seconds * 1000 || this.router.connectionCount(view.id) > 0) {
+      if (!idleLongEnough(t, last, now, this.router.connectionCount(view.id))) {
         this.idleSeen.delete(view.id);
         continue;
       }
@@ -419,18 +420,7 @@ export class KubeDaemon implements ControlPlane {
     assertTenantId(request.id);
     if (request.password !== undefined) assertPassword(request.password);
     if (request.init !== undefined) throw notHere('an init script (--init)', 'create the tenant, then run the script with psql through its connection string');
-    const tenant: Tenant = {
-      id: request.id,
-      suffix: newSuffix(),
-      access: 'enabled',
-      wanted: 'running',
-      maxConnections: request.maxConnections ?? this.catalog.settings.defaultMaxConnections,
-      createdAt: new Date().toISOString(),
-      ...(request.autosuspend !== undefined ? { autosuspendSeconds: request.autosuspend } : {}),
-      ...(request.memoryBytes != null ? { memoryBytes: request.memoryBytes } : {}),
-      ...(request.cpus != null ? { cpus: request.cpus } : {}),
-      ...(request.diskBytes != null ? { diskBytes: request.diskBytes } : {}),
-    };
+    const tenant = newTenantEntry(this.catalog.settings, request);
     if (this.backups && (await this.client.get(RESOURCES.secrets, ownerSecretName(tenant.id)))) {
       throw new PgsError('TENANT_EXISTS', `tenant ${tenant.id} was removed and its backups are kept: "pgs restore ${tenant.id}" brings it back, "pgs backups ${tenant.id} --delete" deletes them and frees the id`);
     }
@@ -444,44 +434,18 @@ export class KubeDaemon implements ControlPlane {
       throw err;
     }
     this.events.emit('created', tenant.id);
-    const host = tenantHostname(tenant.id, tenant.suffix, this.catalog.settings.domain);
-    return { id: tenant.id, hostname: host, password, database: tenant.id, user: TENANT_ROLE, url: remoteUrl(host, this.catalog.settings.port, tenant.id, password) };
+    return createdAnswer(this.catalog.settings, tenant, password);
   }
 
   async patchTenant(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
     this.assertRunning();
     this.held(id);
     const after = await this.tenants.update(id, (current) => {
-      if (ifMatch !== undefined && !etagMatches(ifMatch, etagOf(current))) {
-        throw new PgsError('PRECONDITION_FAILED', `tenant ${id} changed since that ETag was read: GET it again and retry`);
-      }
-      const maxConnections = patch.maxConnections ?? current.maxConnections;
-      if (patch.poolSize !== undefined && patch.poolSize > maxConnections) {
-        throw new PgsError('USAGE', `a pool of ${patch.poolSize} server sessions is more than tenant ${id}'s max connections (${maxConnections}): raise --max-connections first`);
-      }
+      checkPatch(current, patch, ifMatch);
       if (patch.diskBytes !== undefined && (patch.diskBytes ?? DEFAULT_STORAGE_BYTES) < (current.diskBytes ?? DEFAULT_STORAGE_BYTES)) {
         throw new PgsError('USAGE', `tenant ${id}'s volume holds ${current.diskBytes ?? DEFAULT_STORAGE_BYTES} bytes and a volume cannot shrink: give a larger --disk`);
       }
-      const next: Record<string, unknown> = { ...current };
-      const set = (key: keyof Tenant, value: unknown) => {
-        if (value === undefined) return;
-        if (value === null && key !== 'autosuspendSeconds') delete next[key];
-        else next[key] = value;
-      };
-      set('access', patch.access);
-      set('autosuspendSeconds', patch.autosuspend);
-      set('maxConnections', patch.maxConnections);
-      set('backupSchedule', patch.backupSchedule);
-      set('backupRetain', patch.backupRetain);
-      set('rpoSeconds', patch.rpoSeconds);
-      set('memoryBytes', patch.memoryBytes);
-      set('cpus', patch.cpus);
-      set('diskBytes', patch.diskBytes);
-      set('pool', patch.pool);
-      set('poolSize', patch.poolSize);
-      set('maxClientConnections', patch.maxClientConnections);
-      set('allow', requestedAllow(patch.allow));
-      return next as Tenant;
+      return applyChanges(current, patchChanges(patch));
     });
     if (patch.autosuspend !== undefined) this.servingSince.delete(id);
     return { tenant: this.json(await this.fresh(id)), etag: etagOf(after) };
@@ -508,7 +472,7 @@ export class KubeDaemon implements ControlPlane {
         this.events.emit('state', id, { state: 'stopped' });
         break;
       case 'suspend':
-        if (view.tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: there is nothing to suspend`);
+        assertWantedRunning(view.tenant, 'suspend');
         await this.backupBeforeHibernating(view);
         this.router.closeTenant(id, `tenant ${id} was suspended`);
         await this.tenants.setSuspended(id, true);
@@ -516,13 +480,13 @@ export class KubeDaemon implements ControlPlane {
         this.events.emit('state', id, { state: 'suspended', reason: 'requested' });
         break;
       case 'restart':
-        if (view.tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: "pgs start ${id}" starts it`);
+        assertWantedRunning(view.tenant, 'restart');
         this.router.closeTenant(id, `tenant ${id} is restarting`);
         await this.tenants.restart(id);
         break;
       case 'start':
       case 'wake':
-        if (action === 'wake' && view.tenant.wanted !== 'running') throw new PgsError('INVALID_STATE', `tenant ${id} is stopped: "pgs start ${id}" starts it`);
+        if (action === 'wake') assertWantedRunning(view.tenant, 'wake');
         if (view.tenant.wanted !== 'running') await this.tenants.update(id, (t) => ({ ...t, wanted: 'running' }));
         else if (view.suspended) {
           await this.tenants.setSuspended(id, false);

@@ -1,176 +1,46 @@
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
-import { TENANT_ID_PATTERN, assertTenantId, domainProblem, newSuffix, tenantHostname } from '../catalog/ids.js';
-import type { Access, BackupSchedule, Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
 import * as v from 'valibot';
-import { CATALOG_VERSION, DEFAULT_API_LISTEN, DEFAULT_AUTOSUSPEND_SECONDS, DEFAULT_BACKUP_RETAIN, DEFAULT_BACKUP_SCHEDULE, DEFAULT_RPO_SECONDS, DEFAULT_POOL_SIZE, TenantSchema } from '../catalog/schema.js';
+import { assertTenantId, newSuffix } from '../catalog/ids.js';
+import type { Catalog, Settings, Tenant, Wanted } from '../catalog/schema.js';
+import { TenantSchema } from '../catalog/schema.js';
 import { forEachLimit } from '../core/limit.js';
-import { parseListen } from '../core/listen.js';
 import { CatalogStore } from '../catalog/store.js';
-import { compareTenantMeta, sameEntry, type MetaDisagreement } from '../catalog/tenant-meta.js';
-import { pathExists, writeAtomic } from '../core/files.js';
+import { sameEntry } from '../catalog/tenant-meta.js';
 import { PgsError } from '../core/errors.js';
-import { defaultDataRoot, homePaths, isRoot, pgsHome } from '../core/paths.js';
-import { installDistribution, installedBinaries } from '../runtime/distribution.js';
+import { homePaths, pgsHome } from '../core/paths.js';
+import { installedBinaries } from '../runtime/distribution.js';
 import { DockerApi, dockerSocket } from '../runtime/docker-api.js';
 import { DEFAULT_IMAGE, DEFAULT_PG_BIN_PATH, DockerRuntime } from '../runtime/docker.js';
 import { NativeRuntime } from '../runtime/native.js';
-import type { Leftover, ServerState, TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
+import type { TenantRuntime, TenantServerSpec } from '../runtime/runtime.js';
 import { newStamp, writeGenerationMeta } from '../backup/layout.js';
 import { tenantServerSpec } from '../runtime/server-spec.js';
-import { parseS3Url, probeTarget, s3ClientFor } from '../backup/s3.js';
-import { generatePassword, scramVerifier } from '../auth/scram.js';
-import { TENANT_ROLE } from '../runtime/server-config.js';
-import { DEFAULT_SERVER_USER, ensureSystemUser, resolveServerUser } from '../runtime/system-user.js';
-import { checkCertificatePair, generateSelfSigned, type CertificateInfo } from '../tls/certificate.js';
+import { scramVerifier } from '../auth/scram.js';
+import { resolveServerUser } from '../runtime/system-user.js';
+import { connectionStrings, createdAnswer, type ConnectionStrings, type CreatedTenant } from './connection.js';
+import { notSetUp, type PgsContext } from './context.js';
+import { adopt, doctorReport, settleMeta, type DoctorReport, type SettledMeta } from './doctor.js';
+import { setupHome, type SetupOptions, type SetupReport } from './setup.js';
+import { applyChanges, choosePassword, findTenant, newTenantEntry, type CreateRequest, type TenantChanges } from './tenant-rules.js';
+import { tenantView, type TenantView } from './tenant-view.js';
+
+export { DEFAULT_DOMAIN, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, type SetupOptions, type SetupReport } from './setup.js';
+export { tenantFromMeta, type DoctorReport, type SettledMeta } from './doctor.js';
+export { connectionStrings, remoteUrl, type ConnectionStrings, type CreatedTenant } from './connection.js';
+export { tenantView, uptimeSeconds, type ObservedTenant, type TenantView } from './tenant-view.js';
+export { MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, assertPassword, findTenant } from './tenant-rules.js';
 
 /**
- * The operations behind every command: reads and changes the catalog, and has
- * the runtime make reality match. The CLI calls it in-process; the daemon's
- * API will call the same functions.
+ * The operations behind every command on a host's catalog: reads and changes
+ * it, and has the runtime make reality match. The CLI calls it in-process; the
+ * daemon calls the same functions.
  */
-export const DEFAULT_DOMAIN = 'pgs.localhost';
-export const DEFAULT_PORT = 5432;
-export const DEFAULT_MAX_CONNECTIONS = 20;
-export const MIN_PASSWORD_LENGTH = 8;
-export const MAX_PASSWORD_LENGTH = 1024;
 /** An init script that runs longer is stopped and the create fails. */
 export const INIT_TIMEOUT_MS = 5 * 60_000;
 
-export interface SetupOptions {
-  domain?: string;
-  port?: number;
-  certFile?: string;
-  keyFile?: string;
-  /** `ADDR:PORT` for the REST API on TCP; null: off (unix socket only). */
-  apiListen?: string | null;
-  /** Per-tenant series in /metrics. */
-  tenantMetrics?: boolean;
-  /** `s3://bucket/prefix`, or null for none (the data root only). */
-  backupTarget?: string | null;
-  s3Endpoint?: string | null;
-  s3Region?: string | null;
-  /** Servers that may run at once; null: derived from memory. */
-  maxRunning?: number | null;
-  /** The largest upload to import, in bytes; null: auto (from the data root's free space). */
-  importMaxBytes?: number | null;
-  /** A new domain renames every tenant's host name: it must be confirmed when tenants exist. */
-  confirmDomainChange?: boolean;
-  runtime?: 'native' | 'docker' | 'kubernetes';
-  /** The docker runtime's image (null: postgres:18); the kubernetes runtime's PostgreSQL image (null: the operator's). */
-  image?: string | null;
-  /** The kubernetes runtime: the tenants' namespace (null: the kubeconfig's or the pod's). */
-  namespace?: string | null;
-  /** The kubernetes runtime: the volumes' storage class (null: the cluster's default). */
-  storageClass?: string | null;
-  /** The kubernetes runtime: instances per tenant cluster. */
-  instances?: 1 | 2 | 3;
-  /** The folder holding `postgres` inside the image; null: the official image's. */
-  pgBinPath?: string | null;
-}
-
-export interface SetupReport {
-  home: string;
-  settings: Settings;
-  certificate: CertificateInfo;
-  actions: string[];
-}
-
-export interface TenantView {
-  id: string;
-  hostname: string;
-  access: Access;
-  /** What runs; with a daemon also `suspended` (idle, wakes on connect) or `crashed`. */
-  state: ServerState | 'suspended' | 'crashed';
-  wanted: Wanted;
-  pid: number | null;
-  database: string;
-  user: string;
-  port: number;
-  maxConnections: number;
-  /** Seconds without connections before the server is suspended; null: never. */
-  autosuspendSeconds: number | null;
-  createdAt: string;
-  /** When the running server started (ISO) and for how long it has run; null when none runs. */
-  serverStartedAt: string | null;
-  uptimeSeconds: number | null;
-  /** Client connections through the router now; null when no daemon runs. */
-  connections: number | null;
-  /** The daemon's last health check (a real query over the socket); `unknown` when none yet or no daemon. */
-  health: 'ok' | 'failing' | 'unknown';
-  healthCheckedAt: string | null;
-  healthError?: string;
-  /** Why the last start failed, while it keeps failing. */
-  lastError?: string;
-  /** Restarts after a crash and wakes since the daemon started (0 without a daemon). */
-  restarts: number;
-  wakes: number;
-  /** Backups the daemon takes (hourly, daily, off) and how many it keeps. */
-  backupSchedule: BackupSchedule;
-  backupRetain: number;
-  /** At most this many seconds of writes wait before their WAL is archived. */
-  rpoSeconds: number;
-  memoryBytes: number | null;
-  cpus: number | null;
-  diskBytes: number | null;
-  diskUsedBytes: number | null;
-  /** How its clients share server sessions (session: one each; transaction: poolSize shared). */
-  pool: 'session' | 'transaction';
-  poolSize: number;
-  /** Client connections at once through the router; null: the default for its pool mode. */
-  maxClientConnections: number | null;
-  /** Source addresses the router lets connect (CIDR blocks); null: any. */
-  allow: string[] | null;
-  disk?: 'ok' | 'warning' | 'read-only' | 'standby';
-  usage?: { memoryBytes: number; cpuSeconds: number; memorySource: 'cgroup' | 'pss' };
-  limitsNotEnforced?: string;
-  /** When the newest backup finished; null: none, or no daemon runs. */
-  lastBackupAt: string | null;
-  /** When a client was last connected through the router; null: not since the daemon started (absent without a daemon). */
-  lastActiveAt?: string | null;
-  /** The continuous archive: ok, failing, behind, gap, off (not yet set up), unknown (not looked at). */
-  archiving: 'ok' | 'failing' | 'behind' | 'gap' | 'unknown' | 'off';
-  archivingError?: string;
-  /** With a backup bucket: what of the tenant is not in it yet; null without one (absent: not known, no daemon). */
-  backupPending?: { files: number; bytes: number; oldestAt: string | null } | null;
-}
-
-/** What a running daemon knows of a tenant's server, which the files cannot tell. */
-export interface ObservedTenant {
-  state: string;
-  pid: number | null;
-  serverStartedAt: string | null;
-  connections: number;
-  health: 'ok' | 'failing' | 'unknown';
-  healthCheckedAt: string | null;
-  healthError?: string;
-  lastError?: string;
-  restarts: number;
-  wakes: number;
-  lastBackupAt?: string | null;
-  lastActiveAt?: string | null;
-  archiving?: TenantView['archiving'];
-  archivingError?: string;
-  backupPending?: TenantView['backupPending'];
-  usage?: { memoryBytes: number; cpuSeconds: number; memorySource: 'cgroup' | 'pss' };
-  limitsNotEnforced?: string;
-  diskUsedBytes?: number;
-  disk?: 'ok' | 'warning' | 'read-only' | 'standby';
-}
-
-export interface CreatedTenant {
-  id: string;
-  hostname: string;
-  password: string;
-  database: string;
-  user: string;
-  url: string;
-}
-
-export class Pgs {
+export class Pgs implements PgsContext {
   readonly home: string;
   readonly store: CatalogStore;
-  private readonly env: NodeJS.ProcessEnv;
+  readonly env: NodeJS.ProcessEnv;
 
   constructor(env: NodeJS.ProcessEnv = process.env) {
     this.env = env;
@@ -212,173 +82,15 @@ export class Pgs {
     return this.runtime.runtime;
   }
 
-  async setup(options: SetupOptions): Promise<SetupReport> {
-    const domain = options.domain?.toLowerCase();
-    if (domain !== undefined) {
-      const problem = domainProblem(domain);
-      if (problem) throw new PgsError('INVALID_SETTING', `invalid --domain ${JSON.stringify(options.domain)}: ${problem}`);
-    }
-    if (options.apiListen !== undefined && options.apiListen !== null) parseListen(options.apiListen);
-    if (options.backupTarget) parseS3Url(options.backupTarget);
-    if (options.s3Endpoint && !/^https?:\/\/[^/]+/.test(options.s3Endpoint)) {
-      throw new PgsError('INVALID_SETTING', `invalid --s3-endpoint ${JSON.stringify(options.s3Endpoint)}: a URL such as https://minio.example.com:9000`);
-    }
-    if ((options.certFile === undefined) !== (options.keyFile === undefined)) {
-      throw new PgsError('USAGE', '--cert and --key go together: give both or neither');
-    }
-    return this.store.update(async (current) => {
-      const actions: string[] = [];
-      const before = current?.settings;
-      const settingsDomain = domain ?? before?.domain ?? DEFAULT_DOMAIN;
-      const tenantCount = current?.tenants.length ?? 0;
-      if (before && settingsDomain !== before.domain && tenantCount > 0 && !options.confirmDomainChange) {
-        throw new PgsError('NOT_CONFIRMED', `a new domain changes the host name of every tenant (${tenantCount}: ${before.domain} -> ${settingsDomain}); clients must use the new names. Pass --yes to confirm`);
-      }
-      const port = options.port ?? before?.port ?? DEFAULT_PORT;
-      const dataRoot = before?.dataRoot ?? defaultDataRoot(this.home, this.env);
-      const runtimeKind = options.runtime ?? before?.runtime ?? 'native';
-      const kubernetes = runtimeKind === 'kubernetes';
-      // On Kubernetes the servers run in the cluster's pods, not as users of this host.
-      const serverUser = isRoot() && !kubernetes ? (this.env.PGS_SERVER_USER || before?.serverUser || DEFAULT_SERVER_USER) : null;
-      if (serverUser !== null && ensureSystemUser(serverUser)) {
-        actions.push(`created the system user ${serverUser}: PostgreSQL refuses to run as root, so the servers run as ${serverUser}`);
-      }
-      await fs.mkdir(this.home, { recursive: true, mode: 0o700 });
-      await fs.chmod(this.home, 0o700);
-      // The runtime only starts and stops servers: the data folders are the same on both, so a change
-      // needs only that no server runs (pgs stop first).
-      const sameRuntime = runtimeKind === (before?.runtime ?? 'native');
-      if (!kubernetes && (options.namespace != null || options.storageClass != null || options.instances !== undefined)) {
-        throw new PgsError('USAGE', '--namespace, --storage-class and --instances are settings of the kubernetes runtime: add --runtime kubernetes');
-      }
-      const runtimeSettings = {
-        ...(runtimeKind !== 'native' ? { runtime: runtimeKind } : {}),
-        ...(runtimeKind !== 'native' ? keep('image', options.image, sameRuntime ? before?.image : undefined) : {}),
-        ...(runtimeKind === 'docker' ? keep('pgBinPath', options.pgBinPath, before?.pgBinPath) : {}),
-        ...(kubernetes ? keep('storageClass', options.storageClass, sameRuntime ? before?.storageClass : undefined) : {}),
-        ...(kubernetes ? keep('instances', options.instances, sameRuntime ? before?.instances : undefined) : {}),
-      };
-      if (kubernetes && !sameRuntime && (current?.tenants.length ?? 0) > 0) {
-        throw new PgsError('INVALID_STATE', `the kubernetes runtime keeps its tenants in the cluster, and the ${current?.tenants.length} tenants of this host would not move there: remove them first (pgs remove), or keep this runtime`);
-      }
-      if (before && !sameRuntime && before.runtime !== 'kubernetes') {
-        const old = this.runtimeFor(before);
-        for (const t of current?.tenants ?? []) {
-          if ((await old.status(t.id, { fresh: true })).state !== 'stopped') {
-            throw new PgsError('INVALID_STATE', `tenant ${t.id}'s server runs on the ${before.runtime ?? 'native'} runtime: stop pgs ("pgs stop") before changing the runtime`);
-          }
-        }
-      }
-
-      // The backup target is checked first: a setup refused for it has made nothing.
-      const target = {
-        ...keep('backupTarget', options.backupTarget, before?.backupTarget),
-        ...keep('s3Endpoint', options.s3Endpoint, before?.s3Endpoint),
-        ...keep('s3Region', options.s3Region, before?.s3Region),
-      };
-      // On Kubernetes the clusters reach the bucket with the Secret's credentials, not this environment's: the probe checks the Secret.
-      const client = kubernetes ? undefined : s3ClientFor(target, this.env);
-      if (client && (target.backupTarget !== before?.backupTarget || target.s3Endpoint !== before?.s3Endpoint || target.s3Region !== before?.s3Region)) {
-        await probeTarget(client);
-        actions.push(`checked that ${client.url} takes backups (with the credentials of this environment; the daemon uses its own)`);
-      }
-      // A first setup that fails leaves no data root behind (a later one keeps what works).
-      const madeDataRoot = !(await pathExists(dataRoot));
-      let cert: Awaited<ReturnType<Pgs['settleCertificate']>>;
-      let kubeNamespace: string | undefined;
-      try {
-        if (kubernetes) {
-          const { probeCluster } = await import('../runtime/kubernetes/probe.js');
-          const probed = await probeCluster(this.env, options.namespace ?? (sameRuntime ? before?.namespace : undefined) ?? undefined, target.backupTarget !== undefined, target.s3Region !== undefined);
-          kubeNamespace = probed.namespace;
-          actions.push(probed.action);
-        } else {
-          const { installed } = await installDistribution(dataRoot, this.env);
-          if (installed) actions.push(installed);
-          actions.push(...(await this.runtimeFor({ dataRoot, serverUser, ...runtimeSettings }).prepare()));
-        }
-        cert = await this.settleCertificate(options, before, settingsDomain, actions);
-      } catch (err) {
-        if (madeDataRoot) await fs.rm(dataRoot, { recursive: true, force: true }).catch(() => undefined);
-        throw err;
-      }
-      const settings: Settings = {
-        domain: settingsDomain,
-        port,
-        certFile: cert.certFile,
-        keyFile: cert.keyFile,
-        certSelfSigned: cert.selfSigned,
-        dataRoot,
-        serverUser,
-        defaultMaxConnections: before?.defaultMaxConnections ?? DEFAULT_MAX_CONNECTIONS,
-        apiListen: options.apiListen !== undefined ? options.apiListen : (before?.apiListen !== undefined ? before.apiListen : DEFAULT_API_LISTEN),
-        ...(options.tenantMetrics !== undefined ? { tenantMetrics: options.tenantMetrics } : before?.tenantMetrics !== undefined ? { tenantMetrics: before.tenantMetrics } : {}),
-        ...target,
-        ...keep('maxRunning', options.maxRunning, before?.maxRunning),
-        ...keep('importMaxBytes', options.importMaxBytes, before?.importMaxBytes),
-        ...runtimeSettings,
-        ...(kubeNamespace !== undefined ? { namespace: kubeNamespace } : {}),
-      };
-      const next: Catalog = { version: CATALOG_VERSION, settings, tenants: current?.tenants ?? [] };
-      if (!current) actions.push(`wrote ${this.store.paths.catalog}`);
-      // Leaving the docker runtime: its stopped containers would only linger (the data is in the folders).
-      const leftDocker = before?.runtime === 'docker' && runtimeKind !== 'docker';
-      const afterWrite = leftDocker ? async () => { actions.push(await this.removeContainers()); } : undefined;
-      return { next, result: { home: this.home, settings, certificate: cert.info, actions }, ...(afterWrite ? { afterWrite } : {}) };
-    });
+  setup(options: SetupOptions): Promise<SetupReport> {
+    return setupHome(this, options);
   }
 
-  /** Removes the docker runtime's containers of this pgs home (all stopped: the runtime changes only with pgs stopped). */
-  private async removeContainers(): Promise<string> {
-    try {
-      const docker = new DockerApi(dockerSocket(this.env));
-      const containers = await docker.list(`pgs.home=${this.home}`);
-      for (const c of containers) await docker.remove(c.Id);
-      return `removed the docker runtime's ${containers.length} container${containers.length === 1 ? '' : 's'} (the tenants' data stays in their folders)`;
-    } catch (err) {
-      return `could not remove the docker runtime's containers (${(err as Error).message}): remove the containers labelled pgs.home=${this.home} yourself`;
-    }
-  }
-
-  private async settleCertificate(
-    options: SetupOptions,
-    before: Settings | undefined,
-    domain: string,
-    actions: string[],
-  ): Promise<{ certFile: string; keyFile: string; selfSigned: boolean; info: CertificateInfo }> {
-    if (options.certFile !== undefined && options.keyFile !== undefined) {
-      const certFile = path.resolve(options.certFile);
-      const keyFile = path.resolve(options.keyFile);
-      const info = await checkCertificatePair(certFile, keyFile, domain);
-      actions.push(`using the certificate ${certFile}`);
-      return { certFile, keyFile, selfSigned: false, info };
-    }
-    if (before) {
-      try {
-        const info = await checkCertificatePair(before.certFile, before.keyFile, domain);
-        return { certFile: before.certFile, keyFile: before.keyFile, selfSigned: before.certSelfSigned, info };
-      } catch (err) {
-        if (!before.certSelfSigned) throw err; // a certificate the user gave is never replaced silently
-      }
-    }
-    const { certDir } = this.store.paths;
-    await fs.mkdir(certDir, { recursive: true, mode: 0o700 });
-    const certFile = path.join(certDir, 'server.crt');
-    const keyFile = path.join(certDir, 'server.key');
-    const { certPem, keyPem } = await generateSelfSigned(domain);
-    await writeAtomic(keyFile, keyPem, 0o600);
-    await writeAtomic(certFile, certPem, 0o644);
-    actions.push(`generated a self-signed certificate for *.${domain} in ${certDir}`);
-    const info = await checkCertificatePair(certFile, keyFile, domain);
-    return { certFile, keyFile, selfSigned: true, info };
-  }
-
-  /** `autosuspendSeconds`: null never suspends; absent keeps the default (5 min). */
   /** `init`: SQL run as the tenant role in its new database; if it fails, nothing is created. */
-  async create(id: string, options: { password?: string; autosuspendSeconds?: number | null; maxConnections?: number; init?: string; memoryBytes?: number; cpus?: number; diskBytes?: number } = {}): Promise<CreatedTenant> {
+  async create(request: CreateRequest): Promise<CreatedTenant> {
+    const { id } = request;
     assertTenantId(id);
-    const password = options.password ?? generatePassword();
-    if (options.password !== undefined) assertPassword(options.password);
+    const password = choosePassword(request.password);
     let runtime: TenantRuntime | undefined;
     let made = false;
     try {
@@ -395,30 +107,17 @@ export class Pgs {
         if (folder === 'finished') {
           throw new PgsError('ORPHAN_DATA', `a data folder for ${id} exists that the catalog does not name (${runtime.dataDir(id)}): "pgs doctor --fix" adopts it back, or move it away to create ${id} afresh`);
         }
-        const tenant: Tenant = {
-          id,
-          suffix: newSuffix(),
-          access: 'enabled',
-          wanted: 'running',
-          maxConnections: options.maxConnections ?? current.settings.defaultMaxConnections,
-          createdAt: new Date().toISOString(),
-          ...(options.autosuspendSeconds !== undefined ? { autosuspendSeconds: options.autosuspendSeconds } : {}),
-          generation: newStamp(),
-          ...(options.memoryBytes !== undefined ? { memoryBytes: options.memoryBytes } : {}),
-          ...(options.cpus !== undefined ? { cpus: options.cpus } : {}),
-          ...(options.diskBytes !== undefined ? { diskBytes: options.diskBytes } : {}),
-        };
+        const tenant = newTenantEntry(current.settings, request, { generation: newStamp() });
         await runtime.create(tenantServerSpec(current.settings.dataRoot, tenant), scramVerifier(password));
         made = true;
         await writeGenerationMeta(runtime, current.settings.dataRoot, tenant);
-        if (options.init !== undefined && options.init.trim() !== '') await runInit(runtime, id, password, options.init);
-        const hostname = tenantHostname(id, tenant.suffix, current.settings.domain);
+        if (request.init !== undefined && request.init.trim() !== '') await runInit(runtime, id, password, request.init);
         const rt = runtime;
         return {
           next: { ...current, tenants: [...current.tenants, tenant] },
           // Once the catalog names it, the tenant is whole even if this step is lost (the next daemon finishes it).
           afterWrite: () => rt.finishCreate(id).catch(() => undefined),
-          result: { id, hostname, password, database: id, user: TENANT_ROLE, url: remoteUrl(hostname, current.settings.port, id, password) },
+          result: createdAnswer(current.settings, tenant, password),
         };
       });
     } catch (err) {
@@ -479,23 +178,13 @@ export class Pgs {
    * Changes one tenant's settings under the catalog lock; `check` sees the tenant as it is
    * now and may refuse (an ETag that no longer matches). Returns it before and after.
    */
-  async patch(
-    id: string,
-    changes: Partial<Pick<Tenant, 'access' | 'autosuspendSeconds' | 'maxConnections' | 'wanted' | 'generation' | 'rpoSeconds' | 'backupSchedule' | 'backupRetain' | 'pool' | 'poolSize'>>
-      & { memoryBytes?: number | null; cpus?: number | null; diskBytes?: number | null; diskState?: Tenant['diskState'] | null; maxClientConnections?: number | null; allow?: string[] | null },
-    check?: (tenant: Tenant) => void,
-  ): Promise<{ before: Tenant; after: Tenant }> {
+  async patch(id: string, changes: TenantChanges, check?: (tenant: Tenant) => void): Promise<{ before: Tenant; after: Tenant }> {
     assertTenantId(id);
     return this.change(async (current) => {
       if (!current) throw notSetUp(this.home);
       const before = findTenant(current, id);
       check?.(before);
-      const after: Tenant = { ...before };
-      for (const [key, value] of Object.entries(changes)) {
-        // null lifts a limit: the key goes.
-        if (value === null && (key === 'memoryBytes' || key === 'cpus' || key === 'diskBytes' || key === 'diskState' || key === 'maxClientConnections' || key === 'allow')) delete (after as Record<string, unknown>)[key];
-        else (after as Record<string, unknown>)[key] = value;
-      }
+      const after = applyChanges(before, changes);
       if (JSON.stringify(after) === JSON.stringify(before)) return { result: { before, after } };
       return { next: { ...current, tenants: current.tenants.map((t) => (t.id === id ? after : t)) }, result: { before, after } };
     });
@@ -528,106 +217,18 @@ export class Pgs {
    * catalog does not name (with the entry their own metadata file keeps, when
    * it has one), unfinished creates, and catalog entries without a folder.
    */
-  async doctor(read?: Catalog): Promise<DoctorReport> {
-    const catalog = read ?? (await this.store.read());
-    const runtime = this.runtimeFor(catalog.settings);
-    // Looks only: a restore may be running, whose working folders are not this call's to tidy.
-    const folders = await runtime.dataFolders({ tidy: false });
-    const onDisk = new Set(folders.map((f) => f.id));
-    const known = new Set(catalog.tenants.map((t) => t.id));
-    const orphans: DoctorReport['orphans'] = [];
-    for (const folder of folders) {
-      if (known.has(folder.id) || folder.unfinished) continue;
-      const meta = tenantFromMeta(folder.id, await runtime.readMeta(folder.id));
-      const server = await runtime.status(folder.id, { fresh: true });
-      orphans.push({
-        id: folder.id,
-        folder: runtime.dataDir(folder.id),
-        running: server.state === 'running',
-        pid: server.state === 'stopped' ? null : (server.pid ?? null),
-        hostname: meta ? tenantHostname(folder.id, meta.suffix, catalog.settings.domain) : null,
-      });
-    }
-    const disagreements: MetaDisagreement[] = [];
-    for (const tenant of catalog.tenants) {
-      if (!onDisk.has(tenant.id)) continue;
-      const found = compareTenantMeta(tenant, tenantFromMeta(tenant.id, await runtime.readMeta(tenant.id)), catalog.settings.domain);
-      if (found) disagreements.push(found);
-    }
-    return {
-      orphans,
-      unfinished: folders.filter((f) => f.unfinished && !known.has(f.id)).map((f) => f.id),
-      missingData: catalog.tenants.filter((t) => !onDisk.has(t.id)).map((t) => t.id),
-      disagreements,
-      leftovers: await runtime.leftovers(),
-    };
+  doctor(read?: Catalog): Promise<DoctorReport> {
+    return doctorReport(this, read);
   }
 
-  /**
-   * Puts orphan folders back in the catalog, from their metadata file (same
-   * host name, access and settings); one without a usable file gets a new host
-   * name. Returns what it adopted.
-   */
-  async adopt(ids: string[]): Promise<{ id: string; hostname: string; newHostname: boolean }[]> {
-    return this.change(async (current) => {
-      if (!current) throw notSetUp(this.home);
-      const runtime = this.runtimeFor(current.settings);
-      const adopted: { id: string; hostname: string; newHostname: boolean }[] = [];
-      const tenants = [...current.tenants];
-      for (const id of ids) {
-        if (tenants.some((t) => t.id === id) || !TENANT_ID_PATTERN.test(id)) continue;
-        const meta = tenantFromMeta(id, await runtime.readMeta(id));
-        const stat = await fs.stat(runtime.dataDir(id)).catch(() => undefined);
-        if (!stat) continue;
-        const tenant: Tenant = meta ?? {
-          id,
-          suffix: newSuffix(),
-          access: 'enabled',
-          wanted: 'running',
-          maxConnections: current.settings.defaultMaxConnections,
-          createdAt: stat.birthtime.getTime() > 0 ? stat.birthtime.toISOString() : new Date().toISOString(),
-        };
-        tenants.push(tenant);
-        adopted.push({ id, hostname: tenantHostname(id, tenant.suffix, current.settings.domain), newHostname: meta === undefined });
-      }
-      if (adopted.length === 0) return { result: adopted };
-      return { next: { ...current, tenants }, result: adopted };
-    });
+  /** Puts orphan folders back in the catalog, from their metadata file; one without a usable file gets a new host name. */
+  adopt(ids: string[]): Promise<{ id: string; hostname: string; newHostname: boolean }[]> {
+    return adopt(this, ids);
   }
 
-  /**
-   * Settles every disagreement between a catalog entry and its folder's
-   * metadata the way the newer of the two has it: a newer folder's entry
-   * replaces the catalog's; otherwise (the catalog newer, or as many changes
-   * on both) the catalog's is written to the folder. Returns what it did.
-   */
-  async settleMeta(): Promise<SettledMeta[]> {
-    return this.change(async (current) => {
-      if (!current) throw notSetUp(this.home);
-      const runtime = this.runtimeFor(current.settings);
-      const settled: SettledMeta[] = [];
-      const onDisk = new Set((await runtime.dataFolders({ tidy: false })).map((f) => f.id));
-      const tenants: Tenant[] = [];
-      for (const tenant of current.tenants) {
-        const folder = onDisk.has(tenant.id) ? tenantFromMeta(tenant.id, await runtime.readMeta(tenant.id)) : undefined;
-        const found = onDisk.has(tenant.id) ? compareTenantMeta(tenant, folder, current.settings.domain) : undefined;
-        if (!found) {
-          tenants.push(tenant);
-          continue;
-        }
-        const fields = found.fields.map((f) => f.field);
-        if (found.newer === 'folder' && folder) {
-          tenants.push(folder);
-          settled.push({ id: tenant.id, newer: found.newer, updated: 'catalog', fields, before: tenant, after: folder });
-        } else {
-          await runtime.writeMeta(tenant.id, tenant);
-          tenants.push(tenant);
-          settled.push({ id: tenant.id, newer: found.newer, updated: 'folder', fields, before: tenant, after: tenant });
-        }
-      }
-      if (!settled.some((s) => s.updated === 'catalog')) return { result: settled };
-      return { next: { ...current, tenants }, result: settled };
-    });
+  /** Settles every disagreement between a catalog entry and its folder's metadata the way the newer of the two has it. */
+  settleMeta(): Promise<SettledMeta[]> {
+    return settleMeta(this);
   }
 
   /**
@@ -636,7 +237,7 @@ export class Pgs {
    * its folder's pgs-tenant.json is rewritten once the catalog is written, before
    * the change's own `afterWrite`. A lost write is redone by the next daemon.
    */
-  private change<T>(fn: (current: Catalog | undefined) => Promise<{ next?: Catalog; result: T; afterWrite?: () => Promise<void> }>): Promise<T> {
+  change<T>(fn: (current: Catalog | undefined) => Promise<{ next?: Catalog; result: T; afterWrite?: () => Promise<void> }>): Promise<T> {
     return this.store.update(async (current) => {
       const done = await fn(current);
       if (done.next === undefined) return done;
@@ -679,129 +280,6 @@ export class Pgs {
   }
 }
 
-export interface DoctorReport {
-  /** Data folders the catalog does not name; `hostname` from their metadata file, null without one. */
-  orphans: { id: string; folder: string; running: boolean; pid: number | null; hostname: string | null }[];
-  /** Folders of creates that never reached the catalog (a daemon removes them at start). */
-  unfinished: string[];
-  /** Catalog entries whose data folder is missing. */
-  missingData: string[];
-  /** Catalog entries whose folder's metadata file says otherwise (or is missing), with which is newer. */
-  disagreements: MetaDisagreement[];
-  /** What pgs's own work left beside the tenants' folders, with what removes it (doctor --fix does not). */
-  leftovers: Leftover[];
-}
-
-/** What settleMeta did for one tenant: `updated` is the side rewritten to match the newer one. */
-export interface SettledMeta {
-  id: string;
-  newer: MetaDisagreement['newer'];
-  updated: 'catalog' | 'folder';
-  fields: string[];
-  before: Tenant;
-  after: Tenant;
-}
-
-/** A tenant folder's metadata file, if it holds a valid catalog entry for this id. */
-export function tenantFromMeta(id: string, meta: unknown): Tenant | undefined {
-  const parsed = v.safeParse(TenantSchema, meta);
-  return parsed.success && parsed.output.id === id ? parsed.output : undefined;
-}
-
-export interface ConnectionStrings {
-  uri: string;
-  psql: string;
-  jdbc: string;
-  /** libpq environment variables, one `NAME=value` a line. */
-  env: string;
-  local: string;
-  hostname: string;
-  port: number;
-  database: string;
-  user: string;
-  /** The self-signed certificate pgs made, which is its own CA: `sslrootcert=` it with `sslmode=verify-full`. Null for a certificate you gave. */
-  sslrootcert: string | null;
-}
-
-export function connectionStrings(settings: Settings, tenant: Tenant, runtime: Pick<TenantRuntime, 'localEndpoint'> | { local: string }): ConnectionStrings {
-  const hostname = tenantHostname(tenant.id, tenant.suffix, settings.domain);
-  const local = 'local' in runtime ? runtime.local : localUrl(runtime.localEndpoint(tenant.id), tenant.id);
-  return {
-    uri: remoteUrl(hostname, settings.port, tenant.id),
-    psql: `host=${hostname} port=${settings.port} user=${TENANT_ROLE} dbname=${tenant.id} sslmode=require`,
-    jdbc: `jdbc:postgresql://${hostname}:${settings.port}/${tenant.id}?user=${TENANT_ROLE}&sslmode=require`,
-    env: [`PGHOST=${hostname}`, `PGPORT=${settings.port}`, `PGUSER=${TENANT_ROLE}`, `PGDATABASE=${tenant.id}`, 'PGSSLMODE=require'].join('\n'),
-    local,
-    hostname,
-    port: settings.port,
-    database: tenant.id,
-    user: TENANT_ROLE,
-    sslrootcert: settings.certSelfSigned ? settings.certFile : null,
-  };
-}
-
-/** libpq URI over the server's unix socket, for administration on the host. */
-function localUrl(endpoint: { host: string; port: number }, database: string): string {
-  return `postgresql://${TENANT_ROLE}@/${database}?host=${encodeURIComponent(endpoint.host)}&port=${endpoint.port}`;
-}
-
-/**
- * How long the server has run as this tenant's: since its start, or since the
- * tenant was created when its server ran before that (a running spare, which a
- * create takes over). Its start time has one-second resolution.
- */
-export function uptimeSeconds(tenant: Pick<Tenant, 'createdAt'>, serverStartedAt: string | null, now = Date.now()): number | null {
-  if (serverStartedAt === null) return null;
-  const since = Math.max(Date.parse(serverStartedAt), Date.parse(tenant.createdAt) || 0);
-  return Math.max(0, Math.round((now - since) / 1000));
-}
-
-/** A tenant as the API and `--json` show it: the catalog's settings with what is seen of its server. */
-export function tenantView(settings: Settings, tenant: Tenant, seen: Omit<ObservedTenant, 'connections'> & { connections: number | null }, now = Date.now()): TenantView {
-  return {
-    id: tenant.id,
-    hostname: tenantHostname(tenant.id, tenant.suffix, settings.domain),
-    access: tenant.access,
-    state: seen.state as TenantView['state'],
-    wanted: tenant.wanted,
-    pid: seen.pid,
-    database: tenant.id,
-    user: TENANT_ROLE,
-    port: settings.port,
-    maxConnections: tenant.maxConnections,
-    autosuspendSeconds: tenant.autosuspendSeconds === undefined ? DEFAULT_AUTOSUSPEND_SECONDS : tenant.autosuspendSeconds,
-    createdAt: tenant.createdAt,
-    serverStartedAt: seen.serverStartedAt,
-    uptimeSeconds: uptimeSeconds(tenant, seen.serverStartedAt, now),
-    connections: seen.connections,
-    health: seen.health,
-    healthCheckedAt: seen.healthCheckedAt,
-    ...(seen.healthError ? { healthError: seen.healthError } : {}),
-    ...(seen.lastError ? { lastError: seen.lastError } : {}),
-    restarts: seen.restarts,
-    wakes: seen.wakes,
-    backupSchedule: tenant.backupSchedule ?? DEFAULT_BACKUP_SCHEDULE,
-    backupRetain: tenant.backupRetain ?? DEFAULT_BACKUP_RETAIN,
-    rpoSeconds: tenant.rpoSeconds ?? DEFAULT_RPO_SECONDS,
-    memoryBytes: tenant.memoryBytes ?? null,
-    cpus: tenant.cpus ?? null,
-    diskBytes: tenant.diskBytes ?? null,
-    diskUsedBytes: seen.diskUsedBytes ?? null,
-    pool: tenant.pool ?? 'session',
-    poolSize: Math.min(tenant.poolSize ?? DEFAULT_POOL_SIZE, tenant.maxConnections),
-    maxClientConnections: tenant.maxClientConnections ?? null,
-    allow: tenant.allow ?? null,
-    ...(tenant.diskBytes !== undefined ? { disk: seen.disk ?? tenant.diskState ?? 'ok' } : {}),
-    ...(seen.usage ? { usage: seen.usage } : {}),
-    ...(seen.limitsNotEnforced ? { limitsNotEnforced: seen.limitsNotEnforced } : {}),
-    lastBackupAt: seen.lastBackupAt ?? null,
-    ...(seen.lastActiveAt !== undefined ? { lastActiveAt: seen.lastActiveAt } : {}),
-    archiving: seen.archiving ?? (tenant.generation === undefined ? 'off' : 'unknown'),
-    ...(seen.archivingError ? { archivingError: seen.archivingError } : {}),
-    ...(seen.backupPending !== undefined ? { backupPending: seen.backupPending } : {}),
-  };
-}
-
 /**
  * Sets the tenant role's password verifier on its server, starting a stopped
  * server for it; `keepStarted`: leave a server started here running (else it
@@ -829,40 +307,6 @@ async function runInit(runtime: TenantRuntime, id: string, password: string, sql
     const line = Number.isInteger(position) && position > 0 ? ` at line ${[...sql].slice(0, position - 1).join('').split('\n').length}` : '';
     throw new PgsError('INIT_FAILED', `the init script failed${line}: ${fields.S ?? 'ERROR'} ${fields.C ?? ''}: ${fields.M ?? 'unknown error'}; tenant ${id} was not created`);
   }
-}
-
-/** A setting as given (null removes it), else as it was. */
-function keep<K extends string, T extends string | number>(key: K, given: T | null | undefined, before: T | undefined): Partial<Record<K, T>> {
-  const value = given === undefined ? before : given;
-  return value === null || value === undefined ? {} : ({ [key]: value } as Record<K, T>);
-}
-
-export function findTenant(catalog: Catalog, id: string): Tenant {
-  const tenant = catalog.tenants.find((t) => t.id === id);
-  if (!tenant) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id} (see "pgs list")`);
-  return tenant;
-}
-
-function notSetUp(home: string): PgsError {
-  return new PgsError('NOT_SET_UP', `pgs is not set up in ${home}: run "pgs setup" first`);
-}
-
-export function assertPassword(password: string): void {
-  if (password.length < MIN_PASSWORD_LENGTH) {
-    throw new PgsError('WEAK_PASSWORD', `the password is too short: at least ${MIN_PASSWORD_LENGTH} characters`);
-  }
-  if (password.length > MAX_PASSWORD_LENGTH) {
-    throw new PgsError('WEAK_PASSWORD', `the password is too long: at most ${MAX_PASSWORD_LENGTH} characters`);
-  }
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(password)) {
-    throw new PgsError('WEAK_PASSWORD', 'the password must not contain control characters');
-  }
-}
-
-export function remoteUrl(hostname: string, port: number, database: string, password?: string): string {
-  const auth = password === undefined ? TENANT_ROLE : `${TENANT_ROLE}:${encodeURIComponent(password)}`;
-  return `postgresql://${auth}@${hostname}:${port}/${database}?sslmode=require`;
 }
 
 /** PGS_QUERY_STATS: on (the default) loads pg_stat_statements into every tenant server; off does not. */

@@ -1,0 +1,36 @@
+import type { Coordination } from './parts.js';
+
+/**
+ * One host's coordination: its one daemon always leads, and every change,
+ * reload, reconcile and stop runs one at a time, in order: an older reload
+ * can never finish after a newer one (and bring back access that was
+ * disabled), no supervisor decision interleaves with a person's request, and
+ * nothing starts a server once stop has begun.
+ */
+export class SerialQueue implements Coordination {
+  readonly isLeader = true;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+/** Kubernetes: changes go to the API server at once (it orders them); the holder of the Lease leads. */
+export class LeaseCoordination implements Coordination {
+  private readonly leader: () => boolean;
+
+  constructor(leader: () => boolean) {
+    this.leader = leader;
+  }
+
+  get isLeader(): boolean {
+    return this.leader();
+  }
+
+  serial<T>(task: () => Promise<T>): Promise<T> {
+    return task();
+  }
+}
