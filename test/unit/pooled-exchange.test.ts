@@ -212,6 +212,20 @@ function everyCut(phases: Phase[], check: (cut: Cut, where: string) => void): vo
   });
 }
 
+/** Cuts every stream into pieces of the given sizes in turn (one counter over all the streams of a run). */
+function cutBy(sizes: number[]): Cut {
+  let turn = 0;
+  return (stream) => {
+    const parts: Buffer[] = [];
+    for (let at = 0; at < stream.length;) {
+      const size = sizes[turn++ % sizes.length] as number;
+      parts.push(stream.subarray(at, at + size));
+      at += size;
+    }
+    return parts;
+  };
+}
+
 describe('PooledExchange: the same outcome however the streams are cut', () => {
   for (const scenario of scenarios) {
     it(scenario.name, () => {
@@ -226,17 +240,7 @@ describe('PooledExchange: the same outcome however the streams are cut', () => {
     const all = scenarios.flatMap((s) => [s.phases]);
     const expected = all.map((phases) => run(phases, whole));
     fc.assert(fc.property(fc.integer({ min: 0, max: all.length - 1 }), fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 20 }), (which, sizes) => {
-      let turn = 0;
-      const cut: Cut = (stream) => {
-        const parts: Buffer[] = [];
-        for (let at = 0; at < stream.length;) {
-          const size = sizes[turn++ % sizes.length] as number;
-          parts.push(stream.subarray(at, at + size));
-          at += size;
-        }
-        return parts;
-      };
-      assert.deepEqual(run(all[which] as Phase[], cut), expected[which]);
+      assert.deepEqual(run(all[which] as Phase[], cutBy(sizes)), expected[which]);
     }));
   });
 
@@ -251,17 +255,7 @@ describe('PooledExchange: the same outcome however the streams are cut', () => {
     assert.ok((expected.phases[0]?.toServer.length ?? 0) < 1000, 'the refused query does not go on');
     assert.deepEqual(expected.phases[1]?.toServer, phases[1]?.client);
     fc.assert(fc.property(fc.array(fc.integer({ min: 1, max: 300_000 }), { minLength: 1, maxLength: 8 }), (sizes) => {
-      let turn = 0;
-      const cut: Cut = (stream) => {
-        const parts: Buffer[] = [];
-        for (let at = 0; at < stream.length;) {
-          const size = sizes[turn++ % sizes.length] as number;
-          parts.push(stream.subarray(at, at + size));
-          at += size;
-        }
-        return parts;
-      };
-      assert.deepEqual(run(phases, cut), expected);
+      assert.deepEqual(run(phases, cutBy(sizes)), expected);
     }), { numRuns: 30 });
   });
 });
