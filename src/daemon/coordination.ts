@@ -17,20 +17,3 @@ export class SerialQueue implements Coordination {
     return run;
   }
 }
-
-/** Kubernetes: changes go to the API server at once (it orders them); the holder of the Lease leads. */
-export class LeaseCoordination implements Coordination {
-  private readonly leader: () => boolean;
-
-  constructor(leader: () => boolean) {
-    this.leader = leader;
-  }
-
-  get isLeader(): boolean {
-    return this.leader();
-  }
-
-  serial<T>(task: () => Promise<T>): Promise<T> {
-    return task();
-  }
-}
