@@ -192,14 +192,20 @@ describe('backups in S3', () => {
       assert.match(text, /backups to +s3:\/\/pgs-backups\/hosts\/three: failing since/);
       // The tenant runs on.
       assert.equal(await sql(third, 'app', app.password, 'SELECT count(*) FROM t2'), '1000');
-      await startServer(port);
-      await waitFor('the copies to catch up', () => shipped(third), 90_000);
       const dataRoot = await third.dataRoot();
-      const local = async (sub: string) => (await fs.readdir(path.join(dataRoot, 'backups', 'app', sub, 'wal'))).filter((n) => /^[0-9A-F]{24}$/.test(n));
       const generation = (await fs.readdir(path.join(dataRoot, 'backups', 'app'))).find((n) => /^\d{8}-/.test(n)) as string;
       const remote = new S3Client({ ...bucket.target, prefix: 'hosts/three' }, { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
-      const remoteKeys = new Set((await remote.list(remote.key(`app/${generation}/wal/`))).map((o) => path.basename(o.key)));
-      for (const name of await local(generation)) assert.ok(remoteKeys.has(name), `${name} reached the bucket`);
+      const localWal = async () => (await fs.readdir(path.join(dataRoot, 'backups', 'app', generation, 'wal'))).filter((n) => /^[0-9A-F]{24}$/.test(n));
+      const remoteWal = async () => new Set((await remote.list(remote.key(`app/${generation}/wal/`))).map((o) => path.basename(o.key)));
+      const written = await localWal(); // includes what was archived while S3 was down
+      await startServer(port);
+      // The server goes on finishing segments (archive_timeout): caught up is every segment here, at the look, in the bucket.
+      await waitFor('the copies to catch up', async () => {
+        const [here, there] = await Promise.all([localWal(), remoteWal()]);
+        return here.every((name) => there.has(name)) && (await shipped(third));
+      }, 90_000);
+      const there = await remoteWal();
+      for (const name of written) assert.ok(there.has(name), `${name} reached the bucket`);
       const after = (await third.api<Status>('GET', '/v1/status')).body;
       assert.equal(after.tenants.find((t) => t.id === 'app')?.archiving !== 'failing', true);
     } finally {
