@@ -1,115 +1,44 @@
-import type { Log } from '../core/log.js';
-import type { DaemonMetrics, TenantSample } from '../telemetry/metrics.js';
-import type { EventLog } from '../telemetry/events.js';
-import type { SampledState } from '../telemetry/history.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Catalog, Tenant } from '../catalog/schema.js';
 import { DEFAULT_AUTOSUSPEND_SECONDS } from '../catalog/schema.js';
 import { PgsError } from '../core/errors.js';
-import { dirBytes } from '../core/files.js';
 import { forEachLimit } from '../core/limit.js';
+import { debugLog, type Log } from '../core/log.js';
 import { BackendUnavailable } from '../router/router.js';
 import type { ArchiverStatus, TenantRuntime } from '../runtime/runtime.js';
 import { tenantServerSpec } from '../runtime/server-spec.js';
+import type { EventLog } from '../telemetry/events.js';
+import type { DaemonMetrics, TenantSample } from '../telemetry/metrics.js';
+import { CRASHED_AFTER, freshBackoff, startFailed, startSucceeded, type Backoff } from './backoff.js';
 import { runningBudget } from './budget.js';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { HealthChecks } from './health.js';
+import { DataSizes } from './sizes.js';
+import { WakeTimes, type RecentWakes } from './wake-times.js';
+import type { RouterView, SupervisorDeps, TenantStatus } from './contract.js';
+
+export { HEALTH_INTERVAL_MS, type Health } from './health.js';
+export type { RouterView, SupervisorDeps, TenantStatus } from './contract.js';
+
+const debug = debugLog('pgs:supervisor');
 
 /**
  * The supervisor: makes what runs match what the catalog wants, and keeps
  * what it learns on the way. It restarts servers that die (at once, then
  * with back-off), checks their health, suspends idle ones and wakes them for
  * a client, and sizes their folders. The daemon calls it from its one queue
- * of changes; it never writes the catalog.
+ * of changes; it never writes the catalog. The health checks (health.ts),
+ * the folder sizes (sizes.ts), the restart back-off (backoff.ts) and the wake
+ * times (wake-times.ts) are parts of their own; this file keeps which server
+ * is running, suspended, waking or held, and the budget of running servers.
  */
-export type Health = 'ok' | 'failing' | 'unknown';
 
-export interface TenantStatus {
-  id: string;
-  state: SampledState;
-  /** The postmaster's pid, null when no server runs. */
-  pid: number | null;
-  /** When the running server started (ISO), null when none runs. */
-  serverStartedAt: string | null;
-  /** Client connections through the router now. */
-  connections: number;
-  /** The last health check of the running server: a real query over its socket. */
-  health: Health;
-  healthCheckedAt: string | null;
-  healthError?: string;
-  restarts: number;
-  wakes: number;
-  lastError?: string;
-}
-
-/** The outcome of the health checks of one server process (a restart starts afresh). */
-interface HealthRecord {
-  pid: number;
-  health: Exclude<Health, 'unknown'>;
-  checkedAt: number;
-  failures: number;
-  error?: string;
-}
-
-/** Restart attempts of one tenant's server: back-off doubles from 1 s up to 60 s. */
-interface Backoff {
-  failures: number;
-  restarts: number;
-  nextAttemptAt: number;
-  lastError?: string;
-}
-
-/** What the supervisor needs of the router: connection counts, and closing a tenant's sessions. */
-export interface RouterView {
-  connectionCount(id?: string): number;
-  /** When a client connection to the tenant last opened or closed (ms), if ever since the router started. */
-  lastUsed(id: string): number | undefined;
-  closeTenant(id: string, message?: string): number;
-  /** Idle server sessions the router keeps for the tenant: sessions on its server, but no activity. */
-  idleServerSessions(id: string): number;
-  /** Closes them (before the server stops). */
-  dropServerSessions(id: string): number;
-}
-
-export interface SupervisorDeps {
-  runtime: TenantRuntime;
-  router: RouterView;
-  metrics: DaemonMetrics;
-  events: EventLog;
-  log: Log;
-  /** The catalog as the daemon has it now. */
-  catalog: () => Catalog;
-  /** True once the daemon is stopping: nothing new is started. */
-  stopping: () => boolean;
-  healthIntervalMs: number;
-  /** Why no tenant may be woken now (the host's disk is nearly full), or undefined. */
-  wakeProblem?: () => Promise<string | undefined>;
-}
-
-/** After this many failed starts in a row a tenant shows as `crashed` (attempts go on, slowly). */
-const CRASHED_AFTER = 3;
 /** A woken server must accept connections within this, or the waiting clients get 57P03. */
 const WAKE_TIMEOUT_MS = 15_000;
 /** A wake beyond the running budget waits this long for a slot (the router's start-up time-out) before 53300. */
 const BUDGET_WAIT_MS = 10_000;
-/** Each running server answers `SELECT 1` over its socket this often (spread by ±10 %), sooner after a failure. */
-export const HEALTH_INTERVAL_MS = 60_000;
-const HEALTH_RETRY_MS = 10_000;
-/**
- * The check's session is replaced by a new connection this often (60 intervals: an hour by
- * default), which shows that the postmaster still lets clients in. A new backend costs ~30 ms
- * of CPU here: at 1,000 servers, renewing each half hour cost 0.8 % of the two cores.
- */
-const HEALTH_SESSION_INTERVALS = 60;
-const HEALTH_TIMEOUT_MS = 5_000;
-/** Servers started, suspended or checked at the same time: enough to use both cores, few enough to keep the router answering. */
+/** Servers started or suspended at the same time: enough to use both cores, few enough to keep the router answering. */
 const PARALLEL_STARTS = 4;
 const PARALLEL_SUSPENDS = 4;
-const PARALLEL_CHECKS = 4;
-/** Wake durations kept for the last hour's percentiles. */
-const WAKE_TIMES_KEPT = 10_000;
-/** Data folder sizes: the first sweep soon after start, then each minute; a running server's folder at most every 10 min. */
-const SIZE_FIRST_MS = 5_000;
-const SIZE_SWEEP_MS = 60_000;
-const SIZE_INTERVAL_MS = 10 * 60_000;
 
 export class Supervisor {
   private readonly runtime: TenantRuntime;
@@ -118,7 +47,9 @@ export class Supervisor {
   private readonly events: EventLog;
   private readonly log: Log;
   private readonly deps: SupervisorDeps;
-  private readonly healthIntervalMs: number;
+  private readonly checks: HealthChecks;
+  private readonly sizes: DataSizes;
+  private readonly wakeTimes = new WakeTimes();
   private readonly backoff = new Map<string, Backoff>();
   /** Servers stopped for being idle (or on request): the next connection wakes them. */
   private readonly suspended = new Set<string>();
@@ -126,20 +57,9 @@ export class Supervisor {
   private readonly waking = new Map<string, Promise<boolean>>();
   /** Suspends in progress: a wake waits for the stop to finish before it starts the server again. */
   private readonly suspending = new Map<string, Promise<void>>();
-  private readonly health = new Map<string, HealthRecord>();
-  private readonly nextCheck = new Map<string, number>();
-  private readonly checking = new Map<string, Promise<void>>();
-  private healthSweep: Promise<void> | undefined;
   private readonly wakes = new Map<string, number>();
   /** Last moment (ms) each tenant had a client connection through the router, as seen each second. */
   private readonly lastActive = new Map<string, number>();
-  /** Recent wakes and how long each took, oldest first (the last hour, at most WAKE_TIMES_KEPT). */
-  private readonly wakeTimes: { at: number; seconds: number }[] = [];
-  /** Data folder sizes, measured in the background; re-measured after a tenant ran. */
-  private readonly dataBytes = new Map<string, { bytes: number; at: number }>();
-  private sizeSweep: NodeJS.Timeout | undefined;
-  /** pg_stat_archiver of each running server, read with its health check. */
-  private readonly archiver = new Map<string, ArchiverStatus>();
   /** Work on a tenant's files (a backup of a stopped server) that a wake or a restart waits for. */
   private readonly holds = new Map<string, Promise<unknown>>();
   /** Tenants seen running: finding one stopped while still wanted means it died. */
@@ -152,7 +72,10 @@ export class Supervisor {
     this.metrics = deps.metrics;
     this.events = deps.events;
     this.log = deps.log;
-    this.healthIntervalMs = deps.healthIntervalMs;
+    this.checks = new HealthChecks({
+      runtime: deps.runtime, log: deps.log, catalog: deps.catalog, stopping: deps.stopping, isSuspended: (id) => this.suspended.has(id), intervalMs: deps.healthIntervalMs,
+    });
+    this.sizes = new DataSizes({ runtime: deps.runtime, catalog: deps.catalog, stopping: deps.stopping });
   }
 
   private get catalog(): Catalog {
@@ -176,7 +99,7 @@ export class Supervisor {
   async noteRunning(id: string): Promise<void> {
     this.seenRunning.add(id);
     this.suspended.delete(id);
-    await this.checkStarted(id);
+    await this.checks.checkStarted(id);
   }
 
   /** Its autosuspend changed: the idle time counts afresh. */
@@ -209,7 +132,7 @@ export class Supervisor {
 
   /** What the last health check read of the server's archiver (kept while it is suspended). */
   archiverStatus(id: string): ArchiverStatus | undefined {
-    return this.archiver.get(id);
+    return this.checks.archiverStatus(id);
   }
 
   /** Waits for a wake or a suspend of the tenant in flight. */
@@ -220,13 +143,13 @@ export class Supervisor {
 
   /** For the daemon's stop: waits for health checks, wakes and suspends in flight. */
   async quiesce(): Promise<void> {
-    clearTimeout(this.sizeSweep);
-    await this.healthSweep;
+    this.sizes.stop();
+    await this.checks.quiesce();
     await Promise.all([...this.waking.values(), ...this.suspending.values()].map((p) => p.catch(() => undefined)));
   }
 
   startSizing(): void {
-    this.sizeSweep = setTimeout(() => void this.measureSizes(), SIZE_FIRST_MS);
+    this.sizes.start();
   }
 
   async stopWanted(id: string): Promise<void> {
@@ -235,10 +158,10 @@ export class Supervisor {
     this.suspended.delete(id);
     this.seenRunning.delete(id);
     this.idleSince.delete(id);
-    this.health.delete(id);
+    this.checks.stopped(id);
     try {
       await this.runtime.stop(id);
-      this.dataBytes.delete(id); // measure again: it ran
+      this.sizes.ran(id);
     } catch (err) {
       this.log.warn('stop failed', { tenant: id, error: (err as Error).message });
       throw err;
@@ -247,7 +170,9 @@ export class Supervisor {
 
   async reconcile(): Promise<void> {
     const ids = new Set(this.catalog.tenants.map((t) => t.id));
-    for (const map of [this.backoff, this.health, this.nextCheck, this.lastActive, this.wakes, this.dataBytes, this.archiver]) for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
+    for (const map of [this.backoff, this.lastActive, this.wakes]) for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
+    this.checks.keepOnly(ids);
+    this.sizes.keepOnly(ids);
     for (const id of this.seenRunning) if (!ids.has(id)) this.seenRunning.delete(id);
     const toStart: Tenant[] = [];
     const now = Date.now();
@@ -275,7 +200,7 @@ export class Supervisor {
 
   private async startSupervised(tenant: Tenant): Promise<void> {
     if (this.isStopping) return;
-    const backoff = this.backoff.get(tenant.id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
+    const backoff = this.backoff.get(tenant.id) ?? freshBackoff();
     try {
       await this.runtime.start(tenantServerSpec(this.catalog.settings.dataRoot, tenant));
       if (this.seenRunning.has(tenant.id)) {
@@ -284,75 +209,20 @@ export class Supervisor {
         this.log.warn('server restarted', { tenant: tenant.id, restarts: backoff.restarts });
       }
       this.seenRunning.add(tenant.id);
-      backoff.failures = 0;
-      backoff.lastError = undefined;
-      await this.checkStarted(tenant.id);
+      startSucceeded(backoff);
+      await this.checks.checkStarted(tenant.id);
       this.events.emit('state', tenant.id, { state: 'running' });
     } catch (err) {
-      backoff.failures++;
-      backoff.lastError = (err as Error).message;
-      backoff.nextAttemptAt = Date.now() + Math.min(60_000, 1_000 * 2 ** (backoff.failures - 1));
+      startFailed(backoff, (err as Error).message);
       this.log.warn('start failed', { tenant: tenant.id, failures: backoff.failures, error: backoff.lastError });
       if (backoff.failures === CRASHED_AFTER) this.events.emit('state', tenant.id, { state: 'crashed', reason: backoff.lastError });
     }
     this.backoff.set(tenant.id, backoff);
   }
 
-  /**
-   * Starts the health checks that are due (one sweep at a time, a few checks
-   * in flight): each running server gets `SELECT 1` over its socket as the
-   * admin role. A check that fails because the server was stopped or replaced
-   * meanwhile is not a failure of the server.
-   */
+  /** Starts the health checks that are due (health.ts). */
   checkHealthDue(): void {
-    if (this.healthSweep || this.isStopping) return;
-    const now = Date.now();
-    const due = this.catalog.tenants.filter((t) => t.wanted === 'running' && !this.suspended.has(t.id) && (this.nextCheck.get(t.id) ?? 0) <= now);
-    if (due.length === 0) return;
-    this.healthSweep = forEachLimit(due, PARALLEL_CHECKS, (t) => this.checkHealth(t.id)).finally(() => { this.healthSweep = undefined; });
-  }
-
-  /**
-   * A server just started (a new process: the last check was of another) is
-   * checked now rather than at its turn, which can be up to an interval away:
-   * until then it would read as unknown.
-   */
-  private async checkStarted(id: string): Promise<void> {
-    this.nextCheck.delete(id);
-    await this.checkHealth(id).catch(() => undefined);
-  }
-
-  /** One check at a time per server: a second caller waits for the one in flight (one kept session each). */
-  private checkHealth(id: string): Promise<void> {
-    const inFlight = this.checking.get(id);
-    if (inFlight) return inFlight;
-    const check = this.checkHealthOnce(id).finally(() => this.checking.delete(id));
-    this.checking.set(id, check);
-    return check;
-  }
-
-  private async checkHealthOnce(id: string): Promise<void> {
-    const before = await this.runtime.status(id);
-    if (before.state !== 'running' || before.pid === undefined || this.isStopping) return;
-    const spread = this.healthIntervalMs * (0.9 + 0.2 * Math.random());
-    try {
-      await this.runtime.check(id, { timeoutMs: HEALTH_TIMEOUT_MS, maxSessionAgeMs: this.healthIntervalMs * HEALTH_SESSION_INTERVALS });
-      const previous = this.health.get(id);
-      if (previous?.health === 'failing' && previous.pid === before.pid) this.log.info('health check passes again', { tenant: id });
-      this.health.set(id, { pid: before.pid, health: 'ok', checkedAt: Date.now(), failures: 0 });
-      this.nextCheck.set(id, Date.now() + spread);
-      const archiver = await this.runtime.archiverStatus(id).catch(() => undefined);
-      if (archiver) this.archiver.set(id, archiver);
-    } catch (err) {
-      const after = await this.runtime.status(id);
-      if (after.state !== 'running' || after.pid !== before.pid || this.suspended.has(id)) return; // stopped or replaced meanwhile
-      const previous = this.health.get(id);
-      const failures = (previous?.pid === before.pid ? previous.failures : 0) + 1;
-      const error = (err as Error).message.split('\n')[0] ?? '';
-      this.health.set(id, { pid: before.pid, health: 'failing', checkedAt: Date.now(), failures, error });
-      if (failures === 1 || failures % 10 === 0) this.log.warn('health check failed', { tenant: id, failures, error });
-      this.nextCheck.set(id, Date.now() + Math.min(HEALTH_RETRY_MS, this.healthIntervalMs));
-    }
+    this.checks.checkDue();
   }
 
   /** Stops a server that has had no client connection through the router for its autosuspend time. */
@@ -381,7 +251,7 @@ export class Supervisor {
     }
     // In the background, so that a thousand tenants going idle together do not
     // hold up the queue for minutes; wake and stop wait for it.
-    void this.suspendNow(id, `idle for ${seconds} s`).catch(() => undefined);
+    void this.suspendNow(id, `idle for ${seconds} s`).catch((e: unknown) => debug(`suspending ${id} (suspendNow logged it)`, e));
   }
 
   /** Stops the server and marks it suspended; its next connection (or a wake) starts it again. */
@@ -393,7 +263,7 @@ export class Supervisor {
     const stopped = this.runtime.stop(id)
       .then(() => {
         this.metrics.suspends.inc();
-        this.dataBytes.delete(id);
+        this.sizes.ran(id);
         this.log.info('suspended', { tenant: id, reason });
         this.events.emit('state', id, { state: 'suspended', reason });
       })
@@ -439,7 +309,7 @@ export class Supervisor {
       const victim = await this.leastRecentlyUsedIdle(id);
       if (victim && this.runningCount() > this.budget) {
         // A suspend that fails leaves the victim running: the deadline above still ends the loop.
-        await this.suspendNow(victim, `making room for ${id}: at most ${this.budget} servers run at once`).catch(() => undefined);
+        await this.suspendNow(victim, `making room for ${id}: at most ${this.budget} servers run at once`).catch((e: unknown) => debug(`suspending ${victim} to make room (suspendNow logged it)`, e));
         continue;
       }
       if (!waited) this.log.info('waiting for a running slot', { tenant: id, running: this.runningCount() - 1, budget: this.budget });
@@ -488,7 +358,7 @@ export class Supervisor {
         ]);
       } catch (err) {
         const message = (err as Error).message;
-        const backoff = this.backoff.get(id) ?? { failures: 0, restarts: 0, nextAttemptAt: 0 };
+        const backoff = this.backoff.get(id) ?? freshBackoff();
         backoff.lastError = message;
         this.backoff.set(id, backoff);
         this.log.warn('wake failed', { tenant: id, error: message });
@@ -504,10 +374,9 @@ export class Supervisor {
       const seconds = (performance.now() - started) / 1000;
       this.metrics.wakes.inc();
       this.metrics.wakeDuration.observe(seconds);
-      this.wakeTimes.push({ at: Date.now(), seconds });
-      if (this.wakeTimes.length > WAKE_TIMES_KEPT) this.wakeTimes.splice(0, this.wakeTimes.length - WAKE_TIMES_KEPT);
+      this.wakeTimes.record(seconds);
       this.log.info('woke', { tenant: id, ms: Math.round(seconds * 1000) });
-      void this.checkStarted(id); // not in the waiting client's way
+      void this.checks.checkStarted(id); // not in the waiting client's way
       this.events.emit('state', id, { state: 'running', reason: 'woken' });
       return true;
     })().finally(() => this.waking.delete(id));
@@ -522,8 +391,7 @@ export class Supervisor {
     let state: TenantStatus['state'] = server.state;
     if (state === 'stopped' && t.wanted === 'running' && (backoff?.failures ?? 0) >= CRASHED_AFTER) state = 'crashed';
     if (state === 'stopped' && this.suspended.has(t.id)) state = 'suspended';
-    const checked = this.health.get(t.id);
-    const current = checked !== undefined && checked.pid === server.pid ? checked : undefined;
+    const current = this.checks.current(t.id, server.pid);
     return {
       id: t.id,
       state,
@@ -561,17 +429,13 @@ export class Supervisor {
   }
 
   /** Wakes over the last hour: how many, and the median and 95th percentile of how long they took. */
-  recentWakes(now = Date.now()): { count: number; p50Seconds: number | null; p95Seconds: number | null } {
-    const cutoff = now - 3_600_000;
-    while (this.wakeTimes.length > 0 && (this.wakeTimes[0] as { at: number }).at < cutoff) this.wakeTimes.shift();
-    const sorted = this.wakeTimes.map((w) => w.seconds).sort((a, b) => a - b);
-    const at = (q: number) => (sorted.length === 0 ? null : Math.round((sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number) * 1000) / 1000);
-    return { count: sorted.length, p50Seconds: at(0.5), p95Seconds: at(0.95) };
+  recentWakes(now = Date.now()): RecentWakes {
+    return this.wakeTimes.recent(now);
   }
 
   /** The data folder's size at its last measurement (the size sweep), or undefined before the first. */
   measuredBytes(id: string): number | undefined {
-    return this.dataBytes.get(id)?.bytes;
+    return this.sizes.bytes(id);
   }
 
   /** When a client was last connected to the tenant through the router (now, while one is), or null. */
@@ -592,28 +456,13 @@ export class Supervisor {
         connections: this.router.connectionCount(t.id),
         wakes: this.wakes.get(t.id) ?? 0,
         lastActive: active === undefined ? null : Math.floor(active / 1000),
-        dataBytes: this.dataBytes.get(t.id)?.bytes ?? null,
+        dataBytes: this.sizes.bytes(t.id) ?? null,
       };
     }));
   }
 
-  /**
-   * Sizes of the data folders, from disk (never a query: a suspended tenant
-   * stays asleep). A folder is measured once, then again only after its server
-   * ran; running ones every SIZE_INTERVAL_MS. One at a time, in the background.
-   */
-  async measureSizes(): Promise<void> {
-    if (this.isStopping) return;
-    try {
-      for (const t of this.catalog.tenants) {
-        if (this.isStopping) return;
-        const known = this.dataBytes.get(t.id);
-        const running = (await this.runtime.status(t.id)).state === 'running';
-        if (known && (!running || Date.now() - known.at < SIZE_INTERVAL_MS)) continue;
-        this.dataBytes.set(t.id, { bytes: await dirBytes(this.runtime.dataDir(t.id)), at: Date.now() });
-      }
-    } finally {
-      if (!this.isStopping) this.sizeSweep = setTimeout(() => void this.measureSizes(), SIZE_SWEEP_MS);
-    }
+  /** One sweep of the data folders' sizes (sizes.ts). */
+  measureSizes(): Promise<void> {
+    return this.sizes.sweep();
   }
 }
