@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { trimWal } from '../../src/runtime/native.js';
+import { trimWal } from '../../src/runtime/local/template.js';
 
 /** A WAL file name: timeline, log id and segment, 8 upper-case hex digits each. */
 function walName(timeline: number, log: number, segment: number): string {
