@@ -97,7 +97,7 @@ export class NativeServers implements ServerRuntime {
   private async observeWithArchive(tenant: Tenant): Promise<Awaited<ReturnType<Supervisor['observe']>> & { archiving: S.TenantJson['archiving']; archivingError?: string; backupPending: S.TenantJson['backupPending'] }> {
     const { supervisor, backupPlane } = this.deps;
     const seen = await supervisor.observe(tenant, true);
-    const status = supervisor.archiverStatus(tenant.id);
+    const status = await supervisor.archiverStatusNow(tenant.id);
     const archiving = backupPlane.archiving(tenant, status);
     const pending = backupPlane.pendingFor(tenant.id, status);
     return {

@@ -59,6 +59,9 @@ export interface ArchiverStatus {
   oldestReadyAt?: string | null;
 }
 
+/** The part of ArchiverStatus read from the data folder alone (cheap, and true of a stopped server too). */
+export type ReadyFiles = Required<Pick<ArchiverStatus, 'pending' | 'readyFiles' | 'readyBytes' | 'oldestReadyAt'>>;
+
 /** A role that may log in, as its server has it: its verifier (PostgreSQL's stored text) and expiry. */
 export interface LoginRole {
   name: string;
@@ -178,6 +181,8 @@ export interface TenantRuntime {
   /** Finishes the current WAL segment (if anything was written) and waits until it is archived. */
   flushArchive(id: string, timeoutMs: number): Promise<void>;
   archiverStatus(id: string): Promise<ArchiverStatus | undefined>;
+  /** What waits in the server's archive_status now, without asking the server; absent where the runtime has no local folder. */
+  readyFiles?(id: string): Promise<ReadyFiles>;
   /**
    * Makes a data folder for `key` from a backup folder: extracts base.tar, checks every
    * file against the manifest (BACKUP_DAMAGED names the first bad one), and marks it

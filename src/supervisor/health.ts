@@ -70,6 +70,22 @@ export class HealthChecks {
     return this.archiver.get(id);
   }
 
+  /**
+   * The same, with what waits in the server's archive_status read now: the
+   * last check may be a minute old (or older than a suspension that archived
+   * everything), and what is left to copy must not be said from it.
+   */
+  async archiverStatusNow(id: string): Promise<ArchiverStatus | undefined> {
+    const known = this.archiver.get(id);
+    const { runtime } = this.deps;
+    if (!known || !runtime.readyFiles) return known;
+    const ready = await runtime.readyFiles(id).catch((e: unknown) => debug(`reading the ready WAL files of ${id}`, e));
+    if (!ready) return known;
+    const now = { ...known, ...ready };
+    if (this.archiver.get(id) === known) this.archiver.set(id, now);
+    return now;
+  }
+
   /** The server stopped on purpose: its checks so far say nothing of the next one. */
   stopped(id: string): void {
     this.records.delete(id);

@@ -135,6 +135,11 @@ export class Supervisor {
     return this.checks.archiverStatus(id);
   }
 
+  /** The same, with the ready WAL files read now (see HealthChecks.archiverStatusNow). */
+  archiverStatusNow(id: string): Promise<ArchiverStatus | undefined> {
+    return this.checks.archiverStatusNow(id);
+  }
+
   /** Waits for a wake or a suspend of the tenant in flight. */
   async settle(id: string): Promise<void> {
     await this.waking.get(id)?.catch(() => undefined);

@@ -15,7 +15,7 @@ import { fsyncDir, pathExists } from '../../core/files.js';
 import type { ResourceUsage } from '../cgroups.js';
 import { isPostgresProcess } from '../postmaster.js';
 import type {
-  ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, QueryStat, ServerStatus, TenantRuntime, TenantServerSpec,
+  ArchiverStatus, BackupResult, HealthCheckOptions, Leftover, LocalEndpoint, LoginRole, MaterializedFolder, QueryStat, ReadyFiles, ServerStatus, TenantRuntime, TenantServerSpec,
 } from '../runtime.js';
 import { ARCHIVE_CONF, SERVER_PORT } from '../server-config.js';
 import { TENANT_UID_FIRST, type Identity } from '../tenant-users.js';
@@ -377,6 +377,10 @@ export class LocalRuntime implements TenantRuntime {
   async archiverStatus(id: string): Promise<ArchiverStatus | undefined> {
     if ((await this.status(id)).state !== 'running') return undefined;
     return this.parts.backups.archiverStatus(id);
+  }
+
+  readyFiles(id: string): Promise<ReadyFiles> {
+    return this.parts.backups.readyFiles(id);
   }
 
   copyWal(id: string, dir: string): Promise<void> {

@@ -13,7 +13,7 @@ import { readControl } from '../../backup/control.js';
 import { MANIFEST_FILE, buildManifest, parseManifest, verifyTree } from '../../backup/manifest.js';
 import { SEGMENT_NAME, formatLsn, segmentNumber } from '../../backup/wal.js';
 import { AdminQueryError } from '../admin-client.js';
-import type { ArchiverStatus, BackupResult } from '../runtime.js';
+import type { ArchiverStatus, BackupResult, ReadyFiles } from '../runtime.js';
 import { ADMIN_DATABASE, quoteLiteral } from '../server-config.js';
 import type { AdminSessions } from './admin-sessions.js';
 import { runCommand, serverEnv, spawnAs } from './commands.js';
@@ -174,10 +174,23 @@ export class PhysicalBackups {
     const query = 'SELECT archived_count, failed_count, last_archived_wal, last_archived_time, last_failed_wal, last_failed_time FROM pg_stat_archiver';
     const rows = await this.sessions.onSession(id, (c) => c.query(query, { timeoutMs: 5_000 }));
     const row = rows[0] ?? [];
+    return {
+      archivedCount: Number(row[0] ?? 0),
+      failedCount: Number(row[1] ?? 0),
+      lastArchivedWal: row[2] ?? null,
+      lastArchivedAt: isoTime(row[3]),
+      lastFailedWal: row[4] ?? null,
+      lastFailedAt: isoTime(row[5]),
+      ...(await this.readyFiles(id)),
+    };
+  }
+
+  /** What the server has finished and not yet archived here (its archive_status): read from the folder, running or not. */
+  async readyFiles(id: string): Promise<ReadyFiles> {
     const walDir = path.join(this.layout.tenantDir(id), 'pg_wal');
     const statusDir = path.join(walDir, 'archive_status');
     const ready = (await fs.readdir(statusDir).catch(() => [] as string[])).filter((n) => n.endsWith('.ready'));
-    // What the server has finished and not yet archived here: the segments' sizes, and when the oldest was marked.
+    // The segments' sizes, and when the oldest was marked.
     let pendingBytes = 0;
     let oldest = Infinity;
     for (const name of ready) {
@@ -189,12 +202,6 @@ export class PhysicalBackups {
       if (marked) oldest = Math.min(oldest, marked.mtimeMs);
     }
     return {
-      archivedCount: Number(row[0] ?? 0),
-      failedCount: Number(row[1] ?? 0),
-      lastArchivedWal: row[2] ?? null,
-      lastArchivedAt: isoTime(row[3]),
-      lastFailedWal: row[4] ?? null,
-      lastFailedAt: isoTime(row[5]),
       pending: ready.filter((n) => !n.includes('.history')).length,
       readyFiles: ready.length,
       readyBytes: pendingBytes,
