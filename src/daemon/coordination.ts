@@ -17,3 +17,24 @@ export class SerialQueue implements Coordination {
     return run;
   }
 }
+
+/**
+ * Kubernetes coordination: every pod takes changes at once (the API server
+ * orders the writes: each is made against the version read, and retried on a
+ * conflict), and the holder of the leader Lease suspends idle tenants.
+ */
+export class ApiServerOrder implements Coordination {
+  private readonly leads: () => boolean;
+
+  constructor(leads: () => boolean) {
+    this.leads = leads;
+  }
+
+  serial<T>(task: () => Promise<T>): Promise<T> {
+    return task();
+  }
+
+  get isLeader(): boolean {
+    return this.leads();
+  }
+}

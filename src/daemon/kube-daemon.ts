@@ -1,50 +1,51 @@
 import type { Log } from '../core/log.js';
 /**
- * The daemon on the kubernetes runtime: the same REST API and router as on
- * one host, over tenants that are CloudNativePG clusters. Nothing of a
- * tenant is kept in this process or its files: pgs's record of each tenant
- * is an annotation of its Cluster, its login verifier is in its Secret, and
- * every pgs pod (a Deployment of two or more) watches them, so any pod can
- * route any client and take any API call, and losing a pod loses nothing.
+ * The daemon on the kubernetes runtime: the same control plane, REST API and
+ * router as on one host, over tenants that are CloudNativePG clusters.
+ * Nothing of a tenant is kept in this process or its files: pgs's record of
+ * each tenant is an annotation of its Cluster, its login verifier is in its
+ * Secret, and every pgs pod (a Deployment of two or more) watches them, so
+ * any pod can route any client and take any API call, and losing a pod
+ * loses nothing.
  *
- * One pod at a time (the holder of a Lease) suspends idle tenants; each pod
- * says which tenants it served in a Lease of its own, so the leader sees
- * the connections of every pod.
+ * This file is the wiring: the parts are KubeRecords (the Cluster records),
+ * KubeServers (the clusters), KubeBackupProvider (the barman plugin),
+ * ApiServerOrder (changes at once; the Lease holder leads) and KubeIdle (the
+ * leader's idle suspension over every pod's activity).
  */
 import { promises as fs } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { EventLog } from '../telemetry/events.js';
 import { DaemonMetrics, type TenantSample } from '../telemetry/metrics.js';
-import type { ControlPlane } from '../api/routes.js';
-import type * as S from '../api/schemas.js';
-import type { Static } from 'typebox';
 import { buildApi, listenApi, type ListenedApi } from '../api/server.js';
 import { TokenStore } from '../api/tokens.js';
-import { generatePassword, scramVerifier } from '../auth/scram.js';
-import { assertTenantId, newSuffix } from '../catalog/ids.js';
-import { DEFAULT_API_LISTEN, type Catalog, type Tenant } from '../catalog/schema.js';
+import { DEFAULT_API_LISTEN, type Catalog } from '../catalog/schema.js';
 import { PgsError, errnoCode } from '../core/errors.js';
 import { AllowList } from '../core/cidr.js';
-import { parsePointInTime } from '../core/time.js';
 import { daemonPaths, type DaemonPaths } from '../core/paths.js';
 import { Router } from '../router/router.js';
-import { PodActivity, lastActivity } from '../runtime/kubernetes/activity.js';
-import { KubeClient, RESOURCES, loadConnection, type KubeResource } from '../runtime/kubernetes/client.js';
+import { PodActivity } from '../runtime/kubernetes/activity.js';
+import { KubeClient, loadConnection } from '../runtime/kubernetes/client.js';
 import { LeaderLease } from '../runtime/kubernetes/lease.js';
-import { DATABASE_ANNOTATION, DEFAULT_STORAGE_BYTES, ownerSecretName, type KubernetesSettings } from '../runtime/kubernetes/objects.js';
-import { newStamp } from '../backup/layout.js';
+import type { KubernetesSettings } from '../runtime/kubernetes/objects.js';
 import { KubeTenants, type KubeTenantView } from '../runtime/kubernetes/tenants.js';
 import type { Pgs } from '../service/pgs.js';
-import { connectionStrings, createdAnswer } from '../service/connection.js';
-import { applyChanges, assertPassword, assertWantedRunning, checkPatch, etagOf, idleLongEnough, newTenantEntry, notSupported, patchChanges } from '../service/tenant-rules.js';
-import { tenantView } from '../service/tenant-view.js';
+import type { Tenant } from '../catalog/schema.js';
 import { claimPidFile, certificateExpiry, readCertificate } from './daemon-files.js';
 import { History, type HistorySample } from '../telemetry/history.js';
-import { KubeBackends, secretValue } from './kube-backends.js';
-import { KubeBackups, backupJson } from './kube-backups.js';
+import { KubeBackends } from './kube-backends.js';
+import { KubeBackups } from './kube-backups.js';
 import { S3_SECRET } from '../runtime/kubernetes/probe.js';
 import { SecretTokenBacking, TOKENS_SECRET } from './kube-tokens.js';
+import { TenantPlane } from './control-plane.js';
+import { ApiServerOrder } from './coordination.js';
+import { KubeBackupProvider } from './kube-backup-provider.js';
+import { KubeIdle } from './kube-idle.js';
+import { KubeRecords } from './kube-records.js';
+import { KubeServers, stateOf } from './kube-servers.js';
+
+export { stateOf } from './kube-servers.js';
 
 export interface KubeDaemonOptions {
   version?: string;
@@ -62,9 +63,7 @@ export interface KubeDaemonOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-const notHere = (what: string, instead: string) => notSupported('kubernetes', what, instead);
-
-export class KubeDaemon implements ControlPlane {
+export class KubeDaemon {
   private readonly pgs: Pgs;
   private readonly log: Log;
   private readonly paths: DaemonPaths;
@@ -86,8 +85,10 @@ export class KubeDaemon implements ControlPlane {
   private api: ListenedApi | undefined;
   private lease!: LeaderLease;
   private backups: KubeBackups | undefined;
-  /** Tenants the leader found idle, and when: suspended only if still idle at a later look, after every live pod has spoken since. */
-  private readonly idleSeen = new Map<string, number>();
+  private servers!: KubeServers;
+  private idle!: KubeIdle;
+  /** The one control plane the API serves. */
+  plane!: TenantPlane;
   /** Tenants this pod last saw suspended (to act on a suspension another pod made). */
   private readonly suspendedSeen = new Set<string>();
   private activity!: PodActivity;
@@ -96,9 +97,6 @@ export class KubeDaemon implements ControlPlane {
   private stopping: Promise<void> | undefined;
   /** What this pod saw of each tenant's record last, to act on changes made through any pod. */
   private readonly seen = new Map<string, Tenant>();
-  /** When the leader first saw each tenant serving (a tenant is not idle before it has served that long). */
-  private readonly servingSince = new Map<string, number>();
-  private readonly wakes = new Map<string, number>();
   readonly stopped: Promise<void>;
   private resolveStopped!: () => void;
 
@@ -132,7 +130,7 @@ export class KubeDaemon implements ControlPlane {
       const { settings } = this.catalog;
       const { cert, key } = readCertificate(settings.certFile, settings.keyFile);
       const connection = await loadConnection({ env: this.options.env ?? process.env, ...(settings.namespace ? { namespace: settings.namespace } : {}) });
-      this.client = new KubeClient(connection);
+      this.client = new KubeClient(connection, { log: this.log });
       // One token list for every pod, in the Kubernetes API.
       this.tokens = new TokenStore(new SecretTokenBacking(this.client));
       await this.tokens.load();
@@ -172,7 +170,7 @@ export class KubeDaemon implements ControlPlane {
         },
         tenants: async () => this.tenants.list().map((view) => this.sample(view)),
         running: () => {
-          const { running, maxRunning } = this.running();
+          const { running, maxRunning } = this.servers.running();
           return { running, budget: maxRunning };
         },
       }, { version: this.version, postgres: '18' });
@@ -191,19 +189,21 @@ export class KubeDaemon implements ControlPlane {
         if (errnoCode(err) === 'EADDRINUSE') throw new PgsError('ADDRESS_IN_USE', `port ${settings.port} is already in use: stop what listens there, or choose another with "pgs setup --port P"`);
         throw err;
       }
-      const app = await buildApi({ plane: this, tokens: this.tokens, events: this.events, metrics: this.metrics, version: this.version, log: this.log });
-      this.api = await listenApi(app, this.paths.socket, settings.apiListen === undefined ? DEFAULT_API_LISTEN : settings.apiListen, { cert, key });
       this.activity = new PodActivity(this.client, this.pod, this.activityIntervalMs);
       this.lease = new LeaderLease(this.client, {
         name: 'pgs-leader', identity: this.pod,
         onChange: (leader) => {
           this.log.info(leader ? 'this pod leads (suspends idle tenants)' : 'this pod no longer leads', { pod: this.pod });
-          if (leader) this.servingSince.clear();
+          if (leader) this.idle.forget();
         },
       });
+      this.plane = this.makePlane();
+      const app = await buildApi({ plane: this.plane, tokens: this.tokens, events: this.events, metrics: this.metrics, version: this.version, log: this.log });
+      this.api = await listenApi(app, this.paths.socket, settings.apiListen === undefined ? DEFAULT_API_LISTEN : settings.apiListen, { cert, key });
       await this.lease.start();
     } catch (err) {
       await this.router?.close().catch(() => undefined);
+      await this.api?.close().catch(() => undefined);
       this.backups?.stop();
       this.backends?.stop();
       this.tenants?.stop();
@@ -211,10 +211,34 @@ export class KubeDaemon implements ControlPlane {
       await fs.rm(this.paths.pidFile, { force: true });
       throw err;
     }
-    this.timers.push(setInterval(() => void this.tick(), this.activityIntervalMs));
+    this.timers.push(setInterval(() => void this.idle.tick(), this.activityIntervalMs));
     this.timers.push(setInterval(() => this.sampleHistory(), this.samples.intervalMs));
-    void this.tick();
+    void this.idle.tick();
     this.log.info('daemon started', { pid: process.pid, runtime: 'kubernetes', namespace: this.client.namespace, pod: this.pod, port: this.router.port, api: this.api.tcpAddress });
+  }
+
+  /** The parts of this runtime, joined in the one control plane. */
+  private makePlane(): TenantPlane {
+    const settings = () => this.catalog.settings;
+    const isLeader = () => this.lease.isLeader;
+    const records = new KubeRecords(this.tenants, settings);
+    const common = { client: this.client, tenants: this.tenants, records, backups: this.backups, events: this.events, log: this.log, settings, readyTimeoutMs: this.readyTimeoutMs };
+    this.idle = new KubeIdle({ client: this.client, tenants: this.tenants, router: this.router, activity: this.activity, backups: this.backups, log: this.log, isLeader, stopping: () => this.stopping !== undefined });
+    this.servers = new KubeServers({ ...common, router: this.router, idle: this.idle, kube: () => this.kube, pod: this.pod, isLeader });
+    return new TenantPlane({
+      records,
+      servers: this.servers,
+      backups: new KubeBackupProvider(common),
+      coordination: new ApiServerOrder(isLeader),
+      daemon: {
+        version: this.version, startedAt: this.startedAt, history: this.samples,
+        stopping: () => this.stopping !== undefined, port: () => this.router.port, api: () => this.api?.tcpAddress ?? null,
+        connections: () => this.router.connectionCount(), refusals: () => Object.fromEntries(this.router.refusals), certificateExpires: () => this.certExpires,
+        reload: () => this.reload(),
+        // Stops this pod's daemon only: the tenants are the cluster's, and the other pods keep serving them.
+        shutdown: () => void this.stop(),
+      },
+    });
   }
 
   /** A tenant's record changed, through this pod or another: its clients here follow. */
@@ -253,75 +277,10 @@ export class KubeDaemon implements ControlPlane {
     if ((after.pool ?? 'session') !== (before.pool ?? 'session')) this.router.dropServerSessions(id);
   }
 
-  /** Every few seconds: say which tenants this pod served; the leader suspends the idle ones. */
-  private ticking = false;
-
-  private async tick(): Promise<void> {
-    if (this.ticking || this.stopping) return;
-    this.ticking = true;
-    try {
-      const now = Date.now();
-      for (const view of this.tenants.list()) {
-        if (this.router.connectionCount(view.id) > 0) this.activity.note(view.id, now);
-        else {
-          const last = this.router.lastUsed(view.id);
-          if (last !== undefined) this.activity.note(view.id, last);
-        }
-      }
-      await this.activity.publish(now);
-      if (this.lease.isLeader) await this.suspendIdle(now);
-    } catch (err) {
-      this.log.warn('could not publish activity or suspend idle tenants', { error: (err as Error).message });
-    } finally {
-      this.ticking = false;
-    }
-  }
-
-  /**
-   * The leader's look for idle tenants. A tenant is suspended when no pod
-   * served it for its autosuspend time at two looks in a row, with every live
-   * pod having published since the first: a client that came to another pod
-   * just before is seen first. With backups on, what changed since the last
-   * backup is backed up before.
-   */
-  private async suspendIdle(now: number): Promise<void> {
-    const { active, oldestRenewal } = await lastActivity(this.client, now);
-    for (const view of this.tenants.list()) {
-      const t = view.tenant;
-      if (!t || !view.healthy || view.suspended) {
-        this.servingSince.delete(view.id);
-        this.idleSeen.delete(view.id);
-        continue;
-      }
-      const since = this.servingSince.get(view.id) ?? now;
-      this.servingSince.set(view.id, since);
-      const last = Math.max(since, active.get(view.id) ?? 0);
-      if (!idleLongEnough(t, last, now, this.router.connectionCount(view.id))) {
-        this.idleSeen.delete(view.id);
-        continue;
-      }
-      const first = this.idleSeen.get(view.id);
-      if (first === undefined || oldestRenewal < first) {
-        if (first === undefined) this.idleSeen.set(view.id, now);
-        continue;
-      }
-      try {
-        // Hibernation has lost volumes in some operator versions: never without a backup of what changed.
-        if (this.backups && !(await this.backups.readyToHibernate(t, last, now))) continue;
-        this.log.info('suspending an idle tenant', { tenant: view.id, idleSeconds: Math.round((now - last) / 1000) });
-        await this.tenants.setSuspended(view.id, true);
-        this.servingSince.delete(view.id);
-        this.idleSeen.delete(view.id);
-      } catch (err) {
-        this.log.warn('could not suspend an idle tenant', { tenant: view.id, error: (err as Error).message });
-      }
-    }
-  }
-
   private sampleHistory(): void {
     const samples = new Map<string, HistorySample>();
     for (const view of this.tenants.list()) {
-      samples.set(view.id, { state: stateOf(view), connections: this.router.connectionCount(view.id), xacts: this.router.transactionCount(view.id), wakes: this.wakes.get(view.id) ?? 0 });
+      samples.set(view.id, { state: stateOf(view), connections: this.router.connectionCount(view.id), xacts: this.router.transactionCount(view.id), wakes: this.servers.wakes.get(view.id) ?? 0 });
     }
     this.samples.record(Date.now(), samples);
   }
@@ -329,7 +288,7 @@ export class KubeDaemon implements ControlPlane {
   private sample(view: KubeTenantView): TenantSample {
     const last = this.router.lastUsed(view.id);
     return {
-      id: view.id, up: view.healthy, connections: this.router.connectionCount(view.id), wakes: this.wakes.get(view.id) ?? 0,
+      id: view.id, up: view.healthy, connections: this.router.connectionCount(view.id), wakes: this.servers.wakes.get(view.id) ?? 0,
       lastActive: last === undefined ? null : Math.floor(last / 1000), dataBytes: null,
       lastBackup: this.backups?.newest.has(view.id) ? Math.floor(Date.parse(this.backups.newest.get(view.id) as string) / 1000) : null,
       archiveFailing: view.archiving ? (view.archiving.ok ? 0 : 1) : null,
@@ -357,228 +316,6 @@ export class KubeDaemon implements ControlPlane {
     return this.stopping;
   }
 
-  private assertRunning(): void {
-    if (this.stopping) throw new PgsError('DAEMON_STOPPING', 'the daemon is stopping');
-  }
-
-  // --- the control plane (api/routes.ts) ---
-
-  private held(id: string): KubeTenantView & { tenant: Tenant } {
-    assertTenantId(id);
-    const view = this.tenants.view(id);
-    if (!view) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id} (see "pgs list")`);
-    if (!view.tenant) throw new PgsError('INVALID_STATE', view.problem ?? `tenant ${id} cannot be read`);
-    return view as KubeTenantView & { tenant: Tenant };
-  }
-
-  /** The tenant as the API server holds it now (a write through this pod is seen before its watch event). */
-  private async fresh(id: string): Promise<KubeTenantView & { tenant: Tenant }> {
-    const view = await this.tenants.read(id);
-    if (!view?.tenant) return this.held(id);
-    return view as KubeTenantView & { tenant: Tenant };
-  }
-
-  private json(view: KubeTenantView & { tenant: Tenant }): S.TenantJson {
-    const t = view.tenant;
-    const last = this.router.lastUsed(t.id);
-    const problem = !view.healthy && !view.suspended && t.wanted === 'running' && view.phase !== 'pending' && view.phase !== 'Setting up primary' && view.phase !== 'Cluster in healthy state' ? `the operator says: ${view.phase}` : undefined;
-    // The same view as on one host; what a host measures (pid, uptime, disk use) the operator does not say.
-    return tenantView(this.catalog.settings, t, {
-      state: stateOf(view),
-      pid: null,
-      serverStartedAt: null,
-      connections: this.router.connectionCount(t.id),
-      health: view.healthy ? 'ok' : view.suspended || t.wanted === 'stopped' ? 'unknown' : 'failing',
-      healthCheckedAt: null,
-      ...(problem ? { lastError: problem } : {}),
-      restarts: 0,
-      wakes: this.wakes.get(t.id) ?? 0,
-      lastBackupAt: this.backups?.newest.get(t.id) ?? null,
-      lastActiveAt: last === undefined ? null : new Date(last).toISOString(),
-      ...this.archivingOf(view),
-    }) as S.TenantJson;
-  }
-
-  /** WAL archiving as the operator reports it (its ContinuousArchiving condition). */
-  private archivingOf(view: KubeTenantView): Pick<S.TenantJson, 'archiving' | 'archivingError'> {
-    if (!this.backups) return { archiving: 'off' };
-    if (!view.archiving) return { archiving: 'unknown' };
-    return view.archiving.ok ? { archiving: 'ok' } : { archiving: 'failing', ...(view.archiving.message ? { archivingError: view.archiving.message } : {}) };
-  }
-
-  async listTenants(): Promise<S.TenantJson[]> {
-    return this.tenants.list().filter((v): v is KubeTenantView & { tenant: Tenant } => v.tenant !== undefined).map((v) => this.json(v));
-  }
-
-  async getTenant(id: string): Promise<{ tenant: S.TenantJson; etag: string }> {
-    const view = this.held(id);
-    return { tenant: this.json(view), etag: etagOf(view.tenant) };
-  }
-
-  async createTenant(request: S.CreateTenantRequest): Promise<S.CreatedTenantJson> {
-    this.assertRunning();
-    assertTenantId(request.id);
-    if (request.password !== undefined) assertPassword(request.password);
-    if (request.init !== undefined) throw notHere('an init script (--init)', 'create the tenant, then run the script with psql through its connection string');
-    const tenant = newTenantEntry(this.catalog.settings, request);
-    if (this.backups && (await this.client.get(RESOURCES.secrets, ownerSecretName(tenant.id)))) {
-      throw new PgsError('TENANT_EXISTS', `tenant ${tenant.id} was removed and its backups are kept: "pgs restore ${tenant.id}" brings it back, "pgs backups ${tenant.id} --delete" deletes them and frees the id`);
-    }
-    const password = request.password ?? generatePassword();
-    await this.tenants.create(tenant, { ownerPassword: generatePassword(), clientVerifier: scramVerifier(password) });
-    try {
-      await this.tenants.awaitHealthy(tenant.id, this.readyTimeoutMs);
-    } catch (err) {
-      // No half tenant: a cluster that never served is removed with its volumes (it holds no data yet).
-      await this.tenants.remove(tenant.id, { volumes: true }).catch((e: Error) => this.log.warn('could not remove a failed create', { tenant: tenant.id, error: e.message }));
-      throw err;
-    }
-    this.events.emit('created', tenant.id);
-    return createdAnswer(this.catalog.settings, tenant, password);
-  }
-
-  async patchTenant(id: string, patch: S.PatchTenantRequest, ifMatch: string | undefined): Promise<{ tenant: S.TenantJson; etag: string }> {
-    this.assertRunning();
-    this.held(id);
-    const after = await this.tenants.update(id, (current) => {
-      checkPatch(current, patch, ifMatch);
-      if (patch.diskBytes !== undefined && (patch.diskBytes ?? DEFAULT_STORAGE_BYTES) < (current.diskBytes ?? DEFAULT_STORAGE_BYTES)) {
-        throw new PgsError('USAGE', `tenant ${id}'s volume holds ${current.diskBytes ?? DEFAULT_STORAGE_BYTES} bytes and a volume cannot shrink: give a larger --disk`);
-      }
-      return applyChanges(current, patchChanges(patch));
-    });
-    if (patch.autosuspend !== undefined) this.servingSince.delete(id);
-    return { tenant: this.json(await this.fresh(id)), etag: etagOf(after) };
-  }
-
-  async removeTenant(id: string): Promise<void> {
-    this.assertRunning();
-    this.held(id);
-    if (this.router.closeTenant(id, `tenant ${id} was removed`) > 0) await this.router.drained(id);
-    // The person confirmed deleting the tenant's data: its volumes go with its cluster (its backups stay).
-    await this.tenants.remove(id, { volumes: true, keepBackups: this.backups !== undefined });
-    this.samples.forget(id);
-  }
-
-  async act(id: string, action: S.TenantActionName): Promise<S.TenantJson> {
-    this.assertRunning();
-    const view = this.held(id);
-    switch (action) {
-      case 'stop':
-        await this.backupBeforeHibernating(view);
-        this.router.closeTenant(id, `tenant ${id} was stopped`);
-        await this.tenants.update(id, (t) => ({ ...t, wanted: 'stopped' }));
-        await this.tenants.awaitHibernated(id, this.readyTimeoutMs);
-        this.events.emit('state', id, { state: 'stopped' });
-        break;
-      case 'suspend':
-        assertWantedRunning(view.tenant, 'suspend');
-        await this.backupBeforeHibernating(view);
-        this.router.closeTenant(id, `tenant ${id} was suspended`);
-        await this.tenants.setSuspended(id, true);
-        await this.tenants.awaitHibernated(id, this.readyTimeoutMs);
-        this.events.emit('state', id, { state: 'suspended', reason: 'requested' });
-        break;
-      case 'restart':
-        assertWantedRunning(view.tenant, 'restart');
-        this.router.closeTenant(id, `tenant ${id} is restarting`);
-        await this.tenants.restart(id);
-        break;
-      case 'start':
-      case 'wake':
-        if (action === 'wake') assertWantedRunning(view.tenant, 'wake');
-        if (view.tenant.wanted !== 'running') await this.tenants.update(id, (t) => ({ ...t, wanted: 'running' }));
-        else if (view.suspended) {
-          await this.tenants.setSuspended(id, false);
-          this.wakes.set(id, (this.wakes.get(id) ?? 0) + 1);
-        }
-        await this.tenants.awaitHealthy(id, this.readyTimeoutMs);
-        this.events.emit('state', id, { state: 'running' });
-        break;
-    }
-    // The record as written, whether or not this pod's watch has brought it back yet.
-    return this.json(await this.fresh(id));
-  }
-
-  /** With backups on, a serving tenant whose data may have changed since its last backup is backed up before it is hibernated. */
-  private async backupBeforeHibernating(view: KubeTenantView & { tenant: Tenant }): Promise<void> {
-    if (!this.backups || !view.healthy) return;
-    const newest = this.backups.newest.get(view.id);
-    const last = this.router.lastUsed(view.id) ?? Date.now();
-    if (newest !== undefined && Date.parse(newest) >= last && this.router.connectionCount(view.id) === 0) return;
-    await this.backups.backupNow(view.tenant, 'pre-suspend', this.readyTimeoutMs);
-  }
-
-  async setPassword(id: string, password: string | undefined): Promise<{ id: string; password: string }> {
-    this.assertRunning();
-    this.held(id);
-    if (password !== undefined) assertPassword(password);
-    const chosen = password ?? generatePassword();
-    await this.client.patch(RESOURCES.secrets, ownerSecretName(id), { stringData: { 'client-verifier': scramVerifier(chosen) } });
-    return { id, password: chosen };
-  }
-
-  async connection(id: string): Promise<S.ConnectionJson> {
-    const t = this.held(id).tenant;
-    // Administration goes through the operator's pod, not a socket on this host.
-    // Clients reach the router through the cluster's service, never this pod's loopback: no hostaddr.
-    return { ...connectionStrings(this.catalog.settings, t, { local: `kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql ${t.database ?? t.id}` }), hostaddr: null };
-  }
-
-  async logs(id: string): Promise<string[]> {
-    this.held(id);
-    throw notHere('pgs logs', `the server's log is its pod's: kubectl -n ${this.client.namespace} logs -l cnpg.io/cluster=${id}`);
-  }
-
-  async queries(id: string): Promise<S.QueriesJson> {
-    this.held(id);
-    throw notHere('query statistics (pgs queries)', `read pg_stat_statements in the tenant's database, if its cluster loads it: kubectl -n ${this.client.namespace} exec -it ${this.tenants.view(id)?.primary ?? `${id}-1`} -- psql -c 'SELECT * FROM pg_stat_statements'`);
-  }
-
-  async resetQueries(id: string): Promise<S.QueriesJson> {
-    this.held(id);
-    throw notHere('resetting query statistics (pgs config --reset-queries)', `run SELECT pg_stat_statements_reset() in the tenant's cluster as a superuser`);
-  }
-
-  history(range: '1h' | '1d', ids: string[] | undefined, fields: S.HistoryField[] | undefined): S.HistoryJson {
-    return { range, ...this.samples.series(range, ids, fields) };
-  }
-
-  async status(): Promise<S.StatusJson> {
-    const views = this.tenants.list();
-    return {
-      pid: process.pid,
-      version: this.version,
-      startedAt: this.startedAt.toISOString(),
-      port: this.router.port,
-      domain: this.catalog.settings.domain,
-      api: this.api?.tcpAddress ?? null,
-      connections: this.router.connectionCount(),
-      certificateExpires: this.certExpires,
-      certificate: this.catalog.settings.certFile,
-      certificateSelfSigned: this.catalog.settings.certSelfSigned,
-      ...this.running(),
-      runtime: `kubernetes: CloudNativePG clusters in namespace ${this.client.namespace} at ${this.client.connection.server}, ${this.kube.instances} instance${this.kube.instances === 1 ? '' : 's'} each; pod ${this.pod}${this.lease.isLeader ? ' (leader)' : ''}`,
-      limits: { enforced: true, how: 'the pods\' resource limits' },
-      serverUsers: { perTenant: true, detail: 'a pod of its own per instance' },
-      refusals: Object.fromEntries(this.router.refusals),
-      importLimit: null,
-      disk: null,
-      wakesLastHour: { count: [...this.wakes.values()].reduce((a, b) => a + b, 0), p50Seconds: null, p95Seconds: null },
-      backupTarget: this.catalog.settings.backupTarget ? { url: this.catalog.settings.backupTarget, pendingFiles: 0, failingSince: null } : null,
-      tenants: views.map((view) => ({
-        id: view.id, state: stateOf(view), pid: null, serverStartedAt: null, connections: this.router.connectionCount(view.id),
-        health: view.healthy ? 'ok' as const : 'unknown' as const, healthCheckedAt: null, restarts: 0, wakes: this.wakes.get(view.id) ?? 0,
-        ...(view.problem ? { lastError: view.problem } : {}),
-      })),
-    };
-  }
-
-  running(): { running: number; maxRunning: number } {
-    const views = this.tenants?.list() ?? [];
-    return { running: views.filter((v) => v.healthy).length, maxRunning: views.length };
-  }
-
   async reload(): Promise<void> {
     const next = await this.pgs.store.read();
     if (next.settings.domain !== this.catalog.settings.domain) this.router.setDomain(next.settings.domain);
@@ -597,151 +334,4 @@ export class KubeDaemon implements ControlPlane {
     }
     this.catalog = { ...next, settings: { ...now, instances: was.instances, storageClass: was.storageClass, image: was.image, namespace: was.namespace, backupTarget: was.backupTarget, s3Endpoint: was.s3Endpoint } } as Catalog;
   }
-
-  async startAll(): Promise<S.BulkJson> {
-    this.assertRunning();
-    const done: string[] = [];
-    const failed: { id: string; error: string }[] = [];
-    for (const view of this.tenants.list()) {
-      try {
-        if (view.tenant?.wanted === 'stopped') await this.tenants.update(view.id, (t) => ({ ...t, wanted: 'running' }));
-        done.push(view.id);
-      } catch (err) {
-        failed.push({ id: view.id, error: (err as Error).message });
-      }
-    }
-    return { done, failed };
-  }
-
-  async doctor(): Promise<Static<typeof S.DoctorReport>> {
-    return { orphans: [], unfinished: [], missingData: this.tenants.list().filter((v) => v.problem !== undefined).map((v) => v.id), disagreements: [], leftovers: [] };
-  }
-
-  async doctorFix(): Promise<S.DoctorFixJson> {
-    return { adopted: [], removed: [], settled: [], report: await this.doctor() };
-  }
-
-  /** Stops this pod's daemon only: the tenants are the cluster's, and the other pods keep serving them. */
-  shutdown(): void {
-    void this.stop();
-  }
-
-  private needBackups(): KubeBackups {
-    if (!this.backups) throw new PgsError('INVALID_STATE', `no backup target is set: pgs setup --backup-target s3://BUCKET/PREFIX (with the Secret ${S3_SECRET} in namespace ${this.client.namespace}: ACCESS_KEY_ID, ACCESS_SECRET_KEY)`);
-    return this.backups;
-  }
-
-  async backup(id: string, progress?: (phase: string) => void): Promise<S.BackupJson> {
-    this.assertRunning();
-    const backups = this.needBackups();
-    const { tenant } = this.held(id);
-    progress?.('backing up');
-    const made = backupJson(id, await backups.backupNow(tenant, 'manual', this.readyTimeoutMs));
-    if (!made) throw new PgsError('BACKUP_FAILED', `the backup of tenant ${id} finished but the operator reports no times for it`);
-    return made;
-  }
-
-  async listBackups(id: string): Promise<S.BackupListJson> {
-    assertTenantId(id);
-    return this.needBackups().list(id);
-  }
-
-  /** Deletes what is kept of a removed tenant: its files in the object store, its Backups, its ObjectStore, its login. */
-  async deleteBackups(id: string): Promise<void> {
-    this.assertRunning();
-    const backups = this.needBackups();
-    assertTenantId(id);
-    if (this.tenants.view(id)) throw new PgsError('INVALID_STATE', `tenant ${id} exists: its backups are deleted only after "pgs remove ${id}"`);
-    const s = this.catalog.settings;
-    const files = await backups.deleteAll(id, { url: s.backupTarget as string, ...(s.s3Endpoint ? { endpoint: s.s3Endpoint } : {}), ...(s.s3Region ? { region: s.s3Region } : {}) }, S3_SECRET);
-    this.log.info('deleted the backups of a removed tenant', { tenant: id, files });
-  }
-
-  /**
-   * A new cluster from the tenant's backups: `as` names a new tenant (the one
-   * it comes from stays as it is); without it, a removed tenant comes back
-   * under its id, with its login.
-   */
-  async restore(id: string, request: S.RestoreRequest, progress?: (phase: string) => void): Promise<S.TenantJson> {
-    this.assertRunning();
-    const backups = this.needBackups();
-    assertTenantId(id);
-    const target = request.as ?? id;
-    assertTenantId(target);
-    const existing = this.tenants.view(id)?.tenant;
-    if (existing && target === id) {
-      throw new PgsError('INVALID_STATE', `tenant ${id} exists: on the kubernetes runtime a restore makes a new cluster. Restore it as another tenant (pgs restore ${id} --as ${id}-restored), move its clients, then pgs remove ${id}`);
-    }
-    if (!existing && target !== id) {
-      // Only a removal with backups on keeps the login Secret: without it there is nothing to restore under the id either.
-      if (!(await this.client.get(RESOURCES.secrets, ownerSecretName(id)))) throw new PgsError('TENANT_NOT_FOUND', `no tenant ${id}, and no backups of one (see "pgs list")`);
-      throw new PgsError('INVALID_STATE', `tenant ${id} was removed: restore it under its own id first (pgs restore ${id})`);
-    }
-    if (this.tenants.view(target)) throw new PgsError('TENANT_EXISTS', `tenant ${target} already exists`);
-    const time = request.time !== undefined ? parsePointInTime(request.time, 'time', 'INVALID_REQUEST', 'time').date.toISOString() : undefined;
-    const source = await backups.source(id, existing, { ...(request.backup !== undefined ? { backup: request.backup } : {}), ...(time !== undefined ? { time } : {}) });
-    // The login: a branch keeps its source's; a removed tenant's comes back from the Secret its removal kept.
-    const kept = await this.client.get<KubeResource & { data?: Record<string, string> }>(RESOURCES.secrets, ownerSecretName(id));
-    const clientVerifier = secretValue(kept, 'client-verifier');
-    if (!clientVerifier) throw new PgsError('BACKUP_NOT_FOUND', `the login of tenant ${id} is gone (no Secret ${ownerSecretName(id)})`);
-    const ownerPassword = existing ? generatePassword() : secretValue(kept, 'password') ?? generatePassword();
-    const tenant: Tenant = {
-      ...(existing ?? { maxConnections: this.catalog.settings.defaultMaxConnections }),
-      id: target,
-      suffix: newSuffix(),
-      access: 'enabled',
-      wanted: 'running',
-      createdAt: new Date().toISOString(),
-      // Back under its own id, it archives as a new server beside the one it came from.
-      ...(existing ? {} : { generation: newStamp() }),
-      // Its database on the server is its source's, under that name: the router maps clients' requests for the id to it.
-      ...(existing && (existing.database ?? existing.id) !== target ? { database: existing.database ?? existing.id } : {}),
-      // A removed tenant's kept login says what its database was called.
-      ...(!existing && kept?.metadata.annotations?.[DATABASE_ANNOTATION] ? { database: kept.metadata.annotations[DATABASE_ANNOTATION] } : {}),
-    } as Tenant;
-    if (existing) delete (tenant as { generation?: string }).generation;
-    progress?.('restoring');
-    // A removed tenant's login Secret is kept as it is (a failed restore must not lose it).
-    await this.tenants.create(tenant, { ownerPassword, clientVerifier }, source, { secretExists: !existing });
-    try {
-      await this.tenants.awaitHealthy(target, this.readyTimeoutMs);
-    } catch (err) {
-      await this.tenants.remove(target, { volumes: true, keepBackups: target === id }).catch((e: Error) => this.log.warn('could not remove a failed restore', { tenant: target, error: e.message }));
-      throw err;
-    }
-    this.events.emit('created', target, { reason: 'restored' });
-    return this.json(await this.fresh(target));
-  }
-
-  branch(id: string, request: S.BranchRequest, progress?: (phase: string) => void): Promise<S.TenantJson> {
-    return this.restore(id, { as: request.id, ...(request.at !== undefined ? { time: request.at } : {}) }, progress);
-  }
-
-  exportTenant(): Promise<S.ExportJson> {
-    return Promise.reject(notHere('pgs export', 'pg_dump through the tenant\'s connection string'));
-  }
-
-  exportFile(): string {
-    throw notHere('exports', 'pg_dump through the tenant\'s connection string');
-  }
-
-  importLimit(): Promise<never> {
-    return Promise.reject(notHere('pgs import', 'pg_restore through the tenant\'s connection string'));
-  }
-
-  importUploadFile(): Promise<string> {
-    return Promise.reject(notHere('pgs import', 'pg_restore through the tenant\'s connection string'));
-  }
-
-  importFile(): Promise<S.TenantJson> {
-    return Promise.reject(notHere('pgs import', 'pg_restore through the tenant\'s connection string'));
-  }
-}
-
-/** A tenant's state as pgs names it, from what pgs asked and what the operator says. */
-export function stateOf(view: KubeTenantView): S.TenantJson['state'] {
-  if (view.tenant?.wanted === 'stopped') return view.hibernated ? 'stopped' : 'stopping';
-  if (view.suspended) return view.hibernated ? 'suspended' : 'stopping';
-  if (view.healthy) return 'running';
-  return 'starting';
 }
