@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { backupDue } from '../../src/daemon/backup-plane.js';
+import { backupDue } from '../../src/daemon/backup-schedule.js';
 
 describe('the backup schedule', () => {
   const t0 = Date.parse('2026-11-30T00:00:00Z');
