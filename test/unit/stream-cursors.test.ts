@@ -50,10 +50,13 @@ describe('ServerCursor', () => {
     assert.deepEqual(statuses, [0x49]);
   });
 
-  it('a length under 4 breaks the stream', () => {
-    const cursor = new ServerCursor(new Map(), () => undefined);
+  it('a length under 4 breaks the stream, which is read no further', () => {
+    const statuses: number[] = [];
+    const cursor = new ServerCursor(new Map(), (s) => statuses.push(s));
     cursor.walk(Buffer.from([0x43, 0, 0, 0, 3]));
+    cursor.walk(msg('Z', 'I'));
     assert.equal(cursor.broken, true);
+    assert.deepEqual(statuses, []);
   });
 });
 

@@ -1,5 +1,6 @@
 import { TxStatus } from '../../protocol/codes.js';
 import { BackendMessage } from '../../protocol/constants.js';
+import { DROP, MessageScanner, Output, WHOLE } from '../../protocol/scanner.js';
 import { keepParameterStatus } from './parameter-status.js';
 
 /** A message header (type byte, Int32 length) gathered across chunks. */
@@ -69,54 +70,41 @@ export class ClientCursor {
   }
 }
 
-/** Message boundaries of the server's stream; ParameterStatus messages are read into `params`, ReadyForQuery's status reported. */
+/**
+ * Message boundaries of the server's stream, framed by the protocol's scanner:
+ * ParameterStatus messages are read into `params`, ReadyForQuery's status
+ * reported; every other message is skipped unread (the bytes themselves go to
+ * the client by another path).
+ */
 export class ServerCursor {
-  private remaining = 0;
-  private readonly header = new Header();
-  /** The payload of a ParameterStatus being read. */
-  private parameter: Buffer[] | undefined;
-  /** The next payload byte is a ReadyForQuery's transaction status. */
-  private statusNext = false;
-  broken = false;
+  private readonly scanner: MessageScanner;
+  /** The scanner's output, never used: nothing is passed on from here. */
+  private readonly out = new Output();
 
-  constructor(private readonly params: Map<string, string>, private readonly onReady: (status: number) => void) {}
+  constructor(params: Map<string, string>, onReady: (status: number) => void) {
+    this.scanner = new MessageScanner({
+      verdict: (type) => (type === BackendMessage.ReadyForQuery || type === BackendMessage.ParameterStatus ? WHOLE : DROP),
+      whole: (type, payload) => {
+        if (type === BackendMessage.ReadyForQuery) onReady(payload[0] ?? TxStatus.Idle);
+        else keepParameterStatus(params, payload);
+        return false;
+      },
+      ended: () => undefined,
+    });
+  }
 
   get atBoundary(): boolean {
-    return this.remaining === 0 && this.header.seen === 0;
+    return this.scanner.atBoundary;
+  }
+
+  /** A length under 4 was read: the stream is not the protocol (and is not read any further). */
+  get broken(): boolean {
+    return this.scanner.broken;
   }
 
   walk(chunk: Buffer): void {
-    let at = 0;
-    while (at < chunk.length) {
-      if (this.remaining > 0) {
-        if (this.statusNext) {
-          this.statusNext = false;
-          this.onReady(chunk[at] as number);
-        }
-        const take = Math.min(this.remaining, chunk.length - at);
-        this.parameter?.push(chunk.subarray(at, at + take));
-        this.remaining -= take;
-        at += take;
-        if (this.remaining === 0 && this.parameter) {
-          keepParameterStatus(this.params, Buffer.concat(this.parameter));
-          this.parameter = undefined;
-        }
-        continue;
-      }
-      at += this.header.take(chunk, at);
-      if (!this.header.complete) continue;
-      const { type, length } = this.header.finish();
-      if (length < 4) {
-        this.broken = true;
-        return;
-      }
-      this.remaining = length - 4;
-      if (type === BackendMessage.ReadyForQuery) {
-        if (this.remaining > 0) this.statusNext = true;
-        else this.onReady(TxStatus.Idle);
-      } else if (type === BackendMessage.ParameterStatus && this.remaining > 0) {
-        this.parameter = [];
-      }
-    }
+    this.out.begin(chunk);
+    this.scanner.scan(chunk, this.out);
+    this.out.take();
   }
 }
