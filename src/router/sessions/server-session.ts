@@ -249,6 +249,7 @@ export class ServerSessionError extends Error {
   }
 }
 
+/** What a kept session is kept under, and what a client asks for: its tenant, database and role. */
 export function poolKey(tenant: string, database: string, role: string): string {
   return `${tenant}\0${database}\0${role}`;
 }
