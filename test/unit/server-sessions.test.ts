@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { typed } from '../../src/protocol/messages.js';
-import { SessionState, clientSettings, escapeLiteral } from '../../src/router/server-sessions.js';
+import { SessionState, clientSettings, escapeLiteral, sameServer } from '../../src/router/server-sessions.js';
 
 const msg = (type: string, payload: Buffer | string = Buffer.alloc(0)) => typed(type.charCodeAt(0), Buffer.isBuffer(payload) ? payload : Buffer.from(payload));
 const ready = (status: string) => msg('Z', status);
@@ -27,6 +27,18 @@ describe('clientSettings', () => {
 describe('escapeLiteral', () => {
   it('doubles quotes and backslashes inside E\'\'', () => {
     assert.equal(escapeLiteral("it's a\\b"), "E'it''s a\\\\b'");
+  });
+});
+
+describe('sameServer', () => {
+  const remote = { kind: 'remote' as const, host: 'db.example', port: 5432, servername: 'db.example', ca: Buffer.alloc(0), user: 'owner', password: 'x' };
+  it('compares sockets by path and servers on the network by host, port and name, not by login', () => {
+    assert.equal(sameServer('/run/a/.s.PGSQL.5432', '/run/a/.s.PGSQL.5432'), true);
+    assert.equal(sameServer('/run/a/.s.PGSQL.5432', '/run/b/.s.PGSQL.5432'), false);
+    assert.equal(sameServer(remote, { ...remote, user: 'other', database: 'elsewhere' }), true);
+    assert.equal(sameServer(remote, { ...remote, port: 5433 }), false);
+    assert.equal(sameServer(remote, { ...remote, servername: 'replica.example' }), false);
+    assert.equal(sameServer(remote, '/run/a/.s.PGSQL.5432'), false);
   });
 });
 
