@@ -196,8 +196,9 @@ describe('disaster recovery from the bucket', () => {
 
   it('S3 down: the pending files, bytes and age are in the status, pgs status and the metrics, and go to 0 when it is back', async () => {
     const pgs = second as PgsHome;
-    // The restore's first backup is in the bucket: nothing waits.
-    await waitFor('the restored tenant\'s first backup in the bucket', () => shipped(pgs), 60_000);
+    // The restore's first backup (taken in the background) is in the bucket, and nothing else waits.
+    const generation = await generationOf(pgs, 'dr1');
+    await waitFor('the restored tenant\'s first backup in the bucket', async () => [...(await remoteKeys(`dr1/${generation}/base/`))].some((k) => k.endsWith('/pgs-backup.json')) && (await shipped(pgs)), 60_000);
     await stopServer();
     const downAt = Date.now();
     await sql(pgs, 'dr1', dr1.password, 'INSERT INTO t SELECT generate_series(1101, 1200)');

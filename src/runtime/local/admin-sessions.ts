@@ -58,10 +58,18 @@ export class AdminSessions {
     return opened;
   }
 
-  /** The server is stopping: its health session goes. */
-  drop(id: string): void {
-    this.health.get(id)?.client.destroy();
+  /**
+   * The server is stopping: its health session goes, by Terminate and waiting
+   * (at most `graceMs`) for its backend to exit, so that the shutdown does not
+   * meet it still there (its FATAL "terminating connection due to
+   * administrator command" would be in the server's log); 0: at once.
+   */
+  async drop(id: string, graceMs = 1_000): Promise<void> {
+    const session = this.health.get(id);
     this.health.delete(id);
+    if (!session) return;
+    if (graceMs > 0) await session.client.close(graceMs);
+    else session.client.destroy();
   }
 
   /**

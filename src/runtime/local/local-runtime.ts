@@ -233,7 +233,7 @@ export class LocalRuntime implements TenantRuntime {
   /** Stops the server (see stop) without the beforeStop hook. */
   private async shutdown(id: string, options: { immediate?: boolean }): Promise<void> {
     this.parts.watch.gone(id);
-    this.parts.sessions.drop(id);
+    await this.parts.sessions.drop(id, options.immediate ? 0 : 1_000);
     const pid = await this.runningPid(id);
     if (pid === undefined) return;
     if (!options.immediate) {
