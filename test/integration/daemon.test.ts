@@ -261,8 +261,9 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
     const titles = await Promise.all(children.map(async (c) => [Number(c), await fs.readFile(`/proc/${c}/cmdline`, 'utf8').catch(() => '')] as const));
     const checker = realPid(titles.find(([, title]) => title.startsWith('postgres: pgs_admin pgs_admin [local]'))?.[0], 'the health session backend');
     process.kill(checker, 'SIGSTOP'); // its next SELECT 1 is never answered
+    // And the postmaster: the retry's new session is not let in either, so health stays failing while the test looks.
+    process.kill(pid, 'SIGSTOP');
     try {
-      // The row that says failing is the one looked at: the retry that follows opens a new session, and shows ok again.
       let row: Row | undefined;
       let status = '';
       await waitFor('health failing', async () => {
@@ -276,6 +277,7 @@ describe('supervision: servers that die come back, a killed daemon is replaced w
       assert.match(row.healthError ?? '', /did not answer within 5000 ms/);
       assert.match(status, /health\s+1 failing \(delta: the server did not answer/);
     } finally {
+      process.kill(pid, 'SIGCONT');
       process.kill(checker, 'SIGCONT');
     }
     await waitFor('health ok again (a new session)', async () => (await pgs.json<Row[]>(['list']))[0]?.health === 'ok');
