@@ -1,6 +1,8 @@
+import type { Log } from '../core/log.js';
 import { BackendMessage } from '../protocol/constants.js';
 import { serializeNoticeResponse, typed, type ErrorFields } from '../protocol/messages.js';
 import type { Refusal } from '../protocol/refusals.js';
+import type { ClientSide } from './client-side.js';
 import { ServerSessionError, TX_IDLE } from './server-sessions.js';
 import { ServerFull } from './server-slots.js';
 import { PoolTimeout } from './transaction-pool.js';
@@ -41,4 +43,15 @@ export function sessionFailure(err: unknown, tenantId: string): SessionFailure {
     };
   }
   return { kind: 'refuse', refusal: { reason: 'tenant_unavailable', message: `the server of tenant ${tenantId} is not available` }, unexpected: true };
+}
+
+/** Tells the client why no server session could be had for it (sessionFailure); a failure nobody expected is logged too. */
+export function refuseForSession(client: Pick<ClientSide, 'refuse' | 'refuseAsServer'>, err: unknown, tenantId: string, log: Log): void {
+  const failure = sessionFailure(err, tenantId);
+  if (failure.kind === 'server') {
+    client.refuseAsServer(failure.fields);
+    return;
+  }
+  if (failure.unexpected) log.warn('backend connection failed', { tenant: tenantId, error: (err as Error).message });
+  client.refuse(failure.refusal);
 }

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { Log } from '../core/log.js';
 import type { ClientSide, ServerSide } from './client-side.js';
-import { sessionFailure } from './client-messages.js';
+import { refuseForSession } from './client-messages.js';
 import type { RouterObserver, TenantRoute } from './contract.js';
 import type { ServerAccess } from './server-access.js';
 import { ServerPipe } from './server-pipe.js';
@@ -49,13 +49,7 @@ export async function useKeptSession(client: ClientSide, request: KeptSessionReq
       session = await servers.open(tenant, address, user, database);
     } catch (err) {
       if (client.gone) return;
-      const failure = sessionFailure(err, tenant.id);
-      if (failure.kind === 'server') {
-        client.refuseAsServer(failure.fields);
-        return;
-      }
-      if (failure.unexpected) request.log.warn('backend connection failed', { tenant: tenant.id, error: (err as Error).message });
-      client.refuse(failure.refusal);
+      refuseForSession(client, err, tenant.id, request.log);
       return;
     }
   }

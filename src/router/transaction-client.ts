@@ -1,6 +1,6 @@
 import type { Log } from '../core/log.js';
 import { serializeErrorResponse } from '../protocol/messages.js';
-import { noticeBytes, sessionFailure } from './client-messages.js';
+import { noticeBytes, refuseForSession } from './client-messages.js';
 import type { ClientSide, ServerSide } from './client-side.js';
 import type { RouterObserver, TenantRoute } from './contract.js';
 import type { ServerAccess } from './server-access.js';
@@ -45,13 +45,7 @@ export async function usePool(client: ClientSide, request: PoolRequest): Promise
     session = await new Promise<ServerSession>((resolve, reject) => acquire((err, s) => (err || !s ? reject(err) : resolve(s))));
   } catch (err) {
     if (client.gone) return;
-    const failure = sessionFailure(err, tenant.id);
-    if (failure.kind === 'server') {
-      client.refuseAsServer(failure.fields);
-      return;
-    }
-    if (failure.unexpected) request.log.warn('backend connection failed', { tenant: tenant.id, error: (err as Error).message });
-    client.refuse(failure.refusal);
+    refuseForSession(client, err, tenant.id, request.log);
     return;
   }
   const { carried, fixed } = splitSettings(request.settings, session.params);

@@ -64,27 +64,14 @@ export interface TenantView {
   backupPending?: { files: number; bytes: number; oldestAt: string | null } | null;
 }
 
-/** What a running daemon knows of a tenant's server, which the files cannot tell. */
-export interface ObservedTenant {
+/** What a running daemon knows of a tenant's server, which the files cannot tell (fields as in TenantView). */
+export interface ObservedTenant extends
+  Pick<TenantView, 'serverStartedAt' | 'health' | 'healthCheckedAt' | 'healthError' | 'lastError' | 'restarts' | 'wakes' | 'lastActiveAt' | 'archivingError' | 'backupPending' | 'usage' | 'limitsNotEnforced' | 'disk'>,
+  Partial<Pick<TenantView, 'lastBackupAt' | 'archiving'>> {
   state: string;
   pid: number | null;
-  serverStartedAt: string | null;
   connections: number;
-  health: 'ok' | 'failing' | 'unknown';
-  healthCheckedAt: string | null;
-  healthError?: string;
-  lastError?: string;
-  restarts: number;
-  wakes: number;
-  lastBackupAt?: string | null;
-  lastActiveAt?: string | null;
-  archiving?: TenantView['archiving'];
-  archivingError?: string;
-  backupPending?: TenantView['backupPending'];
-  usage?: { memoryBytes: number; cpuSeconds: number; memorySource: 'cgroup' | 'pss' };
-  limitsNotEnforced?: string;
   diskUsedBytes?: number;
-  disk?: 'ok' | 'warning' | 'read-only' | 'standby';
 }
 
 /**
